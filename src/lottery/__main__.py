@@ -1,0 +1,3 @@
+from lottery.cli.main import main
+
+raise SystemExit(main())

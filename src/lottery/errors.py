@@ -1,0 +1,18 @@
+"""Errors a user can fix. The CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """Bad input: a wrong name, value, file or spec. Never shown with a traceback."""
+
+
+def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
+    """An error for an unknown `name` of `kind`, suggesting the closest valid one."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return UserError(f"unknown {kind} '{name}'{hint} (valid: {', '.join(valid)})")

@@ -1,0 +1,29 @@
+"""Experiment specifications: typed groups, step strings, TOML + preset + override resolution, hashing."""
+
+from lottery.spec.groups import (
+    ControlsSpec,
+    DatasetSpec,
+    ExperimentSpec,
+    ImpSpec,
+    ModelSpec,
+    PruningSpec,
+    TrainingSpec,
+)
+from lottery.spec.parse import build, resolve, spec_hash, to_dict, to_toml
+from lottery.spec.steps import Step
+
+__all__ = [
+    "ControlsSpec",
+    "DatasetSpec",
+    "ExperimentSpec",
+    "ImpSpec",
+    "ModelSpec",
+    "PruningSpec",
+    "Step",
+    "TrainingSpec",
+    "build",
+    "resolve",
+    "spec_hash",
+    "to_dict",
+    "to_toml",
+]

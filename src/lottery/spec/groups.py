@@ -1,0 +1,197 @@
+"""The experiment specification: small typed groups of settings, validated as they are built.
+
+Field defaults are neutral: a setting left at its default is omitted from the run hash, so adding a
+new field with a neutral default never renames existing runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from lottery.errors import UserError
+from lottery.spec.steps import canonical
+
+
+def _positive(value: float, name: str) -> None:
+    if not value > 0:
+        raise UserError(f"{name} must be > 0, got {value}")
+
+
+def _nonnegative(value: float, name: str) -> None:
+    if not value >= 0:
+        raise UserError(f"{name} must be >= 0, got {value}")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], name: str) -> None:
+    if value not in allowed:
+        from lottery.errors import unknown_name
+
+        raise unknown_name(name, value, allowed)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = "lenet_300_100"
+    init: str = "kaiming_normal"
+    width: int | None = None  # first layer's width; later layers scale with it. None: the family's default
+    batchnorm_init: str = "default"
+    dropout: float = 0.0
+    shortcut: str = "projection"  # ResNet downsampling shortcut: 'projection' (1x1 conv + BN) or 'padding'
+
+    def validate(self) -> ModelSpec:
+        if self.width is not None:
+            _positive(self.width, "model.width")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        _one_of(self.shortcut, ("projection", "padding"), "model.shortcut")
+        return self
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str = "fashion_mnist"
+    root: str | None = None  # None: the dataset's default directory, where it has one
+    validation_size: int = 5000  # held out of the training set with a fixed seed; 0 allowed
+    augment: bool = False
+    normalize: bool = True
+    subset: int | None = None  # train on the first N non-validation examples only
+
+    def validate(self) -> DatasetSpec:
+        _nonnegative(self.validation_size, "dataset.validation_size")
+        if self.subset is not None:
+            _positive(self.subset, "dataset.subset")
+        return self
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    training_steps: str = "1ep"
+    warmup_steps: str = "0it"
+    milestone_steps: tuple[str, ...] = ()
+    gamma: float = 0.1
+    init_seed: int = 0
+    data_order_seed: int = 0
+    augmentation_seed: int = 0
+    eval_every: str = "100it"
+    precision: str = "fp32"  # 'bf16': bf16 autocast (CUDA only)
+
+    def validate(self) -> TrainingSpec:
+        _one_of(self.optimizer, ("sgd", "adam"), "training.optimizer")
+        _positive(self.lr, "training.lr")
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"training.momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise UserError("training.nesterov needs training.optimizer = 'sgd' and training.momentum > 0")
+        _nonnegative(self.weight_decay, "training.weight_decay")
+        _positive(self.batch_size, "training.batch_size")
+        _positive(self.gamma, "training.gamma")
+        for seed in ("init_seed", "data_order_seed", "augmentation_seed"):
+            _nonnegative(getattr(self, seed), f"training.{seed}")
+        _one_of(self.precision, ("fp32", "bf16"), "training.precision")
+        eval_every = canonical(self.eval_every, "training.eval_every")
+        if eval_every == "0it":
+            raise UserError("training.eval_every must be at least 1 iteration")
+        return TrainingSpec(
+            **{
+                **self.__dict__,
+                "training_steps": canonical(self.training_steps, "training.training_steps"),
+                "warmup_steps": canonical(self.warmup_steps, "training.warmup_steps"),
+                "milestone_steps": tuple(canonical(s, "training.milestone_steps") for s in self.milestone_steps),
+                "eval_every": eval_every,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class PruningSpec:
+    strategy: str = "global_magnitude"
+    fraction: float = 0.2  # of the surviving weights, per level
+    rates: dict[str, float] = field(default_factory=dict)  # layer kind ('conv', 'fc', 'output') or name -> fraction
+    layers_to_ignore: tuple[str, ...] = ()
+
+    def validate(self) -> PruningSpec:
+        for name, rate in {"pruning.fraction": self.fraction, **{f"pruning.rates.{k}": v for k, v in self.rates.items()}}.items():
+            if not 0 < rate < 1:
+                raise UserError(f"{name} must be in (0, 1), got {rate}")
+        return self
+
+
+@dataclass(frozen=True)
+class ImpSpec:
+    levels: int = 0  # pruning levels after the dense one (level 0)
+    rewind: tuple[str, ...] = ("0it",)  # one or several rewind points; all share one dense run
+    one_shot_density: float | None = None  # prune straight to this density at level 1
+    optimizer_state: str = "fresh"  # 'fresh': new optimizer at k; 'rewind': restore its state at k
+
+    def validate(self) -> ImpSpec:
+        _nonnegative(self.levels, "imp.levels")
+        if not self.rewind:
+            raise UserError("imp.rewind needs at least one step string")
+        rewind = tuple(dict.fromkeys(canonical(s, "imp.rewind") for s in self.rewind))
+        if self.one_shot_density is not None:
+            if not 0 < self.one_shot_density < 1:
+                raise UserError(f"imp.one_shot_density must be in (0, 1), got {self.one_shot_density}")
+            if self.levels > 1:
+                raise UserError("imp.one_shot_density prunes in one level: set imp.levels = 1 (or 0)")
+        _one_of(self.optimizer_state, ("fresh", "rewind"), "imp.optimizer_state")
+        return ImpSpec(self.levels, rewind, self.one_shot_density, self.optimizer_state)
+
+
+CONTROL_KINDS = ("random_reinit", "random_prune", "random_prune_global")
+
+
+@dataclass(frozen=True)
+class ControlsSpec:
+    kinds: tuple[str, ...] = ()
+    levels: tuple[int, ...] | None = None  # None: every pruned level
+    seeds: tuple[int, ...] = (0,)
+
+    def validate(self) -> ControlsSpec:
+        for kind in self.kinds:
+            _one_of(kind, CONTROL_KINDS, "controls.kinds")
+        for level in self.levels or ():
+            _positive(level, "controls.levels")
+        if not self.seeds:
+            raise UserError("controls.seeds needs at least one seed")
+        for seed in self.seeds:
+            _nonnegative(seed, "controls.seeds")
+        return self
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    pruning: PruningSpec = field(default_factory=PruningSpec)
+    imp: ImpSpec = field(default_factory=ImpSpec)
+    controls: ControlsSpec = field(default_factory=ControlsSpec)
+    replicates: int = 1
+
+    def validate(self) -> ExperimentSpec:
+        _positive(self.replicates, "replicates")
+        for name in self.controls.levels or ():
+            if name > self.imp.levels:
+                raise UserError(f"controls.levels names level {name}, but imp.levels is {self.imp.levels}")
+        return self
+
+
+GROUPS = {
+    "model": ModelSpec,
+    "dataset": DatasetSpec,
+    "training": TrainingSpec,
+    "pruning": PruningSpec,
+    "imp": ImpSpec,
+    "controls": ControlsSpec,
+}
+
+
+def finite(value: float) -> bool:
+    return math.isfinite(value)

@@ -1,0 +1,186 @@
+"""Build a validated ExperimentSpec from TOML files, presets and `--set group.field=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from lottery.errors import UserError, unknown_name
+from lottery.spec.groups import GROUPS, ExperimentSpec
+
+TOP_LEVEL = ("preset", "replicates", *GROUPS)
+
+
+def _describe(expected: Any) -> str:
+    origin = typing.get_origin(expected)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in typing.get_args(expected) if a is not type(None))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(expected)[0])}s"
+    if origin is dict:
+        return "a table of numbers"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[expected]
+
+
+def _coerce(value: Any, expected: Any, name: str) -> Any:
+    """Check `value` (as read from TOML) against the field type and return it in canonical form."""
+    origin = typing.get_origin(expected)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(expected) if a is not type(None)]
+        if isinstance(value, str) and value.lower() in ("none", "null") and str not in args:
+            return None
+        errors = []
+        for arg in args:
+            try:
+                return _coerce(value, arg, name)
+            except UserError as error:
+                errors.append(error)
+        raise UserError(f"{name} must be {_describe(expected)}, got {value!r}")
+    if origin is tuple:
+        items = value if isinstance(value, list) else [value]
+        return tuple(_coerce(item, typing.get_args(expected)[0], name) for item in items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{name} must be a table like {{ output = 0.1 }}, got {value!r}")
+        return {str(k): _coerce(v, typing.get_args(expected)[1], f"{name}.{k}") for k, v in value.items()}
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UserError(f"{name} must be a finite number, got {value!r}")
+            return float(value)
+    elif expected is str:
+        if isinstance(value, str):
+            return value
+        # Step strings may be written as bare integers (iterations).
+        if isinstance(value, int) and not isinstance(value, bool) and name.endswith(("steps", "every", "rewind")):
+            return f"{value}it"
+    raise UserError(f"{name} must be {_describe(expected)}, got {value!r}")
+
+
+def _build_group(cls: type, values: Any, group: str) -> Any:
+    if not isinstance(values, dict):
+        raise UserError(f"[{group}] must be a table of settings, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise unknown_name(f"setting in [{group}]", key, fields)
+        kwargs[key] = _coerce(value, hints[key], f"{group}.{key}")
+    return cls(**kwargs).validate()
+
+
+def build(data: dict[str, Any]) -> ExperimentSpec:
+    """A validated spec from a nested dict (groups -> fields), as read from TOML or JSON."""
+    for key in data:
+        if key not in TOP_LEVEL:
+            raise unknown_name("top-level spec key", key, TOP_LEVEL)
+    groups = {name: _build_group(cls, data.get(name, {}), name) for name, cls in GROUPS.items()}
+    replicates = _coerce(data.get("replicates", 1), int, "replicates")
+    return ExperimentSpec(**groups, replicates=replicates).validate()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'training.lr=0.01' -> (['training', 'lr'], 0.01). The value is TOML, or else a bare string."""
+    key, sep, raw = text.partition("=")
+    path = [part.strip() for part in key.strip().split(".")]
+    if not sep or not all(path) or len(path) > 2:
+        raise UserError(f"--set expects group.field=value (e.g. training.lr=0.01), got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key in GROUPS:
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"spec file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"spec file {path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise UserError(f"cannot read spec file {path}: {error.strerror}") from None
+
+
+def resolve(
+    spec_file: Path | None = None, preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[ExperimentSpec, str | None]:
+    """The spec from a file and/or preset plus overrides, and the preset it started from."""
+    from lottery.presets import presets
+
+    data = read_toml(spec_file) if spec_file is not None else {}
+    file_preset = data.pop("preset", None)
+    if file_preset is not None and not isinstance(file_preset, str):
+        raise UserError(f"preset must be a preset name (a string), got {file_preset!r}")
+    preset = preset or file_preset
+    base = presets.get(preset).settings if preset else {}
+    data = _merge(base, data)
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] == "preset":
+            raise UserError("choose the preset with --preset NAME, not --set")
+        if len(path) == 1:
+            data = _merge(data, {path[0]: value})
+        else:
+            data = _merge(data, {path[0]: {path[1]: value}})
+    return build(data), preset
+
+
+def to_dict(spec: ExperimentSpec, omit_defaults: bool = False) -> dict[str, Any]:
+    """The spec as plain JSON-able data; with `omit_defaults`, only settings that differ from defaults."""
+    default = ExperimentSpec()
+    out: dict[str, Any] = {}
+    for name in GROUPS:
+        group = {}
+        for f in dataclasses.fields(getattr(spec, name)):
+            value = getattr(getattr(spec, name), f.name)
+            if omit_defaults and value == getattr(getattr(default, name), f.name):
+                continue
+            group[f.name] = list(value) if isinstance(value, tuple) else value
+        if group or not omit_defaults:
+            out[name] = group
+    if not (omit_defaults and spec.replicates == default.replicates):
+        out["replicates"] = spec.replicates
+    return out
+
+
+def spec_hash(spec: ExperimentSpec) -> str:
+    """A stable name for the experiment: settings left at their defaults do not enter it."""
+    canonical = json.dumps(to_dict(spec, omit_defaults=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def to_toml(spec: ExperimentSpec) -> str:
+    """TOML that `resolve` reads back to the same spec (None values are left out: they are defaults)."""
+
+    def drop_none(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+    return tomli_w.dumps(drop_none(to_dict(spec)))
