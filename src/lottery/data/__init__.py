@@ -1,6 +1,6 @@
 """Datasets as in-memory tensors, one module per format; batches gathered on the device."""
 
-from lottery.data import idx, synthetic  # noqa: F401  (register their datasets)
+from lottery.data import cifar, idx, synthetic  # noqa: F401  (register their datasets)
 from lottery.data.base import ImageData, Splits, load, loaders
 from lottery.data.batches import BatchStream, epoch_permutation
 

@@ -44,7 +44,9 @@ class Splits:
         return tuple(self.train_x.shape[1:])
 
     def to(self, device: torch.device | str) -> Splits:
-        return replace(self, **{k: getattr(self, k).to(device) for k in self.__dataclass_fields__ if k != "num_classes"})
+        return replace(
+            self, **{k: getattr(self, k).to(device) for k in self.__dataclass_fields__ if k != "num_classes"}
+        )
 
 
 loaders: Registry[Callable[[DatasetSpec], ImageData]] = Registry("dataset")

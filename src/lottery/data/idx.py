@@ -20,7 +20,7 @@ FILES = {
     "test_y": "t10k-labels-idx1-ubyte",
 }
 HOW_TO_GET = {
-    "fashion_mnist": "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or set dataset.root",
+    "fashion_mnist": "install it with 'apt-get install dataset-fashion-mnist' or set dataset.root",
     "mnist": "download the four MNIST IDX files and set dataset.root to their directory",
 }
 DEFAULT_ROOT = {"fashion_mnist": "/usr/share/datasets/fashion-mnist", "mnist": None}

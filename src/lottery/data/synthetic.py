@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from lottery.data.base import ImageData, loaders
-from lottery.spec import DatasetSpec
 
 SHAPES = {
     "synthetic": ((1, 28, 28), 10),

@@ -117,7 +117,10 @@ class PruningSpec:
     layers_to_ignore: tuple[str, ...] = ()
 
     def validate(self) -> PruningSpec:
-        for name, rate in {"pruning.fraction": self.fraction, **{f"pruning.rates.{k}": v for k, v in self.rates.items()}}.items():
+        for name, rate in {
+            "pruning.fraction": self.fraction,
+            **{f"pruning.rates.{k}": v for k, v in self.rates.items()},
+        }.items():
             if not 0 < rate < 1:
                 raise UserError(f"{name} must be in (0, 1), got {rate}")
         return self

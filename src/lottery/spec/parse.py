@@ -6,13 +6,13 @@ import dataclasses
 import hashlib
 import json
 import math
-import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+import tomllib
 
 from lottery.errors import UserError, unknown_name
 from lottery.spec.groups import GROUPS, ExperimentSpec
@@ -36,14 +36,15 @@ def _coerce(value: Any, expected: Any, name: str) -> Any:
     origin = typing.get_origin(expected)
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(expected) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(expected)):
+            return None
         if isinstance(value, str) and value.lower() in ("none", "null") and str not in args:
             return None
-        errors = []
         for arg in args:
             try:
                 return _coerce(value, arg, name)
-            except UserError as error:
-                errors.append(error)
+            except UserError:
+                pass
         raise UserError(f"{name} must be {_describe(expected)}, got {value!r}")
     if origin is tuple:
         items = value if isinstance(value, list) else [value]

@@ -1,0 +1,7 @@
+"""The run store: experiment directories named by spec hash, verified artifacts, locks."""
+
+from lottery.store.experiment import check_collision, experiment_dir, load_spec, store_root, write_spec
+from lottery.store.lock import exclusive
+from lottery.store.run_dir import RunDir
+
+__all__ = ["RunDir", "check_collision", "exclusive", "experiment_dir", "load_spec", "store_root", "write_spec"]

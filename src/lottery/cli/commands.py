@@ -1,0 +1,120 @@
+"""One function per subcommand; each returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import tomli_w
+import torch
+
+from lottery.errors import UserError
+
+
+def _runtime(args: argparse.Namespace):  # noqa: ANN202
+    from lottery.training import Runtime
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {args.device!r} is not a device (allowed: auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (allowed here: cpu, auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {args.device!r}: allowed are auto, cpu, cuda, cuda:N")
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise UserError("--checkpoint-every must be at least 1 iteration")
+    progress = {"auto": None, "bar": True, "log": False}[args.progress]
+    return Runtime(device=device, checkpoint_every=args.checkpoint_every, progress=progress)
+
+
+def _experiment(args: argparse.Namespace, dense_only: bool) -> int:
+    from lottery.experiments.results import table
+    from lottery.experiments.run import run_experiment
+    from lottery.spec import resolve
+    from lottery.store import store_root
+
+    if args.spec is None and args.preset is None and not args.overrides:
+        raise UserError("give a spec file, --preset NAME or --set overrides (see 'lottery presets')")
+    spec, preset = resolve(args.spec, args.preset, args.overrides)
+    experiment, results = run_experiment(spec, preset, store_root(args.out), _runtime(args), dense_only, args.wait)
+    print(table(results["summary"]))
+    print(experiment.path)
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    return _experiment(args, dense_only=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    return _experiment(args, dense_only=False)
+
+
+def presets(args: argparse.Namespace) -> int:
+    from lottery.presets import presets as registry
+
+    if args.show:
+        preset = registry.get(args.show)
+        print(f"# {preset.name}: {preset.description}\n")
+        print(tomli_w.dumps(preset.settings), end="")
+        return 0
+    for name in registry:
+        preset = registry.get(name)
+        t = preset.settings.get("training", {})
+        m = preset.settings.get("model", {})
+        d = preset.settings.get("dataset", {}).get("name", "fashion_mnist")
+        summary = (
+            f"{m.get('name', '?')} on {d}: {t.get('optimizer', 'sgd')} lr {t.get('lr', 0.1)}, "
+            f"batch {t.get('batch_size', 128)}, {t.get('training_steps', '1ep')}"
+        )
+        print(f"{name:18s} {summary}")
+    print("\n'lottery presets --show NAME' prints one in full.")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    from lottery.experiments.results import table
+    from lottery.experiments.run import collect, write_results
+    from lottery.spec import to_dict
+    from lottery.store import RunDir, load_spec
+
+    spec, preset = load_spec(args.run_dir)
+    experiment = RunDir(args.run_dir)
+    print(f"experiment {args.run_dir}" + (f" (preset {preset})" if preset else ""))
+    print(tomli_w.dumps(to_dict(spec, omit_defaults=True)), end="")
+    rows = collect(experiment, spec)
+    print(f"\n{len(rows)} finished training run(s)")
+    if rows:
+        print(table(write_results(experiment, spec)["summary"]))
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    from lottery.store import RunDir
+
+    if not args.path.is_dir():
+        raise UserError(f"{args.path} is not a directory")
+    checked = bad = 0
+    for manifest in sorted(args.path.rglob("manifest.json")):
+        run = RunDir(manifest.parent)
+        entries = run.manifest()
+        checked += len(entries)
+        for name, problem in run.verify():
+            bad += 1
+            print(f"{run.path / name}: {problem}")
+    print(f"{checked} artifacts checked, {bad} problem(s)")
+    return 1 if bad else 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from lottery.reports import write_report
+
+    path = write_report(Path(args.run_dir))
+    print(path, file=sys.stderr)
+    print(path.parent)
+    return 0

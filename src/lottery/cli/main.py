@@ -1,0 +1,82 @@
+"""The `lottery` command. Bad input exits with code 2 and one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lottery.errors import UserError
+
+EPILOG = "Docs: README.md, docs/run-format.md. Exit codes: 0 ok, 1 verification found problems, 2 bad input."
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit code 2 like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", nargs="?", type=Path, help='TOML spec file (may start with preset = "NAME")')
+    p.add_argument("--preset", help="start from this preset (see 'lottery presets')")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="GROUP.FIELD=VALUE",
+        help="override a setting; VALUE is TOML, or a bare string (repeatable)",
+    )
+    p.add_argument("--out", help="store root (default: $LOTTERY_RUNS or ./runs)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--checkpoint-every", type=int, metavar="N", help="checkpoint every N iterations (default: every 2 minutes)"
+    )
+    p.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="exit with an error instead of waiting when another process holds the experiment",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log"),
+        default="auto",
+        help="progress bar (bar), log lines (log), or bar only on a terminal (auto)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="lottery", description="Find and study lottery tickets.", epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("train", help="train the dense network of a spec (level 0)", epilog=EPILOG)
+    _experiment_args(p)
+    p = sub.add_parser("run", help="run everything the spec describes (IMP levels, controls, ...)", epilog=EPILOG)
+    _experiment_args(p)
+    p = sub.add_parser("presets", help="list the presets, or print one in full", epilog=EPILOG)
+    p.add_argument("--show", metavar="NAME", help="print this preset's settings and sources")
+    p = sub.add_parser("show", help="summarise an experiment directory", epilog=EPILOG)
+    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("verify", help="check every artifact under a directory against its manifest", epilog=EPILOG)
+    p.add_argument("path", type=Path, help="an experiment directory or a whole store")
+    p = sub.add_parser("report", help="write the figures (PNG, SVG) and an HTML report of an experiment", epilog=EPILOG)
+    p.add_argument("run_dir", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        from lottery.cli import commands
+
+        return getattr(commands, args.command)(args)
+    except UserError as error:
+        print(f"lottery: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lottery: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

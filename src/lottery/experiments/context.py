@@ -1,0 +1,100 @@
+"""Everything a process needs to train any part of one experiment: data on the device, the schedule in
+iterations, seeded models. Validating it touches no file, so bad input is refused before anything
+is written."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import cached_property, partial
+from typing import Any
+
+import torch
+
+from lottery import data as datasets
+from lottery import models
+from lottery.data import Splits
+from lottery.data.batches import Augment
+from lottery.errors import UserError
+from lottery.models import Network
+from lottery.pruning import Mask
+from lottery.spec import ExperimentSpec, Step, TrainingSpec
+from lottery.training import Job, Runtime, Schedule
+
+
+class Context:
+    def __init__(self, spec: ExperimentSpec, runtime: Runtime) -> None:
+        self.spec = spec
+        self.runtime = runtime
+
+    @cached_property
+    def data(self) -> Splits:
+        return datasets.load(self.spec.dataset).to(self.runtime.device)
+
+    @cached_property
+    def schedule(self) -> Schedule:
+        train_size = len(self.data.train_x)
+        if self.spec.training.batch_size > train_size:
+            raise UserError(
+                f"training.batch_size = {self.spec.training.batch_size} is larger than the training set "
+                f"({train_size} examples)"
+            )
+        schedule = Schedule.of(self.spec.training, train_size // self.spec.training.batch_size)
+        if schedule.end < 1:
+            raise UserError("training.training_steps must be at least 1 iteration")
+        return schedule
+
+    @cached_property
+    def rewind_points(self) -> list[int]:
+        points = []
+        for step in self.spec.imp.rewind:
+            k = Step.parse(step).to_iterations(self.schedule.iterations_per_epoch)
+            if k >= self.schedule.end:
+                raise UserError(
+                    f"imp.rewind point {step} (iteration {k}) must be before the end of training "
+                    f"(training.training_steps = {self.spec.training.training_steps} = {self.schedule.end} iterations)"
+                )
+            points.append(k)
+        return points
+
+    @cached_property
+    def augment(self) -> Augment | None:
+        if not self.spec.dataset.augment:
+            return None
+        from lottery.data.augment import crop_and_flip
+
+        return partial(crop_and_flip, pad_value=self.data.pad_value)
+
+    @cached_property
+    def layer_kinds(self) -> dict[str, str]:
+        return self.model(0).layer_kinds()
+
+    def validate(self) -> None:
+        """Raise UserError for anything that would fail later: data, model, schedule, pruning settings."""
+        if self.spec.training.precision == "bf16" and self.runtime.device.type != "cuda":
+            raise UserError("training.precision = 'bf16' needs a CUDA device (allowed here: 'fp32')")
+        _ = self.schedule, self.rewind_points, self.layer_kinds
+        if self.spec.imp.levels or self.spec.controls.kinds:
+            from lottery.pruning import prune
+
+            model = self.model(0)
+            weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            prune(weights, Mask.ones(model), self.layer_kinds, self.spec.pruning)
+
+    def training(self, replicate: int) -> TrainingSpec:
+        """Replicate r shifts every seed by r (replicate 0 is the spec as written)."""
+        t = self.spec.training
+        return dataclasses.replace(
+            t,
+            init_seed=t.init_seed + replicate,
+            data_order_seed=t.data_order_seed + replicate,
+            augmentation_seed=t.augmentation_seed + replicate,
+        )
+
+    def model(self, init_seed: int, weights: dict[str, torch.Tensor] | None = None) -> Network:
+        model = models.build(self.spec.model, self.data.input_shape, self.data.num_classes, init_seed)
+        if weights is not None:
+            model.load_state_dict(weights)
+        return model.to(self.runtime.device)
+
+    def job(self, replicate: int, **kwargs: Any) -> Job:
+        return Job(training=self.training(replicate), schedule=self.schedule, augment=self.augment, **kwargs)

@@ -1,0 +1,48 @@
+"""The controls that give IMP results meaning, run on finished levels and reusing their artifacts:
+random reinitialization (the level's mask on fresh weights) and random pruning (a random mask of the
+same per-layer, or global, density on the rewound weights). Every control is seeded."""
+
+from __future__ import annotations
+
+from lottery import seeding
+from lottery.experiments.context import Context
+from lottery.experiments.imp import level_dir, rewind_state
+from lottery.pruning import Mask, random_global_like, random_like
+from lottery.pruning.strategies import layer_pool
+from lottery.store import RunDir
+from lottery.training import train
+
+STREAMS = {"random_reinit": 11, "random_prune": 12, "random_prune_global": 13}
+
+
+def control_dir(replicate_dir: RunDir, k: int, level: int, kind: str, seed: int) -> RunDir:
+    return level_dir(replicate_dir, k, level) / "controls" / f"{kind}_seed{seed}"
+
+
+def control_seed(kind: str, seed: int, replicate: int) -> int:
+    """The seed a control actually uses: derived from its recorded seed, its replicate and its kind."""
+    return seeding.derive(seed, replicate, STREAMS[kind])
+
+
+def run_control(
+    ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, imp_mask: Mask, kind: str, seed: int
+) -> dict:
+    rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
+    derived = control_seed(kind, seed, replicate)
+    if kind == "random_reinit":
+        mask = imp_mask
+        fresh = ctx.model(derived % 2**63)
+        weights = mask.apply_to({k_: v.detach().cpu() for k_, v in fresh.state_dict().items()})
+        optimizer_state = None
+    else:
+        generator = seeding.generator(derived)
+        if kind == "random_prune":
+            mask = random_like(imp_mask, None, generator)
+        else:
+            mask = random_global_like(imp_mask, generator, layer_pool(imp_mask, ctx.layer_kinds, ctx.spec.pruning))
+        weights = mask.apply_to(rewound)
+    model = ctx.model(0, weights)
+    run = control_dir(replicate_dir, k, level, kind, seed)
+    ctx.runtime.label = f"r{replicate} k={k} level {level} {kind} seed {seed}"
+    job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state)
+    return train(run, model, ctx.data, job, ctx.runtime)

@@ -1,0 +1,80 @@
+"""Iterative magnitude pruning with rewinding (Algorithm 1 of "Stabilizing the LTH").
+
+Level 0 trains the dense network from W_0 to T once, saving W_k at every rewind point. For each k,
+level L >= 1 prunes level L-1's final weights (among surviving weights only) and trains m_L ⊙ W_k from
+iteration k to T, with the schedule and data order continuing from k.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lottery.experiments.context import Context
+from lottery.pruning import Mask, prune
+from lottery.store import RunDir
+from lottery.training import snapshot_name, train
+
+
+def dense_dir(replicate_dir: RunDir) -> RunDir:
+    return replicate_dir / "level_0"
+
+
+def level_dir(replicate_dir: RunDir, rewind: int, level: int) -> RunDir:
+    return replicate_dir / f"rewind_{rewind}it" / f"level_{level}"
+
+
+def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]:
+    """Level 0: the dense network from W_0 to T, with W_k (and optimizer state at k) saved for every k."""
+    run = dense_dir(replicate_dir)
+    model = ctx.model(ctx.training(replicate).init_seed)
+    job = ctx.job(
+        replicate,
+        snapshots=tuple(ctx.rewind_points),
+        snapshot_optimizer=ctx.spec.imp.optimizer_state == "rewind",
+    )
+    ctx.runtime.label = f"r{replicate} level 0 (dense)"
+    return train(run, model, ctx.data, job, ctx.runtime)
+
+
+def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> tuple[dict, dict | None]:
+    """(W_k, optimizer state at k or None), read from the dense run (retrained if not intact)."""
+    run = dense_dir(replicate_dir)
+    weights = run.read_tensors(snapshot_name(k))
+    optimizer = run.read_torch(snapshot_name(k, optimizer=True)) if ctx.spec.imp.optimizer_state == "rewind" else None
+    if weights is None or (ctx.spec.imp.optimizer_state == "rewind" and optimizer is None):
+        train_dense(ctx, replicate_dir, replicate)
+        return rewind_state(ctx, replicate_dir, replicate, k)
+    return weights, optimizer
+
+
+def run_chain(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> list[tuple[int, Mask]]:
+    """Levels 1..N for rewind point k; returns each trained level's mask (stops after a diverged level)."""
+    spec = ctx.spec
+    previous_final = dense_dir(replicate_dir).read_tensors("final.safetensors")
+    if previous_final is None:
+        train_dense(ctx, replicate_dir, replicate)
+        previous_final = dense_dir(replicate_dir).read_tensors("final.safetensors")
+    previous_mask = Mask.ones(ctx.model(0))
+    masks = []
+    for level in range(1, spec.imp.levels + 1):
+        one_shot = spec.imp.one_shot_density if level == 1 else None
+        weights = {k_: v for k_, v in previous_final.items()}
+        mask = prune(weights, previous_mask, ctx.layer_kinds, spec.pruning, target_density=one_shot)
+        rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
+        model = ctx.model(0, mask.apply_to(rewound))
+        run = level_dir(replicate_dir, k, level)
+        ctx.runtime.label = f"r{replicate} k={k} level {level} ({100 * mask.density():.1f}%)"
+        summary = train(
+            run, model, ctx.data, ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state), ctx.runtime
+        )
+        masks.append((level, mask))
+        if summary["diverged"]:
+            print(
+                f"lottery: {run.path} diverged at iteration {summary['diverged_at']}; later levels skipped",
+                file=sys.stderr,
+            )
+            break
+        previous_final = run.read_tensors("final.safetensors")
+        previous_mask = mask
+    return masks

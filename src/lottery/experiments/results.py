@@ -1,0 +1,100 @@
+"""Collect every trained unit of an experiment into `results.json`, `results.csv` and a table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from lottery.store import RunDir
+
+METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "early_stop_iteration", "train_seconds")
+CSV_FIELDS = (
+    "kind", "replicate", "rewind_iteration", "level", "seed", "density", *METRICS, "diverged", "path"
+)  # fmt: skip
+
+
+def run_row(experiment: RunDir, run: RunDir, **keys: Any) -> dict[str, Any] | None:
+    summary = run.read_json("summary.json")
+    sparsity = run.read_json("sparsity.json")
+    if summary is None or sparsity is None:
+        return None
+    layers = {name: layer["density"] for name, layer in sparsity["layers"].items()}
+    return {
+        **keys,
+        "path": str(run.path.relative_to(experiment.path)),
+        "density": sparsity["density"],
+        "layer_densities": layers,
+        **{m: summary.get(m) for m in METRICS},
+        "diverged": summary["diverged"],
+        "diverged_at": summary.get("diverged_at"),
+    }
+
+
+def _stats(values: list[float]) -> dict[str, float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, min and max over replicates and control seeds, per (kind, rewind, level)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["kind"], row["rewind_iteration"], row["level"])].append(row)
+    out = []
+    for (kind, rewind, level), members in groups.items():
+        out.append(
+            {
+                "kind": kind,
+                "rewind_iteration": rewind,
+                "level": level,
+                "density": statistics.fmean(r["density"] for r in members),
+                "runs": len(members),
+                "diverged": sum(r["diverged"] for r in members),
+                **{m: _stats([r[m] for r in members if not r["diverged"]]) for m in METRICS},
+            }
+        )
+    order = {"dense": 0, "imp": 1}
+    return sorted(out, key=lambda r: (r["rewind_iteration"] or 0, r["level"], order.get(r["kind"], 2), r["kind"]))
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _pct(stats: dict[str, float] | None, scale: float = 100.0) -> str:
+    if stats is None:
+        return "-"
+    if stats["min"] == stats["max"]:
+        return f"{scale * stats['mean']:.2f}"
+    return f"{scale * stats['mean']:.2f} [{scale * stats['min']:.2f}, {scale * stats['max']:.2f}]"
+
+
+def table(summary: list[dict[str, Any]]) -> str:
+    """The aggregated results as an aligned text table."""
+    header = ("kind", "rewind", "level", "% remaining", "test acc %", "early-stop it", "early-stop test acc %", "runs")
+    lines = [header]
+    for row in summary:
+        iteration = row["early_stop_iteration"]
+        lines.append(
+            (
+                row["kind"],
+                "-" if row["rewind_iteration"] is None else str(row["rewind_iteration"]),
+                str(row["level"]),
+                f"{100 * row['density']:.2f}",
+                "diverged" if row["diverged"] == row["runs"] else _pct(row["final_test_accuracy"]),
+                "-" if iteration is None else f"{iteration['mean']:.0f}",
+                _pct(row["early_stop_test_accuracy"]),
+                str(row["runs"]),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)

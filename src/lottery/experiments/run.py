@@ -1,0 +1,89 @@
+"""Run whatever an experiment spec describes: the dense run, IMP levels for each rewind point, the
+controls, over every replicate; then write the results. Everything is cached in the store: a finished
+unit is never trained again, an interrupted one resumes from its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lottery.experiments import controls, imp, results
+from lottery.experiments.context import Context
+from lottery.spec import ExperimentSpec, spec_hash
+from lottery.store import RunDir, check_collision, exclusive, experiment_dir, write_spec
+from lottery.training import Runtime
+
+
+def replicate_dir(experiment: RunDir, replicate: int) -> RunDir:
+    return experiment / f"replicate_{replicate}"
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    preset: str | None,
+    root: Path,
+    runtime: Runtime,
+    dense_only: bool = False,
+    wait: bool = True,
+) -> tuple[RunDir, dict[str, Any]]:
+    """Run (or finish, or just read back) the experiment; returns its directory and results."""
+    ctx = Context(spec, runtime)
+    ctx.validate()  # before anything is written
+    experiment = experiment_dir(root, spec)
+    check_collision(experiment, spec)
+    with exclusive(experiment.path, wait=wait):
+        check_collision(experiment, spec)
+        write_spec(experiment, spec, preset)
+        for r in range(spec.replicates):
+            rdir = replicate_dir(experiment, r)
+            imp.train_dense(ctx, rdir, r)
+            if dense_only:
+                continue
+            for k in ctx.rewind_points:
+                masks = imp.run_chain(ctx, rdir, r, k)
+                levels = spec.controls.levels or [level for level, _ in masks]
+                for level, mask in masks:
+                    if level not in levels:
+                        continue
+                    for kind in spec.controls.kinds:
+                        for seed in spec.controls.seeds:
+                            controls.run_control(ctx, rdir, r, k, level, mask, kind, seed)
+        return experiment, write_results(experiment, spec)
+
+
+def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
+    """One row per trained unit present in the store, in the layout the spec implies."""
+    rows = []
+    for r in range(spec.replicates):
+        rdir = replicate_dir(experiment, r)
+        rows.append(
+            results.run_row(
+                experiment, imp.dense_dir(rdir), kind="dense", replicate=r, rewind_iteration=None, level=0, seed=None
+            )
+        )
+        for k_dir in sorted(rdir.path.glob("rewind_*it"), key=lambda p: int(p.name[7:-2])):
+            k = int(k_dir.name[7:-2])
+            for level in range(1, spec.imp.levels + 1):
+                run = imp.level_dir(rdir, k, level)
+                rows.append(
+                    results.run_row(
+                        experiment, run, kind="imp", replicate=r, rewind_iteration=k, level=level, seed=None
+                    )
+                )
+                for kind in spec.controls.kinds:
+                    for seed in spec.controls.seeds:
+                        run = controls.control_dir(rdir, k, level, kind, seed)
+                        rows.append(
+                            results.run_row(
+                                experiment, run, kind=kind, replicate=r, rewind_iteration=k, level=level, seed=seed
+                            )
+                        )
+    return [row for row in rows if row is not None]
+
+
+def write_results(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
+    rows = collect(experiment, spec)
+    data = {"experiment": spec_hash(spec), "runs": rows, "summary": results.aggregate(rows)}
+    experiment.write_json("results.json", data)
+    experiment.write("results.csv", results.to_csv(rows).encode())
+    return data

@@ -1,0 +1,55 @@
+"""The store: `<root>/<spec hash>/` per experiment, holding its resolved spec."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from lottery.errors import UserError
+from lottery.spec import ExperimentSpec, build, spec_hash, to_dict, to_toml
+from lottery.store.run_dir import RunDir
+
+DEFAULT_ROOT = "runs"
+
+
+def store_root(out: str | None = None) -> Path:
+    """--out, else $LOTTERY_RUNS, else ./runs."""
+    return Path(out or os.environ.get("LOTTERY_RUNS") or DEFAULT_ROOT)
+
+
+def experiment_dir(root: Path, spec: ExperimentSpec) -> RunDir:
+    return RunDir(root / spec_hash(spec))
+
+
+def check_collision(run: RunDir, spec: ExperimentSpec) -> None:
+    """A directory whose stored spec differs from `spec` (a hash collision or an edited spec.json)."""
+    stored = run.read_json("spec.json")
+    if stored is None:
+        return
+    stored.pop("preset", None)
+    try:
+        same = build(stored) == spec
+    except UserError:
+        same = False
+    if not same:
+        raise UserError(f"{run.path} holds a different spec than this one (hash collision or edited spec.json)")
+
+
+def write_spec(run: RunDir, spec: ExperimentSpec, preset: str | None) -> None:
+    """spec.json (canonical, all settings, plus the preset it came from) and spec.toml."""
+    if run.exists("spec.json"):
+        return
+    data = {"preset": preset, **to_dict(spec)} if preset else to_dict(spec)
+    run.write("spec.json", (json.dumps(data, indent=2) + "\n").encode())
+    header = f'# preset = "{preset}" (already applied below)\n' if preset else ""
+    run.write("spec.toml", (header + to_toml(spec)).encode())
+
+
+def load_spec(path: Path) -> tuple[ExperimentSpec, str | None]:
+    run = RunDir(path)
+    data = run.read_json("spec.json")
+    if data is None:
+        raise UserError(f"{path} is not an experiment directory (no valid spec.json)")
+    preset = data.pop("preset", None)
+    return build(data), preset

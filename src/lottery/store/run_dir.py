@@ -1,0 +1,117 @@
+"""A run directory: artifacts written atomically, each recorded with its SHA-256 in `manifest.json`.
+
+An artifact is trusted only when its bytes match the manifest; anything missing, truncated, edited
+or written without a manifest entry (a crash between the two writes) is treated as absent, so the
+step that produces it runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lottery.store import atomic
+
+MANIFEST = "manifest.json"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class RunDir:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> RunDir:
+        return RunDir(self.path / name)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # manifest ---------------------------------------------------------------------------------------
+    def manifest(self) -> dict[str, str]:
+        try:
+            data = json.loads((self.path / MANIFEST).read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _record(self, name: str, digest: str | None) -> None:
+        manifest = self.manifest()
+        if digest is None:
+            manifest.pop(name, None)
+        else:
+            manifest[name] = digest
+        atomic.write_json(self.path / MANIFEST, dict(sorted(manifest.items())))
+
+    # bytes ------------------------------------------------------------------------------------------
+    def write(self, name: str, data: bytes) -> None:
+        atomic.write_bytes(self.path / name, data)
+        self._record(name, sha256(data))
+
+    def read(self, name: str, quiet: bool = False) -> bytes | None:
+        """The artifact's bytes if present and matching the manifest; None otherwise (said on stderr
+        when a file exists but fails verification)."""
+        path = self.path / name
+        if not path.exists():
+            return None
+        expected = self.manifest().get(name)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        if expected is None or sha256(data) != expected:
+            if not quiet:
+                why = "not in the manifest" if expected is None else "checksum mismatch (truncated or modified)"
+                print(f"lottery: {path} failed verification ({why}); recomputing it", file=sys.stderr)
+            return None
+        return data
+
+    def exists(self, name: str) -> bool:
+        return self.read(name, quiet=True) is not None
+
+    def remove(self, name: str) -> None:
+        (self.path / name).unlink(missing_ok=True)
+        self._record(name, None)
+
+    # typed helpers ----------------------------------------------------------------------------------
+    def write_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        self.write(name, atomic.tensors_to_bytes(tensors))
+
+    def read_tensors(self, name: str) -> dict[str, torch.Tensor] | None:
+        data = self.read(name)
+        return None if data is None else atomic.tensors_from_bytes(data)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.write(name, (json.dumps(obj, indent=2) + "\n").encode())
+
+    def read_json(self, name: str) -> Any | None:
+        data = self.read(name)
+        return None if data is None else json.loads(data)
+
+    def write_torch(self, name: str, obj: Any) -> None:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        self.write(name, buffer.getvalue())
+
+    def read_torch(self, name: str) -> Any | None:
+        data = self.read(name)
+        return None if data is None else torch.load(io.BytesIO(data), weights_only=True)
+
+    def verify(self) -> list[tuple[str, str]]:
+        """(file, problem) for every manifest entry that is missing or does not match."""
+        problems = []
+        for name, digest in self.manifest().items():
+            path = self.path / name
+            if not path.exists():
+                problems.append((name, "missing"))
+            elif sha256(path.read_bytes()) != digest:
+                problems.append((name, "checksum mismatch"))
+        return problems
