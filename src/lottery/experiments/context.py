@@ -45,12 +45,20 @@ class Context:
 
     @cached_property
     def rewind_points(self) -> list[int]:
+        """Every rewind point in iterations, sorted: those of IMP and those of the stability analysis."""
+        return sorted(set(self._iterations("imp.rewind", self.spec.imp.rewind)) | set(self.stability_points))
+
+    @cached_property
+    def stability_points(self) -> list[int]:
+        return sorted(set(self._iterations("stability.rewind", self.spec.stability.rewind)))
+
+    def _iterations(self, field: str, steps: tuple[str, ...]) -> list[int]:
         points = []
-        for step in self.spec.imp.rewind:
+        for step in steps:
             k = Step.parse(step).to_iterations(self.schedule.iterations_per_epoch)
             if k >= self.schedule.end:
                 raise UserError(
-                    f"imp.rewind point {step} (iteration {k}) must be before the end of training "
+                    f"{field} point {step} (iteration {k}) must be before the end of training "
                     f"(training.training_steps = {self.spec.training.training_steps} = {self.schedule.end} iterations)"
                 )
             points.append(k)
@@ -72,6 +80,9 @@ class Context:
         """Raise UserError for anything that would fail later: data, model, schedule, pruning settings."""
         if self.spec.training.precision == "bf16" and self.runtime.device.type != "cuda":
             raise UserError("training.precision = 'bf16' needs a CUDA device (allowed here: 'fp32')")
+        from lottery.training import distributed
+
+        distributed.check_batch(self.spec.training.batch_size)  # under torchrun: one equal slice per rank
         _ = self.schedule, self.rewind_points, self.layer_kinds
         if self.spec.imp.levels or self.spec.controls.kinds:
             from lottery.pruning import prune

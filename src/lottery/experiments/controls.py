@@ -4,6 +4,8 @@ same per-layer, or global, density on the rewound weights). Every control is see
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from lottery import seeding
 from lottery.experiments.context import Context
 from lottery.experiments.imp import level_dir, rewind_state
@@ -24,25 +26,28 @@ def control_seed(kind: str, seed: int, replicate: int) -> int:
     return seeding.derive(seed, replicate, STREAMS[kind])
 
 
-def run_control(
-    ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, imp_mask: Mask, kind: str, seed: int
-) -> dict:
+def control_start(
+    ctx: Context, replicate_dir: RunDir, replicate: int, k: int, imp_mask: Mask, kind: str, seed: int
+) -> tuple[Mask, dict[str, Tensor], dict | None]:
+    """(mask, start weights, optimizer state) of a control of the IMP subnetwork `imp_mask` rewound to k."""
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
     derived = control_seed(kind, seed, replicate)
     if kind == "random_reinit":
-        mask = imp_mask
         fresh = ctx.model(derived % 2**63)
-        weights = mask.apply_to({k_: v.detach().cpu() for k_, v in fresh.state_dict().items()})
-        optimizer_state = None
+        return imp_mask, imp_mask.apply_to({k_: v.detach().cpu() for k_, v in fresh.state_dict().items()}), None
+    generator = seeding.generator(derived)
+    if kind == "random_prune":
+        mask = random_like(imp_mask, None, generator)
     else:
-        generator = seeding.generator(derived)
-        if kind == "random_prune":
-            mask = random_like(imp_mask, None, generator)
-        else:
-            mask = random_global_like(imp_mask, generator, layer_pool(imp_mask, ctx.layer_kinds, ctx.spec.pruning))
-        weights = mask.apply_to(rewound)
-    model = ctx.model(0, weights)
+        mask = random_global_like(imp_mask, generator, layer_pool(imp_mask, ctx.layer_kinds, ctx.spec.pruning))
+    return mask, mask.apply_to(rewound), optimizer_state
+
+
+def run_control(
+    ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, imp_mask: Mask, kind: str, seed: int
+) -> dict:
+    mask, weights, optimizer_state = control_start(ctx, replicate_dir, replicate, k, imp_mask, kind, seed)
     run = control_dir(replicate_dir, k, level, kind, seed)
     ctx.runtime.label = f"r{replicate} k={k} level {level} {kind} seed {seed}"
     job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state)
-    return train(run, model, ctx.data, job, ctx.runtime)
+    return train(run, ctx.model(0, weights), ctx.data, job, ctx.runtime)

@@ -13,7 +13,7 @@ from typing import Any
 from lottery.experiments.context import Context
 from lottery.pruning import Mask, prune
 from lottery.store import RunDir
-from lottery.training import snapshot_name, train
+from lottery.training import distributed, snapshot_name, train
 
 
 def dense_dir(replicate_dir: RunDir) -> RunDir:
@@ -61,6 +61,7 @@ def run_chain(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> li
         one_shot = spec.imp.one_shot_density if level == 1 else None
         weights = {k_: v for k_, v in previous_final.items()}
         mask = prune(weights, previous_mask, ctx.layer_kinds, spec.pruning, target_density=one_shot)
+        mask = distributed.broadcast_mask(mask)  # under torchrun: rank 0's mask, checked equal on every rank
         rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
         model = ctx.model(0, mask.apply_to(rewound))
         run = level_dir(replicate_dir, k, level)

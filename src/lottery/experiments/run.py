@@ -7,11 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lottery.experiments import controls, imp, results
+import csv
+import io
+
+from lottery.experiments import controls, imp, results, stability
 from lottery.experiments.context import Context
-from lottery.spec import ExperimentSpec, spec_hash
-from lottery.store import RunDir, check_collision, exclusive, experiment_dir, write_spec
+from lottery.spec import ExperimentSpec, spec_hash, to_dict
+from lottery.store import RunDir, check_collision, experiment_dir, write_spec
 from lottery.training import Runtime
+from lottery.training.distributed import exclusive  # the store's lock; under torchrun taken by rank 0 for all
 
 
 def replicate_dir(experiment: RunDir, replicate: int) -> RunDir:
@@ -48,6 +52,8 @@ def run_experiment(
                     for kind in spec.controls.kinds:
                         for seed in spec.controls.seeds:
                             controls.run_control(ctx, rdir, r, k, level, mask, kind, seed)
+            if ctx.stability_points:
+                stability.run_stability(ctx, experiment, rdir, r)
         return experiment, write_results(experiment, spec)
 
 
@@ -83,7 +89,15 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
 
 def write_results(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
     rows = collect(experiment, spec)
-    data = {"experiment": spec_hash(spec), "runs": rows, "summary": results.aggregate(rows)}
+    data: dict[str, Any] = {"experiment": spec_hash(spec), "runs": rows, "summary": results.aggregate(rows)}
+    if spec.stability.rewind:
+        points = stability.collect(experiment, spec.replicates)
+        data["stability"] = {"settings": to_dict(spec)["stability"], "points": points}
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, stability.PAIR_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(stability.pair_rows(points))
+        experiment.write("stability.csv", buffer.getvalue().encode())
     experiment.write_json("results.json", data)
     experiment.write("results.csv", results.to_csv(rows).encode())
     return data

@@ -7,6 +7,7 @@ from lottery.spec.groups import (
     ImpSpec,
     ModelSpec,
     PruningSpec,
+    StabilitySpec,
     TrainingSpec,
 )
 from lottery.spec.parse import build, resolve, spec_hash, to_dict, to_toml
@@ -19,6 +20,7 @@ __all__ = [
     "ImpSpec",
     "ModelSpec",
     "PruningSpec",
+    "StabilitySpec",
     "Step",
     "TrainingSpec",
     "build",

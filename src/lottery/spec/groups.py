@@ -6,7 +6,6 @@ new field with a neutral default never renames existing runs.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from lottery.errors import UserError
@@ -168,6 +167,39 @@ class ControlsSpec:
         return self
 
 
+STABILITY_CONTROLS = ("random_prune", "random_reinit")
+
+
+@dataclass(frozen=True)
+class StabilitySpec:
+    rewind: tuple[str, ...] = ()  # rewind points to analyse; empty: no stability analysis
+    levels: tuple[int, ...] | None = None  # IMP levels to analyse (0 = dense); None: every level
+    copies: int = 2  # copies of each subnetwork trained with independent data order and augmentation
+    controls: tuple[str, ...] = ()  # also analyse these controls at the same densities
+    interpolation_points: int = 30
+    batchnorm: str = "recompute"  # BatchNorm statistics of interpolated networks: 'recompute' or 'interpolate'
+    batchnorm_batches: int = 30  # training batches used to re-estimate them
+    threshold: float = 2.0  # error barrier (percentage points) below which a pair is 'stable'
+    train_subset: int = 5000  # fixed training examples on which the train error is measured
+
+    def validate(self) -> StabilitySpec:
+        rewind = tuple(dict.fromkeys(canonical(s, "stability.rewind") for s in self.rewind))
+        for level in self.levels or ():
+            _nonnegative(level, "stability.levels")
+        if self.copies < 2:
+            raise UserError(f"stability.copies must be at least 2 (pairs of copies are compared), got {self.copies}")
+        for control in self.controls:
+            _one_of(control, STABILITY_CONTROLS, "stability.controls")
+        if self.interpolation_points < 2:
+            raise UserError(f"stability.interpolation_points must be at least 2, got {self.interpolation_points}")
+        _one_of(self.batchnorm, ("recompute", "interpolate"), "stability.batchnorm")
+        _positive(self.batchnorm_batches, "stability.batchnorm_batches")
+        _nonnegative(self.threshold, "stability.threshold")
+        _positive(self.train_subset, "stability.train_subset")
+        levels = None if self.levels is None else tuple(sorted(set(self.levels)))
+        return StabilitySpec(**{**self.__dict__, "rewind": rewind, "levels": levels})
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -176,6 +208,7 @@ class ExperimentSpec:
     pruning: PruningSpec = field(default_factory=PruningSpec)
     imp: ImpSpec = field(default_factory=ImpSpec)
     controls: ControlsSpec = field(default_factory=ControlsSpec)
+    stability: StabilitySpec = field(default_factory=StabilitySpec)
     replicates: int = 1
 
     def validate(self) -> ExperimentSpec:
@@ -183,6 +216,9 @@ class ExperimentSpec:
         for name in self.controls.levels or ():
             if name > self.imp.levels:
                 raise UserError(f"controls.levels names level {name}, but imp.levels is {self.imp.levels}")
+        for level in self.stability.levels or ():
+            if level > self.imp.levels:
+                raise UserError(f"stability.levels names level {level}, but imp.levels is {self.imp.levels}")
         return self
 
 
@@ -193,8 +229,5 @@ GROUPS = {
     "pruning": PruningSpec,
     "imp": ImpSpec,
     "controls": ControlsSpec,
+    "stability": StabilitySpec,
 }
-
-
-def finite(value: float) -> bool:
-    return math.isfinite(value)

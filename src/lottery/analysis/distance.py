@@ -1,0 +1,31 @@
+"""Distances between two trained networks over the coordinates a mask keeps ("Stabilizing the LTH" §2).
+
+Only the mask's parameters (the prunable weights) and, within them, only kept coordinates count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from lottery.pruning import Mask
+
+
+def _masked_vector(weights: dict[str, Tensor], mask: Mask) -> Tensor:
+    return torch.cat([weights[name].detach().double().flatten()[mask[name].flatten()] for name in mask])
+
+
+def distances(
+    a: dict[str, Tensor], b: dict[str, Tensor], mask: Mask, reference: dict[str, Tensor] | None = None
+) -> dict:
+    """L2 distance ‖m⊙a − m⊙b‖₂, the angle between m⊙a and m⊙b in degrees, and the L2 distance divided
+    by ‖m⊙reference‖₂ (the full network's masked weights; `a` when no reference is given)."""
+    va, vb = _masked_vector(a, mask), _masked_vector(b, mask)
+    l2 = float(torch.linalg.vector_norm(va - vb))
+    norms = float(torch.linalg.vector_norm(va)) * float(torch.linalg.vector_norm(vb))
+    cosine = float(va @ vb) / norms if norms > 0 else 1.0
+    angle = math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
+    ref_norm = float(torch.linalg.vector_norm(_masked_vector(reference if reference is not None else a, mask)))
+    return {"l2": l2, "angle_degrees": angle, "normalized_l2": l2 / ref_norm if ref_norm > 0 else math.nan}

@@ -1,0 +1,82 @@
+"""Linear mode connectivity (Frankle et al., ICML 2020): error along α·W₁ + (1 − α)·W₂ and its barrier.
+
+One model instance is reused for every α: its parameters are overwritten in place with the
+interpolated weights, never rebuilt. Pruned coordinates are zero in both endpoints, so they stay zero
+on the whole path. BatchNorm running statistics are either re-estimated on training batches for each
+α ('recompute', the default) or interpolated like the weights ('interpolate').
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lottery.training.evaluate import evaluate
+
+BATCHNORM_MODES = ("recompute", "interpolate")
+
+
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, x: Tensor, batch_size: int, batches: int) -> None:
+    """Reset every BatchNorm's running statistics and re-estimate them as the plain average over the first
+    `batches` batches of `x` (a fixed order: the result depends only on the weights and the data)."""
+    layers = _batchnorms(model)
+    if not layers:
+        return
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative moving average
+    was_training = model.training
+    model.train()
+    for i in range(min(batches, max(1, len(x) // batch_size))):
+        model(x[i * batch_size : (i + 1) * batch_size])
+    model.train(was_training)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+
+
+@torch.no_grad()
+def interpolation_curve(
+    model: nn.Module,
+    w1: dict[str, Tensor],
+    w2: dict[str, Tensor],
+    alphas: list[float],
+    splits: dict[str, tuple[Tensor, Tensor]],
+    batchnorm: str = "recompute",
+    bn_data: Tensor | None = None,
+    bn_batch_size: int = 128,
+    bn_batches: int = 30,
+) -> dict[str, list[float]]:
+    """Error (percent) on each split at every α, for the network α·w1 + (1 − α)·w2."""
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+    state = model.state_dict()
+    device = next(model.parameters()).device
+    a = {k: v.to(device) for k, v in w1.items()}
+    b = {k: v.to(device) for k, v in w2.items()}
+    curves: dict[str, list[float]] = {"alpha": list(alphas), **{f"{name}_error": [] for name in splits}}
+    has_bn = bool(_batchnorms(model))
+    for alpha in alphas:
+        for name, target in state.items():
+            if target.is_floating_point():
+                torch.lerp(b[name], a[name], alpha, out=target)  # b + α(a − b) = α·a + (1 − α)·b
+            else:
+                target.copy_(a[name] if alpha >= 0.5 else b[name])
+        if has_bn and batchnorm == "recompute":
+            if bn_data is None:
+                raise ValueError("batchnorm='recompute' needs training data (bn_data)")
+            recompute_batchnorm(model, bn_data, bn_batch_size, bn_batches)
+        for name, (x, y) in splits.items():
+            _, accuracy = evaluate(model, x, y)
+            curves[f"{name}_error"].append(100.0 * (1.0 - accuracy))
+    return curves
+
+
+def barrier(errors: list[float]) -> float:
+    """Error barrier: max over α of E_α minus the mean of the endpoints' errors (same units as `errors`)."""
+    return max(errors) - (errors[0] + errors[-1]) / 2
