@@ -24,8 +24,11 @@ def distances(
     by ‖m⊙reference‖₂ (the full network's masked weights; `a` when no reference is given)."""
     va, vb = _masked_vector(a, mask), _masked_vector(b, mask)
     l2 = float(torch.linalg.vector_norm(va - vb))
-    norms = float(torch.linalg.vector_norm(va)) * float(torch.linalg.vector_norm(vb))
-    cosine = float(va @ vb) / norms if norms > 0 else 1.0
-    angle = math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
+    na, nb = torch.linalg.vector_norm(va), torch.linalg.vector_norm(vb)
+    # Kahan's formula: accurate for nearly parallel vectors, where acos of the cosine is not.
+    angle = 2 * math.atan2(
+        float(torch.linalg.vector_norm(va * nb - vb * na)), float(torch.linalg.vector_norm(va * nb + vb * na))
+    )
+    angle = math.degrees(angle)
     ref_norm = float(torch.linalg.vector_norm(_masked_vector(reference if reference is not None else a, mask)))
     return {"l2": l2, "angle_degrees": angle, "normalized_l2": l2 / ref_norm if ref_norm > 0 else math.nan}

@@ -1,0 +1,145 @@
+"""Distances, error barriers, BatchNorm handling and an end-to-end stability sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_tiny
+from safetensors.torch import load_file
+from torch import nn
+
+from lottery.analysis import barrier, distances, interpolation_curve
+from lottery.experiments.stability import copy_training
+from lottery.pruning import Mask
+from lottery.spec import TrainingSpec
+
+
+def test_distances_by_hand_count_only_kept_coordinates() -> None:
+    a = {"w": torch.tensor([[3.0, 0.0], [100.0, 1.0]]), "b": torch.tensor([7.0])}
+    b = {"w": torch.tensor([[0.0, 4.0], [-50.0, 1.0]]), "b": torch.tensor([-7.0])}
+    mask = Mask({"w": torch.tensor([[True, True], [False, True]])})  # 'b' is not prunable: never counted
+    d = distances(a, b, mask)
+    # kept coordinates: a = (3, 0, 1), b = (0, 4, 1): difference (3, -4, 0) -> L2 = 5
+    assert d["l2"] == pytest.approx(5.0)
+    cosine = 1 / (math.sqrt(10) * math.sqrt(17))
+    assert d["angle_degrees"] == pytest.approx(math.degrees(math.acos(cosine)))
+    assert d["normalized_l2"] == pytest.approx(5 / math.sqrt(10))  # by the reference (a) masked norm
+    assert distances(a, b, mask, reference=b)["normalized_l2"] == pytest.approx(5 / math.sqrt(17))
+    assert distances(a, a, mask)["l2"] == 0 and distances(a, a, mask)["angle_degrees"] == pytest.approx(0, abs=1e-6)
+
+
+def test_barrier_definition() -> None:
+    assert barrier([1.0, 3.0, 2.0]) == pytest.approx(3.0 - 1.5)
+    assert barrier([2.0, 1.0, 2.0]) == 0.0
+
+
+class TwoPaths(nn.Module):
+    """x -> relu(hidden) -> logits; endpoints use different hidden units, the midpoint neither."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(1, 2, bias=False)
+        self.out = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.hidden(x)))
+
+
+def test_barrier_on_a_toy_model_with_a_known_curve() -> None:
+    model = TwoPaths()
+    bias = torch.tensor([0.0, 0.6])  # class 1 scores 0.6; class 0 scores (alpha² + (1 - alpha)²)
+    w1 = {
+        "hidden.weight": torch.tensor([[1.0], [0.0]]),
+        "out.weight": torch.tensor([[1.0, 0.0], [0.0, 0.0]]),
+        "out.bias": bias,
+    }
+    w2 = {
+        "hidden.weight": torch.tensor([[0.0], [1.0]]),
+        "out.weight": torch.tensor([[0.0, 1.0], [0.0, 0.0]]),
+        "out.bias": bias,
+    }
+    x, y = torch.ones(8, 1), torch.zeros(8, dtype=torch.long)
+    curve = interpolation_curve(model, w1, w2, [0.0, 0.25, 0.5, 0.75, 1.0], {"test": (x, y)})
+    assert curve["test_error"] == [0.0, 0.0, 100.0, 0.0, 0.0]
+    assert barrier(curve["test_error"]) == 100.0
+
+
+class WithBatchNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.bn = nn.BatchNorm1d(3)
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.bn(self.fc(x)).relu())
+
+
+def test_batchnorm_recompute_and_interpolate_are_honoured() -> None:
+    torch.manual_seed(0)
+    model = WithBatchNorm()
+    w1 = {k: v.clone() for k, v in model.state_dict().items()}
+    w1["bn.running_mean"] = torch.tensor([5.0, 5.0, 5.0])
+    w2 = {k: (v.clone() * 2 if v.is_floating_point() else v.clone()) for k, v in w1.items()}
+    w2["bn.running_mean"] = torch.tensor([-5.0, -5.0, -5.0])
+    x, y = torch.randn(64, 4), torch.zeros(64, dtype=torch.long)
+    interpolation_curve(model, w1, w2, [0.5], {"test": (x, y)}, batchnorm="interpolate")
+    assert torch.allclose(model.bn.running_mean, torch.zeros(3))  # halfway between +5 and -5
+    interpolation_curve(model, w1, w2, [0.5], {"test": (x, y)}, batchnorm="recompute", bn_data=x, bn_batch_size=16,
+                        bn_batches=2)  # fmt: skip
+    with torch.no_grad():
+        features = model.fc(x[:32])  # the interpolated fc on the first two batches
+    assert torch.allclose(model.bn.running_mean, features.mean(0), atol=1e-5)
+    assert not torch.allclose(model.bn.running_mean, torch.zeros(3))
+
+
+def test_copy_seeds() -> None:
+    base = TrainingSpec(data_order_seed=3, augmentation_seed=4)
+    assert copy_training(base, 0) == base
+    one, two = copy_training(base, 1), copy_training(base, 2)
+    assert len({one.data_order_seed, two.data_order_seed, 3}) == 3 and one.augmentation_seed != 4
+    assert one.init_seed == base.init_seed and copy_training(base, 1) == one
+
+
+def test_stability_sweep_end_to_end(store: Path) -> None:
+    experiment, results = run_tiny(
+        store, "imp.levels=1", "stability.rewind=[0, '20it']", "stability.controls=['random_prune']",
+        "stability.interpolation_points=4", "stability.train_subset=300",
+    )  # fmt: skip
+    points = results["stability"]["points"]
+    assert {(p["rewind_iteration"], p["level"], p["kind"]) for p in points} == {
+        (k, level, kind) for k in (0, 20) for level, kind in ((0, "dense"), (1, "imp"), (1, "random_prune"))
+    }
+    for point in points:
+        assert point["diverged"] is False
+        pairs = point["data_order"]["pairs"]
+        assert len(pairs) == 1 and len(point["copies"]) == 2
+        pair = pairs[0]
+        a, b = experiment.path / pair["a"], experiment.path / pair["b"]
+        assert a != b
+        # Recompute the distance from the saved files with plain PyTorch.
+        wa, wb = load_file(a / "final.safetensors"), load_file(b / "final.safetensors")
+        mask = load_file(a / "mask.safetensors")
+        assert torch.equal(mask["out.weight"], load_file(b / "mask.safetensors")["out.weight"])
+        diff = torch.cat([(wa[k].double() - wb[k].double())[mask[k]] for k in mask])
+        assert float(diff.norm()) == pytest.approx(pair["l2"], rel=1e-9)
+        curve = (experiment / pair["curve"]).path
+        assert curve.exists() and len(json.loads(curve.read_text())["test_error"]) == 4
+        if point["kind"] != "dense":
+            assert len(point["pruning"]["pairs"]) == 2
+        # Copies differ (independent data order) but share their start.
+        assert not torch.equal(wa["out.weight"], wb["out.weight"])
+        assert torch.equal(
+            load_file(a / "start.safetensors")["out.weight"], load_file(b / "start.safetensors")["out.weight"]
+        )
+    # k = 0, dense: copy 0 is the dense run itself (reused, not trained twice).
+    dense0 = next(p for p in points if p["kind"] == "dense" and p["rewind_iteration"] == 0)
+    assert dense0["copies"][0]["path"] == "replicate_0/level_0"
+    imp = next(p for p in points if p["kind"] == "imp" and p["rewind_iteration"] == 20)
+    assert imp["copies"][0]["path"] == "replicate_0/rewind_20it/level_1"
+    csv_rows = (experiment.path / "stability.csv").read_text().splitlines()
+    assert len(csv_rows) == 1 + 6 + 4 * 2  # header, 6 data-order pairs, 4 subnetworks x 2 pruning pairs
