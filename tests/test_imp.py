@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import torch
-from conftest import run_tiny
 
+from conftest import run_tiny
 from lottery.pruning import Mask
 from lottery.pruning.strategies import rounded_count
 from lottery.store import RunDir

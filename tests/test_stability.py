@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_tiny
 from safetensors.torch import load_file
 from torch import nn
 
+from conftest import run_tiny
 from lottery.analysis import barrier, distances, interpolation_curve
 from lottery.experiments.stability import copy_training
 from lottery.pruning import Mask

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_tiny, tiny_spec
 
+from conftest import run_tiny, tiny_spec
 from lottery.data.batches import BatchStream
 from lottery.models import build
 from lottery.pruning import Mask
