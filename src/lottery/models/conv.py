@@ -45,7 +45,7 @@ class ConvNet(Network):
             raise UserError(f"input shape {tuple(input_shape)} is too small for {pools} 2x2 max-pools")
         sizes = [flat, *fc_widths]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
-        self.dropout = nn.Dropout(dropout)  # on the hidden fully connected layers' outputs (LTH App. H dropout runs)
+        self.dropout = nn.Dropout(dropout)  # after each hidden fully connected layer, as in the LTH dropout runs
         self.out = nn.Linear(sizes[-1], num_classes)
         self.output_layer = "out"
 
