@@ -29,6 +29,7 @@ def test_preset_runs_two_iterations(name: str, tmp_path: Path) -> None:
             "training.milestone_steps=[]",
             "imp.rewind=1it",
             "stability.rewind=[]",
+            "stability.levels=[0]",
             "controls.kinds=[]",
             f"imp.levels={min(1, preset.settings.get('imp', {}).get('levels', 1))}",
         ],
