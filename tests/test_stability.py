@@ -15,6 +15,7 @@ from conftest import run_tiny
 from lottery.analysis import barrier, distances, interpolation_curve
 from lottery.experiments.stability import copy_training
 from lottery.pruning import Mask
+from lottery.reports import write_report
 from lottery.spec import TrainingSpec
 
 
@@ -143,3 +144,16 @@ def test_stability_sweep_end_to_end(store: Path) -> None:
     assert imp["copies"][0]["path"] == "replicate_0/rewind_20it/level_1"
     csv_rows = (experiment.path / "stability.csv").read_text().splitlines()
     assert len(csv_rows) == 1 + 6 + 4 * 2  # header, 6 data-order pairs, 4 subnetworks x 2 pruning pairs
+
+    html = write_report(experiment.path)
+    figures = {
+        "stability_l2_vs_rewind", "stability_normalized_l2_vs_rewind", "stability_angle_degrees_vs_rewind",
+        "error_barrier_vs_rewind", "stability_accuracy_vs_rewind", "interpolation_curves", "accuracy_vs_remaining",
+    }  # fmt: skip
+    for name in figures:
+        assert (html.parent / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
+        assert (html.parent / f"{name}.svg").stat().st_size > 1000, name
+    page = html.read_text()
+    assert page.count("<img") + page.count("<svg") >= len(figures) and "http://" not in page.replace(
+        "http://www.w3.org", ""
+    )

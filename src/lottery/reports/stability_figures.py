@@ -1,0 +1,185 @@
+"""The stability report: distances, error barriers and accuracy against the rewind iteration, and the
+interpolation curves — for one experiment, or overlaid across several (say, two learning rates)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from lottery.reports.figures import Figures, register, register_comparison
+from lottery.reports.load import Experiment
+from lottery.reports.plot import KIND_LINESTYLES, MARKERS, kind_color, kind_label, legend_below, new_figure
+
+DISTANCES = (("l2", "L2 distance"), ("normalized_l2", "L2 / norm of the full network"), ("angle_degrees", "angle (°)"))
+Line = tuple[str, dict[str, Any], list[tuple[int, float, float, float]]]  # label, style, (k, mean, min, max)
+
+
+def points(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in (results.get("stability") or {}).get("points", []) if not p["diverged"]]
+
+
+def _stat(values: list[float]) -> tuple[float, float, float]:
+    return statistics.fmean(values), min(values), max(values)
+
+
+def lines(pts: list[dict[str, Any]], value: Any, style_offset: int = 0) -> list[Line]:
+    """One line per (kind, level) over the rewind iterations; `value(point)` gives the samples of a point
+    (pairs, copies); samples of all replicates are pooled into mean/min/max."""
+    groups: dict[tuple[str, int], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    density: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for p in pts:
+        samples = value(p)
+        if samples:
+            groups[(p["kind"], p["level"])][p["rewind_iteration"]].extend(samples)
+            density[(p["kind"], p["level"])].append(p["density"])
+    levels = sorted({level for _, level in groups})
+    out = []
+    for kind, level in sorted(groups, key=lambda g: (g[0] != "dense", g[0] != "imp", g[0], g[1])):
+        i = levels.index(level)
+        percent = 100 * statistics.fmean(density[(kind, level)])
+        style = {
+            "color": "black" if kind == "dense" else kind_color(kind, i, len(levels)),
+            "linestyle": KIND_LINESTYLES.get(kind, "-"),
+            "marker": MARKERS[(i + style_offset) % len(MARKERS)],
+        }
+        label = kind_label(kind) + ("" if kind == "dense" else f", {percent:.3g}% remaining")
+        out.append((label, style, [(k, *_stat(v)) for k, v in sorted(groups[(kind, level)].items())]))
+    return out
+
+
+def draw(ax: Axes, drawn: list[Line], rewinds: list[int], label_prefix: str = "") -> None:
+    """Lines against the rewind iteration on an evenly spaced axis labelled with the iterations."""
+    position = {k: i for i, k in enumerate(rewinds)}
+    for n, (label, style, pts) in enumerate(drawn):
+        shift = 0.04 * (n - (len(drawn) - 1) / 2)  # keep overlapping error bars visible
+        x = [position[k] + shift for k, *_ in pts]
+        mean = [p[1] for p in pts]
+        yerr = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+        ax.errorbar(x, mean, yerr=yerr, label=label_prefix + label, capsize=3, markersize=4.5, linewidth=1.5, **style)
+    ax.set_xticks(range(len(rewinds)), [str(k) for k in rewinds])
+    ax.set_xlabel("rewind iteration k")
+    ax.grid(True, alpha=0.3)
+
+
+def rewinds_of(pts: list[dict[str, Any]]) -> list[int]:
+    return sorted({p["rewind_iteration"] for p in pts})
+
+
+def distance_figure(pts: list[dict[str, Any]], metric: str, ylabel: str) -> Figure | None:
+    def data_order(p: dict[str, Any]) -> list[float]:
+        return [pair[metric] for pair in p["data_order"]["pairs"]]
+
+    def pruning(p: dict[str, Any]) -> list[float]:
+        return [pair[metric] for pair in (p["pruning"] or {"pairs": []})["pairs"]]
+
+    figure, axes = new_figure(12.0, 5.2, ncols=2)
+    for ax, value, title in (
+        (axes[0], data_order, "stability to data order"),
+        (axes[1], pruning, "stability to pruning"),
+    ):
+        draw(ax, lines(pts, value), rewinds_of(pts))
+        ax.set_title(f"{title}: {ylabel} between copies" if value is data_order else f"{title}: {ylabel}, full vs sub")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+    figure.suptitle(f"{ylabel} vs. rewind iteration (lower = more stable; error bars: min/max over pairs)")
+    legend_below(figure, axes)
+    return figure
+
+
+def barrier_figure(pts: list[dict[str, Any]], threshold: float) -> Figure:
+    figure, axes = new_figure(12.0, 5.2, ncols=2, sharey=True)
+    for ax, key, title in ((axes[0], "barrier_test", "test"), (axes[1], "barrier_train", "train")):
+        draw(ax, lines(pts, lambda p, key=key: [pair[key] for pair in p["data_order"]["pairs"]]), rewinds_of(pts))
+        ax.axhline(
+            threshold, color="red", linestyle="--", linewidth=1.2, label=f"stability threshold ({threshold:g} pts)"
+        )
+        ax.set_title(f"error barrier on the {title} set")
+        ax.set_ylabel("error barrier (percentage points)")
+    axes[1].tick_params(labelleft=True)
+    figure.suptitle("Instability: error barrier between copies vs. rewind iteration (error bars: min/max over pairs)")
+    legend_below(figure, axes)
+    return figure
+
+
+def accuracy_figure(pts: list[dict[str, Any]]) -> Figure:
+    figure, (ax,) = new_figure(8.0, 5.6)
+    drawn = lines(pts, lambda p: [100 * c["final_test_accuracy"] for c in p["copies"]])
+    draw(ax, drawn, rewinds_of(pts))
+    ax.set_ylabel("final test accuracy (%)")
+    ax.set_title("Test accuracy of the copies vs. rewind iteration, at each sparsity (dense: black)", fontsize=10.5)
+    legend_below(figure, [ax], ncol=2)
+    return figure
+
+
+def interpolation_figure(experiment_dir: Path, pts: list[dict[str, Any]]) -> Figure | None:
+    """Test error along the path between the first pair of copies, one panel per rewind point (at most 4)."""
+    rewinds = rewinds_of(pts)
+    if len(rewinds) > 4:
+        rewinds = [rewinds[round(i * (len(rewinds) - 1) / 3)] for i in range(4)]
+    figure, axes = new_figure(min(5.0 * len(rewinds), 18.0) + 1.0, 5.0, ncols=len(rewinds), sharey=True)
+    levels = sorted({p["level"] for p in pts})
+    for ax, k in zip(axes, rewinds):
+        for p in [p for p in pts if p["rewind_iteration"] == k and p["replicate"] == 0]:
+            pair = p["data_order"]["pairs"][0]
+            curve = json.loads((Path(experiment_dir) / pair["curve"]).read_text())
+            i = levels.index(p["level"])
+            color = "black" if p["kind"] == "dense" else kind_color(p["kind"], i, len(levels))
+            label = kind_label(p["kind"]) + ("" if p["kind"] == "dense" else f", {100 * p['density']:.3g}%")
+            ax.plot(curve["alpha"], curve["test_error"], color=color, linestyle=KIND_LINESTYLES.get(p["kind"], "-"),
+                    marker=MARKERS[i % len(MARKERS)], markersize=3, label=label)  # fmt: skip
+        ax.set_title(f"rewound to k={k}")
+        ax.set_xlabel("α  (network α·W₁ + (1 − α)·W₂)")
+        ax.set_ylabel("test error (%)")
+        ax.grid(True, alpha=0.3)
+    axes[-1].tick_params(labelleft=True)
+    figure.suptitle("Linear interpolation between two copies trained with different data orders")
+    legend_below(figure, axes)
+    return figure
+
+
+@register
+def stability_figures(results: dict[str, Any], experiment_dir: Path) -> Figures:
+    pts = points(results)
+    if not pts:
+        return []
+    threshold = results["stability"]["settings"].get("threshold", 2.0)
+    made: Figures = [
+        (f"stability_{metric}_vs_rewind", distance_figure(pts, metric, label)) for metric, label in DISTANCES
+    ]
+    made += [
+        ("error_barrier_vs_rewind", barrier_figure(pts, threshold)),
+        ("stability_accuracy_vs_rewind", accuracy_figure(pts)),
+        ("interpolation_curves", interpolation_figure(experiment_dir, pts)),
+    ]
+    return [(name, figure) for name, figure in made if figure is not None]
+
+
+@register_comparison
+def stability_comparison(experiments: list[Experiment]) -> Figures:
+    """Data-order distance and error barrier vs. rewind iteration, overlaid across experiments."""
+    with_points = [(e, points(e.results)) for e in experiments]
+    with_points = [(e, pts) for e, pts in with_points if pts]
+    if not with_points:
+        return []
+    rewinds = sorted({k for _, pts in with_points for k in rewinds_of(pts)})
+    figure, axes = new_figure(12.0, 5.4, ncols=2)
+    colors = colormaps["tab10"]
+    for n, (experiment, pts) in enumerate(with_points):
+        for ax, value in (
+            (axes[0], lambda p: [pair["l2"] for pair in p["data_order"]["pairs"]]),
+            (axes[1], lambda p: [pair["barrier_test"] for pair in p["data_order"]["pairs"]]),
+        ):
+            drawn = [(label, {**style, "color": colors(n % 10)}, data) for label, style, data in lines(pts, value)]
+            draw(ax, drawn, rewinds, label_prefix=f"{experiment.label}: ")
+    axes[0].set_ylabel("L2 distance between copies (data order)")
+    axes[1].set_ylabel("test error barrier (percentage points)")
+    figure.suptitle("Stability across experiments vs. rewind iteration (error bars: min/max over pairs)")
+    legend_below(figure, axes, ncol=2)
+    return [("compare_stability_vs_rewind", figure)]
