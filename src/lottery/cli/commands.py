@@ -13,7 +13,7 @@ from lottery.errors import UserError
 
 
 def _runtime(args: argparse.Namespace):  # noqa: ANN202
-    from lottery.training import Runtime
+    from lottery.training import Runtime, distributed
 
     device = args.device
     if device == "auto":
@@ -29,6 +29,9 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise UserError("--checkpoint-every must be at least 1 iteration")
     progress = {"auto": None, "bar": True, "log": False}[args.progress]
+    device = distributed.setup(device)  # under torchrun: join the process group (gloo on CPU, nccl on CUDA)
+    if not distributed.is_main():
+        progress = False  # progress and log lines from rank 0 only
     return Runtime(device=device, checkpoint_every=args.checkpoint_every, progress=progress)
 
 
@@ -37,13 +40,15 @@ def _experiment(args: argparse.Namespace, dense_only: bool) -> int:
     from lottery.experiments.run import run_experiment
     from lottery.spec import resolve
     from lottery.store import store_root
+    from lottery.training import distributed
 
     if args.spec is None and args.preset is None and not args.overrides:
         raise UserError("give a spec file, --preset NAME or --set overrides (see 'lottery presets')")
     spec, preset = resolve(args.spec, args.preset, args.overrides)
     experiment, results = run_experiment(spec, preset, store_root(args.out), _runtime(args), dense_only, args.wait)
-    print(table(results["summary"]))
-    print(experiment.path)
+    if distributed.is_main():  # under torchrun the table and the run directory are printed once
+        print(table(results["summary"]))
+        print(experiment.path)
     return 0
 
 
@@ -78,8 +83,8 @@ def presets(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    from lottery.experiments.results import table
-    from lottery.experiments.run import collect, write_results
+    from lottery.experiments.results import aggregate, table
+    from lottery.experiments.run import collect
     from lottery.spec import to_dict
     from lottery.store import RunDir, load_spec
 
@@ -89,8 +94,8 @@ def show(args: argparse.Namespace) -> int:
     print(tomli_w.dumps(to_dict(spec, omit_defaults=True)), end="")
     rows = collect(experiment, spec)
     print(f"\n{len(rows)} finished training run(s)")
-    if rows:
-        print(table(write_results(experiment, spec)["summary"]))
+    if rows:  # read only: writing results.json here would race with a `lottery run` holding the lock
+        print(table(aggregate(rows)))
     return 0
 
 
@@ -115,6 +120,15 @@ def report(args: argparse.Namespace) -> int:
     from lottery.reports import write_report
 
     path = write_report(Path(args.run_dir))
+    print(path, file=sys.stderr)
+    print(path.parent)
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    from lottery.reports import write_comparison
+
+    path = write_comparison(list(args.run_dirs), Path(args.out), args.labels)
     print(path, file=sys.stderr)
     print(path.parent)
     return 0

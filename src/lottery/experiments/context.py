@@ -84,6 +84,9 @@ class Context:
 
         distributed.check_batch(self.spec.training.batch_size)  # under torchrun: one equal slice per rank
         _ = self.schedule, self.rewind_points, self.layer_kinds
+        from lottery.pruning import strategies
+
+        strategies.get(self.spec.pruning.strategy)  # a wrong name is refused even where nothing is pruned
         if self.spec.imp.levels or self.spec.controls.kinds:
             from lottery.pruning import prune
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from lottery.errors import UserError
 from lottery.experiments.context import Context
 from lottery.pruning import Mask, prune
 from lottery.store import RunDir
@@ -43,7 +44,12 @@ def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) ->
     weights = run.read_tensors(snapshot_name(k))
     optimizer = run.read_torch(snapshot_name(k, optimizer=True)) if ctx.spec.imp.optimizer_state == "rewind" else None
     if weights is None or (ctx.spec.imp.optimizer_state == "rewind" and optimizer is None):
-        train_dense(ctx, replicate_dir, replicate)
+        summary = train_dense(ctx, replicate_dir, replicate)
+        if summary["diverged"] and summary["diverged_at"] < k:  # it never reached k: retraining cannot help
+            raise UserError(
+                f"{run.path} diverged at iteration {summary['diverged_at']}, before rewind point {k}; "
+                "lower training.lr or choose an earlier imp.rewind"
+            )
         return rewind_state(ctx, replicate_dir, replicate, k)
     return weights, optimizer
 
@@ -51,10 +57,18 @@ def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) ->
 def run_chain(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> list[tuple[int, Mask]]:
     """Levels 1..N for rewind point k; returns each trained level's mask (stops after a diverged level)."""
     spec = ctx.spec
-    previous_final = dense_dir(replicate_dir).read_tensors("final.safetensors")
-    if previous_final is None:
-        train_dense(ctx, replicate_dir, replicate)
-        previous_final = dense_dir(replicate_dir).read_tensors("final.safetensors")
+    dense = dense_dir(replicate_dir)
+    previous_final, dense_summary = dense.read_tensors("final.safetensors"), dense.read_json("summary.json")
+    if previous_final is None or dense_summary is None:
+        dense_summary = train_dense(ctx, replicate_dir, replicate)
+        previous_final = dense.read_tensors("final.safetensors")
+    if dense_summary["diverged"]:  # its final weights are not finite: there is nothing to prune
+        print(
+            f"lottery: {dense.path} (dense) diverged at iteration {dense_summary['diverged_at']}; "
+            "IMP levels and their controls skipped",
+            file=sys.stderr,
+        )
+        return []
     previous_mask = Mask.ones(ctx.model(0))
     masks = []
     for level in range(1, spec.imp.levels + 1):

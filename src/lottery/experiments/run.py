@@ -4,11 +4,10 @@ unit is never trained again, an interrupted one resumes from its checkpoint."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import csv
 import io
+from pathlib import Path
+from typing import Any
 
 from lottery.experiments import controls, imp, results, stability
 from lottery.experiments.context import Context

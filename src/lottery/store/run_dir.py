@@ -53,8 +53,12 @@ class RunDir:
 
     # bytes ------------------------------------------------------------------------------------------
     def write(self, name: str, data: bytes) -> None:
-        atomic.write_bytes(self.path / name, data)
-        self._record(name, sha256(data))
+        from lottery.training import distributed  # data parallel: collective; only rank 0 writes
+
+        with distributed.main_writes() as main:
+            if main:
+                atomic.write_bytes(self.path / name, data)
+                self._record(name, sha256(data))
 
     def read(self, name: str, quiet: bool = False) -> bytes | None:
         """The artifact's bytes if present and matching the manifest; None otherwise (said on stderr
@@ -78,8 +82,12 @@ class RunDir:
         return self.read(name, quiet=True) is not None
 
     def remove(self, name: str) -> None:
-        (self.path / name).unlink(missing_ok=True)
-        self._record(name, None)
+        from lottery.training import distributed  # data parallel: collective; only rank 0 removes
+
+        with distributed.main_writes() as main:
+            if main:
+                (self.path / name).unlink(missing_ok=True)
+                self._record(name, None)
 
     # typed helpers ----------------------------------------------------------------------------------
     def write_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
@@ -106,12 +114,25 @@ class RunDir:
         return None if data is None else torch.load(io.BytesIO(data), weights_only=True)
 
     def verify(self) -> list[tuple[str, str]]:
-        """(file, problem) for every manifest entry that is missing or does not match."""
+        """(file, problem) for every manifest entry that is missing, unreadable or does not match, and for
+        a manifest that exists but cannot be read (every artifact it listed is then untrusted)."""
+        try:
+            manifest = json.loads((self.path / MANIFEST).read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError):
+            manifest = None
+        if not isinstance(manifest, dict) or not all(isinstance(v, str) for v in manifest.values()):
+            return [(MANIFEST, "malformed manifest (the artifacts here are untrusted and will be recomputed)")]
         problems = []
-        for name, digest in self.manifest().items():
-            path = self.path / name
-            if not path.exists():
+        for name, digest in manifest.items():
+            try:
+                data = (self.path / name).read_bytes()
+            except FileNotFoundError:
                 problems.append((name, "missing"))
-            elif sha256(path.read_bytes()) != digest:
-                problems.append((name, "checksum mismatch"))
+            except OSError as error:
+                problems.append((name, f"unreadable ({error.strerror or error})"))
+            else:
+                if sha256(data) != digest:
+                    problems.append((name, "checksum mismatch (truncated or modified)"))
         return problems

@@ -25,7 +25,8 @@ from lottery.models import Network
 from lottery.pruning import Mask, MaskEnforcer
 from lottery.spec import Step, TrainingSpec
 from lottery.store import RunDir
-from lottery.training.evaluate import evaluate
+from lottery.training import distributed
+from lottery.training.batched import exact_step
 from lottery.training.optimizer import make_optimizer
 from lottery.training.schedule import lr_at
 
@@ -86,12 +87,20 @@ def snapshot_name(iteration: int, optimizer: bool = False) -> str:
 
 
 def is_finished(run: RunDir, job: Job) -> bool:
-    needed = ["summary.json", "final.safetensors", "mask.safetensors", "metrics.jsonl"]
+    """Whether every artifact of the finished run is present and verified. Each file that exists but fails
+    verification is reported on stderr (the run is then recomputed). A diverged run never reached the
+    snapshots after its divergence, so they are not needed."""
+    summary = run.read_json("summary.json")
+    diverged_at = summary.get("diverged_at") if isinstance(summary, dict) and summary.get("diverged") else None
+    needed = ["start.safetensors", "final.safetensors", "mask.safetensors", "metrics.jsonl", "sparsity.json"]
     for k in job.snapshots:
+        if diverged_at is not None and k > diverged_at:
+            continue
         needed.append(snapshot_name(k))
         if job.snapshot_optimizer:
             needed.append(snapshot_name(k, optimizer=True))
-    return all(run.exists(name) for name in needed)
+    verified = [run.read(name) is not None for name in needed]  # no short cut: every bad file is reported
+    return summary is not None and all(verified)
 
 
 def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime) -> dict[str, Any]:
@@ -111,6 +120,7 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
     )
     optimizer = make_optimizer(model.parameters(), training)
     mask = job.mask if job.mask is not None else Mask.ones(model)
+    distributed.check_equal(mask)  # data parallel: every rank trains with the same mask
     enforcer = MaskEnforcer(model, mask) if mask.density() < 1 else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=training.precision == "bf16")
 
@@ -138,6 +148,7 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
         t, metrics, elapsed = job.start, [], 0.0
         loss_sum, loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
 
+    net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; `model` itself otherwise
     progress = sys.stderr.isatty() if runtime.progress is None else runtime.progress
     bar = tqdm(total=end - job.start, initial=t - job.start, desc=runtime.label, disable=not progress, leave=False)
     session_start = last_checkpoint = time.perf_counter()
@@ -151,6 +162,7 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
         lr = lr_at(t, training.lr, schedule.warmup, schedule.milestones, gamma=training.gamma)
         if (t % schedule.eval_every == 0 or t == end) and not (metrics and metrics[-1]["iteration"] == t):
             now = elapsed + time.perf_counter() - session_start
+            distributed.average_(loss_sum)  # data parallel: the mean over ranks, as one process would log
             rows = (
                 [{"iteration": t, "split": "train", "loss": float(loss_sum) / loss_count, "lr": lr}]
                 if loss_count
@@ -163,7 +175,7 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
                 for split in ("val", "test"):
                     x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
                     if len(x):
-                        loss, accuracy = evaluate(model, x, y)
+                        loss, accuracy = distributed.evaluate(model, x, y)
                         rows.append({"iteration": t, "split": split, "loss": loss, "accuracy": accuracy, "lr": lr})
             for row in rows:
                 row["wall_time"] = round(now, 3)
@@ -172,14 +184,16 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
             loss_count = 0
             run.write("metrics.jsonl", "".join(_json_line(r) for r in metrics).encode())
             bar.set_postfix_str(_describe(rows))
-            if not progress:
+            if not progress and distributed.is_main():
                 print(f"lottery: {runtime.label or run.path} iteration {t}/{end}: {_describe(rows)}", file=sys.stderr)
         if t == end or diverged_at is not None:
             break
         due = runtime.checkpoint_every is not None and t > job.start and (t - job.start) % runtime.checkpoint_every == 0
         if due or (
-            runtime.checkpoint_every is None and time.perf_counter() - last_checkpoint > runtime.checkpoint_seconds
+            runtime.checkpoint_every is None
+            and distributed.due(time.perf_counter() - last_checkpoint > runtime.checkpoint_seconds, t)
         ):
+            distributed.average_(loss_sum)  # every rank resumes with the same (global) running loss
             run.write_torch(
                 "checkpoint.pt",
                 {
@@ -198,16 +212,20 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
 
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = stream.batch(t)
+        x, y = distributed.local_batch(stream, t)  # this rank's slice of the global batch (all of it in one process)
         with autocast:
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(net(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if enforcer is not None:
             enforcer.mask_grads()
-        optimizer.step()
-        if enforcer is not None:
-            enforcer.mask_weights()
+        # exact_step: optimizer.step() bit for bit, faster on the CPU (training/batched.py). With zero gradient and
+        # zero optimizer state at the pruned coordinates it leaves those weights exactly as they were (zero), so
+        # re-masking them would be the identity; any other step is followed by the re-mask.
+        if not exact_step(optimizer):
+            optimizer.step()
+            if enforcer is not None:
+                enforcer.mask_weights()
         loss_sum += loss.detach()
         loss_count += 1
         t += 1
