@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, help="an experiment directory or a whole store")
     p = sub.add_parser("report", help="write the figures (PNG, SVG) and an HTML report of an experiment", epilog=EPILOG)
     p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("compare", help="overlay the figures of several experiments in one HTML report", epilog=EPILOG)
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="experiment directories")
+    p.add_argument("--out", type=Path, default=Path("comparison"), help="output directory (default: ./comparison)")
+    p.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        metavar="NAME",
+        help="legend name of each experiment, in order (repeat once per RUN_DIR; default: its differing settings)",
+    )
     return parser
 
 
@@ -75,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return getattr(commands, args.command)(args)
     except UserError as error:
-        print(f"lottery: error: {error}", file=sys.stderr)
+        message = str(error).replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever names it quotes
+        print(f"lottery: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lottery: interrupted; run the same command again to resume", file=sys.stderr)

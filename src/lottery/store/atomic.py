@@ -15,6 +15,11 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from lottery.errors import UserError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+INTACT = " (earlier artifacts are intact; once the write can succeed, the same command resumes)"
+
 
 def write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
@@ -22,8 +27,9 @@ def write_bytes(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+        raise UserError(f"cannot write {path}: {error.strerror or error}{INTACT}") from None
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts get the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -36,7 +42,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             os.close(dir_fd)
     except OSError as error:
         Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {error.strerror or error} (earlier artifacts are intact)") from None
+        raise UserError(f"cannot write {path}: {error.strerror or error}{INTACT}") from None
 
 
 def write_text(path: Path, text: str) -> None:

@@ -1,0 +1,89 @@
+"""Read an experiment directory for reporting: its spec, its preset and `results.json` (regenerated from
+the store when missing), plus labels that tell several experiments apart by their differing settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lottery.errors import UserError
+from lottery.spec import ExperimentSpec, spec_hash, to_dict
+from lottery.store import RunDir, load_spec
+
+MAX_LABEL = 60  # longer labels of differing settings give way to field names only, then to the hash
+
+
+@dataclass
+class Experiment:
+    path: Path
+    spec: ExperimentSpec
+    preset: str | None
+    results: dict[str, Any]
+    label: str = ""
+
+    @property
+    def hash(self) -> str:
+        return spec_hash(self.spec)
+
+
+def load_experiment(path: Path) -> Experiment:
+    """The experiment at `path`; UserError (one line) when it is not an experiment directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory (expected an experiment directory holding spec.json)")
+    spec, preset = load_spec(path)
+    run = RunDir(path)
+    results = run.read_json("results.json")
+    if not isinstance(results, dict) or "runs" not in results or "summary" not in results:
+        from lottery.experiments.run import write_results
+
+        results = write_results(run, spec)
+    return Experiment(path, spec, preset, results, label=spec_hash(spec))
+
+
+def read_metrics(experiment_dir: Path, relative: str) -> list[dict[str, Any]]:
+    """The metrics.jsonl rows of one trained unit ([] when absent or failing verification)."""
+    data = RunDir(Path(experiment_dir) / relative).read("metrics.jsonl", quiet=True)
+    if data is None:
+        return []
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and prefix == "":
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def differing_settings(specs: list[ExperimentSpec]) -> list[dict[str, Any]]:
+    """For each spec, the settings (`group.field` -> value) whose values are not the same in all specs."""
+    flat = [_flatten(to_dict(spec)) for spec in specs]
+    keys = [k for k in flat[0] if any(json.dumps(f.get(k)) != json.dumps(flat[0].get(k)) for f in flat)]
+    return [{k: f.get(k) for k in keys} for f in flat]
+
+
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def label_experiments(experiments: list[Experiment], labels: list[str] | None = None) -> None:
+    """Set each experiment's label: the given ones, else its differing settings, else its hash."""
+    if labels:
+        if len(labels) != len(experiments):
+            raise UserError(f"got {len(labels)} label(s) for {len(experiments)} experiments; give one per experiment")
+        for experiment, label in zip(experiments, labels):
+            experiment.label = label
+        return
+    diffs = differing_settings([e.spec for e in experiments])
+    full = [", ".join(f"{k}={_value(v)}" for k, v in diff.items()) for diff in diffs]
+    short = [", ".join(f"{k.rpartition('.')[2]}={_value(v)}" for k, v in diff.items()) for diff in diffs]
+    chosen = full if all(len(text) <= MAX_LABEL for text in full) else short  # one style for all
+    for experiment, text in zip(experiments, chosen):
+        experiment.label = text if text and len(text) <= MAX_LABEL else experiment.hash
