@@ -94,6 +94,10 @@ class Context:
             weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             prune(weights, Mask.ones(model), self.layer_kinds, self.spec.pruning)
 
+    def mask(self, tensors: dict[str, torch.Tensor]) -> Mask:
+        """A mask read from disk, in the model's parameter order (the order ties and random masks follow)."""
+        return Mask({name: tensors[name] for name in self.layer_kinds})
+
     def training(self, replicate: int) -> TrainingSpec:
         """Replicate r shifts every seed by r (replicate 0 is the spec as written)."""
         t = self.spec.training

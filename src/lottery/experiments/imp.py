@@ -54,42 +54,33 @@ def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) ->
     return weights, optimizer
 
 
-def run_chain(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> list[tuple[int, Mask]]:
-    """Levels 1..N for rewind point k; returns each trained level's mask (stops after a diverged level)."""
+def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int) -> Mask | None:
+    """IMP level L >= 1 for rewind point k: prune level L-1's final weights (among its surviving weights)
+    and train m_L ⊙ W_k from k to T. Returns the mask, or None when an earlier level diverged (its
+    weights are not finite: there is nothing to prune). Earlier levels missing from the store run first."""
     spec = ctx.spec
-    dense = dense_dir(replicate_dir)
-    previous_final, dense_summary = dense.read_tensors("final.safetensors"), dense.read_json("summary.json")
-    if previous_final is None or dense_summary is None:
-        dense_summary = train_dense(ctx, replicate_dir, replicate)
-        previous_final = dense.read_tensors("final.safetensors")
-    if dense_summary["diverged"]:  # its final weights are not finite: there is nothing to prune
+    previous = dense_dir(replicate_dir) if level == 1 else level_dir(replicate_dir, k, level - 1)
+    summary, final = previous.read_json("summary.json"), previous.read_tensors("final.safetensors")
+    stored_mask = previous.read_tensors("mask.safetensors")
+    if summary is None or final is None or stored_mask is None:
+        if level == 1:
+            train_dense(ctx, replicate_dir, replicate)
+        elif run_level(ctx, replicate_dir, replicate, k, level - 1) is None:
+            return None
+        return run_level(ctx, replicate_dir, replicate, k, level)
+    if summary["diverged"]:
         print(
-            f"lottery: {dense.path} (dense) diverged at iteration {dense_summary['diverged_at']}; "
-            "IMP levels and their controls skipped",
+            f"lottery: {previous.path} diverged at iteration {summary['diverged_at']}; "
+            f"IMP level {level} and later levels (and their controls) skipped",
             file=sys.stderr,
         )
-        return []
-    previous_mask = Mask.ones(ctx.model(0))
-    masks = []
-    for level in range(1, spec.imp.levels + 1):
-        one_shot = spec.imp.one_shot_density if level == 1 else None
-        weights = {k_: v for k_, v in previous_final.items()}
-        mask = prune(weights, previous_mask, ctx.layer_kinds, spec.pruning, target_density=one_shot)
-        mask = distributed.broadcast_mask(mask)  # under torchrun: rank 0's mask, checked equal on every rank
-        rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
-        model = ctx.model(0, mask.apply_to(rewound))
-        run = level_dir(replicate_dir, k, level)
-        ctx.runtime.label = f"r{replicate} k={k} level {level} ({100 * mask.density():.1f}%)"
-        summary = train(
-            run, model, ctx.data, ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state), ctx.runtime
-        )
-        masks.append((level, mask))
-        if summary["diverged"]:
-            print(
-                f"lottery: {run.path} diverged at iteration {summary['diverged_at']}; later levels skipped",
-                file=sys.stderr,
-            )
-            break
-        previous_final = run.read_tensors("final.safetensors")
-        previous_mask = mask
-    return masks
+        return None
+    one_shot = spec.imp.one_shot_density if level == 1 else None
+    mask = prune(final, ctx.mask(stored_mask), ctx.layer_kinds, spec.pruning, target_density=one_shot)
+    mask = distributed.broadcast_mask(mask)  # under torchrun: rank 0's mask, checked equal on every rank
+    rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
+    run = level_dir(replicate_dir, k, level)
+    ctx.runtime.label = f"r{replicate} k={k} level {level} ({100 * mask.density():.1f}%)"
+    job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state)
+    train(run, ctx.model(0, mask.apply_to(rewound)), ctx.data, job, ctx.runtime)
+    return mask

@@ -11,14 +11,11 @@ from typing import Any
 
 from lottery.experiments import controls, imp, results, stability
 from lottery.experiments.context import Context
+from lottery.experiments.plan import execute, plan, replicate_dir
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
 from lottery.store import RunDir, check_collision, experiment_dir, write_spec
 from lottery.training import Runtime
 from lottery.training.distributed import exclusive  # the store's lock; under torchrun taken by rank 0 for all
-
-
-def replicate_dir(experiment: RunDir, replicate: int) -> RunDir:
-    return experiment / f"replicate_{replicate}"
 
 
 def run_experiment(
@@ -29,7 +26,7 @@ def run_experiment(
     dense_only: bool = False,
     wait: bool = True,
 ) -> tuple[RunDir, dict[str, Any]]:
-    """Run (or finish, or just read back) the experiment; returns its directory and results."""
+    """Run (or finish, or just read back) the experiment in this process; returns its directory and results."""
     ctx = Context(spec, runtime)
     ctx.validate()  # before anything is written
     experiment = experiment_dir(root, spec)
@@ -37,22 +34,8 @@ def run_experiment(
     with exclusive(experiment.path, wait=wait):
         check_collision(experiment, spec)
         write_spec(experiment, spec, preset)
-        for r in range(spec.replicates):
-            rdir = replicate_dir(experiment, r)
-            imp.train_dense(ctx, rdir, r)
-            if dense_only:
-                continue
-            for k in ctx.rewind_points:
-                masks = imp.run_chain(ctx, rdir, r, k)
-                levels = spec.controls.levels or [level for level, _ in masks]
-                for level, mask in masks:
-                    if level not in levels:
-                        continue
-                    for kind in spec.controls.kinds:
-                        for seed in spec.controls.seeds:
-                            controls.run_control(ctx, rdir, r, k, level, mask, kind, seed)
-            if ctx.stability_points:
-                stability.run_stability(ctx, experiment, rdir, r)
+        for task in plan(ctx, dense_only):
+            execute(task, ctx, experiment)
         return experiment, write_results(experiment, spec)
 
 

@@ -74,9 +74,9 @@ def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Su
     level_run = imp.level_dir(rdir, k, level)
     stored = level_run.read_tensors("mask.safetensors")
     if stored is None or not level_run.exists("final.safetensors"):
-        imp.run_chain(ctx, rdir, r, k)
+        imp.run_level(ctx, rdir, r, k, level)
         stored = level_run.read_tensors("mask.safetensors")
-    mask = Mask(stored)
+    mask = ctx.mask(stored)
     rewound, optimizer_state = imp.rewind_state(ctx, rdir, r, k)
     subjects = [Subject("imp", mask, mask.apply_to(rewound), optimizer_state, level_run)]
     for kind in ctx.spec.stability.controls:
@@ -200,21 +200,22 @@ class Analyzer:
         return record
 
 
-def run_stability(ctx: Context, experiment: RunDir, rdir: RunDir, r: int) -> None:
-    """Train every copy the sweep needs and write `analysis.json` for each (rewind point, level)."""
+def levels(ctx: Context) -> tuple[int, ...]:
+    """The levels the analysis covers (0 = dense)."""
     spec = ctx.spec.stability
-    levels = spec.levels if spec.levels is not None else tuple(range(ctx.spec.imp.levels + 1))
+    return spec.levels if spec.levels is not None else tuple(range(ctx.spec.imp.levels + 1))
+
+
+def run_point(ctx: Context, experiment: RunDir, rdir: RunDir, r: int, k: int, level: int) -> None:
+    """Train every copy that (k, level) needs and write its `analysis.json`."""
+    dense_runs = train_copies(ctx, rdir, r, k, 0, _dense_subject(ctx, rdir, r, k))
     analyzer = Analyzer(ctx, experiment)
-    for k in ctx.stability_points:
-        dense_subject = _dense_subject(ctx, rdir, r, k)
-        dense_runs = train_copies(ctx, rdir, r, k, 0, dense_subject)
-        for level in levels:
-            out = stability_dir(rdir, k, level)
-            records = []
-            for subject in _subjects(ctx, rdir, r, k, level):
-                runs = dense_runs if subject.kind == "dense" else train_copies(ctx, rdir, r, k, level, subject)
-                records.append(analyzer.point(r, subject, runs, dense_runs, out))
-            out.write_json("analysis.json", {"replicate": r, "rewind_iteration": k, "level": level, "points": records})
+    out = stability_dir(rdir, k, level)
+    records = []
+    for subject in _subjects(ctx, rdir, r, k, level):
+        runs = dense_runs if subject.kind == "dense" else train_copies(ctx, rdir, r, k, level, subject)
+        records.append(analyzer.point(r, subject, runs, dense_runs, out))
+    out.write_json("analysis.json", {"replicate": r, "rewind_iteration": k, "level": level, "points": records})
 
 
 def collect(experiment: RunDir, replicates: int) -> list[dict[str, Any]]:

@@ -58,4 +58,6 @@ def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
 
 
 def tensors_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
-    return load_safetensors_bytes(data)
+    """The tensors keyed by name, in sorted key order (safetensors does not keep the order they were saved in)."""
+    tensors = load_safetensors_bytes(data)
+    return {name: tensors[name] for name in sorted(tensors)}

@@ -104,9 +104,17 @@ def is_finished(run: RunDir, job: Job) -> bool:
 
 
 def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime) -> dict[str, Any]:
-    """Train `model` (already holding the start weights) in `run`, or return the stored summary."""
+    """Train `model` (already holding the start weights) in `run`, or return the stored summary. The run
+    directory is locked while it trains: executors may run tasks of one experiment in parallel."""
     if is_finished(run, job):
         return run.read_json("summary.json")
+    with distributed.exclusive(run.path):
+        if is_finished(run, job):  # another process finished it while this one waited
+            return run.read_json("summary.json")
+        return _train(run, model, data, job, runtime)
+
+
+def _train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime) -> dict[str, Any]:
     training, schedule, end = job.training, job.schedule, job.schedule.end
     device = runtime.device
     model.to(device)

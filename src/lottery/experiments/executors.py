@@ -1,0 +1,151 @@
+"""Executors run the tasks of one or more experiments: `local` in this process, in dependency order, or
+`ray` on a Ray cluster (a local instance, or one joined with an address), with Ray resolving the
+dependencies and retrying failed tasks. Whichever runs them, the store ends the same: tasks are
+deterministic and idempotent, and each trained unit is locked while it trains."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from lottery.experiments.context import Context
+from lottery.experiments.plan import Task, execute
+from lottery.spec import ExperimentSpec, spec_hash, to_dict
+from lottery.store import experiment_dir
+from lottery.training import Runtime
+
+
+@dataclass
+class Job:
+    """One task of one experiment."""
+
+    spec: ExperimentSpec
+    task: Task
+
+    @property
+    def key(self) -> str:
+        return f"{spec_hash(self.spec)}:{self.task.name}"
+
+    @property
+    def deps(self) -> list[str]:
+        return [f"{spec_hash(self.spec)}:{d}" for d in self.task.deps]
+
+
+@dataclass
+class Outcome:
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # key -> error (last attempt)
+    skipped: dict[str, str] = field(default_factory=dict)  # key -> the failed dependency
+
+
+_contexts: dict[tuple[str, str], Context] = {}
+
+
+def context_for(spec: ExperimentSpec, runtime: Runtime) -> Context:
+    """One Context (data on the device, seeded models) per experiment per process, reused across tasks."""
+    key = (spec_hash(spec), str(runtime.device))
+    if key not in _contexts:
+        _contexts[key] = Context(spec, runtime)
+    return _contexts[key]
+
+
+def run_job(spec_data: dict[str, Any], task: Task, root: str, runtime: Runtime) -> str:
+    """Run one task in this process (also the body of a Ray task)."""
+    from lottery.spec import build
+
+    spec = build(spec_data)
+    execute(task, context_for(spec, runtime), experiment_dir(Path(root), spec))
+    return task.name
+
+
+def _error(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
+
+
+def run_local(jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int = 0) -> Outcome:
+    """In order; a failing job is retried up to `retries` times, then reported; its dependents are skipped."""
+    outcome = Outcome()
+    bad: dict[str, str] = {}
+    for job in tqdm(jobs, desc="sweep", unit="task", disable=not sys.stderr.isatty()):
+        blocked = next((d for d in job.deps if d in bad), None)
+        if blocked is not None:
+            outcome.skipped[job.key] = blocked
+            bad[job.key] = blocked
+            continue
+        for attempt in range(retries + 1):
+            try:
+                run_job(to_dict(job.spec), job.task, str(root), runtime)
+                outcome.done.append(job.key)
+                break
+            except Exception as exc:  # noqa: BLE001  (reported at the end; the other jobs go on)
+                error = _error(exc)
+                print(f"lottery: {job.key} failed (attempt {attempt + 1}/{retries + 1}): {error}", file=sys.stderr)
+                if attempt == retries:
+                    outcome.failed[job.key] = error
+                    bad[job.key] = job.key
+    return outcome
+
+
+def run_ray(
+    jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int = 0, address: str | None = None,
+    workers: int | None = None,
+) -> Outcome:  # fmt: skip
+    """Each job a Ray task that depends on its dependencies' tasks; Ray schedules and retries them."""
+    try:
+        import ray
+    except ImportError:
+        from lottery.errors import UserError
+
+        raise UserError("the ray executor needs Ray: pip install 'lottery[ray]'") from None
+    if not ray.is_initialized():
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address:
+            options["address"] = address
+        elif workers:
+            options["num_cpus"] = workers
+        ray.init(**options)
+    remote = ray.remote(max_retries=retries, retry_exceptions=True)(_ray_job)
+    refs: dict[str, Any] = {}
+    for job in jobs:
+        deps = [refs[d] for d in job.deps]
+        refs[job.key] = remote.remote(to_dict(job.spec), job.task, str(Path(root).resolve()), runtime, *deps)
+    pending = {ref: key for key, ref in refs.items()}
+    errors: dict[str, str] = {}
+    with tqdm(total=len(refs), desc="sweep", unit="task", disable=not sys.stderr.isatty()) as bar:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            key = pending.pop(ready[0])
+            try:
+                ray.get(ready[0])
+            except ray.exceptions.RayError as exc:
+                errors[key] = _error(getattr(exc, "cause", None) or exc)
+            bar.update()
+    return _classify(jobs, errors)
+
+
+def _classify(jobs: Sequence[Job], errors: dict[str, str]) -> Outcome:
+    """A job whose dependency did not succeed is 'skipped' (it never ran: Ray does not start a task whose
+    argument failed); the others that raised are 'failed'."""
+    outcome = Outcome()
+    bad: dict[str, str] = {}
+    for job in jobs:
+        blocked = next((bad[d] for d in job.deps if d in bad), None)
+        if blocked is not None:
+            outcome.skipped[job.key] = blocked
+            bad[job.key] = blocked
+        elif job.key in errors:
+            outcome.failed[job.key] = errors[job.key]
+            bad[job.key] = job.key
+        else:
+            outcome.done.append(job.key)
+    return outcome
+
+
+def _ray_job(spec_data: dict[str, Any], task: Task, root: str, runtime: Runtime, *deps: str) -> str:
+    return run_job(spec_data, task, root, runtime)
