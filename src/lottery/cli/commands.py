@@ -132,3 +132,27 @@ def compare(args: argparse.Namespace) -> int:
     print(path, file=sys.stderr)
     print(path.parent)
     return 0
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from lottery.experiments.sweep import run_sweep
+    from lottery.store import store_root
+
+    if args.spec is None:
+        raise UserError("lottery sweep needs a spec file with a [sweep] table")
+    if args.retries < 0 or (args.workers is not None and args.workers < 1):
+        raise UserError("--retries must be >= 0 and --workers >= 1")
+    finished, outcome = run_sweep(
+        args.spec, args.preset, args.overrides, store_root(args.out), _runtime(args),
+        args.executor, args.address, args.workers, args.retries,
+    )  # fmt: skip
+    total = len(outcome.done) + len(outcome.failed) + len(outcome.skipped)
+    print(f"{len(outcome.done)}/{total} tasks done, {len(outcome.failed)} failed, {len(outcome.skipped)} skipped")
+    for key, error in outcome.failed.items():
+        print(f"failed: {key}: {error}")
+    for key, cause in outcome.skipped.items():
+        print(f"skipped: {key} (depends on failed {cause})")
+    for experiment, point in finished:
+        settings = " ".join(f"{k}={v}" for k, v in point.items())
+        print(f"{experiment.path}  {settings}")
+    return 1 if outcome.failed else 0

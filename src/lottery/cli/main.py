@@ -57,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_args(p)
     p = sub.add_parser("run", help="run everything the spec describes (IMP levels, controls, ...)", epilog=EPILOG)
     _experiment_args(p)
+    p = sub.add_parser("sweep", help="run the grid of experiments a spec's [sweep] table spans", epilog=EPILOG)
+    _experiment_args(p)
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: in this process (default); ray: tasks on a Ray cluster",
+    )
+    p.add_argument("--address", help="with --executor ray: join this Ray cluster (default: start a local one)")
+    p.add_argument("--workers", type=int, metavar="N", help="with a local Ray instance: number of worker CPUs")
+    p.add_argument("--retries", type=int, default=1, metavar="N", help="retries of a failing task (default 1)")
     p = sub.add_parser("presets", help="list the presets, or print one in full", epilog=EPILOG)
     p.add_argument("--show", metavar="NAME", help="print this preset's settings and sources")
     p = sub.add_parser("show", help="summarise an experiment directory", epilog=EPILOG)

@@ -5,6 +5,7 @@ deterministic and idempotent, and each trained unit is locked while it trains.""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import traceback
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from lottery.experiments.context import Context
@@ -60,6 +62,8 @@ def run_job(spec_data: dict[str, Any], task: Task, root: str, runtime: Runtime) 
     from lottery.spec import build
 
     spec = build(spec_data)
+    if runtime.threads is not None and torch.get_num_threads() != runtime.threads:
+        torch.set_num_threads(runtime.threads)  # as many as the driver: CPU results depend on it
     execute(task, context_for(spec, runtime), experiment_dir(Path(root), spec))
     return task.name
 
@@ -110,6 +114,7 @@ def run_ray(
         elif workers:
             options["num_cpus"] = workers
         ray.init(**options)
+    runtime = dataclasses.replace(runtime, threads=runtime.threads or torch.get_num_threads())
     remote = ray.remote(max_retries=retries, retry_exceptions=True)(_ray_job)
     refs: dict[str, Any] = {}
     for job in jobs:

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import types
 import typing
 from pathlib import Path
@@ -61,7 +62,7 @@ def _coerce(value: Any, expected: Any, name: str) -> Any:
             return value
     elif expected is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
+            if abs(value) > sys.float_info.max or not math.isfinite(value):  # (a huge int has no float)
                 raise UserError(f"{name} must be a finite number, got {value!r}")
             return float(value)
     elif expected is str:
@@ -104,7 +105,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise UserError(f"--set expects group.field=value (e.g. training.lr=0.01), got {text!r}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # not TOML (TOMLDecodeError), an over-long integer, deep nesting
         value = raw.strip()
     return path, value
 
@@ -124,19 +125,27 @@ def read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"spec file not found: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # TOMLDecodeError, UnicodeDecodeError, over-long int, nesting
         raise UserError(f"spec file {path} is not valid TOML: {error}") from None
     except OSError as error:
         raise UserError(f"cannot read spec file {path}: {error.strerror}") from None
 
 
 def resolve(
-    spec_file: Path | None = None, preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+    spec_file: Path | None = None,
+    preset: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    data: dict[str, Any] | None = None,
 ) -> tuple[ExperimentSpec, str | None]:
-    """The spec from a file and/or preset plus overrides, and the preset it started from."""
+    """The spec from a file (or its already-read `data`) and/or preset plus overrides, and the preset it
+    started from. Later sources win: preset, then file, then each override in order."""
     from lottery.presets import presets
 
-    data = read_toml(spec_file) if spec_file is not None else {}
+    if data is None:
+        data = read_toml(spec_file) if spec_file is not None else {}
+    data = dict(data)
+    if "sweep" in data:
+        raise UserError("this spec has a [sweep] table: run it with 'lottery sweep'")
     file_preset = data.pop("preset", None)
     if file_preset is not None and not isinstance(file_preset, str):
         raise UserError(f"preset must be a preset name (a string), got {file_preset!r}")

@@ -42,6 +42,7 @@ class Runtime:
     checkpoint_seconds: float = 120.0
     progress: bool | None = None  # None: a bar when stderr is a terminal, log lines otherwise
     label: str = ""
+    threads: int | None = None  # torch intra-op threads; results on CPU depend on it, so executors pin it
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,112 @@
+"""Sweeps: a spec file with a `[sweep]` table of lists expands into the grid of experiments it spans.
+
+    preset = "lenet_300_100"
+    [imp]
+    levels = 5
+    [sweep]
+    replicates = [1, 3]
+    [sweep.training]
+    lr = [1.2e-3, 6e-4]
+
+expands into 4 experiments (every combination). Levels, rewind points, copies, controls and seeds are
+already lists inside one experiment; `[sweep]` spans any other setting.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from lottery.errors import UserError
+from lottery.spec import ExperimentSpec, resolve, spec_hash
+from lottery.spec.parse import read_toml
+
+MAX_EXPERIMENTS = 10_000
+
+
+def grid(sweep: Any) -> list[tuple[str, list[Any]]]:
+    """[('training.lr', [0.1, 0.01]), ('replicates', [1, 3])] from the `[sweep]` table."""
+    if not isinstance(sweep, dict) or not sweep:
+        raise UserError("[sweep] must be a table of lists, e.g. [sweep.training] lr = [0.1, 0.01]")
+    axes = []
+    for key, value in sweep.items():
+        entries = value.items() if isinstance(value, dict) else [(None, value)]
+        for field, values in entries:
+            name = key if field is None else f"{key}.{field}"
+            if not isinstance(values, list) or not values:
+                raise UserError(f"sweep.{name} must be a non-empty list of values, got {values!r}")
+            axes.append((name, values))
+    return axes
+
+
+def expand(
+    spec_file: Path, preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> list[tuple[ExperimentSpec, str | None, dict[str, Any]]]:
+    """(spec, preset, the swept settings) for every point of the grid, validated, duplicates removed."""
+    data = read_toml(spec_file)
+    axes = grid(data.pop("sweep", None))
+    count = 1
+    for _, values in axes:
+        count *= len(values)
+    if count > MAX_EXPERIMENTS:
+        raise UserError(f"the sweep spans {count} experiments (at most {MAX_EXPERIMENTS})")
+    out, seen = [], set()
+    for combination in itertools.product(*(values for _, values in axes)):
+        point = dict(zip((name for name, _ in axes), combination))
+        merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+        for name, value in point.items():
+            group, _, field = name.partition(".")
+            if field:
+                merged[group] = {**merged.get(group, {}), field: value}
+            else:
+                merged[group] = value
+        spec, used_preset = resolve(preset=preset, overrides=overrides, data=merged)
+        if spec_hash(spec) not in seen:
+            seen.add(spec_hash(spec))
+            out.append((spec, used_preset, point))
+    return out
+
+
+def run_sweep(
+    spec_file: Path,
+    preset: str | None,
+    overrides: list[str],
+    root: Path,
+    runtime: Any,
+    executor: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    retries: int = 1,
+) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
+    """Validate every experiment of the grid, record their specs, run all their tasks with the executor,
+    and write each experiment's results. Returns ([(experiment dir, swept settings)], outcome)."""
+    from lottery.experiments import executors
+    from lottery.experiments.plan import plan
+    from lottery.experiments.run import write_results
+    from lottery.store import check_collision, exclusive, experiment_dir, write_spec
+
+    points = expand(spec_file, preset, overrides)
+    contexts = []
+    for spec, _, _ in points:  # everything is checked before anything is written
+        ctx = executors.context_for(spec, runtime)
+        ctx.validate()
+        check_collision(experiment_dir(root, spec), spec)
+        contexts.append(ctx)
+    jobs = []
+    for (spec, used_preset, _), ctx in zip(points, contexts):
+        experiment = experiment_dir(root, spec)
+        with exclusive(experiment.path):
+            write_spec(experiment, spec, used_preset)
+        jobs += [executors.Job(spec, task) for task in plan(ctx)]
+    if executor == "ray":
+        outcome = executors.run_ray(jobs, root, runtime, retries, address, workers)
+    else:
+        outcome = executors.run_local(jobs, root, runtime, retries)
+    finished = []
+    for spec, _, point in points:
+        experiment = experiment_dir(root, spec)
+        with exclusive(experiment.path):
+            write_results(experiment, spec)
+        finished.append((experiment, point))
+    return finished, outcome
