@@ -15,4 +15,5 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
     valid = sorted(valid)
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    return UserError(f"unknown {kind} '{name}'{hint} (valid: {', '.join(valid)})")
+    shown = f"'{name}'" if str(name).isprintable() else repr(name)  # a newline in a name stays on one line
+    return UserError(f"unknown {kind} {shown}{hint} (valid: {', '.join(valid)})")

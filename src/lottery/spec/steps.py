@@ -29,7 +29,10 @@ class Step:
         match = _STEP.match(text.strip())
         if not text.strip() or match is None:
             raise UserError(f"{field}: malformed step {text!r}; expected {ALLOWED}")
-        return cls(int(match.group(1) or 0), int(match.group(2) or 0))
+        try:
+            return cls(int(match.group(1) or 0), int(match.group(2) or 0))
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            raise UserError(f"{field}: step {text[:40]!r}... is too large; expected {ALLOWED}") from None
 
     def to_iterations(self, iterations_per_epoch: int) -> int:
         return self.epochs * iterations_per_epoch + self.iterations

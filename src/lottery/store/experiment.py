@@ -27,23 +27,29 @@ def check_collision(run: RunDir, spec: ExperimentSpec) -> None:
     stored = run.read_json("spec.json")
     if stored is None:
         return
-    stored.pop("preset", None)
     try:
-        same = build(stored) == spec
+        same = isinstance(stored, dict) and build({k: v for k, v in stored.items() if k != "preset"}) == spec
     except UserError:
         same = False
     if not same:
-        raise UserError(f"{run.path} holds a different spec than this one (hash collision or edited spec.json)")
+        raise UserError(
+            f"{run.path} holds a different spec than this one (hash collision or edited spec.json); "
+            "move that directory away or use another store (--out)"
+        )
 
 
 def write_spec(run: RunDir, spec: ExperimentSpec, preset: str | None) -> None:
-    """spec.json (canonical, all settings, plus the preset it came from) and spec.toml."""
-    if run.exists("spec.json"):
-        return
-    data = {"preset": preset, **to_dict(spec)} if preset else to_dict(spec)
-    run.write("spec.json", (json.dumps(data, indent=2) + "\n").encode())
-    header = f'# preset = "{preset}" (already applied below)\n' if preset else ""
-    run.write("spec.toml", (header + to_toml(spec)).encode())
+    """spec.json (canonical, all settings, plus the preset it came from) and spec.toml; either one that is
+    missing or fails verification is written again (keeping the preset first recorded)."""
+    stored = run.read("spec.json", quiet=True)  # (check_collision has already reported a bad one)
+    if stored is None:
+        data = {"preset": preset, **to_dict(spec)} if preset else to_dict(spec)
+        run.write("spec.json", (json.dumps(data, indent=2) + "\n").encode())
+    else:
+        preset = json.loads(stored).get("preset")
+    if run.read("spec.toml") is None:
+        header = f'# preset = "{preset}" (already applied below)\n' if preset else ""
+        run.write("spec.toml", (header + to_toml(spec)).encode())
 
 
 def load_spec(path: Path) -> tuple[ExperimentSpec, str | None]:

@@ -1,0 +1,210 @@
+"""Verified artifacts: a truncated, bit-flipped or edited file is detected when loaded, said so on stderr,
+never used, and the step that produces it is recomputed, ending identical to an undamaged run. `lottery
+verify` reports every damaged artifact (exit 1) and exits 0 on a clean store."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lottery.cli.main import main
+from lottery.store import RunDir
+from reliability_helpers import assert_same_outcomes, cli_args, experiment_dir, flip_bit, run_cli, truncate
+
+OVERRIDES = ("imp.levels=1", 'imp.rewind=["20it"]', 'controls.kinds=["random_prune"]')
+EXTRA = ("--checkpoint-every", "10")
+DENSE = "replicate_0/level_0"
+LEVEL = "replicate_0/rewind_20it/level_1"
+CONTROL = f"{LEVEL}/controls/random_prune_seed0"
+
+
+class Crash(BaseException):
+    """A process dying at this point (not an Exception, so nothing on the way up handles it)."""
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished experiment: dense run, IMP level 1 rewound to iteration 20, a random-pruning control."""
+    out = tmp_path_factory.mktemp("reference")
+    assert main(cli_args(out, *OVERRIDES, extra=EXTRA)) == 0
+    return out
+
+
+@pytest.fixture
+def store(reference: Path, tmp_path: Path) -> Path:
+    """A private copy of the finished reference store."""
+    shutil.copytree(reference, tmp_path / "store")
+    return tmp_path / "store"
+
+
+def retrained(err: str) -> set[str]:
+    """Which training runs printed progress: 'dense', 'imp' or 'control'."""
+    units = set()
+    for label in re.findall(r"^lottery: (.*) iteration \d+/\d+:", err, flags=re.MULTILINE):
+        units.add("dense" if "(dense)" in label else "control" if "random_prune" in label else "imp")
+    return units
+
+
+def edit_json(key: str, value: object) -> Callable[[Path], None]:
+    def edit(path: Path) -> None:
+        data = json.loads(path.read_text())
+        data[key] = value
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+    return edit
+
+
+def delete(path: Path) -> None:
+    path.unlink()
+
+
+DAMAGE = [
+    # (file relative to the experiment, damage, what `verify` says, training runs recomputed)
+    (f"{DENSE}/final.safetensors", truncate, "checksum mismatch", {"dense"}),
+    (f"{DENSE}/final.safetensors", flip_bit, "checksum mismatch", {"dense"}),
+    (f"{DENSE}/snapshots/iter_20.safetensors", flip_bit, "checksum mismatch", {"dense"}),
+    (f"{DENSE}/metrics.jsonl", truncate, "checksum mismatch", {"dense"}),
+    (f"{LEVEL}/mask.safetensors", flip_bit, "checksum mismatch", {"imp"}),
+    (f"{LEVEL}/final.safetensors", truncate, "checksum mismatch", {"imp"}),
+    (f"{LEVEL}/summary.json", edit_json("final_test_accuracy", 0.5), "checksum mismatch", {"imp"}),
+    (f"{LEVEL}/manifest.json", truncate, "malformed manifest", {"imp"}),
+    (f"{CONTROL}/final.safetensors", flip_bit, "checksum mismatch", {"control"}),
+    (f"{CONTROL}/sparsity.json", edit_json("density", 1.0), "checksum mismatch", {"control"}),
+    (f"{LEVEL}/start.safetensors", flip_bit, "checksum mismatch", {"imp"}),
+    ("spec.json", flip_bit, "checksum mismatch", set()),
+    ("spec.toml", truncate, "checksum mismatch", set()),
+    ("results.json", edit_json("runs", []), "checksum mismatch", set()),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "problem", "recomputed"),
+    DAMAGE,
+    ids=[f"{damage.__name__}:{name}" for name, damage, *_ in DAMAGE],
+)
+def test_damaged_artifact_is_detected_and_recomputed(
+    reference: Path,
+    store: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    damage: Callable[[Path], None],
+    problem: str,
+    recomputed: set[str],
+) -> None:
+    experiment = experiment_dir(store)
+    damage(experiment / name)
+
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert code == 1
+    assert f"{experiment / name}: {problem}" in out
+    assert out.strip().endswith("1 problem(s)")
+
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0, err
+    if name.endswith("manifest.json"):  # every artifact it listed is now unrecorded, hence untrusted
+        assert f"{(experiment / name).parent / 'summary.json'} failed verification (not in the manifest)" in err
+    elif name != "results.json":  # (results are rewritten by every run, never read back)
+        assert f"{experiment / name} failed verification (checksum mismatch" in err
+        assert "recomputing it" in err
+    assert retrained(err) == recomputed
+    assert_same_outcomes(store, reference)
+
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert code == 0 and out.strip().endswith(" 0 problem(s)"), out
+
+
+def test_missing_artifact_is_reported_and_recomputed(
+    reference: Path, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = experiment_dir(store) / LEVEL / "final.safetensors"
+    delete(target)
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert (code, f"{target}: missing" in out) == (1, True)
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0 and retrained(err) == {"imp"}
+    assert_same_outcomes(store, reference)
+
+
+def crash_dense_at(iteration: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kill the dense run at the top of `iteration` (its last checkpoint is the one before)."""
+    from lottery.training import loop
+
+    real = loop.lr_at
+
+    def lr_at(t: int, *args: object, **kwargs: object) -> float:
+        if t == iteration:
+            raise Crash
+        return real(t, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "lr_at", lr_at)
+
+
+@pytest.mark.parametrize("damage", [None, truncate, flip_bit], ids=["intact", "truncated", "bit-flipped"])
+def test_checkpoint_resumed_only_when_intact(
+    reference: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    damage: Callable[[Path], None] | None,
+) -> None:
+    store = tmp_path / "store"
+    with monkeypatch.context() as patch:
+        crash_dense_at(45, patch)
+        with pytest.raises(Crash):
+            main(cli_args(store, *OVERRIDES, extra=EXTRA))
+    checkpoint = experiment_dir(store) / DENSE / "checkpoint.pt"
+    assert RunDir(checkpoint.parent).exists("checkpoint.pt")
+    if damage is not None:
+        damage(checkpoint)
+
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0, err
+    if damage is None:
+        assert "resuming from iteration 40" in err
+    else:
+        assert f"{checkpoint} failed verification" in err and "recomputing" in err
+        assert "resuming" not in err  # the damaged checkpoint is not used: the run starts over
+    assert_same_outcomes(store, reference)
+
+
+def test_crash_between_artifact_and_manifest_entry(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after final.safetensors was renamed into place but before the manifest recorded it, with the
+    half-written temporary file of another write left behind: neither is trusted."""
+    store = tmp_path / "store"
+    real = RunDir._record
+
+    def record(self: RunDir, name: str, digest: str | None) -> None:
+        if name == "final.safetensors" and self.path.name == "level_0":
+            raise Crash
+        real(self, name, digest)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunDir, "_record", record)
+        with pytest.raises(Crash):
+            main(cli_args(store, *OVERRIDES, extra=EXTRA))
+    dense = experiment_dir(store) / DENSE
+    assert (dense / "final.safetensors").exists() and "final.safetensors" not in RunDir(dense).manifest()
+    partial = dense / ".summary.json.x1y2z3.tmp"
+    partial.write_bytes(b'{"diverged": fal')
+
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0, err
+    assert f"{dense / 'final.safetensors'} failed verification (not in the manifest)" in err
+    assert "resuming from iteration 50" in err
+    assert_same_outcomes(store, reference)
+
+
+def test_verify_clean_store_and_bad_path(reference: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["verify", str(reference)], capsys)
+    assert code == 0
+    count = int(re.search(r"(\d+) artifacts checked, 0 problem\(s\)", out).group(1))
+    assert count >= 20  # every artifact of the experiment was checked
+    code, _, err = run_cli(["verify", str(reference / "nowhere")], capsys)
+    assert code == 2 and "is not a directory" in err
