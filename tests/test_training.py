@@ -79,7 +79,10 @@ def test_interrupted_run_resumes_bit_identical(store: Path, tmp_path: Path, monk
     assert level0.exists("checkpoint.pt") and not level0.exists("final.safetensors")
     assert level0.read_torch("checkpoint.pt")["iteration"] == 30
     monkeypatch.setattr(BatchStream, "batch", original)
+    stale = level0.path / ".final.safetensors.abc123.tmp"  # what a kill mid-write leaves behind
+    stale.write_bytes(b"partial")
     resumed, _ = run_tiny(store, *overrides, checkpoint_every=15)
+    assert not stale.exists()
     for path in sorted(reference.path.rglob("*.safetensors")):
         twin = resumed.path / path.relative_to(reference.path)
         assert twin.read_bytes() == path.read_bytes(), path

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from lottery.errors import UserError
 
-_STEP = re.compile(r"^(?:(\d+)ep)?(?:(\d+)it)?$")
+_STEP = re.compile(r"^(?:([0-9]+)ep)?(?:([0-9]+)it)?$")  # ASCII digits only
 ALLOWED = "a step string like '500it', '160ep' or '2ep100it' (or a whole number of iterations)"
 
 

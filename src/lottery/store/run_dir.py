@@ -113,6 +113,13 @@ class RunDir:
         data = self.read(name)
         return None if data is None else torch.load(io.BytesIO(data), weights_only=True)
 
+    def remove_temporary(self) -> None:
+        """Delete temporary files left by a process killed mid-write (never trusted; call under the lock)."""
+        for path in self.path.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+        for path in self.path.glob("snapshots/.*.tmp"):
+            path.unlink(missing_ok=True)
+
     def verify(self) -> list[tuple[str, str]]:
         """(file, problem) for every manifest entry that is missing, unreadable or does not match, and for
         a manifest that exists but cannot be read (every artifact it listed is then untrusted)."""

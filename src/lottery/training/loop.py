@@ -112,6 +112,8 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
     with distributed.exclusive(run.path):
         if is_finished(run, job):  # another process finished it while this one waited
             return run.read_json("summary.json")
+        if distributed.is_main():
+            run.remove_temporary()
         return _train(run, model, data, job, runtime)
 
 
