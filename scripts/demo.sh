@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-run_dir=$(.venv/bin/lottery run examples/demo.toml "$@" | tee /dev/stderr | tail -n 1)
-.venv/bin/lottery report "$run_dir" >/dev/null
-echo "report: $run_dir/report/report.html"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+.venv/bin/lottery run examples/demo.toml "$@" | tee "$log"
+run_dir=$(tail -n 1 "$log")
+report=$(.venv/bin/lottery report "$run_dir" 2>/dev/null)
+echo "report: $report/report.html"
 echo "$run_dir"
