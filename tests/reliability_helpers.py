@@ -18,17 +18,8 @@ from typing import Any
 
 import pytest
 
+from conftest import TINY  # a finished experiment in about a second
 from lottery.cli.main import main
-
-# A finished experiment in about a second: dense run, one IMP level from a rewind point and a control.
-TINY = (
-    "dataset.name=synthetic",
-    "dataset.validation_size=200",
-    "model.name=lenet_40_20",
-    "training.batch_size=50",
-    "training.training_steps=60it",
-    "training.eval_every=20it",
-)
 
 
 def cli_args(out: Path, *overrides: str, command: str = "run", extra: tuple[str, ...] = ()) -> list[str]:
