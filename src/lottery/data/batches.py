@@ -52,7 +52,7 @@ class BatchStream:
 
     def batch(self, iteration: int) -> tuple[Tensor, Tensor]:
         index = self.indices(iteration)
-        x, y = self.x[index], self.y[index]
+        x, y = self.x.index_select(0, index), self.y.index_select(0, index)  # = x[index], y[index]; faster
         if self.augment is not None and self.augmentation_seed is not None:
             x = self.augment(x, seeding.generator(self.augmentation_seed, iteration))
         return x, y

@@ -1,0 +1,182 @@
+"""K copies trained together (`lottery.training.batched.train_copies`) vs the same K copies trained one after another.
+
+Each copy has its own start weights, mask (density 0.2) and data order, as in a stability analysis or a
+replicate set. Baseline: K runs of the real training loop (`lottery.training.train`), one after another.
+`train_copies` in 'vmap' mode (stacked weights, `torch.func.vmap` + `functional_call`: batched matmuls, grouped
+convolutions, one optimizer step over stacked tensors; the GPU form) and in 'sequential' mode (the CPU form:
+the copies one after another inside one call, bit for bit the separate runs). Fixed per-run costs (writing
+artifacts) are excluded on both sides: an iteration's time is measured between consecutive batch requests of
+one copy (for 'vmap', of its first copy: one request per copy and iteration) and reported as the median over
+iterations; for one-copy-at-a-time sides the time for K copies is K times the median. Printed: separate runs /
+train_copies per mode (> 1: train_copies is faster), and what `should_batch` decides.
+
+    python benchmarks/batched_copies.py                 # K = 8 LeNet-300-100 (Adam, 60) and ResNet-20 (SGD, 128)
+    python benchmarks/batched_copies.py --device cuda   # the same on a GPU (times synchronized per iteration)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Callable
+
+import torch
+
+import _common
+import lottery.training.batched as batched
+import lottery.training.loop as loop
+from lottery.data import Splits
+from lottery.data.augment import cifar_augment
+from lottery.data.batches import Augment
+from lottery.models import Network
+from lottery.models.lenet import LeNet
+from lottery.models.resnet import ResNet
+from lottery.pruning import Mask
+from lottery.spec import TrainingSpec
+from lottery.store import RunDir
+from lottery.training import Job, Runtime, Schedule
+
+
+def copies(build: Callable[[int], Network], k: int, density: float) -> tuple[list[Network], list[Mask]]:
+    models, masks = [], []
+    for i in range(k):
+        model = build(i)
+        g = torch.Generator().manual_seed(100 + i)
+        kinds = model.layer_kinds()
+        masks.append(
+            Mask(
+                {
+                    n: torch.rand(m.shape, generator=g) < (1.0 if kinds[n] == "output" else density)
+                    for n, m in Mask.ones(model).items()
+                }
+            )
+        )
+        models.append(model)
+    return models, masks
+
+
+def measure(
+    name: str,
+    build: Callable[[int], Network],
+    training: TrainingSpec,
+    data: Splits,
+    augment: Augment | None,
+    k: int,
+    iterations: int,
+    rounds: int,
+    modes: list[str],
+    device: torch.device,
+) -> dict[str, float]:
+    models, masks = copies(build, k, 0.2)
+    models = [m.to(device) for m in models]
+    data = data.to(device)
+    if augment is not None:
+        augment = cifar_augment(data.pad_value)
+    trainings = [dataclasses.replace(training, data_order_seed=i, augmentation_seed=i) for i in range(k)]
+    schedule = Schedule(len(data.train_x) // training.batch_size, iterations, 0, [], iterations)
+    no_eval = _common.without_eval(data)
+    clocks = {side: _common.Clock(device) for side in ["separate", *modes]}
+
+    def separate() -> None:
+        clock = clocks["separate"]
+        with _common.watched(loop, clock, first_only=False):
+            for model, mask, t in zip(models, masks, trainings):
+                clock.restart()
+                with tempfile.TemporaryDirectory() as tmp:
+                    job = Job(training=t, schedule=schedule, mask=mask, augment=augment)
+                    runtime = Runtime(device=device, progress=False, label=name)
+                    loop.train(RunDir(tmp), model, no_eval, job, runtime)
+
+    def together(mode: str) -> Callable[[], None]:
+        def run() -> None:
+            clocks[mode].restart()
+            with _common.watched(batched, clocks[mode], first_only=mode == "vmap"):
+                batched.train_copies(models, masks, trainings, schedule, data, augment=augment, mode=mode)
+
+        return run
+
+    _common.interleave({"separate": separate, **{m: together(m) for m in modes}}, rounds, warmup=0)
+
+    def per_iteration(side: str) -> tuple[float, float]:
+        factor = 1 if side == "vmap" else k  # one-copy-at-a-time sides: K x one copy's iteration
+        return factor * _common.median(clocks[side].cpu), factor * _common.quantile(clocks[side].wall, 0.25)
+
+    base_cpu, base_wall = per_iteration("separate")
+    print(f"{name}, K = {k}: one iteration of all K copies (CPU-time median, wall-clock 25th percentile)")
+    print(f"  K separate runs (train)          CPU {_common.ms(base_cpu)}  wall p25 {_common.ms(base_wall)}")
+    ratios = {}
+    for mode in modes:
+        cpu, wall = per_iteration(mode)
+        ratios[mode] = base_cpu / cpu
+        print(
+            f"  train_copies mode={mode:10s}  CPU {_common.ms(cpu)}  wall p25 {_common.ms(wall)}  "
+            f"-> separate / together = {base_cpu / cpu:.2f} (CPU), {base_wall / wall:.2f} (wall)"
+        )
+    auto = batched.should_batch(models[0], device, k)
+    default = batched.default_mode(device)
+    print(
+        f"  on {device.type}: should_batch(K={k}) = {auto}; train_copies' default mode '{default}' runs at "
+        f"{ratios.get(default, float('nan')):.2f}x separate runs"
+    )
+    return ratios
+
+
+def main() -> None:
+    args = _common.arguments(
+        __doc__.splitlines()[0],
+        k=(int, 8, "copies"),
+        networks=(str, "lenet,resnet20", "comma-separated"),
+        modes=(str, "vmap,sequential", "comma-separated train_copies modes"),
+        device=(str, "cpu", "training device (cuda: the GPU measurement)"),
+    )
+    device = torch.device(args.device)
+    _common.header("K batched copies vs K sequential runs")
+    modes = args.modes.split(",")
+    if "lenet" in args.networks:
+        data, source = _common.fashion_mnist()
+        print(f"data: {source}")
+
+        def lenet(seed: int) -> Network:
+            model = LeNet((1, 28, 28), 10)
+            model.initialize("glorot_normal", torch.Generator().manual_seed(seed))
+            return model
+
+        measure(
+            "lenet_300_100 (batch 60, Adam)",
+            lenet,
+            TrainingSpec(optimizer="adam", lr=1.2e-3, batch_size=60, eval_every="1000000it"),
+            data,
+            None,
+            args.k,
+            iterations=40 if args.quick else 150,
+            rounds=1 if args.quick else 3,
+            modes=modes,
+            device=device,
+        )
+    if "resnet20" in args.networks:
+        data = _common.cifar_like(n_train=2048)
+        print("data: CIFAR-10-shaped synthetic, with crop-and-flip augmentation")
+
+        def resnet(seed: int) -> Network:
+            model = ResNet((3, 32, 32), 10, 20)
+            model.initialize("kaiming_normal", torch.Generator().manual_seed(seed))
+            return model
+
+        measure(
+            "resnet20 (batch 128, SGD momentum 0.9, wd 1e-4)",
+            resnet,
+            TrainingSpec(
+                optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, eval_every="1000000it"
+            ),
+            data,
+            cifar_augment(data.pad_value),
+            args.k,
+            iterations=2 if args.quick else 4,
+            rounds=1 if args.quick else 2,
+            modes=modes,
+            device=device,
+        )
+
+
+if __name__ == "__main__":
+    main()
