@@ -15,7 +15,7 @@ from conftest import run_tiny
 from lottery.analysis import barrier, distances, interpolation_curve
 from lottery.experiments.stability import copy_training
 from lottery.pruning import Mask
-from lottery.reports import write_report
+from lottery.reports import write_comparison, write_report
 from lottery.spec import TrainingSpec
 
 
@@ -153,6 +153,8 @@ def test_stability_sweep_end_to_end(store: Path) -> None:
     for name in figures:
         assert (html.parent / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
         assert (html.parent / f"{name}.svg").stat().st_size > 1000, name
+    compared = write_comparison([experiment.path, experiment.path], experiment.path.parent / "cmp", ["a", "b"])
+    assert (compared.parent / "compare_stability_vs_rewind.png").read_bytes().startswith(b"\x89PNG")
     page = html.read_text()
     assert page.count("<img") + page.count("<svg") >= len(figures) and "http://" not in page.replace(
         "http://www.w3.org", ""

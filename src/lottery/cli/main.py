@@ -9,7 +9,10 @@ from pathlib import Path
 
 from lottery.errors import UserError
 
-EPILOG = "Docs: README.md, docs/run-format.md. Exit codes: 0 ok, 1 verification found problems, 2 bad input."
+EPILOG = (
+    "Docs: README.md, docs/run-format.md. Exit codes: 0 ok; 1 verify found problems or a sweep task failed; "
+    "2 bad input or a failed write (nothing lost)."
+)
 
 
 class Parser(argparse.ArgumentParser):
