@@ -2,6 +2,12 @@
 
 from lottery.presets.base import Preset, add
 
+LENET_300_100 = {
+    "model": {"name": "lenet_300_100", "init": "glorot_normal"},
+    "training": {"optimizer": "adam", "lr": 1.2e-3, "batch_size": 60, "training_steps": "50000it"},
+    "pruning": {"strategy": "layerwise_magnitude", "fraction": 0.2, "rates": {"output": 0.1}},
+}
+
 add(
     Preset(
         name="lenet_300_100",
@@ -12,11 +18,7 @@ add(
             "used MNIST; this preset trains on the default dataset (fashion_mnist) — set dataset.name = 'mnist' "
             "and dataset.root for the exact protocol."
         ),
-        settings={
-            "model": {"name": "lenet_300_100", "init": "glorot_normal"},
-            "training": {"optimizer": "adam", "lr": 1.2e-3, "batch_size": 60, "training_steps": "50000it"},
-            "pruning": {"strategy": "layerwise_magnitude", "fraction": 0.2, "rates": {"output": 0.1}},
-        },
+        settings=LENET_300_100,
     )
 )
 
@@ -33,9 +35,9 @@ add(
             "interpolation points and a 2-point barrier threshold as in the LMC paper."
         ),
         settings={
-            "model": {"name": "lenet_300_100", "init": "glorot_normal"},
-            "training": {"optimizer": "adam", "lr": 1.2e-3, "batch_size": 60, "training_steps": "1ep"},
-            "pruning": {"strategy": "layerwise_magnitude", "fraction": 0.5, "rates": {"output": 0.25}},
+            "model": LENET_300_100["model"],
+            "training": {**LENET_300_100["training"], "training_steps": "1ep"},
+            "pruning": {**LENET_300_100["pruning"], "fraction": 0.5, "rates": {"output": 0.25}},
             "imp": {"levels": 3},
             "stability": {
                 "rewind": ["0it", "100it", "500it"],
