@@ -171,7 +171,7 @@ def _train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime
             if job.snapshot_optimizer:
                 run.write_torch(snapshot_name(t, optimizer=True), optimizer.state_dict())
         lr = lr_at(t, training.lr, schedule.warmup, schedule.milestones, gamma=training.gamma)
-        if (t % schedule.eval_every == 0 or t == end) and not (metrics and metrics[-1]["iteration"] == t):
+        if (t % schedule.eval_every == 0 or t in (job.start, end)) and not (metrics and metrics[-1]["iteration"] == t):
             now = elapsed + time.perf_counter() - session_start
             distributed.average_(loss_sum)  # data parallel: the mean over ranks, as one process would log
             rows = (
