@@ -24,8 +24,8 @@ from lottery.pruning import Mask, MaskEnforcer
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir
 from lottery.training import Job, Runtime, Schedule, train
-from lottery.training.batched import exact_step, should_batch, train_copies, unsupported
-from lottery.training.optimizer import make_optimizer
+from lottery.training.batched import should_batch, train_copies, unsupported
+from lottery.training.optimizer import exact_step, make_optimizer
 
 SGD = TrainingSpec(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, eval_every="1000it")
 ADAM = TrainingSpec(optimizer="adam", lr=2e-3, weight_decay=1e-4, batch_size=16, eval_every="1000it")

@@ -89,9 +89,18 @@ def test_interrupted_run_resumes_bit_identical(store: Path, tmp_path: Path, monk
     assert not level0.exists("checkpoint.pt")
 
 
-def test_masked_training_holds_mask_and_saved_weights_are_masked(store: Path) -> None:
-    experiment, results = run_tiny(store, "imp.levels=2", "training.optimizer=sgd", "training.momentum=0.9",
-                                   "training.weight_decay=0.01", "training.lr=0.05")  # fmt: skip
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        ("training.optimizer=sgd", "training.momentum=0.9", "training.weight_decay=0.01", "training.lr=0.05"),
+        ("training.optimizer=sgd", "training.momentum=0.9", "training.nesterov=true", "training.lr=0.05"),
+        ("training.optimizer=adam", "training.weight_decay=0.01"),
+    ],
+    ids=["sgd-momentum-wd", "nesterov", "adam-wd"],
+)
+def test_masked_training_holds_mask_and_saved_weights_are_masked(store: Path, optimizer: tuple[str, ...]) -> None:
+    """Through the real loop (and its fast optimizer step): pruned weights are exactly zero when saved."""
+    experiment, _ = run_tiny(store, "imp.levels=2", *optimizer)
     for level in (1, 2):
         run = RunDir(experiment.path / "replicate_0" / "rewind_0it" / f"level_{level}")
         mask = Mask(run.read_tensors("mask.safetensors"))

@@ -26,8 +26,7 @@ from lottery.pruning import Mask, MaskEnforcer
 from lottery.spec import Step, TrainingSpec
 from lottery.store import RunDir
 from lottery.training import distributed
-from lottery.training.batched import exact_step
-from lottery.training.optimizer import make_optimizer
+from lottery.training.optimizer import exact_step, make_optimizer
 from lottery.training.schedule import lr_at
 
 DROPOUT_STREAM = 1  # seeds the global RNG (dropout) apart from data order and augmentation
