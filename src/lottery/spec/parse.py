@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from lottery.errors import UserError, unknown_name
 from lottery.spec.groups import GROUPS, ExperimentSpec
