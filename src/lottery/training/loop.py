@@ -42,6 +42,8 @@ class Runtime:
     progress: bool | None = None  # None: a bar when stderr is a terminal, log lines otherwise
     label: str = ""
     threads: int | None = None  # torch intra-op threads; results on CPU depend on it, so executors pin it
+    compile: bool = False  # torch.compile the training forward and backward
+    channels_last: bool | None = None  # convnets in channels_last memory format; None: on CUDA only
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,13 @@ def _train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime
         t, metrics, elapsed = job.start, [], 0.0
         loss_sum, loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
 
+    channels_last = runtime.channels_last if runtime.channels_last is not None else device.type == "cuda"
+    channels_last = channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; `model` itself otherwise
+    if runtime.compile:
+        net = torch.compile(net)
     progress = sys.stderr.isatty() if runtime.progress is None else runtime.progress
     bar = tqdm(total=end - job.start, initial=t - job.start, desc=runtime.label, disable=not progress, leave=False)
     session_start = last_checkpoint = time.perf_counter()
@@ -223,6 +231,8 @@ def _train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = distributed.local_batch(stream, t)  # this rank's slice of the global batch (all of it in one process)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             loss = F.cross_entropy(net(x), y)
         optimizer.zero_grad(set_to_none=True)
