@@ -50,6 +50,13 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="progress bar (bar), log lines (log), or bar only on a terminal (auto)",
     )
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step (slow to start)")
+    p.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="convnets in channels_last memory format (auto: on CUDA)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
