@@ -39,10 +39,10 @@ def lines(pts: list[dict[str, Any]], value: Any, style_offset: int = 0) -> list[
         if samples:
             groups[(p["kind"], p["level"])][p["rewind_iteration"]].extend(samples)
             density[(p["kind"], p["level"])].append(p["density"])
-    levels = sorted({level for _, level in groups})
+    levels = sorted({p["level"] for p in pts if p["kind"] != "dense"})  # shades per level, the same in every panel
     out = []
     for kind, level in sorted(groups, key=lambda g: (g[0] != "dense", g[0] != "imp", g[0], g[1])):
-        i = levels.index(level)
+        i = levels.index(level) if level in levels else 0
         percent = 100 * statistics.fmean(density[(kind, level)])
         style = {
             "color": "black" if kind == "dense" else kind_color(kind, i, len(levels)),
