@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from lottery.experiments.context import Context
 from lottery.experiments.plan import Task, execute
-from lottery.spec import ExperimentSpec, spec_hash, to_dict
+from lottery.spec import ExperimentSpec, spec_hash
 from lottery.store import experiment_dir
 from lottery.training import Runtime
 
@@ -57,11 +57,8 @@ def context_for(spec: ExperimentSpec, runtime: Runtime) -> Context:
     return _contexts[key]
 
 
-def run_job(spec_data: dict[str, Any], task: Task, root: str, runtime: Runtime) -> str:
+def run_job(spec: ExperimentSpec, task: Task, root: str, runtime: Runtime) -> str:
     """Run one task in this process (also the body of a Ray task)."""
-    from lottery.spec import build
-
-    spec = build(spec_data)
     if runtime.threads is not None and torch.get_num_threads() != runtime.threads:
         torch.set_num_threads(runtime.threads)  # as many as the driver: CPU results depend on it
     execute(task, context_for(spec, runtime), experiment_dir(Path(root), spec))
@@ -84,7 +81,7 @@ def run_local(jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int = 
             continue
         for attempt in range(retries + 1):
             try:
-                run_job(to_dict(job.spec), job.task, str(root), runtime)
+                run_job(job.spec, job.task, str(root), runtime)
                 outcome.done.append(job.key)
                 break
             except Exception as exc:  # noqa: BLE001  (reported at the end; the other jobs go on)
@@ -119,7 +116,7 @@ def run_ray(
     refs: dict[str, Any] = {}
     for job in jobs:
         deps = [refs[d] for d in job.deps]
-        refs[job.key] = remote.remote(to_dict(job.spec), job.task, str(Path(root).resolve()), runtime, *deps)
+        refs[job.key] = remote.remote(job.spec, job.task, str(Path(root).resolve()), runtime, *deps)
     pending = {ref: key for key, ref in refs.items()}
     errors: dict[str, str] = {}
     with tqdm(total=len(refs), desc="sweep", unit="task", disable=not sys.stderr.isatty()) as bar:
@@ -152,5 +149,5 @@ def _classify(jobs: Sequence[Job], errors: dict[str, str]) -> Outcome:
     return outcome
 
 
-def _ray_job(spec_data: dict[str, Any], task: Task, root: str, runtime: Runtime, *deps: str) -> str:
-    return run_job(spec_data, task, root, runtime)
+def _ray_job(spec: ExperimentSpec, task: Task, root: str, runtime: Runtime, *deps: str) -> str:
+    return run_job(spec, task, root, runtime)

@@ -33,7 +33,8 @@ def run_row(experiment: RunDir, run: RunDir, **keys: Any) -> dict[str, Any] | No
     }
 
 
-def _stats(values: list[float]) -> dict[str, float] | None:
+def stats(values: list[float]) -> dict[str, float] | None:
+    """Mean, min and max of the values that are not None (None when there are none)."""
     values = [v for v in values if v is not None]
     if not values:
         return None
@@ -55,7 +56,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "density": statistics.fmean(r["density"] for r in members),
                 "runs": len(members),
                 "diverged": sum(r["diverged"] for r in members),
-                **{m: _stats([r[m] for r in members if not r["diverged"]]) for m in METRICS},
+                **{m: stats([r[m] for r in members if not r["diverged"]]) for m in METRICS},
             }
         )
     order = {"dense": 0, "imp": 1}

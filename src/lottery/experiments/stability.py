@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from lottery import seeding
 from lottery.analysis import barrier, distances, interpolation_curve
 from lottery.experiments import controls, imp
 from lottery.experiments.context import Context
+from lottery.experiments.results import stats
 from lottery.pruning import Mask
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir
@@ -105,12 +105,8 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
     return runs
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
-
-
 def _summarize(pairs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {"pairs": pairs, **{key: _stats([p[key] for p in pairs]) for key in keys}}
+    return {"pairs": pairs, **{key: stats([p[key] for p in pairs]) for key in keys}}
 
 
 class Analyzer:
@@ -131,7 +127,7 @@ class Analyzer:
         order = order.to(data.train_x.device)
         subset = order[: s.train_subset]
         self.splits = {"test": (data.test_x, data.test_y), "train": (data.train_x[subset], data.train_y[subset])}
-        self.bn_data = data.train_x[order]
+        self.bn_data = data.train_x[order[: s.batchnorm_batches * ctx.spec.training.batch_size]]  # all it reads
         self.model = ctx.model(0)
 
     def rel(self, run: RunDir) -> str:

@@ -9,6 +9,7 @@ metrics so far), so a run resumed from any checkpoint ends exactly where an unin
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -286,8 +287,6 @@ def summarize(metrics: list[dict[str, Any]], job: Job, mask: Mask, seconds: floa
 
 
 def _json_line(row: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(row) + "\n"
 
 
