@@ -1,16 +1,16 @@
-"""K copies trained together (`lottery.training.batched.train_copies`) vs the same K copies trained one after another.
+"""K copies trained together (`lottery.training.train_together`) vs the same K copies trained one after another.
 
 Each copy has its own start weights, mask (density 0.2) and data order, as in a stability analysis or a
 replicate set. Baseline: K runs of the real training loop (`lottery.training.train`), one after another.
-`train_copies` in 'vmap' mode (stacked weights, `torch.func.vmap` + `functional_call`: batched matmuls, grouped
-convolutions, one optimizer step over stacked tensors; the GPU form) and in 'sequential' mode (the CPU form:
-the copies one after another inside one call, bit for bit the separate runs). Fixed per-run costs (writing
-artifacts) are excluded on both sides: an iteration's time is measured between consecutive batch requests of
-one copy (for 'vmap', of its first copy: one request per copy and iteration) and reported as the median over
-iterations; for one-copy-at-a-time sides the time for K copies is K times the median. Printed: separate runs /
-train_copies per mode (> 1: train_copies is faster), and what `should_batch` decides.
+Together: `train_together` with batching forced on (one `Stacked` model: parameters stacked, `torch.func.vmap` +
+`functional_call` -- batched matmuls, grouped convolutions -- one backward, one fused optimizer step over the
+stacked tensors). Fixed per-run costs (writing artifacts, evaluation) are excluded on both sides: an iteration's
+time is measured between consecutive batch requests of one copy (together: of its first copy, one request per
+copy and iteration) and reported as the median over iterations; for the one-copy-at-a-time side the time for K
+copies is K times the median. Printed: separate / together (> 1: together is faster), and what `should_batch`
+decides (the rule `lottery run` follows with --batch-copies auto).
 
-    python benchmarks/batched_copies.py                 # K = 8 LeNet-300-100 (Adam, 60) and ResNet-20 (SGD, 128)
+    python benchmarks/batched_copies.py                 # K = 8 LeNet-300-100 (Adam, 60), ResNet-20 (SGD, 128), Conv-2
     python benchmarks/batched_copies.py --device cuda   # the same on a GPU (times synchronized per iteration)
 """
 
@@ -19,22 +19,24 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 import _common
-import lottery.training.batched as batched
+import lottery.training.copies as copies_module
 import lottery.training.loop as loop
 from lottery.data import Splits
 from lottery.data.augment import cifar_augment
 from lottery.data.batches import Augment
 from lottery.models import Network
+from lottery.models.conv import ConvNet
 from lottery.models.lenet import LeNet
 from lottery.models.resnet import ResNet
 from lottery.pruning import Mask
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir
-from lottery.training import Job, Runtime, Schedule
+from lottery.training import Job, Runtime, Schedule, should_batch, train_together
 
 
 def copies(build: Callable[[int], Network], k: int, density: float) -> tuple[list[Network], list[Mask]]:
@@ -64,7 +66,6 @@ def measure(
     k: int,
     iterations: int,
     rounds: int,
-    modes: list[str],
     device: torch.device,
 ) -> dict[str, float]:
     models, masks = copies(build, k, 0.2)
@@ -75,7 +76,7 @@ def measure(
     trainings = [dataclasses.replace(training, data_order_seed=i, augmentation_seed=i) for i in range(k)]
     schedule = Schedule(len(data.train_x) // training.batch_size, iterations, 0, [], iterations)
     no_eval = _common.without_eval(data)
-    clocks = {side: _common.Clock(device) for side in ["separate", *modes]}
+    clocks = {side: _common.Clock(device) for side in ("separate", "together")}
 
     def separate() -> None:
         clock = clocks["separate"]
@@ -84,54 +85,46 @@ def measure(
                 clock.restart()
                 with tempfile.TemporaryDirectory() as tmp:
                     job = Job(training=t, schedule=schedule, mask=mask, augment=augment)
-                    runtime = Runtime(device=device, progress=False, label=name)
-                    loop.train(RunDir(tmp), model, no_eval, job, runtime)
+                    loop.train(RunDir(tmp), model, no_eval, job, Runtime(device=device, progress=False))
 
-    def together(mode: str) -> Callable[[], None]:
-        def run() -> None:
-            clocks[mode].restart()
-            with _common.watched(batched, clocks[mode], first_only=mode == "vmap"):
-                batched.train_copies(models, masks, trainings, schedule, data, augment=augment, mode=mode)
+    def together() -> None:
+        clock = clocks["together"]
+        clock.restart()
+        with _common.watched(copies_module, clock, first_only=True), tempfile.TemporaryDirectory() as tmp:
+            runs = [RunDir(Path(tmp) / f"copy{i}") for i in range(k)]
+            jobs = [Job(training=t, schedule=schedule, mask=m, augment=augment) for t, m in zip(trainings, masks)]
+            runtime = Runtime(device=device, progress=False, batch_copies=True)
+            train_together(runs, models, no_eval, jobs, runtime)
 
-        return run
-
-    _common.interleave({"separate": separate, **{m: together(m) for m in modes}}, rounds, warmup=0)
+    _common.interleave({"separate": separate, "together": together}, rounds, warmup=0)
 
     def per_iteration(side: str) -> tuple[float, float]:
-        factor = 1 if side == "vmap" else k  # one-copy-at-a-time sides: K x one copy's iteration
+        factor = 1 if side == "together" else k  # the one-copy-at-a-time side: K x one copy's iteration
         return factor * _common.median(clocks[side].cpu), factor * _common.quantile(clocks[side].wall, 0.25)
 
     base_cpu, base_wall = per_iteration("separate")
+    cpu, wall = per_iteration("together")
     print(f"{name}, K = {k}: one iteration of all K copies (CPU-time median, wall-clock 25th percentile)")
-    print(f"  K separate runs (train)          CPU {_common.ms(base_cpu)}  wall p25 {_common.ms(base_wall)}")
-    ratios = {}
-    for mode in modes:
-        cpu, wall = per_iteration(mode)
-        ratios[mode] = base_cpu / cpu
-        print(
-            f"  train_copies mode={mode:10s}  CPU {_common.ms(cpu)}  wall p25 {_common.ms(wall)}  "
-            f"-> separate / together = {base_cpu / cpu:.2f} (CPU), {base_wall / wall:.2f} (wall)"
-        )
-    auto = batched.should_batch(models[0], device, k)
-    default = batched.default_mode(device)
+    print(f"  K separate runs (train)   CPU {_common.ms(base_cpu)}  wall p25 {_common.ms(base_wall)}")
     print(
-        f"  on {device.type}: should_batch(K={k}) = {auto}; train_copies' default mode '{default}' runs at "
-        f"{ratios.get(default, float('nan')):.2f}x separate runs"
+        f"  together (train_together) CPU {_common.ms(cpu)}  wall p25 {_common.ms(wall)}  "
+        f"-> separate / together = {base_cpu / cpu:.2f} (CPU), {base_wall / wall:.2f} (wall)"
     )
-    return ratios
+    auto = should_batch(models[0], Runtime(device=device), k)
+    chosen = base_cpu / cpu if auto else 1.0
+    print(f"  on {device.type}: should_batch(K={k}) = {auto} -> stability copies run at {chosen:.2f}x separate runs")
+    return {"together": base_cpu / cpu}
 
 
 def main() -> None:
     args = _common.arguments(
         __doc__.splitlines()[0],
         k=(int, 8, "copies"),
-        networks=(str, "lenet,resnet20", "comma-separated"),
-        modes=(str, "vmap,sequential", "comma-separated train_copies modes"),
+        networks=(str, "lenet,resnet20,conv2", "comma-separated"),
         device=(str, "cpu", "training device (cuda: the GPU measurement)"),
     )
     device = torch.device(args.device)
     _common.header("K batched copies vs K sequential runs")
-    modes = args.modes.split(",")
     if "lenet" in args.networks:
         data, source = _common.fashion_mnist()
         print(f"data: {source}")
@@ -150,7 +143,6 @@ def main() -> None:
             args.k,
             iterations=40 if args.quick else 150,
             rounds=1 if args.quick else 3,
-            modes=modes,
             device=device,
         )
     if "resnet20" in args.networks:
@@ -173,7 +165,26 @@ def main() -> None:
             args.k,
             iterations=2 if args.quick else 4,
             rounds=1 if args.quick else 2,
-            modes=modes,
+            device=device,
+        )
+    if "conv2" in args.networks:
+        data = _common.cifar_like(n_train=2048)
+        print("data: CIFAR-10-shaped synthetic, no augmentation")
+
+        def conv2(seed: int) -> Network:
+            model = ConvNet((3, 32, 32), 10, (64,))
+            model.initialize("glorot_normal", torch.Generator().manual_seed(seed))
+            return model
+
+        measure(
+            "conv2 (batch 60, Adam)",
+            conv2,
+            TrainingSpec(optimizer="adam", lr=2e-4, batch_size=60, eval_every="1000000it"),
+            data,
+            None,
+            args.k,
+            iterations=10 if args.quick else 40,
+            rounds=1 if args.quick else 2,
             device=device,
         )
 

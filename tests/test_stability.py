@@ -159,3 +159,23 @@ def test_stability_sweep_end_to_end(store: Path) -> None:
     assert page.count("<img") + page.count("<svg") >= len(figures) and "http://" not in page.replace(
         "http://www.w3.org", ""
     )
+
+
+def test_copies_trained_together_give_the_analysis_of_copies_trained_alone(tmp_path: Path) -> None:
+    overrides = (
+        "imp.levels=1", "stability.rewind=['20it']", "stability.copies=3", "stability.controls=['random_prune']",
+        "stability.interpolation_points=3", "stability.train_subset=300",
+    )  # fmt: skip
+    together, results = run_tiny(tmp_path / "together", *overrides, batch_copies=True)
+    alone, reference = run_tiny(tmp_path / "alone", *overrides, batch_copies=False)
+    files = sorted(str(p.relative_to(together.path)) for p in together.path.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(alone.path)) for p in alone.path.rglob("*") if p.is_file())
+    points, expected = results["stability"]["points"], reference["stability"]["points"]
+    assert [(p["level"], p["kind"]) for p in points] == [(p["level"], p["kind"]) for p in expected]
+    for point, want in zip(points, expected):
+        for measure in ("data_order", "pruning"):
+            if want[measure] is None:
+                continue
+            for got_pair, want_pair in zip(point[measure]["pairs"], want[measure]["pairs"]):
+                assert got_pair["l2"] == pytest.approx(want_pair["l2"], rel=1e-3, abs=1e-4)
+                assert got_pair["angle_degrees"] == pytest.approx(want_pair["angle_degrees"], rel=1e-3, abs=1e-2)

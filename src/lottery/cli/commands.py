@@ -32,13 +32,14 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
     device = distributed.setup(device)  # under torchrun: join the process group (gloo on CPU, nccl on CUDA)
     if not distributed.is_main():
         progress = False  # progress and log lines from rank 0 only
-    channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
+    switch = {"auto": None, "on": True, "off": False}
     return Runtime(
         device=device,
         checkpoint_every=args.checkpoint_every,
         progress=progress,
         compile=args.compile,
-        channels_last=channels_last,
+        channels_last=switch[args.channels_last],
+        batch_copies=switch[args.batch_copies],
     )
 
 

@@ -57,6 +57,12 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="convnets in channels_last memory format (auto: on CUDA)",
     )
+    p.add_argument(
+        "--batch-copies",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="train a stability analysis's copies together as one stacked model (auto: where measured faster)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

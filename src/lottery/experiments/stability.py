@@ -28,7 +28,7 @@ from lottery.experiments.results import stats
 from lottery.pruning import Mask
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir
-from lottery.training import Job, train
+from lottery.training import Job, train_together
 
 COPY_STREAM = 21
 TRAIN_SUBSET_SEED = 0
@@ -69,8 +69,11 @@ def _dense_subject(ctx: Context, rdir: RunDir, r: int, k: int) -> Subject:
 
 
 def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Subject]:
+    """The subjects at (k, level): the dense network, and at level > 0 the IMP subnetwork and its controls (whose
+    copy 0 is trained here if it is not in the store yet)."""
+    dense = _dense_subject(ctx, rdir, r, k)
     if level == 0:
-        return [_dense_subject(ctx, rdir, r, k)]
+        return [dense]
     level_run = imp.level_dir(rdir, k, level)
     stored = level_run.read_tensors("mask.safetensors")
     if stored is None or not level_run.exists("final.safetensors"):
@@ -78,7 +81,7 @@ def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Su
         stored = level_run.read_tensors("mask.safetensors")
     mask = ctx.mask(stored)
     rewound, optimizer_state = imp.rewind_state(ctx, rdir, r, k)
-    subjects = [Subject("imp", mask, mask.apply_to(rewound), optimizer_state, level_run)]
+    subjects = [dense, Subject("imp", mask, mask.apply_to(rewound), optimizer_state, level_run)]
     for kind in ctx.spec.stability.controls:
         controls.run_control(ctx, rdir, r, k, level, mask, kind, CONTROL_SEED)
         c_mask, c_start, c_state = controls.control_start(ctx, rdir, r, k, mask, kind, CONTROL_SEED)
@@ -88,20 +91,33 @@ def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Su
     return subjects
 
 
-def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject: Subject) -> list[RunDir]:
-    """The copies' directories, training those not in the store yet."""
-    runs = []
-    for i in range(ctx.spec.stability.copies):
-        if i == 0 and subject.copy0 is not None:
-            runs.append(subject.copy0)  # already trained by the IMP, control or dense step
-            continue
-        run = stability_dir(rdir, k, level) / f"{subject.kind}_copy{i}"
-        training = copy_training(ctx.training(r), i)
-        job = Job(training, ctx.schedule, start=k, mask=subject.mask, optimizer_state=subject.optimizer_state,
-                  augment=ctx.augment)  # fmt: skip
-        ctx.runtime.label = f"r{r} k={k} level {level} {subject.kind} copy {i}"
-        train(run, ctx.model(0, subject.start), ctx.data, job, ctx.runtime)
-        runs.append(run)
+def copy_runs(rdir: RunDir, k: int, level: int, subject: Subject, copies: int) -> list[RunDir]:
+    """The copies' directories: copy 0 is the unit already in the store where there is one (the IMP level, the
+    control or the dense run); the dense network's copies are shared by every level (they live at level 0)."""
+    where = stability_dir(rdir, k, 0 if subject.kind == "dense" else level)
+    runs = [where / f"{subject.kind}_copy{i}" for i in range(copies)]
+    if subject.copy0 is not None:
+        runs[0] = subject.copy0
+    return runs
+
+
+def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subjects: list[Subject]) -> dict[str, list]:
+    """Every subject's copies (kind -> directories), training those not in the store yet: all of them together,
+    one stacked model, where that is faster (`lottery.training.train_together`)."""
+    copies = ctx.spec.stability.copies
+    runs = {subject.kind: copy_runs(rdir, k, level, subject, copies) for subject in subjects}
+    todo, models, jobs = [], [], []
+    for subject in subjects:
+        for i, run in enumerate(runs[subject.kind]):
+            if i == 0 and subject.copy0 is not None:
+                continue  # already trained by the IMP, control or dense step
+            training = copy_training(ctx.training(r), i)
+            todo.append(run)
+            models.append(ctx.model(0, subject.start))
+            jobs.append(Job(training, ctx.schedule, start=k, mask=subject.mask, optimizer_state=subject.optimizer_state,
+                            augment=ctx.augment))  # fmt: skip
+    ctx.runtime.label = f"r{r} k={k} level {level} copies"
+    train_together(todo, models, ctx.data, jobs, ctx.runtime)
     return runs
 
 
@@ -204,13 +220,12 @@ def levels(ctx: Context) -> tuple[int, ...]:
 
 def run_point(ctx: Context, experiment: RunDir, rdir: RunDir, r: int, k: int, level: int) -> None:
     """Train every copy that (k, level) needs and write its `analysis.json`."""
-    dense_runs = train_copies(ctx, rdir, r, k, 0, _dense_subject(ctx, rdir, r, k))
+    subjects = _subjects(ctx, rdir, r, k, level)
+    runs = train_copies(ctx, rdir, r, k, level, subjects)
     analyzer = Analyzer(ctx, experiment)
     out = stability_dir(rdir, k, level)
-    records = []
-    for subject in _subjects(ctx, rdir, r, k, level):
-        runs = dense_runs if subject.kind == "dense" else train_copies(ctx, rdir, r, k, level, subject)
-        records.append(analyzer.point(r, subject, runs, dense_runs, out))
+    studied = [s for s in subjects if level == 0 or s.kind != "dense"]  # the dense network is studied at level 0
+    records = [analyzer.point(r, subject, runs[subject.kind], runs["dense"], out) for subject in studied]
     out.write_json("analysis.json", {"replicate": r, "rewind_iteration": k, "level": level, "points": records})
 
 

@@ -1,7 +1,19 @@
 """Training: the loop, the schedule, optimizers and evaluation."""
 
+from lottery.training.copies import should_batch, train_together
 from lottery.training.evaluate import evaluate
 from lottery.training.loop import Job, Runtime, Schedule, is_finished, snapshot_name, train
 from lottery.training.schedule import lr_at
 
-__all__ = ["Job", "Runtime", "Schedule", "evaluate", "is_finished", "lr_at", "snapshot_name", "train"]
+__all__ = [
+    "Job",
+    "Runtime",
+    "Schedule",
+    "evaluate",
+    "is_finished",
+    "lr_at",
+    "should_batch",
+    "snapshot_name",
+    "train",
+    "train_together",
+]

@@ -44,6 +44,7 @@ class Runtime:
     label: str = ""
     threads: int | None = None  # torch intra-op threads; results on CPU depend on it, so executors pin it
     compile: bool = False  # torch.compile the training forward and backward
+    batch_copies: bool | None = None  # train runs of one architecture together (training/copies.py); None: where faster
     channels_last: bool | None = None  # convnets in channels_last memory format; None: on CUDA only
 
 
@@ -116,51 +117,23 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
             return run.read_json("summary.json")
         if distributed.is_main():
             run.remove_temporary()
-        return _train(run, model, data, job, runtime)
+        return train_session(Session(run, model, data, job, runtime))
 
 
-def _train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime) -> dict[str, Any]:
+def train_session(s: Session) -> dict[str, Any]:
+    """The loop: from the session's iteration to the end of its schedule."""
+    job, runtime, model = s.job, s.runtime, s.model
     training, schedule, end = job.training, job.schedule, job.schedule.end
-    device = runtime.device
-    model.to(device)
     stream = BatchStream(
-        data.train_x,
-        data.train_y,
+        s.data.train_x,
+        s.data.train_y,
         training.batch_size,
         training.data_order_seed,
         training.augmentation_seed,
         job.augment,
     )
-    optimizer = make_optimizer(model.parameters(), training)
-    mask = job.mask if job.mask is not None else Mask.ones(model)
-    distributed.check_equal(mask)  # data parallel: every rank trains with the same mask
-    enforcer = MaskEnforcer(model, mask) if mask.density() < 1 else None
+    device = runtime.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=training.precision == "bf16")
-
-    checkpoint = run.read_torch("checkpoint.pt")
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng"])
-        if device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
-        t, metrics, elapsed = checkpoint["iteration"], checkpoint["metrics"], checkpoint["elapsed"]
-        loss_sum, loss_count = checkpoint["loss_sum"].to(device), checkpoint["loss_count"]
-        print(f"lottery: {run.path}: resuming from iteration {t}", file=sys.stderr)
-    else:
-        if enforcer is not None:
-            enforcer.mask_weights()
-        if job.optimizer_state is not None:
-            optimizer.load_state_dict(job.optimizer_state)
-            if enforcer is not None:
-                enforcer.mask_optimizer_state(optimizer)
-        run.write_tensors("start.safetensors", model.state_dict())
-        run.write_tensors("mask.safetensors", mask.to_tensors())
-        run.write_json("sparsity.json", mask.report())
-        torch.manual_seed(seeding.derive(training.data_order_seed, job.start, DROPOUT_STREAM))
-        t, metrics, elapsed = job.start, [], 0.0
-        loss_sum, loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
-
     channels_last = runtime.channels_last if runtime.channels_last is not None else device.type == "cuda"
     channels_last = channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     if channels_last:
@@ -168,97 +141,168 @@ def _train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime
     net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; `model` itself otherwise
     if runtime.compile:
         net = torch.compile(net)
-    progress = sys.stderr.isatty() if runtime.progress is None else runtime.progress
-    bar = tqdm(total=end - job.start, initial=t - job.start, desc=runtime.label, disable=not progress, leave=False)
-    session_start = last_checkpoint = time.perf_counter()
-    diverged_at = None
+    bar = s.progress_bar()
     model.train()
     while True:
-        if t in job.snapshots and not run.exists(snapshot_name(t)):
-            run.write_tensors(snapshot_name(t), model.state_dict())
-            if job.snapshot_optimizer:
-                run.write_torch(snapshot_name(t, optimizer=True), optimizer.state_dict())
-        lr = lr_at(t, training.lr, schedule.warmup, schedule.milestones, gamma=training.gamma)
-        if (t % schedule.eval_every == 0 or t in (job.start, end)) and not (metrics and metrics[-1]["iteration"] == t):
-            now = elapsed + time.perf_counter() - session_start
-            distributed.average_(loss_sum)  # data parallel: the mean over ranks, as one process would log
-            rows = (
-                [{"iteration": t, "split": "train", "loss": float(loss_sum) / loss_count, "lr": lr}]
-                if loss_count
-                else []
-            )
-            if loss_count and not torch.isfinite(loss_sum):
-                diverged_at = t
-                rows[0].update(loss=None, diverged=True)
-            else:
-                for split in ("val", "test"):
-                    x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
-                    if len(x):
-                        loss, accuracy = distributed.evaluate(model, x, y)
-                        rows.append({"iteration": t, "split": split, "loss": loss, "accuracy": accuracy, "lr": lr})
-            for row in rows:
-                row["wall_time"] = round(now, 3)
-            metrics.extend(rows)
-            loss_sum.zero_()
-            loss_count = 0
-            run.write("metrics.jsonl", "".join(_json_line(r) for r in metrics).encode())
-            bar.set_postfix_str(_describe(rows))
-            if not progress and distributed.is_main():
-                print(f"lottery: {runtime.label or run.path} iteration {t}/{end}: {_describe(rows)}", file=sys.stderr)
-        if t == end or diverged_at is not None:
+        s.snapshot()
+        lr = lr_at(s.t, training.lr, schedule.warmup, schedule.milestones, gamma=training.gamma)
+        if s.evaluation_due():
+            bar.set_postfix_str(describe(s.evaluate(lr)))
+        if s.t == end or s.diverged_at is not None:
             break
-        due = runtime.checkpoint_every is not None and t > job.start and (t - job.start) % runtime.checkpoint_every == 0
-        if due or (
-            runtime.checkpoint_every is None
-            and distributed.due(time.perf_counter() - last_checkpoint > runtime.checkpoint_seconds, t)
-        ):
-            distributed.average_(loss_sum)  # every rank resumes with the same (global) running loss
-            run.write_torch(
-                "checkpoint.pt",
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "iteration": t,
-                    "metrics": metrics,
-                    "elapsed": elapsed + time.perf_counter() - session_start,
-                    "loss_sum": loss_sum.cpu(),
-                    "loss_count": loss_count,
-                },
-            )
-            last_checkpoint = time.perf_counter()
+        if s.checkpoint_due():
+            s.checkpoint()
 
-        for group in optimizer.param_groups:
+        for group in s.optimizer.param_groups:
             group["lr"] = lr
-        x, y = distributed.local_batch(stream, t)  # this rank's slice of the global batch (all of it in one process)
+        x, y = distributed.local_batch(stream, s.t)  # this rank's slice of the global batch (all of it in one process)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             loss = F.cross_entropy(net(x), y)
-        optimizer.zero_grad(set_to_none=True)
+        s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if enforcer is not None:
-            enforcer.mask_grads()
-        # exact_step: optimizer.step() bit for bit, faster on the CPU (training/batched.py). With zero gradient and
-        # zero optimizer state at the pruned coordinates it leaves those weights exactly as they were (zero), so
-        # re-masking them would be the identity; any other step is followed by the re-mask.
-        if not exact_step(optimizer):
-            optimizer.step()
-            if enforcer is not None:
-                enforcer.mask_weights()
-        loss_sum += loss.detach()
-        loss_count += 1
-        t += 1
+        if s.enforcer is not None:
+            s.enforcer.mask_grads()
+        # exact_step: optimizer.step() bit for bit, faster on the CPU (training/optimizer.py). With zero gradient
+        # and zero optimizer state at the pruned coordinates it leaves those weights exactly as they were (zero),
+        # so re-masking them would be the identity; any other step is followed by the re-mask.
+        if not exact_step(s.optimizer):
+            s.optimizer.step()
+            if s.enforcer is not None:
+                s.enforcer.mask_weights()
+        s.add_loss(loss.detach())
+        s.t += 1
         bar.update()
     bar.close()
+    return s.finish()
 
-    elapsed += time.perf_counter() - session_start
-    run.write_tensors("final.safetensors", model.state_dict())
-    summary = summarize(metrics, job, mask, elapsed, diverged_at)
-    run.write_json("summary.json", summary)
-    run.remove("checkpoint.pt")
-    return summary
+
+class Session:
+    """One run in progress, whatever trains it (`train_session`, or `training/copies.py` for copies trained
+    together): its model and optimizer, the metrics so far and the running training loss. Creating a session
+    restores the run's checkpoint, or writes the run's start artifacts (masked start weights, mask, sparsity) and
+    masks the restored optimizer state. Its methods evaluate, checkpoint and finish the run."""
+
+    def __init__(self, run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime) -> None:
+        self.run, self.model, self.data, self.job, self.runtime = run, model, data, job, runtime
+        device = runtime.device
+        model.to(device)
+        self.optimizer = make_optimizer(model.parameters(), job.training)
+        self.mask = job.mask if job.mask is not None else Mask.ones(model)
+        distributed.check_equal(self.mask)  # data parallel: every rank trains with the same mask
+        self.enforcer = MaskEnforcer(model, self.mask) if self.mask.density() < 1 else None
+        self.diverged_at: int | None = None
+        checkpoint = run.read_torch("checkpoint.pt")
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            torch.set_rng_state(checkpoint["rng"])
+            if device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
+            self.t, self.metrics, self.elapsed = checkpoint["iteration"], checkpoint["metrics"], checkpoint["elapsed"]
+            self.loss_sum, self.loss_count = checkpoint["loss_sum"].to(device), checkpoint["loss_count"]
+            print(f"lottery: {run.path}: resuming from iteration {self.t}", file=sys.stderr)
+        else:
+            if self.enforcer is not None:
+                self.enforcer.mask_weights()
+            if job.optimizer_state is not None:
+                self.optimizer.load_state_dict(job.optimizer_state)
+                if self.enforcer is not None:
+                    self.enforcer.mask_optimizer_state(self.optimizer)
+            run.write_tensors("start.safetensors", model.state_dict())
+            run.write_tensors("mask.safetensors", self.mask.to_tensors())
+            run.write_json("sparsity.json", self.mask.report())
+            torch.manual_seed(seeding.derive(job.training.data_order_seed, job.start, DROPOUT_STREAM))
+            self.t, self.metrics, self.elapsed = job.start, [], 0.0
+            self.loss_sum, self.loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
+        self.label = runtime.label or str(run.path)  # names the run in log lines
+        self.session_start = self.last_checkpoint = time.perf_counter()
+
+    def progress_bar(self) -> tqdm:
+        end, start = self.job.schedule.end, self.job.start
+        shown = self.progress_shown()
+        return tqdm(total=end - start, initial=self.t - start, desc=self.runtime.label, disable=not shown, leave=False)
+
+    def snapshot(self) -> None:
+        """Save the weights (and optimizer state) if this iteration is a requested rewind point."""
+        if self.t in self.job.snapshots and not self.run.exists(snapshot_name(self.t)):
+            self.run.write_tensors(snapshot_name(self.t), self.model.state_dict())
+            if self.job.snapshot_optimizer:
+                self.run.write_torch(snapshot_name(self.t, optimizer=True), self.optimizer.state_dict())
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        self.loss_sum += loss
+        self.loss_count += 1
+
+    def evaluation_due(self) -> bool:
+        t, job = self.t, self.job
+        due = t % job.schedule.eval_every == 0 or t in (job.start, job.schedule.end)
+        return due and not (self.metrics and self.metrics[-1]["iteration"] == t)  # a resumed run logged t already
+
+    def evaluate(self, lr: float) -> list[dict[str, Any]]:
+        """Log the mean training loss since the last evaluation and the validation and test loss and accuracy;
+        a non-finite training loss marks the run diverged instead. Returns the new metrics rows."""
+        t, data = self.t, self.data
+        now = self.elapsed + time.perf_counter() - self.session_start
+        distributed.average_(self.loss_sum)  # data parallel: the mean over ranks, as one process would log
+        count = self.loss_count
+        rows = [{"iteration": t, "split": "train", "loss": float(self.loss_sum) / count, "lr": lr}] if count else []
+        if count and not torch.isfinite(self.loss_sum):
+            self.diverged_at = t
+            rows[0].update(loss=None, diverged=True)
+        else:
+            for split in ("val", "test"):
+                x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+                if len(x):
+                    loss, accuracy = distributed.evaluate(self.model, x, y)
+                    rows.append({"iteration": t, "split": split, "loss": loss, "accuracy": accuracy, "lr": lr})
+        for row in rows:
+            row["wall_time"] = round(now, 3)
+        self.metrics.extend(rows)
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        self.run.write("metrics.jsonl", "".join(_json_line(r) for r in self.metrics).encode())
+        if not self.progress_shown() and distributed.is_main():
+            print(f"lottery: {self.label} iteration {t}/{self.job.schedule.end}: {describe(rows)}", file=sys.stderr)
+        return rows
+
+    def progress_shown(self) -> bool:
+        return sys.stderr.isatty() if self.runtime.progress is None else self.runtime.progress
+
+    def checkpoint_due(self) -> bool:
+        runtime, t = self.runtime, self.t
+        if runtime.checkpoint_every is not None:
+            return t > self.job.start and (t - self.job.start) % runtime.checkpoint_every == 0
+        return distributed.due(time.perf_counter() - self.last_checkpoint > runtime.checkpoint_seconds, t)
+
+    def checkpoint(self) -> None:
+        device = self.runtime.device
+        distributed.average_(self.loss_sum)  # every rank resumes with the same (global) running loss
+        self.run.write_torch(
+            "checkpoint.pt",
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "iteration": self.t,
+                "metrics": self.metrics,
+                "elapsed": self.elapsed + time.perf_counter() - self.session_start,
+                "loss_sum": self.loss_sum.cpu(),
+                "loss_count": self.loss_count,
+            },
+        )
+        self.last_checkpoint = time.perf_counter()
+
+    def finish(self) -> dict[str, Any]:
+        """Write the final weights and the summary, drop the checkpoint; the summary."""
+        self.elapsed += time.perf_counter() - self.session_start
+        self.run.write_tensors("final.safetensors", self.model.state_dict())
+        summary = summarize(self.metrics, self.job, self.mask, self.elapsed, self.diverged_at)
+        self.run.write_json("summary.json", summary)
+        self.run.remove("checkpoint.pt")
+        return summary
 
 
 def summarize(metrics: list[dict[str, Any]], job: Job, mask: Mask, seconds: float, diverged_at: int | None) -> dict:
@@ -290,7 +334,7 @@ def _json_line(row: dict[str, Any]) -> str:
     return json.dumps(row) + "\n"
 
 
-def _describe(rows: list[dict[str, Any]]) -> str:
+def describe(rows: list[dict[str, Any]]) -> str:
     parts = []
     for row in rows:
         if row.get("diverged"):

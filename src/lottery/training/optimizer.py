@@ -18,11 +18,20 @@ from torch import Tensor
 from lottery.spec import TrainingSpec
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], spec: TrainingSpec) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], spec: TrainingSpec, fused: bool | None = None
+) -> torch.optim.Optimizer:
+    """The spec's optimizer; `fused`: torch's fused implementation (one kernel per tensor, the same arithmetic up
+    to rounding), which stacked copies use; None: torch's default, which the training loop's runs use."""
     if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, fused=fused)
     return torch.optim.SGD(
-        params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay
+        params,
+        lr=spec.lr,
+        momentum=spec.momentum,
+        nesterov=spec.nesterov,
+        weight_decay=spec.weight_decay,
+        fused=fused,
     )
 
 

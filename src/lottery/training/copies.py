@@ -1,0 +1,158 @@
+"""Runs of one architecture trained together as one stacked model, where that is faster.
+
+The copies of a stability analysis (and its subjects: the dense network, the IMP subnetwork, the controls) are
+runs that differ only in start weights, masks, seeds and optimizer state. `train_together` trains such runs as
+one `Stacked` model and leaves every run with exactly the artifacts `lottery.training.train` writes (start
+weights, mask, sparsity, metrics at the same evaluation points, checkpoints in the same format, final weights,
+summary), so the store cannot tell how a run was trained: a run checkpointed in a group resumes alone, and runs
+checkpointed alone resume together. Each copy sees exactly the batches of its separate run (its own
+`BatchStream`); its weights equal a separate run's up to float rounding (see `stacked.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+from torch import nn
+
+from lottery.data import BatchStream, Splits
+from lottery.models import Network
+from lottery.spec import TrainingSpec
+from lottery.store import RunDir
+from lottery.training import distributed
+from lottery.training.loop import Job, Runtime, Session, describe, is_finished, train, train_session
+from lottery.training.schedule import lr_at
+from lottery.training.stacked import Stacked, optimizer_signature, unsupported
+
+SEED_FIELDS = ("init_seed", "data_order_seed", "augmentation_seed")
+
+
+def should_batch(model: nn.Module, runtime: Runtime, k: int) -> bool:
+    """Whether k runs of `model` are trained together: `runtime.batch_copies` if set (where stacking is possible),
+    else the measured rule (benchmarks/batched_copies.py, docs/performance.md): on an accelerator for k >= 2; on
+    the CPU for networks without convolutions (LeNet: batched matmuls and one fused optimizer step for all copies
+    beat k separate steps), not for convnets (grouped convolutions are slower there than k ordinary ones). Never
+    with active dropout, under torchrun (each rank trains one run's slice) or with --compile."""
+    if k < 2 or unsupported(model) is not None or distributed.active() or runtime.batch_copies is False:
+        return False
+    if runtime.batch_copies:
+        return True
+    if runtime.compile:
+        return False
+    convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    return runtime.device.type != "cpu" or not convolutional
+
+
+def _check(models: Sequence[Network], jobs: Sequence[Job]) -> None:
+    if len(models) != len(jobs):
+        raise ValueError(f"train_together needs one job per model (got {len(models)} models, {len(jobs)} jobs)")
+
+    def neutral(training: TrainingSpec) -> TrainingSpec:
+        return dataclasses.replace(training, **{f: 0 for f in SEED_FIELDS})
+
+    first, shapes = jobs[0], {n: v.shape for n, v in models[0].state_dict().items()}
+    for model, job in zip(models, jobs):
+        if type(model) is not type(models[0]) or {n: v.shape for n, v in model.state_dict().items()} != shapes:
+            raise ValueError("train_together needs runs of one architecture")
+        if job.snapshots:
+            raise ValueError("train_together does not take snapshots: train runs with rewind points alone")
+        same = (job.schedule, job.start, job.augment) == (first.schedule, first.start, first.augment)
+        if not same or neutral(job.training) != neutral(first.training):
+            raise ValueError("train_together needs one schedule, start and set of hyperparameters (seeds may differ)")
+
+
+def train_together(
+    runs: Sequence[RunDir], models: Sequence[Network], data: Splits, jobs: Sequence[Job], runtime: Runtime
+) -> list[dict[str, Any]]:
+    """Train run i from `models[i]` with `jobs[i]`, as `lottery.training.train` would; the runs' summaries.
+
+    The jobs may differ in seeds, masks, start weights and optimizer states, nothing else. Finished runs are
+    read back; the others are trained together where `should_batch` says so, else one after another. Runs that
+    resume from different iterations, or whose optimizer states cannot be stacked, form separate groups.
+    """
+    _check(models, jobs)
+    todo = [i for i in range(len(runs)) if not is_finished(runs[i], jobs[i])]
+    if not should_batch(models[0], runtime, len(todo)):
+        return [train(run, model, data, job, _named(runtime, run)) for run, model, job in zip(runs, models, jobs)]
+    with ExitStack() as locks:
+        for i in sorted(todo, key=lambda i: str(runs[i].path)):  # one order for every process: no deadlock
+            locks.enter_context(distributed.exclusive(runs[i].path))
+        todo = [i for i in todo if not is_finished(runs[i], jobs[i])]  # finished by another process meanwhile
+        sessions = []
+        for i in todo:
+            runs[i].remove_temporary()
+            sessions.append(Session(runs[i], models[i], data, jobs[i], _named(runtime, runs[i])))
+
+        def key(s: Session) -> tuple[Any, ...]:
+            return s.t, optimizer_signature(s.optimizer, list(s.model.parameters()))
+
+        for _, group in itertools.groupby(sorted(sessions, key=lambda s: repr(key(s))), key=key):
+            group = list(group)
+            if len(group) == 1:
+                train_session(group[0])
+            else:
+                _train_stacked(group)
+    return [run.read_json("summary.json") for run in runs]
+
+
+def _named(runtime: Runtime, run: RunDir) -> Runtime:
+    """The runtime with the run's name added to its label (one label is given for all the runs)."""
+    return dataclasses.replace(runtime, label=f"{runtime.label} {run.path.name}".strip())
+
+
+def _train_stacked(sessions: list[Session]) -> None:
+    """The training loop (`loop.train_session`) for sessions at one iteration, one stacked step for all."""
+    first = sessions[0]
+    job, runtime, data = first.job, first.runtime, first.data
+    training, schedule, end = job.training, job.schedule, job.schedule.end
+    streams = [
+        BatchStream(
+            data.train_x,
+            data.train_y,
+            training.batch_size,
+            s.job.training.data_order_seed,
+            s.job.training.augmentation_seed,
+            job.augment,
+        )
+        for s in sessions
+    ]
+    models, masks, optimizers = [s.model for s in sessions], [s.mask for s in sessions], [s.optimizer for s in sessions]
+    stacked = Stacked(models, masks, optimizers, training)
+    device = runtime.device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=training.precision == "bf16")
+    active = list(range(len(sessions)))  # copies not finished (a diverged copy finishes where it diverged)
+    bar = first.progress_bar()
+    t = first.t
+    while True:
+        lead = sessions[active[0]]  # every active session is at iteration t with the same schedule
+        lr = lr_at(t, training.lr, schedule.warmup, schedule.milestones, gamma=training.gamma)
+        if lead.evaluation_due():
+            for i in active:
+                stacked.write_back(i, sessions[i].model)
+                bar.set_postfix_str(describe(sessions[i].evaluate(lr)))
+                if sessions[i].diverged_at is not None:
+                    sessions[i].finish()
+            active = [i for i in active if sessions[i].diverged_at is None]
+        if t == end or not active:
+            break
+        if lead.checkpoint_due():
+            for i in active:
+                stacked.write_back(i, sessions[i].model, sessions[i].optimizer)
+                sessions[i].checkpoint()
+        batches = [stream.batch(t) for stream in streams]
+        losses = stacked.step(torch.stack([x for x, _ in batches]), torch.stack([y for _, y in batches]), lr, autocast)
+        for i in active:
+            sessions[i].add_loss(losses[i])
+        t += 1
+        for s in sessions:
+            s.t = t
+        bar.update()
+    bar.close()
+    for i in active:
+        stacked.write_back(i, sessions[i].model)
+        sessions[i].finish()

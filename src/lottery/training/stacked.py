@@ -1,0 +1,172 @@
+"""K copies of one architecture as one model: parameters, buffers, masks and optimizer state stacked along a new
+leading dimension.
+
+One forward of the stacked model is the model's own `forward_stacked(params, x)` where it has one (LeNet:
+batched matmuls in a layout that suits their backward), else `torch.func.functional_call` under
+`torch.func.vmap` (batched matmuls, grouped convolutions, BatchNorm with per-copy batch and running
+statistics); then one backward and one fused optimizer step over the stacked tensors: an elementwise step over
+a stacked tensor is each copy's step, so copy i follows the training loop's arithmetic up to rounding (batched
+kernels and the fused step sum in another order).
+`write_back` copies one copy's weights, buffers and optimizer state into a separate run's model and optimizer,
+in the training loop's formats, so that run can be evaluated, checkpointed and resumed like any other.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from lottery.pruning import Mask
+from lottery.spec import TrainingSpec
+from lottery.training.optimizer import make_optimizer
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why copies of `model` cannot be stacked, or None. Dropout draws from the global RNG in the order of a
+    single run, which copies trained together cannot reproduce; a cumulative-average BatchNorm (momentum None)
+    keeps a step count that vmap cannot update per copy."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            return f"{name or type(model).__name__} is an active dropout layer (p = {module.p})"
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is None:
+            return f"{name} is a BatchNorm layer with a cumulative average (momentum None)"
+    return None
+
+
+def optimizer_signature(optimizer: torch.optim.Optimizer, params: Sequence[Tensor]) -> tuple[Any, ...]:
+    """What copies stacked into one optimizer must share: which parameters have state, and the step counts."""
+    signature = []
+    for p in params:
+        state = optimizer.state.get(p, {})
+        signature.append(tuple(sorted((k, float(v) if k == "step" else None) for k, v in state.items())))
+    return tuple(signature)
+
+
+ALIGN = 64  # elements: each copy's slice of a stacked tensor starts at a multiple of this, see `_stack`
+
+
+def _stack(tensors: Sequence[Tensor], like: Tensor | None = None) -> Tensor:
+    """K tensors of one shape as one (K, n) tensor whose rows are zero-padded to a multiple of ALIGN elements.
+
+    Vectorized CPU kernels (torch's fused optimizers among them) treat the last elements of a tensor that do not
+    fill a vector differently, and which elements those are depends on the tensor's length. With every copy's
+    row aligned and a whole number of vectors long, every element goes through the same code whatever K is: a
+    copy's weights do not depend on which other copies it was trained with.
+    """
+    like = tensors[0] if like is None else like  # the dtype and device of the result
+    n = tensors[0].numel()
+    padded = torch.zeros(len(tensors), -(-n // ALIGN) * ALIGN, dtype=like.dtype, device=like.device)
+    padded[:, :n] = torch.stack([t.detach().reshape(-1).to(padded.device, padded.dtype) for t in tensors])
+    return padded
+
+
+class Stacked:
+    """Copies i = 0..K-1 of `models`, each with `masks[i]` enforced (gradients masked before the step, weights
+    after it) and the state of `optimizers[i]` (the copies' optimizer states must have the same signature)."""
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        masks: Sequence[Mask],
+        optimizers: Sequence[torch.optim.Optimizer],
+        training: TrainingSpec,
+    ) -> None:
+        reason = unsupported(models[0])
+        if reason is not None:
+            raise ValueError(f"cannot stack copies: {reason}")
+        self.k = len(models)
+        per_copy = [dict(m.named_parameters()) for m in models]
+        self.shapes = {n: p.shape for n, p in per_copy[0].items()}
+        if any({n: p.shape for n, p in params.items()} != self.shapes for params in per_copy):
+            raise ValueError("cannot stack copies of different architectures")
+        with torch.no_grad():
+            self.leaves = {n: _stack([p[n] for p in per_copy]).requires_grad_(True) for n in self.shapes}
+            self.buffers = {
+                n: torch.stack([dict(m.named_buffers())[n] for m in models]) for n, _ in models[0].named_buffers()
+            }
+        masked = [n for n in self.shapes if any(n in m and not bool(m[n].all()) for m in masks)]
+        self.masked = [self.leaves[n] for n in masked]
+        ones = {n: torch.ones(self.shapes[n], dtype=torch.bool) for n in masked}
+        self.masks = [_stack([m.get(n, ones[n]) for m in masks], self.leaves[n]) for n in masked]
+        self.optimizer = make_optimizer(list(self.leaves.values()), training, fused=True)
+        self._load_optimizer_states(models, optimizers)
+        base = copy.deepcopy(models[0]).to("meta")
+        if hasattr(base, "forward_stacked") and not self.buffers:  # a model's own batched form (LeNet's)
+            self._forward = lambda p, b, x: base.forward_stacked(p, x)
+        else:
+            self._forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))
+
+    def params(self) -> dict[str, Tensor]:
+        """The stacked parameters, (K, *shape) views of the padded leaves the optimizer steps."""
+        return {
+            n: leaf[:, : math.prod(self.shapes[n])].view(self.k, *self.shapes[n]) for n, leaf in self.leaves.items()
+        }
+
+    def _load_optimizer_states(self, models: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        signatures = {optimizer_signature(o, list(m.parameters())) for m, o in zip(models, optimizers)}
+        if len(signatures) != 1:
+            raise ValueError("cannot stack copies whose optimizer states differ in step count or kind")
+        params = [list(m.parameters()) for m in models]
+        for j, leaf in enumerate(self.leaves.values()):
+            states = [o.state.get(p[j], {}) for o, p in zip(optimizers, params)]
+            if not states[0]:
+                continue
+            merged: dict[str, Any] = {}
+            for key, first in states[0].items():
+                if key == "step":  # a fused optimizer keeps its step on the parameters' device
+                    merged[key] = first.detach().to(leaf.device, torch.float32).clone()
+                elif first is None:
+                    merged[key] = None
+                else:
+                    merged[key] = _stack([s[key] for s in states], leaf)
+            self.optimizer.state[leaf] = merged
+
+    def step(self, x: Tensor, y: Tensor, lr: float, autocast: torch.autocast) -> Tensor:
+        """One training step of every copy on its own batch (x: K batches stacked, y: their labels); the K
+        mean losses."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast:
+            logits = self._forward(self.params(), self.buffers, x)
+            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # copy i's parameters get the gradient of copy i's loss alone
+        with torch.no_grad():
+            if self.masked:
+                torch._foreach_mul_([p.grad for p in self.masked], self.masks)
+            self.optimizer.step()
+            if self.masked:
+                torch._foreach_mul_(self.masked, self.masks)
+        return losses.detach()
+
+    @torch.no_grad()
+    def write_back(self, i: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Copy i's weights and buffers into `model`, and its optimizer state into `optimizer` (the format of a
+        separate run's optimizer: its step count a CPU scalar, as torch's default implementation keeps it)."""
+        for name, p in model.named_parameters():
+            p.copy_(self.leaves[name][i, : p.numel()].view(p.shape))
+        for name, b in model.named_buffers():
+            b.copy_(self.buffers[name][i])
+        if optimizer is None:
+            return
+        for p, leaf in zip(model.parameters(), self.leaves.values()):
+            state = self.optimizer.state.get(leaf)
+            if not state:
+                continue
+            optimizer.state[p] = {
+                key: (
+                    value.detach().to("cpu", torch.float32).clone()
+                    if key == "step"
+                    else None
+                    if value is None
+                    else value[i, : p.numel()].view(p.shape).clone()
+                )
+                for key, value in state.items()
+            }

@@ -1,0 +1,82 @@
+"""`exact_step` is `torch.optim`'s step bit for bit, and declines what it does not reproduce."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lottery.models.lenet import LeNet
+from lottery.pruning import Mask, MaskEnforcer
+from lottery.training.optimizer import exact_step
+
+
+def random_mask(model: torch.nn.Module, density: float, seed: int) -> Mask:
+    g = torch.Generator().manual_seed(seed)
+    return Mask({name: torch.rand(m.shape, generator=g) < density for name, m in Mask.ones(model).items()})
+
+
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("adam", {}),
+        ("adam", {"weight_decay": 1e-3}),
+        ("sgd", {}),
+        ("sgd", {"weight_decay": 5e-4}),
+        ("sgd", {"momentum": 0.9, "weight_decay": 1e-4}),
+        ("sgd", {"momentum": 0.9, "nesterov": True}),
+    ],
+)
+def test_exact_step_is_torch_step_bit_for_bit(kind: str, options: dict) -> None:
+    torch.manual_seed(0)
+    ours = LeNet((1, 8, 8), 10, (32, 16))
+    theirs = copy.deepcopy(ours)
+
+    def optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+        params = model.parameters()
+        return torch.optim.Adam(params, 1e-2, **options) if kind == "adam" else torch.optim.SGD(params, 0.1, **options)
+
+    ours_opt, theirs_opt = optimizer(ours), optimizer(theirs)
+    mask = random_mask(ours, 0.3, 1)
+    enforcers = [MaskEnforcer(ours, mask), MaskEnforcer(theirs, mask)]
+    for enforcer in enforcers:
+        enforcer.mask_weights()
+    for _ in range(60):
+        x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+        for model, opt, enforcer, fast in (
+            (ours, ours_opt, enforcers[0], True),
+            (theirs, theirs_opt, enforcers[1], False),
+        ):
+            for group in opt.param_groups:
+                group["lr"] *= 0.99
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            enforcer.mask_grads()
+            if fast:
+                assert exact_step(opt)  # and no re-mask: the pruned weights must not move
+            else:
+                opt.step()
+                enforcer.mask_weights()
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()):
+        assert torch.equal(a, b) and torch.equal(a.signbit(), b.signbit())  # every bit, signs of zeros included
+    mine, reference = ours_opt.state_dict()["state"], theirs_opt.state_dict()["state"]
+    assert mine.keys() == reference.keys()
+    for i in reference:
+        for key, value in reference[i].items():
+            assert mine[i][key].dtype == value.dtype and torch.equal(mine[i][key], value), (i, key)
+
+
+def test_exact_step_declines_what_it_does_not_reproduce() -> None:
+    model = LeNet((1, 8, 8), 10, (8,))
+    model(torch.zeros(1, 1, 8, 8)).sum().backward()
+    for optimizer in (
+        torch.optim.Adam(model.parameters(), amsgrad=True),
+        torch.optim.Adam(model.parameters(), foreach=True),
+        torch.optim.AdamW(model.parameters()),
+        torch.optim.SGD(model.parameters(), lr=0.1, maximize=True),
+    ):
+        before = [p.detach().clone() for p in model.parameters()]
+        assert not exact_step(optimizer)
+        assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
