@@ -114,3 +114,21 @@ def test_replicates_aggregate(store: Path) -> None:
     a = (experiment / "replicate_0" / "level_0").read_tensors("start.safetensors")
     b = (experiment / "replicate_1" / "level_0").read_tensors("start.safetensors")
     assert not torch.equal(a["out.weight"], b["out.weight"])
+
+
+def test_controls_trained_together_match_controls_trained_alone(tmp_path: Path) -> None:
+    overrides = ("imp.levels=2", "controls.kinds=['random_reinit', 'random_prune']", "controls.seeds=[0, 1]")
+    together, results = run_tiny(tmp_path / "together", *overrides, batch_copies=True)
+    alone, reference = run_tiny(tmp_path / "alone", *overrides, batch_copies=False)
+    finals = sorted(p.relative_to(together.path) for p in together.path.rglob("controls/*/final.safetensors"))
+    assert len(finals) == 2 * 4
+    assert finals == sorted(p.relative_to(alone.path) for p in alone.path.rglob("controls/*/final.safetensors"))
+    for path in finals:
+        run, ref = RunDir((together.path / path).parent), RunDir((alone.path / path).parent)
+        assert run.read("start.safetensors") == ref.read("start.safetensors")
+        assert run.read("mask.safetensors") == ref.read("mask.safetensors")
+        got, want = run.read_tensors("final.safetensors"), ref.read_tensors("final.safetensors")
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=1e-4)
+    rows = [(r["kind"], r["level"], r["seed"]) for r in results["runs"]]
+    assert rows == [(r["kind"], r["level"], r["seed"]) for r in reference["runs"]]

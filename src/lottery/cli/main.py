@@ -61,7 +61,8 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         "--batch-copies",
         choices=("auto", "on", "off"),
         default="auto",
-        help="train a stability analysis's copies together as one stacked model (auto: where measured faster)",
+        help="train a stability point's copies, and a level's controls, together as one stacked model "
+        "(auto: where measured faster)",
     )
 
 

@@ -12,7 +12,7 @@ from lottery.experiments.imp import level_dir, rewind_state
 from lottery.pruning import Mask, random_global_like, random_like
 from lottery.pruning.strategies import layer_pool
 from lottery.store import RunDir
-from lottery.training import train
+from lottery.training import should_batch, train, train_together
 
 STREAMS = {"random_reinit": 11, "random_prune": 12, "random_prune_global": 13}
 
@@ -43,11 +43,32 @@ def control_start(
     return mask, mask.apply_to(rewound), optimizer_state
 
 
+def planned(ctx: Context, level: int) -> list[tuple[str, int]]:
+    """The controls the spec asks for at `level`: (kind, seed) for every kind and seed, at the control levels."""
+    spec = ctx.spec.controls
+    if level not in (spec.levels or range(1, ctx.spec.imp.levels + 1)):
+        return []
+    return [(kind, seed) for kind in spec.kinds for seed in spec.seeds]
+
+
 def run_control(
     ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, imp_mask: Mask, kind: str, seed: int
 ) -> dict:
-    mask, weights, optimizer_state = control_start(ctx, replicate_dir, replicate, k, imp_mask, kind, seed)
-    run = control_dir(replicate_dir, k, level, kind, seed)
-    ctx.runtime.label = f"r{replicate} k={k} level {level} {kind} seed {seed}"
-    job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state)
-    return train(run, ctx.model(0, weights), ctx.data, job, ctx.runtime)
+    """Train the control (kind, seed) of a level, or read it back. Where runs are trained together
+    (`lottery.training.should_batch`), the level's other planned controls are trained with it, as one stacked
+    model: their tasks then find them finished."""
+    wanted = [(kind, seed)]
+    others = [c for c in planned(ctx, level) if c != (kind, seed)]
+    if others and should_batch(ctx.model(0), ctx.runtime, 1 + len(others)):
+        wanted += others
+    runs, models, jobs = [], [], []
+    for kind_, seed_ in wanted:
+        mask, weights, optimizer_state = control_start(ctx, replicate_dir, replicate, k, imp_mask, kind_, seed_)
+        runs.append(control_dir(replicate_dir, k, level, kind_, seed_))
+        models.append(ctx.model(0, weights))
+        jobs.append(ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state))
+    together = len(wanted) > 1
+    ctx.runtime.label = f"r{replicate} k={k} level {level} " + ("controls" if together else f"{kind} seed {seed}")
+    if not together:
+        return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
+    return train_together(runs, models, ctx.data, jobs, ctx.runtime)[0]

@@ -36,19 +36,14 @@ def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
         tasks.append(dense)
         if dense_only:
             continue
-        control_levels = spec.controls.levels or range(1, spec.imp.levels + 1)
         for k in ctx.rewind_points:
             previous = dense.name
             for level in range(1, spec.imp.levels + 1):
                 name = f"r{r}/k{k}/level{level}"
                 tasks.append(Task(name, "level", r, k, level, deps=(previous,)))
                 previous = name
-                if level in control_levels:
-                    for kind in spec.controls.kinds:
-                        for seed in spec.controls.seeds:
-                            tasks.append(
-                                Task(f"{name}/{kind}/seed{seed}", "control", r, k, level, kind, seed, deps=(name,))
-                            )
+                for kind, seed in controls.planned(ctx, level):
+                    tasks.append(Task(f"{name}/{kind}/seed{seed}", "control", r, k, level, kind, seed, deps=(name,)))
         for k in ctx.stability_points:
             for level in stability.levels(ctx):
                 after = (f"r{r}/k{k}/level{level}",) if level else (dense.name,)
