@@ -23,7 +23,7 @@ from lottery.models.resnet import ResNet
 from lottery.pruning import Mask
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir
-from lottery.training import Job, Runtime, Schedule, loop, should_batch, train, train_together
+from lottery.training import Job, Runtime, Schedule, loop, should_batch, snapshot_name, train, train_together
 from lottery.training import stacked as stacked_module
 from lottery.training.optimizer import make_optimizer
 
@@ -158,6 +158,28 @@ def test_restored_optimizer_state_is_masked_and_matches_separate_runs(tmp_path: 
         assert_same_runs(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_snapshots_taken_together_match_separate_runs(tmp_path: Path) -> None:
+    """Dense runs of a replicate set save W_k and the optimizer state at every rewind point k."""
+    data = splits((1, 28, 28))
+    schedule = Schedule(len(data.train_x) // 16, 14, 5, [], 7)  # warmup: the learning rate changes every step
+    models = lenets(2)
+    jobs = [Job(seeds(ADAM, i), schedule, snapshots=(0, 3, 11), snapshot_optimizer=True) for i in range(2)]
+    together, alone = both_ways(tmp_path, models, data, jobs)
+    for a, b in zip(together, alone):
+        assert_same_runs(a, b)
+        for k in (0, 3, 11):
+            got, want = a.read_tensors(snapshot_name(k)), b.read_tensors(snapshot_name(k))
+            for name in want:
+                torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
+            state, reference = a.read_torch(snapshot_name(k, True)), b.read_torch(snapshot_name(k, True))
+            assert state["param_groups"] == reference["param_groups"]
+            assert state["state"].keys() == reference["state"].keys()  # empty at iteration 0
+            for j, entries in reference["state"].items():
+                assert entries["step"].dtype == state["state"][j]["step"].dtype
+                assert float(entries["step"]) == float(state["state"][j]["step"]) == k
+                torch.testing.assert_close(state["state"][j]["exp_avg"], entries["exp_avg"], rtol=1e-4, atol=1e-6)
+
+
 class Interrupt(Exception):
     pass
 
@@ -274,7 +296,7 @@ def test_refusals(tmp_path: Path) -> None:
         train_together(runs, [lenets(1)[0], ConvNet((1, 28, 28), 10, (4,), (8,))], data, [Job(SGD, schedule)] * 2,
                        TOGETHER)  # fmt: skip
     with pytest.raises(ValueError, match="snapshots"):
-        train_together(runs, lenets(2), data, [Job(SGD, schedule, snapshots=(1,))] * 2, TOGETHER)
+        train_together(runs, lenets(2), data, [Job(SGD, schedule, snapshots=(1,)), Job(SGD, schedule)], TOGETHER)
     with pytest.raises(ValueError, match="one architecture"):
         train_together(runs, [lenets(1)[0], LeNet((1, 28, 28), 10, (8,))], data, [Job(SGD, schedule)] * 2, TOGETHER)
     assert not any(r.path.exists() and any(r.path.iterdir()) for r in runs)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 
 from conftest import run_tiny
+from lottery.experiments import imp
 from lottery.pruning import Mask
 from lottery.pruning.strategies import rounded_count
 from lottery.store import RunDir
@@ -132,3 +135,35 @@ def test_controls_trained_together_match_controls_trained_alone(tmp_path: Path) 
             torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=1e-4)
     rows = [(r["kind"], r["level"], r["seed"]) for r in results["runs"]]
     assert rows == [(r["kind"], r["level"], r["seed"]) for r in reference["runs"]]
+
+
+def test_replicates_trained_together_match_replicates_trained_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stacked: list[list[str]] = []
+    original = imp.train_together
+
+    def spy(runs: list[RunDir], *args: Any) -> list[dict]:
+        stacked.append([str(r.path.relative_to(tmp_path)) for r in runs])
+        return original(runs, *args)
+
+    monkeypatch.setattr(imp, "train_together", spy)
+    overrides = ("replicates=2", "imp.levels=2", "controls.kinds=['random_prune']")
+    together, results = run_tiny(tmp_path / "together", *overrides, batch_copies=True)
+    pairs = {tuple(sorted("/".join(p.split("/")[2:]) for p in g)) for g in stacked if len(g) == 2}
+    assert pairs == {
+        ("replicate_0/level_0", "replicate_1/level_0"),
+        ("replicate_0/rewind_0it/level_1", "replicate_1/rewind_0it/level_1"),
+        ("replicate_0/rewind_0it/level_2", "replicate_1/rewind_0it/level_2"),
+    }  # the second replicate's tasks find these runs finished
+    alone, reference = run_tiny(tmp_path / "alone", *overrides, batch_copies=False)
+    assert [(r["kind"], r["replicate"], r["level"]) for r in results["runs"]] == [
+        (r["kind"], r["replicate"], r["level"]) for r in reference["runs"]
+    ]
+    for path in sorted(together.path.rglob("final.safetensors")):
+        run, ref = RunDir(path.parent), RunDir(alone.path / path.parent.relative_to(together.path))
+        assert run.read("start.safetensors") is not None and ref.read("final.safetensors") is not None
+        mask, ref_mask = run.read_tensors("mask.safetensors"), ref.read_tensors("mask.safetensors")
+        for name in mask:  # exact per-layer counts; pruning slightly different weights may pick other ties
+            assert int(mask[name].sum()) == int(ref_mask[name].sum()), (path, name)
+            assert float((mask[name] == ref_mask[name]).float().mean()) > 0.98, (path, name)

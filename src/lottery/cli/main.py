@@ -61,8 +61,8 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         "--batch-copies",
         choices=("auto", "on", "off"),
         default="auto",
-        help="train a stability point's copies, and a level's controls, together as one stacked model "
-        "(auto: where measured faster)",
+        help="train runs of one network that differ only in seeds, masks and start weights (stability copies, "
+        "a level's controls, the replicates) together as one stacked model (auto: where measured faster)",
     )
 
 

@@ -18,7 +18,7 @@ from lottery.errors import UserError
 from lottery.models import Network
 from lottery.pruning import Mask
 from lottery.spec import ExperimentSpec, Step, TrainingSpec
-from lottery.training import Job, Runtime, Schedule
+from lottery.training import Job, Runtime, Schedule, should_batch
 
 
 class Context:
@@ -93,6 +93,14 @@ class Context:
             model = self.model(0)
             weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             prune(weights, Mask.ones(model), self.layer_kinds, self.spec.pruning)
+
+    def stacks(self, k: int) -> bool:
+        """Whether k runs of this experiment's network are trained together, as one stacked model."""
+        return should_batch(self._network, self.runtime, k)
+
+    @cached_property
+    def _network(self) -> Network:
+        return self.model(0)
 
     def mask(self, tensors: dict[str, torch.Tensor]) -> Mask:
         """A mask read from disk, in the model's parameter order (the order ties and random masks follow)."""

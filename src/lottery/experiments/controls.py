@@ -12,7 +12,7 @@ from lottery.experiments.imp import level_dir, rewind_state
 from lottery.pruning import Mask, random_global_like, random_like
 from lottery.pruning.strategies import layer_pool
 from lottery.store import RunDir
-from lottery.training import should_batch, train, train_together
+from lottery.training import train, train_together
 
 STREAMS = {"random_reinit": 11, "random_prune": 12, "random_prune_global": 13}
 
@@ -59,7 +59,7 @@ def run_control(
     model: their tasks then find them finished."""
     wanted = [(kind, seed)]
     others = [c for c in planned(ctx, level) if c != (kind, seed)]
-    if others and should_batch(ctx.model(0), ctx.runtime, 1 + len(others)):
+    if others and ctx.stacks(1 + len(others)):
         wanted += others
     runs, models, jobs = [], [], []
     for kind_, seed_ in wanted:

@@ -12,9 +12,27 @@ from typing import Any
 
 from lottery.errors import UserError
 from lottery.experiments.context import Context
+from lottery.models import Network
 from lottery.pruning import Mask, prune
 from lottery.store import RunDir
-from lottery.training import distributed, snapshot_name, train
+from lottery.training import Job, distributed, snapshot_name, train, train_together
+
+
+def replicate_dir(experiment: RunDir, replicate: int) -> RunDir:
+    return experiment / f"replicate_{replicate}"
+
+
+def sibling(replicate_dir: RunDir, replicate: int) -> RunDir:
+    """Replicate `replicate`'s directory, next to another replicate's."""
+    return RunDir(replicate_dir.path.parent / f"replicate_{replicate}")
+
+
+def stacked_replicates(ctx: Context, replicate: int) -> list[int]:
+    """The other replicates whose runs `replicate`'s task trains with its own, as one stacked model: all of them
+    where runs of this network are trained together (`lottery.training.should_batch`), else none. Their own
+    tasks then find them finished."""
+    others = [r for r in range(ctx.spec.replicates) if r != replicate]
+    return others if others and ctx.stacks(1 + len(others)) else []
 
 
 def dense_dir(replicate_dir: RunDir) -> RunDir:
@@ -25,17 +43,18 @@ def level_dir(replicate_dir: RunDir, rewind: int, level: int) -> RunDir:
     return replicate_dir / f"rewind_{rewind}it" / f"level_{level}"
 
 
-def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]:
-    """Level 0: the dense network from W_0 to T, with W_k (and optimizer state at k) saved for every k."""
-    run = dense_dir(replicate_dir)
-    model = ctx.model(ctx.training(replicate).init_seed)
-    job = ctx.job(
-        replicate,
-        snapshots=tuple(ctx.rewind_points),
-        snapshot_optimizer=ctx.spec.imp.optimizer_state == "rewind",
-    )
-    ctx.runtime.label = f"r{replicate} level 0 (dense)"
-    return train(run, model, ctx.data, job, ctx.runtime)
+def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool = False) -> dict[str, Any]:
+    """Level 0: the dense network from W_0 to T, with W_k (and optimizer state at k) saved for every k; with the
+    other replicates' dense networks where runs are stacked, unless `alone`."""
+    replicates = [replicate, *([] if alone else stacked_replicates(ctx, replicate))]
+    runs = [dense_dir(sibling(replicate_dir, r)) for r in replicates]
+    models = [ctx.model(ctx.training(r).init_seed) for r in replicates]
+    snapshot_optimizer = ctx.spec.imp.optimizer_state == "rewind"
+    jobs = [ctx.job(r, snapshots=tuple(ctx.rewind_points), snapshot_optimizer=snapshot_optimizer) for r in replicates]
+    ctx.runtime.label = f"r{replicate} level 0 (dense)" if len(runs) == 1 else "level 0 (dense)"
+    if len(runs) == 1:
+        return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
+    return train_together(runs, models, ctx.data, jobs, ctx.runtime)[0]
 
 
 def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> tuple[dict, dict | None]:
@@ -44,7 +63,7 @@ def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) ->
     weights = run.read_tensors(snapshot_name(k))
     optimizer = run.read_torch(snapshot_name(k, optimizer=True)) if ctx.spec.imp.optimizer_state == "rewind" else None
     if weights is None or (ctx.spec.imp.optimizer_state == "rewind" and optimizer is None):
-        summary = train_dense(ctx, replicate_dir, replicate)
+        summary = train_dense(ctx, replicate_dir, replicate, alone=True)
         if summary["diverged"] and summary["diverged_at"] < k:  # it never reached k: retraining cannot help
             raise UserError(
                 f"{run.path} diverged at iteration {summary['diverged_at']}, before rewind point {k}; "
@@ -57,30 +76,58 @@ def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) ->
 def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int) -> Mask | None:
     """IMP level L >= 1 for rewind point k: prune level L-1's final weights (among its surviving weights)
     and train m_L ⊙ W_k from k to T. Returns the mask, or None when an earlier level diverged (its
-    weights are not finite: there is nothing to prune). Earlier levels missing from the store run first."""
+    weights are not finite: there is nothing to prune). Earlier levels missing from the store run first.
+    Where runs are stacked, the other replicates' level L trains with this one if their level L-1 is done."""
+    start = _level_start(ctx, replicate_dir, replicate, k, level, ensure=True)
+    if start is None:
+        return None
+    group = [start]
+    for r in stacked_replicates(ctx, replicate):
+        other = _level_start(ctx, sibling(replicate_dir, r), r, k, level, ensure=False)
+        if other is not None:
+            group.append(other)
+    run, model, job, mask = start
+    if len(group) == 1:
+        ctx.runtime.label = f"r{replicate} k={k} level {level} ({100 * mask.density():.1f}%)"
+        train(run, model, ctx.data, job, ctx.runtime)
+    else:
+        ctx.runtime.label = f"k={k} level {level} ({100 * mask.density():.1f}%)"
+        train_together([g[0] for g in group], [g[1] for g in group], ctx.data, [g[2] for g in group], ctx.runtime)
+    return mask
+
+
+def _level_start(
+    ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, ensure: bool
+) -> tuple[RunDir, Network, Job, Mask] | None:
+    """(run, model holding m_L ⊙ W_k, job, m_L) of level L, or None where level L-1 diverged; `ensure`: train
+    missing earlier levels first, else also None where level L-1 is not finished (or level L is)."""
     spec = ctx.spec
     previous = dense_dir(replicate_dir) if level == 1 else level_dir(replicate_dir, k, level - 1)
     summary, final = previous.read_json("summary.json"), previous.read_tensors("final.safetensors")
     stored_mask = previous.read_tensors("mask.safetensors")
     if summary is None or final is None or stored_mask is None:
+        if not ensure:
+            return None
         if level == 1:
             train_dense(ctx, replicate_dir, replicate)
         elif run_level(ctx, replicate_dir, replicate, k, level - 1) is None:
             return None
-        return run_level(ctx, replicate_dir, replicate, k, level)
+        return _level_start(ctx, replicate_dir, replicate, k, level, ensure)
     if summary["diverged"]:
-        print(
-            f"lottery: {previous.path} diverged at iteration {summary['diverged_at']}; "
-            f"IMP level {level} and later levels (and their controls) skipped",
-            file=sys.stderr,
-        )
+        if ensure:
+            print(
+                f"lottery: {previous.path} diverged at iteration {summary['diverged_at']}; "
+                f"IMP level {level} and later levels (and their controls) skipped",
+                file=sys.stderr,
+            )
         return None
+    run = level_dir(replicate_dir, k, level)
+    if not ensure and run.read_json("summary.json") is not None:
+        return None  # finished (train_together would read it back; this spares pruning it again)
     one_shot = spec.imp.one_shot_density if level == 1 else None
     mask = prune(final, ctx.mask(stored_mask), ctx.layer_kinds, spec.pruning, target_density=one_shot)
-    mask = distributed.broadcast_mask(mask)  # under torchrun: rank 0's mask, checked equal on every rank
+    if ensure:
+        mask = distributed.broadcast_mask(mask)  # under torchrun: rank 0's mask, checked equal on every rank
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
-    run = level_dir(replicate_dir, k, level)
-    ctx.runtime.label = f"r{replicate} k={k} level {level} ({100 * mask.density():.1f}%)"
     job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state)
-    train(run, ctx.model(0, mask.apply_to(rewound)), ctx.data, job, ctx.runtime)
-    return mask
+    return run, ctx.model(0, mask.apply_to(rewound)), job, mask

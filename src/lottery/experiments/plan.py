@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from lottery.experiments import controls, imp, stability
 from lottery.experiments.context import Context
+from lottery.experiments.imp import replicate_dir
 from lottery.store import RunDir
 
 
@@ -21,10 +22,6 @@ class Task:
     control: str = ""
     seed: int = 0
     deps: tuple[str, ...] = ()
-
-
-def replicate_dir(experiment: RunDir, replicate: int) -> RunDir:
-    return experiment / f"replicate_{replicate}"
 
 
 def plan(ctx: Context, dense_only: bool = False) -> list[Task]:

@@ -59,11 +59,13 @@ def _check(models: Sequence[Network], jobs: Sequence[Job]) -> None:
     for model, job in zip(models, jobs):
         if type(model) is not type(models[0]) or {n: v.shape for n, v in model.state_dict().items()} != shapes:
             raise ValueError("train_together needs runs of one architecture")
-        if job.snapshots:
-            raise ValueError("train_together does not take snapshots: train runs with rewind points alone")
-        same = (job.schedule, job.start, job.augment) == (first.schedule, first.start, first.augment)
+        same = (job.schedule, job.start, job.augment, job.snapshots, job.snapshot_optimizer) == (
+            first.schedule, first.start, first.augment, first.snapshots, first.snapshot_optimizer,
+        )  # fmt: skip
         if not same or neutral(job.training) != neutral(first.training):
-            raise ValueError("train_together needs one schedule, start and set of hyperparameters (seeds may differ)")
+            raise ValueError(
+                "train_together needs one schedule, start, set of snapshots and hyperparameters (seeds may differ)"
+            )
 
 
 def train_together(
@@ -130,6 +132,10 @@ def _train_stacked(sessions: list[Session]) -> None:
     t = first.t
     while True:
         lead = sessions[active[0]]  # every active session is at iteration t with the same schedule
+        if t in job.snapshots:
+            for i in active:
+                stacked.write_back(i, sessions[i].model, sessions[i].optimizer if job.snapshot_optimizer else None)
+                sessions[i].snapshot()
         lr = lr_at(t, training.lr, schedule.warmup, schedule.milestones, gamma=training.gamma)
         if lead.evaluation_due():
             for i in active:

@@ -156,6 +156,8 @@ class Stacked:
             b.copy_(self.buffers[name][i])
         if optimizer is None:
             return
+        for group in optimizer.param_groups:  # the learning rate of the last step, as a separate run's optimizer has
+            group["lr"] = self.optimizer.param_groups[0]["lr"]
         for p, leaf in zip(model.parameters(), self.leaves.values()):
             state = self.optimizer.state.get(leaf)
             if not state:
