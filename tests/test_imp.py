@@ -143,9 +143,9 @@ def test_replicates_trained_together_match_replicates_trained_alone(
     stacked: list[list[str]] = []
     original = imp.train_together
 
-    def spy(runs: list[RunDir], *args: Any) -> list[dict]:
+    def spy(runs: list[RunDir], *args: Any, **kwargs: Any) -> list[dict]:
         stacked.append([str(r.path.relative_to(tmp_path)) for r in runs])
-        return original(runs, *args)
+        return original(runs, *args, **kwargs)
 
     monkeypatch.setattr(imp, "train_together", spy)
     overrides = ("replicates=2", "imp.levels=2", "controls.kinds=['random_prune']")

@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from reliability_helpers import (
     Started,
     assert_same_outcomes,
@@ -31,15 +33,26 @@ OVERRIDES = (
     'controls.kinds=["random_prune"]',
 )
 EXTRA = ("--checkpoint-every", "10")
+# Two replicates with both controls: the dense runs, the levels and each level's controls are trained as
+# stacked groups (`--batch-copies auto` stacks LeNet on the CPU), checkpointed and resumed as groups.
+STACKED = (
+    "training.training_steps=150it",
+    "training.eval_every=50it",
+    "replicates=2",
+    "imp.levels=1",
+    'imp.rewind=["10it"]',
+    'controls.kinds=["random_prune", "random_reinit"]',
+)
 KILLS = 5
 SEED = 20240601
 
 
-def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("overrides", [OVERRIDES, STACKED], ids=["separate_runs", "stacked_runs"])
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, overrides: tuple[str, ...]) -> None:
     reference_out, crashed_out = tmp_path / "reference", tmp_path / "crashed"
 
     # The uninterrupted run, timed from its first progress line to its end.
-    start = Started(cli_args(reference_out, *OVERRIDES, extra=EXTRA))
+    start = Started(cli_args(reference_out, *overrides, extra=EXTRA))
     start.first_line.wait(timeout=120)
     began = time.perf_counter()
     assert start.proc.wait(timeout=300) == 0, start.stderr()
@@ -48,7 +61,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path) -
     rng = random.Random(SEED)
     kills, logs = 0, []
     for _ in range(KILLS):
-        run = Started(cli_args(crashed_out, *OVERRIDES, extra=EXTRA))
+        run = Started(cli_args(crashed_out, *overrides, extra=EXTRA))
         run.first_line.wait(timeout=120)
         try:
             code = run.proc.wait(timeout=rng.uniform(0.05, 0.4) * training_seconds)
@@ -61,7 +74,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path) -
         assert "Traceback" not in logs[-1]
         if code == 0:
             break
-    final = run_subprocess(cli_args(crashed_out, *OVERRIDES, extra=EXTRA), timeout=300)
+    final = run_subprocess(cli_args(crashed_out, *overrides, extra=EXTRA), timeout=300)
     assert final.returncode == 0, final.stderr
     logs.append(final.stderr)
 

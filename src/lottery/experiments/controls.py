@@ -59,7 +59,8 @@ def run_control(
     model: their tasks then find them finished."""
     wanted = [(kind, seed)]
     others = [c for c in planned(ctx, level) if c != (kind, seed)]
-    if others and ctx.stacks(1 + len(others)):
+    stacked = bool(others) and ctx.stacks(1 + len(others))  # fixed by the spec: the same for every control task
+    if stacked:
         wanted += others
     runs, models, jobs = [], [], []
     for kind_, seed_ in wanted:
@@ -67,8 +68,7 @@ def run_control(
         runs.append(control_dir(replicate_dir, k, level, kind_, seed_))
         models.append(ctx.model(0, weights))
         jobs.append(ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state))
-    together = len(wanted) > 1
-    ctx.runtime.label = f"r{replicate} k={k} level {level} " + ("controls" if together else f"{kind} seed {seed}")
-    if not together:
+    ctx.runtime.label = f"r{replicate} k={k} level {level} " + ("controls" if stacked else f"{kind} seed {seed}")
+    if not stacked:
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
-    return train_together(runs, models, ctx.data, jobs, ctx.runtime)[0]
+    return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)[0]

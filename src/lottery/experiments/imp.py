@@ -27,12 +27,16 @@ def sibling(replicate_dir: RunDir, replicate: int) -> RunDir:
     return RunDir(replicate_dir.path.parent / f"replicate_{replicate}")
 
 
+def stacked(ctx: Context) -> bool:
+    """Whether the replicates' dense runs and levels are stacked (`lottery.training.should_batch`): then every one
+    of them is trained by the stacked arithmetic, also when it trains (or resumes) alone."""
+    return ctx.stacks(ctx.spec.replicates)
+
+
 def stacked_replicates(ctx: Context, replicate: int) -> list[int]:
     """The other replicates whose runs `replicate`'s task trains with its own, as one stacked model: all of them
-    where runs of this network are trained together (`lottery.training.should_batch`), else none. Their own
-    tasks then find them finished."""
-    others = [r for r in range(ctx.spec.replicates) if r != replicate]
-    return others if others and ctx.stacks(1 + len(others)) else []
+    where runs are stacked, else none. Their own tasks then find them finished."""
+    return [r for r in range(ctx.spec.replicates) if r != replicate] if stacked(ctx) else []
 
 
 def dense_dir(replicate_dir: RunDir) -> RunDir:
@@ -52,9 +56,9 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
     snapshot_optimizer = ctx.spec.imp.optimizer_state == "rewind"
     jobs = [ctx.job(r, snapshots=tuple(ctx.rewind_points), snapshot_optimizer=snapshot_optimizer) for r in replicates]
     ctx.runtime.label = f"r{replicate} level 0 (dense)" if len(runs) == 1 else "level 0 (dense)"
-    if len(runs) == 1:
+    if not stacked(ctx):
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
-    return train_together(runs, models, ctx.data, jobs, ctx.runtime)[0]
+    return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)[0]
 
 
 def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> tuple[dict, dict | None]:
@@ -87,12 +91,12 @@ def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level
         if other is not None:
             group.append(other)
     run, model, job, mask = start
-    if len(group) == 1:
-        ctx.runtime.label = f"r{replicate} k={k} level {level} ({100 * mask.density():.1f}%)"
+    ctx.runtime.label = f"r{replicate} k={k} level {level} ({100 * mask.density():.1f}%)"
+    if not stacked(ctx):
         train(run, model, ctx.data, job, ctx.runtime)
     else:
-        ctx.runtime.label = f"k={k} level {level} ({100 * mask.density():.1f}%)"
-        train_together([g[0] for g in group], [g[1] for g in group], ctx.data, [g[2] for g in group], ctx.runtime)
+        runs, models, jobs = [g[0] for g in group], [g[1] for g in group], [g[2] for g in group]
+        train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)
     return mask
 
 

@@ -86,8 +86,10 @@ class RunDir:
 
         with distributed.main_writes() as main:
             if main:
-                (self.path / name).unlink(missing_ok=True)
+                # Forget it first: a kill in between leaves an unrecorded file, which is never trusted (and a
+                # finished run never reads it again), rather than a manifest entry for a file that is gone.
                 self._record(name, None)
+                (self.path / name).unlink(missing_ok=True)
 
     # typed helpers ----------------------------------------------------------------------------------
     def write_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:

@@ -25,7 +25,7 @@ from lottery.models import Network
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir
 from lottery.training import distributed
-from lottery.training.loop import Job, Runtime, Session, describe, is_finished, train, train_session
+from lottery.training.loop import Job, Runtime, Session, describe, is_finished, train
 from lottery.training.schedule import lr_at
 from lottery.training.stacked import Stacked, optimizer_signature, unsupported
 
@@ -69,17 +69,28 @@ def _check(models: Sequence[Network], jobs: Sequence[Job]) -> None:
 
 
 def train_together(
-    runs: Sequence[RunDir], models: Sequence[Network], data: Splits, jobs: Sequence[Job], runtime: Runtime
+    runs: Sequence[RunDir],
+    models: Sequence[Network],
+    data: Splits,
+    jobs: Sequence[Job],
+    runtime: Runtime,
+    stacked: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Train run i from `models[i]` with `jobs[i]`, as `lottery.training.train` would; the runs' summaries.
 
     The jobs may differ in seeds, masks, start weights and optimizer states, nothing else. Finished runs are
-    read back; the others are trained together where `should_batch` says so, else one after another. Runs that
-    resume from different iterations, or whose optimizer states cannot be stacked, form separate groups.
+    read back. `stacked` (None: `should_batch` for all the runs given, finished or not) says whether the runs
+    are trained as stacked models -- the others one after another with the training loop. Stacked runs that
+    resume from different iterations, or whose optimizer states cannot be stacked, form separate groups, a
+    group of one included: a run computes with one arithmetic from start to end, whatever the store holds when
+    it resumes, and a copy's weights do not depend on its group (see `stacked.py`). Callers therefore give the
+    same runs, or the same `stacked`, whenever they ask for them.
     """
     _check(models, jobs)
     todo = [i for i in range(len(runs)) if not is_finished(runs[i], jobs[i])]
-    if not should_batch(models[0], runtime, len(todo)):
+    if not todo:
+        return [run.read_json("summary.json") for run in runs]
+    if not (should_batch(models[0], runtime, len(runs)) if stacked is None else stacked):
         return [train(run, model, data, job, _named(runtime, run)) for run, model, job in zip(runs, models, jobs)]
     with ExitStack() as locks:
         for i in sorted(todo, key=lambda i: str(runs[i].path)):  # one order for every process: no deadlock
@@ -94,11 +105,7 @@ def train_together(
             return s.t, optimizer_signature(s.optimizer, list(s.model.parameters()))
 
         for _, group in itertools.groupby(sorted(sessions, key=lambda s: repr(key(s))), key=key):
-            group = list(group)
-            if len(group) == 1:
-                train_session(group[0])
-            else:
-                _train_stacked(group)
+            _train_stacked(list(group))  # a group of one too: a run keeps the stacked arithmetic when resumed alone
     return [run.read_json("summary.json") for run in runs]
 
 
