@@ -11,12 +11,16 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from conftest import run_tiny
+from conftest import run_tiny, tiny_spec
 from lottery.analysis import barrier, distances, interpolation_curve
+from lottery.experiments.context import Context
+from lottery.experiments.plan import execute, plan
 from lottery.experiments.stability import copy_training
 from lottery.pruning import Mask
 from lottery.reports import write_comparison, write_report
 from lottery.spec import TrainingSpec
+from lottery.store import experiment_dir
+from lottery.training import Runtime
 
 
 def test_distances_by_hand_count_only_kept_coordinates() -> None:
@@ -179,3 +183,31 @@ def test_copies_trained_together_give_the_analysis_of_copies_trained_alone(tmp_p
             for got_pair, want_pair in zip(point[measure]["pairs"], want[measure]["pairs"]):
                 assert got_pair["l2"] == pytest.approx(want_pair["l2"], rel=1e-3, abs=1e-4)
                 assert got_pair["angle_degrees"] == pytest.approx(want_pair["angle_degrees"], rel=1e-3, abs=1e-2)
+
+
+def test_the_order_tasks_run_in_does_not_change_any_weight(tmp_path: Path) -> None:
+    """Executors may run ready tasks in any order. Runs that several tasks may train (the dense network's
+    stability copies, a level's controls) must come out the same whichever task trains them, in whatever group."""
+    spec = tiny_spec(
+        "imp.levels=1", "stability.rewind=[0]", "stability.copies=2", "stability.controls=['random_reinit']",
+        "controls.kinds=['random_prune']", "stability.interpolation_points=3",
+        "stability.train_subset=300",
+    )  # fmt: skip
+    stores = {}
+    for order in ("first_ready", "deepest_ready"):
+        ctx = Context(spec, Runtime(progress=False))
+        tasks, done, ran = plan(ctx), set(), []
+        while len(done) < len(tasks):
+            ready = [t for t in tasks if t.name not in done and all(d in done for d in t.deps)]
+            # deepest_ready: the analysis at level 1 (dense copies in a group of 3, the reinit control asked for
+            # by the analysis) before the one at level 0 (one dense copy) and before the level's control task
+            task = ready[0] if order == "first_ready" else max(reversed(ready), key=lambda t: t.level)
+            execute(task, ctx, experiment_dir(tmp_path / order, spec))
+            done.add(task.name)
+            ran.append(task.name)
+        stores[order] = {
+            str(p.relative_to(tmp_path / order)): p.read_bytes() for p in (tmp_path / order).rglob("*.safetensors")
+        }
+        assert len(stores[order]) > 20
+    assert ran[-1] != plan(Context(spec, Runtime(progress=False)))[-1].name  # the orders really differ
+    assert stores["first_ready"] == stores["deepest_ready"]

@@ -95,8 +95,12 @@ class Context:
             prune(weights, Mask.ones(model), self.layer_kinds, self.spec.pruning)
 
     def stacks(self, k: int) -> bool:
-        """Whether k runs of this experiment's network are trained together, as one stacked model."""
-        return should_batch(self._network, self.runtime, k)
+        """Whether a group of k runs of this experiment's network (k >= 1) is trained as one stacked model.
+
+        The answer for k >= 2 does not depend on k (`should_batch`), and callers ask with the size of a group
+        fixed by the spec, never with what is left to train: every run is then computed with one arithmetic,
+        whichever task trains it, in whatever order, and however often it is resumed."""
+        return k >= 1 and should_batch(self._network, self.runtime, max(k, 2))
 
     @cached_property
     def _network(self) -> Network:

@@ -54,14 +54,13 @@ def planned(ctx: Context, level: int) -> list[tuple[str, int]]:
 def run_control(
     ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, imp_mask: Mask, kind: str, seed: int
 ) -> dict:
-    """Train the control (kind, seed) of a level, or read it back. Where runs are trained together
-    (`lottery.training.should_batch`), the level's other planned controls are trained with it, as one stacked
-    model: their tasks then find them finished."""
-    wanted = [(kind, seed)]
-    others = [c for c in planned(ctx, level) if c != (kind, seed)]
-    stacked = bool(others) and ctx.stacks(1 + len(others))  # fixed by the spec: the same for every control task
-    if stacked:
-        wanted += others
+    """Train the control (kind, seed) of a level, or read it back. Where runs are stacked
+    (`lottery.training.should_batch`) and the spec plans several controls at this level, all of them are trained
+    together, as one stacked model: their tasks then find them finished. A control the spec does not plan here
+    (one the stability analysis asks for) is trained alone."""
+    group = planned(ctx, level)
+    stacked = (kind, seed) in group and len(group) > 1 and ctx.stacks(len(group))  # the same for every caller
+    wanted = [(kind, seed)] + ([c for c in group if c != (kind, seed)] if stacked else [])
     runs, models, jobs = [], [], []
     for kind_, seed_ in wanted:
         mask, weights, optimizer_state = control_start(ctx, replicate_dir, replicate, k, imp_mask, kind_, seed_)

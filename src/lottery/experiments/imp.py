@@ -30,7 +30,7 @@ def sibling(replicate_dir: RunDir, replicate: int) -> RunDir:
 def stacked(ctx: Context) -> bool:
     """Whether the replicates' dense runs and levels are stacked (`lottery.training.should_batch`): then every one
     of them is trained by the stacked arithmetic, also when it trains (or resumes) alone."""
-    return ctx.stacks(ctx.spec.replicates)
+    return ctx.spec.replicates > 1 and ctx.stacks(ctx.spec.replicates)
 
 
 def stacked_replicates(ctx: Context, replicate: int) -> list[int]:

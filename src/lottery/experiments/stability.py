@@ -117,7 +117,9 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
             jobs.append(Job(training, ctx.schedule, start=k, mask=subject.mask, optimizer_state=subject.optimizer_state,
                             augment=ctx.augment))  # fmt: skip
     ctx.runtime.label = f"r{r} k={k} level {level} copies"
-    train_together(todo, models, ctx.data, jobs, ctx.runtime)
+    # Stacked or not is decided for copies as a kind, not by this group's size: the dense network's copies are
+    # also trained by the analysis at other levels, in groups of other sizes.
+    train_together(todo, models, ctx.data, jobs, ctx.runtime, stacked=ctx.stacks(len(todo)))
     return runs
 
 
