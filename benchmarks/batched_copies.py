@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 import _common
-import lottery.training.copies as copies_module
 import lottery.training.loop as loop
 from lottery.data import Splits
 from lottery.data.augment import cifar_augment
@@ -90,7 +89,7 @@ def measure(
     def together() -> None:
         clock = clocks["together"]
         clock.restart()
-        with _common.watched(copies_module, clock, first_only=True), tempfile.TemporaryDirectory() as tmp:
+        with _common.watched(loop, clock, first_only=True), tempfile.TemporaryDirectory() as tmp:
             runs = [RunDir(Path(tmp) / f"copy{i}") for i in range(k)]
             jobs = [Job(training=t, schedule=schedule, mask=m, augment=augment) for t, m in zip(trainings, masks)]
             runtime = Runtime(device=device, progress=False, batch_copies=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import tomli_w
 import torch
 
+from lottery.cli.main import SWITCH
 from lottery.errors import UserError
 
 
@@ -32,14 +33,13 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
     device = distributed.setup(device)  # under torchrun: join the process group (gloo on CPU, nccl on CUDA)
     if not distributed.is_main():
         progress = False  # progress and log lines from rank 0 only
-    switch = {"auto": None, "on": True, "off": False}
     return Runtime(
         device=device,
         checkpoint_every=args.checkpoint_every,
         progress=progress,
         compile=args.compile,
-        channels_last=switch[args.channels_last],
-        batch_copies=switch[args.batch_copies],
+        channels_last=SWITCH[args.channels_last],
+        batch_copies=SWITCH[args.batch_copies],
     )
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from lottery.errors import UserError
 
+SWITCH = {"auto": None, "on": True, "off": False}  # the values of the runtime's auto|on|off flags
+
 EPILOG = (
     "Docs: README.md, docs/run-format.md. Exit codes: 0 ok; 1 verify found problems or a sweep task failed; "
     "2 bad input or a failed write (nothing lost)."
@@ -51,19 +53,15 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         help="progress bar (bar), log lines (log), or bar only on a terminal (auto)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (slow to start)")
-    p.add_argument(
-        "--channels-last",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="convnets in channels_last memory format (auto: on CUDA)",
-    )
-    p.add_argument(
-        "--batch-copies",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="train runs of one network that differ only in seeds, masks and start weights (stability copies, "
-        "a level's controls, the replicates) together as one stacked model (auto: where measured faster)",
-    )
+    for flag, what in (
+        ("--channels-last", "convnets in channels_last memory format (auto: on CUDA)"),
+        (
+            "--batch-copies",
+            "train runs of one network that differ only in seeds, masks and start weights (stability copies, "
+            "a level's controls, the replicates) together as one stacked model (auto: where measured faster)",
+        ),
+    ):
+        p.add_argument(flag, choices=tuple(SWITCH), default="auto", help=what)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,7 +74,7 @@ class Context:
 
     @cached_property
     def layer_kinds(self) -> dict[str, str]:
-        return self.model(0).layer_kinds()
+        return self._network.layer_kinds()
 
     def validate(self) -> None:
         """Raise UserError for anything that would fail later: data, model, schedule, pruning settings."""
@@ -90,7 +90,7 @@ class Context:
         if self.spec.imp.levels or self.spec.controls.kinds:
             from lottery.pruning import prune
 
-            model = self.model(0)
+            model = self._network
             weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             prune(weights, Mask.ones(model), self.layer_kinds, self.spec.pruning)
 

@@ -106,20 +106,20 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
     one stacked model, where that is faster (`lottery.training.train_together`)."""
     copies = ctx.spec.stability.copies
     runs = {subject.kind: copy_runs(rdir, k, level, subject, copies) for subject in subjects}
-    todo, models, jobs = [], [], []
+    trained, models, jobs = [], [], []
     for subject in subjects:
         for i, run in enumerate(runs[subject.kind]):
             if i == 0 and subject.copy0 is not None:
                 continue  # already trained by the IMP, control or dense step
             training = copy_training(ctx.training(r), i)
-            todo.append(run)
+            trained.append(run)
             models.append(ctx.model(0, subject.start))
             jobs.append(Job(training, ctx.schedule, start=k, mask=subject.mask, optimizer_state=subject.optimizer_state,
                             augment=ctx.augment))  # fmt: skip
     ctx.runtime.label = f"r{r} k={k} level {level} copies"
     # Stacked or not is decided for copies as a kind, not by this group's size: the dense network's copies are
     # also trained by the analysis at other levels, in groups of other sizes.
-    train_together(todo, models, ctx.data, jobs, ctx.runtime, stacked=ctx.stacks(len(todo)))
+    train_together(trained, models, ctx.data, jobs, ctx.runtime, stacked=ctx.stacks(len(trained)))
     return runs
 
 

@@ -20,13 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from lottery.data import BatchStream, Splits
+from lottery.data import Splits
 from lottery.models import Network
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir
 from lottery.training import distributed
 from lottery.training.loop import Job, Runtime, Session, describe, is_finished, train
-from lottery.training.schedule import lr_at
 from lottery.training.stacked import Stacked, optimizer_signature, unsupported
 
 SEED_FIELDS = ("init_seed", "data_order_seed", "augmentation_seed")
@@ -117,23 +116,11 @@ def _named(runtime: Runtime, run: RunDir) -> Runtime:
 def _train_stacked(sessions: list[Session]) -> None:
     """The training loop (`loop.train_session`) for sessions at one iteration, one stacked step for all."""
     first = sessions[0]
-    job, runtime, data = first.job, first.runtime, first.data
-    training, schedule, end = job.training, job.schedule, job.schedule.end
-    streams = [
-        BatchStream(
-            data.train_x,
-            data.train_y,
-            training.batch_size,
-            s.job.training.data_order_seed,
-            s.job.training.augmentation_seed,
-            job.augment,
-        )
-        for s in sessions
-    ]
+    job, end = first.job, first.job.schedule.end
+    streams = [s.stream() for s in sessions]
     models, masks, optimizers = [s.model for s in sessions], [s.mask for s in sessions], [s.optimizer for s in sessions]
-    stacked = Stacked(models, masks, optimizers, training)
-    device = runtime.device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=training.precision == "bf16")
+    stacked = Stacked(models, masks, optimizers, job.training)
+    autocast = first.autocast()
     active = list(range(len(sessions)))  # copies not finished (a diverged copy finishes where it diverged)
     bar = first.progress_bar()
     t = first.t
@@ -143,7 +130,7 @@ def _train_stacked(sessions: list[Session]) -> None:
             for i in active:
                 stacked.write_back(i, sessions[i].model, sessions[i].optimizer if job.snapshot_optimizer else None)
                 sessions[i].snapshot()
-        lr = lr_at(t, training.lr, schedule.warmup, schedule.milestones, gamma=training.gamma)
+        lr = lead.lr()
         if lead.evaluation_due():
             for i in active:
                 stacked.write_back(i, sessions[i].model)

@@ -122,18 +122,8 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
 
 def train_session(s: Session) -> dict[str, Any]:
     """The loop: from the session's iteration to the end of its schedule."""
-    job, runtime, model = s.job, s.runtime, s.model
-    training, schedule, end = job.training, job.schedule, job.schedule.end
-    stream = BatchStream(
-        s.data.train_x,
-        s.data.train_y,
-        training.batch_size,
-        training.data_order_seed,
-        training.augmentation_seed,
-        job.augment,
-    )
-    device = runtime.device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=training.precision == "bf16")
+    runtime, model, end = s.runtime, s.model, s.job.schedule.end
+    stream, autocast, device = s.stream(), s.autocast(), runtime.device
     channels_last = runtime.channels_last if runtime.channels_last is not None else device.type == "cuda"
     channels_last = channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     if channels_last:
@@ -145,7 +135,7 @@ def train_session(s: Session) -> dict[str, Any]:
     model.train()
     while True:
         s.snapshot()
-        lr = lr_at(s.t, training.lr, schedule.warmup, schedule.milestones, gamma=training.gamma)
+        lr = s.lr()
         if s.evaluation_due():
             bar.set_postfix_str(describe(s.evaluate(lr)))
         if s.t == end or s.diverged_at is not None:
@@ -218,6 +208,22 @@ class Session:
             self.loss_sum, self.loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
         self.label = runtime.label or str(run.path)  # names the run in log lines
         self.session_start = self.last_checkpoint = time.perf_counter()
+
+    def stream(self) -> BatchStream:
+        """The run's batches: a pure function of its data-order and augmentation seeds and the iteration."""
+        t = self.job.training
+        return BatchStream(
+            self.data.train_x, self.data.train_y, t.batch_size, t.data_order_seed, t.augmentation_seed, self.job.augment
+        )
+
+    def autocast(self) -> torch.autocast:
+        device, precision = self.runtime.device, self.job.training.precision
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def lr(self) -> float:
+        """The learning rate of step t (the session's iteration)."""
+        t, schedule = self.job.training, self.job.schedule
+        return lr_at(self.t, t.lr, schedule.warmup, schedule.milestones, gamma=t.gamma)
 
     def progress_bar(self) -> tqdm:
         end, start = self.job.schedule.end, self.job.start
