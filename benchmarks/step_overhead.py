@@ -142,7 +142,7 @@ def measure(
     q, ms = _common.quantile, _common.ms
     ratio = q(ours_cpu, 0.5) / q(theirs_cpu, 0.5)
     print(
-        f"{name}: {len(ours)} interleaved steps after {warmup} warmup, mask density {mask.density():.3f}\n"
+        f"{name}: {len(ours)} interleaved steps after {warmup} warmup, mask density {mask.density:.3f}\n"
         f"  CPU time median   ours {ms(q(ours_cpu, 0.5))}  plain {ms(q(theirs_cpu, 0.5))}  ratio {ratio:.3f}\n"
         f"  wall p25          ours {ms(q(ours, 0.25))}  plain {ms(q(theirs, 0.25))}  "
         f"ratio {q(ours, 0.25) / q(theirs, 0.25):.3f}\n"

@@ -91,7 +91,7 @@ def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level
         if other is not None:
             group.append(other)
     run, model, job, mask = start
-    ctx.runtime.label = f"r{replicate} k={k} level {level} ({100 * mask.density():.1f}%)"
+    ctx.runtime.label = f"r{replicate} k={k} level {level} ({100 * mask.density:.1f}%)"
     if not stacked(ctx):
         train(run, model, ctx.data, job, ctx.runtime)
     else:

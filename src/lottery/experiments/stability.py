@@ -170,10 +170,10 @@ class Analyzer:
         full = [run.read_tensors("final.safetensors") for run in dense]
         summaries = [run.read_json("summary.json") for run in runs]
         if any(f is None for f in finals + full) or any(s is None or s["diverged"] for s in summaries):
-            return {"kind": subject.kind, "density": subject.mask.density(), "diverged": True}
+            return {"kind": subject.kind, "density": subject.mask.density, "diverged": True}
         record: dict[str, Any] = {
             "kind": subject.kind,
-            "density": subject.mask.density(),
+            "density": subject.mask.density,
             "diverged": False,
             "copies": [
                 {

@@ -2,6 +2,7 @@
 
 from lottery.pruning import global_magnitude, layerwise_magnitude  # noqa: F401  (register the strategies)
 from lottery.pruning.mask import Mask, MaskEnforcer
+from lottery.pruning.prunable import prunable
 from lottery.pruning.random import random_global_like, random_like
 from lottery.pruning.strategies import StrategyFn, layer_pool, prune, strategies
 
@@ -11,6 +12,7 @@ __all__ = [
     "StrategyFn",
     "layer_pool",
     "prune",
+    "prunable",
     "random_global_like",
     "random_like",
     "strategies",

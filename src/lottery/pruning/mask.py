@@ -11,8 +11,11 @@ class Mask(dict[str, Tensor]):
 
     @classmethod
     def ones(cls, model: nn.Module, names: list[str] | None = None) -> Mask:
+        """All-kept mask over `names`, default: `lottery.prunable(model)`."""
+        from lottery.pruning.prunable import prunable
+
         params = dict(model.named_parameters())
-        names = names if names is not None else model.prunable_names()  # type: ignore[operator]
+        names = list(names) if names is not None else list(prunable(model))
         return cls({name: torch.ones_like(params[name], dtype=torch.bool, device="cpu") for name in names})
 
     def kept(self) -> int:
@@ -21,8 +24,11 @@ class Mask(dict[str, Tensor]):
     def total(self) -> int:
         return sum(m.numel() for m in self.values())
 
+    @property
     def density(self) -> float:
-        return self.kept() / self.total()
+        """Fraction of the masked coordinates that are kept (1.0 for an empty mask)."""
+        total = self.total()
+        return self.kept() / total if total else 1.0
 
     def layer_densities(self) -> dict[str, float]:
         return {name: float(m.float().mean()) for name, m in self.items()}
@@ -33,7 +39,7 @@ class Mask(dict[str, Tensor]):
             name: {"kept": int(m.sum()), "total": m.numel(), "density": float(m.float().mean())}
             for name, m in self.items()
         }
-        return {"kept": self.kept(), "total": self.total(), "density": self.density(), "layers": layers}
+        return {"kept": self.kept(), "total": self.total(), "density": self.density, "layers": layers}
 
     def is_subset_of(self, other: Mask) -> bool:
         return self.keys() == other.keys() and all(bool((self[k] & ~other[k]).sum() == 0) for k in self)

@@ -181,7 +181,7 @@ class Session:
         self.optimizer = make_optimizer(model.parameters(), job.training)
         self.mask = job.mask if job.mask is not None else Mask.ones(model)
         distributed.check_equal(self.mask)  # data parallel: every rank trains with the same mask
-        self.enforcer = MaskEnforcer(model, self.mask) if self.mask.density() < 1 else None
+        self.enforcer = MaskEnforcer(model, self.mask) if self.mask.density < 1 else None
         self.diverged_at: int | None = None
         checkpoint = run.read_torch("checkpoint.pt")
         if checkpoint is not None:
@@ -319,7 +319,7 @@ def summarize(metrics: list[dict[str, Any]], job: Job, mask: Mask, seconds: floa
     summary: dict[str, Any] = {
         "start_iteration": job.start,
         "end_iteration": job.schedule.end,
-        "density": mask.density(),
+        "density": mask.density,
         "diverged": diverged_at is not None,
         "diverged_at": diverged_at,
         "final_test_accuracy": None if diverged_at is not None or last is None else test[last]["accuracy"],
