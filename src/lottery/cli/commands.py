@@ -40,7 +40,15 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         compile=args.compile,
         channels_last=SWITCH[args.channels_last],
         batch_copies=SWITCH[args.batch_copies],
+        data_workers=_data_workers(args),
     )
+
+
+def _data_workers(args: argparse.Namespace) -> int | None:
+    workers = getattr(args, "data_workers", None)
+    if workers is not None and workers < 0:
+        raise UserError(f"--data-workers must be >= 0, got {workers}")
+    return workers
 
 
 def _experiment(args: argparse.Namespace, dense_only: bool) -> int:

@@ -53,6 +53,9 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         help="progress bar (bar), log lines (log), or bar only on a terminal (auto)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (slow to start)")
+    p.add_argument(
+        "--data-workers", type=int, metavar="N", help="image folders: decoding processes (default: CPUs, up to 8)"
+    )
     for flag, what in (
         ("--channels-last", "convnets in channels_last memory format (auto: on CUDA)"),
         (

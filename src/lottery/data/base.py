@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from lottery.data.batches import Augment, BatchStream
 from lottery.errors import UserError
 from lottery.registry import Registry
 from lottery.spec import DatasetSpec
@@ -43,18 +45,36 @@ class Splits:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
 
+    @property
+    def train_size(self) -> int:
+        return len(self.train_x)
+
+    def stream(
+        self, batch_size: int, data_order_seed: int, augmentation_seed: int | None, augment: Augment | None = None
+    ) -> BatchStream:
+        """The training batches, gathered on the tensors' device."""
+        return BatchStream(self.train_x, self.train_y, batch_size, data_order_seed, augmentation_seed, augment)
+
     def to(self, device: torch.device | str) -> Splits:
         return replace(
             self, **{k: getattr(self, k).to(device) for k in self.__dataclass_fields__ if k != "num_classes"}
         )
 
 
-loaders: Registry[Callable[[DatasetSpec], ImageData]] = Registry("dataset")
+# A loader returns the whole dataset in memory (ImageData), or its own streamed splits (data/stream.py).
+loaders: Registry[Callable[[DatasetSpec], Any]] = Registry("dataset")
+FOLDER_ONLY = ("classes", "fraction", "image_size")  # settings of the image-folder datasets only
 
 
-def load(spec: DatasetSpec) -> Splits:
-    """Load `spec.name`, hold out the validation split, optionally subset and normalise."""
+def load(spec: DatasetSpec) -> Any:
+    """Load `spec.name`, hold out the validation split, optionally subset and normalise: `Splits` for the
+    in-memory datasets, `FolderSplits` (the same interface, streamed) for image folders."""
     data = loaders.get(spec.name)(spec)
+    if not isinstance(data, ImageData):
+        return data
+    for name in FOLDER_ONLY:
+        if getattr(spec, name) is not None:
+            raise UserError(f"dataset.{name} applies to image-folder datasets only (imagefolder, imagenet)")
     n = len(data.train_x)
     if spec.validation_size >= n:
         raise UserError(f"dataset.validation_size = {spec.validation_size} leaves no training data ({n} examples)")

@@ -21,6 +21,15 @@ from lottery.spec import ExperimentSpec, Step, TrainingSpec
 from lottery.training import Job, Runtime, Schedule, should_batch
 
 
+def default_workers(runtime: Runtime) -> int:
+    """Image-decoding processes: `runtime.data_workers`, else one per CPU core this process may use, up to 8."""
+    if runtime.data_workers is not None:
+        return runtime.data_workers
+    import os
+
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 class Context:
     def __init__(self, spec: ExperimentSpec, runtime: Runtime) -> None:
         self.spec = spec
@@ -28,11 +37,14 @@ class Context:
 
     @cached_property
     def data(self) -> Splits:
-        return datasets.load(self.spec.dataset).to(self.runtime.device)
+        data = datasets.load(self.spec.dataset).to(self.runtime.device)
+        if hasattr(data, "with_workers"):  # an image folder, streamed by worker processes
+            data = data.with_workers(default_workers(self.runtime))
+        return data
 
     @cached_property
     def schedule(self) -> Schedule:
-        train_size = len(self.data.train_x)
+        train_size = self.data.train_size
         if self.spec.training.batch_size > train_size:
             raise UserError(
                 f"training.batch_size = {self.spec.training.batch_size} is larger than the training set "
@@ -66,8 +78,8 @@ class Context:
 
     @cached_property
     def augment(self) -> Augment | None:
-        if not self.spec.dataset.augment:
-            return None
+        if not self.spec.dataset.augment or not isinstance(self.data, Splits):
+            return None  # image folders augment each example while decoding it (data/imaging.py)
         from lottery.data.augment import crop_and_flip
 
         return partial(crop_and_flip, pad_value=self.data.pad_value)
@@ -83,6 +95,11 @@ class Context:
         from lottery.training import distributed
 
         distributed.check_batch(self.spec.training.batch_size)  # under torchrun: one equal slice per rank
+        if self.spec.stability.rewind and not isinstance(self.data, Splits):
+            raise UserError(
+                f"the stability analysis does not support streamed image folders ({self.spec.dataset.name}) yet; "
+                "set stability.rewind = [] (IMP, rewinding and the controls are supported)"
+            )
         _ = self.schedule, self.rewind_points, self.layer_kinds
         from lottery.pruning import strategies
 

@@ -55,11 +55,20 @@ class DatasetSpec:
     augment: bool = False
     normalize: bool = True
     subset: int | None = None  # train on the first N non-validation examples only
+    classes: int | None = None  # image folders: keep this many classes (seeded choice), e.g. 100 for ImageNet-100
+    fraction: float | None = None  # image folders: keep this fraction of each class's training images (seeded)
+    image_size: int | None = None  # image folders: crop size (None: 224; eval resizes to 256/224 of it first)
 
     def validate(self) -> DatasetSpec:
         _nonnegative(self.validation_size, "dataset.validation_size")
         if self.subset is not None:
             _positive(self.subset, "dataset.subset")
+        if self.classes is not None:
+            _positive(self.classes, "dataset.classes")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise UserError(f"dataset.fraction must be in (0, 1], got {self.fraction}")
+        if self.image_size is not None and self.image_size < 8:
+            raise UserError(f"dataset.image_size must be at least 8 pixels, got {self.image_size}")
         return self
 
 

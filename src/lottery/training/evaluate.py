@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,3 +26,17 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = EVAL_BATC
         correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
     model.train(was_training)
     return float(loss) / len(x), float(correct) / len(x)
+
+
+@torch.inference_mode()
+def evaluate_sums(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, int]:
+    """(summed cross-entropy, number correct) of `model` in eval mode over streamed batches (image folders)."""
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for x, y in batches:
+        logits = model(x).float()
+        loss += float(F.cross_entropy(logits, y, reduction="sum").double())
+        correct += int((logits.argmax(1) == y).sum())
+    model.train(was_training)
+    return loss, correct

@@ -46,6 +46,7 @@ class Runtime:
     compile: bool = False  # torch.compile the training forward and backward
     batch_copies: bool | None = None  # train runs of one architecture together (training/copies.py); None: where faster
     channels_last: bool | None = None  # convnets in channels_last memory format; None: on CUDA only
+    data_workers: int | None = None  # processes decoding image folders ahead of training; None: min(8, CPUs)
 
 
 @dataclass(frozen=True)
@@ -210,11 +211,10 @@ class Session:
         self.session_start = self.last_checkpoint = time.perf_counter()
 
     def stream(self) -> BatchStream:
-        """The run's batches: a pure function of its data-order and augmentation seeds and the iteration."""
+        """The run's batches: a pure function of its data-order and augmentation seeds and the iteration (held in
+        memory, or streamed from an image folder: data/stream.py)."""
         t = self.job.training
-        return BatchStream(
-            self.data.train_x, self.data.train_y, t.batch_size, t.data_order_seed, t.augmentation_seed, self.job.augment
-        )
+        return self.data.stream(t.batch_size, t.data_order_seed, t.augmentation_seed, self.job.augment)
 
     def autocast(self) -> torch.autocast:
         device, precision = self.runtime.device, self.job.training.precision
@@ -259,9 +259,9 @@ class Session:
             rows[0].update(loss=None, diverged=True)
         else:
             for split in ("val", "test"):
-                x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
-                if len(x):
-                    loss, accuracy = distributed.evaluate(self.model, x, y)
+                result = distributed.evaluate_split(self.model, data, split)
+                if result is not None:
+                    loss, accuracy = result
                     rows.append({"iteration": t, "split": split, "loss": loss, "accuracy": accuracy, "lr": lr})
         for row in rows:
             row["wall_time"] = round(now, 3)
