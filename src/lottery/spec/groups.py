@@ -89,9 +89,24 @@ class TrainingSpec:
     augmentation_seed: int = 0
     eval_every: str = "100it"
     precision: str = "fp32"  # 'bf16': bf16 autocast (CUDA only)
+    schedule: str = "step"  # 'step': x gamma at milestones; 'linear' / 'exponential': decay to final_lr at the end
+    final_lr: float | None = None  # the learning rate at the end of a 'linear' or 'exponential' schedule
+    alpha: float | None = None  # rmsprop's smoothing constant (None: torch's 0.99)
+    eps: float | None = None  # rmsprop's epsilon (None: torch's 1e-8)
 
     def validate(self) -> TrainingSpec:
-        _one_of(self.optimizer, ("sgd", "adam"), "training.optimizer")
+        _one_of(self.optimizer, ("sgd", "adam", "rmsprop"), "training.optimizer")
+        _one_of(self.schedule, ("step", "linear", "exponential"), "training.schedule")
+        if (self.final_lr is not None) != (self.schedule in ("linear", "exponential")):
+            raise UserError("training.final_lr is needed by, and only by, training.schedule = 'linear' / 'exponential'")
+        if self.final_lr is not None:
+            _positive(self.final_lr, "training.final_lr")
+        if (self.alpha is not None or self.eps is not None) and self.optimizer != "rmsprop":
+            raise UserError("training.alpha and training.eps apply to training.optimizer = 'rmsprop' only")
+        if self.alpha is not None and not 0 <= self.alpha < 1:
+            raise UserError(f"training.alpha must be in [0, 1), got {self.alpha}")
+        if self.eps is not None:
+            _positive(self.eps, "training.eps")
         _positive(self.lr, "training.lr")
         if not 0 <= self.momentum < 1:
             raise UserError(f"training.momentum must be in [0, 1), got {self.momentum}")

@@ -223,7 +223,7 @@ class Session:
     def lr(self) -> float:
         """The learning rate of step t (the session's iteration)."""
         t, schedule = self.job.training, self.job.schedule
-        return lr_at(self.t, t.lr, schedule.warmup, schedule.milestones, gamma=t.gamma)
+        return lr_at(self.t, t.lr, schedule.warmup, schedule.milestones, t.gamma, t.schedule, schedule.end, t.final_lr)
 
     def progress_bar(self) -> tqdm:
         end, start = self.job.schedule.end, self.job.start

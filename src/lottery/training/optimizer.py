@@ -25,6 +25,9 @@ def make_optimizer(
     to rounding), which stacked copies use; None: torch's default, which the training loop's runs use."""
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, fused=fused)
+    if spec.optimizer == "rmsprop":
+        extra = {k: v for k, v in (("alpha", spec.alpha), ("eps", spec.eps)) if v is not None}
+        return torch.optim.RMSprop(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, **extra)
     return torch.optim.SGD(
         params,
         lr=spec.lr,
