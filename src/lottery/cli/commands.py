@@ -41,7 +41,15 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         channels_last=SWITCH[args.channels_last],
         batch_copies=SWITCH[args.batch_copies],
         data_workers=_data_workers(args),
+        gpus_per_task=_gpus_per_task(args),
     )
+
+
+def _gpus_per_task(args: argparse.Namespace) -> float | None:
+    gpus = getattr(args, "gpus_per_task", None)
+    if gpus is not None and gpus < 0:
+        raise UserError(f"--gpus-per-task must be >= 0, got {gpus}")
+    return gpus
 
 
 def _data_workers(args: argparse.Namespace) -> int | None:
