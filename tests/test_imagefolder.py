@@ -118,9 +118,10 @@ def test_class_and_example_subsets(images: Path) -> None:
 
 def cli(out: Path, root: Path, *extra: str) -> list[str]:
     args = ["run", "--out", str(out), "--progress", "log", "--device", "cpu", "--data-workers", "1"]
-    for setting in (f"dataset.root={root}", "dataset.name=imagefolder", f"dataset.image_size={SIZE}",
-                    "dataset.validation_size=0", "dataset.augment=true", "model.name=conv2",
-                    "training.batch_size=6", "training.training_steps=4it", "training.eval_every=2it", *extra):  # fmt: skip
+    settings = [f"dataset.root={root}", "dataset.name=imagefolder", f"dataset.image_size={SIZE}",
+                "dataset.validation_size=0", "dataset.augment=true", "model.name=conv2", "training.batch_size=6",
+                "training.training_steps=4it", "training.eval_every=2it", *extra]  # fmt: skip
+    for setting in settings:
         args += ["--set", setting]
     return args
 

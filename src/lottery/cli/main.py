@@ -86,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="with --executor ray: join this Ray cluster (default: start a local one)")
     p.add_argument("--workers", type=int, metavar="N", help="with a local Ray instance: number of worker CPUs")
     p.add_argument(
-        "--gpus-per-task", type=float, metavar="G", help="with --executor ray: GPUs per task (default: 1 on CUDA, else 0)"
+        "--gpus-per-task",
+        type=float,
+        metavar="G",
+        help="with --executor ray: GPUs per task (default: 1 on CUDA)",
     )
     p.add_argument("--retries", type=int, default=1, metavar="N", help="retries of a failing task (default 1)")
     p = sub.add_parser("presets", help="list the presets, or print one in full", epilog=EPILOG)

@@ -10,8 +10,11 @@ ONE_SHOT_GLOBAL = {"strategy": "global_magnitude", "fraction": 0.2, "layers_to_i
 # stability analysis does not stream image folders yet, so stability.rewind stays empty (see docs/scaling.md).
 LMC_STABILITY = {"copies": 2, "interpolation_points": 30, "threshold": 2.0}
 COMMON = (
-    "Data: an ImageNet folder (dataset.root holding train/<class>/*.JPEG and val/<class>/*.JPEG; val/ is the test "
-    "split), RandomResizedCrop + horizontal flip for training, resize + center crop for evaluation, ImageNet "
+    "Sources: Frankle et al., 'Stabilizing the Lottery Ticket Hypothesis' (v1 title 'The Lottery Ticket Hypothesis "
+    "at Scale'), arXiv 1903.01611, and 'Linear Mode Connectivity and the Lottery Ticket Hypothesis', arXiv "
+    "1912.05671. Data: an ImageNet folder (dataset.root holding train/<class>/*.JPEG and val/<class>/*.JPEG; "
+    "val/ is the test split), RandomResizedCrop + horizontal flip for training, resize + center crop for "
+    "evaluation, ImageNet "
     "mean/std normalisation; all 1.28M training images are trained on (validation_size = 0, as the papers). "
     "bf16 autocast (training.precision = 'bf16', CUDA only: set 'fp32' on the CPU); channels_last is on by "
     "default on CUDA. Output layer not pruned. The LMC paper's stability settings (2 copies, 30 interpolation "
