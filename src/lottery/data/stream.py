@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -40,8 +43,28 @@ def pool(workers: int) -> ProcessPoolExecutor | None:
     if workers <= 0:
         return None
     if workers not in _pools:
-        _pools[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        _pools[workers] = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"), initializer=_follow_parent, initargs=(os.getpid(),)
+        )
     return _pools[workers]
+
+
+def _follow_parent(parent: int) -> None:
+    """In a worker: exit when the training process dies, even by SIGKILL (its pipes would otherwise stay open)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:  # elsewhere: poll
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 @atexit.register
