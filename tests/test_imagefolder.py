@@ -18,6 +18,7 @@ from lottery.data import stream as streaming
 from lottery.data.imaging import Item, crop_params, decode, resize_size
 from lottery.data.jpegs import write_folder
 from lottery.errors import UserError
+from lottery.seeding import derive
 from lottery.spec import DatasetSpec
 from lottery.store import RunDir
 from lottery.training import Runtime
@@ -185,3 +186,27 @@ def test_training_resumed_mid_epoch_ends_bit_identical(
     resumed, _ = run_experiment(spec, None, tmp_path / "b", Runtime(progress=False, data_workers=2))
     final = "replicate_0/level_0/final.safetensors"
     assert (resumed.path / final).read_bytes() == (reference.path / final).read_bytes()
+
+
+def test_large_jpegs_decode_at_reduced_scale_close_to_full_decode(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8))
+    path = tmp_path / "big.JPEG"
+    small.resize((1200, 900), Image.BICUBIC).save(path, quality=95)
+    with Image.open(path) as image:
+        full = image.convert("RGB")
+    for item in (Item(str(path)), Item(str(path), (1, 2, 3))):
+        out = decode(item, 64).astype(np.float64)
+        if item.seed is None:  # the same geometry as a full-size decode, resize and crop
+            short = resize_size(64)
+            resized = full.resize((int(short * 1200 / 900), short), Image.BILINEAR)
+            left, top = round((resized.width - 64) / 2), round((resized.height - 64) / 2)
+            reference = np.asarray(resized.crop((left, top, left + 64, top + 64)), dtype=np.float64)
+        else:
+            r = random.Random(derive(1, 2, 3))
+            top, left, h, w = crop_params(r, 900, 1200)
+            reference_image = full.resize((64, 64), Image.BILINEAR, box=(left, top, left + w, top + h))
+            if r.random() < 0.5:
+                reference_image = reference_image.transpose(Image.FLIP_LEFT_RIGHT)
+            reference = np.asarray(reference_image, dtype=np.float64)
+        assert np.abs(out - reference).mean() < 3.0  # DCT-domain downscaling: pixels within a few levels

@@ -2,7 +2,8 @@
 
 Train: RandomResizedCrop (scale 0.08-1, aspect ratio 3/4-4/3, as torchvision's `get_params`) to S x S and a
 horizontal flip with probability 1/2. Eval: resize the shorter side to round(S * 256 / 224) (256 for S = 224),
-then a center crop of S x S. Bilinear resampling as Pillow does it (antialiased), as torchvision's PIL path.
+then a center crop of S x S. Bilinear resampling as Pillow does it (antialiased), as torchvision's PIL path; a JPEG much larger than
+the output is first decoded at 1/2, 1/4 or 1/8 scale by libjpeg (never below the output's resolution).
 
 The random crop and flip of an example are drawn from its own seed, `seeding.derive(augmentation_seed,
 iteration, position in the global batch)`, so they depend on neither the worker that decodes it nor the rank
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,31 +63,47 @@ class Item:
     seed: tuple[int, ...] | None = None  # None: the eval transform
 
 
-def _open(path: str):  # noqa: ANN202  (a PIL image)
+def _open(path: str, target: Callable[[int, int], tuple[int, int]]):  # noqa: ANN202  (a PIL image, scale)
+    """The image at `path` in RGB, and its scale relative to the stored size. A JPEG is decoded straight at the
+    smallest of 1, 1/2, 1/4, 1/8 of its size that is still at least `target(width, height)` (libjpeg's DCT-domain
+    scaling: a large photo is not decoded at full size only to be shrunk)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            image.draft("RGB", image.size)  # JPEG: decode straight to RGB, full size
-            return image.convert("RGB")
+            width, height = image.size
+            image.draft("RGB", target(width, height))
+            rgb = image.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         raise UserError(f"cannot decode image {path}: {error}") from None
+    return rgb, (width, height)
 
 
 def decode(item: Item, size: int) -> np.ndarray:
     """The transformed image as uint8 (size, size, 3)."""
     from PIL import Image
 
-    image = _open(item.path)
-    width, height = image.size
-    if item.seed is not None:
-        rng = random.Random(derive(*item.seed))
-        top, left, h, w = crop_params(rng, height, width)
-        image = image.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
+    crop: list[tuple[int, int, int, int]] = []
+    rng = random.Random(derive(*item.seed)) if item.seed is not None else None
+    short = resize_size(size)
+
+    def target(width: int, height: int) -> tuple[int, int]:
+        if rng is None:  # eval: the shorter side must stay >= the resize
+            factor = short / min(width, height)
+            return math.ceil(width * factor), math.ceil(height * factor)
+        crop.append(crop_params(rng, height, width))  # drawn from the stored size, whatever the decoded scale
+        _, _, h, w = crop[0]
+        return math.ceil(width * size / w), math.ceil(height * size / h)
+
+    image, (width, height) = _open(item.path, target)
+    sx, sy = image.width / width, image.height / height
+    if rng is not None:
+        top, left, h, w = crop[0]
+        box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
+        image = image.resize((size, size), Image.BILINEAR, box=box)
         if rng.random() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
     else:
-        short = resize_size(size)
         if width <= height:
             new_w, new_h = short, int(short * height / width)
         else:
