@@ -100,6 +100,32 @@ class ImageFolderDataset(Dataset):
         return (to_tensor(image) - self.mean) / self.std, self.labels[index]
 
 
+def measure(
+    data: FolderSplits, dataset: ImageFolderDataset, workers: int, batch: int, batches: int, repeats: int
+) -> dict[str, float]:
+    """Images/s (wall-clock median) of each side with `workers` worker processes."""
+    stream = FolderStream(data, batch, 0, 0)
+    loader = DataLoader(dataset, batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    state = {"t": 0, "it": iter(loader)}
+
+    def ours() -> None:
+        for _ in range(batches):
+            stream.batch(state["t"])
+            state["t"] += 1
+
+    def baseline() -> None:
+        for _ in range(batches):
+            try:
+                next(state["it"])
+            except StopIteration:
+                state["it"] = iter(loader)
+                next(state["it"])
+
+    times = _common.interleave({"ours": ours, "DataLoader": baseline}, repeats, warmup=1)
+    return {name: batch * batches / t.median(cpu=False) for name, t in times.items()}
+
+
 def main() -> None:
     args = _common.arguments(
         __doc__.splitlines()[0],
@@ -123,35 +149,14 @@ def main() -> None:
         empty = listing.take(torch.arange(0))
         data = FolderSplits(listing, empty, empty, len(classes), SIZE, augment=True, normalize=True)
         dataset = ImageFolderDataset(listing.paths, listing.labels.tolist())
-        per_side = args.batch * args.batches
         print(f"timed: {args.batches} batches of {args.batch} per repeat, {repeats} repeat(s), medians")
         for workers in counts:
-            stream = FolderStream(data.with_workers(workers), args.batch, 0, 0)
-            loader = DataLoader(dataset, args.batch, shuffle=True, num_workers=workers, persistent_workers=True,
-                                generator=torch.Generator().manual_seed(0))  # fmt: skip
-            state = {"t": 0, "it": iter(loader)}
-
-            def ours() -> None:
-                for _ in range(args.batches):
-                    stream.batch(state["t"])
-                    state["t"] += 1
-
-            def baseline() -> None:
-                for _ in range(args.batches):
-                    try:
-                        next(state["it"])
-                    except StopIteration:
-                        state["it"] = iter(loader)
-                        next(state["it"])
-
-            times = _common.interleave({"ours": ours, "DataLoader": baseline}, repeats, warmup=1)
-            rate = {name: per_side / t.median(cpu=False) for name, t in times.items()}
+            rate = measure(data.with_workers(workers), dataset, workers, args.batch, args.batches, repeats)
             print(
                 f"W={workers}: DataLoader {rate['DataLoader']:.0f} img/s ({rate['DataLoader'] / workers:.0f} per core)"
                 f"  ours {rate['ours']:.0f} img/s ({rate['ours'] / workers:.0f} per core)"
                 f"  -> ours {rate['ours'] / rate['DataLoader']:.2f}x"
             )
-            del loader
         start, n = time.perf_counter(), min(100, len(listing))
         for k in range(n):
             imaging.decode(imaging.Item(listing.paths[k], (0, 0, k)), SIZE)

@@ -2,8 +2,9 @@
 
 Train: RandomResizedCrop (scale 0.08-1, aspect ratio 3/4-4/3, as torchvision's `get_params`) to S x S and a
 horizontal flip with probability 1/2. Eval: resize the shorter side to round(S * 256 / 224) (256 for S = 224),
-then a center crop of S x S. Bilinear resampling as Pillow does it (antialiased), as torchvision's PIL path; a JPEG much larger than
-the output is first decoded at 1/2, 1/4 or 1/8 scale by libjpeg (never below the output's resolution).
+then a center crop of S x S. Bilinear resampling as Pillow does it (antialiased), as torchvision's PIL path;
+a JPEG much larger than the output is first decoded at 1/2, 1/4 or 1/8 scale by libjpeg (never below the
+output's resolution).
 
 The random crop and flip of an example are drawn from its own seed, `seeding.derive(augmentation_seed,
 iteration, position in the global batch)`, so they depend on neither the worker that decodes it nor the rank
