@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lottery.data.batches import Augment, BatchStream
 from lottery.errors import UserError
 from lottery.registry import Registry
 from lottery.spec import DatasetSpec
@@ -48,12 +47,6 @@ class Splits:
     @property
     def train_size(self) -> int:
         return len(self.train_x)
-
-    def stream(
-        self, batch_size: int, data_order_seed: int, augmentation_seed: int | None, augment: Augment | None = None
-    ) -> BatchStream:
-        """The training batches, gathered on the tensors' device."""
-        return BatchStream(self.train_x, self.train_y, batch_size, data_order_seed, augmentation_seed, augment)
 
     def to(self, device: torch.device | str) -> Splits:
         return replace(

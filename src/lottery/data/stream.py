@@ -130,8 +130,8 @@ class FolderSplits:
     def with_workers(self, workers: int) -> FolderSplits:
         return replace(self, workers=workers)
 
-    def stream(self, batch_size: int, data_order_seed: int, augmentation_seed: int | None, augment=None):  # noqa: ANN001, ANN201
-        """The training batches (`augment` is for in-memory data and must be None here)."""
+    def stream(self, batch_size: int, data_order_seed: int, augmentation_seed: int | None) -> FolderStream:
+        """The training batches (augmented while decoding when `dataset.augment`)."""
         return FolderStream(self, batch_size, data_order_seed, augmentation_seed if self.augment else None)
 
     def split(self, name: str) -> folder.Listing:

@@ -212,10 +212,14 @@ class Session:
         self.session_start = self.last_checkpoint = time.perf_counter()
 
     def stream(self) -> BatchStream:
-        """The run's batches: a pure function of its data-order and augmentation seeds and the iteration (held in
-        memory, or streamed from an image folder: data/stream.py)."""
+        """The run's batches: a pure function of its data-order and augmentation seeds and the iteration (gathered
+        from tensors in memory, or decoded from an image folder: `FolderStream`, the same contract)."""
         t = self.job.training
-        return self.data.stream(t.batch_size, t.data_order_seed, t.augmentation_seed, self.job.augment)
+        if not isinstance(self.data, Splits):
+            return self.data.stream(t.batch_size, t.data_order_seed, t.augmentation_seed)
+        return BatchStream(
+            self.data.train_x, self.data.train_y, t.batch_size, t.data_order_seed, t.augmentation_seed, self.job.augment
+        )
 
     def autocast(self) -> torch.autocast:
         device, precision = self.runtime.device, self.job.training.precision
