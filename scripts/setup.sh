@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: a virtual environment in .venv, the CPU build of torch (pinned; override with
-# TORCH_SPEC), the Fashion-MNIST files (Debian's dataset-fashion-mnist), and lottery with its test and
-# Ray extras. Idempotent: a second run only checks.
+# TORCH_SPEC), the Fashion-MNIST files (Debian's dataset-fashion-mnist), and lottery with its test, Ray
+# and images (Pillow) extras. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -23,9 +23,9 @@ if [ ! -f "$FASHION_MNIST/train-images-idx3-ubyte.gz" ]; then
     $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
         || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; }
 fi
-if ! .venv/bin/python -c "import lottery, pytest, hypothesis, ray" 2>/dev/null \
+if ! .venv/bin/python -c "import lottery, pytest, hypothesis, ray, PIL" 2>/dev/null \
     || [ pyproject.toml -nt .venv/.lottery-installed ]; then
-    echo "setup: installing lottery (editable, with test and ray extras)"
-    .venv/bin/pip install --quiet -e ".[test,ray]"
+    echo "setup: installing lottery (editable, with test, ray and images extras)"
+    .venv/bin/pip install --quiet -e ".[test,ray,images]"
     touch .venv/.lottery-installed
 fi

@@ -64,12 +64,20 @@ class Item:
     seed: tuple[int, ...] | None = None  # None: the eval transform
 
 
+def pillow():  # noqa: ANN201
+    """Pillow's Image module and its decode error, or a UserError saying how to install it."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise UserError("image-folder datasets need Pillow: pip install 'lottery[images]'") from None
+    return Image, UnidentifiedImageError
+
+
 def _open(path: str, target: Callable[[int, int], tuple[int, int]]):  # noqa: ANN202  (a PIL image, scale)
     """The image at `path` in RGB, and its scale relative to the stored size. A JPEG is decoded straight at the
     smallest of 1, 1/2, 1/4, 1/8 of its size that is still at least `target(width, height)` (libjpeg's DCT-domain
     scaling: a large photo is not decoded at full size only to be shrunk)."""
-    from PIL import Image, UnidentifiedImageError
-
+    Image, UnidentifiedImageError = pillow()
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -82,7 +90,7 @@ def _open(path: str, target: Callable[[int, int], tuple[int, int]]):  # noqa: AN
 
 def decode(item: Item, size: int) -> np.ndarray:
     """The transformed image as uint8 (size, size, 3)."""
-    from PIL import Image
+    Image, _ = pillow()
 
     crop: list[tuple[int, int, int, int]] = []
     rng = random.Random(derive(*item.seed)) if item.seed is not None else None
