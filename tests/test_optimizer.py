@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lottery.models.lenet import LeNet
-from lottery.pruning import Mask, MaskEnforcer
+from lottery.pruning import Mask, attach
 from lottery.training.optimizer import exact_step
 
 
@@ -40,25 +40,19 @@ def test_exact_step_is_torch_step_bit_for_bit(kind: str, options: dict) -> None:
 
     ours_opt, theirs_opt = optimizer(ours), optimizer(theirs)
     mask = random_mask(ours, 0.3, 1)
-    enforcers = [MaskEnforcer(ours, mask), MaskEnforcer(theirs, mask)]
-    for enforcer in enforcers:
-        enforcer.mask_weights()
+    attach(mask, ours_opt, model=ours)  # exact_step runs the step hooks: gradients masked, no re-mask after it
+    attach(mask, theirs_opt, model=theirs, remask_weights=True)  # the reference: torch's step, then a re-mask
     for _ in range(60):
         x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
-        for model, opt, enforcer, fast in (
-            (ours, ours_opt, enforcers[0], True),
-            (theirs, theirs_opt, enforcers[1], False),
-        ):
+        for model, opt, fast in ((ours, ours_opt, True), (theirs, theirs_opt, False)):
             for group in opt.param_groups:
                 group["lr"] *= 0.99
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
-            enforcer.mask_grads()
             if fast:
                 assert exact_step(opt)  # and no re-mask: the pruned weights must not move
             else:
                 opt.step()
-                enforcer.mask_weights()
     for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()):
         assert torch.equal(a, b) and torch.equal(a.signbit(), b.signbit())  # every bit, signs of zeros included
     mine, reference = ours_opt.state_dict()["state"], theirs_opt.state_dict()["state"]

@@ -35,22 +35,25 @@ def make_optimizer(
     )
 
 
-def _hooks(optimizer: torch.optim.Optimizer) -> bool:
+def _run_hooks(optimizer: torch.optim.Optimizer, post: bool) -> None:
+    """The optimizer's step pre- or post-hooks, global and its own, in the order `Optimizer.step`'s wrapper runs
+    them (e.g. an attached mask: `lottery.attach`)."""
     from torch.optim import optimizer as base
 
-    return bool(
-        base._global_optimizer_pre_hooks
-        or base._global_optimizer_post_hooks
-        or optimizer._optimizer_step_pre_hooks
-        or optimizer._optimizer_step_post_hooks
-    )
+    if post:
+        hooks = [*optimizer._optimizer_step_post_hooks.values(), *base._global_optimizer_post_hooks.values()]
+    else:
+        hooks = [*base._global_optimizer_pre_hooks.values(), *optimizer._optimizer_step_pre_hooks.values()]
+    for hook in hooks:
+        if hook(optimizer, (optimizer,), {}) is not None:
+            raise RuntimeError("exact_step: an optimizer step hook that rewrites the step's arguments is not supported")
 
 
 def _exact_supported(optimizer: torch.optim.Optimizer) -> bool:
     """True where `exact_step` reproduces `optimizer.step()` bit for bit: torch's single-tensor Adam or SGD (the
-    implementation torch itself picks for CPU tensors), plain float hyperparameters, no hooks."""
+    implementation torch itself picks for CPU tensors), plain float hyperparameters."""
     kind = type(optimizer)
-    if kind not in (torch.optim.Adam, torch.optim.SGD) or _hooks(optimizer):
+    if kind not in (torch.optim.Adam, torch.optim.SGD):
         return False
     for group in optimizer.param_groups:
         if group.get("foreach") or group.get("fused") or group.get("differentiable") or group.get("maximize"):
@@ -76,10 +79,12 @@ def exact_step(optimizer: torch.optim.Optimizer) -> bool:
     CPU tensors, reproduced op for op with `_foreach` calls (whose CPU implementation applies the same per-tensor
     kernels). The one deviation is exact: Adam's denominator sqrt(v) / sqrt(1 - beta2^t) + eps is computed from
     max(v, smallest normal) when that provably rounds to the same value (it is eps either way for such v), which
-    avoids PyTorch's slow CPU sqrt of zeros.
+    avoids PyTorch's slow CPU sqrt of zeros. The optimizer's step hooks run around the step, as
+    `optimizer.step()` runs them: an attached mask (`lottery.attach`) holds.
     """
     if not _exact_supported(optimizer):
         return False
+    _run_hooks(optimizer, post=False)
     with torch.no_grad():
         for group in optimizer.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
@@ -89,6 +94,7 @@ def exact_step(optimizer: torch.optim.Optimizer) -> bool:
                 _adam(optimizer, group, params)
             else:
                 _sgd(optimizer, group, params)
+    _run_hooks(optimizer, post=True)
     return True
 
 
