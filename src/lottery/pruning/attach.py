@@ -73,7 +73,9 @@ class Attachment:
         optimizer: torch.optim.Optimizer,
         model: nn.Module | Mapping[str, Tensor] | None = None,
         remask_weights: bool | None = None,
+        hooks: bool = True,
     ) -> None:
+        """`hooks`: register the step hooks (False: the caller runs `before_step` / `after_step` itself)."""
         self.optimizer = optimizer
         params = _parameters(mask, optimizer, model)
         pruned = [i for i, name in enumerate(mask) if not bool(mask[name].all())]  # all-kept layers cost nothing
@@ -87,10 +89,10 @@ class Attachment:
         self.remask_state = kind not in ZERO_PRESERVING or (kind is torch.optim.Adagrad and initial)
         self._fresh = True  # mask the state after the first step: optimizers create it lazily
         self._handles = []
-        if self.params:
+        if self.params and hooks:
             self._handles = [
-                optimizer.register_step_pre_hook(self._before_step),
-                optimizer.register_step_post_hook(self._after_step),
+                optimizer.register_step_pre_hook(self.before_step),
+                optimizer.register_step_post_hook(self.after_step),
             ]
         self.apply()
 
@@ -123,11 +125,16 @@ class Attachment:
                     value.mul_(m)
 
     @torch.no_grad()
-    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._mask_grads(self.masks())
+    def before_step(self, optimizer: torch.optim.Optimizer, args: Any = (), kwargs: Any = None) -> None:
+        """The step pre-hook: zero the pruned gradients."""
+        if self.params:
+            self._mask_grads(self.masks())
 
     @torch.no_grad()
-    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def after_step(self, optimizer: torch.optim.Optimizer, args: Any = (), kwargs: Any = None) -> None:
+        """The step post-hook: re-zero what the step may have written at pruned coordinates."""
+        if not self.params:
+            return
         masks = self.masks()
         if self.remask_weights:
             torch._foreach_mul_(self.params, masks)
