@@ -30,7 +30,7 @@ from lottery import seeding
 from lottery.api.masks import prune, random_mask_like, reinitialize
 from lottery.errors import UserError
 from lottery.pruning import Mask
-from lottery.pruning.attach import Attachment
+from lottery.pruning.attachment import Attachment
 from lottery.spec import Step
 from lottery.store import RunDir
 

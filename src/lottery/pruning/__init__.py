@@ -1,7 +1,7 @@
 """Pruning: masks, the magnitude and random strategies (one module each), and their registry."""
 
 from lottery.pruning import global_magnitude, layerwise_magnitude  # noqa: F401  (register the strategies)
-from lottery.pruning.attach import Attachment, attach
+from lottery.pruning.attachment import Attachment, attach
 from lottery.pruning.mask import Mask
 from lottery.pruning.prunable import prunable
 from lottery.pruning.random import random_global_like, random_like

@@ -1,6 +1,6 @@
 """The optimizers of the papers' protocols, and their exact fast step.
 
-`exact_step` is `optimizer.step()` of `torch.optim.Adam` / `torch.optim.SGD` on the CPU, bit for bit (the same
+`exact_step` is `optimizer.step()` of `torch.optim.Adam` / `AdamW` / `SGD` on the CPU, bit for bit (the same
 ATen kernels in the same order as torch's single-tensor implementation, issued as `_foreach` calls) but without
 the per-parameter Python loop, and without the slow path that PyTorch's CPU `sqrt` takes on exact zeros: a
 masked network's pruned coordinates have Adam second moments of exactly 0 (see docs/performance.md).
@@ -53,15 +53,15 @@ def _exact_supported(optimizer: torch.optim.Optimizer) -> bool:
     """True where `exact_step` reproduces `optimizer.step()` bit for bit: torch's single-tensor Adam or SGD (the
     implementation torch itself picks for CPU tensors), plain float hyperparameters."""
     kind = type(optimizer)
-    if kind not in (torch.optim.Adam, torch.optim.SGD):
+    if kind not in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD):
         return False
     for group in optimizer.param_groups:
         if group.get("foreach") or group.get("fused") or group.get("differentiable") or group.get("maximize"):
             return False
         if not isinstance(group["lr"], float) or not isinstance(group["weight_decay"], float | int):
             return False
-        if kind is torch.optim.Adam:
-            if group.get("amsgrad") or group.get("capturable") or group.get("decoupled_weight_decay"):
+        if kind in (torch.optim.Adam, torch.optim.AdamW):
+            if group.get("amsgrad") or group.get("capturable"):
                 return False
             if not all(isinstance(b, float) for b in group["betas"]) or not group["eps"] > 0:
                 return False
@@ -74,7 +74,7 @@ def _exact_supported(optimizer: torch.optim.Optimizer) -> bool:
 def exact_step(optimizer: torch.optim.Optimizer) -> bool:
     """Take `optimizer.step()` bit for bit, faster; return False (having done nothing) where not supported.
 
-    Supported: `torch.optim.Adam` and `torch.optim.SGD` with parameters on the CPU and default flags (no foreach,
+    Supported: `torch.optim.Adam`, `AdamW` and `SGD` with parameters on the CPU and default flags (no foreach,
     fused, amsgrad, maximize, capturable or differentiable) -- the single-tensor implementation torch uses for
     CPU tensors, reproduced op for op with `_foreach` calls (whose CPU implementation applies the same per-tensor
     kernels). The one deviation is exact: Adam's denominator sqrt(v) / sqrt(1 - beta2^t) + eps is computed from
@@ -90,7 +90,7 @@ def exact_step(optimizer: torch.optim.Optimizer) -> bool:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            if isinstance(optimizer, torch.optim.Adam):
+            if isinstance(optimizer, torch.optim.Adam):  # AdamW too (a subclass)
                 _adam(optimizer, group, params)
             else:
                 _sgd(optimizer, group, params)
@@ -114,7 +114,9 @@ def _adam(optimizer: torch.optim.Optimizer, group: dict[str, Any], params: list[
     exp_avg_sqs = [s["exp_avg_sq"] for s in states]
     steps = [s["step"] for s in states]
     torch._foreach_add_(steps, 1)
-    if weight_decay != 0:
+    if weight_decay != 0 and group.get("decoupled_weight_decay"):  # AdamW
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    elif weight_decay != 0:
         grads = torch._foreach_add(grads, params, alpha=weight_decay)
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)

@@ -12,6 +12,7 @@ once, and again at the first step (state created lazily by the optimizer), so no
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,8 +75,10 @@ class Attachment:
         model: nn.Module | Mapping[str, Tensor] | None = None,
         remask_weights: bool | None = None,
         hooks: bool = True,
+        fast_step: bool = True,
     ) -> None:
-        """`hooks`: register the step hooks (False: the caller runs `before_step` / `after_step` itself)."""
+        """`hooks`: register the step hooks (False: the caller runs `before_step` / `after_step` itself).
+        `fast_step`: see `attach`."""
         self.optimizer = optimizer
         params = _parameters(mask, optimizer, model)
         pruned = [i for i, name in enumerate(mask) if not bool(mask[name].all())]  # all-kept layers cost nothing
@@ -89,6 +92,9 @@ class Attachment:
         self.remask_state = kind not in ZERO_PRESERVING or (kind is torch.optim.Adagrad and initial)
         self._fresh = True  # mask the state after the first step: optimizers create it lazily
         self._handles = []
+        self._step: Any = None
+        if self.params and hooks and fast_step:
+            self._install_fast_step()
         if self.params and hooks:
             self._handles = [
                 optimizer.register_step_pre_hook(self.before_step),
@@ -142,11 +148,36 @@ class Attachment:
             self._mask_state(masks)
             self._fresh = False
 
+    def _install_fast_step(self) -> None:
+        """Route `optimizer.step()` through `exact_step` (training/optimizer.py): torch's own step bit for bit, hooks
+        included, without the slow path PyTorch's CPU Adam takes on the exactly-zero second moments of pruned
+        coordinates; where it does not apply, the optimizer's own step runs. An instance attribute, as torch's LR
+        schedulers install theirs; `remove()` takes it away."""
+        from lottery.training.optimizer import exact_step
+
+        previous = self.optimizer.__dict__.get("step")  # e.g. an LR scheduler's wrapper; None: the class's step
+
+        def step(optimizer: torch.optim.Optimizer, closure: Any = None) -> Any:
+            optimizer._opt_called = True  # what an LR scheduler's wrapper of step() records
+            if closure is None and exact_step(optimizer):
+                return None
+            return previous(closure) if previous is not None else type(optimizer).step(optimizer, closure)
+
+        step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]  (it records the call itself: see above)
+        self._step, self._previous_step = types.MethodType(step, self.optimizer), previous
+        self.optimizer.step = self._step
+
     def remove(self) -> None:
         """Detach: later steps no longer enforce the mask."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        if self._step is not None and self.optimizer.__dict__.get("step") is self._step:
+            if self._previous_step is None:
+                del self.optimizer.step
+            else:
+                self.optimizer.step = self._previous_step
+        self._step = None
 
     def __enter__(self) -> Attachment:
         return self
@@ -161,6 +192,7 @@ def attach(
     *,
     model: nn.Module | Mapping[str, Tensor] | None = None,
     remask_weights: bool | None = None,
+    fast_step: bool = True,
 ) -> Attachment:
     """Make `mask` hold in every later `optimizer.step()`: pruned weights, their gradients and their optimizer
     state stay exactly zero, with no other call in the training loop. Returns a handle; `.remove()` detaches
@@ -169,8 +201,10 @@ def attach(
     The mask's names are `model`'s parameter names (`model`: an `nn.Module` or a {name: parameter} mapping); without
     `model`, the optimizer must have been built from `model.named_parameters()`. The pruned weights, gradients and
     state are zeroed at once. `remask_weights`: also re-zero the pruned weights after every step (default: only
-    for optimizers not known to keep them zero; see the module docstring).
+    for optimizers not known to keep them zero; see the module docstring). `fast_step`: where it applies (CPU Adam,
+    AdamW and SGD with default flags), `optimizer.step()` becomes lottery's exact step: the same result bit for bit,
+    without PyTorch's slow CPU path on the zero state of pruned coordinates (docs/performance.md).
     """
     if not isinstance(mask, Mask):
         mask = Mask(mask)
-    return Attachment(mask, optimizer, model=model, remask_weights=remask_weights)
+    return Attachment(mask, optimizer, model=model, remask_weights=remask_weights, fast_step=fast_step)
