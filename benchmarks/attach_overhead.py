@@ -8,6 +8,7 @@ of the medians of process CPU time per step is the verdict (immune to preemption
 medians are printed too.
 
     python benchmarks/attach_overhead.py          # LeNet-300-100 (Adam, AdamW; batch 60), ResNet-20 (SGD; batch 128)
+    python benchmarks/attach_overhead.py --fast-step 0 --networks lenet   # without attach's exact step
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ def measure(
     batch_size: int,
     iterations: int,
     warmup: int,
+    fast_step: bool = True,
 ) -> float:
     g = torch.Generator().manual_seed(0)
     mask = lottery.prune(model, density=0.2, scope="layerwise", ignore=["output"])  # 20% of the hidden weights
     mask.apply_(model)
     plain = copy.deepcopy(model)
     masked_opt, plain_opt = make_optimizer(model), make_optimizer(plain)
-    lottery.attach(mask, masked_opt, model=model)
+    lottery.attach(mask, masked_opt, model=model, fast_step=fast_step)
     batches = [(torch.randn(batch_size, *input_shape, generator=g), torch.randint(0, 10, (batch_size,), generator=g))
                for _ in range(8)]  # fmt: skip
     model.train()
@@ -84,7 +86,11 @@ def measure(
 
 
 def main() -> None:
-    args = _common.arguments(__doc__.splitlines()[0], networks=(str, "lenet,resnet20", "comma-separated"))
+    args = _common.arguments(
+        __doc__.splitlines()[0],
+        networks=(str, "lenet,resnet20", "comma-separated"),
+        fast_step=(int, 1, "1: attach's fast step (default); 0: the optimizer's own step (torch's)"),
+    )
     _common.header("attached-mask step vs unmasked step of the same optimizer")
     torch.manual_seed(0)
     if "lenet" in args.networks:
@@ -100,6 +106,7 @@ def main() -> None:
                 60,
                 iterations=300 if args.quick else 3000,
                 warmup=50 if args.quick else 300,
+                fast_step=bool(args.fast_step),
             )
     if "resnet20" in args.networks:
         measure(
@@ -110,6 +117,7 @@ def main() -> None:
             128,
             iterations=12 if args.quick else 60,
             warmup=3 if args.quick else 8,
+            fast_step=bool(args.fast_step),
         )
 
 
