@@ -11,7 +11,8 @@ files are photo-sized, ~20-40 KB), in train/<class>/ folders, written once to a 
   num_workers=W, persistent_workers=True)` with the default collate.
 
 Both produce the same batches' shape (B, 3, 224, 224) float32 in the training process; both sides are timed
-over the same number of batches, alternating A B / B A after a warmup, for each worker count W. images/s per
+over the same number of batches in steady state (after consuming, untimed, more batches than either decodes
+ahead), alternating A B / B A, for each worker count W. images/s per
 core = images/s / W (the workers decode; the training process only assembles batches).
 
     python benchmarks/image_pipeline.py                 # W = 1 and 2 (this machine has 2 cores)
@@ -109,21 +110,32 @@ def measure(
                         generator=torch.Generator().manual_seed(0))  # fmt: skip
     state = {"t": 0, "it": iter(loader)}
 
-    def ours() -> None:
-        for _ in range(batches):
+    def ours(n: int) -> None:
+        for _ in range(n):
             stream.batch(state["t"])
             state["t"] += 1
 
-    def baseline() -> None:
-        for _ in range(batches):
+    def baseline(n: int) -> None:
+        for _ in range(n):
             try:
                 next(state["it"])
             except StopIteration:
                 state["it"] = iter(loader)
                 next(state["it"])
 
-    times = _common.interleave({"ours": ours, "DataLoader": baseline}, repeats, warmup=1)
-    return {name: batch * batches / t.median(cpu=False) for name, t in times.items()}
+    # Steady state: each side first consumes more batches than either keeps decoded ahead (ours: 2 iterations;
+    # the DataLoader: 2 per worker), untimed, then the timed batches; sides alternate A B / B A.
+    skip = 2 * workers + 2
+    sides = {"ours": ours, "DataLoader": baseline}
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for round_ in range(repeats + 1):
+        for name in list(sides) if round_ % 2 == 0 else list(sides)[::-1]:
+            sides[name](skip)
+            start = time.perf_counter()
+            sides[name](batches)
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return {name: batch * batches / _common.median(t) for name, t in times.items()}
 
 
 def main() -> None:
