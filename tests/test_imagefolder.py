@@ -210,3 +210,24 @@ def test_large_jpegs_decode_at_reduced_scale_close_to_full_decode(tmp_path: Path
                 reference_image = reference_image.transpose(Image.FLIP_LEFT_RIGHT)
             reference = np.asarray(reference_image, dtype=np.float64)
         assert np.abs(out - reference).mean() < 3.0  # DCT-domain downscaling: pixels within a few levels
+
+
+def test_each_rank_trains_its_slice_of_the_global_batch(images: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lottery.training import distributed
+
+    data = folder(images)
+    x, y = data.stream(6, 1, 2).batch(4)
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    parts = []
+    for r in range(3):
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        parts.append(distributed.local_batch(data.stream(6, 1, 2), 4))  # a fresh stream per rank
+    assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
+
+
+def test_stability_analysis_on_image_folders_is_refused(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = cli(tmp_path / "o", images, "imp.levels=1", 'stability.rewind=["0it"]')
+    assert "does not support streamed image folders" in one_line_error(capsys, argv)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.safetensors"))
