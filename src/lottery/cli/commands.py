@@ -91,6 +91,7 @@ def presets(args: argparse.Namespace) -> int:
         print(f"# {preset.name}: {preset.description}\n")
         print(tomli_w.dumps(preset.settings), end="")
         return 0
+    width = max(map(len, registry), default=0)
     for name in registry:
         preset = registry.get(name)
         t = preset.settings.get("training", {})
@@ -100,7 +101,7 @@ def presets(args: argparse.Namespace) -> int:
             f"{m.get('name', '?')} on {d}: {t.get('optimizer', 'sgd')} lr {t.get('lr', 0.1)}, "
             f"batch {t.get('batch_size', 128)}, {t.get('training_steps', '1ep')}"
         )
-        print(f"{name:18s} {summary}")
+        print(f"{name:{width}s} {summary}")
     print("\n'lottery presets --show NAME' prints one in full.")
     return 0
 
