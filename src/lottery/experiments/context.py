@@ -22,12 +22,14 @@ from lottery.training import Job, Runtime, Schedule, should_batch
 
 
 def default_workers(runtime: Runtime) -> int:
-    """Image-decoding processes: `runtime.data_workers`, else one per CPU core this process may use, up to 8."""
+    """Image-decoding processes: `runtime.data_workers`, else this process's share of the CPUs it may use (divided
+    among torchrun's processes on this machine, $LOCAL_WORLD_SIZE), at least 1 and at most 8."""
     if runtime.data_workers is not None:
         return runtime.data_workers
     import os
 
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))))
 
 
 class Context:
