@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from lottery.errors import UserError
 
 
 def _runtime(args: argparse.Namespace):  # noqa: ANN202
+    from lottery import loggers
     from lottery.training import Runtime, distributed
 
     device = args.device
@@ -40,6 +42,7 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         compile=args.compile,
         channels_last=SWITCH[args.channels_last],
         batch_copies=SWITCH[args.batch_copies],
+        log=loggers.parse(args.log if args.log is not None else os.environ.get("LOTTERY_LOG")),
     )
 
 

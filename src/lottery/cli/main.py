@@ -53,6 +53,12 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         help="progress bar (bar), log lines (log), or bar only on a terminal (auto)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (slow to start)")
+    p.add_argument(
+        "--log",
+        metavar="TRACKERS",
+        help="also log to experiment trackers, comma-separated: tensorboard, wandb, mlflow (default: $LOTTERY_LOG, "
+        "else none; each needs its extra, e.g. pip install 'lottery[tensorboard]')",
+    )
     for flag, what in (
         ("--channels-last", "convnets in channels_last memory format (auto: on CUDA)"),
         (

@@ -17,7 +17,8 @@ from lottery.data.batches import Augment
 from lottery.errors import UserError
 from lottery.models import Network
 from lottery.pruning import Mask
-from lottery.spec import ExperimentSpec, Step, TrainingSpec
+from lottery.spec import ExperimentSpec, Step, TrainingSpec, spec_hash
+from lottery.store import RunDir
 from lottery.training import Job, Runtime, Schedule, should_batch
 
 
@@ -125,6 +126,17 @@ class Context:
         if weights is not None:
             model.load_state_dict(weights)
         return model.to(self.runtime.device)
+
+    def tags(self, run: RunDir, replicate: int, kind: str, level: int, rewind: int | None = None, **more: Any) -> dict:
+        """A run's identity, for `Job.tags`: written into its safetensors files and tagging its tracked metrics
+        (`training/provenance.py`). `more`: `seed` (a control's), `copy` (a stability copy's index)."""
+        experiment = spec_hash(self.spec)
+        parts = run.path.parts
+        where = len(parts) - 1 - parts[::-1].index(experiment) if experiment in parts else None
+        relative = "/".join(parts[where + 1 :]) if where is not None else str(run.path)
+        tags = {"experiment": experiment, "spec_hash": experiment, "run": relative, "kind": kind, "level": level,
+                "rewind_iteration": rewind, "replicate": replicate, **more}  # fmt: skip
+        return {key: value for key, value in tags.items() if value is not None}
 
     def job(self, replicate: int, **kwargs: Any) -> Job:
         return Job(training=self.training(replicate), schedule=self.schedule, augment=self.augment, **kwargs)
