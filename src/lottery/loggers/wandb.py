@@ -29,7 +29,7 @@ class WandbLogger:
             config=dict(tags),
             tags=labels,
             reinit="create_new",  # several runs open at once (runs trained together)
-            settings=wandb.Settings(silent=True),
+            settings=wandb.Settings(silent=True, console="off"),  # the console is the whole process, not one run
         )
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
