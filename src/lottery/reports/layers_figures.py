@@ -200,3 +200,39 @@ def runs_section(results: dict[str, Any], experiment_dir: Path) -> str | None:
         "<details><summary>Every trained run (each number links to the file it came from)</summary>"
         f'<table id="runs"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table></details>'
     )
+
+
+def _file_link(text: str, relative: str) -> str:
+    return f'<a href="../{escape(relative)}" title="{escape(relative)}">{escape(text)}</a>'
+
+
+@register_section
+def stability_pairs_section(results: dict[str, Any], experiment_dir: Path) -> str | None:
+    """Every compared pair of the stability analysis; distances link to the subnetwork's copy, barriers to the
+    interpolation curve they come from."""
+    if "stability" not in results:
+        return None
+    from lottery.experiments.stability import pair_rows
+
+    pairs = pair_rows(results["stability"]["points"])
+    if not pairs:
+        return None
+    head = ("measure", "kind", "replicate", "rewind k", "level", "a", "b", "L2", "angle°", "normalized L2",
+            "test barrier (pp)", "train barrier (pp)")  # fmt: skip
+    rows = []
+    for p in pairs:
+        b = p["b"]
+        cells = [escape(p["measure"]), escape(p["kind"]), str(p["replicate"]), str(p["rewind_iteration"]),
+                 str(p["level"]), link(p["a"], p["a"]), link(b, b)]  # fmt: skip
+        cells += [link(f"{p[key]:.4g}", b, "final.safetensors") for key in ("l2", "angle_degrees", "normalized_l2")]
+        if p.get("curve"):
+            cells += [_file_link(f"{p[key]:.3g}", p["curve"]) for key in ("barrier_test", "barrier_train")]
+        else:
+            cells += ["–", "–"]
+        rows.append("<tr>" + "".join(f'<td class="l">{c}</td>' for c in cells) + "</tr>")
+    ths = "".join(f'<th class="l">{h}</th>' for h in head)
+    return (
+        "<details><summary>Every stability pair (distances link to the compared copy, barriers to their "
+        f'interpolation curve)</summary><table id="stability-pairs"><thead><tr>{ths}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></details>"
+    )
