@@ -4,6 +4,7 @@ setting (`WANDB_MODE=offline` to log without an account; `wandb sync` uploads la
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,7 +37,11 @@ class WandbLogger:
         self.run.log(dict(metrics), step=step)
 
     def log_figure(self, name: str, figure: Figure) -> None:
-        self.run.log({name: self.wandb.Image(figure)})
+        from PIL import Image  # (matplotlib's own dependency) W&B's figure path needs pyplot; ours stays off it
+
+        from lottery.reports.plot import figure_bytes
+
+        self.run.log({name: self.wandb.Image(Image.open(io.BytesIO(figure_bytes(figure, "png"))))})
 
     def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         self.run.log({name: self.wandb.Table(columns=list(columns), data=[list(r) for r in rows])})
