@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,17 @@ def read_wandb_records(path: Path) -> list:
     return records
 
 
+def finished_records(path: Path, wait: float = 60.0) -> list:
+    """The records of a finished run's file: W&B's service may still be writing it when `finish()` returns (seen on
+    a loaded machine), so wait for the run's `exit` record."""
+    deadline = time.monotonic() + wait
+    while True:
+        records = read_wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def test_wandb_offline_writes_the_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("wandb", reason="the wandb extra is not installed: pip install 'lottery[wandb]'")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -114,7 +126,7 @@ def test_wandb_offline_writes_the_runs(tmp_path: Path, monkeypatch: pytest.Monke
     experiment = dense_only(tmp_path, ("wandb",))
     runs = {}
     for path in (experiment / "wandb").glob("offline-run-*/run-*.wandb"):
-        records = read_wandb_records(path)
+        records = finished_records(path)
         run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
         history = [
             {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
