@@ -39,6 +39,7 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         compile=args.compile,
         channels_last=args.channels_last,
         batch_copies=args.batch_copies,
+        imports=tuple(args.imports),
     )
 
 

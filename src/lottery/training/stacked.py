@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from lottery.pruning import Mask
 from lottery.spec import TrainingSpec
+from lottery.training import losses
 from lottery.training.optimizer import make_optimizer
 
 
@@ -96,6 +96,7 @@ class Stacked:
         ones = {n: torch.ones(self.shapes[n], dtype=torch.bool) for n in masked}
         self.masks = [_stack([m.get(n, ones[n]) for m in masks], self.leaves[n]) for n in masked]
         self.optimizer = make_optimizer(list(self.leaves.values()), training, fused=True)
+        self.loss = losses.make(training)
         self._load_optimizer_states(models, optimizers)
         base = copy.deepcopy(models[0]).to("meta")
         if hasattr(base, "forward_stacked") and not self.buffers:  # a model's own batched form (LeNet's)
@@ -135,16 +136,17 @@ class Stacked:
             group["lr"] = lr
         with autocast:
             logits = self._forward(self.params(), self.buffers, x)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
+            per_example = self.loss(logits.flatten(0, 1), y.flatten(0, 1), reduction="none")
+            copy_losses = per_example.view(self.k, -1).mean(1)
         self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # copy i's parameters get the gradient of copy i's loss alone
+        copy_losses.sum().backward()  # copy i's parameters get the gradient of copy i's loss alone
         with torch.no_grad():
             if self.masked:
                 torch._foreach_mul_([p.grad for p in self.masked], self.masks)
             self.optimizer.step()
             if self.masked:
                 torch._foreach_mul_(self.masked, self.masks)
-        return losses.detach()
+        return copy_losses.detach()
 
     @torch.no_grad()
     def write_back(self, i: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
