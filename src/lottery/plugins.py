@@ -213,11 +213,13 @@ def stamp(spec: ExperimentSpec) -> ExperimentSpec:
     for kind, group_name, name_field, hash_field in FIELDS:
         group = getattr(spec, group_name)
         name, recorded = getattr(group, name_field), getattr(group, hash_field)
-        plugin = None if _is_builtin(kind, name) else find(kind, name)
-        if plugin is None:
-            if recorded is not None and _is_builtin(kind, name):
+        if _is_builtin(kind, name):
+            if recorded is not None:
                 raise UserError(f"{group_name}.{hash_field} applies to plugin {kind}s; '{name}' is built in")
-            continue  # an unknown name is refused where it is used, with the valid names
+            continue
+        plugin = find(kind, name)
+        if plugin is None:
+            raise unknown(kind, name)
         current = plugin.source_hash()
         if recorded is not None and recorded != current:
             raise UserError(
@@ -228,15 +230,32 @@ def stamp(spec: ExperimentSpec) -> ExperimentSpec:
     return dataclasses.replace(spec, **groups) if groups else spec
 
 
+def unknown(kind: str, name: str) -> UserError:
+    """An unknown model, dataset or loss name: the valid ones (built in and plugins), the closest suggested."""
+    from lottery.errors import unknown_name
+
+    if kind == "model":
+        from lottery.models import registry
+
+        builtin, field = registry.names(), "model"
+    elif kind == "dataset":
+        from lottery.data import loaders
+
+        builtin, field = loaders.names(), "dataset"
+    else:
+        from lottery.training.losses import losses
+
+        builtin, field = losses.names(), "training.loss"
+    error = unknown_name(field, name, [*builtin, *names(kind)])
+    return UserError(f"{error}; a {kind} of your own: --import MODULE (see docs/plugins.md)")
+
+
 def check(kind: str, name: str, recorded: str | None) -> Plugin:
     """The plugin `kind` `name` whose code still hashes to `recorded` (a process building it from a stored or
     transmitted spec: a Ray worker, a resumed run)."""
     plugin = find(kind, name)
     if plugin is None:
-        raise UserError(
-            f"unknown {kind} '{name}': not built in and no plugin registers it "
-            f"(load one with --import MODULE or an entry point in group {ENTRY_POINT_GROUPS[kind]})"
-        )
+        raise unknown(kind, name)
     if recorded is not None and plugin.source_hash() != recorded:
         raise UserError(f"the code of {plugin.describe()} changed since this experiment's spec was resolved")
     return plugin

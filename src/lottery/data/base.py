@@ -109,12 +109,6 @@ def _plugin(spec: DatasetSpec) -> ImageData:
     """A plugin dataset (lottery.plugins.register_dataset): called with [dataset.options], its tensors checked."""
     from lottery import plugins
 
-    plugin = plugins.find("dataset", spec.name)
-    if plugin is None:
-        from lottery.errors import unknown_name
-
-        error = unknown_name("dataset", spec.name, [*loaders.names(), *plugins.names("dataset")])
-        raise UserError(f"{error}; a dataset of your own: --import MODULE (see docs/plugins.md)")
     plugin = plugins.check("dataset", spec.name, spec.source_hash)
     if spec.root is not None:
         raise UserError(f"dataset.root applies to built-in datasets; give {plugin.describe()} [dataset.options]")

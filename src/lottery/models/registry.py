@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lottery.errors import UserError, unknown_name
+from lottery.errors import UserError
 from lottery.models.base import Network
 from lottery.spec import ModelSpec
 
@@ -59,9 +59,6 @@ def _build_plugin(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: in
     num_classes where it takes them) under torch.manual_seed(init_seed), the global RNG restored after."""
     from lottery import plugins
 
-    if plugins.find("model", spec.name) is None:
-        error = unknown_name("model", spec.name, [*names(), *plugins.names("model")])
-        raise UserError(f"{error}; a model of your own: --import MODULE (see docs/plugins.md)")
     plugin = plugins.check("model", spec.name, spec.source_hash)
     default = ModelSpec()
     for name in BUILTIN_ONLY:
