@@ -106,17 +106,17 @@ def assert_same_runs(together: RunDir, alone: RunDir, rtol: float = 1e-4, atol: 
     assert not together.exists("checkpoint.pt")
 
 
-ADAMW_SMOOTHED_COSINE = TrainingSpec(
-    optimizer="adamw", lr=2e-3, weight_decay=1e-2, batch_size=16, eval_every="1000it", label_smoothing=0.1,
-    schedule="cosine",
-)  # fmt: skip
+ADAMW_COSINE = TrainingSpec(
+    optimizer="adamw", lr=2e-3, weight_decay=1e-2, batch_size=16, eval_every="1000it", schedule="cosine"
+)
+SGD_SMOOTHED = dataclasses.replace(SGD, label_smoothing=0.1)
 RMSPROP_MSE = TrainingSpec(optimizer="rmsprop", lr=1e-3, momentum=0.5, batch_size=16, eval_every="1000it", loss="mse")
 
 
 @pytest.mark.parametrize(
     "training",
-    [SGD, ADAM, ADAMW_SMOOTHED_COSINE, RMSPROP_MSE],
-    ids=["sgd_momentum_wd", "adam_wd", "adamw_label_smoothing_cosine", "rmsprop_mse"],
+    [SGD, ADAM, ADAMW_COSINE, SGD_SMOOTHED, RMSPROP_MSE],
+    ids=["sgd_momentum_wd", "adam_wd", "adamw_cosine", "sgd_label_smoothing", "rmsprop_mse"],
 )
 def test_lenet_copies_match_separate_runs(training: TrainingSpec, tmp_path: Path) -> None:
     data = splits((1, 28, 28))
