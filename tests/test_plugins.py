@@ -144,3 +144,45 @@ def test_plugin_loss_and_hash_identity(tmp_path: Path) -> None:
         plugins.register_loss("plugin_ce")(lambda output, target, reduction="mean": output.sum())
     with pytest.raises(UserError, match="applies to plugin"):
         resolve(preset="lenet_300_100", overrides=["model.source_hash=sha256:0"])
+
+
+def test_entry_point_plugins_are_found_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed package's entry points (groups lottery.models / lottery.datasets) name plugins in specs."""
+    (tmp_path / "ep_models.py").write_text(PLUGIN.format(prefix="ep_", activation="ReLU"))
+    info = tmp_path / "ep_models-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-models\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[lottery.models]\nep_mlp = ep_models:mlp\n\n[lottery.datasets]\nep_table = ep_models:table\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "ep_mlp" in plugins.names("model")
+    spec, _ = resolve(overrides=["model.name=ep_mlp", "dataset.name=ep_table", "dataset.validation_size=50"])
+    assert spec.model.source_hash == spec.dataset.source_hash == plugins.find("model", "ep_mlp").source_hash()
+    from lottery.experiments.context import Context
+    from lottery.training import Runtime
+
+    ctx = Context(spec, Runtime(progress=False))
+    ctx.validate()
+    assert ctx.layer_kinds == {"0.weight": "fc", "2.weight": "output"}  # lottery.prunable's defaults
+    assert ctx.data.input_shape == (6,)
+
+
+def test_the_documented_example_plugin_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/plugins/tabular_plugin.py (shown in full in docs/plugins.md) with its spec, shortened."""
+    root = Path(__file__).resolve().parent.parent
+    example = root / "examples" / "plugins" / "tabular_plugin.py"
+    docs = (root / "docs" / "plugins.md").read_text()
+    assert example.read_text().strip() in docs  # the documentation shows the tested file
+    short = [
+        "training.training_steps=40it",
+        "training.warmup_steps=5it",
+        "training.eval_every=20it",
+        "imp.levels=1",
+        "imp.rewind=10it",
+    ]
+    argv = ["run", "--import", str(example), str(example.with_name("tabular.toml")), "--out", str(tmp_path)]
+    assert main([*argv, *(a for s in short for a in ("--set", s)), "--progress", "log"]) == 0
+    results = json.loads((Path(capsys.readouterr().out.strip().splitlines()[-1]) / "results.json").read_text())
+    assert [r["kind"] for r in results["runs"]] == ["dense", "imp", "random_reinit"]
+    assert results["runs"][0]["final_test_accuracy"] > 0.7  # two moons: learnable in 40 steps

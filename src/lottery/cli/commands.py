@@ -87,6 +87,7 @@ def presets(args: argparse.Namespace) -> int:
         )
         print(f"{name:18s} {summary}")
     print("\n'lottery presets --show NAME' prints one in full.")
+    print("Your own models, datasets and losses: 'lottery run --import MODULE spec.toml' (docs/plugins.md).")
     return 0
 
 
