@@ -121,8 +121,10 @@ class Stacked:
                 continue
             merged: dict[str, Any] = {}
             for key, first in states[0].items():
-                if key == "step":  # a fused optimizer keeps its step on the parameters' device
+                if key == "step" and self.optimizer.defaults.get("fused"):  # a fused one keeps it on the device
                     merged[key] = first.detach().to(leaf.device, torch.float32).clone()
+                elif isinstance(first, Tensor) and first.dim() == 0:  # a step or NAdam's mu_product: one for all
+                    merged[key] = first.detach().clone()
                 elif first is None:
                     merged[key] = None
                 else:
@@ -167,7 +169,7 @@ class Stacked:
             optimizer.state[p] = {
                 key: (
                     value.detach().to("cpu", torch.float32).clone()
-                    if key == "step"
+                    if value is not None and value.dim() == 0
                     else None
                     if value is None
                     else value[i, : p.numel()].view(p.shape).clone()
