@@ -138,6 +138,12 @@ def test_plugin_loss_and_hash_identity(tmp_path: Path) -> None:
     builtin, _ = resolve(preset="lenet_300_100")
     assert builtin.training.loss_source_hash is None and builtin.model.source_hash is None
     assert spec_hash(spec) != spec_hash(resolve(preset="lenet_300_100", overrides=["training.loss=nll"])[0])
+    from lottery.spec import TrainingSpec
+    from lottery.training.losses import make
+
+    assert make(spec.training) is plugins.find("loss", "plugin_ce").factory
+    with pytest.raises(UserError, match="changed since"):  # a worker given a spec resolved against other code
+        make(TrainingSpec(loss="plugin_ce", loss_source_hash="sha256:0000000000000000"))
     with pytest.raises(UserError, match="built-in model"):
         plugins.register_model("lenet_300_100")(lambda: None)
     with pytest.raises(UserError, match="registered twice"):

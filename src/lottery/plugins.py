@@ -109,7 +109,7 @@ def register(kind: str, name: str) -> Callable[[Callable[..., Any]], Callable[..
 
 
 def _qualname(factory: Callable[..., Any]) -> str:
-    return f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', repr(factory))}"
+    return getattr(factory, "__qualname__", repr(factory))  # with the source file: the same definition
 
 
 def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
