@@ -193,3 +193,43 @@ def test_dataset_plugin_returns_are_checked() -> None:
     assert own.num_classes == 3 and own.val_x is not None
     splits = load(_dataset("own_val", {"train": (x, y), "val": (x[:2], y[:2]), "test": (x, y)}))
     assert len(splits.train_x) == 4 and len(splits.val_x) == 2  # its own validation split, none held out
+
+
+def test_sequence_model_and_data_through_the_engine(tmp_path: Path) -> None:
+    """A 1-D CNN on (N, C, L) sequences: built, normalised per channel, pruned (conv, fc and output kinds) and
+    trained with its mask held, with no Network subclass."""
+    from lottery.experiments.run import run_experiment
+    from lottery.spec import resolve
+    from lottery.training import Runtime
+
+    if plugins.find("model", "seq_cnn") is None:
+
+        @plugins.register_model("seq_cnn")
+        def seq_cnn(input_shape: tuple[int, ...], num_classes: int, channels: int = 8) -> torch.nn.Module:
+            return torch.nn.Sequential(
+                torch.nn.Conv1d(input_shape[0], channels, 5, padding=2), torch.nn.ReLU(),
+                torch.nn.AdaptiveAvgPool1d(4), torch.nn.Flatten(), torch.nn.Linear(4 * channels, 16),
+                torch.nn.ReLU(), torch.nn.Linear(16, num_classes),
+            )  # fmt: skip
+
+        @plugins.register_dataset("seq_waves")
+        def seq_waves(n: int = 400, length: int = 32) -> dict:
+            g = torch.Generator().manual_seed(0)
+            y = torch.randint(2, (n,), generator=g)
+            t = torch.arange(length) / length
+            x = torch.sin(2 * math.pi * (1 + 2 * y[:, None]) * t) + 0.3 * torch.randn(n, length, generator=g)
+            x = torch.stack([x, 10 + 5 * torch.randn(n, length, generator=g)], 1)  # a second, offset channel
+            return {"train": (x[:300], y[:300]), "test": (x[300:], y[300:])}
+
+    overrides = ["model.name=seq_cnn", "model.options.channels=6", "dataset.name=seq_waves",
+                 "dataset.validation_size=50", "training.optimizer=adam", "training.lr=0.01", "training.batch_size=25",
+                 "training.training_steps=20it", "training.eval_every=10it", "imp.levels=1"]  # fmt: skip
+    spec, _ = resolve(overrides=overrides)
+    experiment, results = run_experiment(spec, None, tmp_path, Runtime(progress=False))
+    assert [r["kind"] for r in results["runs"]] == ["dense", "imp"]
+    level = experiment.path / "replicate_0" / "rewind_0it" / "level_1"
+    sparsity = json.loads((level / "sparsity.json").read_text())
+    assert set(sparsity["layers"]) == {"0.weight", "4.weight", "6.weight"}  # Conv1d, Linear, output Linear
+    final, mask = load_file(level / "final.safetensors"), load_file(level / "mask.safetensors")
+    assert all(torch.all(final[n][~m] == 0) for n, m in mask.items()) and not all(m.all() for m in mask.values())
+    assert results["runs"][0]["final_test_accuracy"] > 0.6
