@@ -1,6 +1,6 @@
 """A plugin module: a model, a dataset and a loss of your own, by name in lottery's specs.
 
-    lottery run --import examples/plugins/tabular_plugin.py examples/plugins/tabular.toml
+lottery run --import examples/plugins/tabular_plugin.py examples/plugins/tabular.toml
 """
 
 import torch
