@@ -85,15 +85,15 @@ class Context:
 
     def validate(self) -> None:
         """Raise UserError for anything that would fail later: data, model, schedule, pruning settings."""
+        from lottery.training import losses
+
+        losses.make(self.spec.training)  # the loss (built in, or a plugin's whose code matches the spec)
         if self.spec.training.precision == "bf16" and self.runtime.device.type != "cuda":
             raise UserError("training.precision = 'bf16' needs a CUDA device (allowed here: 'fp32')")
         from lottery.training import distributed
 
         distributed.check_batch(self.spec.training.batch_size)  # under torchrun: one equal slice per rank
         _ = self.schedule, self.rewind_points, self.layer_kinds, self.augment
-        from lottery.training import losses
-
-        losses.make(self.spec.training)  # an unknown loss is refused before anything is written
         from lottery.pruning import strategies
 
         strategies.get(self.spec.pruning.strategy)  # a wrong name is refused even where nothing is pruned

@@ -23,6 +23,14 @@ def _nonnegative(value: float, name: str) -> None:
         raise UserError(f"{name} must be >= 0, got {value}")
 
 
+def _plugin_hash(kind: str, name: str, recorded: str | None, field: str) -> None:
+    """A source hash is recorded for plugins only (lottery.plugins.stamp)."""
+    from lottery.plugins import is_builtin
+
+    if recorded is not None and is_builtin(kind, name):
+        raise UserError(f"{field} applies to plugin {kind}s; '{name}' is built in")
+
+
 def _one_of(value: str, allowed: tuple[str, ...], name: str) -> None:
     if value not in allowed:
         from lottery.errors import unknown_name
@@ -47,6 +55,7 @@ class ModelSpec:
         if not 0 <= self.dropout < 1:
             raise UserError(f"model.dropout must be in [0, 1), got {self.dropout}")
         _one_of(self.shortcut, ("projection", "padding"), "model.shortcut")
+        _plugin_hash("model", self.name, self.source_hash, "model.source_hash")
         return self
 
 
@@ -65,6 +74,7 @@ class DatasetSpec:
         _nonnegative(self.validation_size, "dataset.validation_size")
         if self.subset is not None:
             _positive(self.subset, "dataset.subset")
+        _plugin_hash("dataset", self.name, self.source_hash, "dataset.source_hash")
         return self
 
 
@@ -136,6 +146,7 @@ class TrainingSpec:
         _one_of(self.precision, ("fp32", "bf16"), "training.precision")
         if not self.loss:
             raise UserError("training.loss must name a loss (e.g. 'cross_entropy')")
+        _plugin_hash("loss", self.loss, self.loss_source_hash, "training.loss_source_hash")
         eval_every = canonical(self.eval_every, "training.eval_every")
         if eval_every == "0it":
             raise UserError("training.eval_every must be at least 1 iteration")

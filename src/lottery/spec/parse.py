@@ -36,13 +36,26 @@ def _describe(expected: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[expected]
 
 
+def _plain(value: Any) -> bool:
+    """A string, boolean, 64-bit integer, finite number, or a list or table of these (no None, no dates)."""
+    if isinstance(value, (str, bool)):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
 def _coerce(value: Any, expected: Any, name: str) -> Any:
     """Check `value` (as read from TOML) against the field type and return it in canonical form."""
-    if expected is Any:  # a plugin's own option: any TOML value that JSON can hold (spec.json records it)
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError):
-            raise UserError(f"{name} must be a string, number, boolean, list or table, got {value!r}") from None
+    if expected is Any:  # a plugin's own option: a value that both TOML (spec.toml) and JSON (spec.json) hold
+        if not _plain(value):
+            raise UserError(f"{name} must be a string, number, boolean, list or table of these, got {value!r}")
         return value
     origin = typing.get_origin(expected)
     if origin in (types.UnionType, typing.Union):
