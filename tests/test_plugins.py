@@ -192,3 +192,19 @@ def test_the_documented_example_plugin_runs(tmp_path: Path, capsys: pytest.Captu
     results = json.loads((Path(capsys.readouterr().out.strip().splitlines()[-1]) / "results.json").read_text())
     assert [r["kind"] for r in results["runs"]] == ["dense", "imp", "random_reinit"]
     assert results["runs"][0]["final_test_accuracy"] > 0.7  # two moons: learnable in 40 steps
+
+
+def test_sweep_over_plugin_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`lottery sweep --import` spans a plugin model's options: one experiment per value, each with its hash."""
+    module, spec = write_plugin(tmp_path, "sweep_")
+    text = spec.read_text().replace('training_steps = "30it"', 'training_steps = "10it"').replace("levels = 1", "")
+    spec.write_text(text + "\n[sweep.model]\noptions = [{ hidden = 4 }, { hidden = 8 }]\n")
+    out = tmp_path / "runs"
+    assert main(["sweep", "--import", str(module), str(spec), "--out", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(out))]
+    widths = set()
+    for line in lines:
+        stored = json.loads((Path(line.split()[0]) / "spec.json").read_text())
+        assert stored["model"]["source_hash"].startswith("sha256:")
+        widths.add(stored["model"]["options"]["hidden"])
+    assert widths == {4, 8}
