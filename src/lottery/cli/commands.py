@@ -42,6 +42,7 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         channels_last=args.channels_last,
         batch_copies=args.batch_copies,
         log=loggers.parse(args.log if args.log is not None else os.environ.get("LOTTERY_LOG")),
+        imports=tuple(args.imports),
     )
 
 
@@ -89,6 +90,7 @@ def presets(args: argparse.Namespace) -> int:
         )
         print(f"{name:18s} {summary}")
     print("\n'lottery presets --show NAME' prints one in full.")
+    print("Your own models, datasets and losses: 'lottery run --import MODULE spec.toml' (docs/plugins.md).")
     return 0
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from lottery import seeding
@@ -27,7 +26,7 @@ from lottery.models import Network
 from lottery.pruning import Mask, attach
 from lottery.spec import Step, TrainingSpec
 from lottery.store import RunDir
-from lottery.training import distributed
+from lottery.training import distributed, losses
 from lottery.training.optimizer import exact_step, make_optimizer
 from lottery.training.provenance import run_metadata
 from lottery.training.schedule import lr_at
@@ -49,6 +48,7 @@ class Runtime:
     batch_copies: bool | None = None  # train runs of one architecture together (training/copies.py); None: where faster
     channels_last: bool | None = None  # convnets in channels_last memory format; None: on CUDA only
     log: tuple[str, ...] = ()  # experiment trackers to log to (lottery.loggers): 'tensorboard', 'wandb', 'mlflow'
+    imports: tuple[str, ...] = ()  # plugin modules (--import) that other processes (Ray workers) import too
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def train_session(s: Session) -> dict[str, Any]:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
-            loss = F.cross_entropy(net(x), y)
+            loss = s.loss(net(x), y)
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # exact_step: optimizer.step() bit for bit, faster on the CPU (training/optimizer.py). Both run the
@@ -179,6 +179,7 @@ class Session:
         device = runtime.device
         model.to(device)
         self.optimizer = make_optimizer(model.parameters(), job.training)
+        self.loss = losses.make(job.training)
         self.mask = job.mask if job.mask is not None else Mask.ones(model)
         distributed.check_equal(self.mask)  # data parallel: every rank trains with the same mask
         # Pruned weights, their gradients and optimizer state are zero now and after every step (lottery.attach).
@@ -222,7 +223,7 @@ class Session:
     def lr(self) -> float:
         """The learning rate of step t (the session's iteration)."""
         t, schedule = self.job.training, self.job.schedule
-        return lr_at(self.t, t.lr, schedule.warmup, schedule.milestones, gamma=t.gamma)
+        return lr_at(self.t, t.lr, schedule.warmup, schedule.milestones, t.gamma, t.schedule, schedule.end)
 
     def progress_bar(self) -> tqdm:
         end, start = self.job.schedule.end, self.job.start
@@ -260,7 +261,7 @@ class Session:
             for split in ("val", "test"):
                 x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
                 if len(x):
-                    loss, accuracy = distributed.evaluate(self.model, x, y)
+                    loss, accuracy = distributed.evaluate(self.model, x, y, self.loss)
                     rows.append({"iteration": t, "split": split, "loss": loss, "accuracy": accuracy, "lr": lr})
         for row in rows:
             row["wall_time"] = round(now, 3)
