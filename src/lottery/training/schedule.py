@@ -1,9 +1,10 @@
-"""Learning rate as a pure function of the iteration: linear warmup, then step decay at milestones, or a linear
-or exponential decay to `final_lr` at the end of training."""
+"""Learning rate as a pure function of the iteration: linear warmup, then step decay at milestones, a cosine, or a
+linear or exponential decay to `final_lr` at the end of training."""
 
 from __future__ import annotations
 
 import bisect
+import math
 
 
 def lr_at(
@@ -21,10 +22,19 @@ def lr_at(
     'step': base_lr * min(1, (t + 1) / warmup) * gamma ** (#milestones <= t).
     'linear' / 'exponential': the same warmup, then from base_lr at t = warmup to final_lr at t = end, linearly
     or geometrically (base_lr * (final_lr / base_lr) ** progress), per iteration.
+    'cosine': the same warmup, then base_lr * (1 + cos(pi * (t - warmup) / (end - warmup))) / 2 for t >= warmup:
+    base_lr at the end of warmup, decaying to 0 at `end` (the last step, t = end - 1, is just above 0).
     """
     factor = min(1.0, (iteration + 1) / warmup) if warmup > 0 else 1.0
     if schedule in ("linear", "exponential"):
         return base_lr * factor if iteration < warmup else decayed(iteration, base_lr, final_lr, warmup, end, schedule)
+    if schedule == "cosine":
+        if end is None:
+            raise ValueError("the cosine schedule needs the end of training")
+        if iteration < warmup:
+            return base_lr * factor
+        progress = (iteration - warmup) / max(1, end - warmup)
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return base_lr * factor * gamma ** bisect.bisect_right(sorted(milestones), iteration)
 
 
