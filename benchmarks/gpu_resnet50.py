@@ -151,13 +151,10 @@ def main() -> None:
     synthetic_figures(template, training, args)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        chunks = [(root, args.images // args.workers, 100, seed) for seed in range(args.workers)]
+        chunks = [(root / f"part{seed}", args.images // args.workers, 64, seed, 1) for seed in range(args.workers)]
         with multiprocessing.get_context("fork").Pool(args.workers) as pool:
-            pool.starmap(_write_part, chunks)
-        for folder in (root / "train").iterdir():  # every class needs a val/ folder: one image each
-            first = next(folder.iterdir())
-            (root / "val" / folder.name).mkdir(parents=True, exist_ok=True)
-            (root / "val" / folder.name / first.name).write_bytes(first.read_bytes())
+            pool.starmap(write_images, chunks)  # the same 64 classes in every part, merged below
+        _merge_parts(root, args.workers)
         spec = DatasetSpec(name="imagefolder", root=str(root), validation_size=0, augment=True).validate()
         data = load(spec).with_workers(args.workers).to(DEVICE[0])
         data = dataclasses.replace(data, test=data.test.take(torch.arange(0)))  # no evaluation
@@ -169,14 +166,15 @@ def main() -> None:
               f"img/s -> lottery/plain {ours / plain:.3f}")  # fmt: skip
 
 
-def _write_part(root: Path, count: int, classes: int, seed: int) -> None:
-    part = root / f"part{seed}"
-    write_images(part, count, classes=min(classes, count), seed=seed)
-    for folder in (part / "train").iterdir():  # merge into root/train/<class>/
-        target = root / "train" / f"{folder.name}"
-        target.mkdir(parents=True, exist_ok=True)
-        for file in folder.iterdir():
-            file.rename(target / f"{seed}_{file.name}")
+def _merge_parts(root: Path, parts: int) -> None:
+    """root/part<i>/{train,val}/<class>/* -> root/{train,val}/<class>/<i>_*."""
+    for i in range(parts):
+        for split in ("train", "val"):
+            for folder in (root / f"part{i}" / split).iterdir():
+                target = root / split / folder.name
+                target.mkdir(parents=True, exist_ok=True)
+                for file in folder.iterdir():
+                    file.rename(target / f"{i}_{file.name}")
 
 
 if __name__ == "__main__":

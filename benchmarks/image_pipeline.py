@@ -33,23 +33,15 @@ from torch.utils.data import DataLoader, Dataset
 
 import _common
 from lottery.data import folder, imaging
+from lottery.data.jpegs import write_folder
 from lottery.data.stream import FolderSplits, FolderStream
 
 SIZE = 224
 
 
-def write_images(root: Path, count: int, classes: int = 10, seed: int = 0) -> None:
-    """`count` JPEGs, photo-like (smooth) so that their size and decode cost resemble ImageNet's."""
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        c = i % classes
-        width, height = (500, 375) if i % 3 else (375, 500)
-        small = Image.fromarray(rng.integers(0, 256, (height // 25, width // 25, 3), dtype=np.uint8))
-        pixels = np.asarray(small.resize((width, height), Image.BICUBIC), dtype=np.int16)
-        pixels = np.clip(pixels + rng.integers(-8, 9, pixels.shape), 0, 255).astype(np.uint8)
-        out = root / "train" / f"n{c:08d}"
-        out.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(out / f"img_{i}.JPEG", quality=90)
+def write_images(root: Path, count: int, classes: int = 10, seed: int = 0, val_per_class: int = 0) -> None:
+    """`count` photo-like JPEGs of ImageNet's typical size in `classes` train/ folders (500x375, 375x500)."""
+    write_folder(root, classes, max(1, count // classes), val_per_class, (500, 375), seed, photo_like=True)
 
 
 # --- the baseline: torchvision's ImageFolder and transforms (PIL paths) in plain torch + PIL --------------------

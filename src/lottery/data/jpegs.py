@@ -14,8 +14,11 @@ def write_folder(
     val_per_class: int = 3,
     size: tuple[int, int] = (40, 30),
     seed: int = 0,
+    photo_like: bool = False,
 ) -> Path:
-    """Write class-coloured noisy images (width, height = `size`, varying aspect by class) as JPEGs; `root`."""
+    """Write JPEGs (quality 90; width, height = `size`, transposed for odd classes) and return `root`: class-
+    coloured noise, or with `photo_like` smooth random content (an upscaled 1/25-size random image plus mild
+    noise) whose file size and decode cost resemble a photograph's (ImageNet: `size=(500, 375)`)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -26,7 +29,11 @@ def write_folder(
             width, height = (size[0], size[1]) if c % 2 == 0 else (size[1], size[0])
             base = rng.integers(0, 256, 3)
             for i in range(count):
-                noise = rng.integers(-60, 60, (height, width, 3))
-                pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+                if photo_like:
+                    small = rng.integers(0, 256, (max(1, height // 25), max(1, width // 25), 3), dtype=np.uint8)
+                    smooth = np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC), np.int16)
+                    pixels = np.clip(smooth + rng.integers(-8, 9, smooth.shape), 0, 255).astype(np.uint8)
+                else:
+                    pixels = np.clip(base + rng.integers(-60, 60, (height, width, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{split}_{c}_{i}.JPEG", quality=90)
     return root
