@@ -54,7 +54,7 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
     runs = [dense_dir(sibling(replicate_dir, r)) for r in replicates]
     models = [ctx.model(ctx.training(r).init_seed) for r in replicates]
     snapshot_optimizer = ctx.spec.imp.optimizer_state == "rewind"
-    jobs = [ctx.job(r, snapshots=tuple(ctx.rewind_points), snapshot_optimizer=snapshot_optimizer) for r in replicates]
+    jobs = [ctx.job(r, snapshots=tuple(ctx.dense_snapshots), snapshot_optimizer=snapshot_optimizer) for r in replicates]
     ctx.runtime.label = f"r{replicate} level 0 (dense)" if len(runs) == 1 else "level 0 (dense)"
     if not stacked(ctx):
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
