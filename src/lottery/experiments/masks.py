@@ -15,12 +15,13 @@ from lottery import seeding
 from lottery.experiments import results
 from lottery.experiments.context import Context
 from lottery.experiments.imp import dense_dir, level_dir, replicate_dir, rewind_state
+from lottery.models import Network
 from lottery.pruning import Mask, random_like
 from lottery.pruning.early_bird import mask_distance, settled_at
 from lottery.pruning.sources import find_mask, sources
 from lottery.spec import ExperimentSpec
 from lottery.store import RunDir
-from lottery.training import snapshot_name, train
+from lottery.training import Job, snapshot_name, train, train_together
 from lottery.training.loop import is_finished
 
 STREAMS = {"magnitude": 21, "snip": 22, "grasp": 23, "synflow": 24, "random": 25, "early_bird": 26,
@@ -184,24 +185,52 @@ def source_mask(
 
 
 def run_source(ctx: Context, replicate_dir: RunDir, replicate: int, kind: str, density: float, seed: int) -> dict:
-    """Train the subnetwork of mask source (or ablation) `kind` at `density`, or read it back."""
+    """Train the subnetwork of mask source (or ablation) `kind` at `density`, or read it back. Where runs are
+    stacked (`lottery.training.should_batch`), every kind the spec plans at this density and seed trains with it,
+    as one stacked model (their tasks then find them finished), as a level's controls do."""
+    group = kinds(ctx.spec)
+    stacked = len(group) > 1 and ctx.stacks(len(group))  # the same for every caller
+    wanted = [kind] + ([other for other in group if other != kind] if stacked else [])
     k = at_iteration(ctx)
-    run = mask_run_dir(replicate_dir, kind, density, seed)
-    if is_finished(run, ctx.job(replicate, start=k)):
-        return run.read_json("summary.json")
+    runs = [mask_run_dir(replicate_dir, other, density, seed) for other in wanted]
+    if is_finished(runs[0], ctx.job(replicate, start=k)) and not stacked:
+        return runs[0].read_json("summary.json")
+    if all(is_finished(run, ctx.job(replicate, start=k)) for run in runs):
+        return runs[0].read_json("summary.json")
+    memo: dict[tuple[str, bool], tuple[Mask, dict[str, Any]]] = {}
+    models, jobs = [], []
+    for other, run in zip(wanted, runs, strict=True):
+        model, job = mask_start(ctx, replicate_dir, replicate, other, density, seed, run, memo)
+        models.append(model)
+        jobs.append(job)
+    ctx.runtime.label = f"r{replicate} " + (
+        f"masks {100 * density:.3g}%" if stacked else f"{kind} {100 * density:.3g}%"
+    )
+    if not stacked:
+        return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
+    return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)[0]
+
+
+def mask_start(
+    ctx: Context,
+    replicate_dir: RunDir,
+    replicate: int,
+    kind: str,
+    density: float,
+    seed: int,
+    run: RunDir,
+    memo: dict[tuple[str, bool], tuple[Mask, dict[str, Any]]],
+) -> tuple[Network, Job]:
+    """(model holding m ⊙ W_k, job) of one [masks] run; records how its mask was made in `source.json`.
+    `memo` shares the masks computed for one group of runs."""
+    k = at_iteration(ctx)
     source, ablation = split_kind(kind)
     record: dict[str, Any] = {"kind": kind, "source": source, "ablation": ablation, "target_density": density,
                               "seed": seed, "replicate": replicate, "at": k, "scope": ctx.spec.masks.scope}  # fmt: skip
-    if ablation in ("shuffle", "reinit"):
-        base_run = mask_run_dir(replicate_dir, source, density, seed)
-        stored = base_run.read_tensors("mask.safetensors") if base_run.read_json("summary.json") else None
-        mask, info = (
-            (ctx.mask(stored), {})
-            if stored is not None
-            else source_mask(ctx, replicate_dir, replicate, source, density, seed, invert=False)
-        )
-    else:
-        mask, info = source_mask(ctx, replicate_dir, replicate, source, density, seed, invert=ablation == "invert")
+    invert = ablation == "invert"
+    if (source, invert) not in memo:
+        memo[(source, invert)] = source_mask(ctx, replicate_dir, replicate, source, density, seed, invert)
+    mask, info = memo[(source, invert)]
     record.update(info)
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
     if ablation is not None:
@@ -212,10 +241,10 @@ def run_source(ctx: Context, replicate_dir: RunDir, replicate: int, kind: str, d
         fresh = ctx.model(record["ablation_seed"] % 2**63)
         rewound, optimizer_state = {n: v.detach().cpu() for n, v in fresh.state_dict().items()}, None
     record["mask"] = mask.report()
-    run.write_json("source.json", record)
-    ctx.runtime.label = f"r{replicate} {kind} {100 * density:.3g}% seed {seed}"
+    if not is_finished(run, ctx.job(replicate, start=k)):
+        run.write_json("source.json", record)
     job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state)
-    return train(run, ctx.model(0, mask.apply_to(rewound)), ctx.data, job, ctx.runtime)
+    return ctx.model(0, mask.apply_to(rewound)), job
 
 
 def imp_replicate_distances(experiment: RunDir, spec: ExperimentSpec, rewinds: list[int]) -> list[dict[str, Any]]:
