@@ -70,7 +70,10 @@ def scores(
         generator=torch.Generator().manual_seed(seed),
         options={**options, "input_shape": input_shape},
     )
-    out = source.score(inp)
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):  # dropout while scoring: seeded, and the caller's RNG untouched
+        torch.manual_seed(seed)
+        out = source.score(inp)
     return {name: out[name].detach().to("cpu", torch.float64) for name in names}
 
 
