@@ -15,11 +15,12 @@ add(
         description=(
             "Masks without retraining vs. IMP in minutes on 2 CPU cores: LeNet-300-100 on Fashion-MNIST with the "
             "lenet_300_100 protocol (Adam 1.2e-3, batch 60, Glorot normal; LTH App. G) trained 600 iterations "
-            "(0.65 epoch) per run. IMP: layerwise, 75% per level (output layer 50%) for 3 levels to 1.6% remaining, "
-            "reset (k = 0) and rewound to k = 100. Every mask source (magnitude, SNIP, GraSP, SynFlow with 100 rounds, random, "
-            "early-bird from magnitude masks traced every 50 iterations) at 25%, 6.3% and 1.6% remaining, global "
-            "scope, computed and trained from initialization, each with its shuffle, reinit and invert ablations "
-            "(Frankle et al., 'Pruning Neural Networks at Initialization: Why Are We Missing the Mark?', ICLR 2021)."
+            "(0.65 epoch) per run. IMP: layerwise, 75% per level (output layer 50%) for 3 levels to 1.6% "
+            "remaining, reset (k = 0) and rewound to k = 100. Every mask source (magnitude, SNIP on 5 batches, "
+            "GraSP, SynFlow with 100 rounds, random, early-bird from magnitude masks traced every 50 iterations) "
+            "at 25%, 6.3% and 1.6% remaining, global scope, computed and trained from initialization, each with "
+            "its shuffle, reinit and invert ablations (Frankle et al., 'Pruning Neural Networks at "
+            "Initialization: Why Are We Missing the Mark?', ICLR 2021)."
         ),
         settings={
             **LENET_300_100,
