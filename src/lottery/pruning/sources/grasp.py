@@ -8,6 +8,8 @@ authors' code keeps `S <= threshold` of the top fraction), so the keep score ret
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -18,17 +20,11 @@ def hessian_gradient(inp: ScoreInput) -> list[Tensor]:
     """H g for the scored weights: g from a first pass (no graph), then ∂(g · ∇L)/∂θ with ∇L differentiable."""
     temperature = float(inp.options.get("grasp_temperature", 1.0))
     loss_fn = inp.loss_fn
-    scaled = inp if temperature == 1.0 else _with_loss(inp, lambda out, y: loss_fn(out / temperature, y))
+    scaled = inp if temperature == 1.0 else replace(inp, loss_fn=lambda out, y: loss_fn(out / temperature, y))
     g = [t.detach() for t in batch_gradients(scaled)]
     grad_f = batch_gradients(scaled, create_graph=True)
     z = sum((a * b).sum() for a, b in zip(g, grad_f, strict=True))
     return list(torch.autograd.grad(z, weights_of(inp.model, inp.names)))
-
-
-def _with_loss(inp: ScoreInput, loss_fn) -> ScoreInput:  # noqa: ANN001
-    from dataclasses import replace
-
-    return replace(inp, loss_fn=loss_fn)
 
 
 @register("grasp", needs_data=True)
