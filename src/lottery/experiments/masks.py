@@ -243,7 +243,8 @@ def mask_start(
     record["mask"] = mask.report()
     if not is_finished(run, ctx.job(replicate, start=k)):
         run.write_json("source.json", record)
-    job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state)
+    tags = ctx.tags(run, replicate, kind, None, k, seed=seed, target_density=density)  # level: none (not IMP)
+    job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state, tags=tags)
     return ctx.model(0, mask.apply_to(rewound)), job
 
 

@@ -12,10 +12,11 @@ from typing import Any
 from lottery.experiments import controls, imp, masks, results, stability
 from lottery.experiments.context import Context
 from lottery.experiments.plan import execute, plan, replicate_dir
+from lottery.loggers.summary import log_experiment
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
 from lottery.store import RunDir, check_collision, experiment_dir, write_spec
 from lottery.training import Runtime
-from lottery.training.distributed import exclusive  # the store's lock; under torchrun taken by rank 0 for all
+from lottery.training.distributed import exclusive, is_main  # the store's lock; under torchrun taken by rank 0 for all
 
 
 def run_experiment(
@@ -27,6 +28,9 @@ def run_experiment(
     wait: bool = True,
 ) -> tuple[RunDir, dict[str, Any]]:
     """Run (or finish, or just read back) the experiment in this process; returns its directory and results."""
+    from lottery.plugins import stamp
+
+    spec = stamp(spec)  # a spec built in Python names its plugins' code too (resolve() has done it already)
     ctx = Context(spec, runtime)
     ctx.validate()  # before anything is written
     experiment = experiment_dir(root, spec)
@@ -36,7 +40,10 @@ def run_experiment(
         write_spec(experiment, spec, preset)
         for task in plan(ctx, dense_only):
             execute(task, ctx, experiment)
-        return experiment, write_results(experiment, spec)
+        results = write_results(experiment, spec)
+    if runtime.log and is_main():  # the curve, tables and figures to the trackers (lottery.loggers)
+        log_experiment(runtime.log, experiment.path, results)
+    return experiment, results
 
 
 def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
