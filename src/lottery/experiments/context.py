@@ -64,6 +64,13 @@ class Context:
         return sorted(set(self._iterations("imp.rewind", self.spec.imp.rewind)) | set(self.stability_points))
 
     @cached_property
+    def dense_snapshots(self) -> list[int]:
+        """Every iteration at which the dense run saves its weights: the rewind points, and what [masks] reads."""
+        from lottery.experiments import masks
+
+        return sorted(set(self.rewind_points) | set(masks.snapshot_points(self)))
+
+    @cached_property
     def stability_points(self) -> list[int]:
         return sorted(set(self._iterations("stability.rewind", self.spec.stability.rewind)))
 
@@ -113,11 +120,11 @@ class Context:
                 f"the stability analysis does not support streamed image folders ({self.spec.dataset.name}) yet; "
                 "set stability.rewind = [] (IMP, rewinding and the controls are supported)"
             )
-        _ = self.schedule, self.rewind_points, self.layer_kinds, self.augment
+        _ = self.schedule, self.dense_snapshots, self.layer_kinds, self.augment
         from lottery.pruning import strategies
 
         strategies.get(self.spec.pruning.strategy)  # a wrong name is refused even where nothing is pruned
-        if self.spec.imp.levels or self.spec.controls.kinds:
+        if self.spec.imp.levels or self.spec.controls.kinds or self.spec.masks.sources:
             from lottery.pruning import prune
 
             model = self._network

@@ -54,7 +54,7 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
     runs = [dense_dir(sibling(replicate_dir, r)) for r in replicates]
     models = [ctx.model(ctx.training(r).init_seed) for r in replicates]
     snapshot_optimizer = ctx.spec.imp.optimizer_state == "rewind"
-    points = tuple(ctx.rewind_points)
+    points = tuple(ctx.dense_snapshots)
     jobs = [
         ctx.job(r, snapshots=points, snapshot_optimizer=snapshot_optimizer, tags=ctx.tags(run, r, "dense", 0))
         for r, run in zip(replicates, runs)

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from lottery.experiments import controls, imp, results, stability
+from lottery.experiments import controls, imp, masks, results, stability
 from lottery.experiments.context import Context
 from lottery.experiments.plan import execute, plan, replicate_dir
 from lottery.loggers.summary import log_experiment
@@ -73,6 +73,7 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
                                 experiment, run, kind=kind, replicate=r, rewind_iteration=k, level=level, seed=seed
                             )
                         )
+        rows += masks.rows(experiment, spec, rdir, r)
     return [row for row in rows if row is not None]
 
 
@@ -87,6 +88,9 @@ def write_results(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
         writer.writeheader()
         writer.writerows(stability.pair_rows(points))
         experiment.write("stability.csv", buffer.getvalue().encode())
+    mask_results = masks.collect(experiment, spec)
+    if mask_results:
+        data["masks"] = mask_results
     experiment.write_json("results.json", data)
     experiment.write("results.csv", results.to_csv(rows).encode())
     return data
