@@ -109,17 +109,25 @@ def show(args: argparse.Namespace) -> int:
 
 def verify(args: argparse.Namespace) -> int:
     from lottery.store import RunDir
+    from lottery.store.groups import group_problems
+    from lottery.store.run_dir import MANIFEST, missing_manifests
 
     if not args.path.is_dir():
         raise UserError(f"{args.path} is not a directory")
     checked = bad = 0
-    for manifest in sorted(args.path.rglob("manifest.json")):
+    for manifest in sorted(args.path.rglob(MANIFEST)):
         run = RunDir(manifest.parent)
         entries = run.manifest()
         checked += len(entries)
         for name, problem in run.verify():
             bad += 1
             print(f"{run.path / name}: {problem}")
+    for directory, count in missing_manifests(args.path):
+        bad += 1
+        print(f"{directory / MANIFEST}: missing (the {count} artifact(s) here are untrusted and will be recomputed)")
+    for path, problem in group_problems(args.path):
+        bad += 1
+        print(f"{path}: {problem}")
     print(f"{checked} artifacts checked, {bad} problem(s)")
     return 1 if bad else 0
 

@@ -52,13 +52,14 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
     other replicates' dense networks where runs are stacked, unless `alone`."""
     replicates = [replicate, *([] if alone else stacked_replicates(ctx, replicate))]
     runs = [dense_dir(sibling(replicate_dir, r)) for r in replicates]
+    group = [dense_dir(sibling(replicate_dir, r)) for r in range(ctx.spec.replicates)]  # replicate r at position r
     models = [ctx.model(ctx.training(r).init_seed) for r in replicates]
     snapshot_optimizer = ctx.spec.imp.optimizer_state == "rewind"
     jobs = [ctx.job(r, snapshots=tuple(ctx.rewind_points), snapshot_optimizer=snapshot_optimizer) for r in replicates]
     ctx.runtime.label = f"r{replicate} level 0 (dense)" if len(runs) == 1 else "level 0 (dense)"
     if not stacked(ctx):
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
-    return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)[0]
+    return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True, group=group)[0]
 
 
 def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> tuple[dict, dict | None]:
@@ -96,7 +97,8 @@ def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level
         train(run, model, ctx.data, job, ctx.runtime)
     else:
         runs, models, jobs = [g[0] for g in group], [g[1] for g in group], [g[2] for g in group]
-        train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)
+        members = [level_dir(sibling(replicate_dir, r_), k, level) for r_ in range(ctx.spec.replicates)]
+        train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True, group=members)
     return mask
 
 

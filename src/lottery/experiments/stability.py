@@ -28,7 +28,7 @@ from lottery.experiments.results import stats
 from lottery.pruning import Mask
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir
-from lottery.training import Job, train_together
+from lottery.training import Job, is_finished, train_together
 
 COPY_STREAM = 21
 TRAIN_SUBSET_SEED = 0
@@ -103,9 +103,18 @@ def copy_runs(rdir: RunDir, k: int, level: int, subject: Subject, copies: int) -
 
 def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subjects: list[Subject]) -> dict[str, list]:
     """Every subject's copies (kind -> directories), training those not in the store yet: all of them together,
-    one stacked model, where that is faster (`lottery.training.train_together`)."""
+    one stacked model, where that is faster (`lottery.training.train_together`).
+
+    The dense network's copies are shared by every level at k; they belong to the group of the first level
+    analysed (where an uninterrupted run trains them), and are trained in that group wherever they are missing,
+    so they are computed with one arithmetic whichever point finds them missing."""
     copies = ctx.spec.stability.copies
     runs = {subject.kind: copy_runs(rdir, k, level, subject, copies) for subject in subjects}
+    first = min(levels(ctx))
+    if level != first:
+        subjects = [subject for subject in subjects if subject.kind != "dense"]
+        if not all(is_finished(run, Job(ctx.training(r), ctx.schedule)) for run in runs["dense"]):
+            train_copies(ctx, rdir, r, k, first, _subjects(ctx, rdir, r, k, first))
     trained, models, jobs = [], [], []
     for subject in subjects:
         for i, run in enumerate(runs[subject.kind]):

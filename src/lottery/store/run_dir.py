@@ -44,7 +44,9 @@ class RunDir:
             return {}
 
     def _record(self, name: str, digest: str | None) -> None:
-        manifest = self.manifest()
+        """Record (or forget) one artifact; entries whose file is gone are dropped on the way (a damaged or
+        edited entry name would otherwise be reported missing forever)."""
+        manifest = {n: d for n, d in self.manifest().items() if isinstance(n, str) and (self.path / n).is_file()}
         if digest is None:
             manifest.pop(name, None)
         else:
@@ -145,3 +147,22 @@ class RunDir:
                 if sha256(data) != digest:
                     problems.append((name, "checksum mismatch (truncated or modified)"))
         return problems
+
+
+ARTIFACTS = ("*.safetensors", "*.json", "*.jsonl", "*.csv", "*.pt", "*.toml")  # what `lottery` writes in a run
+
+
+def missing_manifests(root: Path) -> list[tuple[Path, int]]:
+    """(directory, number of artifacts) for every directory under `root` that holds artifacts but no
+    `manifest.json` (a run's `snapshots/` belong to the run's manifest): none of them is trusted, and the next
+    run recomputes them."""
+    missing: dict[Path, int] = {}
+    for directory in sorted({p.parent for pattern in ARTIFACTS for p in root.rglob(pattern)}):
+        owner = directory.parent if directory.name == "snapshots" else directory
+        if any(part.startswith(".") for part in directory.relative_to(root).parts) or (owner / MANIFEST).exists():
+            continue
+        count = sum(1 for p in directory.iterdir() if p.is_file() and not p.name.startswith(".") and
+                    any(p.match(pattern) for pattern in ARTIFACTS))  # fmt: skip
+        if count:
+            missing[owner] = missing.get(owner, 0) + count
+    return sorted(missing.items())

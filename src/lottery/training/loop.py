@@ -183,6 +183,9 @@ class Session:
         distributed.check_equal(self.mask)  # data parallel: every rank trains with the same mask
         self.enforcer = MaskEnforcer(model, self.mask) if self.mask.density < 1 else None
         self.diverged_at: int | None = None
+        # How the run is computed, recorded in its summary (copies.py adds a stacked run's group and position):
+        # on the CPU its bits depend on the thread count, and a stacked run's on its group.
+        self.arithmetic: dict[str, Any] = {"stacked": False, "threads": torch.get_num_threads(), "device": device.type}
         checkpoint = run.read_torch("checkpoint.pt")
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
@@ -306,6 +309,7 @@ class Session:
         self.elapsed += time.perf_counter() - self.session_start
         self.run.write_tensors("final.safetensors", self.model.state_dict())
         summary = summarize(self.metrics, self.job, self.mask, self.elapsed, self.diverged_at)
+        summary["arithmetic"] = self.arithmetic
         self.run.write_json("summary.json", summary)
         self.run.remove("checkpoint.pt")
         return summary
