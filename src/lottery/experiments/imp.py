@@ -120,7 +120,8 @@ def _level_start(
             return None
         return _level_start(ctx, replicate_dir, replicate, k, level, ensure)
     if summary["diverged"]:
-        if ensure:
+        if ensure and previous.path not in ctx.announced:  # once, whichever tasks find it
+            ctx.announced.add(previous.path)
             print(
                 f"lottery: {previous.path} diverged at iteration {summary['diverged_at']}; "
                 f"IMP level {level} and later levels (and their controls) skipped",

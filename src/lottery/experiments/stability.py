@@ -68,16 +68,18 @@ def _dense_subject(ctx: Context, rdir: RunDir, r: int, k: int) -> Subject:
     return Subject("dense", mask, weights, optimizer_state, imp.dense_dir(rdir) if reuse else None)
 
 
-def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Subject]:
+def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> tuple[list[Subject], list[str]]:
     """The subjects at (k, level): the dense network, and at level > 0 the IMP subnetwork and its controls (whose
-    copy 0 is trained here if it is not in the store yet)."""
+    copy 0 is trained here if it is not in the store yet); and the kinds that cannot be studied because an
+    earlier IMP level diverged (there is no level-`level` subnetwork, nor controls of it)."""
     dense = _dense_subject(ctx, rdir, r, k)
     if level == 0:
-        return [dense]
+        return [dense], []
     level_run = imp.level_dir(rdir, k, level)
     stored = level_run.read_tensors("mask.safetensors")
     if stored is None or not level_run.exists("final.safetensors"):
-        imp.run_level(ctx, rdir, r, k, level)
+        if imp.run_level(ctx, rdir, r, k, level) is None:
+            return [dense], ["imp", *ctx.spec.stability.controls]
         stored = level_run.read_tensors("mask.safetensors")
     mask = ctx.mask(stored)
     rewound, optimizer_state = imp.rewind_state(ctx, rdir, r, k)
@@ -88,7 +90,7 @@ def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Su
         subjects.append(
             Subject(kind, c_mask, c_start, c_state, controls.control_dir(rdir, k, level, kind, CONTROL_SEED))
         )
-    return subjects
+    return subjects, []
 
 
 def copy_runs(rdir: RunDir, k: int, level: int, subject: Subject, copies: int) -> list[RunDir]:
@@ -114,7 +116,7 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
     if level != first:
         subjects = [subject for subject in subjects if subject.kind != "dense"]
         if not all(is_finished(run, Job(ctx.training(r), ctx.schedule)) for run in runs["dense"]):
-            train_copies(ctx, rdir, r, k, first, _subjects(ctx, rdir, r, k, first))
+            train_copies(ctx, rdir, r, k, first, _subjects(ctx, rdir, r, k, first)[0])
     trained, models, jobs = [], [], []
     for subject in subjects:
         for i, run in enumerate(runs[subject.kind]):
@@ -125,6 +127,8 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
             models.append(ctx.model(0, subject.start))
             jobs.append(Job(training, ctx.schedule, start=k, mask=subject.mask, optimizer_state=subject.optimizer_state,
                             augment=ctx.augment))  # fmt: skip
+    if not trained:
+        return runs
     ctx.runtime.label = f"r{r} k={k} level {level} copies"
     # Stacked or not is decided for copies as a kind, not by this group's size: the dense network's copies are
     # also trained by the analysis at other levels, in groups of other sizes.
@@ -231,12 +235,13 @@ def levels(ctx: Context) -> tuple[int, ...]:
 
 def run_point(ctx: Context, experiment: RunDir, rdir: RunDir, r: int, k: int, level: int) -> None:
     """Train every copy that (k, level) needs and write its `analysis.json`."""
-    subjects = _subjects(ctx, rdir, r, k, level)
+    subjects, lost = _subjects(ctx, rdir, r, k, level)
     runs = train_copies(ctx, rdir, r, k, level, subjects)
     analyzer = Analyzer(ctx, experiment)
     out = stability_dir(rdir, k, level)
     studied = [s for s in subjects if level == 0 or s.kind != "dense"]  # the dense network is studied at level 0
     records = [analyzer.point(r, subject, runs[subject.kind], runs["dense"], out) for subject in studied]
+    records += [{"kind": kind, "density": None, "diverged": True} for kind in lost]  # an earlier level diverged
     out.write_json("analysis.json", {"replicate": r, "rewind_iteration": k, "level": level, "points": records})
 
 

@@ -10,6 +10,7 @@ metrics so far), so a run resumed from any checkpoint ends exactly where an unin
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -251,15 +252,15 @@ class Session:
 
     def evaluate(self, lr: float) -> list[dict[str, Any]]:
         """Log the mean training loss since the last evaluation and the validation and test loss and accuracy;
-        a non-finite training loss marks the run diverged instead. Returns the new metrics rows."""
+        a diverged run (`diverged`) is marked so instead. Returns the new metrics rows."""
         t, data = self.t, self.data
         now = self.elapsed + time.perf_counter() - self.session_start
         distributed.average_(self.loss_sum)  # data parallel: the mean over ranks, as one process would log
         count = self.loss_count
         rows = [{"iteration": t, "split": "train", "loss": float(self.loss_sum) / count, "lr": lr}] if count else []
-        if count and not torch.isfinite(self.loss_sum):
+        if count and diverged(rows[0]["loss"], self.model, data.num_classes):
             self.diverged_at = t
-            rows[0].update(loss=None, diverged=True)
+            rows[0].update(loss=rows[0]["loss"] if math.isfinite(rows[0]["loss"]) else None, diverged=True)
         else:
             for split in ("val", "test"):
                 x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
@@ -313,6 +314,20 @@ class Session:
         self.run.write_json("summary.json", summary)
         self.run.remove("checkpoint.pt")
         return summary
+
+
+DIVERGENCE_FACTOR = 1000.0  # times the loss of a uniform guess, ln(classes): 2303 for 10 classes
+
+
+def diverged(train_loss: float, model: torch.nn.Module, num_classes: int) -> bool:
+    """The divergence rule, checked at every evaluation point: the mean training loss since the last one is not
+    finite, or above DIVERGENCE_FACTOR times ln(classes) (the loss of predicting every class alike, which any
+    network that learns at all stays far below), or a weight is not finite. Such a run has left the region
+    where its accuracies mean anything, and nothing is pruned from its weights."""
+    if not math.isfinite(train_loss) or train_loss > DIVERGENCE_FACTOR * math.log(max(num_classes, 2)):
+        return True
+    with torch.no_grad():
+        return not all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def summarize(metrics: list[dict[str, Any]], job: Job, mask: Mask, seconds: float, diverged_at: int | None) -> dict:
