@@ -123,8 +123,8 @@ def test_a_diverged_chain_with_a_stability_analysis_reports_the_rest(
     marked diverged, the run completes with its results, and the 'skipped' line is printed once."""
     store = tmp_path / "store"
     stability = ('stability.rewind=["10it"]', "stability.levels=[0, 2]", "stability.interpolation_points=3")
-    argv = cli_args(store, *SGD_BLOWUP, "imp.levels=2", 'imp.rewind=["10it"]', *stability,
-                    'controls.kinds=["random_prune", "random_reinit"]', 'stability.controls=["random_prune"]')  # fmt: skip
+    controls = ('controls.kinds=["random_prune", "random_reinit"]', 'stability.controls=["random_prune"]')
+    argv = cli_args(store, *SGD_BLOWUP, "imp.levels=2", 'imp.rewind=["10it"]', *stability, *controls)
     code, out, err = run_cli(argv, capsys)
     assert code == 0, err
     assert "Traceback" not in err
