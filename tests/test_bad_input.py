@@ -146,6 +146,37 @@ def test_missing_or_malformed_dataset_files(
     assert_refused(store, argv, words, capsys)
 
 
+def idx_files(root: Path, train: tuple[tuple[int, ...], bytes], test: tuple[tuple[int, ...], bytes]) -> Path:
+    """An MNIST directory whose images are zeros of the given shapes, with the given labels."""
+    root.mkdir()
+    for stem, (shape, labels) in (("train", train), ("t10k", test)):
+        (root / f"{stem}-images-idx3-ubyte").write_bytes(idx(shape, bytes(shape[0] * shape[1] * shape[2])))
+        (root / f"{stem}-labels-idx1-ubyte").write_bytes(idx((len(labels),), labels))
+    return root
+
+
+CONTENTS = [
+    ("train label out of range", ((4, 28, 28), bytes([0, 1, 200, 3])), ((2, 28, 28), bytes(2)),
+     ["train label 200 is out of range for 10 classes", "0..9"]),
+    ("test label = classes", ((4, 28, 28), bytes(4)), ((2, 28, 28), bytes([0, 10])),
+     ["test label 10 is out of range for 10 classes"]),
+    ("test shape differs", ((4, 28, 28), bytes(4)), ((2, 32, 32), bytes(2)),
+     ["test images are (1, 32, 32), train images (1, 28, 28)"]),
+    ("empty test set", ((4, 28, 28), bytes(4)), ((0, 28, 28), b""), ["the test set is empty"]),
+    ("0x0 images", ((4, 0, 0), bytes(4)), ((2, 0, 0), bytes(2)), ["train images of shape (1, 0, 0)"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("train", "test", "words"), [c[1:] for c in CONTENTS], ids=[c[0] for c in CONTENTS])
+def test_dataset_contents_are_checked_when_loaded(
+    store: Path, tmp_path: Path, train: tuple, test: tuple, words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = idx_files(tmp_path / "mnist", train, test)
+    argv = cli_args(store, "dataset.name=mnist", f"dataset.root={root}", "dataset.validation_size=1")
+    assert_refused(store, [*argv[:-2], "--out", str(store / "new")], words, capsys)
+    assert not (store / "new").exists()  # not even the store directory
+
+
 def test_bad_spec_files(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "missing.toml"
     assert_refused(store, ["run", str(missing), "--out", str(store)], ["spec file not found", "missing.toml"], capsys)

@@ -52,9 +52,40 @@ class Splits:
 loaders: Registry[Callable[[DatasetSpec], ImageData]] = Registry("dataset")
 
 
+def check(data: ImageData, name: str) -> None:
+    """Refuse a dataset whose contents cannot be trained on (UserError, before anything is written): empty
+    splits, images of no pixels or of different shapes in train and test, labels that disagree in number with
+    the images or lie outside 0..classes-1."""
+    if data.num_classes < 2:
+        raise UserError(f"dataset {name!r} has {data.num_classes} class(es) (at least 2 are needed)")
+    for split in ("train", "test"):
+        x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+        if len(x) == 0:
+            raise UserError(f"dataset {name!r}: the {split} set is empty")
+        if x.dim() != 4 or x.shape[1:].numel() == 0:
+            raise UserError(f"dataset {name!r}: {split} images of shape {tuple(x.shape[1:])} (need C x H x W pixels)")
+        if y.shape != (len(x),):
+            raise UserError(f"dataset {name!r}: {len(x)} {split} images but labels of shape {tuple(y.shape)}")
+        if y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise UserError(f"dataset {name!r}: {split} labels are {y.dtype}, not integers")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= data.num_classes:
+            bad = low if low < 0 else high
+            raise UserError(
+                f"dataset {name!r}: {split} label {bad} is out of range for {data.num_classes} classes "
+                f"(allowed: 0..{data.num_classes - 1})"
+            )
+    if data.train_x.shape[1:] != data.test_x.shape[1:]:
+        raise UserError(
+            f"dataset {name!r}: test images are {tuple(data.test_x.shape[1:])}, train images "
+            f"{tuple(data.train_x.shape[1:])} (they must have one shape)"
+        )
+
+
 def load(spec: DatasetSpec) -> Splits:
     """Load `spec.name`, hold out the validation split, optionally subset and normalise."""
     data = loaders.get(spec.name)(spec)
+    check(data, spec.name)
     n = len(data.train_x)
     if spec.validation_size >= n:
         raise UserError(f"dataset.validation_size = {spec.validation_size} leaves no training data ({n} examples)")
