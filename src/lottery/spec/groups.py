@@ -22,6 +22,29 @@ def _nonnegative(value: float, name: str) -> None:
         raise UserError(f"{name} must be >= 0, got {value}")
 
 
+SEED_LIMIT = 2**63  # seeds are below this (torch's and numpy's generators take signed 64-bit seeds)
+MAX_COUNT = {  # counts above these are input mistakes, refused before any work (each is a loop or an allocation)
+    "replicates": 1000,
+    "imp.levels": 1000,
+    "stability.copies": 1000,
+    "stability.interpolation_points": 100_000,
+    "stability.batchnorm_batches": 1_000_000,
+}
+
+
+def _at_most(value: int, name: str) -> None:
+    if value > MAX_COUNT[name]:
+        raise UserError(f"{name} must be at most {MAX_COUNT[name]}, got {value}")
+
+
+def _seed(value: int, name: str, shift: int = 0) -> None:
+    """A seed in [0, 2**63), also after adding `shift` (replicate r uses seed + r)."""
+    _nonnegative(value, name)
+    if value + shift >= SEED_LIMIT:
+        also = f" (replicates = {shift + 1} use seeds up to {name} + {shift})" if shift else ""
+        raise UserError(f"{name} must be below 2**63 = {SEED_LIMIT}{also}, got {value}")
+
+
 def _one_of(value: str, allowed: tuple[str, ...], name: str) -> None:
     if value not in allowed:
         from lottery.errors import unknown_name
@@ -39,6 +62,8 @@ class ModelSpec:
     shortcut: str = "projection"  # ResNet downsampling shortcut: 'projection' (1x1 conv + BN) or 'padding'
 
     def validate(self) -> ModelSpec:
+        if not self.name.isascii():
+            raise UserError(f"model.name {self.name!r} must be written in ASCII letters, digits and '_'")
         if self.width is not None:
             _positive(self.width, "model.width")
         if not 0 <= self.dropout < 1:
@@ -92,7 +117,7 @@ class TrainingSpec:
         _positive(self.batch_size, "training.batch_size")
         _positive(self.gamma, "training.gamma")
         for seed in ("init_seed", "data_order_seed", "augmentation_seed"):
-            _nonnegative(getattr(self, seed), f"training.{seed}")
+            _seed(getattr(self, seed), f"training.{seed}")
         _one_of(self.precision, ("fp32", "bf16"), "training.precision")
         eval_every = canonical(self.eval_every, "training.eval_every")
         if eval_every == "0it":
@@ -134,6 +159,7 @@ class ImpSpec:
 
     def validate(self) -> ImpSpec:
         _nonnegative(self.levels, "imp.levels")
+        _at_most(self.levels, "imp.levels")
         if not self.rewind:
             raise UserError("imp.rewind needs at least one step string")
         rewind = tuple(dict.fromkeys(canonical(s, "imp.rewind") for s in self.rewind))
@@ -163,7 +189,7 @@ class ControlsSpec:
         if not self.seeds:
             raise UserError("controls.seeds needs at least one seed")
         for seed in self.seeds:
-            _nonnegative(seed, "controls.seeds")
+            _seed(seed, "controls.seeds")
         return self
 
 
@@ -188,12 +214,15 @@ class StabilitySpec:
             _nonnegative(level, "stability.levels")
         if self.copies < 2:
             raise UserError(f"stability.copies must be at least 2 (pairs of copies are compared), got {self.copies}")
+        _at_most(self.copies, "stability.copies")
         for control in self.controls:
             _one_of(control, STABILITY_CONTROLS, "stability.controls")
         if self.interpolation_points < 2:
             raise UserError(f"stability.interpolation_points must be at least 2, got {self.interpolation_points}")
+        _at_most(self.interpolation_points, "stability.interpolation_points")
         _one_of(self.batchnorm, ("recompute", "interpolate"), "stability.batchnorm")
         _positive(self.batchnorm_batches, "stability.batchnorm_batches")
+        _at_most(self.batchnorm_batches, "stability.batchnorm_batches")
         _nonnegative(self.threshold, "stability.threshold")
         _positive(self.train_subset, "stability.train_subset")
         levels = None if self.levels is None else tuple(sorted(set(self.levels)))
@@ -213,6 +242,9 @@ class ExperimentSpec:
 
     def validate(self) -> ExperimentSpec:
         _positive(self.replicates, "replicates")
+        _at_most(self.replicates, "replicates")
+        for seed in ("init_seed", "data_order_seed", "augmentation_seed"):
+            _seed(getattr(self.training, seed), f"training.{seed}", self.replicates - 1)
         for name in self.controls.levels or ():
             if name > self.imp.levels:
                 raise UserError(f"controls.levels names level {name}, but imp.levels is {self.imp.levels}")
