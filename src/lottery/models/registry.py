@@ -51,8 +51,8 @@ def check_size(spec: ModelSpec, model: torch.nn.Module) -> None:
     need, have = count * BYTES_PER_PARAMETER, memory_bytes()
     if need > have:
         raise UserError(
-            f"{_described(spec)} has {count:.3g} parameters: training it needs at least {need / 2**30:.3g} GiB of memory "
-            f"(weights, gradients, optimizer state); this machine has {have / 2**30:.3g} GiB"
+            f"{_described(spec)} has {count:.3g} parameters: training it needs at least {need / 2**30:.3g} GiB of "
+            f"memory (weights, gradients, optimizer state); this machine has {have / 2**30:.3g} GiB"
         )
 
 
@@ -66,7 +66,7 @@ def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, init_
             except RuntimeError as error:  # a tensor whose size overflows 64 bits
                 if "overflow" not in str(error):
                     raise
-                raise UserError(f"{_described(spec)} has a layer of more than 2**63 bytes: it cannot fit in memory")
+                raise UserError(f"{_described(spec)} has a layer of more than 2**63 bytes: it cannot fit in memory") from None
             model = builder(spec, input_shape, num_classes)
             model.initialize(spec.init, torch.Generator().manual_seed(init_seed), spec.batchnorm_init)
             return model
