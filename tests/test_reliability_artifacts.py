@@ -208,3 +208,36 @@ def test_verify_clean_store_and_bad_path(reference: Path, capsys: pytest.Capture
     assert count >= 20  # every artifact of the experiment was checked
     code, _, err = run_cli(["verify", str(reference / "nowhere")], capsys)
     assert code == 2 and "is not a directory" in err
+
+
+class NotAllowed:
+    """A pickled object that `torch.load(weights_only=True)` refuses to build."""
+
+
+@pytest.mark.parametrize(
+    "contents",
+    [{"model": {}, "iteration": 40}, NotAllowed(), [1, 2, 3]],
+    ids=["wrong structure", "pickle of a class", "a list"],
+)
+def test_unloadable_checkpoint_with_a_valid_checksum_is_discarded(
+    reference: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    contents: object,
+) -> None:
+    """A checkpoint whose checksum matches but whose contents cannot be loaded: reported in one line, removed,
+    the run starts over and ends identical (no traceback, on this run or any later one)."""
+    store = tmp_path / "store"
+    with monkeypatch.context() as patch:
+        crash_dense_at(45, patch)
+        with pytest.raises(Crash):
+            main(cli_args(store, *OVERRIDES, extra=EXTRA))
+    run = RunDir(experiment_dir(store) / DENSE)
+    run.write_torch("checkpoint.pt", contents)  # recorded in the manifest: it verifies
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert f"{run.path / 'checkpoint.pt'} cannot be loaded (" in err and "starting the run over" in err
+    assert "resuming" not in err
+    assert_same_outcomes(store, reference)

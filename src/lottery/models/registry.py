@@ -66,7 +66,8 @@ def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, init_
             except RuntimeError as error:  # a tensor whose size overflows 64 bits
                 if "overflow" not in str(error):
                     raise
-                raise UserError(f"{_described(spec)} has a layer of more than 2**63 bytes: it cannot fit in memory") from None
+                too_big = f"{_described(spec)} has a layer of more than 2**63 bytes: it cannot fit in memory"
+                raise UserError(too_big) from None
             model = builder(spec, input_shape, num_classes)
             model.initialize(spec.init, torch.Generator().manual_seed(init_seed), spec.batchnorm_init)
             return model

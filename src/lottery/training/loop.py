@@ -9,6 +9,7 @@ metrics so far), so a run resumed from any checkpoint ends exactly where an unin
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -187,15 +188,7 @@ class Session:
         # How the run is computed, recorded in its summary (copies.py adds a stacked run's group and position):
         # on the CPU its bits depend on the thread count, and a stacked run's on its group.
         self.arithmetic: dict[str, Any] = {"stacked": False, "threads": torch.get_num_threads(), "device": device.type}
-        checkpoint = run.read_torch("checkpoint.pt")
-        if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            torch.set_rng_state(checkpoint["rng"])
-            if device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
-            self.t, self.metrics, self.elapsed = checkpoint["iteration"], checkpoint["metrics"], checkpoint["elapsed"]
-            self.loss_sum, self.loss_count = checkpoint["loss_sum"].to(device), checkpoint["loss_count"]
+        if self._resume():
             print(f"lottery: {run.path}: resuming from iteration {self.t}", file=sys.stderr)
         else:
             if self.enforcer is not None:
@@ -212,6 +205,42 @@ class Session:
             self.loss_sum, self.loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
         self.label = runtime.label or str(run.path)  # names the run in log lines
         self.session_start = self.last_checkpoint = time.perf_counter()
+
+    def _resume(self) -> bool:
+        """Restore the run's checkpoint if it has a verified one that loads; False (the run starts over) if it
+        has none, or one that cannot be used although its checksum matches (another structure, a pickle that
+        `weights_only` refuses to run), which is then reported and removed."""
+        run, model, device = self.run, self.model, self.runtime.device
+        try:
+            data = run.read("checkpoint.pt")  # None (reported if it exists) unless verified
+        except OSError:
+            data = None
+        if data is None:
+            return False
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        try:
+            checkpoint = torch.load(io.BytesIO(data), weights_only=True)
+            model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            t, metrics = int(checkpoint["iteration"]), list(checkpoint["metrics"])
+            elapsed = float(checkpoint["elapsed"])
+            loss_sum, loss_count = checkpoint["loss_sum"].to(device, torch.float64), int(checkpoint["loss_count"])
+            if not self.job.start <= t <= self.job.schedule.end or loss_sum.shape != ():
+                raise ValueError(f"iteration {t} outside {self.job.start}..{self.job.schedule.end}")
+            rng, cuda_rng = checkpoint["rng"], checkpoint.get("cuda_rng")
+            torch.set_rng_state(rng)
+        except Exception as error:  # noqa: BLE001  (any defect of its contents: start over, as for a bad checksum)
+            model.load_state_dict(start)
+            self.optimizer = make_optimizer(model.parameters(), self.job.training)
+            reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+            print(f"lottery: {run.path / 'checkpoint.pt'} cannot be loaded ({reason}); starting the run over",
+                  file=sys.stderr)  # fmt: skip
+            run.remove("checkpoint.pt")
+            return False
+        if device.type == "cuda" and cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+        self.t, self.metrics, self.elapsed, self.loss_sum, self.loss_count = t, metrics, elapsed, loss_sum, loss_count
+        return True
 
     def stream(self) -> BatchStream:
         """The run's batches: a pure function of its data-order and augmentation seeds and the iteration."""
