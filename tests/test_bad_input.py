@@ -197,6 +197,21 @@ def test_dataset_contents_are_checked_when_loaded(
     assert not (store / "new").exists()  # not even the store directory
 
 
+def test_empty_or_conflicting_input(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_refused(store, ["run", "--preset", "", "--out", str(store)], ["--preset is empty", "preset name"], capsys)
+    assert_refused(store, cli_args(store, extra=("--out", "")), ["--out is empty", "store directory"], capsys)
+    assert_refused(store, cli_args(store, "dataset.root=''"), ["dataset.root is empty"], capsys)
+    assert_refused(store, ["presets", "--show", ""], ["unknown preset ''"], capsys)
+    not_a_table = tmp_path / "five.toml"
+    not_a_table.write_text('preset = "lenet_300_100"\ntraining = 5\n')
+    argv = ["run", str(not_a_table), "--set", "training.lr=0.1", "--out", str(store)]
+    assert_refused(store, argv, ["training must be a table of settings ([training])", "got 5"], capsys)
+    nope = tmp_path / "nope.toml"
+    nope.write_text('preset = "nope"\n')
+    argv = ["run", str(nope), "--preset", "lenet_300_100", "--out", str(store)]
+    assert_refused(store, argv, ["starts from preset 'nope' but --preset 'lenet_300_100' was given"], capsys)
+
+
 def test_bad_spec_files(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "missing.toml"
     assert_refused(store, ["run", str(missing), "--out", str(store)], ["spec file not found", "missing.toml"], capsys)

@@ -101,3 +101,20 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(
     verify = run_subprocess(["verify", str(crashed_out)])
     assert verify.returncode == 0, verify.stdout
     assert verify.stdout.strip().endswith("0 problem(s)")
+
+
+def test_sigterm_says_how_to_resume(tmp_path: Path) -> None:
+    """SIGTERM (a scheduler pre-empting the job) stops like Ctrl-C: exit 143, one line saying the same command
+    resumes, no traceback; the same command then resumes from the checkpoint and finishes clean."""
+    out = tmp_path / "store"
+    run = Started(cli_args(out, *OVERRIDES, extra=EXTRA))
+    run.wait_for("iteration 50/150")
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish(timeout=60) == 143
+    err = run.stderr()
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == "lottery: terminated (SIGTERM); run the same command again to resume"
+    again = run_subprocess(cli_args(out, *OVERRIDES, extra=EXTRA), timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming from iteration" in again.stderr
+    assert run_subprocess(["verify", str(out)]).returncode == 0

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 def presets(args: argparse.Namespace) -> int:
     from lottery.presets import presets as registry
 
-    if args.show:
+    if args.show is not None:
         preset = registry.get(args.show)
         print(f"# {preset.name}: {preset.description}\n")
         print(tomli_w.dumps(preset.settings), end="")

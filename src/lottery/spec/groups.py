@@ -82,6 +82,8 @@ class DatasetSpec:
     subset: int | None = None  # train on the first N non-validation examples only
 
     def validate(self) -> DatasetSpec:
+        if self.root is not None and not self.root.strip():
+            raise UserError("dataset.root is empty: give the data directory (or leave it out for the default)")
         _nonnegative(self.validation_size, "dataset.validation_size")
         if self.subset is not None:
             _positive(self.subset, "dataset.subset")
