@@ -160,7 +160,7 @@ def sweep(args: argparse.Namespace) -> int:
         raise UserError("--retries must be >= 0 and --workers >= 1")
     finished, outcome = run_sweep(
         args.spec, args.preset, args.overrides, store_root(args.out), _runtime(args),
-        args.executor, args.address, args.workers, args.retries,
+        args.executor, args.address, args.workers, args.retries, args.wait,
     )  # fmt: skip
     total = len(outcome.done) + len(outcome.failed) + len(outcome.skipped)
     print(f"{len(outcome.done)}/{total} tasks done, {len(outcome.failed)} failed, {len(outcome.skipped)} skipped")
