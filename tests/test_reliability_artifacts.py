@@ -241,3 +241,37 @@ def test_unloadable_checkpoint_with_a_valid_checksum_is_discarded(
     assert f"{run.path / 'checkpoint.pt'} cannot be loaded (" in err and "starting the run over" in err
     assert "resuming" not in err
     assert_same_outcomes(store, reference)
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "checkpoint.pt"])
+def test_failed_manifest_write_after_an_artifact_leaves_no_false_alarm(
+    reference: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    """The disk fills (or the manifest is immutable) just after a new version of an artifact replaced the old
+    one, before the manifest could record it: every artifact the manifest still lists verifies, the replaced
+    one is untrusted (not reported damaged), and the same command then ends identical."""
+    from lottery.errors import UserError
+    from lottery.store.atomic import INTACT
+
+    store, real, writes = tmp_path / "store", RunDir._record, []
+
+    def record(self: RunDir, entry: str, digest: str | None) -> None:
+        if entry == name and digest is not None and self.path.name == "level_0":
+            writes.append(entry)
+            if len(writes) == 2:  # the second version: it replaces the first one
+                raise UserError(f"cannot write {self.path / 'manifest.json'}: No space left on device{INTACT}")
+        real(self, entry, digest)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunDir, "_record", record)
+        code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 2 and "No space left on device (earlier artifacts are intact" in err
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert code == 0, out
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0, err
+    assert_same_outcomes(store, reference)

@@ -59,6 +59,11 @@ class RunDir:
 
         with distributed.main_writes() as main:
             if main:
+                # Forget an older version first: if any later step fails (the file's write or the manifest's), the
+                # manifest lists only files that match it -- everything it records stays intact -- and this one is
+                # simply untrusted and recomputed, never reported as damaged.
+                if name in self.manifest():
+                    self._record(name, None)
                 atomic.write_bytes(self.path / name, data)
                 self._record(name, sha256(data))
 
