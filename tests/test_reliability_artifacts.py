@@ -275,3 +275,37 @@ def test_failed_manifest_write_after_an_artifact_leaves_no_false_alarm(
     code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
     assert code == 0, err
     assert_same_outcomes(store, reference)
+
+
+def test_deleted_manifest_is_reported_and_its_directory_recomputed(
+    reference: Path, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    level = experiment_dir(store) / LEVEL
+    (level / "manifest.json").unlink()
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert code == 1
+    assert f"{level / 'manifest.json'}: missing (the 6 artifact(s) here are untrusted and will be recomputed)" in out
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0 and retrained(err) == {"imp"}  # exactly that directory
+    assert_same_outcomes(store, reference)
+    assert run_cli(["verify", str(store)], capsys)[0] == 0
+
+
+def test_damaged_manifest_entry_name_does_not_stay_forever(
+    reference: Path, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry name edited in a manifest: the file it named is unrecorded (recomputed), the entry names no file;
+    after one run the manifest lists exactly the files present, each verified."""
+    level = experiment_dir(store) / LEVEL
+    manifest = json.loads((level / "manifest.json").read_text())
+    manifest["fxnal.safetensors"] = manifest.pop("final.safetensors")
+    (level / "manifest.json").write_text(json.dumps(manifest))
+    assert run_cli(["verify", str(store)], capsys)[0] == 1
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0, err
+    assert_same_outcomes(store, reference)
+    listed = json.loads((level / "manifest.json").read_text())
+    present = {p.name for p in level.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert set(listed) == present - {"manifest.json"}
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert code == 0, out
