@@ -172,32 +172,52 @@ def test_checkpoint_resumed_only_when_intact(
     assert_same_outcomes(store, reference)
 
 
-def test_crash_between_artifact_and_manifest_entry(
+def test_crash_between_manifest_entry_and_artifact(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Killed after final.safetensors was renamed into place but before the manifest recorded it, with the
-    half-written temporary file of another write left behind: neither is trusted."""
-    store = tmp_path / "store"
-    real = RunDir._record
+    """Killed after the manifest recorded final.safetensors but before the file was renamed into place (its bytes
+    are in a temporary file), with the half-written temporary file of another write left behind: neither
+    temporary file is trusted, `verify` reports the recorded file missing, and the run resumes and ends
+    identical."""
+    from lottery.store import atomic
 
-    def record(self: RunDir, name: str, digest: str | None) -> None:
-        if name == "final.safetensors" and self.path.name == "level_0":
+    store = tmp_path / "store"
+    real = atomic.commit
+
+    def commit(tmp: Path, path: Path) -> None:
+        if path.name == "final.safetensors" and path.parent.name == "level_0":
             raise Crash
-        real(self, name, digest)
+        real(tmp, path)
 
     with monkeypatch.context() as patch:
-        patch.setattr(RunDir, "_record", record)
+        patch.setattr(atomic, "commit", commit)
         with pytest.raises(Crash):
             main(cli_args(store, *OVERRIDES, extra=EXTRA))
     dense = experiment_dir(store) / DENSE
-    assert (dense / "final.safetensors").exists() and "final.safetensors" not in RunDir(dense).manifest()
+    assert not (dense / "final.safetensors").exists() and "final.safetensors" in RunDir(dense).manifest()
+    assert list(dense.glob(".final.safetensors.*.tmp"))
     partial = dense / ".summary.json.x1y2z3.tmp"
     partial.write_bytes(b'{"diverged": fal')
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert code == 1 and f"{dense / 'final.safetensors'}: missing" in out
 
     code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
     assert code == 0, err
-    assert f"{dense / 'final.safetensors'} failed verification (not in the manifest)" in err
     assert "resuming from iteration 50" in err
+    assert_same_outcomes(store, reference)
+    assert run_cli(["verify", str(store)], capsys)[0] == 0
+
+
+def test_unrecorded_file_is_not_trusted(reference: Path, store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file whose manifest entry is gone (written by hand, or by a process that died before recording it) is
+    reported when read and recomputed."""
+    dense = RunDir(experiment_dir(store) / DENSE)
+    manifest = dense.manifest()
+    del manifest["final.safetensors"]
+    (dense.path / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0, err
+    assert f"{dense.path / 'final.safetensors'} failed verification (not in the manifest)" in err
     assert_same_outcomes(store, reference)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from lottery.errors import UserError
 from lottery.store import atomic
 
 MANIFEST = "manifest.json"
@@ -59,13 +60,30 @@ class RunDir:
 
         with distributed.main_writes() as main:
             if main:
-                # Forget an older version first: if any later step fails (the file's write or the manifest's), the
-                # manifest lists only files that match it -- everything it records stays intact -- and this one is
-                # simply untrusted and recomputed, never reported as damaged.
-                if name in self.manifest():
-                    self._record(name, None)
-                atomic.write_bytes(self.path / name, data)
-                self._record(name, sha256(data))
+                self._write(name, data)
+
+    def _write(self, name: str, data: bytes) -> None:
+        """The new bytes are made durable in a temporary file, then recorded, then renamed into place. A write
+        that fails before the rename (disk full, the manifest's own write) leaves the old file and its entry
+        as they were -- everything the manifest lists still verifies, a previous checkpoint included. If the
+        rename itself fails, the old entry is put back (best effort). Only a process killed between the
+        manifest's write and the rename leaves an entry its file does not match (reported, and recomputed)."""
+        path = self.path / name
+        tmp = atomic.prepare(path, data)
+        old = self.manifest().get(name)
+        try:
+            self._record(name, sha256(data))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        try:
+            atomic.commit(tmp, path)
+        except UserError:
+            try:
+                self._record(name, old)
+            except UserError:
+                pass
+            raise
 
     def read(self, name: str, quiet: bool = False) -> bytes | None:
         """The artifact's bytes if present and matching the manifest; None otherwise (said on stderr
