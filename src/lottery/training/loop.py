@@ -25,7 +25,7 @@ from lottery import seeding
 from lottery.data import BatchStream, Splits
 from lottery.data.batches import Augment
 from lottery.models import Network
-from lottery.pruning import Mask, MaskEnforcer
+from lottery.pruning import Mask, attach
 from lottery.spec import Step, TrainingSpec
 from lottery.store import RunDir
 from lottery.training import distributed
@@ -154,15 +154,10 @@ def train_session(s: Session) -> dict[str, Any]:
             loss = F.cross_entropy(net(x), y)
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if s.enforcer is not None:
-            s.enforcer.mask_grads()
-        # exact_step: optimizer.step() bit for bit, faster on the CPU (training/optimizer.py). With zero gradient
-        # and zero optimizer state at the pruned coordinates it leaves those weights exactly as they were (zero),
-        # so re-masking them would be the identity; any other step is followed by the re-mask.
+        # exact_step: optimizer.step() bit for bit, faster on the CPU (training/optimizer.py). Both run the
+        # optimizer's step hooks, through which the attached mask holds (lottery.attach).
         if not exact_step(s.optimizer):
             s.optimizer.step()
-            if s.enforcer is not None:
-                s.enforcer.mask_weights()
         s.add_loss(loss.detach())
         s.t += 1
         bar.update()
@@ -183,7 +178,8 @@ class Session:
         self.optimizer = make_optimizer(model.parameters(), job.training)
         self.mask = job.mask if job.mask is not None else Mask.ones(model)
         distributed.check_equal(self.mask)  # data parallel: every rank trains with the same mask
-        self.enforcer = MaskEnforcer(model, self.mask) if self.mask.density < 1 else None
+        # Pruned weights, their gradients and optimizer state are zero now and after every step (lottery.attach).
+        self.attachment = attach(self.mask, self.optimizer, model=model) if self.mask.density < 1 else None
         self.diverged_at: int | None = None
         # How the run is computed, recorded in its summary (copies.py adds a stacked run's group and position):
         # on the CPU its bits depend on the thread count, and a stacked run's on its group.
@@ -191,12 +187,10 @@ class Session:
         if self._resume():
             print(f"lottery: {run.path}: resuming from iteration {self.t}", file=sys.stderr)
         else:
-            if self.enforcer is not None:
-                self.enforcer.mask_weights()
             if job.optimizer_state is not None:
                 self.optimizer.load_state_dict(job.optimizer_state)
-                if self.enforcer is not None:
-                    self.enforcer.mask_optimizer_state(self.optimizer)
+                if self.attachment is not None:
+                    self.attachment.apply()  # the restored state, saved before pruning, is zeroed where pruned
             run.write_tensors("start.safetensors", model.state_dict())
             run.write_tensors("mask.safetensors", self.mask.to_tensors())
             run.write_json("sparsity.json", self.mask.report())

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from lottery.pruning import Mask
+from lottery.pruning import Mask, attach
 from lottery.spec import TrainingSpec
 from lottery.training.optimizer import make_optimizer
 
@@ -68,8 +68,8 @@ def _stack(tensors: Sequence[Tensor], like: Tensor | None = None) -> Tensor:
 
 
 class Stacked:
-    """Copies i = 0..K-1 of `models`, each with `masks[i]` enforced (gradients masked before the step, weights
-    after it) and the state of `optimizers[i]` (the copies' optimizer states must have the same signature)."""
+    """Copies i = 0..K-1 of `models`, each with `masks[i]` attached to the stacked optimizer (`lottery.attach`)
+    and the state of `optimizers[i]` (the copies' optimizer states must have the same signature)."""
 
     def __init__(
         self,
@@ -92,11 +92,11 @@ class Stacked:
                 n: torch.stack([dict(m.named_buffers())[n] for m in models]) for n, _ in models[0].named_buffers()
             }
         masked = [n for n in self.shapes if any(n in m and not bool(m[n].all()) for m in masks)]
-        self.masked = [self.leaves[n] for n in masked]
         ones = {n: torch.ones(self.shapes[n], dtype=torch.bool) for n in masked}
-        self.masks = [_stack([m.get(n, ones[n]) for m in masks], self.leaves[n]) for n in masked]
+        stacked_mask = Mask({n: _stack([m.get(n, ones[n]) for m in masks]).to(torch.bool) for n in masked})
         self.optimizer = make_optimizer(list(self.leaves.values()), training, fused=True)
         self._load_optimizer_states(models, optimizers)
+        attach(stacked_mask, self.optimizer, model=self.leaves)  # the copies' masks hold in every step
         base = copy.deepcopy(models[0]).to("meta")
         if hasattr(base, "forward_stacked") and not self.buffers:  # a model's own batched form (LeNet's)
             self._forward = lambda p, b, x: base.forward_stacked(p, x)
@@ -138,12 +138,7 @@ class Stacked:
             losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # copy i's parameters get the gradient of copy i's loss alone
-        with torch.no_grad():
-            if self.masked:
-                torch._foreach_mul_([p.grad for p in self.masked], self.masks)
-            self.optimizer.step()
-            if self.masked:
-                torch._foreach_mul_(self.masked, self.masks)
+        self.optimizer.step()
         return losses.detach()
 
     @torch.no_grad()
