@@ -212,6 +212,7 @@ class Session:
         if data is None:
             return False
         start = {k: v.clone() for k, v in model.state_dict().items()}
+        fresh = self.optimizer.state_dict()  # no state yet: nothing to copy but the hyperparameters
         try:
             checkpoint = torch.load(io.BytesIO(data), weights_only=True)
             model.load_state_dict(checkpoint["model"])
@@ -225,7 +226,8 @@ class Session:
             torch.set_rng_state(rng)
         except Exception as error:  # noqa: BLE001  (any defect of its contents: start over, as for a bad checksum)
             model.load_state_dict(start)
-            self.optimizer = make_optimizer(model.parameters(), self.job.training)
+            self.optimizer.state.clear()  # the same optimizer object: the mask stays attached to it
+            self.optimizer.load_state_dict(fresh)
             reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
             print(f"lottery: {run.path / 'checkpoint.pt'} cannot be loaded ({reason}); starting the run over",
                   file=sys.stderr)  # fmt: skip
