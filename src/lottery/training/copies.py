@@ -4,9 +4,10 @@ The copies of a stability analysis (and its subjects: the dense network, the IMP
 runs that differ only in start weights, masks, seeds and optimizer state. `train_together` trains such runs as
 one `Stacked` model and leaves every run with exactly the artifacts `lottery.training.train` writes (start
 weights, mask, sparsity, metrics at the same evaluation points, checkpoints in the same format, final weights,
-summary), so the store cannot tell how a run was trained: a run checkpointed in a group resumes alone, and runs
-checkpointed alone resume together. Each copy sees exactly the batches of its separate run (its own
-`BatchStream`); its weights equal a separate run's up to float rounding (see `stacked.py`).
+summary, whose "arithmetic" records how it was computed). A run checkpointed in a group resumes without the
+others, at its position in a stack of its group's size, so it ends bit for bit where the uninterrupted group
+puts it at any thread count. Each copy sees exactly the batches of its separate run (its own `BatchStream`); its
+weights equal a separate run's up to float rounding (see `stacked.py`).
 """
 
 from __future__ import annotations
