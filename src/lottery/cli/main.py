@@ -15,7 +15,7 @@ SWITCH = {"auto": None, "on": True, "off": False}  # the values of the runtime's
 
 EPILOG = (
     "Docs: README.md, docs/run-format.md. Exit codes: 0 ok; 1 verify found problems or a sweep task failed; "
-    "2 bad input or a failed write (nothing lost)."
+    "2 bad input or a failed write (nothing lost); 130/143 interrupted/terminated (the same command resumes)."
 )
 
 
