@@ -107,14 +107,14 @@ def test_sigterm_says_how_to_resume(tmp_path: Path) -> None:
     """SIGTERM (a scheduler pre-empting the job) stops like Ctrl-C: exit 143, one line saying the same command
     resumes, no traceback; the same command then resumes from the checkpoint and finishes clean."""
     out = tmp_path / "store"
-    run = Started(cli_args(out, *OVERRIDES, extra=EXTRA))
-    run.wait_for("iteration 50/150")
+    run = Started(cli_args(out, extra=EXTRA))
+    run.wait_for("iteration 20/60")
     run.proc.send_signal(signal.SIGTERM)
     assert run.finish(timeout=60) == 143
     err = run.stderr()
     assert "Traceback" not in err
     assert err.splitlines()[-1] == "lottery: terminated (SIGTERM); run the same command again to resume"
-    again = run_subprocess(cli_args(out, *OVERRIDES, extra=EXTRA), timeout=300)
+    again = run_subprocess(cli_args(out, extra=EXTRA), timeout=300)
     assert again.returncode == 0, again.stderr
     assert "resuming from iteration" in again.stderr
     assert run_subprocess(["verify", str(out)]).returncode == 0
