@@ -125,8 +125,10 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
             training = copy_training(ctx.training(r), i)
             trained.append(run)
             models.append(ctx.model(0, subject.start))
+            seed = CONTROL_SEED if subject.kind in controls.STREAMS else None
+            tags = ctx.tags(run, r, subject.kind, 0 if subject.kind == "dense" else level, k, seed=seed, copy=i)
             jobs.append(Job(training, ctx.schedule, start=k, mask=subject.mask, optimizer_state=subject.optimizer_state,
-                            augment=ctx.augment))  # fmt: skip
+                            augment=ctx.augment, tags=tags))  # fmt: skip
     if not trained:
         return runs
     ctx.runtime.label = f"r{r} k={k} level {level} copies"

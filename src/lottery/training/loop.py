@@ -18,18 +18,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from lottery import seeding
 from lottery.data import BatchStream, Splits
 from lottery.data.batches import Augment
+from lottery.loggers.track import track_evaluation
 from lottery.models import Network
 from lottery.pruning import Mask, attach
 from lottery.spec import Step, TrainingSpec
 from lottery.store import RunDir
-from lottery.training import distributed
+from lottery.training import distributed, losses
 from lottery.training.optimizer import exact_step, make_optimizer
+from lottery.training.provenance import run_metadata
 from lottery.training.schedule import lr_at
 
 DROPOUT_STREAM = 1  # seeds the global RNG (dropout) apart from data order and augmentation
@@ -48,6 +49,8 @@ class Runtime:
     compile: bool = False  # torch.compile the training forward and backward
     batch_copies: bool | None = None  # train runs of one architecture together (training/copies.py); None: where faster
     channels_last: bool | None = None  # convnets in channels_last memory format; None: on CUDA only
+    log: tuple[str, ...] = ()  # experiment trackers to log to (lottery.loggers): 'tensorboard', 'wandb', 'mlflow'
+    imports: tuple[str, ...] = ()  # plugin modules (--import) that other processes (Ray workers) import too
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Job:
     snapshot_optimizer: bool = False  # also save the optimizer state there
     optimizer_state: dict[str, Any] | None = None  # restored at `start` (IMP's 'rewind' option)
     augment: Augment | None = None
+    tags: dict[str, Any] = field(default_factory=dict)  # the run's identity (training/provenance.py); not results
 
 
 def snapshot_name(iteration: int, optimizer: bool = False) -> str:
@@ -151,7 +155,7 @@ def train_session(s: Session) -> dict[str, Any]:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
-            loss = F.cross_entropy(net(x), y)
+            loss = s.loss(net(x), y)
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # exact_step: optimizer.step() bit for bit, faster on the CPU (training/optimizer.py). Both run the
@@ -172,10 +176,12 @@ class Session:
     masks the restored optimizer state. Its methods evaluate, checkpoint and finish the run."""
 
     def __init__(self, run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime) -> None:
+        run = run.with_provenance(run_metadata(job))  # written into every safetensors file of the run
         self.run, self.model, self.data, self.job, self.runtime = run, model, data, job, runtime
         device = runtime.device
         model.to(device)
         self.optimizer = make_optimizer(model.parameters(), job.training)
+        self.loss = losses.make(job.training)
         self.mask = job.mask if job.mask is not None else Mask.ones(model)
         distributed.check_equal(self.mask)  # data parallel: every rank trains with the same mask
         # Pruned weights, their gradients and optimizer state are zero now and after every step (lottery.attach).
@@ -252,7 +258,7 @@ class Session:
     def lr(self) -> float:
         """The learning rate of step t (the session's iteration)."""
         t, schedule = self.job.training, self.job.schedule
-        return lr_at(self.t, t.lr, schedule.warmup, schedule.milestones, gamma=t.gamma)
+        return lr_at(self.t, t.lr, schedule.warmup, schedule.milestones, t.gamma, t.schedule, schedule.end)
 
     def progress_bar(self) -> tqdm:
         end, start = self.job.schedule.end, self.job.start
@@ -290,7 +296,7 @@ class Session:
             for split in ("val", "test"):
                 x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
                 if len(x):
-                    loss, accuracy = distributed.evaluate(self.model, x, y)
+                    loss, accuracy = distributed.evaluate(self.model, x, y, self.loss)
                     rows.append({"iteration": t, "split": split, "loss": loss, "accuracy": accuracy, "lr": lr})
         for row in rows:
             row["wall_time"] = round(now, 3)
@@ -298,6 +304,7 @@ class Session:
         self.loss_sum.zero_()
         self.loss_count = 0
         self.run.write("metrics.jsonl", "".join(_json_line(r) for r in self.metrics).encode())
+        track_evaluation(self, rows)  # experiment trackers (lottery.loggers), if any are chosen
         if not self.progress_shown() and distributed.is_main():
             print(f"lottery: {self.label} iteration {t}/{self.job.schedule.end}: {describe(rows)}", file=sys.stderr)
         return rows

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from lottery.pruning import Mask, attach
 from lottery.spec import TrainingSpec
+from lottery.training import losses
 from lottery.training.optimizer import make_optimizer
 
 
@@ -98,6 +98,7 @@ class Stacked:
         ones = {n: torch.ones(self.shapes[n], dtype=torch.bool) for n in masked}
         stacked_mask = Mask({n: _stack([m.get(n, ones[n]) for m in masks]).to(torch.bool) for n in masked})
         self.optimizer = make_optimizer(list(self.leaves.values()), training, fused=True)
+        self.loss = losses.make(training)
         self._load_optimizer_states(models, optimizers)
         attach(stacked_mask, self.optimizer, model=self.leaves)  # the copies' masks hold in every step
         base = copy.deepcopy(models[0]).to("meta")
@@ -123,8 +124,10 @@ class Stacked:
                 continue
             merged: dict[str, Any] = {}
             for key, first in states[0].items():
-                if key == "step":  # a fused optimizer keeps its step on the parameters' device
+                if key == "step" and self.optimizer.defaults.get("fused"):  # a fused one keeps it on the device
                     merged[key] = first.detach().to(leaf.device, torch.float32).clone()
+                elif isinstance(first, Tensor) and first.dim() == 0:  # a step or NAdam's mu_product: one for all
+                    merged[key] = first.detach().clone()
                 elif first is None:
                     merged[key] = None
                 else:
@@ -138,11 +141,12 @@ class Stacked:
             group["lr"] = lr
         with autocast:
             logits = self._forward(self.params(), self.buffers, x)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
+            per_example = self.loss(logits.flatten(0, 1), y.flatten(0, 1), reduction="none")
+            copy_losses = per_example.view(self.k, -1).mean(1)
         self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # copy i's parameters get the gradient of copy i's loss alone
+        copy_losses.sum().backward()  # copy i's parameters get the gradient of copy i's loss alone
         self.optimizer.step()
-        return losses.detach()
+        return copy_losses.detach()
 
     @torch.no_grad()
     def write_back(self, i: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -163,7 +167,7 @@ class Stacked:
             optimizer.state[p] = {
                 key: (
                     value.detach().to("cpu", torch.float32).clone()
-                    if key == "step"
+                    if value is not None and value.dim() == 0
                     else None
                     if value is None
                     else value[i, : p.numel()].view(p.shape).clone()
