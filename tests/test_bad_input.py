@@ -183,7 +183,8 @@ CONTENTS = [
     ("test shape differs", ((4, 28, 28), bytes(4)), ((2, 32, 32), bytes(2)),
      ["test images are (1, 32, 32), train images (1, 28, 28)"]),
     ("empty test set", ((4, 28, 28), bytes(4)), ((0, 28, 28), b""), ["the test set is empty"]),
-    ("0x0 images", ((4, 0, 0), bytes(4)), ((2, 0, 0), bytes(2)), ["train images of shape (1, 0, 0)", "each needs some pixels"]),
+    ("0x0 images", ((4, 0, 0), bytes(4)), ((2, 0, 0), bytes(2)),
+     ["train images of shape (1, 0, 0)", "each needs some pixels"]),
 ]  # fmt: skip
 
 
