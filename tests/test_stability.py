@@ -102,22 +102,23 @@ def test_batchnorm_recompute_and_interpolate_are_honoured() -> None:
     assert not torch.allclose(model.bn.running_mean, torch.zeros(3))
 
 
-def test_copy_seeds() -> None:
-    base = TrainingSpec(data_order_seed=3, augmentation_seed=4)
-    assert copy_training(base, 0) == base
-    one, two = copy_training(base, 1), copy_training(base, 2)
-    assert len({one.data_order_seed, two.data_order_seed, 3}) == 3 and one.augmentation_seed != 4
-    assert one.init_seed == base.init_seed and copy_training(base, 1) == one
+def test_copy_seeds_are_independent_of_the_chains() -> None:
+    base = TrainingSpec(data_order_seed=3, augmentation_seed=4, init_seed=5)
+    copies = [copy_training(base, i) for i in range(4)]
+    assert len({c.data_order_seed for c in copies} | {3}) == 5  # copy 0 included: none reuses the chain's noise
+    assert len({c.augmentation_seed for c in copies} | {4}) == 5
+    assert all(c.init_seed == 5 for c in copies) and copy_training(base, 1) == copies[1]
 
 
 def test_stability_sweep_end_to_end(store: Path) -> None:
     experiment, results = run_tiny(
-        store, "imp.levels=1", "stability.rewind=[0, '20it']", "stability.controls=['random_prune']",
+        store, "imp.levels=1", "stability.rewind=[0, '20it']", "stability.controls=['random_prune', 'random_reinit']",
         "stability.interpolation_points=4", "stability.train_subset=300",
     )  # fmt: skip
     points = results["stability"]["points"]
+    subjects = ((0, "dense"), (1, "imp"), (1, "random_prune"), (1, "random_reinit"))
     assert {(p["rewind_iteration"], p["level"], p["kind"]) for p in points} == {
-        (k, level, kind) for k in (0, 20) for level, kind in ((0, "dense"), (1, "imp"), (1, "random_prune"))
+        (k, level, kind) for k in (0, 20) for level, kind in subjects
     }
     for point in points:
         assert point["diverged"] is False
@@ -134,20 +135,18 @@ def test_stability_sweep_end_to_end(store: Path) -> None:
         assert float(diff.norm()) == pytest.approx(pair["l2"], rel=1e-9)
         curve = (experiment / pair["curve"]).path
         assert curve.exists() and len(json.loads(curve.read_text())["test_error"]) == 4
-        if point["kind"] != "dense":
+        if point["kind"] in ("imp", "random_prune"):
             assert len(point["pruning"]["pairs"]) == 2
+        else:  # no pruning distance for the dense network or a reinitialized subnetwork (not from W_k)
+            assert point["pruning"] is None
         # Copies differ (independent data order) but share their start.
         assert not torch.equal(wa["out.weight"], wb["out.weight"])
         assert torch.equal(
             load_file(a / "start.safetensors")["out.weight"], load_file(b / "start.safetensors")["out.weight"]
         )
-    # k = 0, dense: copy 0 is the dense run itself (reused, not trained twice).
-    dense0 = next(p for p in points if p["kind"] == "dense" and p["rewind_iteration"] == 0)
-    assert dense0["copies"][0]["path"] == "replicate_0/level_0"
-    imp = next(p for p in points if p["kind"] == "imp" and p["rewind_iteration"] == 20)
-    assert imp["copies"][0]["path"] == "replicate_0/rewind_20it/level_1"
     csv_rows = (experiment.path / "stability.csv").read_text().splitlines()
-    assert len(csv_rows) == 1 + 6 + 4 * 2  # header, 6 data-order pairs, 4 subnetworks x 2 pruning pairs
+    assert len(csv_rows) == 1 + 8 + 4 * 2  # header, 8 data-order pairs, 4 subnetworks (imp, random_prune) x 2
+    assert not any(",random_reinit," in row and ",pruning," in row for row in csv_rows)
 
     html = write_report(experiment.path)
     figures = {
@@ -211,3 +210,30 @@ def test_the_order_tasks_run_in_does_not_change_any_weight(tmp_path: Path) -> No
         assert len(stores[order]) > 20
     assert ran[-1] != plan(Context(spec, Runtime(progress=False)))[-1].name  # the orders really differ
     assert stores["first_ready"] == stores["deepest_ready"]
+
+
+def test_stability_copies_use_noise_independent_of_the_mask(store: Path) -> None:
+    """The mask was chosen by the IMP chain's SGD noise: no copy may reuse it ("Stabilizing" §2). Copy 0 used to be
+    the IMP level (and, at k = 0, the dense run) itself, trained with the chain's seeds."""
+    experiment, results = run_tiny(
+        store, "imp.levels=1", "stability.rewind=[0]", "stability.interpolation_points=3",
+        "stability.train_subset=300",
+    )  # fmt: skip
+    points = {p["kind"]: p for p in results["stability"]["points"]}
+    chain = tiny_spec().training
+    for point in points.values():
+        assert point["chain_seeds"] == {"init_seed": chain.init_seed, "data_order_seed": chain.data_order_seed,
+                                        "augmentation_seed": chain.augmentation_seed}  # fmt: skip
+        for copy in point["copies"]:
+            assert copy["data_order_seed"] != chain.data_order_seed
+            assert copy["augmentation_seed"] != chain.augmentation_seed
+            assert "/stability/" in copy["path"]
+    level_run, dense_run = "replicate_0/rewind_0it/level_1", "replicate_0/level_0"
+    for pair in points["imp"]["pruning"]["pairs"]:
+        assert pair["subnetwork"] != level_run and pair["full"] != dense_run
+    # Copy 0 starts where the level run starts (m ⊙ W_0, same mask) but trains with other noise.
+    copy0, level = experiment.path / points["imp"]["copies"][0]["path"], experiment.path / level_run
+    assert torch.equal(load_file(copy0 / "start.safetensors")["hidden.0.weight"],
+                       load_file(level / "start.safetensors")["hidden.0.weight"])  # fmt: skip
+    assert not torch.equal(load_file(copy0 / "final.safetensors")["hidden.0.weight"],
+                           load_file(level / "final.safetensors")["hidden.0.weight"])  # fmt: skip
