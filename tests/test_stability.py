@@ -15,7 +15,7 @@ from conftest import run_tiny, tiny_spec
 from lottery.analysis import barrier, distances, interpolation_curve
 from lottery.experiments.context import Context
 from lottery.experiments.plan import execute, plan
-from lottery.experiments.stability import copy_training
+from lottery.experiments.stability import copy_training, distance_mask
 from lottery.pruning import Mask
 from lottery.reports import write_comparison, write_report
 from lottery.spec import TrainingSpec
@@ -35,6 +35,21 @@ def test_distances_by_hand_count_only_kept_coordinates() -> None:
     assert d["normalized_l2"] == pytest.approx(5 / math.sqrt(10))  # by the reference (a) masked norm
     assert distances(a, b, mask, reference=b)["normalized_l2"] == pytest.approx(5 / math.sqrt(17))
     assert distances(a, a, mask)["l2"] == 0 and distances(a, a, mask)["angle_degrees"] == pytest.approx(0, abs=1e-6)
+
+
+def test_distance_params_all_adds_biases_and_batchnorm_but_never_buffers_or_pruned_coordinates() -> None:
+    model = WithBatchNorm()
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    b = {k: v.clone() for k, v in a.items()}
+    b["fc.bias"] += 3.0  # 3 coordinates, each 3 apart
+    b["bn.weight"] += 4.0  # 3 coordinates, each 4 apart
+    b["bn.running_mean"] += 100.0  # a buffer: never counted
+    b["fc.weight"][0, 0] += 1000.0  # pruned below: never counted
+    mask = Mask({"fc.weight": torch.ones(3, 4, dtype=torch.bool), "out.weight": torch.ones(2, 3, dtype=torch.bool)})
+    mask["fc.weight"][0, 0] = False
+    assert distances(a, b, distance_mask(mask, model, "prunable"))["l2"] == 0
+    assert distances(a, b, distance_mask(mask, model, "all"))["l2"] == pytest.approx(math.sqrt(3 * 9 + 3 * 16))
+    assert list(distance_mask(mask, model, "all")) == [name for name, _ in model.named_parameters()]
 
 
 def test_barrier_definition() -> None:
@@ -135,6 +150,9 @@ def test_stability_sweep_end_to_end(store: Path) -> None:
         assert float(diff.norm()) == pytest.approx(pair["l2"], rel=1e-9)
         curve = (experiment / pair["curve"]).path
         assert curve.exists() and len(json.loads(curve.read_text())["test_error"]) == 4
+        mean_barrier = sum(p["barrier_test"] for p in pairs) / len(pairs)
+        assert point["data_order"]["stable_mean_barrier"] == (mean_barrier < 2.0)
+        assert point["data_order"]["stable"] == all(p["barrier_test"] < 2.0 for p in pairs)
         if point["kind"] in ("imp", "random_prune"):
             assert len(point["pruning"]["pairs"]) == 2
         else:  # no pruning distance for the dense network or a reinitialized subnetwork (not from W_k)
@@ -159,6 +177,14 @@ def test_stability_sweep_end_to_end(store: Path) -> None:
     compared = write_comparison([experiment.path, experiment.path], experiment.path.parent / "cmp", ["a", "b"])
     assert (compared.parent / "compare_stability_vs_rewind.png").read_bytes().startswith(b"\x89PNG")
     page = html.read_text()
+    # Footnotes link to docs/measured.md, relative to the report, where this checkout has it.
+    for anchor in ("the-copies-sgd-noise", "distances", "stability-to-pruning", "stable", "controls"):
+        assert f'measured.md#{anchor}"' in page, anchor
+    href = page.split('measured.md#the-copies-sgd-noise"')[0].rsplit('href="', 1)[1] + "measured.md"
+    assert (html.parent / href).resolve() == (Path(__file__).parents[1] / "docs" / "measured.md").resolve()
+    headings = {line.lstrip("#").strip() for line in (html.parent / href).read_text().splitlines() if line[:1] == "#"}
+    assert "The copies' SGD noise" in headings and "Stability to pruning" in headings
+    assert "<h2>Stability</h2>" in page and "stable (mean)" in page
     assert page.count("<img") + page.count("<svg") >= len(figures) and "http://" not in page.replace(
         "http://www.w3.org", ""
     )

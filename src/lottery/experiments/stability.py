@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lottery import seeding
 from lottery.analysis import barrier, distances, interpolation_curve
@@ -116,6 +116,19 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
     return runs
 
 
+def distance_mask(mask: Mask, model: nn.Module, params: str) -> Mask:
+    """The coordinates distances cover: the mask's kept coordinates of the prunable weights (params = 'prunable'),
+    plus every coordinate of every other parameter of `model` ('all': biases, BatchNorm; never buffers)."""
+    if params == "prunable":
+        return mask
+    return Mask(
+        {
+            name: mask[name] if name in mask else torch.ones(p.shape, dtype=torch.bool)
+            for name, p in model.named_parameters()
+        }
+    )
+
+
 def _summarize(pairs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
     return {"pairs": pairs, **{key: stats([p[key] for p in pairs]) for key in keys}}
 
@@ -145,18 +158,6 @@ class Analyzer:
 
     def rel(self, run: RunDir) -> str:
         return str(run.path.relative_to(self.experiment.path))
-
-    def distance_mask(self, mask: Mask) -> Mask:
-        """The coordinates distances cover: the mask's kept coordinates of the prunable weights
-        (stability.distance_params = 'prunable'), plus every coordinate of every other parameter ('all')."""
-        if self.ctx.spec.stability.distance_params == "prunable":
-            return mask
-        return Mask(
-            {
-                name: mask[name] if name in mask else torch.ones(p.shape, dtype=torch.bool)
-                for name, p in self.model.named_parameters()
-            }
-        )
 
     def curve(
         self, where: RunDir, name: str, pair: tuple[str, str], w1: dict[str, Tensor], w2: dict[str, Tensor]
@@ -199,7 +200,7 @@ class Analyzer:
             ],
             "pruning": None,
         }
-        mask = self.distance_mask(subject.mask)
+        mask = distance_mask(subject.mask, self.model, self.ctx.spec.stability.distance_params)
         distance_keys = ("l2", "angle_degrees", "normalized_l2")
         if subject.kind in PRUNING_KINDS:  # pruning stability is defined for (W_k, m) from the dense run's W_k
             pairs = [
