@@ -9,7 +9,6 @@ from pathlib import Path
 import tomli_w
 import torch
 
-from lottery.cli.main import SWITCH
 from lottery.errors import UserError
 
 
@@ -38,8 +37,8 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         checkpoint_every=args.checkpoint_every,
         progress=progress,
         compile=args.compile,
-        channels_last=SWITCH[args.channels_last],
-        batch_copies=SWITCH[args.batch_copies],
+        channels_last=args.channels_last,
+        batch_copies=args.batch_copies,
     )
 
 

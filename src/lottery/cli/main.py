@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        for name in ("channels_last", "batch_copies"):  # auto|on|off -> None|True|False for the runtime
+            if isinstance(getattr(args, name, None), str):
+                setattr(args, name, SWITCH[getattr(args, name)])
         from lottery.cli import commands
 
         return getattr(commands, args.command)(args)
