@@ -3,7 +3,8 @@
 One model instance is reused for every α: its parameters are overwritten in place with the
 interpolated weights, never rebuilt. Pruned coordinates are zero in both endpoints, so they stay zero
 on the whole path. BatchNorm running statistics are either re-estimated on training batches for each
-α ('recompute', the default) or interpolated like the weights ('interpolate').
+α, the endpoints α = 0 and α = 1 included ('recompute', the default), or interpolated like the weights
+('interpolate'). Definitions and choices: docs/measured.md.
 """
 
 from __future__ import annotations
