@@ -30,11 +30,12 @@ def test_the_default_pairing_is_left_out_of_the_hash() -> None:
 
 
 def test_paired_controls_share_their_draws_across_levels_and_independent_ones_do_not(store: Path) -> None:
-    experiment, _ = run_tiny(store, "imp.levels=2")
+    short = "training.training_steps=20it"
+    experiment, _ = run_tiny(store, "imp.levels=2", short)
     rdir = replicate_dir(experiment, 0)
     masks = {level: level_dir(rdir, 0, level).read_tensors("mask.safetensors") for level in (1, 2)}
     for pairing in ("paired", "independent"):
-        ctx = Context(tiny_spec("imp.levels=2", f"controls.pairing={pairing}"), Runtime(progress=False))
+        ctx = Context(tiny_spec("imp.levels=2", short, f"controls.pairing={pairing}"), Runtime(progress=False))
         reinit = {level: control_start(ctx, rdir, 0, 0, level, ctx.mask(masks[level]), "random_reinit", 0)
                   for level in (1, 2)}  # fmt: skip
         prune = {level: control_start(ctx, rdir, 0, 0, level, ctx.mask(masks[level]), "random_prune", 0)[0]
