@@ -13,6 +13,7 @@ from torch import nn
 
 from conftest import run_tiny, tiny_spec
 from lottery.analysis import barrier, distances, interpolation_curve
+from lottery.analysis.function_space import disagreement, jaccard, mean_kl
 from lottery.experiments.context import Context
 from lottery.experiments.plan import execute, plan
 from lottery.experiments.stability import copy_training, distance_mask
@@ -148,6 +149,17 @@ def test_stability_sweep_end_to_end(store: Path) -> None:
         assert torch.equal(mask["out.weight"], load_file(b / "mask.safetensors")["out.weight"])
         diff = torch.cat([(wa[k].double() - wb[k].double())[mask[k]] for k in mask])
         assert float(diff.norm()) == pytest.approx(pair["l2"], rel=1e-9)
+        # The distance relative to how far the copies travelled from their (shared) start, recomputed by hand.
+        start = load_file(a / "start.safetensors")
+        moved = [
+            float(torch.cat([(w[k].double() - start[k].double())[mask[k]] for k in mask]).norm()) for w in (wa, wb)
+        ]
+        assert pair["travelled_l2"] == pytest.approx(pair["l2"] / (sum(moved) / 2), rel=1e-9)
+        assert 0 <= pair["disagreement_test"] <= 1 and pair["kl_test"] >= 0 and 0 < pair["mask_jaccard"] <= 1
+        assert (
+            pair["loss_barrier_test"] >= 0
+            and len(json.loads((experiment / pair["curve"]).path.read_text())["test_loss"]) == 4
+        )
         curve = (experiment / pair["curve"]).path
         assert curve.exists() and len(json.loads(curve.read_text())["test_error"]) == 4
         mean_barrier = sum(p["barrier_test"] for p in pairs) / len(pairs)
@@ -263,3 +275,34 @@ def test_stability_copies_use_noise_independent_of_the_mask(store: Path) -> None
                        load_file(level / "start.safetensors")["hidden.0.weight"])  # fmt: skip
     assert not torch.equal(load_file(copy0 / "final.safetensors")["hidden.0.weight"],
                            load_file(level / "final.safetensors")["hidden.0.weight"])  # fmt: skip
+
+
+def test_function_space_measures_by_hand() -> None:
+    log_p = torch.tensor([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]]).log()
+    log_q = torch.tensor([[0.6, 0.4], [0.5, 0.5], [0.7, 0.3]]).log()
+    assert disagreement(log_p, log_q) == pytest.approx(1 / 3)  # rows 1 and 2 tie (argmax 0 both); row 3 differs
+    kl = [0.9 * math.log(0.9 / 0.6) + 0.1 * math.log(0.1 / 0.4), 0.0,
+          0.2 * math.log(0.2 / 0.7) + 0.8 * math.log(0.8 / 0.3)]  # fmt: skip
+    lk = [0.6 * math.log(0.6 / 0.9) + 0.4 * math.log(0.4 / 0.1), 0.0,
+          0.7 * math.log(0.7 / 0.2) + 0.3 * math.log(0.3 / 0.8)]  # fmt: skip
+    assert mean_kl(log_p, log_q) == pytest.approx(sum(0.5 * (x + y) for x, y in zip(kl, lk)) / 3)
+    assert mean_kl(log_p, log_q) == pytest.approx(mean_kl(log_q, log_p)) and mean_kl(log_p, log_p) == 0
+
+
+def test_jaccard_by_hand() -> None:
+    a = Mask({"w": torch.tensor([True, True, False, False]), "v": torch.tensor([True])})
+    b = Mask({"w": torch.tensor([True, False, True, False]), "v": torch.tensor([True])})
+    assert jaccard(a, b) == pytest.approx(2 / 4)  # both keep w[0] and v; either keeps w[0], w[1], w[2], v
+    assert jaccard(a, a) == 1.0
+
+
+def test_loss_curve_by_hand() -> None:
+    model = nn.Linear(1, 2, bias=False)
+    w1, w2 = {"weight": torch.tensor([[2.0], [0.0]])}, {"weight": torch.tensor([[0.0], [2.0]])}
+    x, y = torch.ones(4, 1), torch.zeros(4, dtype=torch.long)
+    curve = interpolation_curve(model, w1, w2, [0.0, 0.5, 1.0], {"test": (x, y)})
+    # logits (2α, 2(1 − α)); the loss of class 0 is log(1 + e^{2(1 − α) − 2α})
+    expected = [math.log(1 + math.exp(2 - 4 * alpha)) for alpha in (0.0, 0.5, 1.0)]
+    assert curve["test_loss"] == pytest.approx(expected)
+    # the maximum is at α = 0: log(1 + e²) − (log(1 + e²) + log(1 + e⁻²)) / 2 = 2 / 2
+    assert barrier(curve["test_loss"]) == pytest.approx(1.0)

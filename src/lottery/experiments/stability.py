@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +25,11 @@ from torch import Tensor, nn
 
 from lottery import seeding
 from lottery.analysis import barrier, distances, interpolation_curve
+from lottery.analysis.function_space import disagreement, jaccard, log_probabilities, mean_kl
 from lottery.experiments import controls, imp
 from lottery.experiments.context import Context
 from lottery.experiments.results import stats
-from lottery.pruning import Mask
+from lottery.pruning import Mask, prune
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir
 from lottery.training import Job, train_together
@@ -38,6 +40,11 @@ CONTROL_SEED = 0  # the control seed whose subnetwork the stability analysis stu
 # Subjects with a pruning distance: (W_k, m) from the dense run's W_k. A randomly reinitialized subnetwork does not
 # start from W_k, so comparing it with the full network trained from W_k measures nothing defined.
 PRUNING_KINDS = ("imp", "random_prune")
+# Per pair: distances, distance relative to how far the two networks travelled from their starts, function space.
+PRUNING_MEASURES = ("l2", "angle_degrees", "normalized_l2", "travelled_l2", "disagreement_test", "kl_test")
+DATA_ORDER_MEASURES = (
+    *PRUNING_MEASURES, "barrier_test", "barrier_train", "loss_barrier_test", "loss_barrier_train", "mask_jaccard",
+)  # fmt: skip
 
 
 @dataclass
@@ -155,6 +162,7 @@ class Analyzer:
         self.splits = {"test": (data.test_x, data.test_y), "train": (data.train_x[subset], data.train_y[subset])}
         self.bn_data = data.train_x[order[: s.batchnorm_batches * ctx.spec.training.batch_size]]  # all it reads
         self.model = ctx.model(0)
+        self._predictions: dict[str, Tensor] = {}
 
     def rel(self, run: RunDir) -> str:
         return str(run.path.relative_to(self.experiment.path))
@@ -163,7 +171,12 @@ class Analyzer:
         self, where: RunDir, name: str, pair: tuple[str, str], w1: dict[str, Tensor], w2: dict[str, Tensor]
     ) -> dict[str, Any]:
         cached = where.read_json(name)
-        if cached is not None and cached.get("settings") == self.settings and cached.get("pair") == list(pair):
+        if (
+            cached is not None
+            and cached.get("settings") == self.settings
+            and cached.get("pair") == list(pair)
+            and "test_loss" in cached
+        ):
             return cached
         s = self.ctx.spec.stability
         alphas = torch.linspace(0, 1, s.interpolation_points, dtype=torch.float64).tolist()
@@ -175,6 +188,35 @@ class Analyzer:
         where.write_json(name, record)
         return record
 
+    def predictions(self, run: RunDir, weights: dict[str, Tensor]) -> Tensor:
+        """The copy's log-probabilities on the test set (its own final weights and BatchNorm statistics)."""
+        key = str(run.path)
+        if key not in self._predictions:
+            self.model.load_state_dict(weights)
+            self._predictions[key] = log_probabilities(self.model, self.ctx.data.test_x)
+        return self._predictions[key]
+
+    def next_mask(self, mask: Mask, weights: dict[str, Tensor]) -> Mask | None:
+        """The mask the next IMP level would keep if it pruned these trained weights (None without IMP levels)."""
+        if not self.ctx.spec.imp.levels:
+            return None
+        return prune(weights, mask, self.ctx.layer_kinds, self.ctx.spec.pruning)
+
+    def compare(
+        self, a: tuple[RunDir, dict, dict], b: tuple[RunDir, dict, dict], mask: Mask, reference: dict[str, Tensor]
+    ) -> dict[str, Any]:
+        """The measures of one pair of trained networks (run, final weights, start weights) on `mask`'s coordinates:
+        distances, distance relative to how far the two travelled from their starts, function-space agreement."""
+        measures = distances(a[1], b[1], mask, reference=reference)
+        travelled = (distances(a[1], a[2], mask)["l2"] + distances(b[1], b[2], mask)["l2"]) / 2
+        log_p, log_q = self.predictions(a[0], a[1]), self.predictions(b[0], b[1])
+        return {
+            **measures,
+            "travelled_l2": measures["l2"] / travelled if travelled > 0 else math.nan,
+            "disagreement_test": disagreement(log_p, log_q),
+            "kl_test": mean_kl(log_p, log_q),
+        }
+
     def point(self, r: int, subject: Subject, runs: list[RunDir], dense: list[RunDir], out: RunDir) -> dict[str, Any]:
         finals = [run.read_tensors("final.safetensors") for run in runs]
         full = [run.read_tensors("final.safetensors") for run in dense]
@@ -184,6 +226,8 @@ class Analyzer:
                  "augmentation_seed": chain.augmentation_seed}  # fmt: skip
         if any(f is None for f in finals + full) or any(s is None or s["diverged"] for s in summaries):
             return {"kind": subject.kind, "density": subject.mask.density, "diverged": True, "chain_seeds": seeds}
+        starts = [run.read_tensors("start.safetensors") for run in runs]
+        full_starts = [run.read_tensors("start.safetensors") for run in dense]
         record: dict[str, Any] = {
             "kind": subject.kind,
             "density": subject.mask.density,
@@ -201,32 +245,36 @@ class Analyzer:
             "pruning": None,
         }
         mask = distance_mask(subject.mask, self.model, self.ctx.spec.stability.distance_params)
-        distance_keys = ("l2", "angle_degrees", "normalized_l2")
+        copies = list(zip(runs, finals, starts))
         if subject.kind in PRUNING_KINDS:  # pruning stability is defined for (W_k, m) from the dense run's W_k
             pairs = [
-                {"full": self.rel(d), "subnetwork": self.rel(run), **distances(f, w, mask, reference=f)}
-                for d, run, f, w in zip(dense, runs, full, finals)
+                {"full": self.rel(d[0]), "subnetwork": self.rel(c[0]), **self.compare(d, c, mask, reference=d[1])}
+                for d, c in zip(zip(dense, full, full_starts), copies)
             ]
-            record["pruning"] = _summarize(pairs, distance_keys)
+            record["pruning"] = _summarize(pairs, PRUNING_MEASURES)
         pairs = []
         threshold = self.settings["threshold"]
+        next_masks = [self.next_mask(subject.mask, f) for f in finals]
         for i, j in itertools.combinations(range(len(runs)), 2):
             curve_name = f"{subject.kind}_interpolation_{i}_{j}.json"
             a, b = self.rel(runs[i]), self.rel(runs[j])
             curve = self.curve(out, curve_name, (a, b), finals[i], finals[j])
-            test_barrier, train_barrier = barrier(curve["test_error"]), barrier(curve["train_error"])
+            test_barrier = barrier(curve["test_error"])
             pairs.append(
                 {
                     "a": a,
                     "b": b,
-                    **distances(finals[i], finals[j], mask, reference=full[i]),
+                    **self.compare(copies[i], copies[j], mask, reference=full[i]),
                     "barrier_test": test_barrier,
-                    "barrier_train": train_barrier,
+                    "barrier_train": barrier(curve["train_error"]),
+                    "loss_barrier_test": barrier(curve["test_loss"]),
+                    "loss_barrier_train": barrier(curve["train_loss"]),
+                    "mask_jaccard": None if next_masks[i] is None else jaccard(next_masks[i], next_masks[j]),
                     "stable": test_barrier < threshold,
                     "curve": self.rel(out / curve_name),
                 }
             )
-        record["data_order"] = _summarize(pairs, (*distance_keys, "barrier_test", "barrier_train"))
+        record["data_order"] = _summarize(pairs, DATA_ORDER_MEASURES)
         record["data_order"]["stable"] = all(p["stable"] for p in pairs)  # every pair below the threshold
         # The LMC paper's criterion: the mean barrier over pairs below the threshold.
         record["data_order"]["stable_mean_barrier"] = record["data_order"]["barrier_test"]["mean"] < threshold
@@ -265,8 +313,7 @@ def collect(experiment: RunDir, replicates: int) -> list[dict[str, Any]]:
 
 
 PAIR_FIELDS = (
-    "replicate", "rewind_iteration", "level", "kind", "density", "measure", "a", "b",
-    "l2", "angle_degrees", "normalized_l2", "barrier_test", "barrier_train", "stable",
+    "replicate", "rewind_iteration", "level", "kind", "density", "measure", "a", "b", *DATA_ORDER_MEASURES, "stable",
 )  # fmt: skip
 
 
