@@ -26,7 +26,7 @@ import data_path
 from lottery.experiments import imp
 from lottery.experiments.context import Context
 from lottery.models.lenet import LeNet
-from lottery.pruning import Mask, MaskEnforcer, prune
+from lottery.pruning import Mask, attach, prune
 from lottery.spec import resolve
 from lottery.store import RunDir
 from lottery.training import Runtime
@@ -41,8 +41,8 @@ def reference_level(
     mask = prune(final, Mask.ones(ctx.model(0)), ctx.layer_kinds, ctx.spec.pruning)
     model = LeNet((1, 28, 28), 10)
     model.load_state_dict(mask.apply_to(start))
-    enforcer = MaskEnforcer(model, mask)
     optimizer = torch.optim.Adam(model.parameters(), lr=ctx.spec.training.lr)
+    attach(mask, optimizer, model=model, remask_weights=True)  # masked gradients before, weights after each step
     train_loader, val_loader, test_loader = loaders
     iteration = 0
     for _ in range(epochs):
@@ -53,9 +53,7 @@ def reference_level(
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            enforcer.mask_grads()
             optimizer.step()
-            enforcer.mask_weights()
             iteration += 1
     data_path.dataloader_eval(model, val_loader)
     data_path.dataloader_eval(model, test_loader)

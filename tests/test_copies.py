@@ -106,7 +106,18 @@ def assert_same_runs(together: RunDir, alone: RunDir, rtol: float = 1e-4, atol: 
     assert not together.exists("checkpoint.pt")
 
 
-@pytest.mark.parametrize("training", [SGD, ADAM], ids=["sgd_momentum_wd", "adam_wd"])
+ADAMW_COSINE = TrainingSpec(
+    optimizer="adamw", lr=2e-3, weight_decay=1e-2, batch_size=16, eval_every="1000it", schedule="cosine"
+)
+SGD_SMOOTHED = dataclasses.replace(SGD, label_smoothing=0.1)
+RMSPROP_MSE = TrainingSpec(optimizer="rmsprop", lr=1e-3, momentum=0.5, batch_size=16, eval_every="1000it", loss="mse")
+
+
+@pytest.mark.parametrize(
+    "training",
+    [SGD, ADAM, ADAMW_COSINE, SGD_SMOOTHED, RMSPROP_MSE],
+    ids=["sgd_momentum_wd", "adam_wd", "adamw_cosine", "sgd_label_smoothing", "rmsprop_mse"],
+)
 def test_lenet_copies_match_separate_runs(training: TrainingSpec, tmp_path: Path) -> None:
     data = splits((1, 28, 28))
     schedule = Schedule(len(data.train_x) // 16, 25, 0, [15], 7)  # crosses epochs, a milestone, 4 evaluations
@@ -137,13 +148,17 @@ def test_resnet_copies_with_batchnorm_and_augmentation_match_separate_runs(tmp_p
         assert_same_runs(a, b)
 
 
-def test_restored_optimizer_state_is_masked_and_matches_separate_runs(tmp_path: Path) -> None:
+NADAM = TrainingSpec(optimizer="nadam", lr=2e-3, batch_size=16, eval_every="1000it")  # a scalar state: mu_product
+
+
+@pytest.mark.parametrize("training", [ADAM, NADAM], ids=["adam", "nadam"])
+def test_restored_optimizer_state_is_masked_and_matches_separate_runs(training: TrainingSpec, tmp_path: Path) -> None:
     data = splits((1, 28, 28))
     schedule = Schedule(len(data.train_x) // 16, 12, 0, [], 1000)
     models = lenets(2)
     states = []
     for model in models:  # a few dense steps give a non-trivial Adam state, as IMP's 'rewind' option restores
-        optimizer = make_optimizer(model.parameters(), ADAM)
+        optimizer = make_optimizer(model.parameters(), training)
         for _ in range(3):
             optimizer.zero_grad()
             F.cross_entropy(model(data.train_x[:16]), data.train_y[:16]).backward()
@@ -151,7 +166,7 @@ def test_restored_optimizer_state_is_masked_and_matches_separate_runs(tmp_path: 
         states.append(copy.deepcopy(optimizer.state_dict()))
     masks = [random_mask(m, 0.3, i) for i, m in enumerate(models)]
     jobs = [
-        Job(seeds(ADAM, i), schedule, start=4, mask=masks[i], optimizer_state=states[i]) for i in range(len(models))
+        Job(seeds(training, i), schedule, start=4, mask=masks[i], optimizer_state=states[i]) for i in range(len(models))
     ]
     together, alone = both_ways(tmp_path, models, data, jobs)
     for a, b in zip(together, alone):

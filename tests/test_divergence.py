@@ -71,15 +71,20 @@ def test_nan_loss_at_an_imp_level_skips_later_levels(tmp_path: Path, capsys: pyt
     """NaN injected into the loss from the 30th step of IMP level 1 on (the dense run has 60 steps)."""
     calls = []
 
-    def cross_entropy(logits, labels):  # noqa: ANN001, ANN202
-        calls.append(1)
-        loss = F.cross_entropy(logits, labels)
-        return loss * float("nan") if len(calls) > 60 + 29 else loss
+    def make(training):  # noqa: ANN001, ANN202  (the training loop's loss, by training.loss)
+        def cross_entropy(logits, labels, reduction="mean"):  # noqa: ANN001, ANN202
+            if reduction != "mean":  # evaluation
+                return F.cross_entropy(logits, labels, reduction=reduction)
+            calls.append(1)
+            loss = F.cross_entropy(logits, labels)
+            return loss * float("nan") if len(calls) > 60 + 29 else loss
+
+        return cross_entropy
 
     store = tmp_path / "store"
     argv = cli_args(store, "imp.levels=3", 'controls.kinds=["random_prune"]')
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop, "F", SimpleNamespace(cross_entropy=cross_entropy))
+        patch.setattr(loop, "losses", SimpleNamespace(make=make))
         code, out, err = run_cli(argv, capsys)
     assert code == 0, err
     # dense: 60 steps; level 1: 40 steps (NaN from step 29, detected at the evaluation at 40); its control:

@@ -1,4 +1,4 @@
-"""Mask invariants: random-pruning controls and exact zeros under training with the MaskEnforcer."""
+"""Mask invariants: random-pruning controls and exact zeros under training with an attached mask."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lottery.models.lenet import LeNet
-from lottery.pruning import Mask, MaskEnforcer, random_global_like, random_like
+from lottery.pruning import Mask, attach, random_global_like, random_like
 
 STATE_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq")
 
@@ -80,19 +80,16 @@ def make_optimizer(kind: str, params: list[torch.nn.Parameter], weight_decay: fl
 
 
 def train(model: LeNet, mask: Mask, optimizer: torch.optim.Optimizer, seed: int, steps: int, masked: bool) -> None:
-    """The trainer's loop: backward, mask the gradients, step, re-mask the weights."""
-    enforcer = MaskEnforcer(model, mask)
-    enforcer.mask_weights()
+    """A plain loop; `masked`: with the mask attached to the optimizer, else only the start weights masked."""
+    handle = attach(mask, optimizer, model=model)
+    if not masked:
+        handle.remove()
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         x, y = torch.randn(16, 1, 4, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
-        if masked:
-            enforcer.mask_grads()
         optimizer.step()
-        if masked:
-            enforcer.mask_weights()
 
 
 def tiny_model(seed: int) -> LeNet:

@@ -74,7 +74,7 @@ def test_toml_round_trip(tmp_path: Path) -> None:
     [
         (["training.lr=0"], "training.lr must be > 0"),
         (["training.lr=-1"], "training.lr must be > 0"),
-        (["training.optimizer=adamw"], "unknown training.optimizer 'adamw'; did you mean 'adam'"),
+        (["training.optimizer=adamx"], "unknown training.optimizer 'adamx'; did you mean 'adam"),
         (["training.lrr=0.1"], "did you mean 'lr'"),
         (["trainig.lr=0.1"], "did you mean 'training'"),
         (["training.batch_size=ten"], "training.batch_size must be an integer"),

@@ -1,10 +1,48 @@
 """lottery: find and study lottery tickets (IMP with rewinding, stability, linear mode connectivity).
 
 The public Python API, for any `nn.Module` and any training loop (see docs/api.md):
+
+    prunable(model)                          which weights IMP may prune: {parameter name: kind}
+    Mask                                     {parameter name: bool tensor}; ones, density, apply_, save, load
+    attach(mask, optimizer)                  the mask holds in every later step of any torch.optim optimizer
+    prune(model, mask, fraction=...)         a new mask: magnitude pruning, global or layerwise
+    random_mask_like(mask, seed)             the random-pruning control
+    reinitialize(model, mask, seed)          the random-reinitialization control
+    imp(model, train_fn, levels=..., ...)    IMP with rewinding around your own training function
+    distances(a, b, mask)                    L2, angle and normalised L2 between two networks over a mask
+    interpolate(model_a, model_b, evaluate)  metrics along the linear path between two networks
+    barrier(curve)                           max over the path minus the endpoints' mean
+
+Your own models, datasets and losses in specs and on the CLI (see docs/plugins.md):
+
+    register_model(name) / register_dataset(name) / register_loss(name)
 """
 
-from lottery.pruning import Mask, prunable
+from lottery.api.analysis import Curve, barrier, classification_metrics, distances, interpolate
+from lottery.api.imp import Level, imp
+from lottery.api.masks import prune, random_mask_like, reinitialize
+from lottery.plugins import register_dataset, register_loss, register_model
+from lottery.pruning import Attachment, Mask, attach, prunable
 
 __version__ = "0.1.0"
 
-__all__ = ["Mask", "__version__", "prunable"]
+__all__ = [
+    "Attachment",
+    "Curve",
+    "Level",
+    "Mask",
+    "__version__",
+    "attach",
+    "barrier",
+    "classification_metrics",
+    "distances",
+    "imp",
+    "interpolate",
+    "prunable",
+    "prune",
+    "random_mask_like",
+    "register_dataset",
+    "register_loss",
+    "register_model",
+    "reinitialize",
+]

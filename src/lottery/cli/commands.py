@@ -39,6 +39,7 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         compile=args.compile,
         channels_last=args.channels_last,
         batch_copies=args.batch_copies,
+        imports=tuple(args.imports),
     )
 
 
@@ -86,6 +87,7 @@ def presets(args: argparse.Namespace) -> int:
         )
         print(f"{name:18s} {summary}")
     print("\n'lottery presets --show NAME' prints one in full.")
+    print("Your own models, datasets and losses: 'lottery run --import MODULE spec.toml' (docs/plugins.md).")
     return 0
 
 

@@ -28,6 +28,15 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", nargs="?", type=Path, help='TOML spec file (may start with preset = "NAME")')
     p.add_argument("--preset", help="start from this preset (see 'lottery presets')")
     p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a plugin module first (a module name, or a path to a .py file) that registers models, "
+        "datasets or losses the spec names (repeatable; see docs/plugins.md)",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -110,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("channels_last", "batch_copies"):  # auto|on|off -> None|True|False for the runtime
             if isinstance(getattr(args, name, None), str):
                 setattr(args, name, SWITCH[getattr(args, name)])
+        if getattr(args, "imports", None):  # plugin models, datasets, losses: before the spec is resolved
+            from lottery.plugins import import_modules
+
+            args.imports = import_modules(args.imports)
         from lottery.cli import commands
 
         return getattr(commands, args.command)(args)

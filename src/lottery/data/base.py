@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,13 +19,17 @@ VALIDATION_SPLIT_SEED = 0  # fixed: the validation split never depends on any tr
 
 @dataclass(frozen=True)
 class ImageData:
-    """What a loader returns: images as float32 (N, C, H, W) in [0, 1], labels as int64 (N,)."""
+    """What a loader returns: inputs as float32 (N, ...) -- images (N, C, H, W) in [0, 1], sequences (N, C, L) or
+    (N, L), tabular rows (N, F), or integer tokens (never normalised) -- and labels as int64 (N,). A loader may
+    give its own validation split (`val_x`, `val_y`); otherwise one is held out of the training set."""
 
     train_x: Tensor
     train_y: Tensor
     test_x: Tensor
     test_y: Tensor
     num_classes: int
+    val_x: Tensor | None = None
+    val_y: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class Splits:
     test_x: Tensor
     test_y: Tensor
     num_classes: int
-    pad_value: Tensor  # per-channel value of a black pixel after normalisation (for crop padding)
+    pad_value: Tensor  # per-channel (feature) value of a zero input after normalisation (images: crop padding)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -53,26 +59,28 @@ loaders: Registry[Callable[[DatasetSpec], ImageData]] = Registry("dataset")
 
 
 def load(spec: DatasetSpec) -> Splits:
-    """Load `spec.name`, hold out the validation split, optionally subset and normalise."""
-    data = loaders.get(spec.name)(spec)
-    n = len(data.train_x)
-    if spec.validation_size >= n:
-        raise UserError(f"dataset.validation_size = {spec.validation_size} leaves no training data ({n} examples)")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SPLIT_SEED))
-    val_idx, train_idx = order[: spec.validation_size], order[spec.validation_size :].sort().values
+    """Load `spec.name` (built in, or a plugin dataset), hold out the validation split unless the dataset gives
+    one, optionally subset and normalise."""
+    data = loaders.get(spec.name)(spec) if spec.name in loaders else _plugin(spec)
+    if data.val_x is not None:
+        train_idx = torch.arange(len(data.train_x))
+        val_x, val_y = data.val_x, data.val_y
+    else:
+        n = len(data.train_x)
+        if spec.validation_size >= n:
+            raise UserError(f"dataset.validation_size = {spec.validation_size} leaves no training data ({n} examples)")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SPLIT_SEED))
+        val_idx, train_idx = order[: spec.validation_size].sort().values, order[spec.validation_size :].sort().values
+        val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
     if spec.subset is not None:
         train_idx = train_idx[: spec.subset]
     train_x, train_y = data.train_x[train_idx], data.train_y[train_idx]
-    val_x, val_y = data.train_x[val_idx.sort().values], data.train_y[val_idx.sort().values]
-    channels = train_x.shape[1]
-    mean, std = torch.zeros(channels), torch.ones(channels)
-    if spec.normalize:
-        mean = train_x.mean(dim=(0, 2, 3))
-        std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    mean, std = statistics(train_x) if spec.normalize and train_x.is_floating_point() else (None, None)
 
     def norm(x: Tensor) -> Tensor:
-        return ((x - mean[:, None, None]) / std[:, None, None]).contiguous()
+        return x.contiguous() if mean is None else ((x - _per_feature(mean, x)) / _per_feature(std, x)).contiguous()
 
+    features = train_x.shape[1] if train_x.dim() > 1 else 1
     return Splits(
         train_x=norm(train_x),
         train_y=train_y,
@@ -81,5 +89,71 @@ def load(spec: DatasetSpec) -> Splits:
         test_x=norm(data.test_x),
         test_y=data.test_y,
         num_classes=data.num_classes,
-        pad_value=-mean / std,
+        pad_value=torch.zeros(features) if mean is None else -mean / std,
     )
+
+
+def statistics(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-feature (tabular (N, F)) or per-channel ((N, C, ...): sequences, images) mean and standard deviation of
+    `x`, over every dimension but dimension 1; inputs (N,) have one feature. Constant features get std 1e-6."""
+    dims = [d for d in range(x.dim()) if d != 1]
+    return x.mean(dim=dims), x.std(dim=dims).clamp_min(1e-6)
+
+
+def _per_feature(stat: Tensor, x: Tensor) -> Tensor:
+    """`stat` (C,) shaped to broadcast along dimension 1 of `x`."""
+    return stat.view(-1, *([1] * (x.dim() - 2))) if x.dim() > 1 else stat
+
+
+def _plugin(spec: DatasetSpec) -> ImageData:
+    """A plugin dataset (lottery.plugins.register_dataset): called with [dataset.options], its tensors checked."""
+    from lottery import plugins
+
+    plugin = plugins.check("dataset", spec.name, spec.source_hash)
+    if spec.root is not None:
+        raise UserError(f"dataset.root applies to built-in datasets; give {plugin.describe()} [dataset.options]")
+    try:
+        inspect.signature(plugin.factory).bind(**spec.options)
+    except TypeError as error:
+        raise UserError(f"[dataset.options] do not fit {plugin.describe()}: {error}") from None
+    return as_data(plugin.factory(**spec.options), plugin.describe())
+
+
+def as_data(value: Any, what: str = "dataset") -> ImageData:
+    """`value` as ImageData: an ImageData, or a mapping with "train" and "test" (and optionally "val") splits,
+    each an (x, y) pair of tensors or a TensorDataset of two, and optionally "num_classes" (default: the largest
+    label + 1)."""
+    if isinstance(value, ImageData):
+        splits = {"train": (value.train_x, value.train_y), "test": (value.test_x, value.test_y)}
+        if value.val_x is not None:
+            splits["val"] = (value.val_x, value.val_y)
+        num_classes = value.num_classes
+    elif isinstance(value, Mapping) and "train" in value and "test" in value:
+        unknown = set(value) - {"train", "test", "val", "num_classes"}
+        if unknown:
+            raise UserError(f"{what} returned unknown keys {sorted(unknown)} (allowed: train, test, val, num_classes)")
+        splits = {k: _pair(value[k], f"{what}: '{k}'") for k in ("train", "val", "test") if k in value}
+        num_classes = value.get("num_classes")
+    else:
+        raise UserError(f"{what} must return {{'train': (x, y), 'test': (x, y)}} or ImageData, got {type(value)}")
+    for split, (x, y) in splits.items():
+        if len(x) != len(y) or y.dim() != 1 or y.is_floating_point() or y.is_complex():
+            raise UserError(f"{what}: '{split}' needs integer class labels y (N,) for inputs x (N, ...), got "
+                            f"x {tuple(x.shape)} and y {tuple(y.shape)} {y.dtype}")  # fmt: skip
+    if num_classes is None:
+        num_classes = 1 + max(int(y.max()) for _, y in splits.values() if len(y))
+    for split, (_, y) in splits.items():
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise UserError(f"{what}: '{split}' labels must lie in 0..{num_classes - 1}")
+    val = splits.get("val", (None, None))
+    (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
+    return ImageData(train_x, train_y.long(), test_x, test_y.long(), int(num_classes), val[0],
+                     None if val[1] is None else val[1].long())  # fmt: skip
+
+
+def _pair(split: Any, what: str) -> tuple[Tensor, Tensor]:
+    tensors = getattr(split, "tensors", split)  # a TensorDataset holds its tensors in .tensors
+    if not isinstance(tensors, Sequence) or len(tensors) != 2 or not all(isinstance(t, Tensor) for t in tensors):
+        raise UserError(f"{what} must be an (x, y) pair of tensors or a TensorDataset of two, got {type(split)}")
+    x, y = tensors
+    return (x.float() if x.is_floating_point() else x), y

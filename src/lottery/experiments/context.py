@@ -68,22 +68,32 @@ class Context:
     def augment(self) -> Augment | None:
         if not self.spec.dataset.augment:
             return None
+        if self.data.train_x.dim() != 4:
+            raise UserError(
+                "dataset.augment (random crop + flip) applies to images (N, C, H, W); dataset "
+                f"'{self.spec.dataset.name}' has inputs of shape {tuple(self.data.input_shape)}: set it to false"
+            )
         from lottery.data.augment import crop_and_flip
 
         return partial(crop_and_flip, pad_value=self.data.pad_value)
 
     @cached_property
     def layer_kinds(self) -> dict[str, str]:
-        return self._network.layer_kinds()
+        from lottery.pruning.prunable import prunable
+
+        return prunable(self._network)  # the shipped networks' own layer_kinds(); defaults for any other module
 
     def validate(self) -> None:
         """Raise UserError for anything that would fail later: data, model, schedule, pruning settings."""
+        from lottery.training import losses
+
+        losses.make(self.spec.training)  # the loss (built in, or a plugin's whose code matches the spec)
         if self.spec.training.precision == "bf16" and self.runtime.device.type != "cuda":
             raise UserError("training.precision = 'bf16' needs a CUDA device (allowed here: 'fp32')")
         from lottery.training import distributed
 
         distributed.check_batch(self.spec.training.batch_size)  # under torchrun: one equal slice per rank
-        _ = self.schedule, self.rewind_points, self.layer_kinds
+        _ = self.schedule, self.rewind_points, self.layer_kinds, self.augment
         from lottery.pruning import strategies
 
         strategies.get(self.spec.pruning.strategy)  # a wrong name is refused even where nothing is pruned

@@ -59,6 +59,10 @@ def context_for(spec: ExperimentSpec, runtime: Runtime) -> Context:
 
 def run_job(spec: ExperimentSpec, task: Task, root: str, runtime: Runtime) -> str:
     """Run one task in this process (also the body of a Ray task)."""
+    if runtime.imports:  # the driver's --import plugin modules (once per process)
+        from lottery.plugins import import_modules
+
+        import_modules(runtime.imports)
     if runtime.threads is not None and torch.get_num_threads() != runtime.threads:
         torch.set_num_threads(runtime.threads)  # as many as the driver: CPU results depend on it
     execute(task, context_for(spec, runtime), experiment_dir(Path(root), spec))

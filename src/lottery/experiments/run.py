@@ -27,6 +27,9 @@ def run_experiment(
     wait: bool = True,
 ) -> tuple[RunDir, dict[str, Any]]:
     """Run (or finish, or just read back) the experiment in this process; returns its directory and results."""
+    from lottery.plugins import stamp
+
+    spec = stamp(spec)  # a spec built in Python names its plugins' code too (resolve() has done it already)
     ctx = Context(spec, runtime)
     ctx.validate()  # before anything is written
     experiment = experiment_dir(root, spec)

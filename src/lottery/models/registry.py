@@ -1,13 +1,15 @@
-"""Model families by name pattern; `build` turns a ModelSpec into an initialized network."""
+"""Model families by name pattern, and plugin models; `build` turns a ModelSpec into an initialized network."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
-from lottery.errors import unknown_name
+from lottery.errors import UserError
 from lottery.models.base import Network
 from lottery.spec import ModelSpec
 
@@ -32,11 +34,51 @@ def names() -> list[str]:
     return sorted(_families)
 
 
-def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, init_seed: int) -> Network:
-    """The network `spec.name` for this data, initialized from `init_seed` alone."""
+def is_builtin(name: str) -> bool:
+    """Whether a built-in family builds `name`."""
+    return any(pattern.fullmatch(name) for pattern, _ in _families.values())
+
+
+def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, init_seed: int) -> nn.Module:
+    """The network `spec.name` (built in, or a plugin model) for this data, initialized from `init_seed` alone."""
+    if spec.options and is_builtin(spec.name):
+        raise UserError(f"model.options applies to plugin models; '{spec.name}' is built in (see its settings)")
     for pattern, builder in _families.values():
         if pattern.fullmatch(spec.name):
             model = builder(spec, input_shape, num_classes)
             model.initialize(spec.init, torch.Generator().manual_seed(init_seed), spec.batchnorm_init)
             return model
-    raise unknown_name("model", spec.name, names())
+    return _build_plugin(spec, input_shape, num_classes, init_seed)
+
+
+BUILTIN_ONLY = ("init", "width", "batchnorm_init", "dropout", "shortcut")  # settings of the shipped families
+
+
+def _build_plugin(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, init_seed: int) -> nn.Module:
+    """A plugin model (lottery.plugins.register_model): its factory called with [model.options] (and input_shape,
+    num_classes where it takes them) under torch.manual_seed(init_seed), the global RNG restored after."""
+    from lottery import plugins
+
+    plugin = plugins.check("model", spec.name, spec.source_hash)
+    default = ModelSpec()
+    for name in BUILTIN_ONLY:
+        if getattr(spec, name) != getattr(default, name):
+            raise UserError(f"model.{name} applies to built-in models; give {plugin.describe()} [model.options]")
+    kwargs = dict(spec.options)
+    parameters = inspect.signature(plugin.factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for key, value in (("input_shape", tuple(input_shape)), ("num_classes", num_classes)):
+        if key in kwargs:
+            raise UserError(f"model.options.{key} is set by lottery from the dataset; remove it")
+        if key in parameters or takes_any:
+            kwargs[key] = value
+    try:
+        inspect.signature(plugin.factory).bind(**kwargs)
+    except TypeError as error:
+        raise UserError(f"[model.options] do not fit {plugin.describe()}: {error}") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        model = plugin.factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{plugin.describe()} returned {type(model).__name__}, not a torch.nn.Module")
+    return model

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
+ORDER_KEY = "lottery.order"  # safetensors keeps no key order; the mask's order decides ties and random masks
+
 
 class Mask(dict[str, Tensor]):
-    """Parameter name -> bool tensor of the parameter's shape (True = kept)."""
+    """Parameter name -> bool tensor of the parameter's shape (True = kept), in the model's parameter order.
+
+    `metadata` holds what `Mask.load` read next to the tensors (empty otherwise)."""
+
+    metadata: dict[str, str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.metadata = {}
 
     @classmethod
     def ones(cls, model: nn.Module, names: list[str] | None = None) -> Mask:
@@ -31,6 +46,7 @@ class Mask(dict[str, Tensor]):
         return self.kept() / total if total else 1.0
 
     def layer_densities(self) -> dict[str, float]:
+        """Density of every layer: {parameter name: fraction kept}."""
         return {name: float(m.float().mean()) for name, m in self.items()}
 
     def report(self) -> dict[str, object]:
@@ -51,32 +67,41 @@ class Mask(dict[str, Tensor]):
     def to_tensors(self) -> dict[str, Tensor]:
         return {k: v.to(torch.bool) for k, v in self.items()}
 
-
-class MaskEnforcer:
-    """Holds a mask on the training device and enforces it: gradients of pruned coordinates are zeroed
-    before each optimizer step and the weights are re-masked after it. With zero gradient and zero
-    weight, SGD momentum, weight decay and Adam moments at those coordinates stay exactly zero."""
-
-    def __init__(self, model: nn.Module, mask: Mask) -> None:
+    @torch.no_grad()
+    def apply_(self, model: nn.Module) -> nn.Module:
+        """Zero `model`'s pruned weights in place; returns the model. (To keep them zero while training, use
+        `lottery.attach(mask, optimizer)`.)"""
         params = dict(model.named_parameters())
-        self.params = [params[name] for name in mask]
-        self.masks = [mask[name].to(params[name].device, params[name].dtype) for name in mask]
+        missing = [name for name in self if name not in params]
+        if missing:
+            from lottery.errors import UserError
 
-    @torch.no_grad()
-    def mask_weights(self) -> None:
-        if self.params:
-            torch._foreach_mul_(self.params, self.masks)
+            raise UserError(f"mask names parameters {type(model).__name__} does not have: {', '.join(missing[:5])}")
+        for name, m in self.items():
+            params[name].mul_(m.to(params[name].device, params[name].dtype))
+        return model
 
-    @torch.no_grad()
-    def mask_grads(self) -> None:
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if grads:
-            torch._foreach_mul_(grads, [m for p, m in zip(self.params, self.masks) if p.grad is not None])
+    def save(self, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None:
+        """Write the mask as a safetensors file (atomically), keyed by `state_dict` names, with `metadata`
+        (str values as they are, anything else as JSON) and the key order."""
+        from safetensors.torch import save
 
-    @torch.no_grad()
-    def mask_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
-        """Zero optimizer buffers at pruned coordinates (used when restoring state saved before pruning)."""
-        for p, m in zip(self.params, self.masks):
-            for value in optimizer.state.get(p, {}).values():
-                if isinstance(value, Tensor) and value.shape == p.shape:
-                    value.mul_(m)
+        from lottery.store import atomic
+
+        meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+        meta[ORDER_KEY] = json.dumps(list(self))
+        atomic.write_bytes(
+            Path(path), save({k: v.detach().cpu().to(torch.bool).contiguous() for k, v in self.items()}, meta)
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Mask:
+        """A mask written by `save` (or any safetensors file of bool tensors); `.metadata` holds its metadata."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            names = json.loads(meta.pop(ORDER_KEY)) if ORDER_KEY in meta else sorted(f.keys())
+            mask = cls({name: f.get_tensor(name).to(torch.bool) for name in names})
+        mask.metadata = meta
+        return mask

@@ -7,6 +7,7 @@ new field with a neutral default never renames existing runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from lottery.errors import UserError
 from lottery.spec.steps import canonical
@@ -20,6 +21,14 @@ def _positive(value: float, name: str) -> None:
 def _nonnegative(value: float, name: str) -> None:
     if not value >= 0:
         raise UserError(f"{name} must be >= 0, got {value}")
+
+
+def _plugin_hash(kind: str, name: str, recorded: str | None, field: str) -> None:
+    """A source hash is recorded for plugins only (lottery.plugins.stamp)."""
+    from lottery.plugins import is_builtin
+
+    if recorded is not None and is_builtin(kind, name):
+        raise UserError(f"{field} applies to plugin {kind}s; '{name}' is built in")
 
 
 def _one_of(value: str, allowed: tuple[str, ...], name: str) -> None:
@@ -37,6 +46,8 @@ class ModelSpec:
     batchnorm_init: str = "default"
     dropout: float = 0.0
     shortcut: str = "projection"  # ResNet downsampling shortcut: 'projection' (1x1 conv + BN) or 'padding'
+    options: dict[str, Any] = field(default_factory=dict)  # a plugin model's own settings ([model.options])
+    source_hash: str | None = None  # a plugin model's source code (recorded by lottery.plugins.stamp)
 
     def validate(self) -> ModelSpec:
         if self.width is not None:
@@ -44,6 +55,7 @@ class ModelSpec:
         if not 0 <= self.dropout < 1:
             raise UserError(f"model.dropout must be in [0, 1), got {self.dropout}")
         _one_of(self.shortcut, ("projection", "padding"), "model.shortcut")
+        _plugin_hash("model", self.name, self.source_hash, "model.source_hash")
         return self
 
 
@@ -55,12 +67,30 @@ class DatasetSpec:
     augment: bool = False
     normalize: bool = True
     subset: int | None = None  # train on the first N non-validation examples only
+    options: dict[str, Any] = field(default_factory=dict)  # a plugin dataset's own settings ([dataset.options])
+    source_hash: str | None = None  # a plugin dataset's source code (recorded by lottery.plugins.stamp)
 
     def validate(self) -> DatasetSpec:
         _nonnegative(self.validation_size, "dataset.validation_size")
         if self.subset is not None:
             _positive(self.subset, "dataset.subset")
+        _plugin_hash("dataset", self.name, self.source_hash, "dataset.source_hash")
         return self
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "nadam", "adamax", "rmsprop", "adagrad", "adadelta")
+SCHEDULES = ("step", "cosine")
+# Which optimizers take each optional hyperparameter (lr and weight_decay: all of them).
+OPTIMIZER_ARGS = {
+    "momentum": ("sgd", "rmsprop"),
+    "betas": ("adam", "adamw", "radam", "nadam", "adamax"),
+    "eps": OPTIMIZERS[1:],
+    "amsgrad": ("adam", "adamw"),
+    "alpha": ("rmsprop",),
+    "centered": ("rmsprop",),
+    "rho": ("adadelta",),
+    "lr_decay": ("adagrad",),
+}
 
 
 @dataclass(frozen=True)
@@ -80,20 +110,43 @@ class TrainingSpec:
     augmentation_seed: int = 0
     eval_every: str = "100it"
     precision: str = "fp32"  # 'bf16': bf16 autocast (CUDA only)
+    # The loss (training/losses.py) and the optimizer's own hyperparameters (None: torch's default for it).
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0  # cross_entropy only
+    loss_source_hash: str | None = None  # a plugin loss's source code (recorded by lottery.plugins.stamp)
+    betas: tuple[float, ...] | None = None  # adam, adamw, radam, nadam, adamax
+    eps: float | None = None  # every optimizer but sgd
+    amsgrad: bool = False  # adam, adamw
+    alpha: float | None = None  # rmsprop's smoothing constant
+    centered: bool = False  # rmsprop
+    rho: float | None = None  # adadelta
+    lr_decay: float | None = None  # adagrad
+    schedule: str = "step"  # 'step': warmup, then x gamma at each milestone; 'cosine': warmup, then cosine to 0
 
     def validate(self) -> TrainingSpec:
-        _one_of(self.optimizer, ("sgd", "adam"), "training.optimizer")
+        _one_of(self.optimizer, OPTIMIZERS, "training.optimizer")
         _positive(self.lr, "training.lr")
         if not 0 <= self.momentum < 1:
             raise UserError(f"training.momentum must be in [0, 1), got {self.momentum}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise UserError("training.nesterov needs training.optimizer = 'sgd' and training.momentum > 0")
         _nonnegative(self.weight_decay, "training.weight_decay")
+        self._validate_optimizer_args()
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"training.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss != "cross_entropy":
+            raise UserError(f"training.label_smoothing applies to training.loss = 'cross_entropy' (not '{self.loss}')")
+        _one_of(self.schedule, SCHEDULES, "training.schedule")
+        if self.schedule == "cosine" and self.milestone_steps:
+            raise UserError("training.milestone_steps apply to training.schedule = 'step' (cosine has none)")
         _positive(self.batch_size, "training.batch_size")
         _positive(self.gamma, "training.gamma")
         for seed in ("init_seed", "data_order_seed", "augmentation_seed"):
             _nonnegative(getattr(self, seed), f"training.{seed}")
         _one_of(self.precision, ("fp32", "bf16"), "training.precision")
+        if not self.loss:
+            raise UserError("training.loss must name a loss (e.g. 'cross_entropy')")
+        _plugin_hash("loss", self.loss, self.loss_source_hash, "training.loss_source_hash")
         eval_every = canonical(self.eval_every, "training.eval_every")
         if eval_every == "0it":
             raise UserError("training.eval_every must be at least 1 iteration")
@@ -106,6 +159,25 @@ class TrainingSpec:
                 "eval_every": eval_every,
             }
         )
+
+    def _validate_optimizer_args(self) -> None:
+        """One line per bad value: a hyperparameter the chosen optimizer does not take, or out of range."""
+        default = TrainingSpec()
+        for name, takers in OPTIMIZER_ARGS.items():
+            if getattr(self, name) != getattr(default, name) and self.optimizer not in takers:
+                raise UserError(
+                    f"training.{name} applies to training.optimizer = {' / '.join(takers)}, not '{self.optimizer}'"
+                )
+        if self.betas is not None and (len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas)):
+            raise UserError(f"training.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {list(self.betas)}")
+        if self.eps is not None:
+            _positive(self.eps, "training.eps")
+        if self.alpha is not None and not 0 <= self.alpha < 1:
+            raise UserError(f"training.alpha must be in [0, 1), got {self.alpha}")
+        if self.rho is not None and not 0 <= self.rho <= 1:
+            raise UserError(f"training.rho must be in [0, 1], got {self.rho}")
+        if self.lr_decay is not None:
+            _nonnegative(self.lr_decay, "training.lr_decay")
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,31 @@ def _describe(expected: Any) -> str:
     if origin is tuple:
         return f"a list of {_describe(typing.get_args(expected)[0])}s"
     if origin is dict:
-        return "a table of numbers"
+        return "a table" if typing.get_args(expected)[1] is Any else "a table of numbers"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[expected]
+
+
+def _plain(value: Any) -> bool:
+    """A string, boolean, 64-bit integer, finite number, or a list or table of these (no None, no dates)."""
+    if isinstance(value, (str, bool)):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
 
 
 def _coerce(value: Any, expected: Any, name: str) -> Any:
     """Check `value` (as read from TOML) against the field type and return it in canonical form."""
+    if expected is Any:  # a plugin's own option: a value that both TOML (spec.toml) and JSON (spec.json) hold
+        if not _plain(value):
+            raise UserError(f"{name} must be a string, number, boolean, list or table of these, got {value!r}")
+        return value
     origin = typing.get_origin(expected)
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(expected) if a is not type(None)]
@@ -105,7 +124,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """'training.lr=0.01' -> (['training', 'lr'], 0.01). The value is TOML, or else a bare string."""
     key, sep, raw = text.partition("=")
     path = [part.strip() for part in key.strip().split(".")]
-    if not sep or not all(path) or len(path) > 2:
+    if not sep or not all(path) or len(path) > 3:
         raise UserError(f"--set expects group.field=value (e.g. training.lr=0.01), got {text!r}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
@@ -162,9 +181,15 @@ def resolve(
             raise UserError("choose the preset with --preset NAME, not --set")
         if len(path) == 1:
             data = _merge(data, {path[0]: value})
+        elif len(path) == 3:  # one entry of a table field: --set model.options.hidden=64
+            group = data.get(path[0], {})
+            table = group.get(path[1], {}) if isinstance(group, dict) else {}
+            data = _merge(data, {path[0]: {path[1]: {**(table if isinstance(table, dict) else {}), path[2]: value}}})
         else:
             data = _merge(data, {path[0]: {path[1]: value}})
-    return build(data), preset
+    from lottery.plugins import stamp
+
+    return stamp(build(data)), preset
 
 
 def to_dict(spec: ExperimentSpec, omit_defaults: bool = False) -> dict[str, Any]:

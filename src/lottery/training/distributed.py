@@ -27,7 +27,7 @@ import atexit
 import hashlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -231,13 +231,17 @@ def sync_buffers(model: nn.Module) -> None:
             dist.broadcast(buffer, src=0)
 
 
-def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[..., Tensor] | None = None
+) -> tuple[float, float]:
     """(mean loss, accuracy) over the whole split, as `training.evaluate` computes them in one process:
     each rank evaluates its contiguous shard and the sums are all-reduced. Call with the unwrapped model."""
     from lottery.training.evaluate import evaluate as evaluate_local
+    from lottery.training.losses import DEFAULT
 
+    loss_fn = loss_fn or DEFAULT
     if world_size() == 1:
-        return evaluate_local(model, x, y)
+        return evaluate_local(model, x, y, loss_fn)
     n = len(x)
     if n == 0:
         return float("nan"), float("nan")
@@ -245,7 +249,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
     lo, hi = shard(n)
     sums = torch.zeros(2, dtype=torch.float64, device=_device())
     if hi > lo:
-        loss, accuracy = evaluate_local(model, x[lo:hi], y[lo:hi])
+        loss, accuracy = evaluate_local(model, x[lo:hi], y[lo:hi], loss_fn)
         sums[0], sums[1] = loss * (hi - lo), round(accuracy * (hi - lo))
     dist.all_reduce(sums, op=dist.ReduceOp.SUM)
     return float(sums[0]) / n, float(sums[1]) / n

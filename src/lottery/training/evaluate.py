@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lottery.training.losses import DEFAULT, Loss
 
 EVAL_BATCH = 2000
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = EVAL_BATCH) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` in eval mode; the model's mode is restored after."""
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, loss_fn: Loss = DEFAULT, batch_size: int = EVAL_BATCH
+) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` in eval mode, the loss the training's (default: cross-entropy); the
+    model's mode is restored after."""
     if len(x) == 0:
         return float("nan"), float("nan")
     was_training = model.training
@@ -20,7 +24,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = EVAL_BATC
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(x), batch_size):
         logits = model(x[i : i + batch_size]).float()
-        loss += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum").double()
+        loss += loss_fn(logits, y[i : i + batch_size], reduction="sum").double()
         correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
     model.train(was_training)
     return float(loss) / len(x), float(correct) / len(x)

@@ -16,17 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from lottery import seeding
 from lottery.data import BatchStream, Splits
 from lottery.data.batches import Augment
 from lottery.models import Network
-from lottery.pruning import Mask, MaskEnforcer
+from lottery.pruning import Mask, attach
 from lottery.spec import Step, TrainingSpec
 from lottery.store import RunDir
-from lottery.training import distributed
+from lottery.training import distributed, losses
 from lottery.training.optimizer import exact_step, make_optimizer
 from lottery.training.schedule import lr_at
 
@@ -46,6 +45,7 @@ class Runtime:
     compile: bool = False  # torch.compile the training forward and backward
     batch_copies: bool | None = None  # train runs of one architecture together (training/copies.py); None: where faster
     channels_last: bool | None = None  # convnets in channels_last memory format; None: on CUDA only
+    imports: tuple[str, ...] = ()  # plugin modules (--import) that other processes (Ray workers) import too
 
 
 @dataclass(frozen=True)
@@ -149,18 +149,13 @@ def train_session(s: Session) -> dict[str, Any]:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
-            loss = F.cross_entropy(net(x), y)
+            loss = s.loss(net(x), y)
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if s.enforcer is not None:
-            s.enforcer.mask_grads()
-        # exact_step: optimizer.step() bit for bit, faster on the CPU (training/optimizer.py). With zero gradient
-        # and zero optimizer state at the pruned coordinates it leaves those weights exactly as they were (zero),
-        # so re-masking them would be the identity; any other step is followed by the re-mask.
+        # exact_step: optimizer.step() bit for bit, faster on the CPU (training/optimizer.py). Both run the
+        # optimizer's step hooks, through which the attached mask holds (lottery.attach).
         if not exact_step(s.optimizer):
             s.optimizer.step()
-            if s.enforcer is not None:
-                s.enforcer.mask_weights()
         s.add_loss(loss.detach())
         s.t += 1
         bar.update()
@@ -179,9 +174,11 @@ class Session:
         device = runtime.device
         model.to(device)
         self.optimizer = make_optimizer(model.parameters(), job.training)
+        self.loss = losses.make(job.training)
         self.mask = job.mask if job.mask is not None else Mask.ones(model)
         distributed.check_equal(self.mask)  # data parallel: every rank trains with the same mask
-        self.enforcer = MaskEnforcer(model, self.mask) if self.mask.density < 1 else None
+        # Pruned weights, their gradients and optimizer state are zero now and after every step (lottery.attach).
+        self.attachment = attach(self.mask, self.optimizer, model=model) if self.mask.density < 1 else None
         self.diverged_at: int | None = None
         checkpoint = run.read_torch("checkpoint.pt")
         if checkpoint is not None:
@@ -194,12 +191,10 @@ class Session:
             self.loss_sum, self.loss_count = checkpoint["loss_sum"].to(device), checkpoint["loss_count"]
             print(f"lottery: {run.path}: resuming from iteration {self.t}", file=sys.stderr)
         else:
-            if self.enforcer is not None:
-                self.enforcer.mask_weights()
             if job.optimizer_state is not None:
                 self.optimizer.load_state_dict(job.optimizer_state)
-                if self.enforcer is not None:
-                    self.enforcer.mask_optimizer_state(self.optimizer)
+                if self.attachment is not None:
+                    self.attachment.apply()  # the restored state, saved before pruning, is zeroed where pruned
             run.write_tensors("start.safetensors", model.state_dict())
             run.write_tensors("mask.safetensors", self.mask.to_tensors())
             run.write_json("sparsity.json", self.mask.report())
@@ -223,7 +218,7 @@ class Session:
     def lr(self) -> float:
         """The learning rate of step t (the session's iteration)."""
         t, schedule = self.job.training, self.job.schedule
-        return lr_at(self.t, t.lr, schedule.warmup, schedule.milestones, gamma=t.gamma)
+        return lr_at(self.t, t.lr, schedule.warmup, schedule.milestones, t.gamma, t.schedule, schedule.end)
 
     def progress_bar(self) -> tqdm:
         end, start = self.job.schedule.end, self.job.start
@@ -261,7 +256,7 @@ class Session:
             for split in ("val", "test"):
                 x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
                 if len(x):
-                    loss, accuracy = distributed.evaluate(self.model, x, y)
+                    loss, accuracy = distributed.evaluate(self.model, x, y, self.loss)
                     rows.append({"iteration": t, "split": split, "loss": loss, "accuracy": accuracy, "lr": lr})
         for row in rows:
             row["wall_time"] = round(now, 3)

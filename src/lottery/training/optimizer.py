@@ -1,6 +1,6 @@
-"""The optimizers of the papers' protocols, and their exact fast step.
+"""The optimizers by name (`training.optimizer`), and the exact fast step of SGD, Adam and AdamW.
 
-`exact_step` is `optimizer.step()` of `torch.optim.Adam` / `torch.optim.SGD` on the CPU, bit for bit (the same
+`exact_step` is `optimizer.step()` of `torch.optim.Adam` / `AdamW` / `SGD` on the CPU, bit for bit (the same
 ATen kernels in the same order as torch's single-tensor implementation, issued as `_foreach` calls) but without
 the per-parameter Python loop, and without the slow path that PyTorch's CPU `sqrt` takes on exact zeros: a
 masked network's pruned coordinates have Adam second moments of exactly 0 (see docs/performance.md).
@@ -17,48 +17,75 @@ from torch import Tensor
 
 from lottery.spec import TrainingSpec
 
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "radam": torch.optim.RAdam,
+    "nadam": torch.optim.NAdam,
+    "adamax": torch.optim.Adamax,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+    "adadelta": torch.optim.Adadelta,
+}
+FUSED = ("sgd", "adam", "adamw")  # torch has a fused implementation of these on every device
+
+
+def optimizer_args(spec: TrainingSpec) -> dict[str, Any]:
+    """The keyword arguments of `spec.optimizer`: lr, weight_decay, and the hyperparameters the spec sets (the
+    others keep torch's defaults). The spec's own validation refuses one the optimizer does not take."""
+    from lottery.spec.groups import OPTIMIZER_ARGS
+
+    args: dict[str, Any] = {"lr": spec.lr, "weight_decay": spec.weight_decay}
+    if spec.optimizer == "sgd":
+        args.update(momentum=spec.momentum, nesterov=spec.nesterov)
+    for name, takers in OPTIMIZER_ARGS.items():
+        value = getattr(spec, name)
+        unset = value is None or value is False or (name == "momentum" and value == 0)  # torch's defaults
+        if spec.optimizer in takers and not unset and name not in args:
+            args[name] = tuple(value) if name == "betas" else value
+    return args
+
 
 def make_optimizer(
     params: Iterable[torch.nn.Parameter], spec: TrainingSpec, fused: bool | None = None
 ) -> torch.optim.Optimizer:
     """The spec's optimizer; `fused`: torch's fused implementation (one kernel per tensor, the same arithmetic up
-    to rounding), which stacked copies use; None: torch's default, which the training loop's runs use."""
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, fused=fused)
-    return torch.optim.SGD(
-        params,
-        lr=spec.lr,
-        momentum=spec.momentum,
-        nesterov=spec.nesterov,
-        weight_decay=spec.weight_decay,
-        fused=fused,
-    )
+    to rounding) where it has one (SGD, Adam, AdamW), which stacked copies use; None: torch's default, which the
+    training loop's runs use."""
+    args = optimizer_args(spec)
+    if spec.optimizer in FUSED:
+        args["fused"] = fused
+    return OPTIMIZERS[spec.optimizer](params, **args)
 
 
-def _hooks(optimizer: torch.optim.Optimizer) -> bool:
+def _run_hooks(optimizer: torch.optim.Optimizer, post: bool) -> None:
+    """The optimizer's step pre- or post-hooks, global and its own, in the order `Optimizer.step`'s wrapper runs
+    them (e.g. an attached mask: `lottery.attach`)."""
     from torch.optim import optimizer as base
 
-    return bool(
-        base._global_optimizer_pre_hooks
-        or base._global_optimizer_post_hooks
-        or optimizer._optimizer_step_pre_hooks
-        or optimizer._optimizer_step_post_hooks
-    )
+    if post:
+        hooks = [*optimizer._optimizer_step_post_hooks.values(), *base._global_optimizer_post_hooks.values()]
+    else:
+        hooks = [*base._global_optimizer_pre_hooks.values(), *optimizer._optimizer_step_pre_hooks.values()]
+    for hook in hooks:
+        if hook(optimizer, (optimizer,), {}) is not None:
+            raise RuntimeError("exact_step: an optimizer step hook that rewrites the step's arguments is not supported")
 
 
 def _exact_supported(optimizer: torch.optim.Optimizer) -> bool:
     """True where `exact_step` reproduces `optimizer.step()` bit for bit: torch's single-tensor Adam or SGD (the
-    implementation torch itself picks for CPU tensors), plain float hyperparameters, no hooks."""
+    implementation torch itself picks for CPU tensors), plain float hyperparameters."""
     kind = type(optimizer)
-    if kind not in (torch.optim.Adam, torch.optim.SGD) or _hooks(optimizer):
+    if kind not in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD):
         return False
     for group in optimizer.param_groups:
         if group.get("foreach") or group.get("fused") or group.get("differentiable") or group.get("maximize"):
             return False
         if not isinstance(group["lr"], float) or not isinstance(group["weight_decay"], float | int):
             return False
-        if kind is torch.optim.Adam:
-            if group.get("amsgrad") or group.get("capturable") or group.get("decoupled_weight_decay"):
+        if kind in (torch.optim.Adam, torch.optim.AdamW):
+            if group.get("amsgrad") or group.get("capturable"):
                 return False
             if not all(isinstance(b, float) for b in group["betas"]) or not group["eps"] > 0:
                 return False
@@ -71,24 +98,27 @@ def _exact_supported(optimizer: torch.optim.Optimizer) -> bool:
 def exact_step(optimizer: torch.optim.Optimizer) -> bool:
     """Take `optimizer.step()` bit for bit, faster; return False (having done nothing) where not supported.
 
-    Supported: `torch.optim.Adam` and `torch.optim.SGD` with parameters on the CPU and default flags (no foreach,
+    Supported: `torch.optim.Adam`, `AdamW` and `SGD` with parameters on the CPU and default flags (no foreach,
     fused, amsgrad, maximize, capturable or differentiable) -- the single-tensor implementation torch uses for
     CPU tensors, reproduced op for op with `_foreach` calls (whose CPU implementation applies the same per-tensor
     kernels). The one deviation is exact: Adam's denominator sqrt(v) / sqrt(1 - beta2^t) + eps is computed from
     max(v, smallest normal) when that provably rounds to the same value (it is eps either way for such v), which
-    avoids PyTorch's slow CPU sqrt of zeros.
+    avoids PyTorch's slow CPU sqrt of zeros. The optimizer's step hooks run around the step, as
+    `optimizer.step()` runs them: an attached mask (`lottery.attach`) holds.
     """
     if not _exact_supported(optimizer):
         return False
+    _run_hooks(optimizer, post=False)
     with torch.no_grad():
         for group in optimizer.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            if isinstance(optimizer, torch.optim.Adam):
+            if isinstance(optimizer, torch.optim.Adam):  # AdamW too (a subclass)
                 _adam(optimizer, group, params)
             else:
                 _sgd(optimizer, group, params)
+    _run_hooks(optimizer, post=True)
     return True
 
 
@@ -108,7 +138,9 @@ def _adam(optimizer: torch.optim.Optimizer, group: dict[str, Any], params: list[
     exp_avg_sqs = [s["exp_avg_sq"] for s in states]
     steps = [s["step"] for s in states]
     torch._foreach_add_(steps, 1)
-    if weight_decay != 0:
+    if weight_decay != 0 and group.get("decoupled_weight_decay"):  # AdamW
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    elif weight_decay != 0:
         grads = torch._foreach_add(grads, params, alpha=weight_decay)
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)

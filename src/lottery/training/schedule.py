@@ -1,11 +1,32 @@
-"""Learning rate as a pure function of the iteration: linear warmup, then step decay at milestones."""
+"""Learning rate as a pure function of the iteration: linear warmup, then step decay at milestones or a cosine."""
 
 from __future__ import annotations
 
 import bisect
+import math
 
 
-def lr_at(iteration: int, base_lr: float, warmup: int, milestones: list[int], gamma: float) -> float:
-    """Iteration t (0-based) trains with base_lr * min(1, (t + 1) / warmup) * gamma ** (#milestones <= t)."""
+def lr_at(
+    iteration: int,
+    base_lr: float,
+    warmup: int,
+    milestones: list[int],
+    gamma: float,
+    schedule: str = "step",
+    end: int | None = None,
+) -> float:
+    """The learning rate of iteration t (0-based, the t-th optimizer step).
+
+    'step': base_lr * min(1, (t + 1) / warmup) * gamma ** (#milestones <= t).
+    'cosine': the same warmup, then base_lr * (1 + cos(pi * (t - warmup) / (end - warmup))) / 2 for t >= warmup:
+    base_lr at the end of warmup, decaying to 0 at `end` (the last step, t = end - 1, is just above 0).
+    """
     factor = min(1.0, (iteration + 1) / warmup) if warmup > 0 else 1.0
+    if schedule == "cosine":
+        if end is None:
+            raise ValueError("the cosine schedule needs the end of training")
+        if iteration < warmup:
+            return base_lr * factor
+        progress = (iteration - warmup) / max(1, end - warmup)
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return base_lr * factor * gamma ** bisect.bisect_right(sorted(milestones), iteration)

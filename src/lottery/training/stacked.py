@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from lottery.pruning import Mask
+from lottery.pruning import Mask, attach
 from lottery.spec import TrainingSpec
+from lottery.training import losses
 from lottery.training.optimizer import make_optimizer
 
 
@@ -68,8 +68,8 @@ def _stack(tensors: Sequence[Tensor], like: Tensor | None = None) -> Tensor:
 
 
 class Stacked:
-    """Copies i = 0..K-1 of `models`, each with `masks[i]` enforced (gradients masked before the step, weights
-    after it) and the state of `optimizers[i]` (the copies' optimizer states must have the same signature)."""
+    """Copies i = 0..K-1 of `models`, each with `masks[i]` attached to the stacked optimizer (`lottery.attach`)
+    and the state of `optimizers[i]` (the copies' optimizer states must have the same signature)."""
 
     def __init__(
         self,
@@ -92,11 +92,12 @@ class Stacked:
                 n: torch.stack([dict(m.named_buffers())[n] for m in models]) for n, _ in models[0].named_buffers()
             }
         masked = [n for n in self.shapes if any(n in m and not bool(m[n].all()) for m in masks)]
-        self.masked = [self.leaves[n] for n in masked]
         ones = {n: torch.ones(self.shapes[n], dtype=torch.bool) for n in masked}
-        self.masks = [_stack([m.get(n, ones[n]) for m in masks], self.leaves[n]) for n in masked]
+        stacked_mask = Mask({n: _stack([m.get(n, ones[n]) for m in masks]).to(torch.bool) for n in masked})
         self.optimizer = make_optimizer(list(self.leaves.values()), training, fused=True)
+        self.loss = losses.make(training)
         self._load_optimizer_states(models, optimizers)
+        attach(stacked_mask, self.optimizer, model=self.leaves)  # the copies' masks hold in every step
         base = copy.deepcopy(models[0]).to("meta")
         if hasattr(base, "forward_stacked") and not self.buffers:  # a model's own batched form (LeNet's)
             self._forward = lambda p, b, x: base.forward_stacked(p, x)
@@ -120,8 +121,10 @@ class Stacked:
                 continue
             merged: dict[str, Any] = {}
             for key, first in states[0].items():
-                if key == "step":  # a fused optimizer keeps its step on the parameters' device
+                if key == "step" and self.optimizer.defaults.get("fused"):  # a fused one keeps it on the device
                     merged[key] = first.detach().to(leaf.device, torch.float32).clone()
+                elif isinstance(first, Tensor) and first.dim() == 0:  # a step or NAdam's mu_product: one for all
+                    merged[key] = first.detach().clone()
                 elif first is None:
                     merged[key] = None
                 else:
@@ -135,16 +138,12 @@ class Stacked:
             group["lr"] = lr
         with autocast:
             logits = self._forward(self.params(), self.buffers, x)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
+            per_example = self.loss(logits.flatten(0, 1), y.flatten(0, 1), reduction="none")
+            copy_losses = per_example.view(self.k, -1).mean(1)
         self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # copy i's parameters get the gradient of copy i's loss alone
-        with torch.no_grad():
-            if self.masked:
-                torch._foreach_mul_([p.grad for p in self.masked], self.masks)
-            self.optimizer.step()
-            if self.masked:
-                torch._foreach_mul_(self.masked, self.masks)
-        return losses.detach()
+        copy_losses.sum().backward()  # copy i's parameters get the gradient of copy i's loss alone
+        self.optimizer.step()
+        return copy_losses.detach()
 
     @torch.no_grad()
     def write_back(self, i: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -165,7 +164,7 @@ class Stacked:
             optimizer.state[p] = {
                 key: (
                     value.detach().to("cpu", torch.float32).clone()
-                    if key == "step"
+                    if value is not None and value.dim() == 0
                     else None
                     if value is None
                     else value[i, : p.numel()].view(p.shape).clone()

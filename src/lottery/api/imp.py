@@ -1,0 +1,314 @@
+"""`lottery.imp`: IMP with rewinding around the user's own training function (Algorithm 1 of "Stabilizing").
+
+`train_fn(model, mask, start, end)` trains `model` (which holds the start weights) from iteration `start` to
+`end`, where an iteration is one step of an optimizer over the model's parameters: any loop, loss and data. The
+driver watches the steps through torch's global optimizer step hooks (`torch.optim.optimizer.
+register_optimizer_step_pre_hook`), which is how it
+
+- snapshots W_k during the dense run (the weights after k steps; one call trains 0 -> T);
+- attaches the level's mask to every optimizer that steps the model (`lottery.attach`): pruned weights, their
+  gradients and optimizer state stay exactly zero in the user's loop with no call of theirs;
+- checks that `train_fn` took exactly `end - start` steps.
+
+Rewinding starts level L from m_L ⊙ W_k (a copy; bit for bit the engine's `Mask.apply_to`) at iteration k: for
+the data order and the learning-rate schedule to continue from k as the method prescribes, they must be functions
+of the iteration `train_fn` is given, not of how many times it was called.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import optimizer as optim_base
+
+from lottery import seeding
+from lottery.api.masks import prune, random_mask_like, reinitialize
+from lottery.errors import UserError
+from lottery.pruning import Mask
+from lottery.pruning.attachment import Attachment
+from lottery.spec import Step
+from lottery.store import RunDir
+
+CONTROLS = ("random_prune", "random_prune_global", "random_reinit")
+STREAMS = {"random_reinit": 11, "random_prune": 12, "random_prune_global": 13}  # as the engine's controls
+TrainFn = Callable[[nn.Module, Mask, int, int], Any]
+
+
+@dataclass
+class Run:
+    """One training run of the driver: its mask, the state dict it started from, its final state dict, and
+    whatever `train_fn` returned."""
+
+    mask: Mask
+    start: dict[str, Tensor]
+    final: dict[str, Tensor]
+    result: Any
+
+    @property
+    def density(self) -> float:
+        return self.mask.density
+
+
+@dataclass
+class Level(Run):
+    """IMP level `level` (0: the dense network), and its controls by name ('random_prune_seed0', ...)."""
+
+    level: int = 0
+    controls: dict[str, Run] = field(default_factory=dict)
+
+
+def _copy(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+class _Watch:
+    """While active: counts the steps of optimizers that step `model`'s first masked parameter, snapshots the
+    weights after `snapshot_at` steps, and holds `mask` in every optimizer over the model's parameters."""
+
+    def __init__(self, model: nn.Module, mask: Mask, snapshot_at: int | None, enforce: bool) -> None:
+        self.model, self.mask, self.snapshot_at = model, mask, snapshot_at
+        params = dict(model.named_parameters())
+        self.reference = params[next(iter(mask))] if mask else next(model.parameters())
+        self.masked_ids = {id(params[name]) for name in mask}
+        self.enforce = enforce and mask.density < 1
+        self.steps = 0
+        self.snapshot: dict[str, Tensor] | None = None
+        self.attachments: dict[int, Attachment | None] = {}
+
+    def _attachment(self, optimizer: torch.optim.Optimizer) -> Attachment | None:
+        key = id(optimizer)
+        if key not in self.attachments:
+            held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            params = dict(self.model.named_parameters())
+            mine = {n: m for n, m in self.mask.items() if id(params[n]) in held}
+            self.attachments[key] = (
+                Attachment(Mask(mine), optimizer, model=self.model, hooks=False) if mine and self.enforce else None
+            )
+        return self.attachments[key]
+
+    def _pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        attachment = self._attachment(optimizer)
+        if attachment is not None:
+            attachment.before_step(optimizer)
+
+    def _post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        attachment = self._attachment(optimizer)
+        if attachment is not None:
+            attachment.after_step(optimizer)
+        if any(p is self.reference for group in optimizer.param_groups for p in group["params"]):
+            self.steps += 1
+            if self.steps == self.snapshot_at:
+                self.snapshot = _copy(self.model)
+
+    def __enter__(self) -> _Watch:
+        self.handles = [
+            optim_base.register_optimizer_step_pre_hook(self._pre),
+            optim_base.register_optimizer_step_post_hook(self._post),
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _iterations(value: int | str, per_epoch: int | None, what: str) -> int:
+    if isinstance(value, int):
+        return value
+    step = Step.parse(value)
+    if step.epochs and per_epoch is None:
+        raise UserError(f"imp: {what} = {value!r} is in epochs; pass iterations_per_epoch=")
+    return step.to_iterations(per_epoch or 1)
+
+
+class _Store:
+    """The driver's artifacts under `directory`, in the engine's layout and formats (docs/api.md): or nothing."""
+
+    def __init__(self, directory: Any, settings: dict[str, Any]) -> None:
+        self.root = RunDir(directory) if directory is not None else None
+        if self.root is None:
+            return
+        stored = self.root.read_json("imp.json")
+        if stored is not None and stored != settings:
+            raise UserError(
+                f"imp: {self.root.path} holds an IMP run with other settings ({stored}); use another directory"
+            )
+        if stored is None:
+            self.root.write_json("imp.json", settings)
+
+    def run_dir(self, level: int, k: int, control: str | None = None) -> RunDir | None:
+        if self.root is None:
+            return None
+        run = self.root / "level_0" if level == 0 else self.root / f"rewind_{k}it" / f"level_{level}"
+        return run / "controls" / control if control else run
+
+    @staticmethod
+    def read(run: RunDir | None, order: list[str]) -> Run | None:
+        if run is None or run.read_json("summary.json") is None:
+            return None
+        start, final, mask = (
+            run.read_tensors(f) for f in ("start.safetensors", "final.safetensors", "mask.safetensors")
+        )
+        result = _read_result(run)
+        if start is None or final is None or mask is None or result is _MISSING:
+            return None
+        return Run(Mask({n: mask[n] for n in order}), start, final, result)
+
+    @staticmethod
+    def write(run: RunDir | None, done: Run, summary: dict[str, Any]) -> None:
+        if run is None:
+            return
+        run.write_tensors("start.safetensors", done.start)
+        run.write_tensors("mask.safetensors", done.mask.to_tensors())
+        run.write_json("sparsity.json", done.mask.report())
+        run.write_tensors("final.safetensors", done.final)
+        _write_result(run, done.result)
+        run.write_json("summary.json", {**summary, "density": done.mask.density})  # last: marks the run finished
+
+
+_MISSING = object()
+
+
+def _write_result(run: RunDir, result: Any) -> None:
+    try:
+        run.write("result.json", (json.dumps({"result": result}) + "\n").encode())
+    except TypeError:
+        run.write_torch("result.pt", result)
+
+
+def _read_result(run: RunDir) -> Any:
+    data = run.read_json("result.json")
+    if data is not None:
+        return data["result"]
+    if run.read("result.pt", quiet=True) is None:
+        return _MISSING
+    try:
+        return run.read_torch("result.pt")
+    except Exception:  # noqa: BLE001  (not loadable with weights_only: retrain rather than fail)
+        return _MISSING
+
+
+def imp(
+    model: nn.Module,
+    train_fn: TrainFn,
+    *,
+    levels: int,
+    iterations: int | str,
+    rewind: int | str = 0,
+    fraction: float | None = 0.2,
+    density: float | None = None,
+    scope: str = "global",
+    rates: Mapping[str, float] | None = None,
+    ignore: Iterable[str] = (),
+    mask: Mask | None = None,
+    controls: Iterable[str] = (),
+    control_seed: int = 0,
+    directory: Any = None,
+    iterations_per_epoch: int | None = None,
+    attach: bool = True,
+) -> Iterator[Level]:
+    """IMP with rewinding: yields level 0 (the dense network), then levels 1..`levels`, each a `Level` with
+    `.level`, `.mask`, `.start` (the state dict its training started from), `.final`, `.result` (what
+    `train_fn` returned) and `.controls`.
+
+    - `train_fn(model, mask, start, end)`: trains `model` from iteration `start` to `end` (optimizer steps).
+    - `iterations`: T, the end of training (an int, or a step string such as '2ep' with `iterations_per_epoch`).
+    - `rewind`: k (an int or '500it'); level L >= 1 trains m_L ⊙ W_k from k to T.
+    - `fraction` / `density`, `scope`, `rates`, `ignore`: how each level prunes (see `lottery.prune`; `density`
+      prunes level 1 to it in one shot). `mask`: the starting mask (default `Mask.ones(model)`).
+    - `controls`: any of 'random_prune', 'random_prune_global' (same per-layer or total density, random
+      positions, on m ⊙ W_k) and 'random_reinit' (the level's mask on fresh weights, `lottery.reinitialize`),
+      seeded from `control_seed` and the level; trained like the level.
+    - `directory`: write every run's artifacts there (atomic, checksummed: `lottery.store.RunDir`) and resume:
+      a finished run is read back, not retrained. Default: in memory only.
+    - `attach`: hold each level's mask in every optimizer that steps the model while `train_fn` runs.
+    """
+    end = _iterations(iterations, iterations_per_epoch, "iterations")
+    k = _iterations(rewind, iterations_per_epoch, "rewind")
+    if not 0 <= k < end:
+        raise UserError(f"imp: rewind point {k} must be in [0, {end}) (iterations = {end})")
+    if levels < 0:
+        raise UserError(f"imp: levels must be >= 0, got {levels}")
+    controls = tuple(controls)
+    for kind in controls:
+        if kind not in CONTROLS:
+            raise UserError(f"imp: unknown control {kind!r} (allowed: {', '.join(CONTROLS)})")
+    mask = Mask.ones(model) if mask is None else mask
+    prune_options = {"scope": scope, "rates": dict(rates or {}), "ignore": tuple(ignore)}
+    settings = {
+        "iterations": end, "rewind": k, "levels_pruned_by": {"fraction": fraction, "density": density},
+        **prune_options, "ignore": list(prune_options["ignore"]), "controls": list(controls),
+        "control_seed": control_seed, "mask": mask.report()["layers"],
+    }  # fmt: skip
+    store = _Store(directory, settings)
+    order = list(mask)
+
+    def train(run: RunDir | None, m: Mask, start: dict[str, Tensor], begin: int, snapshot_at: int | None):
+        """Train from `start` (a state dict) at iteration `begin` to the end; (Run, W_snapshot)."""
+        model.load_state_dict(start)
+        with _Watch(model, m, snapshot_at, attach) as watch:
+            result = train_fn(model, m, begin, end)
+        if watch.steps != end - begin:
+            raise UserError(
+                f"imp: train_fn took {watch.steps} optimizer steps from iteration {begin} to {end}; "
+                f"it must take exactly {end - begin} (end - start)"
+            )
+        done = Run(m, start, _copy(model), result)
+        summary = {"start_iteration": begin, "end_iteration": end}
+        if run is not None and snapshot_at is not None:
+            run.write_tensors(f"snapshots/iter_{snapshot_at}.safetensors", watch.snapshot)
+        _Store.write(run, done, summary)
+        return done, watch.snapshot
+
+    # Level 0: the dense network from W_0 to T, W_k saved on the way.
+    run0 = store.run_dir(0, k)
+    dense = _Store.read(run0, order)
+    w_k = run0.read_tensors(f"snapshots/iter_{k}.safetensors") if dense is not None and k > 0 else None
+    if dense is None or (k > 0 and w_k is None):
+        w_0 = mask.apply_to(_copy(model))
+        dense, w_k = train(run0, mask, w_0, 0, k if k > 0 else None)
+    if k == 0:
+        w_k = dense.start
+    yield Level(dense.mask, dense.start, dense.final, dense.result, level=0)
+
+    previous = dense
+    for level in range(1, levels + 1):
+        run = store.run_dir(level, k)
+        done = _Store.read(run, order)
+        if done is None:
+            one_shot = density if level == 1 else None
+            new_mask = prune(
+                previous.final, previous.mask, fraction=None if one_shot is not None else fraction,
+                density=one_shot, kinds=_kinds(model, previous.mask), **prune_options,
+            )  # fmt: skip
+            done, _ = train(run, new_mask, new_mask.apply_to(w_k), k, None)
+        result = Level(done.mask, done.start, done.final, done.result, level=level)
+        for kind in controls:
+            name = f"{kind}_seed{control_seed}"
+            crun = store.run_dir(level, k, name)
+            control = _Store.read(crun, order)
+            if control is None:
+                seed = seeding.derive(control_seed, level, STREAMS[kind])
+                if kind == "random_reinit":
+                    fresh = _copy(reinitialize(model, done.mask, seed % 2**63))
+                    cmask, cstart = done.mask, fresh
+                else:
+                    scope_ = "global" if kind == "random_prune_global" else "layerwise"
+                    cmask = random_mask_like(done.mask, seed, scope_, ignore=prune_options["ignore"])
+                    cstart = cmask.apply_to(w_k)
+                control, _ = train(crun, cmask, cstart, k, None)
+            result.controls[name] = control
+        yield result
+        previous = done
+
+
+def _kinds(model: nn.Module, mask: Mask) -> dict[str, str]:
+    from lottery.pruning import prunable
+
+    own = prunable(model)
+    return {name: own.get(name, "fc") for name in mask}

@@ -1,0 +1,148 @@
+"""The pruning half of the Python API: `prune` any model or weights dict, and the random controls
+(`random_mask_like`, `reinitialize`), all on top of `lottery.pruning`'s exact counting and tie-breaking."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from lottery import seeding
+from lottery.errors import UserError
+from lottery.pruning import Mask, prunable, random_global_like, random_like
+from lottery.pruning import prune as prune_level
+from lottery.spec.groups import PruningSpec
+
+SCOPES = {"global": "global_magnitude", "layerwise": "layerwise_magnitude"}
+
+
+def weights_of(model_or_state_dict: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A model's weights as a detached CPU state dict (a state dict is returned as a dict)."""
+    if isinstance(model_or_state_dict, nn.Module):
+        return {k: v.detach().cpu() for k, v in model_or_state_dict.state_dict().items()}
+    return dict(model_or_state_dict)
+
+
+def _kinds_from_shapes(mask: Mask) -> dict[str, str]:
+    """Layer kinds of a bare state dict: 'conv' for weights of more than 2 dimensions, 'fc' otherwise, and the
+    last 2-D entry the 'output' layer (the defaults of `lottery.prunable` for ordinary models)."""
+    kinds = {name: "conv" if m.dim() > 2 else "fc" for name, m in mask.items()}
+    linear = [name for name, kind in kinds.items() if kind == "fc" and mask[name].dim() == 2]
+    if linear:
+        kinds[linear[-1]] = "output"
+    return kinds
+
+
+def prune(
+    model_or_state_dict: nn.Module | Mapping[str, Tensor],
+    mask: Mask | None = None,
+    *,
+    fraction: float | None = None,
+    density: float | None = None,
+    scope: str = "global",
+    rates: Mapping[str, float] | None = None,
+    ignore: Iterable[str] = (),
+    kinds: Mapping[str, str] | None = None,
+) -> Mask:
+    """A new mask: `mask` (default: all of `lottery.prunable(model)` kept) with the smallest-magnitude surviving
+    weights removed. `mask` is not changed.
+
+    - `fraction`: remove this fraction of the surviving weights (default 0.2), `round(fraction * surviving)` per
+      pool, ties broken by position; or `density`: prune straight to this density (one shot).
+    - `scope`: 'global' (one threshold over all layers) or 'layerwise' (each layer its own fraction).
+    - `rates`: layerwise only, a fraction per layer kind ('conv', 'fc', 'output'), module or parameter name.
+    - `ignore`: layers (parameter names, module names or kinds) left as they are.
+    - `kinds`: {parameter name: kind}; default `lottery.prunable(model)`, or for a state dict guessed from shapes
+      (more than 2 dimensions: 'conv'; the last 2-D weight: 'output'; others: 'fc').
+    """
+    if scope not in SCOPES:
+        raise UserError(f"prune: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    if fraction is not None and density is not None:
+        raise UserError("prune: give fraction or density, not both")
+    if mask is None:
+        if not isinstance(model_or_state_dict, nn.Module):
+            raise UserError("prune: a state dict needs a mask (e.g. lottery.Mask.ones(model))")
+        mask = Mask.ones(model_or_state_dict)
+    weights = weights_of(model_or_state_dict)
+    missing = [name for name in mask if name not in weights]
+    if missing:
+        raise UserError(f"prune: the weights have no {', '.join(missing[:5])} (masked parameters)")
+    if kinds is None:
+        if isinstance(model_or_state_dict, nn.Module):
+            own = prunable(model_or_state_dict)
+            kinds = {name: own.get(name, "fc") for name in mask}
+        else:
+            kinds = _kinds_from_shapes(mask)
+    spec = PruningSpec(
+        strategy=SCOPES[scope],
+        fraction=0.2 if fraction is None else fraction,
+        rates=dict(rates or {}),
+        layers_to_ignore=tuple(ignore),
+    )
+    if density is None:
+        spec.validate()
+    return prune_level(weights, mask, dict(kinds), spec, target_density=density)
+
+
+def random_mask_like(
+    mask: Mask, seed: int, scope: str = "layerwise", *, previous: Mask | None = None, ignore: Iterable[str] = ()
+) -> Mask:
+    """A random-pruning control: a mask with `mask`'s kept count in every layer ('layerwise') or over all layers
+    not ignored ('global'), placed uniformly at random from `seed`. `previous` (layerwise): draw only among the
+    coordinates it keeps, so that successive levels nest."""
+    generator = seeding.generator(seed)
+    if scope == "layerwise":
+        return random_like(mask, previous, generator)
+    if scope == "global":
+        ignored = set(ignore)
+        pool = [n for n in mask if not ({n, n.rsplit(".", 1)[0]} & ignored)]
+        return random_global_like(mask, generator, pool)
+    raise UserError(f"random_mask_like: scope must be 'layerwise' or 'global', got {scope!r}")
+
+
+def _post_order(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """(name, module) with every module after its children, siblings in registration order."""
+    out = []
+    for name, child in module.named_children():
+        out += _post_order(child, f"{prefix}{name}.")
+    return [*out, (prefix.rstrip("."), module)]
+
+
+def _reset_methods(module: nn.Module) -> Callable[[], None] | None:
+    for name in ("reset_parameters", "_reset_parameters"):
+        method = getattr(module, name, None)
+        if callable(method):
+            return method
+    return None
+
+
+def reinitialize(
+    model: nn.Module, mask: Mask | None = None, seed: int = 0, *, init: Callable[[nn.Module], None] | None = None
+) -> nn.Module:
+    """The random-reinitialization control: fresh weights for `model` (in place) drawn from `seed`, then `mask`
+    applied. Every module's own `reset_parameters` runs (children before parents, as at construction) under a
+    forked RNG seeded with `seed`, so the global RNG is left untouched; or `init(model)` runs there instead.
+    A parameter no `reset_parameters` covers is refused (pass `init`). Returns the model."""
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        if init is not None:
+            init(model)
+        else:
+            uncovered = []
+            for name, module in _post_order(model):  # children first, as at construction
+                reset = _reset_methods(module)
+                if reset is not None:
+                    reset()
+                else:
+                    uncovered += [f"{name}.{p}".lstrip(".") for p, _ in module.named_parameters(recurse=False)]
+            covered = {id(p) for m in model.modules() if _reset_methods(m) for p in m.parameters()}
+            uncovered = [n for n in uncovered if id(dict(model.named_parameters())[n]) not in covered]
+            if uncovered:
+                raise UserError(
+                    f"reinitialize: no reset_parameters covers {', '.join(uncovered[:5])}; pass init=fn(model)"
+                )
+    if mask is not None:
+        mask.apply_(model)
+    return model
