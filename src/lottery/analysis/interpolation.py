@@ -3,10 +3,13 @@
 One model instance is reused for every α: its parameters are overwritten in place with the
 interpolated weights, never rebuilt. Pruned coordinates are zero in both endpoints, so they stay zero
 on the whole path. BatchNorm running statistics are either re-estimated on training batches for each
-α ('recompute', the default) or interpolated like the weights ('interpolate').
+α, the endpoints α = 0 and α = 1 included ('recompute', the default), or interpolated like the weights
+('interpolate'). Definitions and choices: docs/measured.md.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -16,15 +19,15 @@ from lottery.training.evaluate import evaluate
 BATCHNORM_MODES = ("recompute", "interpolate")
 
 
-def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 @torch.no_grad()
-def recompute_batchnorm(model: nn.Module, x: Tensor, batch_size: int, batches: int) -> None:
-    """Reset every BatchNorm's running statistics and re-estimate them as the plain average over the first
-    `batches` batches of `x` (a fixed order: the result depends only on the weights and the data)."""
-    layers = _batchnorms(model)
+def recompute_batchnorm(model: nn.Module, inputs: Iterable[Tensor]) -> None:
+    """Reset every BatchNorm's running statistics and re-estimate them as the plain (cumulative) average over
+    the input batches given, in their order: the result depends only on the weights and those batches."""
+    layers = batchnorms(model)
     if not layers:
         return
     momenta = [layer.momentum for layer in layers]
@@ -33,8 +36,8 @@ def recompute_batchnorm(model: nn.Module, x: Tensor, batch_size: int, batches: i
         layer.momentum = None  # cumulative moving average
     was_training = model.training
     model.train()
-    for i in range(min(batches, max(1, len(x) // batch_size))):
-        model(x[i * batch_size : (i + 1) * batch_size])
+    for x in inputs:
+        model(x)
     model.train(was_training)
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
@@ -52,15 +55,18 @@ def interpolation_curve(
     bn_batch_size: int = 128,
     bn_batches: int = 30,
 ) -> dict[str, list[float]]:
-    """Error (percent) on each split at every α, for the network α·w1 + (1 − α)·w2."""
+    """Error (percent) and mean cross-entropy loss on each split at every α, for the network α·w1 + (1 − α)·w2:
+    `<split>_error` and `<split>_loss`."""
     if batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
     state = model.state_dict()
     device = next(model.parameters()).device
     a = {k: v.to(device) for k, v in w1.items()}
     b = {k: v.to(device) for k, v in w2.items()}
-    curves: dict[str, list[float]] = {"alpha": list(alphas), **{f"{name}_error": [] for name in splits}}
-    has_bn = bool(_batchnorms(model))
+    curves: dict[str, list[float]] = {"alpha": list(alphas)}
+    for name in splits:
+        curves[f"{name}_error"], curves[f"{name}_loss"] = [], []
+    has_bn = bool(batchnorms(model))
     for alpha in alphas:
         for name, target in state.items():
             if target.is_floating_point():
@@ -70,13 +76,16 @@ def interpolation_curve(
         if has_bn and batchnorm == "recompute":
             if bn_data is None:
                 raise ValueError("batchnorm='recompute' needs training data (bn_data)")
-            recompute_batchnorm(model, bn_data, bn_batch_size, bn_batches)
+            count = min(bn_batches, max(1, len(bn_data) // bn_batch_size))
+            recompute_batchnorm(model, (bn_data[i * bn_batch_size : (i + 1) * bn_batch_size] for i in range(count)))
         for name, (x, y) in splits.items():
-            _, accuracy = evaluate(model, x, y)
+            loss, accuracy = evaluate(model, x, y)
             curves[f"{name}_error"].append(100.0 * (1.0 - accuracy))
+            curves[f"{name}_loss"].append(loss)
     return curves
 
 
 def barrier(errors: list[float]) -> float:
-    """Error barrier: max over α of E_α minus the mean of the endpoints' errors (same units as `errors`)."""
+    """Error barrier: max over α of E_α minus the mean of the endpoints' errors (same units as `errors`); given
+    losses, the loss barrier."""
     return max(errors) - (errors[0] + errors[-1]) / 2
