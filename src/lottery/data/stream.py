@@ -216,6 +216,8 @@ def load_folder(spec: DatasetSpec) -> FolderSplits:
     if not root.is_dir():
         raise UserError(f"{spec.name}: data directory {root} does not exist")
     classes = folder.choose_classes(folder.class_names(root, spec.name), spec.classes, spec.name)
+    if len(classes) < 2:
+        raise UserError(f"{spec.name}: {len(classes)} class folder(s) in {root / 'train'} (at least 2 are needed)")
     train = folder.list_split(root, "train", classes, spec.name)
     test = folder.list_split(root, "val", classes, spec.name)
     train = folder.fraction_subset(train, spec.fraction, len(classes))
