@@ -50,7 +50,7 @@ class Runtime:
     batch_copies: bool | None = None  # train runs of one architecture together (training/copies.py); None: where faster
     channels_last: bool | None = None  # convnets in channels_last memory format; None: on CUDA only
     gpus_per_task: float | None = None  # Ray executor: GPUs each task holds; None: 1 on CUDA, else 0
-    data_workers: int | None = None  # processes decoding image folders ahead of training; None: min(8, CPUs)
+    data_workers: int | None = None  # image-folder decoding processes; None: this process's share of the CPUs, <= 8
     log: tuple[str, ...] = ()  # experiment trackers to log to (lottery.loggers): 'tensorboard', 'wandb', 'mlflow'
     imports: tuple[str, ...] = ()  # plugin modules (--import) that other processes (Ray workers) import too
 
