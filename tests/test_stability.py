@@ -13,9 +13,10 @@ from torch import nn
 
 from conftest import run_tiny, tiny_spec
 from lottery.analysis import barrier, distances, interpolation_curve
+from lottery.analysis.function_space import disagreement, jaccard, mean_kl
 from lottery.experiments.context import Context
 from lottery.experiments.plan import execute, plan
-from lottery.experiments.stability import copy_training
+from lottery.experiments.stability import copy_training, distance_mask
 from lottery.pruning import Mask
 from lottery.reports import write_comparison, write_report
 from lottery.spec import TrainingSpec
@@ -35,6 +36,21 @@ def test_distances_by_hand_count_only_kept_coordinates() -> None:
     assert d["normalized_l2"] == pytest.approx(5 / math.sqrt(10))  # by the reference (a) masked norm
     assert distances(a, b, mask, reference=b)["normalized_l2"] == pytest.approx(5 / math.sqrt(17))
     assert distances(a, a, mask)["l2"] == 0 and distances(a, a, mask)["angle_degrees"] == pytest.approx(0, abs=1e-6)
+
+
+def test_distance_params_all_adds_biases_and_batchnorm_but_never_buffers_or_pruned_coordinates() -> None:
+    model = WithBatchNorm()
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    b = {k: v.clone() for k, v in a.items()}
+    b["fc.bias"] += 3.0  # 3 coordinates, each 3 apart
+    b["bn.weight"] += 4.0  # 3 coordinates, each 4 apart
+    b["bn.running_mean"] += 100.0  # a buffer: never counted
+    b["fc.weight"][0, 0] += 1000.0  # pruned below: never counted
+    mask = Mask({"fc.weight": torch.ones(3, 4, dtype=torch.bool), "out.weight": torch.ones(2, 3, dtype=torch.bool)})
+    mask["fc.weight"][0, 0] = False
+    assert distances(a, b, distance_mask(mask, model, "prunable"))["l2"] == 0
+    assert distances(a, b, distance_mask(mask, model, "all"))["l2"] == pytest.approx(math.sqrt(3 * 9 + 3 * 16))
+    assert list(distance_mask(mask, model, "all")) == [name for name, _ in model.named_parameters()]
 
 
 def test_barrier_definition() -> None:
@@ -102,22 +118,23 @@ def test_batchnorm_recompute_and_interpolate_are_honoured() -> None:
     assert not torch.allclose(model.bn.running_mean, torch.zeros(3))
 
 
-def test_copy_seeds() -> None:
-    base = TrainingSpec(data_order_seed=3, augmentation_seed=4)
-    assert copy_training(base, 0) == base
-    one, two = copy_training(base, 1), copy_training(base, 2)
-    assert len({one.data_order_seed, two.data_order_seed, 3}) == 3 and one.augmentation_seed != 4
-    assert one.init_seed == base.init_seed and copy_training(base, 1) == one
+def test_copy_seeds_are_independent_of_the_chains() -> None:
+    base = TrainingSpec(data_order_seed=3, augmentation_seed=4, init_seed=5)
+    copies = [copy_training(base, i) for i in range(4)]
+    assert len({c.data_order_seed for c in copies} | {3}) == 5  # copy 0 included: none reuses the chain's noise
+    assert len({c.augmentation_seed for c in copies} | {4}) == 5
+    assert all(c.init_seed == 5 for c in copies) and copy_training(base, 1) == copies[1]
 
 
 def test_stability_sweep_end_to_end(store: Path) -> None:
     experiment, results = run_tiny(
-        store, "imp.levels=1", "stability.rewind=[0, '20it']", "stability.controls=['random_prune']",
+        store, "imp.levels=1", "stability.rewind=[0, '20it']", "stability.controls=['random_prune', 'random_reinit']",
         "stability.interpolation_points=4", "stability.train_subset=300",
     )  # fmt: skip
     points = results["stability"]["points"]
+    subjects = ((0, "dense"), (1, "imp"), (1, "random_prune"), (1, "random_reinit"))
     assert {(p["rewind_iteration"], p["level"], p["kind"]) for p in points} == {
-        (k, level, kind) for k in (0, 20) for level, kind in ((0, "dense"), (1, "imp"), (1, "random_prune"))
+        (k, level, kind) for k in (0, 20) for level, kind in subjects
     }
     for point in points:
         assert point["diverged"] is False
@@ -132,22 +149,34 @@ def test_stability_sweep_end_to_end(store: Path) -> None:
         assert torch.equal(mask["out.weight"], load_file(b / "mask.safetensors")["out.weight"])
         diff = torch.cat([(wa[k].double() - wb[k].double())[mask[k]] for k in mask])
         assert float(diff.norm()) == pytest.approx(pair["l2"], rel=1e-9)
+        # The distance relative to how far the copies travelled from their (shared) start, recomputed by hand.
+        start = load_file(a / "start.safetensors")
+        moved = [
+            float(torch.cat([(w[k].double() - start[k].double())[mask[k]] for k in mask]).norm()) for w in (wa, wb)
+        ]
+        assert pair["travelled_l2"] == pytest.approx(pair["l2"] / (sum(moved) / 2), rel=1e-9)
+        assert 0 <= pair["disagreement_test"] <= 1 and pair["kl_test"] >= 0 and 0 < pair["mask_jaccard"] <= 1
+        assert (
+            pair["loss_barrier_test"] >= 0
+            and len(json.loads((experiment / pair["curve"]).path.read_text())["test_loss"]) == 4
+        )
         curve = (experiment / pair["curve"]).path
         assert curve.exists() and len(json.loads(curve.read_text())["test_error"]) == 4
-        if point["kind"] != "dense":
+        mean_barrier = sum(p["barrier_test"] for p in pairs) / len(pairs)
+        assert point["data_order"]["stable_mean_barrier"] == (mean_barrier < 2.0)
+        assert point["data_order"]["stable"] == all(p["barrier_test"] < 2.0 for p in pairs)
+        if point["kind"] in ("imp", "random_prune"):
             assert len(point["pruning"]["pairs"]) == 2
+        else:  # no pruning distance for the dense network or a reinitialized subnetwork (not from W_k)
+            assert point["pruning"] is None
         # Copies differ (independent data order) but share their start.
         assert not torch.equal(wa["out.weight"], wb["out.weight"])
         assert torch.equal(
             load_file(a / "start.safetensors")["out.weight"], load_file(b / "start.safetensors")["out.weight"]
         )
-    # k = 0, dense: copy 0 is the dense run itself (reused, not trained twice).
-    dense0 = next(p for p in points if p["kind"] == "dense" and p["rewind_iteration"] == 0)
-    assert dense0["copies"][0]["path"] == "replicate_0/level_0"
-    imp = next(p for p in points if p["kind"] == "imp" and p["rewind_iteration"] == 20)
-    assert imp["copies"][0]["path"] == "replicate_0/rewind_20it/level_1"
     csv_rows = (experiment.path / "stability.csv").read_text().splitlines()
-    assert len(csv_rows) == 1 + 6 + 4 * 2  # header, 6 data-order pairs, 4 subnetworks x 2 pruning pairs
+    assert len(csv_rows) == 1 + 8 + 4 * 2  # header, 8 data-order pairs, 4 subnetworks (imp, random_prune) x 2
+    assert not any(",random_reinit," in row and ",pruning," in row for row in csv_rows)
 
     html = write_report(experiment.path)
     figures = {
@@ -160,6 +189,14 @@ def test_stability_sweep_end_to_end(store: Path) -> None:
     compared = write_comparison([experiment.path, experiment.path], experiment.path.parent / "cmp", ["a", "b"])
     assert (compared.parent / "compare_stability_vs_rewind.png").read_bytes().startswith(b"\x89PNG")
     page = html.read_text()
+    # Footnotes link to docs/measured.md, relative to the report, where this checkout has it.
+    for anchor in ("the-copies-sgd-noise", "distances", "stability-to-pruning", "stable", "controls"):
+        assert f'measured.md#{anchor}"' in page, anchor
+    href = page.split('measured.md#the-copies-sgd-noise"')[0].rsplit('href="', 1)[1] + "measured.md"
+    assert (html.parent / href).resolve() == (Path(__file__).parents[1] / "docs" / "measured.md").resolve()
+    headings = {line.lstrip("#").strip() for line in (html.parent / href).read_text().splitlines() if line[:1] == "#"}
+    assert "The copies' SGD noise" in headings and "Stability to pruning" in headings
+    assert "<h2>Stability</h2>" in page and "stable (mean)" in page
     assert page.count("<img") + page.count("<svg") >= len(figures) and "http://" not in page.replace(
         "http://www.w3.org", ""
     )
@@ -211,3 +248,61 @@ def test_the_order_tasks_run_in_does_not_change_any_weight(tmp_path: Path) -> No
         assert len(stores[order]) > 20
     assert ran[-1] != plan(Context(spec, Runtime(progress=False)))[-1].name  # the orders really differ
     assert stores["first_ready"] == stores["deepest_ready"]
+
+
+def test_stability_copies_use_noise_independent_of_the_mask(store: Path) -> None:
+    """The mask was chosen by the IMP chain's SGD noise: no copy may reuse it ("Stabilizing" §2). Copy 0 used to be
+    the IMP level (and, at k = 0, the dense run) itself, trained with the chain's seeds."""
+    experiment, results = run_tiny(
+        store, "imp.levels=1", "stability.rewind=[0]", "stability.interpolation_points=3",
+        "stability.train_subset=300",
+    )  # fmt: skip
+    points = {p["kind"]: p for p in results["stability"]["points"]}
+    chain = tiny_spec().training
+    for point in points.values():
+        assert point["chain_seeds"] == {"init_seed": chain.init_seed, "data_order_seed": chain.data_order_seed,
+                                        "augmentation_seed": chain.augmentation_seed}  # fmt: skip
+        for copy in point["copies"]:
+            assert copy["data_order_seed"] != chain.data_order_seed
+            assert copy["augmentation_seed"] != chain.augmentation_seed
+            assert "/stability/" in copy["path"]
+    level_run, dense_run = "replicate_0/rewind_0it/level_1", "replicate_0/level_0"
+    for pair in points["imp"]["pruning"]["pairs"]:
+        assert pair["subnetwork"] != level_run and pair["full"] != dense_run
+    # Copy 0 starts where the level run starts (m ⊙ W_0, same mask) but trains with other noise.
+    copy0, level = experiment.path / points["imp"]["copies"][0]["path"], experiment.path / level_run
+    assert torch.equal(load_file(copy0 / "start.safetensors")["hidden.0.weight"],
+                       load_file(level / "start.safetensors")["hidden.0.weight"])  # fmt: skip
+    assert not torch.equal(load_file(copy0 / "final.safetensors")["hidden.0.weight"],
+                           load_file(level / "final.safetensors")["hidden.0.weight"])  # fmt: skip
+
+
+def test_function_space_measures_by_hand() -> None:
+    log_p = torch.tensor([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]]).log()
+    log_q = torch.tensor([[0.6, 0.4], [0.5, 0.5], [0.7, 0.3]]).log()
+    assert disagreement(log_p, log_q) == pytest.approx(1 / 3)  # rows 1 and 2 tie (argmax 0 both); row 3 differs
+    kl = [0.9 * math.log(0.9 / 0.6) + 0.1 * math.log(0.1 / 0.4), 0.0,
+          0.2 * math.log(0.2 / 0.7) + 0.8 * math.log(0.8 / 0.3)]  # fmt: skip
+    lk = [0.6 * math.log(0.6 / 0.9) + 0.4 * math.log(0.4 / 0.1), 0.0,
+          0.7 * math.log(0.7 / 0.2) + 0.3 * math.log(0.3 / 0.8)]  # fmt: skip
+    assert mean_kl(log_p, log_q) == pytest.approx(sum(0.5 * (x + y) for x, y in zip(kl, lk)) / 3)
+    assert mean_kl(log_p, log_q) == pytest.approx(mean_kl(log_q, log_p)) and mean_kl(log_p, log_p) == 0
+
+
+def test_jaccard_by_hand() -> None:
+    a = Mask({"w": torch.tensor([True, True, False, False]), "v": torch.tensor([True])})
+    b = Mask({"w": torch.tensor([True, False, True, False]), "v": torch.tensor([True])})
+    assert jaccard(a, b) == pytest.approx(2 / 4)  # both keep w[0] and v; either keeps w[0], w[1], w[2], v
+    assert jaccard(a, a) == 1.0
+
+
+def test_loss_curve_by_hand() -> None:
+    model = nn.Linear(1, 2, bias=False)
+    w1, w2 = {"weight": torch.tensor([[2.0], [0.0]])}, {"weight": torch.tensor([[0.0], [2.0]])}
+    x, y = torch.ones(4, 1), torch.zeros(4, dtype=torch.long)
+    curve = interpolation_curve(model, w1, w2, [0.0, 0.5, 1.0], {"test": (x, y)})
+    # logits (2α, 2(1 − α)); the loss of class 0 is log(1 + e^{2(1 − α) − 2α})
+    expected = [math.log(1 + math.exp(2 - 4 * alpha)) for alpha in (0.0, 0.5, 1.0)]
+    assert curve["test_loss"] == pytest.approx(expected)
+    # the maximum is at α = 0: log(1 + e²) − (log(1 + e²) + log(1 + e⁻²)) / 2 = 2 / 2
+    assert barrier(curve["test_loss"]) == pytest.approx(1.0)

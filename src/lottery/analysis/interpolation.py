@@ -3,7 +3,8 @@
 One model instance is reused for every α: its parameters are overwritten in place with the
 interpolated weights, never rebuilt. Pruned coordinates are zero in both endpoints, so they stay zero
 on the whole path. BatchNorm running statistics are either re-estimated on training batches for each
-α ('recompute', the default) or interpolated like the weights ('interpolate').
+α, the endpoints α = 0 and α = 1 included ('recompute', the default), or interpolated like the weights
+('interpolate'). Definitions and choices: docs/measured.md.
 """
 
 from __future__ import annotations
@@ -52,14 +53,17 @@ def interpolation_curve(
     bn_batch_size: int = 128,
     bn_batches: int = 30,
 ) -> dict[str, list[float]]:
-    """Error (percent) on each split at every α, for the network α·w1 + (1 − α)·w2."""
+    """Error (percent) and mean cross-entropy loss on each split at every α, for the network α·w1 + (1 − α)·w2:
+    `<split>_error` and `<split>_loss`."""
     if batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
     state = model.state_dict()
     device = next(model.parameters()).device
     a = {k: v.to(device) for k, v in w1.items()}
     b = {k: v.to(device) for k, v in w2.items()}
-    curves: dict[str, list[float]] = {"alpha": list(alphas), **{f"{name}_error": [] for name in splits}}
+    curves: dict[str, list[float]] = {"alpha": list(alphas)}
+    for name in splits:
+        curves[f"{name}_error"], curves[f"{name}_loss"] = [], []
     has_bn = bool(_batchnorms(model))
     for alpha in alphas:
         for name, target in state.items():
@@ -72,11 +76,13 @@ def interpolation_curve(
                 raise ValueError("batchnorm='recompute' needs training data (bn_data)")
             recompute_batchnorm(model, bn_data, bn_batch_size, bn_batches)
         for name, (x, y) in splits.items():
-            _, accuracy = evaluate(model, x, y)
+            loss, accuracy = evaluate(model, x, y)
             curves[f"{name}_error"].append(100.0 * (1.0 - accuracy))
+            curves[f"{name}_loss"].append(loss)
     return curves
 
 
 def barrier(errors: list[float]) -> float:
-    """Error barrier: max over α of E_α minus the mean of the endpoints' errors (same units as `errors`)."""
+    """Error barrier: max over α of E_α minus the mean of the endpoints' errors (same units as `errors`); given
+    losses, the loss barrier."""
     return max(errors) - (errors[0] + errors[-1]) / 2

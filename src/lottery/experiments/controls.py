@@ -1,6 +1,12 @@
 """The controls that give IMP results meaning, run on finished levels and reusing their artifacts:
 random reinitialization (the level's mask on fresh weights) and random pruning (a random mask of the
-same per-layer, or global, density on the rewound weights). Every control is seeded."""
+same per-layer, or global, density on the rewound weights). Every control is seeded.
+
+Pairing (`controls.pairing`, docs/measured.md): by default ('paired') a control's seed depends on its
+recorded seed, replicate and kind only, not on the level or the rewind point: every level's random
+reinitialization draws the same fresh weights (masked by that level's mask), and random masks of the
+same kind are drawn from the same stream at every level. Comparisons across levels are then paired.
+'independent' also mixes the level and k into the seed, so every (k, level) draws its own."""
 
 from __future__ import annotations
 
@@ -21,17 +27,21 @@ def control_dir(replicate_dir: RunDir, k: int, level: int, kind: str, seed: int)
     return level_dir(replicate_dir, k, level) / "controls" / f"{kind}_seed{seed}"
 
 
-def control_seed(kind: str, seed: int, replicate: int) -> int:
-    """The seed a control actually uses: derived from its recorded seed, its replicate and its kind."""
-    return seeding.derive(seed, replicate, STREAMS[kind])
+def control_seed(kind: str, seed: int, replicate: int, pairing: str = "paired", k: int = 0, level: int = 0) -> int:
+    """The seed a control actually uses: derived from its recorded seed, its replicate and its kind; with
+    pairing 'independent' also from its rewind point k and level."""
+    if pairing == "paired":
+        return seeding.derive(seed, replicate, STREAMS[kind])
+    return seeding.derive(seed, replicate, STREAMS[kind], k, level)
 
 
 def control_start(
-    ctx: Context, replicate_dir: RunDir, replicate: int, k: int, imp_mask: Mask, kind: str, seed: int
+    ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, imp_mask: Mask, kind: str, seed: int
 ) -> tuple[Mask, dict[str, Tensor], dict | None]:
-    """(mask, start weights, optimizer state) of a control of the IMP subnetwork `imp_mask` rewound to k."""
+    """(mask, start weights, optimizer state) of a control of the IMP subnetwork `imp_mask` of `level`, rewound
+    to k."""
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
-    derived = control_seed(kind, seed, replicate)
+    derived = control_seed(kind, seed, replicate, ctx.spec.controls.pairing, k, level)
     if kind == "random_reinit":
         fresh = ctx.model(derived % 2**63)
         return imp_mask, imp_mask.apply_to({k_: v.detach().cpu() for k_, v in fresh.state_dict().items()}), None
@@ -63,7 +73,7 @@ def run_control(
     wanted = [(kind, seed)] + ([c for c in group if c != (kind, seed)] if stacked else [])
     runs, models, jobs = [], [], []
     for kind_, seed_ in wanted:
-        mask, weights, optimizer_state = control_start(ctx, replicate_dir, replicate, k, imp_mask, kind_, seed_)
+        mask, weights, optimizer_state = control_start(ctx, replicate_dir, replicate, k, level, imp_mask, kind_, seed_)
         runs.append(control_dir(replicate_dir, k, level, kind_, seed_))
         models.append(ctx.model(0, weights))
         jobs.append(ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state))

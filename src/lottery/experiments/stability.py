@@ -1,31 +1,35 @@
 """Stability to pruning, stability to data order, and instability (linear mode connectivity), swept over
 rewind points and IMP levels, for the IMP subnetwork, its random controls and the dense network.
 
-Copy i of a subnetwork trains m ⊙ W_k from iteration k with its own data-order and augmentation seeds
-(copy 0 uses the spec's seeds, so it IS the IMP level, control or dense run already in the store and is
-never trained twice). "The same data order" for stability to pruning means: the full network's copy i
-and the subnetwork's copy i use the same seeds, hence see the same batches from iteration k on. Every
-copy starts from the W_k saved by the single dense run; its optimizer state follows imp.optimizer_state
-('fresh': a new optimizer at k; 'rewind': the dense run's state at k, masked). The dense run itself is
-copy 0 of the full network only where it is exactly that: k = 0, or optimizer_state = 'rewind'.
+Copy i of a subnetwork trains m ⊙ W_k from iteration k with data-order and augmentation seeds derived from
+the chain's seeds and i (`copy_training`), so that the SGD noise u of every copy, copy 0 included, is
+independent of the noise that trained the IMP chain and hence chose the mask m ("Stabilizing" §2 takes the
+expectation over such u). No unit of the IMP chain, no control run and not the dense run itself is ever a
+copy: they were trained with the chain's seeds. "The same data order" for stability to pruning means: the
+full network's copy i and the subnetwork's copy i use the same derived seeds, hence see the same batches
+from iteration k on. Every copy starts from the W_k saved by the single dense run; its optimizer state
+follows imp.optimizer_state ('fresh': a new optimizer at k; 'rewind': the dense run's state at k, masked).
+The definitions and every choice made here are documented in docs/measured.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lottery import seeding
 from lottery.analysis import barrier, distances, interpolation_curve
+from lottery.analysis.function_space import disagreement, jaccard, log_probabilities, mean_kl
 from lottery.experiments import controls, imp
 from lottery.experiments.context import Context
 from lottery.experiments.results import stats
-from lottery.pruning import Mask
+from lottery.pruning import Mask, prune
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir
 from lottery.training import Job, train_together
@@ -33,6 +37,14 @@ from lottery.training import Job, train_together
 COPY_STREAM = 21
 TRAIN_SUBSET_SEED = 0
 CONTROL_SEED = 0  # the control seed whose subnetwork the stability analysis studies
+# Subjects with a pruning distance: (W_k, m) from the dense run's W_k. A randomly reinitialized subnetwork does not
+# start from W_k, so comparing it with the full network trained from W_k measures nothing defined.
+PRUNING_KINDS = ("imp", "random_prune")
+# Per pair: distances, distance relative to how far the two networks travelled from their starts, function space.
+PRUNING_MEASURES = ("l2", "angle_degrees", "normalized_l2", "travelled_l2", "disagreement_test", "kl_test")
+DATA_ORDER_MEASURES = (
+    *PRUNING_MEASURES, "barrier_test", "barrier_train", "loss_barrier_test", "loss_barrier_train", "mask_jaccard",
+)  # fmt: skip
 
 
 @dataclass
@@ -43,7 +55,6 @@ class Subject:
     mask: Mask
     start: dict[str, Tensor]
     optimizer_state: dict | None
-    copy0: RunDir | None  # the unit already in the store that is copy 0, if any
 
 
 def stability_dir(replicate_dir: RunDir, k: int, level: int) -> RunDir:
@@ -51,9 +62,9 @@ def stability_dir(replicate_dir: RunDir, k: int, level: int) -> RunDir:
 
 
 def copy_training(training: TrainingSpec, i: int) -> TrainingSpec:
-    """Copy 0 keeps the spec's seeds; copy i > 0 gets data-order and augmentation seeds derived from them."""
-    if i == 0:
-        return training
+    """Copy i (every i >= 0) gets data-order and augmentation seeds derived from the chain's (`training`'s) and i:
+    its SGD noise is independent of the chain's, which chose the mask. The init seed is kept (copies start from
+    W_k anyway)."""
     return dataclasses.replace(
         training,
         data_order_seed=seeding.derive(training.data_order_seed, i, COPY_STREAM) % 2**31,
@@ -63,14 +74,12 @@ def copy_training(training: TrainingSpec, i: int) -> TrainingSpec:
 
 def _dense_subject(ctx: Context, rdir: RunDir, r: int, k: int) -> Subject:
     weights, optimizer_state = imp.rewind_state(ctx, rdir, r, k)
-    mask = Mask.ones(ctx.model(0))
-    reuse = k == 0 or ctx.spec.imp.optimizer_state == "rewind"
-    return Subject("dense", mask, weights, optimizer_state, imp.dense_dir(rdir) if reuse else None)
+    return Subject("dense", Mask.ones(ctx.model(0)), weights, optimizer_state)
 
 
 def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Subject]:
-    """The subjects at (k, level): the dense network, and at level > 0 the IMP subnetwork and its controls (whose
-    copy 0 is trained here if it is not in the store yet)."""
+    """The subjects at (k, level): the dense network, and at level > 0 the IMP subnetwork and its controls (the
+    control with seed CONTROL_SEED: its mask and start; its copies are trained here, never the control run)."""
     dense = _dense_subject(ctx, rdir, r, k)
     if level == 0:
         return [dense]
@@ -81,24 +90,17 @@ def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Su
         stored = level_run.read_tensors("mask.safetensors")
     mask = ctx.mask(stored)
     rewound, optimizer_state = imp.rewind_state(ctx, rdir, r, k)
-    subjects = [dense, Subject("imp", mask, mask.apply_to(rewound), optimizer_state, level_run)]
+    subjects = [dense, Subject("imp", mask, mask.apply_to(rewound), optimizer_state)]
     for kind in ctx.spec.stability.controls:
-        controls.run_control(ctx, rdir, r, k, level, mask, kind, CONTROL_SEED)
-        c_mask, c_start, c_state = controls.control_start(ctx, rdir, r, k, mask, kind, CONTROL_SEED)
-        subjects.append(
-            Subject(kind, c_mask, c_start, c_state, controls.control_dir(rdir, k, level, kind, CONTROL_SEED))
-        )
+        subjects.append(Subject(kind, *controls.control_start(ctx, rdir, r, k, level, mask, kind, CONTROL_SEED)))
     return subjects
 
 
 def copy_runs(rdir: RunDir, k: int, level: int, subject: Subject, copies: int) -> list[RunDir]:
-    """The copies' directories: copy 0 is the unit already in the store where there is one (the IMP level, the
-    control or the dense run); the dense network's copies are shared by every level (they live at level 0)."""
+    """The copies' directories, all under the stability directory; the dense network's copies are shared by every
+    level (they live at level 0)."""
     where = stability_dir(rdir, k, 0 if subject.kind == "dense" else level)
-    runs = [where / f"{subject.kind}_copy{i}" for i in range(copies)]
-    if subject.copy0 is not None:
-        runs[0] = subject.copy0
-    return runs
+    return [where / f"{subject.kind}_copy{i}" for i in range(copies)]
 
 
 def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subjects: list[Subject]) -> dict[str, list]:
@@ -109,8 +111,6 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
     trained, models, jobs = [], [], []
     for subject in subjects:
         for i, run in enumerate(runs[subject.kind]):
-            if i == 0 and subject.copy0 is not None:
-                continue  # already trained by the IMP, control or dense step
             training = copy_training(ctx.training(r), i)
             trained.append(run)
             models.append(ctx.model(0, subject.start))
@@ -121,6 +121,19 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
     # also trained by the analysis at other levels, in groups of other sizes.
     train_together(trained, models, ctx.data, jobs, ctx.runtime, stacked=ctx.stacks(len(trained)))
     return runs
+
+
+def distance_mask(mask: Mask, model: nn.Module, params: str) -> Mask:
+    """The coordinates distances cover: the mask's kept coordinates of the prunable weights (params = 'prunable'),
+    plus every coordinate of every other parameter of `model` ('all': biases, BatchNorm; never buffers)."""
+    if params == "prunable":
+        return mask
+    return Mask(
+        {
+            name: mask[name] if name in mask else torch.ones(p.shape, dtype=torch.bool)
+            for name, p in model.named_parameters()
+        }
+    )
 
 
 def _summarize(pairs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -141,19 +154,29 @@ class Analyzer:
             "threshold": s.threshold,
         }
         data = ctx.data
+        # One fixed permutation of the training split (validation excluded): its first `train_subset` examples
+        # measure the train error, its first batchnorm_batches batches re-estimate BatchNorm statistics.
         order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(TRAIN_SUBSET_SEED))
         order = order.to(data.train_x.device)
         subset = order[: s.train_subset]
         self.splits = {"test": (data.test_x, data.test_y), "train": (data.train_x[subset], data.train_y[subset])}
         self.bn_data = data.train_x[order[: s.batchnorm_batches * ctx.spec.training.batch_size]]  # all it reads
         self.model = ctx.model(0)
+        self._predictions: dict[str, Tensor] = {}
 
     def rel(self, run: RunDir) -> str:
         return str(run.path.relative_to(self.experiment.path))
 
-    def curve(self, where: RunDir, name: str, w1: dict[str, Tensor], w2: dict[str, Tensor]) -> dict[str, Any]:
+    def curve(
+        self, where: RunDir, name: str, pair: tuple[str, str], w1: dict[str, Tensor], w2: dict[str, Tensor]
+    ) -> dict[str, Any]:
         cached = where.read_json(name)
-        if cached is not None and cached.get("settings") == self.settings:
+        if (
+            cached is not None
+            and cached.get("settings") == self.settings
+            and cached.get("pair") == list(pair)
+            and "test_loss" in cached
+        ):
             return cached
         s = self.ctx.spec.stability
         alphas = torch.linspace(0, 1, s.interpolation_points, dtype=torch.float64).tolist()
@@ -161,56 +184,100 @@ class Analyzer:
             self.model, w1, w2, alphas, self.splits, s.batchnorm, self.bn_data,
             self.ctx.spec.training.batch_size, s.batchnorm_batches,
         )  # fmt: skip
-        record = {"settings": self.settings, **curve}
+        record = {"settings": self.settings, "pair": list(pair), **curve}
         where.write_json(name, record)
         return record
+
+    def predictions(self, run: RunDir, weights: dict[str, Tensor]) -> Tensor:
+        """The copy's log-probabilities on the test set (its own final weights and BatchNorm statistics)."""
+        key = str(run.path)
+        if key not in self._predictions:
+            self.model.load_state_dict(weights)
+            self._predictions[key] = log_probabilities(self.model, self.ctx.data.test_x)
+        return self._predictions[key]
+
+    def next_mask(self, mask: Mask, weights: dict[str, Tensor]) -> Mask | None:
+        """The mask the next IMP level would keep if it pruned these trained weights (None without IMP levels)."""
+        if not self.ctx.spec.imp.levels:
+            return None
+        return prune(weights, mask, self.ctx.layer_kinds, self.ctx.spec.pruning)
+
+    def compare(
+        self, a: tuple[RunDir, dict, dict], b: tuple[RunDir, dict, dict], mask: Mask, reference: dict[str, Tensor]
+    ) -> dict[str, Any]:
+        """The measures of one pair of trained networks (run, final weights, start weights) on `mask`'s coordinates:
+        distances, distance relative to how far the two travelled from their starts, function-space agreement."""
+        measures = distances(a[1], b[1], mask, reference=reference)
+        travelled = (distances(a[1], a[2], mask)["l2"] + distances(b[1], b[2], mask)["l2"]) / 2
+        log_p, log_q = self.predictions(a[0], a[1]), self.predictions(b[0], b[1])
+        return {
+            **measures,
+            "travelled_l2": measures["l2"] / travelled if travelled > 0 else math.nan,
+            "disagreement_test": disagreement(log_p, log_q),
+            "kl_test": mean_kl(log_p, log_q),
+        }
 
     def point(self, r: int, subject: Subject, runs: list[RunDir], dense: list[RunDir], out: RunDir) -> dict[str, Any]:
         finals = [run.read_tensors("final.safetensors") for run in runs]
         full = [run.read_tensors("final.safetensors") for run in dense]
         summaries = [run.read_json("summary.json") for run in runs]
+        chain = self.ctx.training(r)
+        seeds = {"init_seed": chain.init_seed, "data_order_seed": chain.data_order_seed,
+                 "augmentation_seed": chain.augmentation_seed}  # fmt: skip
         if any(f is None for f in finals + full) or any(s is None or s["diverged"] for s in summaries):
-            return {"kind": subject.kind, "density": subject.mask.density, "diverged": True}
+            return {"kind": subject.kind, "density": subject.mask.density, "diverged": True, "chain_seeds": seeds}
+        starts = [run.read_tensors("start.safetensors") for run in runs]
+        full_starts = [run.read_tensors("start.safetensors") for run in dense]
         record: dict[str, Any] = {
             "kind": subject.kind,
             "density": subject.mask.density,
             "diverged": False,
+            "chain_seeds": seeds,  # the IMP chain's (and the controls' runs') seeds, which chose the mask
             "copies": [
                 {
                     "path": self.rel(run),
-                    "data_order_seed": copy_training(self.ctx.training(r), i).data_order_seed,
-                    "augmentation_seed": copy_training(self.ctx.training(r), i).augmentation_seed,
+                    "data_order_seed": copy_training(chain, i).data_order_seed,
+                    "augmentation_seed": copy_training(chain, i).augmentation_seed,
                     "final_test_accuracy": summary["final_test_accuracy"],
                 }
                 for i, (run, summary) in enumerate(zip(runs, summaries))
             ],
             "pruning": None,
         }
-        distance_keys = ("l2", "angle_degrees", "normalized_l2")
-        if subject.kind != "dense":
+        mask = distance_mask(subject.mask, self.model, self.ctx.spec.stability.distance_params)
+        copies = list(zip(runs, finals, starts))
+        if subject.kind in PRUNING_KINDS:  # pruning stability is defined for (W_k, m) from the dense run's W_k
             pairs = [
-                {"full": self.rel(d), "subnetwork": self.rel(run), **distances(f, w, subject.mask, reference=f)}
-                for d, run, f, w in zip(dense, runs, full, finals)
+                {"full": self.rel(d[0]), "subnetwork": self.rel(c[0]), **self.compare(d, c, mask, reference=d[1])}
+                for d, c in zip(zip(dense, full, full_starts), copies)
             ]
-            record["pruning"] = _summarize(pairs, distance_keys)
+            record["pruning"] = _summarize(pairs, PRUNING_MEASURES)
         pairs = []
+        threshold = self.settings["threshold"]
+        next_masks = [self.next_mask(subject.mask, f) for f in finals]
         for i, j in itertools.combinations(range(len(runs)), 2):
             curve_name = f"{subject.kind}_interpolation_{i}_{j}.json"
-            curve = self.curve(out, curve_name, finals[i], finals[j])
-            test_barrier, train_barrier = barrier(curve["test_error"]), barrier(curve["train_error"])
+            a, b = self.rel(runs[i]), self.rel(runs[j])
+            curve = self.curve(out, curve_name, (a, b), finals[i], finals[j])
+            test_barrier = barrier(curve["test_error"])
             pairs.append(
                 {
-                    "a": self.rel(runs[i]),
-                    "b": self.rel(runs[j]),
-                    **distances(finals[i], finals[j], subject.mask, reference=full[i]),
+                    "a": a,
+                    "b": b,
+                    **self.compare(copies[i], copies[j], mask, reference=full[i]),
                     "barrier_test": test_barrier,
-                    "barrier_train": train_barrier,
-                    "stable": test_barrier < self.settings["threshold"],
+                    "barrier_train": barrier(curve["train_error"]),
+                    "loss_barrier_test": barrier(curve["test_loss"]),
+                    "loss_barrier_train": barrier(curve["train_loss"]),
+                    "mask_jaccard": None if next_masks[i] is None else jaccard(next_masks[i], next_masks[j]),
+                    "stable": test_barrier < threshold,
                     "curve": self.rel(out / curve_name),
                 }
             )
-        record["data_order"] = _summarize(pairs, (*distance_keys, "barrier_test", "barrier_train"))
-        record["data_order"]["stable"] = all(p["stable"] for p in pairs)
+        record["data_order"] = _summarize(pairs, DATA_ORDER_MEASURES)
+        record["data_order"]["stable"] = all(p["stable"] for p in pairs)  # every pair below the threshold
+        # The LMC paper's criterion: the mean barrier over pairs below the threshold.
+        record["data_order"]["stable_mean_barrier"] = record["data_order"]["barrier_test"]["mean"] < threshold
         return record
 
 
@@ -246,8 +313,7 @@ def collect(experiment: RunDir, replicates: int) -> list[dict[str, Any]]:
 
 
 PAIR_FIELDS = (
-    "replicate", "rewind_iteration", "level", "kind", "density", "measure", "a", "b",
-    "l2", "angle_degrees", "normalized_l2", "barrier_test", "barrier_train", "stable",
+    "replicate", "rewind_iteration", "level", "kind", "density", "measure", "a", "b", *DATA_ORDER_MEASURES, "stable",
 )  # fmt: skip
 
 

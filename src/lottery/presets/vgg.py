@@ -8,14 +8,15 @@ CIFAR10 = {"name": "cifar10", "augment": True}
 GLOBAL_CONVS = {"strategy": "global_magnitude", "fraction": 0.2, "layers_to_ignore": ["output"]}
 VGG19 = (
     "VGG-19 for CIFAR-10 (16 3x3 convs 64-64-M-128-128-M-256x4-M-512x4-M-512x4, each conv + BatchNorm + ReLU, global "
-    "average pool, one linear output layer; 20.0M parameters), Kaiming normal init, BatchNorm gamma = 1, beta = 0. "
+    "average pool, one linear output layer; 20.0M parameters), Gaussian Glorot (Xavier normal) init (LTH App. I.2: "
+    "'Gaussian Glorot initialization'), BatchNorm gamma = 1, beta = 0. "
     "Data: CIFAR-10 with random 4-pixel-padded crops and horizontal flips; 5,000 training examples held out for "
     "validation, so an epoch of 45,000 images at batch 64 is 703 iterations and 160 epochs are the papers' 112K "
     "iterations. Needs dataset.root pointing at cifar-10-batches-py."
 )
 STABILIZING_SOURCE = (
     "Training (Frankle et al., 'Stabilizing the Lottery Ticket Hypothesis', arXiv 1903.01611, hyperparameter "
-    "table; also LTH App. I): SGD momentum 0.9, weight decay 1e-4, batch 64, 160 epochs (112K iterations), lr / 10 "
+    "table; also LTH App. I.2): SGD momentum 0.9, weight decay 1e-4, batch 64, 160 epochs (112K iterations), lr / 10 "
     "at epochs 80 and 120. Pruning: global magnitude pruning of 20% of the surviving conv weights per round, output "
     "layer not pruned (same sources). "
 )
@@ -30,7 +31,7 @@ for _name, _lr, _warmup, _variant in (
             name=_name,
             description=STABILIZING_SOURCE + _variant + VGG19,
             settings={
-                "model": {"name": "vgg19", "init": "kaiming_normal"},
+                "model": {"name": "vgg19", "init": "glorot_normal"},
                 "dataset": dict(CIFAR10),
                 "training": {**SGD, **EPOCHS, "lr": _lr, "batch_size": 64, "warmup_steps": _warmup},
                 "pruning": dict(GLOBAL_CONVS),
@@ -49,8 +50,9 @@ add(
             "pruning_layers_to_ignore = fc.weight); BatchNorm gamma ~ U[0, 1] (open_lth's default batchnorm_init "
             "'uniform'). No validation split: the LMC paper trains on all 50,000 CIFAR-10 training images, so 160 "
             "epochs are 62.4K iterations (the paper's '63K', drops at '32K, 48K'). VGG-16 for CIFAR (13 3x3 convs "
-            "with BatchNorm, global average pool, one linear output layer; 14.7M parameters), Kaiming normal init, "
-            "random 4-pixel-padded crops and horizontal flips. Needs dataset.root pointing at cifar-10-batches-py."
+            "with BatchNorm, global average pool, one linear output layer; 14.7M parameters), Kaiming normal init "
+            "(open_lth's choice; the LTH appendix used Glorot), random 4-pixel-padded crops and horizontal flips. "
+            "Needs dataset.root pointing at cifar-10-batches-py."
         ),
         settings={
             "model": {"name": "vgg16", "init": "kaiming_normal", "batchnorm_init": "uniform"},

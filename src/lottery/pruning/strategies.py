@@ -9,6 +9,7 @@ fractions (`fraction`, `rates`, or a one-shot target density).
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Callable
 
 import torch
@@ -47,9 +48,15 @@ def module_name(name: str) -> str:
     return name[: -len(".weight")] if name.endswith(".weight") else name
 
 
+def is_pattern(entry: str) -> bool:
+    """Whether an entry is a glob pattern over parameter names, like 'blocks.*.shortcut.0.weight'."""
+    return any(c in entry for c in "*?[")
+
+
 def matches(entry: str, name: str, kind: str) -> bool:
-    """Whether a `layers_to_ignore` entry or `rates` key names this layer: by parameter, module or kind."""
-    return entry in (name, module_name(name), kind)
+    """Whether a `layers_to_ignore` entry or `rates` key names this layer: by parameter, module or kind, or as a
+    glob pattern over parameter names."""
+    return entry in (name, module_name(name), kind) or (is_pattern(entry) and fnmatch.fnmatchcase(name, entry))
 
 
 def _no_match(what: str, entry: str, layer_kinds: dict[str, str]) -> UserError:
@@ -69,7 +76,7 @@ def layer_pool(mask: Mask, layer_kinds: dict[str, str], spec: PruningSpec) -> li
     ignored: set[str] = set()
     for entry in spec.layers_to_ignore:
         hits = {name for name, kind in kinds.items() if matches(entry, name, kind)}
-        if not hits:
+        if not hits and not is_pattern(entry):  # a pattern may match nothing (ResNets with padding shortcuts)
             raise _no_match("pruning.layers_to_ignore entry", entry, kinds)
         ignored |= hits
     return [name for name in mask if name not in ignored]

@@ -2,6 +2,7 @@
 
 Other modules may add sections after the results table with `@register_section`: a function
 `(results: dict, experiment_dir: Path) -> str | None` returning an HTML fragment (None: nothing to show).
+The page ends with numbered notes (`lottery.reports.notes`) that link to docs/measured.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import tomli_w
 
 from lottery.reports.load import Experiment, differing_settings
+from lottery.reports.notes import footnotes, marker
 from lottery.spec import to_dict
 from lottery.store import RunDir
 
@@ -35,6 +37,7 @@ th { background: #f0f3f6; } td.l, th.l { text-align: left; }
 tr.dense td { font-weight: 600; background: #fafafa; } tr.imp td { background: #f3f8ff; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
+ol.notes { font-size: 0.9em; color: #333; }
 """
 
 
@@ -106,7 +109,7 @@ def _spec_blocks(experiment: Experiment) -> list[str]:
 
 def render_report(experiment: Experiment, pngs: dict[str, bytes]) -> str:
     """The single-experiment report: title, spec, results table, extra sections, every figure."""
-    results = experiment.results
+    results, spec = experiment.results, experiment.spec
     preset = f" · preset <code>{escape(experiment.preset)}</code>" if experiment.preset else ""
     body = [
         f"<h1>Lottery ticket experiment <code>{escape(experiment.hash)}</code></h1>",
@@ -114,7 +117,9 @@ def render_report(experiment: Experiment, pngs: dict[str, bytes]) -> str:
         f"{experiment.spec.replicates} replicate(s)</p>",
         *_spec_blocks(experiment),
         "<h2>Results</h2><p>Mean [min, max] over replicates and control seeds; diverged runs are left out of the "
-        "statistics. Early stopping: the iteration of minimum validation loss.</p>",
+        f"statistics. Early stopping: the iteration of minimum validation loss{marker('early_stop', spec)}."
+        + (f" Controls{marker('controls', spec)}." if spec.controls.kinds else "")
+        + "</p>",
         results_table(results.get("summary", [])),
     ]
     for section in list(_SECTIONS.values()):
@@ -123,6 +128,7 @@ def render_report(experiment: Experiment, pngs: dict[str, bytes]) -> str:
             body.append(fragment)
     body.append("<h2>Figures</h2>")
     body += [figure_block(name, png) for name, png in pngs.items()] or ["<p>No figures: nothing has finished yet.</p>"]
+    body.append(footnotes(spec, Path(experiment.path) / "report"))
     return _page(f"Lottery experiment {experiment.hash}", body)
 
 

@@ -1,11 +1,13 @@
 """The stability report: distances, error barriers and accuracy against the rewind iteration, and the
-interpolation curves — for one experiment, or overlaid across several (say, two learning rates)."""
+interpolation curves — for one experiment, or overlaid across several (say, two learning rates) — and a table
+of every analysed point (an HTML section)."""
 
 from __future__ import annotations
 
 import json
 import statistics
 from collections import defaultdict
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lottery.reports.figures import Figures, register, register_comparison
+from lottery.reports.html import register_section
 from lottery.reports.load import Experiment
+from lottery.reports.notes import marker
 from lottery.reports.plot import KIND_LINESTYLES, MARKERS, kind_color, kind_label, legend_below, new_figure
+from lottery.store import load_spec
 
 DISTANCES = (("l2", "L2 distance"), ("normalized_l2", "L2 / norm of the full network"), ("angle_degrees", "angle (°)"))
 Line = tuple[str, dict[str, Any], list[tuple[int, float, float, float]]]  # label, style, (k, mean, min, max)
@@ -183,3 +188,47 @@ def stability_comparison(experiments: list[Experiment]) -> Figures:
     figure.suptitle("Stability across experiments vs. rewind iteration (error bars: min/max over pairs)")
     legend_below(figure, axes, ncol=2)
     return [("compare_stability_vs_rewind", figure)]
+
+
+def _cell(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "–"
+    mean, low, high = _stat(values)
+    return f"{mean:.{digits}f}" if low == high else f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+@register_section
+def stability_table(results: dict[str, Any], experiment_dir: Path) -> str | None:
+    """One row per (rewind point, level, subject): mean [min, max] over pairs and replicates."""
+    pts = points(results)
+    if not pts:
+        return None
+    spec, _ = load_spec(Path(experiment_dir))
+    groups: dict[tuple[int, int, str], list[dict[str, Any]]] = defaultdict(list)
+    for p in pts:
+        groups[(p["rewind_iteration"], p["level"], p["kind"])].append(p)
+    order = {"dense": 0, "imp": 1}
+    rows = []
+    for (k, level, kind), members in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1], order.get(g[0][2], 2))):
+        data_order = [pair for p in members for pair in p["data_order"]["pairs"]]
+        pruning = [pair for p in members if p["pruning"] for pair in p["pruning"]["pairs"]]
+        cells = [
+            str(k), str(level), f"{100 * statistics.fmean(p['density'] for p in members):.2f}",
+            _cell([pair["l2"] for pair in data_order]), _cell([pair["l2"] for pair in pruning]),
+            _cell([pair["barrier_test"] for pair in data_order]), _cell([pair["barrier_train"] for pair in data_order]),
+            f"{sum(p['data_order']['stable'] for p in members)}/{len(members)}",
+            f"{sum(p['data_order'].get('stable_mean_barrier', False) for p in members)}/{len(members)}",
+        ]  # fmt: skip
+        tds = f'<td class="l">{escape(kind)}</td>' + "".join(f"<td>{escape(c)}</td>" for c in cells)
+        rows.append(f'<tr class="{escape(kind)}">{tds}</tr>')
+    head = [
+        "kind", "rewind k", "level", "% remaining", f"data-order L2{marker('distances', spec)}",
+        f"pruning L2{marker('pruning', spec)}", f"test barrier{marker('barrier', spec)}", "train barrier",
+        f"stable{marker('stable', spec)}", "stable (mean)",
+    ]  # fmt: skip
+    ths = "".join(f'<th class="l">{h}</th>' if h == "kind" else f"<th>{h}</th>" for h in head)
+    return (
+        "<h2>Stability</h2><p>Mean [min, max] over pairs of copies and replicates; barriers in percentage points; "
+        f"'stable': points (replicates) stable / analysed. Copies' noise{marker('copies', spec)}.</p>"
+        f"<table><thead><tr>{ths}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )

@@ -219,6 +219,7 @@ class ImpSpec:
 
 
 CONTROL_KINDS = ("random_reinit", "random_prune", "random_prune_global")
+CONTROL_PAIRINGS = ("paired", "independent")
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,7 @@ class ControlsSpec:
     kinds: tuple[str, ...] = ()
     levels: tuple[int, ...] | None = None  # None: every pruned level
     seeds: tuple[int, ...] = (0,)
+    pairing: str = "paired"  # 'paired': one control seed for every level and k; 'independent': per level and k
 
     def validate(self) -> ControlsSpec:
         for kind in self.kinds:
@@ -236,10 +238,12 @@ class ControlsSpec:
             raise UserError("controls.seeds needs at least one seed")
         for seed in self.seeds:
             _nonnegative(seed, "controls.seeds")
+        _one_of(self.pairing, CONTROL_PAIRINGS, "controls.pairing")
         return self
 
 
 STABILITY_CONTROLS = ("random_prune", "random_reinit")
+DISTANCE_PARAMS = ("prunable", "all")
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,7 @@ class StabilitySpec:
     batchnorm_batches: int = 30  # training batches used to re-estimate them
     threshold: float = 2.0  # error barrier (percentage points) below which a pair is 'stable'
     train_subset: int = 5000  # fixed training examples on which the train error is measured
+    distance_params: str = "prunable"  # distances over 'prunable' weights only, or 'all' parameters (docs/measured.md)
 
     def validate(self) -> StabilitySpec:
         rewind = tuple(dict.fromkeys(canonical(s, "stability.rewind") for s in self.rewind))
@@ -268,6 +273,7 @@ class StabilitySpec:
         _positive(self.batchnorm_batches, "stability.batchnorm_batches")
         _nonnegative(self.threshold, "stability.threshold")
         _positive(self.train_subset, "stability.train_subset")
+        _one_of(self.distance_params, DISTANCE_PARAMS, "stability.distance_params")
         levels = None if self.levels is None else tuple(sorted(set(self.levels)))
         return StabilitySpec(**{**self.__dict__, "rewind": rewind, "levels": levels})
 

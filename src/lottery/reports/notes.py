@@ -1,0 +1,111 @@
+"""The report's footnotes: what each number means, each linking to its section of docs/measured.md ("What is
+measured"). Tables mark a column with `marker(note)`; `footnotes` renders the notes that apply to the spec."""
+
+from __future__ import annotations
+
+import os
+from html import escape
+from pathlib import Path
+
+from lottery.spec import ExperimentSpec
+
+MEASURED = "docs/measured.md"
+
+# note -> (section anchor in docs/measured.md, text: a format string over the spec's groups)
+NOTES: dict[str, tuple[str, str]] = {
+    "early_stop": (
+        "accuracy-and-early-stopping",
+        "Early stopping: the evaluation iteration of minimum validation loss, and the test accuracy there.",
+    ),
+    "controls": (
+        "controls",
+        "Controls (pairing = '{controls.pairing}'): random reinitialization puts the level's mask on fresh weights, "
+        "random pruning a random mask of the same per-layer density on W_k. 'paired': the control seed does not "
+        "depend on the level or k (every level reinitializes with the same weights; random masks nest); "
+        "'independent': a seed per (k, level).",
+    ),
+    "copies": (
+        "the-copies-sgd-noise",
+        "Stability copies (every copy, copy 0 included) train with data-order and augmentation seeds derived from "
+        "the IMP chain's, so their SGD noise is independent of the noise that chose the mask; recorded in "
+        "results.json (chain_seeds, copies).",
+    ),
+    "distances": (
+        "distances",
+        "Distances (L2, angle, L2 / norm of the full network) over the mask's kept coordinates of "
+        "{stability.distance_params} parameters (stability.distance_params: 'prunable' = the prunable weights "
+        "only, 'all' = also biases and BatchNorm).",
+    ),
+    "pruning": (
+        "stability-to-pruning",
+        "Stability to pruning: the full network and the subnetwork trained from W_k with the same data order. "
+        "Defined for IMP and random pruning; none for random reinitialization (it does not start from W_k).",
+    ),
+    "barrier": (
+        "instability-the-error-barrier",
+        "Error barrier: max over α of E_α − mean(E_0, E_1), {stability.interpolation_points} evenly spaced α; "
+        "test error on the whole test set, train error on a fixed subset of {stability.train_subset} training "
+        "examples; BatchNorm statistics: '{stability.batchnorm}' (recompute: re-estimated at every α, the "
+        "endpoints included).",
+    ),
+    "stable": (
+        "stable",
+        "Stable: every pair's test barrier below {stability.threshold:g} points; 'stable (mean)': the LMC paper's "
+        "criterion, the mean barrier over the pairs below the threshold.",
+    ),
+    "warmup": (
+        "learning-rate-warmup",
+        "Warmup ({training.warmup_steps}): step t uses base · min(1, (t+1)/W); open_lth uses t/W (a one-step shift).",
+    ),
+    "dropout": (
+        "dropout",
+        "Dropout (p = {model.dropout:g}): its random stream is seeded by the data-order seed and the run's start "
+        "iteration, so a run from k does not replay the dropout masks the dense run drew after k.",
+    ),
+}
+
+
+def applicable(spec: ExperimentSpec) -> list[str]:
+    """The notes that apply to an experiment, in order."""
+    notes = ["early_stop"]
+    if spec.controls.kinds or spec.stability.controls:
+        notes.append("controls")
+    if spec.stability.rewind:
+        notes += ["copies", "distances", "pruning", "barrier", "stable"]
+    if spec.training.warmup_steps != "0it":
+        notes.append("warmup")
+    if spec.model.dropout > 0:
+        notes.append("dropout")
+    return notes
+
+
+def marker(note: str, spec: ExperimentSpec) -> str:
+    """A superscript link to the footnote `note` (empty where it does not apply)."""
+    notes = applicable(spec)
+    if note not in notes:
+        return ""
+    return f'<sup><a href="#note-{note}">{notes.index(note) + 1}</a></sup>'
+
+
+def measured_href(report_dir: Path) -> str:
+    """docs/measured.md relative to the report, where this installation has its source tree; else the path in
+    the source distribution."""
+    docs = Path(__file__).resolve().parents[3] / MEASURED
+    if not docs.is_file():
+        return MEASURED
+    return Path(os.path.relpath(docs, Path(report_dir).resolve())).as_posix()
+
+
+def footnotes(spec: ExperimentSpec, report_dir: Path) -> str:
+    """The numbered notes, each linking to its section of docs/measured.md."""
+    href = measured_href(report_dir)
+    groups = {name: getattr(spec, name) for name in ("model", "training", "controls", "stability")}
+    items = []
+    for note in applicable(spec):
+        anchor, text = NOTES[note]
+        link = f'<a href="{escape(href)}#{anchor}">{MEASURED} § {anchor.replace("-", " ")}</a>'
+        items.append(f'<li id="note-{note}">{escape(text.format(**groups))} ({link})</li>')
+    return (
+        f'<h2>Notes</h2><p>What each number is, and every choice behind it: <a href="{escape(href)}">{MEASURED}</a> '
+        f'("What is measured").</p><ol class="notes">{"".join(items)}</ol>'
+    )
