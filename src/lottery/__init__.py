@@ -12,6 +12,7 @@ The public Python API, for any `nn.Module` and any training loop (see docs/api.m
     distances(a, b, mask)                    L2, angle and normalised L2 between two networks over a mask
     interpolate(model_a, model_b, evaluate)  metrics along the linear path between two networks
     barrier(curve)                           max over the path minus the endpoints' mean
+    rewind_search(spec, level=, max_trainings=)  the earliest stable rewind point (lottery rewind-search)
 
 Your own models, datasets and losses in specs and on the CLI (see docs/plugins.md):
 
@@ -21,6 +22,7 @@ Your own models, datasets and losses in specs and on the CLI (see docs/plugins.m
 from lottery.api.analysis import Curve, barrier, classification_metrics, distances, interpolate
 from lottery.api.imp import Level, imp
 from lottery.api.masks import prune, random_mask_like, reinitialize
+from lottery.api.rewind import rewind_search
 from lottery.plugins import register_dataset, register_loss, register_model
 from lottery.pruning import Attachment, Mask, attach, prunable
 
@@ -45,4 +47,5 @@ __all__ = [
     "register_loss",
     "register_model",
     "reinitialize",
+    "rewind_search",
 ]

@@ -68,6 +68,24 @@ def run(args: argparse.Namespace) -> int:
     return _experiment(args, dense_only=False)
 
 
+def rewind_search(args: argparse.Namespace) -> int:
+    from lottery.experiments.rewind_search import run_search, table
+    from lottery.spec import resolve
+    from lottery.store import store_root
+
+    if args.spec is None and args.preset is None and not args.overrides:
+        raise UserError("give a spec file, --preset NAME or --set overrides (see 'lottery presets')")
+    spec, preset = resolve(args.spec, args.preset, args.overrides)
+    grid = [s.strip() for s in args.grid.split(",") if s.strip()] if args.grid else None
+    experiment, found = run_search(
+        spec, preset, store_root(args.out), _runtime(args), args.level, args.max_trainings, grid, args.refine,
+        args.tolerance, args.wait,
+    )  # fmt: skip
+    print(table(found))
+    print(experiment.path)
+    return 0
+
+
 def presets(args: argparse.Namespace) -> int:
     from lottery.presets import presets as registry
 
