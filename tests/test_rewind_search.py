@@ -15,11 +15,22 @@ from conftest import tiny_spec
 from lottery.cli.main import main
 from lottery.experiments import imp
 from lottery.experiments.context import Context
-from lottery.experiments.rewind_search import BudgetSpent, bracket_search, prefix_dir, run_search, train_prefix
+from lottery.experiments.rewind_search import (
+    BudgetSpent,
+    bracket_search,
+    default_grid,
+    prefix_dir,
+    run_search,
+    search_spec,
+    train_prefix,
+)
 from lottery.experiments.run import run_experiment
+from lottery.experiments.sweep import expand
 from lottery.reports import write_report
+from lottery.spec import spec_hash
 from lottery.store import RunDir
 from lottery.training import Runtime, snapshot_name
+from lottery.training.optimizer import OPTIMIZERS as _ALL
 
 T = 30  # the learning rate drops by 1e-6 at T: copies from W_k, k >= T, cannot move apart; before T they do
 KNOWN = [
@@ -28,6 +39,8 @@ KNOWN = [
     "imp.levels=1", "stability.interpolation_points=5", "stability.train_subset=300",
     "stability.threshold=0.1",  # below one test example (0.2 points): stable means no barrier at all
 ]  # fmt: skip
+OPTIMIZERS = {"sgd", "adam", "adamw", "radam"}  # the example sweeps compare these (and SGD + warmup)
+assert OPTIMIZERS <= set(_ALL)
 GRID = ["0it", "8it", "16it", "32it", "48it"]
 
 
@@ -167,3 +180,39 @@ def test_cli_contract_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert main([*args, *bad]) == 2, bad
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("lottery: error:"), bad
+
+
+@pytest.mark.parametrize(
+    "name, points, end",
+    [
+        ("rewind_optimizers.toml", 5, 916),
+        ("rewind_dropout.toml", 4, 916),
+        ("rewind_optimizers_resnet20.toml", 5, 30000),
+    ],
+)
+def test_example_sweeps_share_the_searchs_directories(name: str, points: int, end: int) -> None:
+    """Each point of the example sweeps is already the search's spec for the default grid: `lottery sweep FILE` and
+    `lottery rewind-search FILE` train into the same experiment directories."""
+    expanded = expand(Path(__file__).resolve().parents[1] / "examples" / name)
+    assert len(expanded) == points
+    grid = tuple(f"{k}it" for k in default_grid(end))  # 916: Fashion-MNIST's 55,000 examples / 60; ResNet-20: 30K
+    for spec, _, _ in expanded:
+        assert spec_hash(search_spec(spec, spec.imp.levels, grid)) == spec_hash(spec)
+    assert {spec.training.optimizer for spec, _, _ in expanded} >= ({"sgd", "adam"} if points == 4 else set(OPTIMIZERS))
+
+
+def test_rewind_search_over_a_sweep_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec_file = tmp_path / "sweep.toml"
+    spec_file.write_text(
+        'preset = "lenet_300_100"\n[dataset]\nname = "synthetic"\nvalidation_size = 200\n'
+        '[model]\nname = "lenet_40_20"\n'
+        '[training]\nbatch_size = 50\ntraining_steps = "40it"\neval_every = "20it"\n[imp]\nlevels = 1\n'
+        "[stability]\ninterpolation_points = 3\ntrain_subset = 200\n[sweep.training]\nlr = [1.2e-3, 6e-4]\n"
+    )
+    out = tmp_path / "runs"
+    assert main(["rewind-search", str(spec_file), "--out", str(out), "--progress", "log", "--grid", "0it,20it"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    dirs = [Path(lines[-2].split()[0]), Path(lines[-1])]
+    assert dirs[0] != dirs[1] and "training.lr=0.0012" in lines[-2]
+    for directory in dirs:
+        assert directory.parent == out and (directory / "rewind_search.json").exists()
