@@ -216,3 +216,14 @@ def test_rewind_search_over_a_sweep_file(tmp_path: Path, capsys: pytest.CaptureF
     assert dirs[0] != dirs[1] and "training.lr=0.0012" in lines[-2]
     for directory in dirs:
         assert directory.parent == out and (directory / "rewind_search.json").exists()
+
+
+def test_python_api(tmp_path: Path) -> None:
+    import lottery
+
+    spec = tiny_spec("imp.levels=1", "stability.interpolation_points=3", "stability.train_subset=200")
+    found = lottery.rewind_search(spec, level=1, max_trainings=3, out=tmp_path, grid=["0it", "20it"])
+    # The dense probe at k = 0 takes the dense run and its 2 copies; the IMP probe would need 5 more.
+    assert found["path"].parent == tmp_path and found["cost"]["trainings"] == 3
+    assert found["dense"]["k"] == 0 and found["dense"]["complete"] and not found["imp"]["complete"]
+    assert json.loads((found["path"] / "rewind_search.json").read_text())["dense"]["bracket"] == [None, 0]
