@@ -47,7 +47,7 @@ def default_grid(end: int) -> list[int]:
     """0, then a doubling grid from max(1, end // 128) up to (not including) end // 2: 0, 7, 14, 28, ... for 916."""
     first = max(1, end // 128)
     grid, k = [0], first
-    while k < max(end // 2, first + 1):
+    while k < end // 2:
         grid.append(k)
         k *= 2
     return grid
@@ -57,7 +57,7 @@ def search_spec(spec: ExperimentSpec, level: int, grid_steps: tuple[str, ...]) -
     """The spec of the search's experiment directory (see the module docstring)."""
     from lottery.spec import ControlsSpec, ImpSpec
 
-    imp_spec = ImpSpec(levels=level, rewind=grid_steps, optimizer_state=spec.imp.optimizer_state)
+    imp_spec = ImpSpec(level, grid_steps, spec.imp.one_shot_density, spec.imp.optimizer_state)
     levels = (0, level) if level else (0,)
     stab = dataclasses.replace(spec.stability, rewind=grid_steps, levels=levels, controls=(CONTROL,) if level else ())
     out = dataclasses.replace(spec, imp=imp_spec, stability=stab, controls=ControlsSpec())

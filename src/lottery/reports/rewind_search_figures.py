@@ -47,6 +47,8 @@ def rewind_search_barrier(results: dict[str, Any], experiment_dir: Path) -> Figu
             color = "black" if subject == "dense" else kind_color("imp")
             ax.axvline(found[subject]["k"] + 1, color=color, linestyle=style, alpha=0.5)
     ax.set_xscale("log")
+    ax.set_xlim(0.8, (max(found["grid"]) + 1) * 1.25)  # the whole candidate grid, probed or not
+    ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
     ax.set_xlabel("rewind iteration k + 1 (log scale)")
     ax.set_ylabel("test error barrier (points)")
     ax.set_title(f"Rewind-point search, IMP level {found['level']}")
