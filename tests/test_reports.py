@@ -48,10 +48,10 @@ def check_files(directory: Path) -> None:
         assert ElementTree.parse(svg).getroot().tag.endswith("svg")
 
 
-def check_self_contained(html: str) -> None:
+def check_self_contained(html: str, figures: int = len(FIGURES)) -> None:
     assert "http://" not in html and "https://" not in html
     assert "<script" not in html.lower()
-    assert html.count('src="data:image/png;base64,') == len(FIGURES)
+    assert html.count('src="data:image/png;base64,') == figures
 
 
 def test_report_writes_html_and_figures(experiments: list[Path]) -> None:
@@ -59,7 +59,8 @@ def test_report_writes_html_and_figures(experiments: list[Path]) -> None:
     assert path == experiments[0] / "report" / "report.html"
     check_files(path.parent)
     html = path.read_text()
-    check_self_contained(html)
+    check_self_contained(html, len(list(path.parent.glob("*.png"))))  # the IMP figures and the per-layer ones
+    assert (path.parent / "layer_density_vs_level.png").exists()
     experiment = load_experiment(experiments[0])
     assert experiment.hash in html and "lenet_300_100" in html
     assert "<details>" in html and "random_reinit" in html and "early-stop iteration" in html

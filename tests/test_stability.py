@@ -18,7 +18,7 @@ from lottery.experiments.context import Context
 from lottery.experiments.plan import execute, plan
 from lottery.experiments.stability import copy_training, distance_mask
 from lottery.pruning import Mask
-from lottery.reports import write_comparison, write_report
+from lottery.reports import notes, write_comparison, write_report
 from lottery.spec import TrainingSpec
 from lottery.store import experiment_dir
 from lottery.training import Runtime
@@ -306,3 +306,14 @@ def test_loss_curve_by_hand() -> None:
     assert curve["test_loss"] == pytest.approx(expected)
     # the maximum is at α = 0: log(1 + e²) − (log(1 + e²) + log(1 + e⁻²)) / 2 = 2 / 2
     assert barrier(curve["test_loss"]) == pytest.approx(1.0)
+
+
+def test_report_notes_follow_the_spec_and_link_only_to_docs_that_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = tiny_spec("stability.rewind=[0]", "stability.distance_params=all", "controls.kinds=['random_reinit']")
+    html = notes.footnotes(spec, Path.cwd())
+    assert "of all parameters" in html and "pairing = &#x27;paired&#x27;" in html and 'href="' in html
+    assert notes.marker("stable", spec) == '<sup><a href="#note-stable">7</a></sup>'  # early_stop, controls, ...
+    assert notes.marker("warmup", spec) == ""  # no warmup, no note
+    monkeypatch.setattr(notes, "MEASURED", "docs/absent.md")
+    html = notes.footnotes(spec, Path.cwd())
+    assert 'href="' not in html and "docs/absent.md § stable" in html

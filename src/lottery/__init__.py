@@ -12,6 +12,9 @@ The public Python API, for any `nn.Module` and any training loop (see docs/api.m
     distances(a, b, mask)                    L2, angle and normalised L2 between two networks over a mask
     interpolate(model_a, model_b, evaluate)  metrics along the linear path between two networks
     barrier(curve)                           max over the path minus the endpoints' mean
+    scores(model, method, batches=...)       mask-source scores (higher = keep): magnitude, snip, grasp, synflow, random
+    mask_from_scores(scores, density=...)    a mask from any scores, with magnitude pruning's counts and ties
+    load_ticket(path, model) / export_ticket  a ticket exported from the store (`lottery export`) into your model
     rewind_search(spec, level=, max_trainings=)  the earliest stable rewind point (lottery rewind-search)
 
 Your own models, datasets and losses in specs and on the CLI (see docs/plugins.md):
@@ -23,8 +26,10 @@ from lottery.api.analysis import Curve, barrier, classification_metrics, distanc
 from lottery.api.imp import Level, imp
 from lottery.api.masks import prune, random_mask_like, reinitialize
 from lottery.api.rewind import rewind_search
+from lottery.export import export_ticket, load_ticket
 from lottery.plugins import register_dataset, register_loss, register_model
 from lottery.pruning import Attachment, Mask, attach, prunable
+from lottery.pruning.sources import mask_from_scores, scores
 
 __version__ = "0.1.0"
 
@@ -38,8 +43,11 @@ __all__ = [
     "barrier",
     "classification_metrics",
     "distances",
+    "export_ticket",
     "imp",
     "interpolate",
+    "load_ticket",
+    "mask_from_scores",
     "prunable",
     "prune",
     "random_mask_like",
@@ -48,4 +56,5 @@ __all__ = [
     "register_model",
     "reinitialize",
     "rewind_search",
+    "scores",
 ]

@@ -9,6 +9,8 @@ on the whole path. BatchNorm running statistics are either re-estimated on train
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 
@@ -17,15 +19,15 @@ from lottery.training.evaluate import evaluate
 BATCHNORM_MODES = ("recompute", "interpolate")
 
 
-def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 @torch.no_grad()
-def recompute_batchnorm(model: nn.Module, x: Tensor, batch_size: int, batches: int) -> None:
-    """Reset every BatchNorm's running statistics and re-estimate them as the plain average over the first
-    `batches` batches of `x` (a fixed order: the result depends only on the weights and the data)."""
-    layers = _batchnorms(model)
+def recompute_batchnorm(model: nn.Module, inputs: Iterable[Tensor]) -> None:
+    """Reset every BatchNorm's running statistics and re-estimate them as the plain (cumulative) average over
+    the input batches given, in their order: the result depends only on the weights and those batches."""
+    layers = batchnorms(model)
     if not layers:
         return
     momenta = [layer.momentum for layer in layers]
@@ -34,8 +36,8 @@ def recompute_batchnorm(model: nn.Module, x: Tensor, batch_size: int, batches: i
         layer.momentum = None  # cumulative moving average
     was_training = model.training
     model.train()
-    for i in range(min(batches, max(1, len(x) // batch_size))):
-        model(x[i * batch_size : (i + 1) * batch_size])
+    for x in inputs:
+        model(x)
     model.train(was_training)
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
@@ -64,7 +66,7 @@ def interpolation_curve(
     curves: dict[str, list[float]] = {"alpha": list(alphas)}
     for name in splits:
         curves[f"{name}_error"], curves[f"{name}_loss"] = [], []
-    has_bn = bool(_batchnorms(model))
+    has_bn = bool(batchnorms(model))
     for alpha in alphas:
         for name, target in state.items():
             if target.is_floating_point():
@@ -74,7 +76,8 @@ def interpolation_curve(
         if has_bn and batchnorm == "recompute":
             if bn_data is None:
                 raise ValueError("batchnorm='recompute' needs training data (bn_data)")
-            recompute_batchnorm(model, bn_data, bn_batch_size, bn_batches)
+            count = min(bn_batches, max(1, len(bn_data) // bn_batch_size))
+            recompute_batchnorm(model, (bn_data[i * bn_batch_size : (i + 1) * bn_batch_size] for i in range(count)))
         for name, (x, y) in splits.items():
             loss, accuracy = evaluate(model, x, y)
             curves[f"{name}_error"].append(100.0 * (1.0 - accuracy))

@@ -4,7 +4,8 @@ models, evaluated by the user's function or a DataLoader) and `barrier`, on top 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lottery.analysis import distance
-from lottery.analysis.interpolation import BATCHNORM_MODES, _batchnorms
+from lottery.analysis.interpolation import BATCHNORM_MODES, batchnorms, recompute_batchnorm
 from lottery.analysis.interpolation import barrier as barrier_of
 from lottery.api.masks import weights_of
 from lottery.errors import UserError
@@ -90,27 +91,10 @@ def classification_metrics(
     return evaluate
 
 
-@torch.no_grad()
-def recompute_batchnorm(model: nn.Module, loader: Iterable, batches: int) -> None:
-    """Reset every BatchNorm's running statistics and re-estimate them as the plain average over the first
-    `batches` batches of `loader` (their inputs: a batch's first element)."""
-    layers = _batchnorms(model)
-    if not layers:
-        return
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # cumulative moving average
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.train()
-    for i, batch in enumerate(loader):
-        if i == batches:
-            break
-        model((batch[0] if isinstance(batch, list | tuple) else batch).to(device))
-    model.train(was_training)
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
+def _first_inputs(loader: Iterable, batches: int, device: torch.device) -> Iterator[Tensor]:
+    """The inputs (a batch's first element) of the first `batches` batches of `loader`, on `device`."""
+    for batch in itertools.islice(loader, batches):
+        yield (batch[0] if isinstance(batch, list | tuple) else batch).to(device)
 
 
 @torch.no_grad()
@@ -150,7 +134,7 @@ def interpolate(
     state = model.state_dict()
     a = {k: v.to(state[k].device) for k, v in weights_of(model_a).items()}
     b = {k: v.to(state[k].device) for k, v in weights_of(model_b).items()}
-    recompute = batchnorm == "recompute" and bool(_batchnorms(model))
+    recompute = batchnorm == "recompute" and bool(batchnorms(model))
     bn_loader = batchnorm_loader if batchnorm_loader is not None else loader
     if recompute and bn_loader is None:
         raise UserError("interpolate: batchnorm='recompute' needs batchnorm_loader= (or loader=): training batches")
@@ -163,7 +147,7 @@ def interpolate(
             else:
                 target.copy_(b[name] if alpha >= 0.5 else a[name])
         if recompute:
-            recompute_batchnorm(model, bn_loader, batchnorm_batches)
+            recompute_batchnorm(model, _first_inputs(bn_loader, batchnorm_batches, next(model.parameters()).device))
         for metric, value in evaluate(model).items():
             metrics.setdefault(metric, []).append(float(value))
     return Curve(alphas, metrics)

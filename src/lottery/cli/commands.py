@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from lottery.errors import UserError
 
 
 def _runtime(args: argparse.Namespace):  # noqa: ANN202
+    from lottery import loggers
     from lottery.training import Runtime, distributed
 
     device = args.device
@@ -39,6 +41,7 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         compile=args.compile,
         channels_last=args.channels_last,
         batch_copies=args.batch_copies,
+        log=loggers.parse(args.log if args.log is not None else os.environ.get("LOTTERY_LOG")),
         imports=tuple(args.imports),
     )
 
@@ -132,6 +135,8 @@ def show(args: argparse.Namespace) -> int:
     from lottery.spec import to_dict
     from lottery.store import RunDir, load_spec
 
+    if args.run_dir.is_file():
+        return show_file(args.run_dir)
     spec, preset = load_spec(args.run_dir)
     experiment = RunDir(args.run_dir)
     print(f"experiment {args.run_dir}" + (f" (preset {preset})" if preset else ""))
@@ -140,6 +145,39 @@ def show(args: argparse.Namespace) -> int:
     print(f"\n{len(rows)} finished training run(s)")
     if rows:  # read only: writing results.json here would race with a `lottery run` holding the lock
         print(table(aggregate(rows)))
+    return 0
+
+
+def show_file(path: Path) -> int:
+    """A safetensors file's provenance (its metadata) and its tensors."""
+    from safetensors import safe_open
+
+    from lottery.store.provenance import read_metadata
+
+    metadata = read_metadata(path)
+    print(f"{path}")
+    width = max((len(key) for key in metadata), default=0)
+    for key, value in sorted(metadata.items()):
+        print(f"  {key:{width}s}  {value}")
+    if not metadata:
+        print("  (no metadata)")
+    with safe_open(str(path), framework="pt") as f:
+        names = list(f.keys())
+        print(f"{len(names)} tensor(s):")
+        for name in names:
+            piece = f.get_slice(name)
+            print(f"  {name}  {piece.get_dtype()} {list(piece.get_shape())}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from lottery.export import export_ticket
+
+    out = export_ticket(
+        args.run_dir, args.level, args.kind, args.what, args.fmt, args.out, args.rewind, args.replicate, args.seed
+    )
+    print(out / "README.md", file=sys.stderr)
+    print(out)
     return 0
 
 

@@ -62,6 +62,12 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         help="progress bar (bar), log lines (log), or bar only on a terminal (auto)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (slow to start)")
+    p.add_argument(
+        "--log",
+        metavar="TRACKERS",
+        help="also log to experiment trackers, comma-separated: tensorboard, wandb, mlflow (default: $LOTTERY_LOG, "
+        "else none; each needs its extra, e.g. pip install 'lottery[tensorboard]')",
+    )
     for flag, what in (
         ("--channels-last", "convnets in channels_last memory format (auto: on CUDA)"),
         (
@@ -123,8 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     _rewind_search_args(p)
     p = sub.add_parser("presets", help="list the presets, or print one in full", epilog=EPILOG)
     p.add_argument("--show", metavar="NAME", help="print this preset's settings and sources")
-    p = sub.add_parser("show", help="summarise an experiment directory", epilog=EPILOG)
-    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser(
+        "show", help="summarise an experiment directory, or print a weights file's provenance", epilog=EPILOG
+    )
+    p.add_argument("run_dir", type=Path, metavar="PATH", help="an experiment directory or a .safetensors file")
+    p = sub.add_parser("export", help="write a ticket or trained subnetwork for other code to load", epilog=EPILOG)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the experiment directory")
+    p.add_argument("--level", type=int, required=True, metavar="L", help="the IMP level (0: the dense network)")
+    p.add_argument(
+        "--kind", default="imp", help="imp (default), dense, random_reinit, random_prune or random_prune_global"
+    )
+    p.add_argument("--what", choices=("ticket", "trained"), default="ticket",
+                   help="ticket: m ⊙ W_k and its mask (default); trained: the trained subnetwork")  # fmt: skip
+    p.add_argument("--format", dest="fmt", choices=("safetensors", "torch-prune", "state-dict"),
+                   default="safetensors", help="file format (default safetensors)")  # fmt: skip
+    p.add_argument("--out", type=Path, help="output directory (default: ./<hash>_<run path>_<what>)")
+    p.add_argument("--rewind", type=int, metavar="K", help="rewind iteration (needed when there are several)")
+    p.add_argument("--replicate", type=int, default=0, metavar="R", help="replicate (default 0)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="control seed (default 0)")
     p = sub.add_parser("verify", help="check every artifact under a directory against its manifest", epilog=EPILOG)
     p.add_argument("path", type=Path, help="an experiment directory or a whole store")
     p = sub.add_parser("report", help="write the figures (PNG, SVG) and an HTML report of an experiment", epilog=EPILOG)

@@ -17,7 +17,8 @@ from lottery.data.batches import Augment
 from lottery.errors import UserError
 from lottery.models import Network
 from lottery.pruning import Mask
-from lottery.spec import ExperimentSpec, Step, TrainingSpec
+from lottery.spec import ExperimentSpec, Step, TrainingSpec, spec_hash
+from lottery.store import RunDir
 from lottery.training import Job, Runtime, Schedule, should_batch
 
 
@@ -47,6 +48,13 @@ class Context:
     def rewind_points(self) -> list[int]:
         """Every rewind point in iterations, sorted: those of IMP and those of the stability analysis."""
         return sorted(set(self._iterations("imp.rewind", self.spec.imp.rewind)) | set(self.stability_points))
+
+    @cached_property
+    def dense_snapshots(self) -> list[int]:
+        """Every iteration at which the dense run saves its weights: the rewind points, and what [masks] reads."""
+        from lottery.experiments import masks
+
+        return sorted(set(self.rewind_points) | set(masks.snapshot_points(self)))
 
     @cached_property
     def stability_points(self) -> list[int]:
@@ -93,11 +101,11 @@ class Context:
         from lottery.training import distributed
 
         distributed.check_batch(self.spec.training.batch_size)  # under torchrun: one equal slice per rank
-        _ = self.schedule, self.rewind_points, self.layer_kinds, self.augment
+        _ = self.schedule, self.dense_snapshots, self.layer_kinds, self.augment
         from lottery.pruning import strategies
 
         strategies.get(self.spec.pruning.strategy)  # a wrong name is refused even where nothing is pruned
-        if self.spec.imp.levels or self.spec.controls.kinds:
+        if self.spec.imp.levels or self.spec.controls.kinds or self.spec.masks.sources:
             from lottery.pruning import prune
 
             model = self._network
@@ -135,6 +143,17 @@ class Context:
         if weights is not None:
             model.load_state_dict(weights)
         return model.to(self.runtime.device)
+
+    def tags(self, run: RunDir, replicate: int, kind: str, level: int, rewind: int | None = None, **more: Any) -> dict:
+        """A run's identity, for `Job.tags`: written into its safetensors files and tagging its tracked metrics
+        (`training/provenance.py`). `more`: `seed` (a control's), `copy` (a stability copy's index)."""
+        experiment = spec_hash(self.spec)
+        parts = run.path.parts
+        where = len(parts) - 1 - parts[::-1].index(experiment) if experiment in parts else None
+        relative = "/".join(parts[where + 1 :]) if where is not None else str(run.path)
+        tags = {"experiment": experiment, "spec_hash": experiment, "run": relative, "kind": kind, "level": level,
+                "rewind_iteration": rewind, "replicate": replicate, **more}  # fmt: skip
+        return {key: value for key, value in tags.items() if value is not None}
 
     def job(self, replicate: int, **kwargs: Any) -> Job:
         return Job(training=self.training(replicate), schedule=self.schedule, augment=self.augment, **kwargs)

@@ -76,7 +76,8 @@ def run_control(
         mask, weights, optimizer_state = control_start(ctx, replicate_dir, replicate, k, level, imp_mask, kind_, seed_)
         runs.append(control_dir(replicate_dir, k, level, kind_, seed_))
         models.append(ctx.model(0, weights))
-        jobs.append(ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state))
+        tags = ctx.tags(runs[-1], replicate, kind_, level, k, seed=seed_)
+        jobs.append(ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state, tags=tags))
     ctx.runtime.label = f"r{replicate} k={k} level {level} " + ("controls" if stacked else f"{kind} seed {seed}")
     if not stacked:
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)

@@ -54,7 +54,11 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
     runs = [dense_dir(sibling(replicate_dir, r)) for r in replicates]
     models = [ctx.model(ctx.training(r).init_seed) for r in replicates]
     snapshot_optimizer = ctx.spec.imp.optimizer_state == "rewind"
-    jobs = [ctx.job(r, snapshots=tuple(ctx.rewind_points), snapshot_optimizer=snapshot_optimizer) for r in replicates]
+    points = tuple(ctx.dense_snapshots)
+    jobs = [
+        ctx.job(r, snapshots=points, snapshot_optimizer=snapshot_optimizer, tags=ctx.tags(run, r, "dense", 0))
+        for r, run in zip(replicates, runs)
+    ]
     ctx.runtime.label = f"r{replicate} level 0 (dense)" if len(runs) == 1 else "level 0 (dense)"
     if not stacked(ctx):
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
@@ -133,5 +137,6 @@ def _level_start(
     if ensure:
         mask = distributed.broadcast_mask(mask)  # under torchrun: rank 0's mask, checked equal on every rank
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
-    job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state)
+    tags = ctx.tags(run, replicate, "imp", level, k)
+    job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state, tags=tags)
     return run, ctx.model(0, mask.apply_to(rewound)), job, mask

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lottery.experiments import controls, imp, stability
+from lottery.experiments import controls, imp, masks, stability
 from lottery.experiments.context import Context
 from lottery.experiments.imp import replicate_dir
 from lottery.store import RunDir
@@ -15,13 +15,14 @@ from lottery.store import RunDir
 @dataclass(frozen=True)
 class Task:
     name: str  # unique within the experiment, readable: 'r0/dense', 'r0/k100/level3/random_prune/seed0'
-    action: str  # 'dense', 'level', 'control' or 'stability'
+    action: str  # 'dense', 'level', 'control', 'stability', 'mask' or 'mask_trace'
     replicate: int
     rewind: int = 0
     level: int = 0
     control: str = ""
     seed: int = 0
     deps: tuple[str, ...] = ()
+    density: float = 1.0  # a mask source's target density
 
 
 def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
@@ -45,6 +46,28 @@ def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
             for level in stability.levels(ctx):
                 after = (f"r{r}/k{k}/level{level}",) if level else (dense.name,)
                 tasks.append(Task(f"r{r}/k{k}/stability/level{level}", "stability", r, k, level, deps=after))
+        tasks += mask_tasks(ctx, r, dense.name)
+    return tasks
+
+
+def mask_tasks(ctx: Context, r: int, dense: str) -> list[Task]:
+    """The [masks] runs of replicate r: the early-bird trace, then each source, then its ablations, at every
+    target density and seed; all after the dense run."""
+    spec = ctx.spec.masks
+    if not spec.sources:
+        return []
+    tasks, k = [], masks.at_iteration(ctx)
+    after = (dense,)
+    if "early_bird" in spec.sources:
+        tasks.append(Task(f"r{r}/masks/early_bird_trace", "mask_trace", r, deps=(dense,)))
+        after = (tasks[-1].name,)
+    for kind in masks.kinds(ctx.spec):
+        source, ablation = masks.split_kind(kind)
+        for density in spec.densities:
+            for seed in spec.seeds:
+                name = f"r{r}/masks/{kind}/density{density:g}/seed{seed}"
+                deps = (f"r{r}/masks/{source}/density{density:g}/seed{seed}",) if ablation else after
+                tasks.append(Task(name, "mask", r, k, control=kind, seed=seed, deps=deps, density=density))
     return tasks
 
 
@@ -65,6 +88,10 @@ def execute(task: Task, ctx: Context, experiment: RunDir) -> None:
         controls.run_control(
             ctx, rdir, task.replicate, task.rewind, task.level, ctx.mask(mask), task.control, task.seed
         )
+    elif task.action == "mask":
+        masks.run_source(ctx, rdir, task.replicate, task.control, task.density, task.seed)
+    elif task.action == "mask_trace":
+        masks.trace(ctx, rdir, task.replicate)
     elif task.action == "stability":
         stability.run_point(ctx, experiment, rdir, task.replicate, task.rewind, task.level)
     else:

@@ -12,7 +12,8 @@ from lottery.store import RunDir
 
 METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "early_stop_iteration", "train_seconds")
 CSV_FIELDS = (
-    "kind", "replicate", "rewind_iteration", "level", "seed", "density", *METRICS, "diverged", "path"
+    "kind", "replicate", "rewind_iteration", "level", "seed", "density", *METRICS, "diverged", "path",
+    "target_density",
 )  # fmt: skip
 
 
@@ -42,17 +43,19 @@ def stats(values: list[float]) -> dict[str, float] | None:
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean, min and max over replicates and control seeds, per (kind, rewind, level)."""
+    """Mean, min and max over replicates and control seeds, per (kind, rewind, level), and per target density
+    for mask sources (whose level is None)."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[(row["kind"], row["rewind_iteration"], row["level"])].append(row)
+        groups[(row["kind"], row["rewind_iteration"], row["level"], row.get("target_density"))].append(row)
     out = []
-    for (kind, rewind, level), members in groups.items():
+    for (kind, rewind, level, target), members in groups.items():
         out.append(
             {
                 "kind": kind,
                 "rewind_iteration": rewind,
                 "level": level,
+                **({"target_density": target} if target is not None else {}),
                 "density": statistics.fmean(r["density"] for r in members),
                 "runs": len(members),
                 "diverged": sum(r["diverged"] for r in members),
@@ -60,7 +63,13 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     order = {"dense": 0, "imp": 1}
-    return sorted(out, key=lambda r: (r["rewind_iteration"] or 0, r["level"], order.get(r["kind"], 2), r["kind"]))
+
+    def key(r: dict[str, Any]) -> tuple:
+        if r["level"] is None:  # mask sources after IMP and its controls, densest first
+            return (1, 0, 0, -r["target_density"], 2, r["kind"])
+        return (0, r["rewind_iteration"] or 0, r["level"], 0.0, order.get(r["kind"], 2), r["kind"])
+
+    return sorted(out, key=key)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -89,7 +98,7 @@ def table(summary: list[dict[str, Any]]) -> str:
             (
                 row["kind"],
                 "-" if row["rewind_iteration"] is None else str(row["rewind_iteration"]),
-                str(row["level"]),
+                "-" if row["level"] is None else str(row["level"]),
                 f"{100 * row['density']:.2f}",
                 "diverged" if row["diverged"] == row["runs"] else _pct(row["final_test_accuracy"]),
                 "-" if iteration is None else f"{iteration['mean']:.0f}",

@@ -127,7 +127,7 @@ class Search:
             dense = imp.dense_dir(rdir)
             if dense.read_json("summary.json") is None:
                 out.append((dense, end))
-            if k not in ctx.rewind_points and not self._has_snapshot(rdir, k):
+            if k not in ctx.dense_snapshots and not self._has_snapshot(rdir, k):
                 out.append((prefix_dir(rdir, k), self._prefix_end(k)))
             for lv in range(1, level + 1):
                 out.append((imp.level_dir(rdir, k, lv), end - k))
@@ -155,7 +155,7 @@ class Search:
         """W_k (and the optimizer state at k where IMP rewinds it) in the dense run's snapshots."""
         ctx = self.ctx
         rdir = imp.replicate_dir(self.experiment, r)
-        if k in ctx.rewind_points or self._has_snapshot(rdir, k):
+        if k in ctx.dense_snapshots or self._has_snapshot(rdir, k):
             return
         imp.train_dense(ctx, rdir, r)  # the dense run first (read back when stored): its final weights prune level 1
         with_optimizer = ctx.spec.imp.optimizer_state == "rewind"
@@ -164,9 +164,9 @@ class Search:
         if summary["diverged"] and summary["diverged_at"] <= k:
             raise UserError(f"{run.path} diverged at iteration {summary['diverged_at']}, before rewind point {k}")
         dense = imp.dense_dir(rdir)
-        dense.write_tensors(snapshot_name(k), run.read_tensors(snapshot_name(k)))
-        if with_optimizer:
-            dense.write_torch(snapshot_name(k, optimizer=True), run.read_torch(snapshot_name(k, optimizer=True)))
+        names = [snapshot_name(k)] + ([snapshot_name(k, optimizer=True)] if with_optimizer else [])
+        for name in names:  # byte for byte: the file's provenance names the prefix run that computed it
+            dense.write(name, run.read(name))
 
     # -- one probe -----------------------------------------------------------------------------------------------
     def probe(self, subject: str, k: int) -> bool:
@@ -253,9 +253,9 @@ def train_prefix(ctx: Context, run: RunDir, r: int, k: int, end: int) -> dict[st
     """Retrain replicate r's dense run from W_0 up to `end` (>= k) with its seeds, saving W_k, with the arithmetic
     the dense run used (stacked where replicates are stacked)."""
     schedule = dataclasses.replace(ctx.schedule, end=end)
-    job = dataclasses.replace(
-        ctx.job(r, snapshots=(k,), snapshot_optimizer=ctx.spec.imp.optimizer_state == "rewind"), schedule=schedule
-    )
+    rewind = ctx.spec.imp.optimizer_state == "rewind"
+    tags = ctx.tags(run, r, "dense_prefix", 0, rewind=k)
+    job = dataclasses.replace(ctx.job(r, snapshots=(k,), snapshot_optimizer=rewind, tags=tags), schedule=schedule)
     model = ctx.model(ctx.training(r).init_seed)
     ctx.runtime.label = f"r{r} dense prefix 0..{k}"
     if not imp.stacked(ctx):
@@ -274,7 +274,7 @@ def cost_of(ctx: Context, level: int, dense: list[int], pruned: list[int]) -> di
         per_k = copies + ((level + 2 * copies) if k in pruned else 0)
         trainings += per_k
         iterations += per_k * (end - k)
-        if k not in ctx.rewind_points:
+        if k not in ctx.dense_snapshots:
             trainings += 1
             iterations += k if ctx.spec.training.schedule == "step" else end
     return {"trainings": replicates * trainings, "iterations": replicates * iterations}

@@ -9,13 +9,14 @@ import io
 from pathlib import Path
 from typing import Any
 
-from lottery.experiments import controls, imp, predictors, results, stability
+from lottery.experiments import controls, imp, masks, predictors, results, stability
 from lottery.experiments.context import Context
 from lottery.experiments.plan import execute, plan, replicate_dir
+from lottery.loggers.summary import log_experiment
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
 from lottery.store import RunDir, check_collision, experiment_dir, write_spec
 from lottery.training import Runtime
-from lottery.training.distributed import exclusive  # the store's lock; under torchrun taken by rank 0 for all
+from lottery.training.distributed import exclusive, is_main  # the store's lock; under torchrun taken by rank 0 for all
 
 
 def run_experiment(
@@ -39,7 +40,10 @@ def run_experiment(
         write_spec(experiment, spec, preset)
         for task in plan(ctx, dense_only):
             execute(task, ctx, experiment)
-        return experiment, write_results(experiment, spec)
+        results = write_results(experiment, spec)
+    if runtime.log and is_main():  # the curve, tables and figures to the trackers (lottery.loggers)
+        log_experiment(runtime.log, experiment.path, results)
+    return experiment, results
 
 
 def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
@@ -69,6 +73,7 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
                                 experiment, run, kind=kind, replicate=r, rewind_iteration=k, level=level, seed=seed
                             )
                         )
+        rows += masks.rows(experiment, spec, rdir, r)
     return [row for row in rows if row is not None]
 
 
@@ -84,6 +89,9 @@ def write_results(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
         writer.writeheader()
         writer.writerows(stability.pair_rows(points))
         experiment.write("stability.csv", buffer.getvalue().encode())
+    mask_results = masks.collect(experiment, spec)
+    if mask_results:
+        data["masks"] = mask_results
     experiment.write_json("results.json", data)
     experiment.write("results.csv", results.to_csv(rows).encode())
     return data

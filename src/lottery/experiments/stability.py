@@ -114,8 +114,10 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
             training = copy_training(ctx.training(r), i)
             trained.append(run)
             models.append(ctx.model(0, subject.start))
+            seed = CONTROL_SEED if subject.kind in controls.STREAMS else None
+            tags = ctx.tags(run, r, subject.kind, 0 if subject.kind == "dense" else level, k, seed=seed, copy=i)
             jobs.append(Job(training, ctx.schedule, start=k, mask=subject.mask, optimizer_state=subject.optimizer_state,
-                            augment=ctx.augment))  # fmt: skip
+                            augment=ctx.augment, tags=tags))  # fmt: skip
     ctx.runtime.label = f"r{r} k={k} level {level} copies"
     # Stacked or not is decided for copies as a kind, not by this group's size: the dense network's copies are
     # also trained by the analysis at other levels, in groups of other sizes.

@@ -84,6 +84,7 @@ def run_sweep(
     from lottery.experiments import executors
     from lottery.experiments.plan import plan
     from lottery.experiments.run import write_results
+    from lottery.loggers.summary import log_experiment
     from lottery.store import check_collision, exclusive, experiment_dir, write_spec
 
     points = expand(spec_file, preset, overrides)
@@ -107,6 +108,7 @@ def run_sweep(
     for spec, _, point in points:
         experiment = experiment_dir(root, spec)
         with exclusive(experiment.path):
-            write_results(experiment, spec)
+            results = write_results(experiment, spec)
+        log_experiment(getattr(runtime, "log", ()), experiment.path, results)  # to the trackers, if any
         finished.append((experiment, point))
     return finished, outcome

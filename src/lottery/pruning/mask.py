@@ -84,15 +84,12 @@ class Mask(dict[str, Tensor]):
     def save(self, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None:
         """Write the mask as a safetensors file (atomically), keyed by `state_dict` names, with `metadata`
         (str values as they are, anything else as JSON) and the key order."""
-        from safetensors.torch import save
-
         from lottery.store import atomic
 
         meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
         meta[ORDER_KEY] = json.dumps(list(self))
-        atomic.write_bytes(
-            Path(path), save({k: v.detach().cpu().to(torch.bool).contiguous() for k, v in self.items()}, meta)
-        )
+        tensors = {k: v.detach().cpu().to(torch.bool) for k, v in self.items()}
+        atomic.write_bytes(Path(path), atomic.tensors_to_bytes(tensors, meta))  # metadata in sorted order: same bytes
 
     @classmethod
     def load(cls, path: str | Path) -> Mask:

@@ -153,8 +153,14 @@ def remove_smallest(weights: list[Tensor], masks: list[Tensor], fraction: float)
     """New masks for these layers taken as one pool: the `rounded_count(fraction, surviving)` surviving
     weights of smallest |w| are removed. Pruned weights are never candidates, whatever their value. Ties go
     to the earlier position in the concatenation of the flattened layers (stable sort)."""
+    return remove_lowest([w.detach().to("cpu", torch.float64).abs() for w in weights], masks, fraction)
+
+
+def remove_lowest(scores: list[Tensor], masks: list[Tensor], fraction: float) -> list[Tensor]:
+    """`remove_smallest` for any scores (signed; higher = keep): the `rounded_count(fraction, surviving)`
+    surviving coordinates of lowest score are removed, ties to the earlier position (stable sort, float64)."""
     alive = torch.cat([m.detach().reshape(-1).to("cpu", torch.bool) for m in masks])
-    values = torch.cat([w.detach().reshape(-1).to("cpu", torch.float64) for w in weights]).abs()
+    values = torch.cat([s.detach().reshape(-1).to("cpu", torch.float64) for s in scores])
     if values.numel() != alive.numel():
         raise ValueError("weights and mask shapes differ")
     candidates = alive.nonzero().reshape(-1)  # ascending positions

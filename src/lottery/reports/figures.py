@@ -259,7 +259,7 @@ def accuracy_during_training(results: dict[str, Any], experiment_dir: Path) -> F
 @register
 def imp_figures(results: dict[str, Any], experiment_dir: Path) -> Figures:
     """The IMP report: accuracy and early stopping vs. weights remaining, accuracy during training."""
-    summary = results.get("summary") or []
+    summary = [r for r in results.get("summary") or [] if r.get("target_density") is None]  # [masks]: own figure
     made = [
         ("accuracy_vs_remaining", accuracy_vs_remaining(summary)),
         ("early_stop_iteration_vs_remaining", early_stop_vs_remaining(summary)),

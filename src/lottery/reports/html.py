@@ -64,7 +64,7 @@ def results_table(summary: list[dict[str, Any]], label: str | None = None) -> st
     for r in summary:
         cells = [
             "–" if r["rewind_iteration"] is None else str(r["rewind_iteration"]),
-            str(r["level"]),
+            "–" if r["level"] is None else str(r["level"]),
             f"{100 * r['density']:.2f}",
             _stats(r["final_test_accuracy"]),
             _stats(r["early_stop_iteration"], 1.0, 0),

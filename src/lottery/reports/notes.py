@@ -87,25 +87,29 @@ def marker(note: str, spec: ExperimentSpec) -> str:
     return f'<sup><a href="#note-{note}">{notes.index(note) + 1}</a></sup>'
 
 
-def measured_href(report_dir: Path) -> str:
-    """docs/measured.md relative to the report, where this installation has its source tree; else the path in
-    the source distribution."""
+def measured_href(report_dir: Path) -> str | None:
+    """docs/measured.md relative to the report, where this installation has its source tree (None elsewhere: an
+    installed package has no docs, and the report then names the page without linking it)."""
     docs = Path(__file__).resolve().parents[3] / MEASURED
     if not docs.is_file():
-        return MEASURED
+        return None
     return Path(os.path.relpath(docs, Path(report_dir).resolve())).as_posix()
 
 
 def footnotes(spec: ExperimentSpec, report_dir: Path) -> str:
     """The numbered notes, each linking to its section of docs/measured.md."""
     href = measured_href(report_dir)
+
+    def link(anchor: str, text: str) -> str:
+        return text if href is None else f'<a href="{escape(href)}{anchor}">{text}</a>'
+
     groups = {name: getattr(spec, name) for name in ("model", "training", "controls", "stability")}
     items = []
     for note in applicable(spec):
         anchor, text = NOTES[note]
-        link = f'<a href="{escape(href)}#{anchor}">{MEASURED} § {anchor.replace("-", " ")}</a>'
-        items.append(f'<li id="note-{note}">{escape(text.format(**groups))} ({link})</li>')
+        section = link(f"#{anchor}", f"{MEASURED} § {anchor.replace('-', ' ')}")
+        items.append(f'<li id="note-{note}">{escape(text.format(**groups))} ({section})</li>')
     return (
-        f'<h2>Notes</h2><p>What each number is, and every choice behind it: <a href="{escape(href)}">{MEASURED}</a> '
-        f'("What is measured").</p><ol class="notes">{"".join(items)}</ol>'
+        f"<h2>Notes</h2><p>What each number is, and every choice behind it: {link('', MEASURED)} "
+        f'("What is measured", in the lottery source).</p><ol class="notes">{"".join(items)}</ol>'
     )

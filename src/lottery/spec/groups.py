@@ -278,6 +278,67 @@ class StabilitySpec:
         return StabilitySpec(**{**self.__dict__, "rewind": rewind, "levels": levels})
 
 
+MASK_SOURCES = ("magnitude", "snip", "grasp", "synflow", "random", "early_bird")
+MASK_ABLATIONS = ("shuffle", "reinit", "invert")
+
+
+@dataclass(frozen=True)
+class MasksSpec:
+    """Masks found without IMP's retraining (pruning at initialization, early-bird), their ablations."""
+
+    sources: tuple[str, ...] = ()  # empty: none
+    densities: tuple[float, ...] = ()  # target densities of the pool
+    ablations: tuple[str, ...] = ()  # 'shuffle', 'reinit', 'invert' (Frankle et al. ICLR 2021), for every source
+    at: str = "0it"  # the dense run's iteration the mask is computed from and trained from
+    scope: str = "global"  # 'global' (one ranking over the pool) or 'layerwise' (each layer to the density)
+    seeds: tuple[int, ...] = (0,)  # every source and ablation is run once per seed
+    rounds: dict[str, int] = field(default_factory=dict)  # source -> scoring rounds (default 1; synflow 100)
+    schedule: str = "exponential"  # density schedule of iterative sources ('exponential' or 'linear')
+    snip_batches: int = 1  # seeded training batches (training.batch_size each) for snip and grasp
+    grasp_temperature: float = 1.0  # logits / T in GraSP's loss (the authors' code: 200)
+    early_bird_source: str = "magnitude"  # the source whose mask is traced over the dense run
+    early_bird_threshold: float = 0.1  # normalised Hamming distance below which the mask has settled
+    early_bird_every: str | None = None  # trace interval; None: training.eval_every
+
+    def validate(self) -> MasksSpec:
+        for source in self.sources:
+            _one_of(source, MASK_SOURCES, "masks.sources")
+        for ablation in self.ablations:
+            _one_of(ablation, MASK_ABLATIONS, "masks.ablations")
+        if self.sources and not self.densities:
+            raise UserError("masks.sources needs masks.densities (target densities, e.g. [0.2, 0.05])")
+        for density in self.densities:
+            if not 0 < density < 1:
+                raise UserError(f"masks.densities must be in (0, 1), got {density}")
+        _one_of(self.scope, ("global", "layerwise"), "masks.scope")
+        _one_of(self.schedule, ("exponential", "linear"), "masks.schedule")
+        for source, rounds in self.rounds.items():
+            _one_of(source, MASK_SOURCES[:-1], "masks.rounds key")
+            _positive(rounds, f"masks.rounds.{source}")
+        if not self.seeds:
+            raise UserError("masks.seeds needs at least one seed")
+        for seed in self.seeds:
+            _nonnegative(seed, "masks.seeds")
+        _positive(self.snip_batches, "masks.snip_batches")
+        _positive(self.grasp_temperature, "masks.grasp_temperature")
+        _one_of(self.early_bird_source, MASK_SOURCES[:-1], "masks.early_bird_source")
+        if not 0 <= self.early_bird_threshold <= 1:
+            raise UserError(f"masks.early_bird_threshold must be in [0, 1], got {self.early_bird_threshold}")
+        every = None if self.early_bird_every is None else canonical(self.early_bird_every, "masks.early_bird_every")
+        if every == "0it":
+            raise UserError("masks.early_bird_every must be at least 1 iteration")
+        return MasksSpec(
+            **{
+                **self.__dict__,
+                "sources": tuple(dict.fromkeys(self.sources)),
+                "densities": tuple(sorted(set(self.densities), reverse=True)),
+                "ablations": tuple(dict.fromkeys(self.ablations)),
+                "at": canonical(self.at, "masks.at"),
+                "early_bird_every": every,
+            }
+        )
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -287,6 +348,7 @@ class ExperimentSpec:
     imp: ImpSpec = field(default_factory=ImpSpec)
     controls: ControlsSpec = field(default_factory=ControlsSpec)
     stability: StabilitySpec = field(default_factory=StabilitySpec)
+    masks: MasksSpec = field(default_factory=MasksSpec)
     replicates: int = 1
 
     def validate(self) -> ExperimentSpec:
@@ -308,4 +370,5 @@ GROUPS = {
     "imp": ImpSpec,
     "controls": ControlsSpec,
     "stability": StabilitySpec,
+    "masks": MasksSpec,
 }

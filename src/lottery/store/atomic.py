@@ -53,8 +53,17 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    return save_safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors bytes, with `metadata` (string -> string) in the header, sorted by key: the same tensors and
+    metadata always give the same bytes (safetensors itself writes metadata in a random, per-process order)."""
+    data = save_safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    if not metadata:
+        return data
+    size = int.from_bytes(data[:8], "little")
+    header = {"__metadata__": dict(sorted(metadata.items())), **json.loads(data[8 : 8 + size])}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data that follows stays 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 def tensors_from_bytes(data: bytes) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lottery.store import atomic
+from lottery.store import atomic, provenance
 
 MANIFEST = "manifest.json"
 
@@ -26,8 +26,13 @@ def sha256(data: bytes) -> str:
 
 
 class RunDir:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, provenance: dict[str, str] | None = None) -> None:
         self.path = Path(path)
+        self.provenance = provenance  # the run's identity, written into every safetensors file (store/provenance.py)
+
+    def with_provenance(self, provenance: dict[str, str]) -> RunDir:
+        """This directory, writing `provenance` into the metadata of the safetensors files it writes."""
+        return RunDir(self.path, provenance)
 
     def __truediv__(self, name: str) -> RunDir:
         return RunDir(self.path / name)
@@ -93,7 +98,7 @@ class RunDir:
 
     # typed helpers ----------------------------------------------------------------------------------
     def write_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        self.write(name, atomic.tensors_to_bytes(tensors))
+        self.write(name, atomic.tensors_to_bytes(tensors, provenance.file_metadata(self.provenance, name)))
 
     def read_tensors(self, name: str) -> dict[str, torch.Tensor] | None:
         data = self.read(name)

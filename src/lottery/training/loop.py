@@ -21,12 +21,14 @@ from tqdm import tqdm
 from lottery import seeding
 from lottery.data import BatchStream, Splits
 from lottery.data.batches import Augment
+from lottery.loggers.track import track_evaluation
 from lottery.models import Network
 from lottery.pruning import Mask, attach
 from lottery.spec import Step, TrainingSpec
 from lottery.store import RunDir
 from lottery.training import distributed, losses
 from lottery.training.optimizer import exact_step, make_optimizer
+from lottery.training.provenance import run_metadata
 from lottery.training.schedule import lr_at
 
 DROPOUT_STREAM = 1  # seeds the global RNG (dropout) apart from data order and augmentation
@@ -45,6 +47,7 @@ class Runtime:
     compile: bool = False  # torch.compile the training forward and backward
     batch_copies: bool | None = None  # train runs of one architecture together (training/copies.py); None: where faster
     channels_last: bool | None = None  # convnets in channels_last memory format; None: on CUDA only
+    log: tuple[str, ...] = ()  # experiment trackers to log to (lottery.loggers): 'tensorboard', 'wandb', 'mlflow'
     imports: tuple[str, ...] = ()  # plugin modules (--import) that other processes (Ray workers) import too
 
 
@@ -84,6 +87,7 @@ class Job:
     snapshot_optimizer: bool = False  # also save the optimizer state there
     optimizer_state: dict[str, Any] | None = None  # restored at `start` (IMP's 'rewind' option)
     augment: Augment | None = None
+    tags: dict[str, Any] = field(default_factory=dict)  # the run's identity (training/provenance.py); not results
 
 
 def snapshot_name(iteration: int, optimizer: bool = False) -> str:
@@ -170,6 +174,7 @@ class Session:
     masks the restored optimizer state. Its methods evaluate, checkpoint and finish the run."""
 
     def __init__(self, run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime) -> None:
+        run = run.with_provenance(run_metadata(job))  # written into every safetensors file of the run
         self.run, self.model, self.data, self.job, self.runtime = run, model, data, job, runtime
         device = runtime.device
         model.to(device)
@@ -264,6 +269,7 @@ class Session:
         self.loss_sum.zero_()
         self.loss_count = 0
         self.run.write("metrics.jsonl", "".join(_json_line(r) for r in self.metrics).encode())
+        track_evaluation(self, rows)  # experiment trackers (lottery.loggers), if any are chosen
         if not self.progress_shown() and distributed.is_main():
             print(f"lottery: {self.label} iteration {t}/{self.job.schedule.end}: {describe(rows)}", file=sys.stderr)
         return rows

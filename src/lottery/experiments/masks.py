@@ -1,0 +1,309 @@
+"""Masks found without IMP's retraining, trained like the controls: each `[masks]` source computes its mask
+from W_k of the dense run (k = `masks.at`; k = 0: pruning at initialization) to each target density, and the
+subnetwork m ⊙ W_k trains from k to T. Ablations (Frankle et al., "Pruning Neural Networks at
+Initialization: Why Are We Missing the Mark?", ICLR 2021, §5): `shuffle` permutes the mask within each layer,
+`reinit` trains the mask from fresh weights, `invert` keeps the lowest scores. `early_bird` traces the mask of
+`masks.early_bird_source` over the dense run's snapshots and uses it from the iteration where it settles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lottery import seeding
+from lottery.experiments import results
+from lottery.experiments.context import Context
+from lottery.experiments.imp import dense_dir, level_dir, replicate_dir, rewind_state
+from lottery.models import Network
+from lottery.pruning import Mask, random_like
+from lottery.pruning.early_bird import mask_distance, settled_at
+from lottery.pruning.sources import find_mask, sources
+from lottery.spec import ExperimentSpec
+from lottery.store import RunDir
+from lottery.training import Job, snapshot_name, train, train_together
+from lottery.training.loop import is_finished
+
+STREAMS = {"magnitude": 21, "snip": 22, "grasp": 23, "synflow": 24, "random": 25, "early_bird": 26,
+           "shuffle": 31, "reinit": 32, "invert": 33, "trace": 40}  # fmt: skip
+
+
+def kinds(spec: ExperimentSpec) -> list[str]:
+    """Every kind of run the spec asks for: each source, then `<source>_<ablation>`."""
+    return [*spec.masks.sources, *(f"{s}_{a}" for s in spec.masks.sources for a in spec.masks.ablations)]
+
+
+def split_kind(kind: str) -> tuple[str, str | None]:
+    """'snip_shuffle' -> ('snip', 'shuffle'); 'early_bird' -> ('early_bird', None)."""
+    for ablation in ("shuffle", "reinit", "invert"):
+        if kind.endswith(f"_{ablation}"):
+            return kind[: -len(ablation) - 1], ablation
+    return kind, None
+
+
+def masks_dir(replicate_dir: RunDir) -> RunDir:
+    return replicate_dir / "masks"
+
+
+def mask_run_dir(replicate_dir: RunDir, kind: str, density: float, seed: int) -> RunDir:
+    return masks_dir(replicate_dir) / kind / f"density_{density:g}_seed{seed}"
+
+
+def derived_seed(kind: str, seed: int, replicate: int) -> int:
+    """The seed a source or ablation actually uses, from its recorded seed, its replicate and its kind."""
+    source, ablation = split_kind(kind)
+    return seeding.derive(seed, replicate, STREAMS[source], STREAMS[ablation] if ablation else 0)
+
+
+def at_iteration(ctx: Context) -> int:
+    return ctx._iterations("masks.at", (ctx.spec.masks.at,))[0]
+
+
+def trace_points(ctx: Context) -> list[int]:
+    """The dense run's iterations whose weights the early-bird trace reads (the end T: its final weights)."""
+    if "early_bird" not in ctx.spec.masks.sources:
+        return []
+    from lottery.spec import Step
+
+    every = ctx.spec.masks.early_bird_every or ctx.spec.training.eval_every
+    step = max(1, Step.parse(every).to_iterations(ctx.schedule.iterations_per_epoch))
+    return [*range(0, ctx.schedule.end, step), ctx.schedule.end]
+
+
+def snapshot_points(ctx: Context) -> list[int]:
+    """The dense run's snapshots [masks] needs besides the rewind points: W_at, and the trace points."""
+    if not ctx.spec.masks.sources:
+        return []
+    return sorted({at_iteration(ctx), *trace_points(ctx)[:-1]})
+
+
+def score_batches(ctx: Context, derived: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`masks.snip_batches` training batches of `training.batch_size`, drawn without replacement by `derived`."""
+    size, count = ctx.spec.training.batch_size, ctx.spec.masks.snip_batches
+    n = len(ctx.data.train_x)
+    order = torch.randperm(n, generator=seeding.generator(derived))[: size * count].to(ctx.data.train_x.device)
+    return [(ctx.data.train_x[idx], ctx.data.train_y[idx]) for idx in order.split(size)]
+
+
+def compute_mask(
+    ctx: Context, weights: dict[str, torch.Tensor], source: str, density: float, derived: int, invert: bool
+) -> Mask:
+    """`source`'s mask at `density` of the network holding `weights`, with the spec's scope, rounds, schedule
+    and ignore rules."""
+    spec = ctx.spec.masks
+    model = ctx.model(0, weights)
+    needs_data = sources.get(source).needs_data
+    mask = find_mask(
+        model,
+        source,
+        density=density,
+        scope=spec.scope,
+        rounds=spec.rounds.get(source),
+        schedule=spec.schedule,
+        invert=invert,
+        ignore=ctx.spec.pruning.layers_to_ignore,
+        layer_kinds=ctx.layer_kinds,
+        names=list(ctx.layer_kinds),
+        batches=score_batches(ctx, derived) if needs_data else None,
+        seed=derived % 2**63,
+        input_shape=ctx.data.input_shape,
+        grasp_temperature=spec.grasp_temperature,
+    )
+    return ctx.mask(mask)
+
+
+def dense_weights(ctx: Context, replicate_dir: RunDir, replicate: int, t: int) -> dict[str, torch.Tensor]:
+    """W_t of the dense run: a snapshot, or the final weights at the end."""
+    run = dense_dir(replicate_dir)
+    if t == ctx.schedule.end:
+        weights = run.read_tensors("final.safetensors")
+    else:
+        weights = run.read_tensors(snapshot_name(t))
+    if weights is None:
+        from lottery.experiments.imp import train_dense
+
+        train_dense(ctx, replicate_dir, replicate, alone=True)
+        return dense_weights(ctx, replicate_dir, replicate, t)
+    return weights
+
+
+def trace(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]:
+    """The early-bird trace of one replicate (computed once, then read from `masks/early_bird.json`): for each
+    target density, the distance between the masks at successive trace points and the iteration where the
+    mask settles below `masks.early_bird_threshold` (None: it never does; the final mask is then used)."""
+    out = masks_dir(replicate_dir)
+    stored = out.read_json("early_bird.json")
+    if stored is not None:
+        return stored
+    spec = ctx.spec.masks
+    points = trace_points(ctx)
+    derived = seeding.derive(0, replicate, STREAMS["trace"])
+    previous: dict[float, Mask] = {}
+    distances: dict[float, list[float | None]] = {d: [] for d in spec.densities}
+    for t in points:
+        weights = dense_weights(ctx, replicate_dir, replicate, t)
+        for density in spec.densities:
+            mask = compute_mask(ctx, weights, spec.early_bird_source, density, derived, invert=False)
+            distances[density].append(mask_distance(previous[density], mask) if density in previous else None)
+            previous[density] = mask
+    data = {
+        "source": spec.early_bird_source,
+        "threshold": spec.early_bird_threshold,
+        "iterations": points,
+        "densities": [
+            {
+                "density": density,
+                "distances": distances[density],
+                "settled_at": settled_at(points, distances[density], spec.early_bird_threshold),
+            }
+            for density in spec.densities
+        ],
+    }
+    out.write_json("early_bird.json", data)
+    return data
+
+
+def early_bird_iteration(ctx: Context, replicate_dir: RunDir, replicate: int, density: float) -> int:
+    entry = next(e for e in trace(ctx, replicate_dir, replicate)["densities"] if e["density"] == density)
+    return entry["settled_at"] if entry["settled_at"] is not None else ctx.schedule.end
+
+
+def source_mask(
+    ctx: Context, replicate_dir: RunDir, replicate: int, source: str, density: float, seed: int, invert: bool
+) -> tuple[Mask, dict[str, Any]]:
+    """(mask, what was recorded about it) of `source` at `density` for this replicate and recorded seed."""
+    derived = derived_seed(f"{source}_invert" if invert else source, seed, replicate)
+    if source == "early_bird":
+        t = early_bird_iteration(ctx, replicate_dir, replicate, density)
+        weights = dense_weights(ctx, replicate_dir, replicate, t)
+        trace_seed = seeding.derive(0, replicate, STREAMS["trace"])
+        mask = compute_mask(ctx, weights, ctx.spec.masks.early_bird_source, density, trace_seed, invert)
+        return mask, {"computed_at": t, "early_bird_source": ctx.spec.masks.early_bird_source}
+    k = at_iteration(ctx)
+    weights = dense_weights(ctx, replicate_dir, replicate, k)
+    return compute_mask(ctx, weights, source, density, derived, invert), {"computed_at": k, "derived_seed": derived}
+
+
+def run_source(ctx: Context, replicate_dir: RunDir, replicate: int, kind: str, density: float, seed: int) -> dict:
+    """Train the subnetwork of mask source (or ablation) `kind` at `density`, or read it back. Where runs are
+    stacked (`lottery.training.should_batch`), every kind the spec plans at this density and seed trains with it,
+    as one stacked model (their tasks then find them finished), as a level's controls do."""
+    group = kinds(ctx.spec)
+    stacked = len(group) > 1 and ctx.stacks(len(group))  # the same for every caller
+    wanted = [kind] + ([other for other in group if other != kind] if stacked else [])
+    k = at_iteration(ctx)
+    runs = [mask_run_dir(replicate_dir, other, density, seed) for other in wanted]
+    if is_finished(runs[0], ctx.job(replicate, start=k)) and not stacked:
+        return runs[0].read_json("summary.json")
+    if all(is_finished(run, ctx.job(replicate, start=k)) for run in runs):
+        return runs[0].read_json("summary.json")
+    memo: dict[tuple[str, bool], tuple[Mask, dict[str, Any]]] = {}
+    models, jobs = [], []
+    for other, run in zip(wanted, runs, strict=True):
+        model, job = mask_start(ctx, replicate_dir, replicate, other, density, seed, run, memo)
+        models.append(model)
+        jobs.append(job)
+    ctx.runtime.label = f"r{replicate} " + (
+        f"masks {100 * density:.3g}%" if stacked else f"{kind} {100 * density:.3g}%"
+    )
+    if not stacked:
+        return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
+    return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)[0]
+
+
+def mask_start(
+    ctx: Context,
+    replicate_dir: RunDir,
+    replicate: int,
+    kind: str,
+    density: float,
+    seed: int,
+    run: RunDir,
+    memo: dict[tuple[str, bool], tuple[Mask, dict[str, Any]]],
+) -> tuple[Network, Job]:
+    """(model holding m ⊙ W_k, job) of one [masks] run; records how its mask was made in `source.json`.
+    `memo` shares the masks computed for one group of runs."""
+    k = at_iteration(ctx)
+    source, ablation = split_kind(kind)
+    record: dict[str, Any] = {"kind": kind, "source": source, "ablation": ablation, "target_density": density,
+                              "seed": seed, "replicate": replicate, "at": k, "scope": ctx.spec.masks.scope}  # fmt: skip
+    invert = ablation == "invert"
+    if (source, invert) not in memo:
+        memo[(source, invert)] = source_mask(ctx, replicate_dir, replicate, source, density, seed, invert)
+    mask, info = memo[(source, invert)]
+    record.update(info)
+    rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
+    if ablation is not None:
+        record["ablation_seed"] = derived_seed(kind, seed, replicate)
+    if ablation == "shuffle":
+        mask = random_like(mask, None, seeding.generator(record["ablation_seed"]))
+    if ablation == "reinit":
+        fresh = ctx.model(record["ablation_seed"] % 2**63)
+        rewound, optimizer_state = {n: v.detach().cpu() for n, v in fresh.state_dict().items()}, None
+    record["mask"] = mask.report()
+    if not is_finished(run, ctx.job(replicate, start=k)):
+        run.write_json("source.json", record)
+    tags = ctx.tags(run, replicate, kind, None, k, seed=seed, target_density=density)  # level: none (not IMP)
+    job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state, tags=tags)
+    return ctx.model(0, mask.apply_to(rewound)), job
+
+
+def imp_replicate_distances(experiment: RunDir, spec: ExperimentSpec, rewinds: list[int]) -> list[dict[str, Any]]:
+    """Is the ticket itself stable? The normalised Hamming distance between the IMP masks of every pair of
+    replicates (different init and data order), per rewind point and level, next to the distance two random
+    masks of those densities would have on average (d_a + d_b − 2·d_a·d_b)."""
+    out = []
+    for k in rewinds:
+        for level in range(1, spec.imp.levels + 1):
+            masks = {}
+            for r in range(spec.replicates):
+                run = level_dir(replicate_dir(experiment, r), k, level)
+                tensors = run.read_tensors("mask.safetensors") if run.read_json("summary.json") else None
+                if tensors is not None:
+                    masks[r] = Mask(tensors)
+            for a in sorted(masks):
+                for b in sorted(masks):
+                    if a < b:
+                        da, db = masks[a].density, masks[b].density
+                        out.append({"rewind_iteration": k, "level": level, "a": a, "b": b,
+                                    "density": (da + db) / 2, "distance": mask_distance(masks[a], masks[b]),
+                                    "random_expectation": da + db - 2 * da * db})  # fmt: skip
+    return out
+
+
+def rows(experiment: RunDir, spec: ExperimentSpec, replicate_dir: RunDir, replicate: int) -> list[dict[str, Any]]:
+    """The results rows of one replicate's [masks] runs (kind = the source, or `<source>_<ablation>`)."""
+    out = []
+    for kind in kinds(spec):
+        for density in spec.masks.densities:
+            for seed in spec.masks.seeds:
+                run = mask_run_dir(replicate_dir, kind, density, seed)
+                record = run.read_json("source.json") or {}
+                row = results.run_row(
+                    experiment, run, kind=kind, replicate=replicate, rewind_iteration=record.get("at"), level=None,
+                    seed=seed, target_density=density,
+                )  # fmt: skip
+                if row is not None:
+                    out.append({**row, "computed_at": record.get("computed_at")})
+    return out
+
+
+def collect(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
+    """results.json's "masks" section: each replicate's early-bird trace, and the IMP mask distance between
+    replicates (empty parts left out)."""
+    out: dict[str, Any] = {}
+    if "early_bird" in spec.masks.sources:
+        traces = []
+        for r in range(spec.replicates):
+            stored = masks_dir(replicate_dir(experiment, r)).read_json("early_bird.json")
+            if stored is not None:
+                traces.append({"replicate": r, **stored})
+        if traces:
+            out["early_bird"] = traces
+    if spec.replicates > 1 and spec.imp.levels:
+        first = replicate_dir(experiment, 0).path
+        rewinds = sorted(int(p.name[7:-2]) for p in first.glob("rewind_*it"))
+        distances = imp_replicate_distances(experiment, spec, rewinds)
+        if distances:
+            out["imp_replicate_distance"] = distances
+    return out

@@ -1,0 +1,49 @@
+"""Which run directory of an experiment `lottery export` means: (kind, level, rewind point, replicate, seed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lottery.errors import UserError
+from lottery.store import RunDir
+
+KINDS = ("imp", "dense", "random_reinit", "random_prune", "random_prune_global")
+
+
+def _rewind_points(replicate: Path) -> list[int]:
+    return sorted(int(p.name[len("rewind_") : -len("it")]) for p in replicate.glob("rewind_*it") if p.is_dir())
+
+
+def find_run(
+    experiment: Path, level: int, kind: str = "imp", rewind: int | None = None, replicate: int = 0, seed: int = 0
+) -> RunDir:
+    """The finished run directory of (kind, level, rewind, replicate, seed); UserError saying what exists when
+    there is no such run. Level 0 is the dense network (kind 'imp' or 'dense'); `rewind` may be left out when
+    the experiment has one rewind point."""
+    if kind not in KINDS:
+        raise UserError(f"unknown kind '{kind}' (allowed: {', '.join(KINDS)})")
+    rdir = Path(experiment) / f"replicate_{replicate}"
+    if not rdir.is_dir():
+        raise UserError(f"{experiment} has no replicate {replicate} (is it an experiment directory?)")
+    if level < 0:
+        raise UserError(f"--level must be >= 0, got {level}")
+    if level == 0:
+        if kind not in ("imp", "dense"):
+            raise UserError(f"level 0 is the dense network; --kind {kind} needs a level >= 1")
+        run = RunDir(rdir / "level_0")
+    else:
+        if kind == "dense":
+            raise UserError("--kind dense is level 0 (the dense network); give --level 0")
+        points = _rewind_points(rdir)
+        if rewind is None:
+            if len(points) != 1:
+                raise UserError(f"give --rewind K: this experiment has rewind points {points or 'none'}")
+            rewind = points[0]
+        elif rewind not in points:
+            raise UserError(f"no rewind point {rewind} in {experiment} (it has: {points or 'none'})")
+        run = RunDir(rdir / f"rewind_{rewind}it" / f"level_{level}")
+        if kind != "imp":
+            run = run / "controls" / f"{kind}_seed{seed}"
+    if run.read_json("summary.json") is None:
+        raise UserError(f"{run.path} holds no finished run (run the experiment first; see 'lottery show')")
+    return run

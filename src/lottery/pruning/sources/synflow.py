@@ -1,0 +1,33 @@
+"""`synflow`: Iterative Synaptic Flow Pruning (Tanaka, Kunin, Yamins, Ganguli, "Pruning neural networks without
+any data by iteratively conserving synaptic flow", NeurIPS 2020, Algorithm 1): data-free; with every
+parameter replaced by its absolute value and an all-ones input, R = 1ᵀ(∏_l |W_l|)1 is the sum of the
+network's outputs, and the score is the synaptic saliency |∂R/∂w ⊙ w| (Eq. 2 with R_SF). Scores are
+recomputed on the masked network over 100 rounds with an exponential density schedule by default (the
+paper's §6). BatchNorm as in the authors' code: the network in eval mode (running statistics), double
+precision; the absolute values are taken on a working copy, so the model's signs are untouched."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lottery.pruning.sources.base import ScoreInput, register, weights_of
+
+
+@register("synflow", default_rounds=100)
+def synflow(inp: ScoreInput) -> dict[str, Tensor]:
+    """Score = |∂R/∂w ⊙ w| with R the output sum of the |θ| network on an all-ones input."""
+    model = inp.model
+    model.eval()
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.abs_()
+    shape = inp.options.get("input_shape")
+    if shape is None:
+        raise ValueError("synflow needs the input shape (input_shape=(C, H, W) or batches)")
+    first = next(model.parameters())
+    r = model(torch.ones((1, *shape), dtype=torch.float64, device=first.device)).sum()
+    weights = weights_of(model, inp.names)
+    grads = torch.autograd.grad(r, weights)
+    return {name: (g * w).detach().abs() for name, g, w in zip(inp.names, grads, weights, strict=True)}

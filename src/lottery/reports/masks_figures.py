@@ -1,0 +1,246 @@
+"""Figures and a report section for `[masks]` runs: accuracy vs. weights remaining for IMP and every mask source
+with its ablations, the per-layer densities each method chooses (layer collapse shows as a red cross at the
+bottom), the early-bird mask distance over the dense run, and how far the IMP masks of two replicates lie apart."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from lottery.reports.figures import Figures, dense_reference, register
+from lottery.reports.html import register_section
+from lottery.reports.plot import (
+    Series,
+    draw_reference,
+    draw_series,
+    kind_color,
+    legend_below,
+    remaining_axis,
+    stats_point,
+)
+from lottery.spec.groups import MASK_SOURCES
+
+ABLATION_STYLES = {None: ("-", "o"), "shuffle": (":", "s"), "reinit": ("--", "^"), "invert": ("-.", "v")}
+COLLAPSE_FLOOR = 1e-3  # percent: where a layer with nothing left is drawn
+
+
+def _split(kind: str) -> tuple[str, str | None]:
+    from lottery.experiments.masks import split_kind
+
+    return split_kind(kind)
+
+
+def _mask_rows(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in summary if r.get("target_density") is not None]
+
+
+def source_colors(sources: list[str]) -> dict[str, Any]:
+    """One colour per source, the same in every figure and report (IMP keeps its blue)."""
+    cmap = colormaps["tab10"]
+    slots = [3, 4, 5, 6, 7, 8, 9, 1, 2]  # not blue: IMP's
+    known = [*MASK_SOURCES, *sorted(set(sources) - set(MASK_SOURCES))]
+    return {source: cmap(slots[known.index(source) % len(slots)]) for source in sources}
+
+
+def imp_series(summary: list[dict[str, Any]], metric: str) -> list[Series]:
+    """IMP per rewind point: 'reset' at k = 0, 'rewound to k' otherwise."""
+    groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in summary:
+        if row["kind"] == "imp":
+            groups[row["rewind_iteration"]].append(row)
+    series = []
+    for i, k in enumerate(sorted(groups)):
+        label = "IMP, reset (k=0)" if k == 0 else f"IMP, rewound to k={k}"
+        points = [stats_point(100 * r["density"], r[metric], 100.0) for r in groups[k]]
+        series.append(Series(label, points, color=kind_color("imp", i, len(groups)), linestyle="-", marker="D"))
+    return series
+
+
+def kind_series(rows: list[dict[str, Any]], kind: str, metric: str, color: Any) -> Series:
+    _, ablation = _split(kind)
+    linestyle, marker = ABLATION_STYLES[ablation]
+    points = [stats_point(100 * r["density"], r[metric], 100.0) for r in rows if r["kind"] == kind]
+    return Series(kind, points, color=color, linestyle=linestyle, marker=marker)
+
+
+def accuracy_by_source(summary: list[dict[str, Any]], metric: str = "final_test_accuracy") -> Figure | None:
+    """Panel 1: IMP and every source; then one panel per source with its ablations."""
+    rows = _mask_rows(summary)
+    if not rows:
+        return None
+    kinds = sorted({r["kind"] for r in rows})
+    sources = sorted({_split(kind)[0] for kind in kinds}, key=lambda s: [_split(k)[0] for k in kinds].index(s))
+    colors = source_colors(sources)
+    panels = [("IMP and every mask source", [k for k in kinds if _split(k)[1] is None])]
+    panels += [(f"{source} and its ablations", [k for k in kinds if _split(k)[0] == source]) for source in sources]
+    panels = [p for i, p in enumerate(panels) if i == 0 or len(p[1]) > 1] or panels[:1]
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    figure = Figure(figsize=(5.2 * ncols, 4.2 * nrows + 1.2), layout="constrained")
+    axes = list(figure.subplots(nrows, ncols, sharey=True, squeeze=False).reshape(-1))
+    imp = imp_series(summary, metric)
+    percents = {float(f"{100 * r['density']:.2g}") for r in summary if r["kind"] != "dense"}  # 25.09 and 25: one tick
+    reference = dense_reference(summary, metric, 100.0)
+    for ax, (title, members) in zip(axes, panels):
+        if reference is not None:
+            draw_reference(ax, reference)
+        draw_series(ax, [*imp, *(kind_series(rows, k, metric, colors[_split(k)[0]]) for k in members)])
+        remaining_axis(ax, percents)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(metric.replace("_", " ") + " (%)")
+        ax.tick_params(labelleft=True)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    figure.suptitle(
+        "Masks without retraining vs. IMP (mean over replicates and seeds; error bars: min/max)\n"
+        "solid: the source · dotted: shuffled within each layer · dashed: reinitialised · dash-dot: inverted scores",
+        fontsize=10.5,
+    )
+    legend_below(figure, axes[: len(panels)], ncol=6)
+    return figure
+
+
+def _layer_densities(
+    runs: list[dict[str, Any]], kind: str, target: float | None, level: int | None
+) -> dict[str, float]:
+    members = [
+        r
+        for r in runs
+        if r["kind"] == kind and not r["diverged"] and r.get("target_density") == target and r["level"] == level
+    ]
+    if not members:
+        return {}
+    names = list(members[0]["layer_densities"])
+    return {n: statistics.fmean(r["layer_densities"][n] for r in members) for n in names}
+
+
+def layer_densities(results: dict[str, Any]) -> Figure | None:
+    """Per-layer density each source chooses at each target density (and IMP at the nearest level)."""
+    runs = results.get("runs") or []
+    targets = sorted({r["target_density"] for r in runs if r.get("target_density") is not None}, reverse=True)
+    if not targets:
+        return None
+    sources = list(dict.fromkeys(r["kind"] for r in runs if r.get("target_density") is not None))
+    sources = [k for k in sources if _split(k)[1] in (None, "invert")]
+    colors = source_colors(list(dict.fromkeys(_split(k)[0] for k in sources)))
+    imp_runs = [r for r in runs if r["kind"] == "imp" and not r["diverged"]]
+    figure = Figure(figsize=(min(4.6 * len(targets), 18.0) + 0.6, 5.2), layout="constrained")
+    axes = list(figure.subplots(1, len(targets), sharey=True, squeeze=False)[0])
+    for ax, target in zip(axes, targets):
+        lines = [(k, _layer_densities(runs, k, target, None), colors[_split(k)[0]], ABLATION_STYLES[_split(k)[1]])
+                 for k in sources]  # fmt: skip
+        if imp_runs:
+            level = min({r["level"] for r in imp_runs}, key=lambda lv: abs(_mean_density(imp_runs, lv) - target))
+            k0 = min(r["rewind_iteration"] for r in imp_runs)
+            chosen = [r for r in imp_runs if r["rewind_iteration"] == k0]
+            label = f"IMP level {level} ({100 * _mean_density(imp_runs, level):.3g}%)"
+            lines.insert(0, (label, _layer_densities(chosen, "imp", None, level), kind_color("imp"), ("-", "D")))
+        names: list[str] = []
+        for label, densities, color, (linestyle, marker) in lines:
+            if not densities:
+                continue
+            names = names or list(densities)
+            values = [100 * densities[n] for n in names]
+            ax.plot(range(len(names)), [max(v, COLLAPSE_FLOOR) for v in values], color=color, linestyle=linestyle,
+                    marker=marker, markersize=4, label=label)  # fmt: skip
+            collapsed = [i for i, v in enumerate(values) if v == 0]
+            if collapsed:
+                ax.plot(collapsed, [COLLAPSE_FLOOR] * len(collapsed), "x", color="red", markersize=10, mew=2)
+        ax.axhline(100 * target, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(names)), [n.removesuffix(".weight") for n in names], rotation=60, fontsize=7)
+        ax.set_title(f"target {100 * target:.3g}% remaining", fontsize=10)
+        ax.set_ylabel("percent of the layer's weights kept (log)")
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelleft=True)
+    axes[0].plot([], [], "x", color="red", label="layer collapse (nothing kept)")
+    figure.suptitle("Per-layer densities each method chooses (grey: the target; mean over replicates, seeds)")
+    legend_below(figure, axes, ncol=5)
+    return figure
+
+
+def _mean_density(runs: list[dict[str, Any]], level: int) -> float:
+    return statistics.fmean(r["density"] for r in runs if r["level"] == level)
+
+
+def early_bird_distance(results: dict[str, Any]) -> Figure | None:
+    """Normalised Hamming distance between successive masks over the dense run, per target density."""
+    traces = (results.get("masks") or {}).get("early_bird") or []
+    if not traces:
+        return None
+    figure = Figure(figsize=(8.0, 5.2), layout="constrained")
+    ax = figure.subplots()
+    cmap = colormaps["viridis"]
+    count = len(traces[0]["densities"])
+    for r, trace in enumerate(traces):
+        for i, entry in enumerate(trace["densities"]):
+            points = [(t, d) for t, d in zip(trace["iterations"], entry["distances"]) if d is not None]
+            color = cmap(0.85 * i / max(1, count - 1))
+            label = f"{100 * entry['density']:.3g}% remaining" if r == 0 else None
+            ax.plot([p[0] for p in points], [p[1] for p in points], color=color, marker="o", markersize=3,
+                    linestyle=("-", "--", ":", "-.")[r % 4], label=label)  # fmt: skip
+            if entry["settled_at"] is not None:
+                ax.axvline(entry["settled_at"], color=color, linewidth=0.8, alpha=0.6)
+    ax.axhline(traces[0]["threshold"], color="red", linestyle="--", linewidth=1, label="threshold")
+    ax.set_xlabel("training iteration of the dense run")
+    ax.set_ylabel("normalised Hamming distance to the previous mask")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(
+        f"Early-bird: how much the {traces[0]['source']} mask still changes (vertical: where it settles; "
+        "one line style per replicate)",
+        fontsize=9.5,
+    )
+    legend_below(figure, [ax], ncol=4)
+    return figure
+
+
+@register
+def mask_figures(results: dict[str, Any], experiment_dir: Path) -> Figures:
+    made = [
+        ("mask_sources_vs_remaining", accuracy_by_source(results.get("summary") or [])),
+        ("mask_layer_densities", layer_densities(results)),
+        ("early_bird_mask_distance", early_bird_distance(results)),
+    ]
+    return [(name, figure) for name, figure in made if figure is not None]
+
+
+@register_section
+def mask_section(results: dict[str, Any], experiment_dir: Path) -> str | None:
+    """Where each replicate's early-bird mask settles, and the distance between replicates' IMP masks."""
+    masks = results.get("masks") or {}
+    parts = []
+    if masks.get("early_bird"):
+        rows = "".join(
+            f"<tr><td>{t['replicate']}</td><td>{100 * e['density']:.3g}</td>"
+            f"<td>{'not settled' if e['settled_at'] is None else e['settled_at']}</td></tr>"
+            for t in masks["early_bird"]
+            for e in t["densities"]
+        )
+        source, threshold = masks["early_bird"][0]["source"], masks["early_bird"][0]["threshold"]
+        parts.append(
+            f"<h2>Early-bird masks</h2><p>The iteration from which the {escape(source)} mask's normalised Hamming "
+            f"distance to the previous trace point stays below {threshold:g} (You et al., ICLR 2020).</p>"
+            "<table><thead><tr><th>replicate</th><th>% remaining</th><th>settled at iteration</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    if masks.get("imp_replicate_distance"):
+        rows = "".join(
+            f"<tr><td>{d['rewind_iteration']}</td><td>{d['level']}</td><td>{d['a']}–{d['b']}</td>"
+            f"<td>{100 * d['density']:.3g}</td><td>{d['distance']:.4f}</td><td>{d['random_expectation']:.4f}</td></tr>"
+            for d in masks["imp_replicate_distance"]
+        )
+        parts.append(
+            "<h2>Is the ticket itself stable?</h2><p>Normalised Hamming distance between the IMP masks of two "
+            "replicates (different initialisation and data order), next to the distance two random masks of "
+            "those densities would have on average.</p><table><thead><tr><th>rewind k</th><th>level</th>"
+            "<th>replicates</th><th>% remaining</th><th>distance</th><th>random masks</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    return "".join(parts) or None
