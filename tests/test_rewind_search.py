@@ -86,7 +86,7 @@ def test_bracket_search_stops_when_the_budget_is_spent() -> None:
 @pytest.fixture(scope="module")
 def known(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunDir, dict]:
     root = tmp_path_factory.mktemp("rewind") / "runs"
-    experiment, found = run_search(tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=4)
+    experiment, found = run_search(tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=3)
     return root, experiment, found
 
 
@@ -95,6 +95,7 @@ def test_search_finds_the_stability_point_known_by_construction(known: tuple[Pat
     for subject in ("dense", "imp"):
         lo, hi = found[subject]["bracket"]
         assert found[subject]["complete"] and lo < T <= hi and found[subject]["k"] == hi, subject
+        assert hi - lo == 2  # grid bracket [16, 32], bisected at 24, 28 and 30
         probes = {p["k"]: p for p in found[subject]["probe"]}
         assert probes[hi]["stable"] and probes[hi]["barrier"] == 0 and not probes[lo]["stable"]
         assert {"k", "barrier", "accuracy", "stable", "matching"} <= set(probes[hi])
