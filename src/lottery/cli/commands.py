@@ -43,7 +43,23 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         batch_copies=args.batch_copies,
         log=loggers.parse(args.log if args.log is not None else os.environ.get("LOTTERY_LOG")),
         imports=tuple(args.imports),
+        data_workers=_data_workers(args),
+        gpus_per_task=_gpus_per_task(args),
     )
+
+
+def _gpus_per_task(args: argparse.Namespace) -> float | None:
+    gpus = getattr(args, "gpus_per_task", None)
+    if gpus is not None and gpus < 0:
+        raise UserError(f"--gpus-per-task must be >= 0, got {gpus}")
+    return gpus
+
+
+def _data_workers(args: argparse.Namespace) -> int | None:
+    workers = getattr(args, "data_workers", None)
+    if workers is not None and workers < 0:
+        raise UserError(f"--data-workers must be >= 0, got {workers}")
+    return workers
 
 
 def _experiment(args: argparse.Namespace, dense_only: bool) -> int:
@@ -109,11 +125,12 @@ def _settings(point: dict | None) -> str:
 def presets(args: argparse.Namespace) -> int:
     from lottery.presets import presets as registry
 
-    if args.show:
+    if args.show is not None:
         preset = registry.get(args.show)
         print(f"# {preset.name}: {preset.description}\n")
         print(tomli_w.dumps(preset.settings), end="")
         return 0
+    width = max(map(len, registry), default=0)
     for name in registry:
         preset = registry.get(name)
         t = preset.settings.get("training", {})
@@ -123,7 +140,7 @@ def presets(args: argparse.Namespace) -> int:
             f"{m.get('name', '?')} on {d}: {t.get('optimizer', 'sgd')} lr {t.get('lr', 0.1)}, "
             f"batch {t.get('batch_size', 128)}, {t.get('training_steps', '1ep')}"
         )
-        print(f"{name:18s} {summary}")
+        print(f"{name:{width}s} {summary}")
     print("\n'lottery presets --show NAME' prints one in full.")
     print("Your own models, datasets and losses: 'lottery run --import MODULE spec.toml' (docs/plugins.md).")
     return 0
@@ -183,17 +200,25 @@ def export(args: argparse.Namespace) -> int:
 
 def verify(args: argparse.Namespace) -> int:
     from lottery.store import RunDir
+    from lottery.store.groups import group_problems
+    from lottery.store.run_dir import MANIFEST, missing_manifests
 
     if not args.path.is_dir():
         raise UserError(f"{args.path} is not a directory")
     checked = bad = 0
-    for manifest in sorted(args.path.rglob("manifest.json")):
+    for manifest in sorted(args.path.rglob(MANIFEST)):
         run = RunDir(manifest.parent)
         entries = run.manifest()
         checked += len(entries)
         for name, problem in run.verify():
             bad += 1
             print(f"{run.path / name}: {problem}")
+    for directory, count in missing_manifests(args.path):
+        bad += 1
+        print(f"{directory / MANIFEST}: missing (the {count} artifact(s) here are untrusted and will be recomputed)")
+    for path, problem in group_problems(args.path):
+        bad += 1
+        print(f"{path}: {problem}")
     print(f"{checked} artifacts checked, {bad} problem(s)")
     return 1 if bad else 0
 
@@ -226,7 +251,7 @@ def sweep(args: argparse.Namespace) -> int:
         raise UserError("--retries must be >= 0 and --workers >= 1")
     finished, outcome = run_sweep(
         args.spec, args.preset, args.overrides, store_root(args.out), _runtime(args),
-        args.executor, args.address, args.workers, args.retries,
+        args.executor, args.address, args.workers, args.retries, args.wait,
     )  # fmt: skip
     total = len(outcome.done) + len(outcome.failed) + len(outcome.skipped)
     print(f"{len(outcome.done)}/{total} tasks done, {len(outcome.failed)} failed, {len(outcome.skipped)} skipped")

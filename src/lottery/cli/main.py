@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +15,7 @@ SWITCH = {"auto": None, "on": True, "off": False}  # the values of the runtime's
 
 EPILOG = (
     "Docs: README.md, docs/run-format.md. Exit codes: 0 ok; 1 verify found problems or a sweep task failed; "
-    "2 bad input or a failed write (nothing lost)."
+    "2 bad input or a failed write (nothing lost); 130/143 interrupted/terminated (the same command resumes)."
 )
 
 
@@ -62,6 +64,9 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         help="progress bar (bar), log lines (log), or bar only on a terminal (auto)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (slow to start)")
+    p.add_argument(
+        "--data-workers", type=int, metavar="N", help="image folders: decoding processes (default: CPUs, up to 8)"
+    )
     p.add_argument(
         "--log",
         metavar="TRACKERS",
@@ -121,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--address", help="with --executor ray: join this Ray cluster (default: start a local one)")
     p.add_argument("--workers", type=int, metavar="N", help="with a local Ray instance: number of worker CPUs")
+    p.add_argument(
+        "--gpus-per-task",
+        type=float,
+        metavar="G",
+        help="with --executor ray: GPUs per task (default: 1 on CUDA)",
+    )
     p.add_argument("--retries", type=int, default=1, metavar="N", help="retries of a failing task (default 1)")
     p = sub.add_parser(
         "rewind-search", help="the earliest stable rewind point of the dense network and of an IMP level", epilog=EPILOG
@@ -164,7 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler pre-empting the job, `kill`): unwinds like Ctrl-C, so writes in flight end cleanly."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = build_parser().parse_args(argv)
         for name in ("channels_last", "batch_copies"):  # auto|on|off -> None|True|False for the runtime
@@ -184,3 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lottery: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("lottery: terminated (SIGTERM); run the same command again to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
