@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from lottery.experiments import controls, imp, masks, results, stability
+from lottery.experiments import controls, imp, masks, predictors, results, stability
 from lottery.experiments.context import Context
 from lottery.experiments.plan import execute, plan, replicate_dir
 from lottery.loggers.summary import log_experiment
@@ -83,6 +83,7 @@ def write_results(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
     if spec.stability.rewind:
         points = stability.collect(experiment, spec.replicates)
         data["stability"] = {"settings": to_dict(spec)["stability"], "points": points}
+        data["predictors"] = predictors.predictors(points, rows)  # which measure predicts the accuracy gap
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, stability.PAIR_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
