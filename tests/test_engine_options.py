@@ -108,7 +108,7 @@ def test_optimizer_hyperparameters_reach_torch() -> None:
         (["training.optimizer=adagrad", "training.lr_decay=-1"], "training.lr_decay must be >= 0"),
         (["training.optimizer=sgd", "training.eps=1e-8"], "training.eps applies to"),
         (["training.optimizer=lion"], "unknown training.optimizer 'lion'"),
-        (["training.schedule=linear"], "unknown training.schedule 'linear'"),
+        (["training.schedule=triangle"], "unknown training.schedule 'triangle'"),
         (["training.schedule=cosine", "training.milestone_steps=['10it']"], "milestone_steps apply to"),
         (["training.loss=nll", "training.label_smoothing=0.1"], "label_smoothing applies to"),
         (["training.label_smoothing=1"], "training.label_smoothing must be in [0, 1)"),
