@@ -14,17 +14,17 @@ from lottery.errors import UserError
 from lottery.experiments.context import Context
 from lottery.models import Network
 from lottery.pruning import Mask, prune
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import Job, distributed, snapshot_name, train, train_together
 
 
 def replicate_dir(experiment: RunDir, replicate: int) -> RunDir:
-    return experiment / f"replicate_{replicate}"
+    return layout.replicate(experiment, replicate)
 
 
 def sibling(replicate_dir: RunDir, replicate: int) -> RunDir:
     """Replicate `replicate`'s directory, next to another replicate's."""
-    return RunDir(replicate_dir.path.parent / f"replicate_{replicate}")
+    return layout.sibling(replicate_dir, replicate)
 
 
 def stacked(ctx: Context) -> bool:
@@ -40,11 +40,11 @@ def stacked_replicates(ctx: Context, replicate: int) -> list[int]:
 
 
 def dense_dir(replicate_dir: RunDir) -> RunDir:
-    return replicate_dir / "level_0"
+    return layout.dense(replicate_dir)
 
 
 def level_dir(replicate_dir: RunDir, rewind: int, level: int) -> RunDir:
-    return replicate_dir / f"rewind_{rewind}it" / f"level_{level}"
+    return layout.level(replicate_dir, rewind, level)
 
 
 def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool = False) -> dict[str, Any]:

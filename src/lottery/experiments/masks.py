@@ -20,7 +20,7 @@ from lottery.pruning import Mask, random_like
 from lottery.pruning.early_bird import mask_distance, settled_at
 from lottery.pruning.sources import find_mask, sources
 from lottery.spec import ExperimentSpec
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import Job, snapshot_name, train, train_together
 from lottery.training.loop import is_finished
 
@@ -42,11 +42,11 @@ def split_kind(kind: str) -> tuple[str, str | None]:
 
 
 def masks_dir(replicate_dir: RunDir) -> RunDir:
-    return replicate_dir / "masks"
+    return layout.masks(replicate_dir)
 
 
 def mask_run_dir(replicate_dir: RunDir, kind: str, density: float, seed: int) -> RunDir:
-    return masks_dir(replicate_dir) / kind / f"density_{density:g}_seed{seed}"
+    return layout.mask_run(replicate_dir, kind, density, seed)
 
 
 def derived_seed(kind: str, seed: int, replicate: int) -> int:
@@ -302,7 +302,7 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
             out["early_bird"] = traces
     if spec.replicates > 1 and spec.imp.levels:
         first = replicate_dir(experiment, 0).path
-        rewinds = sorted(int(p.name[7:-2]) for p in first.glob("rewind_*it"))
+        rewinds = layout.rewind_points(first)
         distances = imp_replicate_distances(experiment, spec, rewinds)
         if distances:
             out["imp_replicate_distance"] = distances

@@ -14,7 +14,7 @@ from lottery.experiments.context import Context
 from lottery.experiments.plan import execute, plan, replicate_dir
 from lottery.loggers.summary import log_experiment
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
-from lottery.store import RunDir, check_collision, experiment_dir, write_spec
+from lottery.store import RunDir, check_collision, experiment_dir, layout, write_spec
 from lottery.training import Runtime
 from lottery.training.distributed import exclusive, is_main  # the store's lock; under torchrun taken by rank 0 for all
 
@@ -56,8 +56,7 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
                 experiment, imp.dense_dir(rdir), kind="dense", replicate=r, rewind_iteration=None, level=0, seed=None
             )
         )
-        for k_dir in sorted(rdir.path.glob("rewind_*it"), key=lambda p: int(p.name[7:-2])):
-            k = int(k_dir.name[7:-2])
+        for k in layout.rewind_points(rdir.path):
             for level in range(1, spec.imp.levels + 1):
                 run = imp.level_dir(rdir, k, level)
                 rows.append(

@@ -31,7 +31,7 @@ from lottery.experiments.context import Context
 from lottery.experiments.results import stats
 from lottery.pruning import Mask, prune
 from lottery.spec import TrainingSpec
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import Job, train_together
 
 COPY_STREAM = 21
@@ -58,7 +58,7 @@ class Subject:
 
 
 def stability_dir(replicate_dir: RunDir, k: int, level: int) -> RunDir:
-    return replicate_dir / f"rewind_{k}it" / "stability" / f"level_{level}"
+    return layout.stability(replicate_dir, k, level)
 
 
 def copy_training(training: TrainingSpec, i: int) -> TrainingSpec:
@@ -100,7 +100,7 @@ def copy_runs(rdir: RunDir, k: int, level: int, subject: Subject, copies: int) -
     """The copies' directories, all under the stability directory; the dense network's copies are shared by every
     level (they live at level 0)."""
     where = stability_dir(rdir, k, 0 if subject.kind == "dense" else level)
-    return [where / f"{subject.kind}_copy{i}" for i in range(copies)]
+    return [layout.copy(where, subject.kind, i) for i in range(copies)]
 
 
 def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subjects: list[Subject]) -> dict[str, list]:
@@ -304,7 +304,7 @@ def collect(experiment: RunDir, replicates: int) -> list[dict[str, Any]]:
     """Every analysed point in the store, flattened with its replicate, rewind point and level."""
     points = []
     for r in range(replicates):
-        for path in sorted((experiment.path / f"replicate_{r}").glob("rewind_*it/stability/level_*/analysis.json")):
+        for path in sorted(layout.replicate(experiment.path, r).glob(layout.STABILITY_ANALYSES)):
             analysis = RunDir(path.parent).read_json("analysis.json")
             if analysis is None:
                 continue

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lottery.store import atomic, provenance
+from lottery.store import atomic, layout, provenance
 
 MANIFEST = "manifest.json"
 
@@ -124,7 +124,7 @@ class RunDir:
         """Delete temporary files left by a process killed mid-write (never trusted; call under the lock)."""
         for path in self.path.glob(".*.tmp"):
             path.unlink(missing_ok=True)
-        for path in self.path.glob("snapshots/.*.tmp"):
+        for path in self.path.glob(layout.SNAPSHOT_TEMPORARIES):
             path.unlink(missing_ok=True)
 
     def verify(self) -> list[tuple[str, str]]:

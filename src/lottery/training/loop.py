@@ -25,7 +25,7 @@ from lottery.loggers.track import track_evaluation
 from lottery.models import Network
 from lottery.pruning import Mask, attach
 from lottery.spec import Step, TrainingSpec
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import distributed, losses
 from lottery.training.optimizer import exact_step, make_optimizer
 from lottery.training.provenance import run_metadata
@@ -91,7 +91,7 @@ class Job:
 
 
 def snapshot_name(iteration: int, optimizer: bool = False) -> str:
-    return f"snapshots/iter_{iteration}.{'optimizer.pt' if optimizer else 'safetensors'}"
+    return layout.snapshot(iteration, optimizer)
 
 
 def is_finished(run: RunDir, job: Job) -> bool:
