@@ -15,6 +15,7 @@ from lottery import seeding
 from lottery.experiments import results
 from lottery.experiments.context import Context
 from lottery.experiments.imp import dense_dir, level_dir, replicate_dir, rewind_state
+from lottery.experiments.mask_points import at_iteration, snapshot_points, trace_points  # noqa: F401
 from lottery.models import Network
 from lottery.pruning import Mask, random_like
 from lottery.pruning.early_bird import mask_distance, settled_at
@@ -53,28 +54,6 @@ def derived_seed(kind: str, seed: int, replicate: int) -> int:
     """The seed a source or ablation actually uses, from its recorded seed, its replicate and its kind."""
     source, ablation = split_kind(kind)
     return seeding.derive(seed, replicate, STREAMS[source], STREAMS[ablation] if ablation else 0)
-
-
-def at_iteration(ctx: Context) -> int:
-    return ctx._iterations("masks.at", (ctx.spec.masks.at,))[0]
-
-
-def trace_points(ctx: Context) -> list[int]:
-    """The dense run's iterations whose weights the early-bird trace reads (the end T: its final weights)."""
-    if "early_bird" not in ctx.spec.masks.sources:
-        return []
-    from lottery.spec import Step
-
-    every = ctx.spec.masks.early_bird_every or ctx.spec.training.eval_every
-    step = max(1, Step.parse(every).to_iterations(ctx.schedule.iterations_per_epoch))
-    return [*range(0, ctx.schedule.end, step), ctx.schedule.end]
-
-
-def snapshot_points(ctx: Context) -> list[int]:
-    """The dense run's snapshots [masks] needs besides the rewind points: W_at, and the trace points."""
-    if not ctx.spec.masks.sources:
-        return []
-    return sorted({at_iteration(ctx), *trace_points(ctx)[:-1]})
 
 
 def score_batches(ctx: Context, derived: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -33,9 +33,9 @@ def file_metadata(run: Mapping[str, str] | None, name: str) -> dict[str, str]:
     """The metadata written into `name`: the run's provenance (may be empty), versions and the file's role."""
     import torch
 
-    import lottery
+    from lottery.version import __version__
 
-    metadata = {"format": FORMAT, "lottery_version": lottery.__version__, "torch_version": torch.__version__}
+    metadata = {"format": FORMAT, "lottery_version": __version__, "torch_version": torch.__version__}
     metadata.update({key: str(value) for key, value in (run or {}).items()})
     metadata.update(describe_file(name))
     return dict(sorted(metadata.items()))

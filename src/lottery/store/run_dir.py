@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from lottery import collective
 from lottery.store import atomic, layout, provenance
 
 MANIFEST = "manifest.json"
@@ -58,9 +59,7 @@ class RunDir:
 
     # bytes ------------------------------------------------------------------------------------------
     def write(self, name: str, data: bytes) -> None:
-        from lottery.training import distributed  # data parallel: collective; only rank 0 writes
-
-        with distributed.main_writes() as main:
+        with collective.main_writes() as main:  # data parallel: every rank calls, rank 0 writes
             if main:
                 atomic.write_bytes(self.path / name, data)
                 self._record(name, sha256(data))
@@ -87,9 +86,7 @@ class RunDir:
         return self.read(name, quiet=True) is not None
 
     def remove(self, name: str) -> None:
-        from lottery.training import distributed  # data parallel: collective; only rank 0 removes
-
-        with distributed.main_writes() as main:
+        with collective.main_writes() as main:  # data parallel: every rank calls, rank 0 writes
             if main:
                 # Forget it first: a kill in between leaves an unrecorded file, which is never trusted (and a
                 # finished run never reads it again), rather than a manifest entry for a file that is gone.
