@@ -38,29 +38,63 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, captured.out, captured.err
 
 
-def subprocess_env() -> dict[str, str]:
-    """One thread per process (fair on 2 cores, and the same arithmetic in every run), unbuffered output."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def subprocess_env(threads: int | None = 1) -> dict[str, str]:
+    """One thread per process by default (fair on 2 cores, and the same arithmetic in every run); `threads`
+    None: torch's default thread count (as a user runs it). Unbuffered output."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return {**env, "PYTHONUNBUFFERED": "1"}
 
 
 def lottery_command(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "lottery", *argv]
 
 
-def run_subprocess(argv: list[str], timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run_subprocess(
+    argv: list[str], timeout: float = 120, threads: int | None = 1, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        lottery_command(argv), capture_output=True, text=True, timeout=timeout, env=subprocess_env(), **kwargs
+        lottery_command(argv), capture_output=True, text=True, timeout=timeout, env=subprocess_env(threads), **kwargs
     )
+
+
+# `lottery ARGV` that SIGKILLs itself right after the training run named NAME has finished (final weights and
+# summary written): a crash at an exact moment, e.g. between two members of a stacked group finishing.
+_KILL_AFTER_FINISH = """
+import os, signal, sys
+from lottery.cli.main import main
+from lottery.training import loop
+NAME, finish = sys.argv[1], loop.Session.finish
+def finish_then_die(self):
+    summary = finish(self)
+    if self.run.path.name == NAME:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return summary
+loop.Session.finish = finish_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def run_killed_after_finishing(
+    name: str, argv: list[str], threads: int | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`lottery ARGV` in a subprocess killed with SIGKILL right after the run in directory `name` finishes."""
+    return subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER_FINISH, name, *argv], capture_output=True, text=True, timeout=timeout,
+        env=subprocess_env(threads),
+    )  # fmt: skip
 
 
 class Started:
     """A `lottery` subprocess running in the background; threads collect its output, stderr line by line
     with the time each line arrived."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], threads: int | None = 1) -> None:
         self.proc = subprocess.Popen(
-            lottery_command(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
-        )
+            lottery_command(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=subprocess_env(threads),
+        )  # fmt: skip
         self.lines: list[tuple[float, str]] = []
         self.out = ""
         self.first_line = threading.Event()

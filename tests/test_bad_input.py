@@ -63,6 +63,26 @@ SETTINGS = [
         ["imp.levels=1", 'pruning.layers_to_ignore=["hiden.0"]'],
         ["'hiden.0' matches no prunable layer", "did you mean 'hidden.0'"],
     ),
+    ("seed 2**64", ["training.init_seed=18446744073709551616"], ["training.init_seed must be below 2**63"]),
+    (
+        "seed shifted past 2**63",
+        ["training.data_order_seed=9223372036854775807", "replicates=2"],
+        ["training.data_order_seed must be below 2**63", "replicates = 2 use seeds up to"],
+    ),
+    ("control seed 2**63", ["controls.seeds=[9223372036854775808]"], ["controls.seeds must be below 2**63"]),
+    ("lenet width 0", ["model.name=lenet_0"], ["model.name 'lenet_0'", "every layer width must be at least 1"]),
+    ("lenet second width 0", ["model.name=lenet_300_0"], ["every layer width must be at least 1"]),
+    ("lenet huge", ["model.name=lenet_999999999999"], ["parameters: training it needs at least", "GiB", "has"]),
+    ("huge width", ["model.width=999999999999999"], ["with model.width = 999999999999999", "cannot fit in memory"]),
+    ("full-width digits", ["model.name=lenet_\uff13\uff10\uff10_100"], ["must be written in ASCII"]),
+    ("huge replicates", ["replicates=99999999999999999999"], ["replicates must be at most 1000"]),
+    ("huge levels", ["imp.levels=99999999999999999999"], ["imp.levels must be at most 1000"]),
+    ("huge copies", ["stability.copies=99999999999999999999"], ["stability.copies must be at most 1000"]),
+    (
+        "huge interpolation",
+        ["stability.interpolation_points=99999999999999999999"],
+        ["stability.interpolation_points must be at most 100000"],
+    ),
     ("set without value", ["training.lr"], ["--set expects group.field=value"]),
     ("set preset", ["preset=vgg19"], ["--preset NAME"]),
 ]
@@ -144,6 +164,53 @@ def test_missing_or_malformed_dataset_files(
         mnist_dir(root, images, "train-images-idx3-ubyte" + (".gz" if gz else ""))
     argv = cli_args(store, "dataset.name=mnist", f"dataset.root={root}", "dataset.validation_size=1")
     assert_refused(store, argv, words, capsys)
+
+
+def idx_files(root: Path, train: tuple[tuple[int, ...], bytes], test: tuple[tuple[int, ...], bytes]) -> Path:
+    """An MNIST directory whose images are zeros of the given shapes, with the given labels."""
+    root.mkdir()
+    for stem, (shape, labels) in (("train", train), ("t10k", test)):
+        (root / f"{stem}-images-idx3-ubyte").write_bytes(idx(shape, bytes(shape[0] * shape[1] * shape[2])))
+        (root / f"{stem}-labels-idx1-ubyte").write_bytes(idx((len(labels),), labels))
+    return root
+
+
+CONTENTS = [
+    ("train label out of range", ((4, 28, 28), bytes([0, 1, 200, 3])), ((2, 28, 28), bytes(2)),
+     ["train label 200 is out of range for 10 classes", "0..9"]),
+    ("test label = classes", ((4, 28, 28), bytes(4)), ((2, 28, 28), bytes([0, 10])),
+     ["test label 10 is out of range for 10 classes"]),
+    ("test shape differs", ((4, 28, 28), bytes(4)), ((2, 32, 32), bytes(2)),
+     ["test images are (1, 32, 32), train images (1, 28, 28)"]),
+    ("empty test set", ((4, 28, 28), bytes(4)), ((0, 28, 28), b""), ["the test set is empty"]),
+    ("0x0 images", ((4, 0, 0), bytes(4)), ((2, 0, 0), bytes(2)),
+     ["train images of shape (1, 0, 0)", "each needs some pixels"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("train", "test", "words"), [c[1:] for c in CONTENTS], ids=[c[0] for c in CONTENTS])
+def test_dataset_contents_are_checked_when_loaded(
+    store: Path, tmp_path: Path, train: tuple, test: tuple, words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = idx_files(tmp_path / "mnist", train, test)
+    argv = cli_args(store, "dataset.name=mnist", f"dataset.root={root}", "dataset.validation_size=1")
+    assert_refused(store, [*argv[:-2], "--out", str(store / "new")], words, capsys)
+    assert not (store / "new").exists()  # not even the store directory
+
+
+def test_empty_or_conflicting_input(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_refused(store, ["run", "--preset", "", "--out", str(store)], ["--preset is empty", "preset name"], capsys)
+    assert_refused(store, cli_args(store, extra=("--out", "")), ["--out is empty", "store directory"], capsys)
+    assert_refused(store, cli_args(store, "dataset.root=''"), ["dataset.root is empty"], capsys)
+    assert_refused(store, ["presets", "--show", ""], ["unknown preset ''"], capsys)
+    not_a_table = tmp_path / "five.toml"
+    not_a_table.write_text('preset = "lenet_300_100"\ntraining = 5\n')
+    argv = ["run", str(not_a_table), "--set", "training.lr=0.1", "--out", str(store)]
+    assert_refused(store, argv, ["training must be a table of settings ([training])", "got 5"], capsys)
+    nope = tmp_path / "nope.toml"
+    nope.write_text('preset = "nope"\n')
+    argv = ["run", str(nope), "--preset", "lenet_300_100", "--out", str(store)]
+    assert_refused(store, argv, ["starts from preset 'nope' but --preset 'lenet_300_100' was given"], capsys)
 
 
 def test_bad_spec_files(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 import torch.nn.functional as F
 
 from lottery.errors import UserError
@@ -118,3 +119,52 @@ def test_rewind_point_after_divergence_is_refused_not_retried_forever(tmp_path: 
     ctx = Context(spec, Runtime(progress=False))
     with pytest.raises(UserError, match="diverged at iteration 20, before rewind point 40; lower training.lr"):
         imp.rewind_state(ctx, replicate_dir(experiment, 0), 0, 40)
+
+
+def test_a_diverged_chain_with_a_stability_analysis_reports_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dense run diverges after the rewind point: the analysis at level 2 has no subnetwork to study. It is
+    marked diverged, the run completes with its results, and the 'skipped' line is printed once."""
+    store = tmp_path / "store"
+    stability = ('stability.rewind=["10it"]', "stability.levels=[0, 2]", "stability.interpolation_points=3")
+    controls = ('controls.kinds=["random_prune", "random_reinit"]', 'stability.controls=["random_prune"]')
+    argv = cli_args(store, *SGD_BLOWUP, "imp.levels=2", 'imp.rewind=["10it"]', *stability, *controls)
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert err.count("IMP level 1 and later levels (and their controls) skipped") == 1, err
+    experiment = experiment_dir(store)
+    points = json.loads((experiment / "results.json").read_text())["stability"]["points"]
+    assert [(p["level"], p["kind"], p["diverged"]) for p in points] == [
+        (0, "dense", True),  # its copies diverge like the dense run
+        (2, "imp", True),
+        (2, "random_prune", True),
+    ]
+    assert "diverged" in table_row(out, "dense", 0)
+
+
+def test_a_finite_but_exploding_loss_is_divergence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Adam at lr 10^6: the loss stays finite (about 1e20) while the accuracy is at chance. The rule: a mean
+    training loss above 1000 x ln(classes) (or non-finite, or non-finite weights) is divergence."""
+    store = tmp_path / "store"
+    argv = cli_args(store, "training.optimizer=adam", "training.lr=1e6", "imp.levels=1", 'imp.rewind=["0it"]')
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    dense = experiment_dir(store) / "replicate_0" / "level_0"
+    last = read_jsonl(dense / "metrics.jsonl")[-1]
+    assert last["diverged"] is True and last["loss"] > 1000 * 2.303  # finite, and recorded
+    summary = json.loads((dense / "summary.json").read_text())
+    assert summary["diverged"] is True and summary["final_test_accuracy"] is None
+    assert "IMP level 1 and later levels (and their controls) skipped" in err
+    assert not list((experiment_dir(store) / "replicate_0").glob("rewind_*"))  # nothing pruned from those weights
+
+
+def test_non_finite_weights_are_divergence() -> None:
+    model = torch.nn.Linear(3, 2)
+    assert not loop.diverged(0.5, model, 10)
+    assert loop.diverged(float("nan"), model, 10) and loop.diverged(2303.0, model, 10)
+    assert not loop.diverged(2302.0, model, 10)
+    with torch.no_grad():
+        model.weight[0, 0] = float("inf")
+    assert loop.diverged(0.5, model, 10)

@@ -172,32 +172,52 @@ def test_checkpoint_resumed_only_when_intact(
     assert_same_outcomes(store, reference)
 
 
-def test_crash_between_artifact_and_manifest_entry(
+def test_crash_between_manifest_entry_and_artifact(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Killed after final.safetensors was renamed into place but before the manifest recorded it, with the
-    half-written temporary file of another write left behind: neither is trusted."""
-    store = tmp_path / "store"
-    real = RunDir._record
+    """Killed after the manifest recorded final.safetensors but before the file was renamed into place (its bytes
+    are in a temporary file), with the half-written temporary file of another write left behind: neither
+    temporary file is trusted, `verify` reports the recorded file missing, and the run resumes and ends
+    identical."""
+    from lottery.store import atomic
 
-    def record(self: RunDir, name: str, digest: str | None) -> None:
-        if name == "final.safetensors" and self.path.name == "level_0":
+    store = tmp_path / "store"
+    real = atomic.commit
+
+    def commit(tmp: Path, path: Path) -> None:
+        if path.name == "final.safetensors" and path.parent.name == "level_0":
             raise Crash
-        real(self, name, digest)
+        real(tmp, path)
 
     with monkeypatch.context() as patch:
-        patch.setattr(RunDir, "_record", record)
+        patch.setattr(atomic, "commit", commit)
         with pytest.raises(Crash):
             main(cli_args(store, *OVERRIDES, extra=EXTRA))
     dense = experiment_dir(store) / DENSE
-    assert (dense / "final.safetensors").exists() and "final.safetensors" not in RunDir(dense).manifest()
+    assert not (dense / "final.safetensors").exists() and "final.safetensors" in RunDir(dense).manifest()
+    assert list(dense.glob(".final.safetensors.*.tmp"))
     partial = dense / ".summary.json.x1y2z3.tmp"
     partial.write_bytes(b'{"diverged": fal')
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert code == 1 and f"{dense / 'final.safetensors'}: missing" in out
 
     code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
     assert code == 0, err
-    assert f"{dense / 'final.safetensors'} failed verification (not in the manifest)" in err
     assert "resuming from iteration 50" in err
+    assert_same_outcomes(store, reference)
+    assert run_cli(["verify", str(store)], capsys)[0] == 0
+
+
+def test_unrecorded_file_is_not_trusted(reference: Path, store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file whose manifest entry is gone (written by hand, or by a process that died before recording it) is
+    reported when read and recomputed."""
+    dense = RunDir(experiment_dir(store) / DENSE)
+    manifest = dense.manifest()
+    del manifest["final.safetensors"]
+    (dense.path / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0, err
+    assert f"{dense.path / 'final.safetensors'} failed verification (not in the manifest)" in err
     assert_same_outcomes(store, reference)
 
 
@@ -208,3 +228,104 @@ def test_verify_clean_store_and_bad_path(reference: Path, capsys: pytest.Capture
     assert count >= 20  # every artifact of the experiment was checked
     code, _, err = run_cli(["verify", str(reference / "nowhere")], capsys)
     assert code == 2 and "is not a directory" in err
+
+
+class NotAllowed:
+    """A pickled object that `torch.load(weights_only=True)` refuses to build."""
+
+
+@pytest.mark.parametrize(
+    "contents",
+    [{"model": {}, "iteration": 40}, NotAllowed(), [1, 2, 3]],
+    ids=["wrong structure", "pickle of a class", "a list"],
+)
+def test_unloadable_checkpoint_with_a_valid_checksum_is_discarded(
+    reference: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    contents: object,
+) -> None:
+    """A checkpoint whose checksum matches but whose contents cannot be loaded: reported in one line, removed,
+    the run starts over and ends identical (no traceback, on this run or any later one)."""
+    store = tmp_path / "store"
+    with monkeypatch.context() as patch:
+        crash_dense_at(45, patch)
+        with pytest.raises(Crash):
+            main(cli_args(store, *OVERRIDES, extra=EXTRA))
+    run = RunDir(experiment_dir(store) / DENSE)
+    run.write_torch("checkpoint.pt", contents)  # recorded in the manifest: it verifies
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert f"{run.path / 'checkpoint.pt'} cannot be loaded (" in err and "starting the run over" in err
+    assert "resuming" not in err
+    assert_same_outcomes(store, reference)
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "checkpoint.pt"])
+def test_failed_manifest_write_after_an_artifact_leaves_no_false_alarm(
+    reference: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    """The disk fills (or the manifest is immutable) just after a new version of an artifact replaced the old
+    one, before the manifest could record it: every artifact the manifest still lists verifies, the replaced
+    one is untrusted (not reported damaged), and the same command then ends identical."""
+    from lottery.errors import UserError
+    from lottery.store.atomic import INTACT
+
+    store, real, writes = tmp_path / "store", RunDir._record, []
+
+    def record(self: RunDir, entry: str, digest: str | None) -> None:
+        if entry == name and digest is not None and self.path.name == "level_0":
+            writes.append(entry)
+            if len(writes) == 2:  # the second version: it replaces the first one
+                raise UserError(f"cannot write {self.path / 'manifest.json'}: No space left on device{INTACT}")
+        real(self, entry, digest)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunDir, "_record", record)
+        code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 2 and "No space left on device (earlier artifacts are intact" in err
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert code == 0, out
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0, err
+    assert_same_outcomes(store, reference)
+
+
+def test_deleted_manifest_is_reported_and_its_directory_recomputed(
+    reference: Path, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    level = experiment_dir(store) / LEVEL
+    (level / "manifest.json").unlink()
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert code == 1
+    assert f"{level / 'manifest.json'}: missing (the 6 artifact(s) here are untrusted and will be recomputed)" in out
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0 and retrained(err) == {"imp"}  # exactly that directory
+    assert_same_outcomes(store, reference)
+    assert run_cli(["verify", str(store)], capsys)[0] == 0
+
+
+def test_damaged_manifest_entry_name_does_not_stay_forever(
+    reference: Path, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry name edited in a manifest: the file it named is unrecorded (recomputed), the entry names no file;
+    after one run the manifest lists exactly the files present, each verified."""
+    level = experiment_dir(store) / LEVEL
+    manifest = json.loads((level / "manifest.json").read_text())
+    manifest["fxnal.safetensors"] = manifest.pop("final.safetensors")
+    (level / "manifest.json").write_text(json.dumps(manifest))
+    assert run_cli(["verify", str(store)], capsys)[0] == 1
+    code, _, err = run_cli(cli_args(store, *OVERRIDES, extra=EXTRA), capsys)
+    assert code == 0, err
+    assert_same_outcomes(store, reference)
+    listed = json.loads((level / "manifest.json").read_text())
+    present = {p.name for p in level.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert set(listed) == present - {"manifest.json"}
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert code == 0, out

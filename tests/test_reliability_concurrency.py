@@ -13,7 +13,7 @@ from lottery.cli.main import main
 from lottery.errors import UserError
 from lottery.spec import resolve, spec_hash
 from lottery.store import exclusive
-from reliability_helpers import TINY, Started, cli_args, one_error_line, run_subprocess, trained, tree
+from reliability_helpers import TINY, Started, cli_args, one_error_line, run_cli, run_subprocess, trained, tree
 
 OTHER = ("training.init_seed=1",)  # a different experiment
 
@@ -90,3 +90,48 @@ def test_two_experiments_in_one_store_run_at_the_same_time(tmp_path: Path) -> No
     assert len([p for p in store.iterdir() if p.is_dir()]) == 2
     verify = run_subprocess(["verify", str(store)])
     assert verify.returncode == 0 and verify.stdout.strip().endswith(" 0 problem(s)"), verify.stdout
+
+
+SWEEP = """preset = "lenet_300_100"
+[dataset]
+name = "synthetic"
+validation_size = 200
+[model]
+name = "lenet_40_20"
+[training]
+batch_size = 50
+training_steps = "60it"
+eval_every = "20it"
+[sweep.training]
+init_seed = [0, 1]
+"""
+
+
+def test_a_sweep_holds_its_experiments_locks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lottery sweep` locks every experiment it works on, like `lottery run`: a run of one of them with
+    --no-wait is refused while the sweep trains, and a sweep with --no-wait is refused while another process
+    holds one of its experiments."""
+    from lottery.experiments import executors
+
+    store, sweep = tmp_path / "store", tmp_path / "sweep.toml"
+    sweep.write_text(SWEEP)
+    during: list[tuple[int, str, str]] = []
+    real = executors.run_local
+
+    def run_local(*args: object, **kwargs: object) -> executors.Outcome:
+        during.append(run_cli(cli_args(store, extra=("--no-wait",)), capsys))  # the same experiment, meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(executors, "run_local", run_local)
+    assert main(["sweep", str(sweep), "--out", str(store), "--progress", "log"]) == 0
+    ((code, out, err),) = during
+    assert code == 2 and out == ""
+    assert f"{experiment_path(store)} is in use by another lottery process" in one_error_line(err)
+
+    before = tree(store)
+    with exclusive(experiment_path(store, *OTHER)):
+        code, out, err = run_cli(["sweep", str(sweep), "--out", str(store), "--no-wait"], capsys)
+    assert code == 2 and "is in use by another lottery process" in one_error_line(err)
+    assert tree(store) == before

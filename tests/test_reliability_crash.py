@@ -36,6 +36,7 @@ EXTRA = ("--checkpoint-every", "10")
 # Two replicates with both controls: the dense runs, the levels and each level's controls are trained as
 # stacked groups (`--batch-copies auto` stacks LeNet on the CPU), checkpointed and resumed as groups.
 STACKED = (
+    "model.name=lenet_64_32",  # a first layer torch splits between threads (784 x 64 > 32768 weights)
     "training.training_steps=150it",
     "training.eval_every=50it",
     "replicates=2",
@@ -47,12 +48,20 @@ KILLS = 5
 SEED = 20240601
 
 
-@pytest.mark.parametrize("overrides", [OVERRIDES, STACKED], ids=["separate_runs", "stacked_runs"])
-def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, overrides: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "threads"),
+    [(OVERRIDES, 1), pytest.param(STACKED, None, marks=pytest.mark.slow)],
+    ids=["separate_runs", "stacked_runs_default_threads"],
+)
+def test_sigkill_at_random_points_then_resume_is_bit_identical(
+    tmp_path: Path, overrides: tuple[str, ...], threads: int | None
+) -> None:
+    """`threads` None: torch's default thread count, where a stacked run's bits depend on its group's size and
+    its position in it (test_reliability_stacked.py has the deterministic case in the default run)."""
     reference_out, crashed_out = tmp_path / "reference", tmp_path / "crashed"
 
     # The uninterrupted run, timed from its first progress line to its end.
-    start = Started(cli_args(reference_out, *overrides, extra=EXTRA))
+    start = Started(cli_args(reference_out, *overrides, extra=EXTRA), threads=threads)
     start.first_line.wait(timeout=120)
     began = time.perf_counter()
     assert start.proc.wait(timeout=300) == 0, start.stderr()
@@ -61,7 +70,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, o
     rng = random.Random(SEED)
     kills, logs = 0, []
     for _ in range(KILLS):
-        run = Started(cli_args(crashed_out, *overrides, extra=EXTRA))
+        run = Started(cli_args(crashed_out, *overrides, extra=EXTRA), threads=threads)
         run.first_line.wait(timeout=120)
         try:
             code = run.proc.wait(timeout=rng.uniform(0.05, 0.4) * training_seconds)
@@ -74,7 +83,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, o
         assert "Traceback" not in logs[-1]
         if code == 0:
             break
-    final = run_subprocess(cli_args(crashed_out, *overrides, extra=EXTRA), timeout=300)
+    final = run_subprocess(cli_args(crashed_out, *overrides, extra=EXTRA), timeout=300, threads=threads)
     assert final.returncode == 0, final.stderr
     logs.append(final.stderr)
 
@@ -92,3 +101,20 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, o
     verify = run_subprocess(["verify", str(crashed_out)])
     assert verify.returncode == 0, verify.stdout
     assert verify.stdout.strip().endswith("0 problem(s)")
+
+
+def test_sigterm_says_how_to_resume(tmp_path: Path) -> None:
+    """SIGTERM (a scheduler pre-empting the job) stops like Ctrl-C: exit 143, one line saying the same command
+    resumes, no traceback; the same command then resumes from the checkpoint and finishes clean."""
+    out = tmp_path / "store"
+    run = Started(cli_args(out, extra=EXTRA))
+    run.wait_for("iteration 20/60")
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish(timeout=60) == 143
+    err = run.stderr()
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == "lottery: terminated (SIGTERM); run the same command again to resume"
+    again = run_subprocess(cli_args(out, extra=EXTRA), timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming from iteration" in again.stderr
+    assert run_subprocess(["verify", str(out)]).returncode == 0

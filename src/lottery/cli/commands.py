@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 def presets(args: argparse.Namespace) -> int:
     from lottery.presets import presets as registry
 
-    if args.show:
+    if args.show is not None:
         preset = registry.get(args.show)
         print(f"# {preset.name}: {preset.description}\n")
         print(tomli_w.dumps(preset.settings), end="")
@@ -148,17 +148,25 @@ def export(args: argparse.Namespace) -> int:
 
 def verify(args: argparse.Namespace) -> int:
     from lottery.store import RunDir
+    from lottery.store.groups import group_problems
+    from lottery.store.run_dir import MANIFEST, missing_manifests
 
     if not args.path.is_dir():
         raise UserError(f"{args.path} is not a directory")
     checked = bad = 0
-    for manifest in sorted(args.path.rglob("manifest.json")):
+    for manifest in sorted(args.path.rglob(MANIFEST)):
         run = RunDir(manifest.parent)
         entries = run.manifest()
         checked += len(entries)
         for name, problem in run.verify():
             bad += 1
             print(f"{run.path / name}: {problem}")
+    for directory, count in missing_manifests(args.path):
+        bad += 1
+        print(f"{directory / MANIFEST}: missing (the {count} artifact(s) here are untrusted and will be recomputed)")
+    for path, problem in group_problems(args.path):
+        bad += 1
+        print(f"{path}: {problem}")
     print(f"{checked} artifacts checked, {bad} problem(s)")
     return 1 if bad else 0
 
@@ -191,7 +199,7 @@ def sweep(args: argparse.Namespace) -> int:
         raise UserError("--retries must be >= 0 and --workers >= 1")
     finished, outcome = run_sweep(
         args.spec, args.preset, args.overrides, store_root(args.out), _runtime(args),
-        args.executor, args.address, args.workers, args.retries,
+        args.executor, args.address, args.workers, args.retries, args.wait,
     )  # fmt: skip
     total = len(outcome.done) + len(outcome.failed) + len(outcome.skipped)
     print(f"{len(outcome.done)}/{total} tasks done, {len(outcome.failed)} failed, {len(outcome.skipped)} skipped")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +15,7 @@ SWITCH = {"auto": None, "on": True, "off": False}  # the values of the runtime's
 
 EPILOG = (
     "Docs: README.md, docs/run-format.md. Exit codes: 0 ok; 1 verify found problems or a sweep task failed; "
-    "2 bad input or a failed write (nothing lost)."
+    "2 bad input or a failed write (nothing lost); 130/143 interrupted/terminated (the same command resumes)."
 )
 
 
@@ -135,7 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler pre-empting the job, `kill`): unwinds like Ctrl-C, so writes in flight end cleanly."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = build_parser().parse_args(argv)
         for name in ("channels_last", "batch_copies"):  # auto|on|off -> None|True|False for the runtime
@@ -155,3 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lottery: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("lottery: terminated (SIGTERM); run the same command again to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -58,10 +58,41 @@ class Splits:
 loaders: Registry[Callable[[DatasetSpec], ImageData]] = Registry("dataset")
 
 
+def check(data: ImageData, name: str) -> None:
+    """Refuse a dataset whose contents cannot be trained on (UserError, before anything is written): empty
+    splits, images of no pixels or of different shapes in train and test, labels that disagree in number with
+    the images or lie outside 0..classes-1."""
+    if data.num_classes < 2:
+        raise UserError(f"dataset {name!r} has {data.num_classes} class(es) (at least 2 are needed)")
+    for split in ("train", "test"):
+        x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+        if len(x) == 0:
+            raise UserError(f"dataset {name!r}: the {split} set is empty")
+        if x.dim() < 2 or x.shape[1:].numel() == 0:
+            raise UserError(f"dataset {name!r}: {split} images of shape {tuple(x.shape[1:])} (each needs some pixels)")
+        if y.shape != (len(x),):
+            raise UserError(f"dataset {name!r}: {len(x)} {split} images but labels of shape {tuple(y.shape)}")
+        if y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise UserError(f"dataset {name!r}: {split} labels are {y.dtype}, not integers")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= data.num_classes:
+            bad = low if low < 0 else high
+            raise UserError(
+                f"dataset {name!r}: {split} label {bad} is out of range for {data.num_classes} classes "
+                f"(allowed: 0..{data.num_classes - 1})"
+            )
+    if data.train_x.shape[1:] != data.test_x.shape[1:]:
+        raise UserError(
+            f"dataset {name!r}: test images are {tuple(data.test_x.shape[1:])}, train images "
+            f"{tuple(data.train_x.shape[1:])} (they must have one shape)"
+        )
+
+
 def load(spec: DatasetSpec) -> Splits:
     """Load `spec.name` (built in, or a plugin dataset), hold out the validation split unless the dataset gives
     one, optionally subset and normalise."""
     data = loaders.get(spec.name)(spec) if spec.name in loaders else _plugin(spec)
+    check(data, spec.name)
     if data.val_x is not None:
         train_idx = torch.arange(len(data.train_x))
         val_x, val_y = data.val_x, data.val_y

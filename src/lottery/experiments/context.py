@@ -26,6 +26,7 @@ class Context:
     def __init__(self, spec: ExperimentSpec, runtime: Runtime) -> None:
         self.spec = spec
         self.runtime = runtime
+        self.announced: set[object] = set()  # what this process has said once (a diverged chain)
 
     @cached_property
     def data(self) -> Splits:

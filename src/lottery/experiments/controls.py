@@ -66,11 +66,12 @@ def run_control(
 ) -> dict:
     """Train the control (kind, seed) of a level, or read it back. Where runs are stacked
     (`lottery.training.should_batch`) and the spec plans several controls at this level, all of them are trained
-    together, as one stacked model: their tasks then find them finished. A control the spec does not plan here
-    (one the stability analysis asks for) is trained alone."""
+    together, as one stacked model in the spec's order (the group: each control keeps its position whichever
+    task trains it): their tasks then find them finished. A control the spec does not plan here (one the
+    stability analysis asks for) is trained alone."""
     group = planned(ctx, level)
     stacked = (kind, seed) in group and len(group) > 1 and ctx.stacks(len(group))  # the same for every caller
-    wanted = [(kind, seed)] + ([c for c in group if c != (kind, seed)] if stacked else [])
+    wanted = group if stacked else [(kind, seed)]
     runs, models, jobs = [], [], []
     for kind_, seed_ in wanted:
         mask, weights, optimizer_state = control_start(ctx, replicate_dir, replicate, k, level, imp_mask, kind_, seed_)
@@ -81,4 +82,4 @@ def run_control(
     ctx.runtime.label = f"r{replicate} k={k} level {level} " + ("controls" if stacked else f"{kind} seed {seed}")
     if not stacked:
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
-    return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)[0]
+    return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)[wanted.index((kind, seed))]

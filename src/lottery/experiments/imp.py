@@ -52,6 +52,7 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
     other replicates' dense networks where runs are stacked, unless `alone`."""
     replicates = [replicate, *([] if alone else stacked_replicates(ctx, replicate))]
     runs = [dense_dir(sibling(replicate_dir, r)) for r in replicates]
+    group = [dense_dir(sibling(replicate_dir, r)) for r in range(ctx.spec.replicates)]  # replicate r at position r
     models = [ctx.model(ctx.training(r).init_seed) for r in replicates]
     snapshot_optimizer = ctx.spec.imp.optimizer_state == "rewind"
     points = tuple(ctx.dense_snapshots)
@@ -62,7 +63,7 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
     ctx.runtime.label = f"r{replicate} level 0 (dense)" if len(runs) == 1 else "level 0 (dense)"
     if not stacked(ctx):
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
-    return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)[0]
+    return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True, group=group)[0]
 
 
 def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> tuple[dict, dict | None]:
@@ -100,7 +101,8 @@ def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level
         train(run, model, ctx.data, job, ctx.runtime)
     else:
         runs, models, jobs = [g[0] for g in group], [g[1] for g in group], [g[2] for g in group]
-        train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)
+        members = [level_dir(sibling(replicate_dir, r_), k, level) for r_ in range(ctx.spec.replicates)]
+        train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True, group=members)
     return mask
 
 
@@ -122,7 +124,8 @@ def _level_start(
             return None
         return _level_start(ctx, replicate_dir, replicate, k, level, ensure)
     if summary["diverged"]:
-        if ensure:
+        if ensure and previous.path not in ctx.announced:  # once, whichever tasks find it
+            ctx.announced.add(previous.path)
             print(
                 f"lottery: {previous.path} diverged at iteration {summary['diverged_at']}; "
                 f"IMP level {level} and later levels (and their controls) skipped",

@@ -32,7 +32,7 @@ from lottery.experiments.results import stats
 from lottery.pruning import Mask, prune
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir, layout
-from lottery.training import Job, train_together
+from lottery.training import Job, is_finished, train_together
 
 COPY_STREAM = 21
 TRAIN_SUBSET_SEED = 0
@@ -77,23 +77,26 @@ def _dense_subject(ctx: Context, rdir: RunDir, r: int, k: int) -> Subject:
     return Subject("dense", Mask.ones(ctx.model(0)), weights, optimizer_state)
 
 
-def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Subject]:
+def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> tuple[list[Subject], list[str]]:
     """The subjects at (k, level): the dense network, and at level > 0 the IMP subnetwork and its controls (the
-    control with seed CONTROL_SEED: its mask and start; its copies are trained here, never the control run)."""
+    control with seed CONTROL_SEED: its mask and start; its copies are trained here, never the control run); and
+    the kinds that cannot be studied because an earlier IMP level diverged (there is no level-`level`
+    subnetwork, nor controls of it)."""
     dense = _dense_subject(ctx, rdir, r, k)
     if level == 0:
-        return [dense]
+        return [dense], []
     level_run = imp.level_dir(rdir, k, level)
     stored = level_run.read_tensors("mask.safetensors")
     if stored is None or not level_run.exists("final.safetensors"):
-        imp.run_level(ctx, rdir, r, k, level)
+        if imp.run_level(ctx, rdir, r, k, level) is None:
+            return [dense], ["imp", *ctx.spec.stability.controls]
         stored = level_run.read_tensors("mask.safetensors")
     mask = ctx.mask(stored)
     rewound, optimizer_state = imp.rewind_state(ctx, rdir, r, k)
     subjects = [dense, Subject("imp", mask, mask.apply_to(rewound), optimizer_state)]
     for kind in ctx.spec.stability.controls:
         subjects.append(Subject(kind, *controls.control_start(ctx, rdir, r, k, level, mask, kind, CONTROL_SEED)))
-    return subjects
+    return subjects, []
 
 
 def copy_runs(rdir: RunDir, k: int, level: int, subject: Subject, copies: int) -> list[RunDir]:
@@ -105,9 +108,18 @@ def copy_runs(rdir: RunDir, k: int, level: int, subject: Subject, copies: int) -
 
 def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subjects: list[Subject]) -> dict[str, list]:
     """Every subject's copies (kind -> directories), training those not in the store yet: all of them together,
-    one stacked model, where that is faster (`lottery.training.train_together`)."""
+    one stacked model, where that is faster (`lottery.training.train_together`).
+
+    The dense network's copies are shared by every level at k; they belong to the group of the first level
+    analysed (where an uninterrupted run trains them), and are trained in that group wherever they are missing,
+    so they are computed with one arithmetic whichever point finds them missing."""
     copies = ctx.spec.stability.copies
     runs = {subject.kind: copy_runs(rdir, k, level, subject, copies) for subject in subjects}
+    first = min(levels(ctx))
+    if level != first:
+        subjects = [subject for subject in subjects if subject.kind != "dense"]
+        if not all(is_finished(run, Job(ctx.training(r), ctx.schedule)) for run in runs["dense"]):
+            train_copies(ctx, rdir, r, k, first, _subjects(ctx, rdir, r, k, first)[0])
     trained, models, jobs = [], [], []
     for subject in subjects:
         for i, run in enumerate(runs[subject.kind]):
@@ -118,6 +130,8 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
             tags = ctx.tags(run, r, subject.kind, 0 if subject.kind == "dense" else level, k, seed=seed, copy=i)
             jobs.append(Job(training, ctx.schedule, start=k, mask=subject.mask, optimizer_state=subject.optimizer_state,
                             augment=ctx.augment, tags=tags))  # fmt: skip
+    if not trained:
+        return runs
     ctx.runtime.label = f"r{r} k={k} level {level} copies"
     # Stacked or not is decided for copies as a kind, not by this group's size: the dense network's copies are
     # also trained by the analysis at other levels, in groups of other sizes.
@@ -291,12 +305,13 @@ def levels(ctx: Context) -> tuple[int, ...]:
 
 def run_point(ctx: Context, experiment: RunDir, rdir: RunDir, r: int, k: int, level: int) -> None:
     """Train every copy that (k, level) needs and write its `analysis.json`."""
-    subjects = _subjects(ctx, rdir, r, k, level)
+    subjects, lost = _subjects(ctx, rdir, r, k, level)
     runs = train_copies(ctx, rdir, r, k, level, subjects)
     analyzer = Analyzer(ctx, experiment)
     out = stability_dir(rdir, k, level)
     studied = [s for s in subjects if level == 0 or s.kind != "dense"]  # the dense network is studied at level 0
     records = [analyzer.point(r, subject, runs[subject.kind], runs["dense"], out) for subject in studied]
+    records += [{"kind": kind, "density": None, "diverged": True} for kind in lost]  # an earlier level diverged
     out.write_json("analysis.json", {"replicate": r, "rewind_iteration": k, "level": level, "points": records})
 
 

@@ -15,6 +15,7 @@ already lists inside one experiment; `[sweep]` spans any other setting.
 from __future__ import annotations
 
 import itertools
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,14 @@ def run_sweep(
     address: str | None = None,
     workers: int | None = None,
     retries: int = 1,
+    wait: bool = True,
 ) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
     """Validate every experiment of the grid, record their specs, run all their tasks with the executor,
-    and write each experiment's results. Returns ([(experiment dir, swept settings)], outcome)."""
+    and write each experiment's results. Returns ([(experiment dir, swept settings)], outcome).
+
+    The sweep holds every one of its experiments' locks from the first write to the last, as `lottery run`
+    holds its experiment's (taken in one order by every process, so two sweeps never deadlock); `wait` False:
+    refuse, instead of waiting, when another process holds one."""
     from lottery.experiments import executors
     from lottery.experiments.plan import plan
     from lottery.experiments.run import write_results
@@ -94,21 +100,22 @@ def run_sweep(
         ctx.validate()
         check_collision(experiment_dir(root, spec), spec)
         contexts.append(ctx)
-    jobs = []
-    for (spec, used_preset, _), ctx in zip(points, contexts):
-        experiment = experiment_dir(root, spec)
-        with exclusive(experiment.path):
-            write_spec(experiment, spec, used_preset)
-        jobs += [executors.Job(spec, task) for task in plan(ctx)]
-    if executor == "ray":
-        outcome = executors.run_ray(jobs, root, runtime, retries, address, workers)
-    else:
-        outcome = executors.run_local(jobs, root, runtime, retries)
-    finished = []
-    for spec, _, point in points:
-        experiment = experiment_dir(root, spec)
-        with exclusive(experiment.path):
+    with ExitStack() as locks:
+        for path in sorted({experiment_dir(root, spec).path for spec, _, _ in points}):
+            locks.enter_context(exclusive(path, wait=wait))
+        jobs = []
+        for (spec, used_preset, _), ctx in zip(points, contexts):
+            check_collision(experiment_dir(root, spec), spec)  # again: another process may have written it meanwhile
+            write_spec(experiment_dir(root, spec), spec, used_preset)
+            jobs += [executors.Job(spec, task) for task in plan(ctx)]
+        if executor == "ray":
+            outcome = executors.run_ray(jobs, root, runtime, retries, address, workers)
+        else:
+            outcome = executors.run_local(jobs, root, runtime, retries)
+        finished = []
+        for spec, _, point in points:
+            experiment = experiment_dir(root, spec)
             results = write_results(experiment, spec)
-        log_experiment(getattr(runtime, "log", ()), experiment.path, results)  # to the trackers, if any
-        finished.append((experiment, point))
+            log_experiment(getattr(runtime, "log", ()), experiment.path, results)  # to the trackers, if any
+            finished.append((experiment, point))
     return finished, outcome

@@ -42,10 +42,12 @@ class LeNet(Network):
         return h.transpose(1, 2)
 
 
-@register(r"lenet(_\d+)+", "lenet_300_100")
+@register(r"lenet(_[0-9]+)+", "lenet_300_100")
 def build_lenet(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> LeNet:
     """'lenet_300_100' -> hidden widths (300, 100); `model.width` rescales them from the first."""
     widths = tuple(int(w) for w in spec.name.split("_")[1:])
+    if min(widths) < 1:
+        raise UserError(f"model.name {spec.name!r}: every layer width must be at least 1")
     if spec.width is not None:
         widths = tuple(max(1, round(w * spec.width / widths[0])) for w in widths)
     if spec.dropout:

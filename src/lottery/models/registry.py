@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from collections.abc import Callable
 
@@ -34,6 +35,29 @@ def names() -> list[str]:
     return sorted(_families)
 
 
+BYTES_PER_PARAMETER = 16  # float32 weights, gradients and two optimizer moments: the least training needs
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _described(spec: ModelSpec) -> str:
+    return f"model {spec.name!r}" + (f" with model.width = {spec.width}" if spec.width is not None else "")
+
+
+def check_size(spec: ModelSpec, model: torch.nn.Module) -> None:
+    """Refuse a network that cannot fit in memory, saying how much it would need."""
+    count = sum(p.numel() for p in model.parameters())
+    need, have = count * BYTES_PER_PARAMETER, memory_bytes()
+    if need > have:
+        raise UserError(
+            f"{_described(spec)} has {count:.3g} parameters: training it needs at least {need / 2**30:.3g} GiB of "
+            f"memory (weights, gradients, optimizer state); this machine has {have / 2**30:.3g} GiB"
+        )
+
+
 def is_builtin(name: str) -> bool:
     """Whether a built-in family builds `name`."""
     return any(pattern.fullmatch(name) for pattern, _ in _families.values())
@@ -45,6 +69,14 @@ def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, init_
         raise UserError(f"model.options applies to plugin models; '{spec.name}' is built in (see its settings)")
     for pattern, builder in _families.values():
         if pattern.fullmatch(spec.name):
+            try:
+                with torch.device("meta"):  # its size first, without allocating anything
+                    check_size(spec, builder(spec, input_shape, num_classes))
+            except RuntimeError as error:  # a tensor whose size overflows 64 bits
+                if "overflow" not in str(error):
+                    raise
+                too_big = f"{_described(spec)} has a layer of more than 2**63 bytes: it cannot fit in memory"
+                raise UserError(too_big) from None
             model = builder(spec, input_shape, num_classes)
             model.initialize(spec.init, torch.Generator().manual_seed(init_seed), spec.batchnorm_init)
             return model

@@ -23,6 +23,29 @@ def _nonnegative(value: float, name: str) -> None:
         raise UserError(f"{name} must be >= 0, got {value}")
 
 
+SEED_LIMIT = 2**63  # seeds are below this (torch's and numpy's generators take signed 64-bit seeds)
+MAX_COUNT = {  # counts above these are input mistakes, refused before any work (each is a loop or an allocation)
+    "replicates": 1000,
+    "imp.levels": 1000,
+    "stability.copies": 1000,
+    "stability.interpolation_points": 100_000,
+    "stability.batchnorm_batches": 1_000_000,
+}
+
+
+def _at_most(value: int, name: str) -> None:
+    if value > MAX_COUNT[name]:
+        raise UserError(f"{name} must be at most {MAX_COUNT[name]}, got {value}")
+
+
+def _seed(value: int, name: str, shift: int = 0) -> None:
+    """A seed in [0, 2**63), also after adding `shift` (replicate r uses seed + r)."""
+    _nonnegative(value, name)
+    if value + shift >= SEED_LIMIT:
+        also = f" (replicates = {shift + 1} use seeds up to {name} + {shift})" if shift else ""
+        raise UserError(f"{name} must be below 2**63 = {SEED_LIMIT}{also}, got {value}")
+
+
 def _plugin_hash(kind: str, name: str, recorded: str | None, field: str) -> None:
     """A source hash is recorded for plugins only (lottery.plugins.stamp)."""
     from lottery.plugins import is_builtin
@@ -50,6 +73,8 @@ class ModelSpec:
     source_hash: str | None = None  # a plugin model's source code (recorded by lottery.plugins.stamp)
 
     def validate(self) -> ModelSpec:
+        if not self.name.isascii():
+            raise UserError(f"model.name {self.name!r} must be written in ASCII letters, digits and '_'")
         if self.width is not None:
             _positive(self.width, "model.width")
         if not 0 <= self.dropout < 1:
@@ -71,6 +96,8 @@ class DatasetSpec:
     source_hash: str | None = None  # a plugin dataset's source code (recorded by lottery.plugins.stamp)
 
     def validate(self) -> DatasetSpec:
+        if self.root is not None and not self.root.strip():
+            raise UserError("dataset.root is empty: give the data directory (or leave it out for the default)")
         _nonnegative(self.validation_size, "dataset.validation_size")
         if self.subset is not None:
             _positive(self.subset, "dataset.subset")
@@ -142,7 +169,7 @@ class TrainingSpec:
         _positive(self.batch_size, "training.batch_size")
         _positive(self.gamma, "training.gamma")
         for seed in ("init_seed", "data_order_seed", "augmentation_seed"):
-            _nonnegative(getattr(self, seed), f"training.{seed}")
+            _seed(getattr(self, seed), f"training.{seed}")
         _one_of(self.precision, ("fp32", "bf16"), "training.precision")
         if not self.loss:
             raise UserError("training.loss must name a loss (e.g. 'cross_entropy')")
@@ -206,6 +233,7 @@ class ImpSpec:
 
     def validate(self) -> ImpSpec:
         _nonnegative(self.levels, "imp.levels")
+        _at_most(self.levels, "imp.levels")
         if not self.rewind:
             raise UserError("imp.rewind needs at least one step string")
         rewind = tuple(dict.fromkeys(canonical(s, "imp.rewind") for s in self.rewind))
@@ -237,7 +265,7 @@ class ControlsSpec:
         if not self.seeds:
             raise UserError("controls.seeds needs at least one seed")
         for seed in self.seeds:
-            _nonnegative(seed, "controls.seeds")
+            _seed(seed, "controls.seeds")
         _one_of(self.pairing, CONTROL_PAIRINGS, "controls.pairing")
         return self
 
@@ -265,12 +293,15 @@ class StabilitySpec:
             _nonnegative(level, "stability.levels")
         if self.copies < 2:
             raise UserError(f"stability.copies must be at least 2 (pairs of copies are compared), got {self.copies}")
+        _at_most(self.copies, "stability.copies")
         for control in self.controls:
             _one_of(control, STABILITY_CONTROLS, "stability.controls")
         if self.interpolation_points < 2:
             raise UserError(f"stability.interpolation_points must be at least 2, got {self.interpolation_points}")
+        _at_most(self.interpolation_points, "stability.interpolation_points")
         _one_of(self.batchnorm, ("recompute", "interpolate"), "stability.batchnorm")
         _positive(self.batchnorm_batches, "stability.batchnorm_batches")
+        _at_most(self.batchnorm_batches, "stability.batchnorm_batches")
         _nonnegative(self.threshold, "stability.threshold")
         _positive(self.train_subset, "stability.train_subset")
         _one_of(self.distance_params, DISTANCE_PARAMS, "stability.distance_params")
@@ -353,6 +384,9 @@ class ExperimentSpec:
 
     def validate(self) -> ExperimentSpec:
         _positive(self.replicates, "replicates")
+        _at_most(self.replicates, "replicates")
+        for seed in ("init_seed", "data_order_seed", "augmentation_seed"):
+            _seed(getattr(self.training, seed), f"training.{seed}", self.replicates - 1)
         for name in self.controls.levels or ():
             if name > self.imp.levels:
                 raise UserError(f"controls.levels names level {name}, but imp.levels is {self.imp.levels}")

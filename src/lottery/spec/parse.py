@@ -136,6 +136,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
+        if key in GROUPS and key in merged and not isinstance(merged[key], dict):
+            raise UserError(f"{key} must be a table of settings ([{key}]), got {merged[key]!r}")
         if isinstance(value, dict) and isinstance(merged.get(key), dict) and key in GROUPS:
             merged[key] = {**merged[key], **value}
         else:
@@ -172,6 +174,14 @@ def resolve(
     file_preset = data.pop("preset", None)
     if file_preset is not None and not isinstance(file_preset, str):
         raise UserError(f"preset must be a preset name (a string), got {file_preset!r}")
+    for given, where in ((preset, "--preset"), (file_preset, f"preset in {spec_file or 'the spec'}")):
+        if given is not None and not given.strip():
+            raise UserError(f"{where} is empty: give a preset name (see 'lottery presets')")
+    if preset is not None and file_preset is not None and preset != file_preset:
+        raise UserError(
+            f"{spec_file or 'the spec'} starts from preset {file_preset!r} but --preset {preset!r} was given: "
+            "give one of them"
+        )
     preset = preset or file_preset
     base = presets.get(preset).settings if preset else {}
     data = _merge(base, data)

@@ -22,6 +22,12 @@ INTACT = " (earlier artifacts are intact; once the write can succeed, the same c
 
 
 def write_bytes(path: Path, data: bytes) -> None:
+    commit(prepare(path, data), path)
+
+
+def prepare(path: Path, data: bytes) -> Path:
+    """The first half of an atomic write: `data` in a temporary file beside `path`, flushed and fsynced; its
+    path. Nothing at `path` changes. On failure the temporary file is removed (UserError)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +40,16 @@ def write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {error.strerror or error}{INTACT}") from None
+    return Path(tmp)
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """The second half: rename the prepared temporary file over `path` and fsync the directory."""
+    path = Path(path)
+    try:
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -15,6 +15,8 @@ DEFAULT_ROOT = "runs"
 
 def store_root(out: str | None = None) -> Path:
     """--out, else $LOTTERY_RUNS, else ./runs."""
+    if out is not None and not out.strip():
+        raise UserError("--out is empty: give the store directory (default: $LOTTERY_RUNS or ./runs)")
     return Path(out or os.environ.get("LOTTERY_RUNS") or DEFAULT_ROOT)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from lottery import collective
+from lottery.errors import UserError
 from lottery.store import atomic, layout, provenance
 
 MANIFEST = "manifest.json"
@@ -50,7 +51,9 @@ class RunDir:
             return {}
 
     def _record(self, name: str, digest: str | None) -> None:
-        manifest = self.manifest()
+        """Record (or forget) one artifact; entries whose file is gone are dropped on the way (a damaged or
+        edited entry name would otherwise be reported missing forever)."""
+        manifest = {n: d for n, d in self.manifest().items() if isinstance(n, str) and (self.path / n).is_file()}
         if digest is None:
             manifest.pop(name, None)
         else:
@@ -61,8 +64,30 @@ class RunDir:
     def write(self, name: str, data: bytes) -> None:
         with collective.main_writes() as main:  # data parallel: every rank calls, rank 0 writes
             if main:
-                atomic.write_bytes(self.path / name, data)
-                self._record(name, sha256(data))
+                self._write(name, data)
+
+    def _write(self, name: str, data: bytes) -> None:
+        """The new bytes are made durable in a temporary file, then recorded, then renamed into place. A write
+        that fails before the rename (disk full, the manifest's own write) leaves the old file and its entry
+        as they were -- everything the manifest lists still verifies, a previous checkpoint included. If the
+        rename itself fails, the old entry is put back (best effort). Only a process killed between the
+        manifest's write and the rename leaves an entry its file does not match (reported, and recomputed)."""
+        path = self.path / name
+        tmp = atomic.prepare(path, data)
+        old = self.manifest().get(name)
+        try:
+            self._record(name, sha256(data))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        try:
+            atomic.commit(tmp, path)
+        except UserError:
+            try:
+                self._record(name, old)
+            except UserError:
+                pass
+            raise
 
     def read(self, name: str, quiet: bool = False) -> bytes | None:
         """The artifact's bytes if present and matching the manifest; None otherwise (said on stderr
@@ -147,3 +172,22 @@ class RunDir:
                 if sha256(data) != digest:
                     problems.append((name, "checksum mismatch (truncated or modified)"))
         return problems
+
+
+ARTIFACTS = ("*.safetensors", "*.json", "*.jsonl", "*.csv", "*.pt", "*.toml")  # what `lottery` writes in a run
+
+
+def missing_manifests(root: Path) -> list[tuple[Path, int]]:
+    """(directory, number of artifacts) for every directory under `root` that holds artifacts but no
+    `manifest.json` (a run's snapshot files belong to the run's manifest): none of them is trusted, and the next
+    run recomputes them."""
+    missing: dict[Path, int] = {}
+    for directory in sorted({p.parent for pattern in ARTIFACTS for p in root.rglob(pattern)}):
+        owner = directory.parent if directory.name == "snapshots" else directory
+        if any(part.startswith(".") for part in directory.relative_to(root).parts) or (owner / MANIFEST).exists():
+            continue
+        count = sum(1 for p in directory.iterdir() if p.is_file() and not p.name.startswith(".") and
+                    any(p.match(pattern) for pattern in ARTIFACTS))  # fmt: skip
+        if count:
+            missing[owner] = missing.get(owner, 0) + count
+    return sorted(missing.items())

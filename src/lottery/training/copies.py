@@ -4,15 +4,17 @@ The copies of a stability analysis (and its subjects: the dense network, the IMP
 runs that differ only in start weights, masks, seeds and optimizer state. `train_together` trains such runs as
 one `Stacked` model and leaves every run with exactly the artifacts `lottery.training.train` writes (start
 weights, mask, sparsity, metrics at the same evaluation points, checkpoints in the same format, final weights,
-summary), so the store cannot tell how a run was trained: a run checkpointed in a group resumes alone, and runs
-checkpointed alone resume together. Each copy sees exactly the batches of its separate run (its own
-`BatchStream`); its weights equal a separate run's up to float rounding (see `stacked.py`).
+summary, whose "arithmetic" records how it was computed). A run checkpointed in a group resumes without the
+others, at its position in a stack of its group's size, so it ends bit for bit where the uninterrupted group
+puts it at any thread count. Each copy sees exactly the batches of its separate run (its own `BatchStream`); its
+weights equal a separate run's up to float rounding (see `stacked.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -74,18 +76,30 @@ def train_together(
     jobs: Sequence[Job],
     runtime: Runtime,
     stacked: bool | None = None,
+    group: Sequence[RunDir] | None = None,
 ) -> list[dict[str, Any]]:
     """Train run i from `models[i]` with `jobs[i]`, as `lottery.training.train` would; the runs' summaries.
 
     The jobs may differ in seeds, masks, start weights and optimizer states, nothing else. Finished runs are
     read back. `stacked` (None: `should_batch` for all the runs given, finished or not) says whether the runs
-    are trained as stacked models -- the others one after another with the training loop. Stacked runs that
-    resume from different iterations, or whose optimizer states cannot be stacked, form separate groups, a
-    group of one included: a run computes with one arithmetic from start to end, whatever the store holds when
-    it resumes, and a copy's weights do not depend on its group (see `stacked.py`). Callers therefore give the
-    same runs, or the same `stacked`, whenever they ask for them.
+    are trained as stacked models -- the others one after another with the training loop.
+
+    `group` (default: `runs`) is the whole group the runs belong to, in stack order: every run given is one of
+    its members, the others may be finished or not buildable yet. A stacked run is always computed at its own
+    position in a stack of the group's size, whichever members actually train with it: with more than one CPU
+    thread, the kernels split a stacked tensor between threads by its size, so a copy's bits depend on the
+    stack's size and on its position in it (never on the other copies' values, see `stacked.py`). Members that
+    are not training (finished, resuming from another iteration, or not given) are stood in for by a
+    placeholder copy whose results are discarded. Runs that resume from different iterations, or whose
+    optimizer states cannot be stacked, form separate stacks, each of the group's size: a run computes with one
+    arithmetic from start to end, whatever the store holds when it resumes. Callers therefore give the same
+    group, and the same `stacked`, whenever they ask for a run. Each run's summary records its arithmetic
+    (`"arithmetic"`: stacked or not, the group and its position, threads, device), which `lottery verify`
+    checks across a group.
     """
     _check(models, jobs)
+    group = list(runs if group is None else group)
+    positions = [[member.path for member in group].index(run.path) for run in runs]  # ValueError: not a member
     todo = [i for i in range(len(runs)) if not is_finished(runs[i], jobs[i])]
     if not todo:
         return [run.read_json("summary.json") for run in runs]
@@ -98,14 +112,21 @@ def train_together(
         sessions = []
         for i in todo:
             runs[i].remove_temporary()
-            sessions.append(Session(runs[i], models[i], data, jobs[i], _named(runtime, runs[i])))
+            session = Session(runs[i], models[i], data, jobs[i], _named(runtime, runs[i]))
+            session.arithmetic.update(stacked=True, group=_relative(group, runs[i]), position=positions[i])
+            sessions.append(session)
 
         def key(s: Session) -> tuple[Any, ...]:
             return s.t, optimizer_signature(s.optimizer, list(s.model.parameters()))
 
-        for _, group in itertools.groupby(sorted(sessions, key=lambda s: repr(key(s))), key=key):
-            _train_stacked(list(group))  # a group of one too: a run keeps the stacked arithmetic when resumed alone
+        for _, same in itertools.groupby(sorted(sessions, key=lambda s: repr(key(s))), key=key):
+            _train_stacked(list(same), len(group))  # alone too: a run keeps its stacked arithmetic when resumed alone
     return [run.read_json("summary.json") for run in runs]
+
+
+def _relative(group: Sequence[RunDir], run: RunDir) -> list[str]:
+    """The group's directories relative to `run`'s (its own is '.'), as its summary records them."""
+    return [os.path.relpath(member.path, run.path) for member in group]
 
 
 def _named(runtime: Runtime, run: RunDir) -> Runtime:
@@ -113,12 +134,18 @@ def _named(runtime: Runtime, run: RunDir) -> Runtime:
     return dataclasses.replace(runtime, label=f"{runtime.label} {run.path.name}".strip())
 
 
-def _train_stacked(sessions: list[Session]) -> None:
-    """The training loop (`loop.train_session`) for sessions at one iteration, one stacked step for all."""
+def _train_stacked(sessions: list[Session], size: int) -> None:
+    """The training loop (`loop.train_session`) for sessions at one iteration, one stacked step for all: session
+    s is copy `s.arithmetic["position"]` of a stack of `size` copies, the others placeholders (copies of the first
+    session, fed its batches, whose results are never read)."""
     first = sessions[0]
     job, end = first.job, first.job.schedule.end
+    slots = [first] * size
+    for s in sessions:
+        slots[s.arithmetic["position"]] = s
+    where = [s.arithmetic["position"] for s in sessions]  # session i's copy in the stack
     streams = [s.stream() for s in sessions]
-    models, masks, optimizers = [s.model for s in sessions], [s.mask for s in sessions], [s.optimizer for s in sessions]
+    models, masks, optimizers = [s.model for s in slots], [s.mask for s in slots], [s.optimizer for s in slots]
     stacked = Stacked(models, masks, optimizers, job.training)
     autocast = first.autocast()
     active = list(range(len(sessions)))  # copies not finished (a diverged copy finishes where it diverged)
@@ -128,12 +155,13 @@ def _train_stacked(sessions: list[Session]) -> None:
         lead = sessions[active[0]]  # every active session is at iteration t with the same schedule
         if t in job.snapshots:
             for i in active:
-                stacked.write_back(i, sessions[i].model, sessions[i].optimizer if job.snapshot_optimizer else None)
+                optimizer = sessions[i].optimizer if job.snapshot_optimizer else None
+                stacked.write_back(where[i], sessions[i].model, optimizer)
                 sessions[i].snapshot()
         lr = lead.lr()
         if lead.evaluation_due():
             for i in active:
-                stacked.write_back(i, sessions[i].model)
+                stacked.write_back(where[i], sessions[i].model)
                 bar.set_postfix_str(describe(sessions[i].evaluate(lr)))
                 if sessions[i].diverged_at is not None:
                     sessions[i].finish()
@@ -142,17 +170,20 @@ def _train_stacked(sessions: list[Session]) -> None:
             break
         if lead.checkpoint_due():
             for i in active:
-                stacked.write_back(i, sessions[i].model, sessions[i].optimizer)
+                stacked.write_back(where[i], sessions[i].model, sessions[i].optimizer)
                 sessions[i].checkpoint()
         batches = [stream.batch(t) for stream in streams]
-        losses = stacked.step(torch.stack([x for x, _ in batches]), torch.stack([y for _, y in batches]), lr, autocast)
+        fed = [batches[0]] * size
+        for i, batch in enumerate(batches):
+            fed[where[i]] = batch
+        losses = stacked.step(torch.stack([x for x, _ in fed]), torch.stack([y for _, y in fed]), lr, autocast)
         for i in active:
-            sessions[i].add_loss(losses[i])
+            sessions[i].add_loss(losses[where[i]])
         t += 1
         for s in sessions:
             s.t = t
         bar.update()
     bar.close()
     for i in active:
-        stacked.write_back(i, sessions[i].model)
+        stacked.write_back(where[i], sessions[i].model)
         sessions[i].finish()

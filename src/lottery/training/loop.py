@@ -9,7 +9,9 @@ metrics so far), so a run resumed from any checkpoint ends exactly where an unin
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -185,15 +187,10 @@ class Session:
         # Pruned weights, their gradients and optimizer state are zero now and after every step (lottery.attach).
         self.attachment = attach(self.mask, self.optimizer, model=model) if self.mask.density < 1 else None
         self.diverged_at: int | None = None
-        checkpoint = run.read_torch("checkpoint.pt")
-        if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            torch.set_rng_state(checkpoint["rng"])
-            if device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
-            self.t, self.metrics, self.elapsed = checkpoint["iteration"], checkpoint["metrics"], checkpoint["elapsed"]
-            self.loss_sum, self.loss_count = checkpoint["loss_sum"].to(device), checkpoint["loss_count"]
+        # How the run is computed, recorded in its summary (copies.py adds a stacked run's group and position):
+        # on the CPU its bits depend on the thread count, and a stacked run's on its group.
+        self.arithmetic: dict[str, Any] = {"stacked": False, "threads": torch.get_num_threads(), "device": device.type}
+        if self._resume():
             print(f"lottery: {run.path}: resuming from iteration {self.t}", file=sys.stderr)
         else:
             if job.optimizer_state is not None:
@@ -208,6 +205,44 @@ class Session:
             self.loss_sum, self.loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
         self.label = runtime.label or str(run.path)  # names the run in log lines
         self.session_start = self.last_checkpoint = time.perf_counter()
+
+    def _resume(self) -> bool:
+        """Restore the run's checkpoint if it has a verified one that loads; False (the run starts over) if it
+        has none, or one that cannot be used although its checksum matches (another structure, a pickle that
+        `weights_only` refuses to run), which is then reported and removed."""
+        run, model, device = self.run, self.model, self.runtime.device
+        try:
+            data = run.read("checkpoint.pt")  # None (reported if it exists) unless verified
+        except OSError:
+            data = None
+        if data is None:
+            return False
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        fresh = self.optimizer.state_dict()  # no state yet: nothing to copy but the hyperparameters
+        try:
+            checkpoint = torch.load(io.BytesIO(data), weights_only=True)
+            model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            t, metrics = int(checkpoint["iteration"]), list(checkpoint["metrics"])
+            elapsed = float(checkpoint["elapsed"])
+            loss_sum, loss_count = checkpoint["loss_sum"].to(device, torch.float64), int(checkpoint["loss_count"])
+            if not self.job.start <= t <= self.job.schedule.end or loss_sum.shape != ():
+                raise ValueError(f"iteration {t} outside {self.job.start}..{self.job.schedule.end}")
+            rng, cuda_rng = checkpoint["rng"], checkpoint.get("cuda_rng")
+            torch.set_rng_state(rng)
+        except Exception as error:  # noqa: BLE001  (any defect of its contents: start over, as for a bad checksum)
+            model.load_state_dict(start)
+            self.optimizer.state.clear()  # the same optimizer object: the mask stays attached to it
+            self.optimizer.load_state_dict(fresh)
+            reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+            print(f"lottery: {run.path / 'checkpoint.pt'} cannot be loaded ({reason}); starting the run over",
+                  file=sys.stderr)  # fmt: skip
+            run.remove("checkpoint.pt")
+            return False
+        if device.type == "cuda" and cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+        self.t, self.metrics, self.elapsed, self.loss_sum, self.loss_count = t, metrics, elapsed, loss_sum, loss_count
+        return True
 
     def stream(self) -> BatchStream:
         """The run's batches: a pure function of its data-order and augmentation seeds and the iteration."""
@@ -248,15 +283,15 @@ class Session:
 
     def evaluate(self, lr: float) -> list[dict[str, Any]]:
         """Log the mean training loss since the last evaluation and the validation and test loss and accuracy;
-        a non-finite training loss marks the run diverged instead. Returns the new metrics rows."""
+        a diverged run (`diverged`) is marked so instead. Returns the new metrics rows."""
         t, data = self.t, self.data
         now = self.elapsed + time.perf_counter() - self.session_start
         distributed.average_(self.loss_sum)  # data parallel: the mean over ranks, as one process would log
         count = self.loss_count
         rows = [{"iteration": t, "split": "train", "loss": float(self.loss_sum) / count, "lr": lr}] if count else []
-        if count and not torch.isfinite(self.loss_sum):
+        if count and diverged(rows[0]["loss"], self.model, data.num_classes):
             self.diverged_at = t
-            rows[0].update(loss=None, diverged=True)
+            rows[0].update(loss=rows[0]["loss"] if math.isfinite(rows[0]["loss"]) else None, diverged=True)
         else:
             for split in ("val", "test"):
                 x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
@@ -307,9 +342,24 @@ class Session:
         self.elapsed += time.perf_counter() - self.session_start
         self.run.write_tensors("final.safetensors", self.model.state_dict())
         summary = summarize(self.metrics, self.job, self.mask, self.elapsed, self.diverged_at)
+        summary["arithmetic"] = self.arithmetic
         self.run.write_json("summary.json", summary)
         self.run.remove("checkpoint.pt")
         return summary
+
+
+DIVERGENCE_FACTOR = 1000.0  # times the loss of a uniform guess, ln(classes): 2303 for 10 classes
+
+
+def diverged(train_loss: float, model: torch.nn.Module, num_classes: int) -> bool:
+    """The divergence rule, checked at every evaluation point: the mean training loss since the last one is not
+    finite, or above DIVERGENCE_FACTOR times ln(classes) (the loss of predicting every class alike, which any
+    network that learns at all stays far below), or a weight is not finite. Such a run has left the region
+    where its accuracies mean anything, and nothing is pruned from its weights."""
+    if not math.isfinite(train_loss) or train_loss > DIVERGENCE_FACTOR * math.log(max(num_classes, 2)):
+        return True
+    with torch.no_grad():
+        return not all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def summarize(metrics: list[dict[str, Any]], job: Job, mask: Mask, seconds: float, diverged_at: int | None) -> dict:

@@ -57,8 +57,11 @@ def _stack(tensors: Sequence[Tensor], like: Tensor | None = None) -> Tensor:
 
     Vectorized CPU kernels (torch's fused optimizers among them) treat the last elements of a tensor that do not
     fill a vector differently, and which elements those are depends on the tensor's length. With every copy's
-    row aligned and a whole number of vectors long, every element goes through the same code whatever K is: a
-    copy's weights do not depend on which other copies it was trained with.
+    row aligned and a whole number of vectors long, every element goes through the same code whatever K is, on
+    one thread. With several threads, kernels split a tensor between threads by its size (and small batched
+    matmuls pick another kernel for K = 1), so a copy's bits then depend on K and on its position -- never on
+    the other copies' values: `train_together` therefore always trains a copy at its position in a stack of
+    its group's size.
     """
     like = tensors[0] if like is None else like  # the dtype and device of the result
     n = tensors[0].numel()
