@@ -12,10 +12,11 @@ from typing import Any
 import torch
 
 from lottery import seeding
-from lottery.experiments import results
+from lottery.experiments import results, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.imp import dense_dir, level_dir, replicate_dir, rewind_state
 from lottery.experiments.mask_points import at_iteration, snapshot_points, trace_points  # noqa: F401
+from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, random_like
 from lottery.pruning.early_bird import mask_distance, settled_at
@@ -99,10 +100,7 @@ def dense_weights(ctx: Context, replicate_dir: RunDir, replicate: int, t: int) -
     else:
         weights = run.read_tensors(snapshot_name(t))
     if weights is None:
-        from lottery.experiments.imp import train_dense
-
-        train_dense(ctx, replicate_dir, replicate, alone=True)
-        return dense_weights(ctx, replicate_dir, replicate, t)
+        raise MissingDependency(tasks.dense(replicate), f"W_{t} of the dense run {run.path}")
     return weights
 
 
@@ -143,7 +141,10 @@ def trace(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]
 
 
 def early_bird_iteration(ctx: Context, replicate_dir: RunDir, replicate: int, density: float) -> int:
-    entry = next(e for e in trace(ctx, replicate_dir, replicate)["densities"] if e["density"] == density)
+    stored = masks_dir(replicate_dir).read_json("early_bird.json")
+    if stored is None:
+        raise MissingDependency(tasks.mask_trace(replicate), f"the early-bird trace of replicate {replicate}")
+    entry = next(e for e in stored["densities"] if e["density"] == density)
     return entry["settled_at"] if entry["settled_at"] is not None else ctx.schedule.end
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from lottery.collective import is_main
 from lottery.experiments import controls, imp, masks, results, stability
 from lottery.experiments.context import Context
-from lottery.experiments.plan import execute, plan, replicate_dir
+from lottery.experiments.plan import plan, replicate_dir, run_task
 from lottery.loggers.summary import log_experiment
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
 from lottery.store import RunDir, check_collision, experiment_dir, layout, locked, write_spec
@@ -38,8 +38,10 @@ def run_experiment(
     with locked(experiment.path, wait=wait):  # under torchrun taken by rank 0 for all ranks
         check_collision(experiment, spec)
         write_spec(experiment, spec, preset)
-        for task in plan(ctx, dense_only):
-            execute(task, ctx, experiment)
+        planned = plan(ctx, dense_only)
+        everything = {t.name: t for t in plan(ctx)}
+        for task in planned:
+            run_task(task, ctx, experiment, everything)
         results = write_results(experiment, spec)
     if runtime.log and is_main():  # the curve, tables and figures to the trackers (lottery.loggers)
         log_experiment(runtime.log, experiment.path, results)

@@ -85,13 +85,9 @@ def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> tuple[l
     dense = _dense_subject(ctx, rdir, r, k)
     if level == 0:
         return [dense], []
-    level_run = imp.level_dir(rdir, k, level)
-    stored = level_run.read_tensors("mask.safetensors")
-    if stored is None or not level_run.exists("final.safetensors"):
-        if imp.run_level(ctx, rdir, r, k, level) is None:
-            return [dense], ["imp", *ctx.spec.stability.controls]
-        stored = level_run.read_tensors("mask.safetensors")
-    mask = ctx.mask(stored)
+    mask = imp.level_mask(ctx, rdir, r, k, level)  # MissingDependency where the level's task has not run
+    if mask is None:
+        return [dense], ["imp", *ctx.spec.stability.controls]
     rewound, optimizer_state = imp.rewind_state(ctx, rdir, r, k)
     subjects = [dense, Subject("imp", mask, mask.apply_to(rewound), optimizer_state)]
     for kind in ctx.spec.stability.controls:
@@ -112,7 +108,8 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
 
     The dense network's copies are shared by every level at k; they belong to the group of the first level
     analysed (where an uninterrupted run trains them), and are trained in that group wherever they are missing,
-    so they are computed with one arithmetic whichever point finds them missing."""
+    so they are computed with one arithmetic whichever point finds them missing. (They are the one run that
+    several tasks may train, until runs are shared by what determines them.)"""
     copies = ctx.spec.stability.copies
     runs = {subject.kind: copy_runs(rdir, k, level, subject, copies) for subject in subjects}
     first = min(levels(ctx))
