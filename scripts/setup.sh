@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: a virtual environment in .venv, the CPU build of torch (pinned; override with
-# TORCH_SPEC), the Fashion-MNIST files (Debian's dataset-fashion-mnist), lottery with its test, Ray and tracker
-# extras, and Chromium for the report's browser test. Idempotent: a second run only checks.
+# TORCH_SPEC), the Fashion-MNIST files (Debian's dataset-fashion-mnist), lottery with its test, Ray, tracker
+# and images (Pillow) extras, and Chromium for the report's browser test. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -25,10 +25,10 @@ if [ ! -f "$FASHION_MNIST/train-images-idx3-ubyte.gz" ]; then
 fi
 # The tracker extras the tests use (measured on a fresh venv: tensorboard 6 s / 54 MB, wandb 10 s / 88 MB,
 # mlflow-skinny 9 s / 87 MB).
-if ! .venv/bin/python -c "import lottery, pytest, hypothesis, ray, tensorboard, wandb, mlflow" 2>/dev/null \
+if ! .venv/bin/python -c "import lottery, pytest, hypothesis, ray, tensorboard, wandb, mlflow, PIL" 2>/dev/null \
     || [ pyproject.toml -nt .venv/.lottery-installed ]; then
-    echo "setup: installing lottery (editable, with test, ray, tensorboard, wandb and mlflow extras)"
-    .venv/bin/pip install --quiet -e ".[test,ray,tensorboard,wandb,mlflow]"
+    echo "setup: installing lottery (editable, with test, ray, tensorboard, wandb, mlflow and images extras)"
+    .venv/bin/pip install --quiet -e ".[test,ray,tensorboard,wandb,mlflow,images]"
     touch .venv/.lottery-installed
 fi
 # A headless browser for the report test (tests/test_report_browser.py; skipped without one): Debian's chromium,

@@ -66,9 +66,9 @@ VGG19_CONVS = [64, 64, 128, 128, 256, 256, 256, 256] + [512] * 8
 
 
 def test_every_family_is_registered() -> None:
-    assert {"lenet_300_100", "conv6", "vgg19", "resnet20"} <= set(names())
+    assert {"lenet_300_100", "conv6", "vgg19", "resnet20", "resnet50", "inception_v3", "squeezenet1_1"} <= set(names())
     with pytest.raises(UserError, match="unknown model"):
-        make("resnet18")
+        make("resnet19")
 
 
 def test_exact_parameter_counts_from_the_architecture() -> None:

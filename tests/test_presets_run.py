@@ -15,14 +15,29 @@ SYNTHETIC = {"fashion_mnist": "synthetic", "mnist": "synthetic", "cifar10": "syn
              "cifar100": "synthetic_cifar100"}  # fmt: skip
 
 
-@pytest.mark.parametrize("name", presets.names())
+def imagenet_folder(name: str, tmp_path: Path) -> list[str]:
+    """ImageNet presets: a tiny folder of real JPEGs, small crops, a small batch, fp32 on the CPU."""
+    from lottery.data.jpegs import write_folder
+
+    root = write_folder(tmp_path / "jpegs", classes=3, train_per_class=4, val_per_class=1, size=(80, 80))
+    size = 75 if "inception" in name else 32
+    width = ["model.width=8"] if name == "resnet50_imagenet" else []  # 1/64 of the parameters: seconds, not 30 s
+    return [f"dataset.root={root}", f"dataset.image_size={size}", "training.batch_size=4", "training.precision=fp32",
+            *width]  # fmt: skip
+
+
+SLOW = {"inception_v3_imagenet"}  # 24M parameters written several times: ~30 s
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in presets.names()])
 def test_preset_runs_two_iterations(name: str, tmp_path: Path) -> None:
     preset = presets.get(name)
     dataset = preset.settings.get("dataset", {}).get("name", "fashion_mnist")
+    data = [f"dataset.name={SYNTHETIC[dataset]}"] if dataset in SYNTHETIC else imagenet_folder(name, tmp_path)
     spec, _ = resolve(
         preset=name,
         overrides=[
-            f"dataset.name={SYNTHETIC[dataset]}",
+            *data,
             "dataset.validation_size=0",
             "training.training_steps=2it",
             "training.warmup_steps=0it",

@@ -43,7 +43,23 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         batch_copies=args.batch_copies,
         log=loggers.parse(args.log if args.log is not None else os.environ.get("LOTTERY_LOG")),
         imports=tuple(args.imports),
+        data_workers=_data_workers(args),
+        gpus_per_task=_gpus_per_task(args),
     )
+
+
+def _gpus_per_task(args: argparse.Namespace) -> float | None:
+    gpus = getattr(args, "gpus_per_task", None)
+    if gpus is not None and gpus < 0:
+        raise UserError(f"--gpus-per-task must be >= 0, got {gpus}")
+    return gpus
+
+
+def _data_workers(args: argparse.Namespace) -> int | None:
+    workers = getattr(args, "data_workers", None)
+    if workers is not None and workers < 0:
+        raise UserError(f"--data-workers must be >= 0, got {workers}")
+    return workers
 
 
 def _experiment(args: argparse.Namespace, dense_only: bool) -> int:
@@ -79,6 +95,7 @@ def presets(args: argparse.Namespace) -> int:
         print(f"# {preset.name}: {preset.description}\n")
         print(tomli_w.dumps(preset.settings), end="")
         return 0
+    width = max(map(len, registry), default=0)
     for name in registry:
         preset = registry.get(name)
         t = preset.settings.get("training", {})
@@ -88,7 +105,7 @@ def presets(args: argparse.Namespace) -> int:
             f"{m.get('name', '?')} on {d}: {t.get('optimizer', 'sgd')} lr {t.get('lr', 0.1)}, "
             f"batch {t.get('batch_size', 128)}, {t.get('training_steps', '1ep')}"
         )
-        print(f"{name:18s} {summary}")
+        print(f"{name:{width}s} {summary}")
     print("\n'lottery presets --show NAME' prints one in full.")
     print("Your own models, datasets and losses: 'lottery run --import MODULE spec.toml' (docs/plugins.md).")
     return 0

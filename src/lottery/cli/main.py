@@ -65,6 +65,9 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (slow to start)")
     p.add_argument(
+        "--data-workers", type=int, metavar="N", help="image folders: decoding processes (default: CPUs, up to 8)"
+    )
+    p.add_argument(
         "--log",
         metavar="TRACKERS",
         help="also log to experiment trackers, comma-separated: tensorboard, wandb, mlflow (default: $LOTTERY_LOG, "
@@ -99,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--address", help="with --executor ray: join this Ray cluster (default: start a local one)")
     p.add_argument("--workers", type=int, metavar="N", help="with a local Ray instance: number of worker CPUs")
+    p.add_argument(
+        "--gpus-per-task",
+        type=float,
+        metavar="G",
+        help="with --executor ray: GPUs per task (default: 1 on CUDA)",
+    )
     p.add_argument("--retries", type=int, default=1, metavar="N", help="retries of a failing task (default 1)")
     p = sub.add_parser("presets", help="list the presets, or print one in full", epilog=EPILOG)
     p.add_argument("--show", metavar="NAME", help="print this preset's settings and sources")

@@ -1,6 +1,7 @@
-"""Datasets as in-memory tensors, one module per format; batches gathered on the device."""
+"""Datasets as in-memory tensors, one module per format, batches gathered on the device; image folders streamed
+from disk (`stream.py`)."""
 
-from lottery.data import cifar, idx, synthetic  # noqa: F401  (register their datasets)
+from lottery.data import cifar, idx, stream, synthetic  # noqa: F401  (register their datasets)
 from lottery.data.base import ImageData, Splits, load, loaders
 from lottery.data.batches import BatchStream, epoch_permutation
 

@@ -49,13 +49,19 @@ class Splits:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
 
+    @property
+    def train_size(self) -> int:
+        return len(self.train_x)
+
     def to(self, device: torch.device | str) -> Splits:
         return replace(
             self, **{k: getattr(self, k).to(device) for k in self.__dataclass_fields__ if k != "num_classes"}
         )
 
 
-loaders: Registry[Callable[[DatasetSpec], ImageData]] = Registry("dataset")
+# A loader returns the whole dataset in memory (ImageData), or its own streamed splits (data/stream.py).
+loaders: Registry[Callable[[DatasetSpec], Any]] = Registry("dataset")
+FOLDER_ONLY = ("classes", "fraction", "image_size")  # settings of the image-folder datasets only
 
 
 def check(data: ImageData, name: str) -> None:
@@ -88,10 +94,16 @@ def check(data: ImageData, name: str) -> None:
         )
 
 
-def load(spec: DatasetSpec) -> Splits:
+def load(spec: DatasetSpec) -> Any:
     """Load `spec.name` (built in, or a plugin dataset), hold out the validation split unless the dataset gives
-    one, optionally subset and normalise."""
+    one, optionally subset and normalise: `Splits` for in-memory data, `FolderSplits` (the same interface,
+    streamed: data/stream.py) for image folders."""
     data = loaders.get(spec.name)(spec) if spec.name in loaders else _plugin(spec)
+    if not isinstance(data, ImageData):
+        return data
+    for name in FOLDER_ONLY:
+        if getattr(spec, name) is not None:
+            raise UserError(f"dataset.{name} applies to image-folder datasets only (imagefolder, imagenet)")
     check(data, spec.name)
     if data.val_x is not None:
         train_idx = torch.arange(len(data.train_x))

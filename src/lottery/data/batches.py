@@ -50,6 +50,16 @@ class BatchStream:
             self._epoch = epoch
         return self._order[position * self.batch_size : (position + 1) * self.batch_size]
 
+    def slice(self, iteration: int, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """Examples lo..hi-1 of batch `iteration` (a rank's share). Augmentation draws its parameters for the whole
+        batch from one generator, so with augmentation the whole batch is augmented and the slice kept: exactly
+        the examples, crops and flips of `batch`. Without it only the slice is gathered."""
+        if self.augment is not None and self.augmentation_seed is not None:
+            x, y = self.batch(iteration)
+            return x[lo:hi], y[lo:hi]
+        index = self.indices(iteration)[lo:hi]
+        return self.x.index_select(0, index), self.y.index_select(0, index)
+
     def batch(self, iteration: int) -> tuple[Tensor, Tensor]:
         index = self.indices(iteration)
         x, y = self.x.index_select(0, index), self.y.index_select(0, index)  # = x[index], y[index]; faster

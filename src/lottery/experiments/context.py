@@ -22,6 +22,17 @@ from lottery.store import RunDir
 from lottery.training import Job, Runtime, Schedule, should_batch
 
 
+def default_workers(runtime: Runtime) -> int:
+    """Image-decoding processes: `runtime.data_workers`, else this process's share of the CPUs it may use (divided
+    among torchrun's processes on this machine, $LOCAL_WORLD_SIZE), at least 1 and at most 8."""
+    if runtime.data_workers is not None:
+        return runtime.data_workers
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))))
+
+
 class Context:
     def __init__(self, spec: ExperimentSpec, runtime: Runtime) -> None:
         self.spec = spec
@@ -30,11 +41,14 @@ class Context:
 
     @cached_property
     def data(self) -> Splits:
-        return datasets.load(self.spec.dataset).to(self.runtime.device)
+        data = datasets.load(self.spec.dataset).to(self.runtime.device)
+        if hasattr(data, "with_workers"):  # an image folder, streamed by worker processes
+            data = data.with_workers(default_workers(self.runtime))
+        return data
 
     @cached_property
     def schedule(self) -> Schedule:
-        train_size = len(self.data.train_x)
+        train_size = self.data.train_size
         if self.spec.training.batch_size > train_size:
             raise UserError(
                 f"training.batch_size = {self.spec.training.batch_size} is larger than the training set "
@@ -75,8 +89,8 @@ class Context:
 
     @cached_property
     def augment(self) -> Augment | None:
-        if not self.spec.dataset.augment:
-            return None
+        if not self.spec.dataset.augment or not isinstance(self.data, Splits):
+            return None  # image folders augment each example while decoding it (data/imaging.py)
         if self.data.train_x.dim() != 4:
             raise UserError(
                 "dataset.augment (random crop + flip) applies to images (N, C, H, W); dataset "
@@ -102,6 +116,11 @@ class Context:
         from lottery.training import distributed
 
         distributed.check_batch(self.spec.training.batch_size)  # under torchrun: one equal slice per rank
+        if self.spec.stability.rewind and not isinstance(self.data, Splits):
+            raise UserError(
+                f"the stability analysis does not support streamed image folders ({self.spec.dataset.name}) yet; "
+                "set stability.rewind = [] (IMP, rewinding and the controls are supported)"
+            )
         _ = self.schedule, self.dense_snapshots, self.layer_kinds, self.augment
         from lottery.pruning import strategies
 

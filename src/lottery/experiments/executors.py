@@ -116,7 +116,7 @@ def run_ray(
             options["num_cpus"] = workers
         ray.init(**options)
     runtime = dataclasses.replace(runtime, threads=runtime.threads or torch.get_num_threads())
-    remote = ray.remote(max_retries=retries, retry_exceptions=True)(_ray_job)
+    remote = ray.remote(**task_options(runtime, retries))(_ray_job)
     refs: dict[str, Any] = {}
     for job in jobs:
         deps = [refs[d] for d in job.deps]
@@ -133,6 +133,18 @@ def run_ray(
                 errors[key] = _error(getattr(exc, "cause", None) or exc)
             bar.update()
     return _classify(jobs, errors)
+
+
+def task_options(runtime: Runtime, retries: int) -> dict[str, Any]:
+    """Ray options of every task: retries, and the GPUs it holds (`runtime.gpus_per_task`; by default 1 when
+    training on CUDA, so Ray places each task on its own GPU and sets CUDA_VISIBLE_DEVICES to it, else 0)."""
+    gpus = runtime.gpus_per_task
+    if gpus is None:
+        gpus = 1 if runtime.device.type == "cuda" else 0
+    options: dict[str, Any] = {"max_retries": retries, "retry_exceptions": True}
+    if gpus:
+        options["num_gpus"] = gpus
+    return options
 
 
 def _classify(jobs: Sequence[Job], errors: dict[str, str]) -> Outcome:

@@ -1,6 +1,6 @@
 """Networks, one module per family; each registers the names it builds."""
 
-from lottery.models import conv, lenet, resnet, vgg  # noqa: F401  (register their families)
+from lottery.models import conv, inception, lenet, resnet, resnet_imagenet, squeezenet, vgg  # noqa: F401
 from lottery.models.base import Network
 from lottery.models.registry import build, names, register
 

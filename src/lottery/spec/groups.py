@@ -92,6 +92,9 @@ class DatasetSpec:
     augment: bool = False
     normalize: bool = True
     subset: int | None = None  # train on the first N non-validation examples only
+    classes: int | None = None  # image folders: keep this many classes (seeded choice), e.g. 100 for ImageNet-100
+    fraction: float | None = None  # image folders: keep this fraction of each class's training images (seeded)
+    image_size: int | None = None  # image folders: crop size (None: 224; eval resizes to 256/224 of it first)
     options: dict[str, Any] = field(default_factory=dict)  # a plugin dataset's own settings ([dataset.options])
     source_hash: str | None = None  # a plugin dataset's source code (recorded by lottery.plugins.stamp)
 
@@ -101,12 +104,18 @@ class DatasetSpec:
         _nonnegative(self.validation_size, "dataset.validation_size")
         if self.subset is not None:
             _positive(self.subset, "dataset.subset")
+        if self.classes is not None:
+            _positive(self.classes, "dataset.classes")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise UserError(f"dataset.fraction must be in (0, 1], got {self.fraction}")
+        if self.image_size is not None and self.image_size < 8:
+            raise UserError(f"dataset.image_size must be at least 8 pixels, got {self.image_size}")
         _plugin_hash("dataset", self.name, self.source_hash, "dataset.source_hash")
         return self
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "nadam", "adamax", "rmsprop", "adagrad", "adadelta")
-SCHEDULES = ("step", "cosine")
+SCHEDULES = ("step", "cosine", "linear", "exponential")
 # Which optimizers take each optional hyperparameter (lr and weight_decay: all of them).
 OPTIMIZER_ARGS = {
     "momentum": ("sgd", "rmsprop"),
@@ -148,7 +157,9 @@ class TrainingSpec:
     centered: bool = False  # rmsprop
     rho: float | None = None  # adadelta
     lr_decay: float | None = None  # adagrad
-    schedule: str = "step"  # 'step': warmup, then x gamma at each milestone; 'cosine': warmup, then cosine to 0
+    schedule: str = "step"  # 'step': warmup, then x gamma at each milestone; 'cosine': warmup, then cosine to 0;
+    # 'linear' / 'exponential': warmup, then decay to final_lr at the end
+    final_lr: float | None = None  # the learning rate at the end of a 'linear' or 'exponential' schedule
 
     def validate(self) -> TrainingSpec:
         _one_of(self.optimizer, OPTIMIZERS, "training.optimizer")
@@ -164,8 +175,12 @@ class TrainingSpec:
         if self.label_smoothing and self.loss != "cross_entropy":
             raise UserError(f"training.label_smoothing applies to training.loss = 'cross_entropy' (not '{self.loss}')")
         _one_of(self.schedule, SCHEDULES, "training.schedule")
-        if self.schedule == "cosine" and self.milestone_steps:
-            raise UserError("training.milestone_steps apply to training.schedule = 'step' (cosine has none)")
+        if self.schedule != "step" and self.milestone_steps:
+            raise UserError(f"training.milestone_steps apply to training.schedule = 'step' ({self.schedule} has none)")
+        if (self.final_lr is not None) != (self.schedule in ("linear", "exponential")):
+            raise UserError("training.final_lr is needed by, and only by, training.schedule = 'linear' / 'exponential'")
+        if self.final_lr is not None:
+            _positive(self.final_lr, "training.final_lr")
         _positive(self.batch_size, "training.batch_size")
         _positive(self.gamma, "training.gamma")
         for seed in ("init_seed", "data_order_seed", "augmentation_seed"):

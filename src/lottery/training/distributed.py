@@ -146,20 +146,12 @@ def shard(n: int, index: int | None = None, count: int | None = None) -> tuple[i
 
 
 def local_batch(stream: BatchStream, iteration: int) -> tuple[Tensor, Tensor]:
-    """This rank's slice of the global batch `stream.batch(iteration)`.
-
-    Augmentation draws its random parameters for the whole global batch (one generator per iteration),
-    so with augmentation every rank augments the full batch and keeps its slice: exactly the examples,
-    crops and flips a single process would use. Without augmentation only the slice is gathered.
-    """
+    """This rank's contiguous slice of the global batch `stream.batch(iteration)`: exactly the examples (and,
+    with augmentation, the crops and flips) a single process trains on at those positions (`stream.slice`).
+    Streamed image folders decode only this slice."""
     if world_size() == 1:
         return stream.batch(iteration)
-    lo, hi = shard(stream.batch_size)
-    if stream.augment is not None and stream.augmentation_seed is not None:
-        x, y = stream.batch(iteration)
-        return x[lo:hi], y[lo:hi]
-    index = stream.indices(iteration)[lo:hi]
-    return stream.x.index_select(0, index), stream.y.index_select(0, index)
+    return stream.slice(iteration, *shard(stream.batch_size))
 
 
 # the model --------------------------------------------------------------------------------------------
@@ -216,6 +208,30 @@ def evaluate(
         loss, accuracy = evaluate_local(model, x[lo:hi], y[lo:hi], loss_fn)
         sums[0], sums[1] = loss * (hi - lo), round(accuracy * (hi - lo))
     dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    return float(sums[0]) / n, float(sums[1]) / n
+
+
+def evaluate_split(
+    model: nn.Module, data: Any, split: str, loss_fn: Callable[..., Tensor] | None = None
+) -> tuple[float, float] | None:
+    """(mean loss, accuracy) over split `split` ('val' or 'test') of `data`, None when it is empty. In-memory
+    splits go through `evaluate`; streamed image folders (`FolderSplits`) are decoded batch by batch, each rank
+    its contiguous shard, and the sums all-reduced."""
+    if not hasattr(data, "eval_batches"):
+        x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+        return evaluate(model, x, y, loss_fn) if len(x) else None
+    from lottery.training.evaluate import evaluate_sums
+    from lottery.training.losses import DEFAULT
+
+    n = len(data.split(split))
+    if n == 0:
+        return None
+    sync_buffers(model)
+    lo, hi = shard(n)
+    loss, correct = evaluate_sums(model, data.eval_batches(split, lo, hi), loss_fn or DEFAULT)
+    sums = torch.tensor([loss, float(correct)], dtype=torch.float64, device=_device())
+    if world_size() > 1:
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
     return float(sums[0]) / n, float(sums[1]) / n
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 
@@ -28,3 +30,19 @@ def evaluate(
         correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
     model.train(was_training)
     return float(loss) / len(x), float(correct) / len(x)
+
+
+@torch.inference_mode()
+def evaluate_sums(
+    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], loss_fn: Loss = DEFAULT
+) -> tuple[float, int]:
+    """(summed loss, number correct) of `model` in eval mode over streamed batches (image folders)."""
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for x, y in batches:
+        logits = model(x).float()
+        loss += float(loss_fn(logits, y, reduction="sum").double())
+        correct += int((logits.argmax(1) == y).sum())
+    model.train(was_training)
+    return loss, correct

@@ -49,6 +49,8 @@ class Runtime:
     compile: bool = False  # torch.compile the training forward and backward
     batch_copies: bool | None = None  # train runs of one architecture together (training/copies.py); None: where faster
     channels_last: bool | None = None  # convnets in channels_last memory format; None: on CUDA only
+    gpus_per_task: float | None = None  # Ray executor: GPUs each task holds; None: 1 on CUDA, else 0
+    data_workers: int | None = None  # image-folder decoding processes; None: this process's share of the CPUs, <= 8
     log: tuple[str, ...] = ()  # experiment trackers to log to (lottery.loggers): 'tensorboard', 'wandb', 'mlflow'
     imports: tuple[str, ...] = ()  # plugin modules (--import) that other processes (Ray workers) import too
 
@@ -245,8 +247,11 @@ class Session:
         return True
 
     def stream(self) -> BatchStream:
-        """The run's batches: a pure function of its data-order and augmentation seeds and the iteration."""
+        """The run's batches: a pure function of its data-order and augmentation seeds and the iteration (gathered
+        from tensors in memory, or decoded from an image folder: `FolderStream`, the same contract)."""
         t = self.job.training
+        if not isinstance(self.data, Splits):
+            return self.data.stream(t.batch_size, t.data_order_seed, t.augmentation_seed)
         return BatchStream(
             self.data.train_x, self.data.train_y, t.batch_size, t.data_order_seed, t.augmentation_seed, self.job.augment
         )
@@ -258,7 +263,7 @@ class Session:
     def lr(self) -> float:
         """The learning rate of step t (the session's iteration)."""
         t, schedule = self.job.training, self.job.schedule
-        return lr_at(self.t, t.lr, schedule.warmup, schedule.milestones, t.gamma, t.schedule, schedule.end)
+        return lr_at(self.t, t.lr, schedule.warmup, schedule.milestones, t.gamma, t.schedule, schedule.end, t.final_lr)
 
     def progress_bar(self) -> tqdm:
         end, start = self.job.schedule.end, self.job.start
@@ -294,9 +299,9 @@ class Session:
             rows[0].update(loss=rows[0]["loss"] if math.isfinite(rows[0]["loss"]) else None, diverged=True)
         else:
             for split in ("val", "test"):
-                x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
-                if len(x):
-                    loss, accuracy = distributed.evaluate(self.model, x, y, self.loss)
+                result = distributed.evaluate_split(self.model, data, split, self.loss)
+                if result is not None:
+                    loss, accuracy = result
                     rows.append({"iteration": t, "split": split, "loss": loss, "accuracy": accuracy, "lr": lr})
         for row in rows:
             row["wall_time"] = round(now, 3)
