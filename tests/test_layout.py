@@ -13,6 +13,7 @@ SPELLINGS = {
     "replicate directory": r"replicate_(\{|\d|\*|\"|')",
     "level directory": r"level_(\{|\d|\*)",
     "rewind directory": r"rewind_(\{|\d|\*|\"|')",
+    "prefix run": r"prefix_(\{|\d|\*)",
     "control run": r"_seed\{",
     "stability copy": r"_copy\{",
     "mask run": r"density_\{",

@@ -26,7 +26,11 @@ def imagenet_folder(name: str, tmp_path: Path) -> list[str]:
             *width]  # fmt: skip
 
 
-SLOW = {"inception_v3_imagenet"}  # 24M parameters written several times: ~30 s
+SLOW = {
+    "inception_v3_imagenet",  # 24M parameters written several times: ~30 s
+    "resnet20_mask_sources",  # every mask source in float64 (SynFlow: 100 rounds): ~40 s
+    "vgg19_mask_sources",  # the same on VGG-19: minutes
+}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in presets.names()])
@@ -34,6 +38,8 @@ def test_preset_runs_two_iterations(name: str, tmp_path: Path) -> None:
     preset = presets.get(name)
     dataset = preset.settings.get("dataset", {}).get("name", "fashion_mnist")
     data = [f"dataset.name={SYNTHETIC[dataset]}"] if dataset in SYNTHETIC else imagenet_folder(name, tmp_path)
+    if preset.settings.get("masks", {}).get("sources"):  # every source once, at one density, without ablations
+        data += [f"masks.densities=[{preset.settings['masks']['densities'][0]}]", "masks.ablations=[]"]
     spec, _ = resolve(
         preset=name,
         overrides=[

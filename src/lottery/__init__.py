@@ -15,6 +15,7 @@ The public Python API, for any `nn.Module` and any training loop (see docs/api.m
     scores(model, method, batches=...)       mask-source scores (higher = keep): magnitude, snip, grasp, synflow, random
     mask_from_scores(scores, density=...)    a mask from any scores, with magnitude pruning's counts and ties
     load_ticket(path, model) / export_ticket  a ticket exported from the store (`lottery export`) into your model
+    rewind_search(spec, level=, max_trainings=)  the earliest stable rewind point (lottery rewind-search)
 
 Your own models, datasets and losses in specs and on the CLI (see docs/plugins.md):
 
@@ -24,6 +25,7 @@ Your own models, datasets and losses in specs and on the CLI (see docs/plugins.m
 from lottery.api.analysis import Curve, barrier, classification_metrics, distances, interpolate
 from lottery.api.imp import Level, imp
 from lottery.api.masks import prune, random_mask_like, reinitialize
+from lottery.api.rewind import rewind_search
 from lottery.export import export_ticket, load_ticket
 from lottery.plugins import register_dataset, register_loss, register_model
 from lottery.pruning import Attachment, Mask, attach, prunable
@@ -52,5 +54,6 @@ __all__ = [
     "register_loss",
     "register_model",
     "reinitialize",
+    "rewind_search",
     "scores",
 ]

@@ -87,6 +87,41 @@ def run(args: argparse.Namespace) -> int:
     return _experiment(args, dense_only=False)
 
 
+def rewind_search(args: argparse.Namespace) -> int:
+    from lottery.experiments.rewind_search import run_search, table
+    from lottery.spec import resolve
+    from lottery.spec.parse import read_toml
+    from lottery.store import store_root
+
+    if args.spec is None and args.preset is None and not args.overrides:
+        raise UserError("give a spec file, --preset NAME or --set overrides (see 'lottery presets')")
+    grid = [s.strip() for s in args.grid.split(",") if s.strip()] if args.grid else None
+    if args.spec is not None and "sweep" in read_toml(args.spec):  # one search per point of the sweep's grid
+        from lottery.experiments.sweep import expand
+
+        points = expand(args.spec, args.preset, args.overrides)
+    else:
+        spec, preset = resolve(args.spec, args.preset, args.overrides)
+        points = [(spec, preset, None)]
+    runtime = _runtime(args)
+    done = []
+    for spec, preset, point in points:
+        experiment, found = run_search(
+            spec, preset, store_root(args.out), runtime, args.level, args.max_trainings, grid, args.refine,
+            args.tolerance, args.wait,
+        )  # fmt: skip
+        print(table(found) if point is None else f"{_settings(point)}\n{table(found)}\n")
+        done.append((experiment, point))
+    for experiment, point in done[:-1]:
+        print(f"{experiment.path}  {_settings(point)}")
+    print(done[-1][0].path)  # the last line: the (last) experiment directory
+    return 0
+
+
+def _settings(point: dict | None) -> str:
+    return " ".join(f"{k}={v}" for k, v in (point or {}).items())
+
+
 def presets(args: argparse.Namespace) -> int:
     from lottery.presets import presets as registry
 

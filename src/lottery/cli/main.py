@@ -84,6 +84,30 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, choices=tuple(SWITCH), default="auto", help=what)
 
 
+def _rewind_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--level", type=int, metavar="L", help="the IMP level whose stability point is searched (default: imp.levels)"
+    )
+    p.add_argument(
+        "--max-trainings", type=int, metavar="N", help="train at most N networks, then report the bracket so far"
+    )
+    p.add_argument(
+        "--grid",
+        metavar="STEPS",
+        help="candidate rewind points, comma-separated step strings (default: 0 and a doubling grid)",
+    )
+    p.add_argument(
+        "--refine", type=int, default=2, metavar="N", help="bisection steps between the grid bracket's ends (default 2)"
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.2,
+        metavar="POINTS",
+        help="matching: within this many points of dense (default 0.2)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="lottery", description="Find and study lottery tickets.", epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -109,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --executor ray: GPUs per task (default: 1 on CUDA)",
     )
     p.add_argument("--retries", type=int, default=1, metavar="N", help="retries of a failing task (default 1)")
+    p = sub.add_parser(
+        "rewind-search", help="the earliest stable rewind point of the dense network and of an IMP level", epilog=EPILOG
+    )
+    _experiment_args(p)
+    _rewind_search_args(p)
     p = sub.add_parser("presets", help="list the presets, or print one in full", epilog=EPILOG)
     p.add_argument("--show", metavar="NAME", help="print this preset's settings and sources")
     p = sub.add_parser(
@@ -168,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.imports = import_modules(args.imports)
         from lottery.cli import commands
 
-        return getattr(commands, args.command)(args)
+        return getattr(commands, args.command.replace("-", "_"))(args)
     except UserError as error:
         message = str(error).replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever names it quotes
         print(f"lottery: error: {message}", file=sys.stderr)

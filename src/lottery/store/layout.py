@@ -62,6 +62,11 @@ def imp_run(root: P, k: int, level_: int) -> P:
     return dense(root) if level_ == 0 else level(root, k, level_)
 
 
+def prefix(replicate_dir: P, k: int) -> P:
+    """The rewind search's retraining of the dense run's prefix 0..k (W_k for a point off the grid)."""
+    return replicate_dir / f"prefix_{k}it"  # type: ignore[return-value]
+
+
 def control_name(kind: str, seed: int) -> str:
     """A control run's directory name, e.g. 'random_prune_seed0'."""
     return f"{kind}_seed{seed}"

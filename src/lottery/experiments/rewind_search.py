@@ -1,0 +1,427 @@
+"""Rewind-point search: the earliest rewind iteration k at which the dense network, and the IMP subnetwork of one
+level, are stable (linear mode connectivity: error barrier between copies below `stability.threshold`), and
+whether the subnetwork is matching there.
+
+The search lives in ONE experiment directory, the one of the *search spec*: the user's spec with the candidate
+grid as its rewind points (`imp.rewind` = `stability.rewind` = the grid), IMP up to the searched level,
+`stability.levels` = [0, level] and random pruning as the stability control. The dense run therefore snapshots
+W_k at every grid point, and a probe at a grid point k is exactly the stability task (k, level) of that
+experiment: `lottery run` of the recorded spec later reuses every probe, and a search run again (with a larger
+budget) reuses every run already there. A bisection point k off the grid gets W_k by retraining the dense run's
+prefix 0..k with the same seeds in a prefix run (`lottery.store.layout.prefix`; data order, augmentation and the
+learning rate are pure functions of the iteration, so this is W_k bit for bit; a test checks it), copied into the
+dense run's snapshots, after which the engine's own code (IMP levels, controls, copies, analysis) runs unchanged.
+
+The search assumes stability is monotone in k (unstable, then stable): a binary search over the grid, then
+`refine` bisection steps between the last unstable and the first stable point. A point is stable when the
+analysis calls it stable (every pair of copies below the threshold) in every replicate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lottery.errors import UserError
+from lottery.experiments import imp, stability
+from lottery.experiments import tasks as names
+from lottery.experiments.context import Context
+from lottery.experiments.plan import Task, run_task
+from lottery.spec import ExperimentSpec, Step
+from lottery.store import RunDir, layout
+from lottery.training import snapshot_name, train, train_together
+
+DEFAULT_TOLERANCE = 0.2  # percentage points: "matching" as in the papers
+DEFAULT_REFINE = 2  # bisection steps after the grid
+CONTROL = "random_prune"
+
+
+class BudgetSpent(Exception):
+    """The next probe would train more networks than the budget has left."""
+
+
+def default_grid(end: int) -> list[int]:
+    """0, then a doubling grid from max(1, end // 128) up to (not including) end // 2: 0, 7, 14, 28, ... for 916."""
+    first = max(1, end // 128)
+    grid, k = [0], first
+    while k < end // 2:
+        grid.append(k)
+        k *= 2
+    return grid
+
+
+def search_spec(spec: ExperimentSpec, level: int, grid_steps: tuple[str, ...]) -> ExperimentSpec:
+    """The spec of the search's experiment directory (see the module docstring)."""
+    from lottery.spec import ControlsSpec, ImpSpec
+
+    imp_spec = ImpSpec(level, grid_steps, spec.imp.one_shot_density, spec.imp.optimizer_state)
+    levels = (0, level) if level else (0,)
+    stab = dataclasses.replace(spec.stability, rewind=grid_steps, levels=levels, controls=(CONTROL,) if level else ())
+    out = dataclasses.replace(spec, imp=imp_spec, stability=stab, controls=ControlsSpec())
+    out = dataclasses.replace(
+        out, imp=out.imp.validate(), stability=out.stability.validate(), controls=out.controls.validate()
+    )
+    return out.validate()
+
+
+def bracket_search(
+    is_stable: Callable[[int], bool], grid: list[int], refine: int
+) -> tuple[int | None, list[int | None], bool]:
+    """(k, [last unstable, first stable], complete): the earliest stable k on `grid` by binary search (stability
+    assumed monotone in k), then `refine` bisection steps on the integers between the bracket's ends. k is the
+    bracket's stable end (None where no stable point is known). A `BudgetSpent` raised by `is_stable` stops the
+    search: the bracket so far is returned with complete = False."""
+    lo: int | None = None
+    hi: int | None = None
+    try:
+        if is_stable(grid[0]):
+            return grid[0], [None, grid[0]], True
+        lo = grid[0]
+        if len(grid) == 1 or not is_stable(grid[-1]):
+            return None, [grid[-1], None], True
+        hi = grid[-1]
+        a, b = 0, len(grid) - 1
+        while b - a > 1:
+            m = (a + b) // 2
+            if is_stable(grid[m]):
+                b, hi = m, grid[m]
+            else:
+                a, lo = m, grid[m]
+        for _ in range(refine):
+            if hi - lo <= 1:
+                break
+            m = (lo + hi) // 2
+            if is_stable(m):
+                hi = m
+            else:
+                lo = m
+    except BudgetSpent:
+        return hi, [lo, hi], False
+    return hi, [lo, hi], True
+
+
+class Search:
+    """Probes of one search: each trains what it needs (within the budget) and records what the analysis found."""
+
+    def __init__(
+        self, ctx: Context, experiment: RunDir, level: int, max_trainings: int | None, tolerance: float
+    ) -> None:
+        self.ctx, self.experiment, self.level, self.tolerance = ctx, experiment, level, tolerance
+        self.max_trainings = max_trainings
+        self.trained = 0  # networks trained by this search (runs already in the store are free)
+        self.iterations = 0  # iterations those networks trained
+        self.probes: dict[str, dict[int, dict[str, Any]]] = {"dense": {}, "imp": {}}
+
+    # -- what a probe needs ------------------------------------------------------------------------------------
+    def missing(self, k: int, level: int) -> list[tuple[RunDir, int]]:
+        """(run, iterations it trains) of every network probing (k, level) would train: the dense run, the
+        prefix 0..k where W_k is not stored, IMP levels 1..level, the copies of the dense network, the IMP
+        subnetwork and its control."""
+        ctx, end = self.ctx, self.ctx.schedule.end
+        out: list[tuple[RunDir, int]] = []
+        for r in range(ctx.spec.replicates):
+            rdir = imp.replicate_dir(self.experiment, r)
+            dense = imp.dense_dir(rdir)
+            if dense.read_json("summary.json") is None:
+                out.append((dense, end))
+            if k not in ctx.dense_snapshots and not self._has_snapshot(rdir, k):
+                out.append((prefix_dir(rdir, k), self._prefix_end(k)))
+            for lv in range(1, level + 1):
+                out.append((imp.level_dir(rdir, k, lv), end - k))
+            copies = ctx.spec.stability.copies
+            out += [(layout.copy(stability.stability_dir(rdir, k, 0), "dense", i), end - k) for i in range(copies)]
+            if level:
+                where = stability.stability_dir(rdir, k, level)
+                for kind in ("imp", CONTROL):
+                    out += [(layout.copy(where, kind, i), end - k) for i in range(copies)]
+        return [(run, its) for run, its in out if run.read_json("summary.json") is None]
+
+    def _has_snapshot(self, rdir: RunDir, k: int) -> bool:
+        dense = imp.dense_dir(rdir)
+        if not dense.exists(snapshot_name(k)):
+            return False
+        return self.ctx.spec.imp.optimizer_state != "rewind" or dense.exists(snapshot_name(k, optimizer=True))
+
+    def _prefix_end(self, k: int) -> int:
+        # The step schedule's learning rate does not depend on the end of training: the prefix stops at k. The
+        # cosine schedule's does, so there the prefix runs the whole schedule (it still snapshots W_k).
+        return k if self.ctx.spec.training.schedule == "step" else self.ctx.schedule.end
+
+    def ensure_snapshot(self, r: int, k: int) -> None:
+        """W_k (and the optimizer state at k where IMP rewinds it) in the dense run's snapshots."""
+        ctx = self.ctx
+        rdir = imp.replicate_dir(self.experiment, r)
+        if k in ctx.dense_snapshots or self._has_snapshot(rdir, k):
+            return
+        imp.train_dense(ctx, rdir, r)  # the dense run first (read back when stored): its final weights prune level 1
+        with_optimizer = ctx.spec.imp.optimizer_state == "rewind"
+        run = prefix_dir(rdir, k)
+        summary = train_prefix(ctx, run, r, k, self._prefix_end(k))
+        if summary["diverged"] and summary["diverged_at"] <= k:
+            raise UserError(f"{run.path} diverged at iteration {summary['diverged_at']}, before rewind point {k}")
+        dense = imp.dense_dir(rdir)
+        names = [snapshot_name(k)] + ([snapshot_name(k, optimizer=True)] if with_optimizer else [])
+        for name in names:  # byte for byte: the file's provenance names the prefix run that computed it
+            dense.write(name, run.read(name))
+
+    # -- one probe -----------------------------------------------------------------------------------------------
+    def probe(self, subject: str, k: int) -> bool:
+        """Train and analyse (k, 0) for the dense network or (k, level) for the IMP subnetwork; True if stable."""
+        level = 0 if subject == "dense" else self.level
+        missing = self.missing(k, level)
+        if self.max_trainings is not None and self.trained + len(missing) > self.max_trainings:
+            left = self.max_trainings - self.trained
+            _say(f"{subject} k={k}: needs {len(missing)} trainings, {left} left in the budget: stopping")
+            raise BudgetSpent
+        for r in range(self.ctx.spec.replicates):
+            self.ensure_snapshot(r, k)
+            tasks = point_tasks(r, k, level)  # k may be off the plan's grid: the tasks of this point, by hand
+            run_task(tasks[names.stability(r, k, level)], self.ctx, self.experiment, tasks)
+        self.trained += len(missing)
+        self.iterations += sum(its for _, its in missing)
+        record = self.record(subject, k, level)
+        record["trainings"] = len(missing)
+        self.probes[subject][k] = record
+        verdict = "stable" if record["stable"] else "unstable"
+        barrier = "-" if record["barrier"] is None else f"{record['barrier']:.2f}"
+        accuracy = "-" if record["accuracy"] is None else f"{100 * record['accuracy']:.2f}%"
+        budget = "" if self.max_trainings is None else f", {self.max_trainings - self.trained} left"
+        _say(f"{subject} k={k}: barrier {barrier} ({verdict}), accuracy {accuracy}; trained {len(missing)}{budget}")
+        return record["stable"]
+
+    def record(self, subject: str, k: int, level: int) -> dict[str, Any]:
+        """The probe as recorded: barrier (mean over pairs and replicates, percentage points), accuracy (mean of the
+        copies' final test accuracy), stable (in every replicate), and the random-pruning control's numbers."""
+        kinds = {"dense": ("dense",), "imp": ("imp", CONTROL)}[subject]
+        found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+        for r in range(self.ctx.spec.replicates):
+            analysis = stability.stability_dir(imp.replicate_dir(self.experiment, r), k, level).read_json(
+                "analysis.json"
+            )
+            for point in (analysis or {}).get("points", []):
+                if point["kind"] in found:
+                    found[point["kind"]].append(point)
+        summary = {kind: _point_summary(found[kind]) for kind in kinds}
+        main = summary[kinds[0]]
+        record: dict[str, Any] = {"k": k, **main}
+        if level:
+            record["density"] = statistics.fmean(p["density"] for p in found["imp"]) if found["imp"] else None
+            record["control"] = {"kind": CONTROL, **summary[CONTROL]}
+        record["matching"] = self.matching(record["accuracy"])
+        return record
+
+    def dense_accuracy(self) -> float | None:
+        """The dense network's final test accuracy, mean over replicates (the matching reference)."""
+        values = []
+        for r in range(self.ctx.spec.replicates):
+            summary = imp.dense_dir(imp.replicate_dir(self.experiment, r)).read_json("summary.json")
+            if summary and summary["final_test_accuracy"] is not None:
+                values.append(summary["final_test_accuracy"])
+        return statistics.fmean(values) if values else None
+
+    def matching(self, accuracy: float | None) -> bool | None:
+        reference = self.dense_accuracy()
+        if accuracy is None or reference is None:
+            return None
+        return 100 * accuracy >= 100 * reference - self.tolerance
+
+
+def _point_summary(points: list[dict[str, Any]]) -> dict[str, Any]:
+    if not points or any(p["diverged"] for p in points):
+        return {"barrier": None, "accuracy": None, "stable": False, "diverged": bool(points)}
+    barriers = [pair["barrier_test"] for p in points for pair in p["data_order"]["pairs"]]
+    accuracies = [c["final_test_accuracy"] for p in points for c in p["copies"]]
+    return {
+        "barrier": statistics.fmean(barriers),
+        "barrier_max": max(barriers),
+        "accuracy": statistics.fmean(accuracies),
+        "stable": all(p["data_order"]["stable"] for p in points),
+        "stable_mean_barrier": all(p["data_order"]["stable_mean_barrier"] for p in points),
+        "diverged": False,
+    }
+
+
+def point_tasks(r: int, k: int, level: int) -> dict[str, Task]:
+    """The tasks one probe needs (the dense run, IMP levels 1..level rewound to k, the analysis at (k, level)), by
+    name, for `plan.run_task`: it runs the analysis, and before it any of those whose output is missing."""
+    tasks = [Task(names.dense(r), "dense", r)]
+    for lv in range(1, level + 1):
+        tasks.append(Task(names.level(r, k, lv), "level", r, k, lv, deps=(tasks[-1].name,)))
+    tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=(names.level(r, k, level),)))
+    return {task.name: task for task in tasks}
+
+
+def prefix_dir(rdir: RunDir, k: int) -> RunDir:
+    return layout.prefix(rdir, k)
+
+
+def train_prefix(ctx: Context, run: RunDir, r: int, k: int, end: int) -> dict[str, Any]:
+    """Retrain replicate r's dense run from W_0 up to `end` (>= k) with its seeds, saving W_k, with the arithmetic
+    the dense run used (stacked where replicates are stacked)."""
+    schedule = dataclasses.replace(ctx.schedule, end=end)
+    rewind = ctx.spec.imp.optimizer_state == "rewind"
+    tags = ctx.tags(run, r, "dense_prefix", 0, rewind=k)
+    job = dataclasses.replace(ctx.job(r, snapshots=(k,), snapshot_optimizer=rewind, tags=tags), schedule=schedule)
+    model = ctx.model(ctx.training(r).init_seed)
+    ctx.runtime.label = f"r{r} dense prefix 0..{k}"
+    if not imp.stacked(ctx):
+        return train(run, model, ctx.data, job, ctx.runtime)
+    return train_together([run], [model], ctx.data, [job], ctx.runtime, stacked=True)[0]
+
+
+def cost_of(ctx: Context, level: int, dense: list[int], pruned: list[int]) -> dict[str, int]:
+    """Trainings and iterations that probing `dense` (level 0) and `pruned` (level `level`) rewind points take from
+    an empty store: the dense run; at every point the dense network's copies; at the pruned points IMP levels
+    1..level and the copies of the IMP subnetwork and its control; a prefix 0..k for each point off the grid."""
+    end, copies, replicates = ctx.schedule.end, ctx.spec.stability.copies, ctx.spec.replicates
+    points = sorted(set(dense) | set(pruned))
+    trainings, iterations = 1, end
+    for k in points:
+        per_k = copies + ((level + 2 * copies) if k in pruned else 0)
+        trainings += per_k
+        iterations += per_k * (end - k)
+        if k not in ctx.dense_snapshots:
+            trainings += 1
+            iterations += k if ctx.spec.training.schedule == "step" else end
+    return {"trainings": replicates * trainings, "iterations": replicates * iterations}
+
+
+def full_sweep_cost(ctx: Context, level: int) -> dict[str, int]:
+    """The cost of a full sweep over the grid: every grid point probed for both the dense network and IMP."""
+    return cost_of(ctx, level, ctx.rewind_points, ctx.rewind_points)
+
+
+def _say(message: str) -> None:
+    print(f"lottery rewind-search: {message}", file=sys.stderr, flush=True)
+
+
+def grid_iterations(ctx: Context, steps: tuple[str, ...]) -> list[int]:
+    return sorted({Step.parse(s).to_iterations(ctx.schedule.iterations_per_epoch) for s in steps})
+
+
+def summarize(search: Search, subject: str, k: int | None, bracket: list, complete: bool) -> dict[str, Any]:
+    probes = [search.probes[subject][key] for key in sorted(search.probes[subject])]
+    at_k = search.probes[subject].get(k) if k is not None else None
+    return {
+        "k": k,
+        "bracket": bracket,
+        "complete": complete,
+        "matching": None if at_k is None else at_k["matching"],
+        "accuracy": None if at_k is None else at_k["accuracy"],
+        "probe": probes,
+    }
+
+
+def nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nan_to_none(v) for v in value]
+    return value
+
+
+def run_search(
+    spec: ExperimentSpec,
+    preset: str | None,
+    root: Path | str,
+    runtime: Any,
+    level: int | None = None,
+    max_trainings: int | None = None,
+    grid: list[str] | None = None,
+    refine: int = DEFAULT_REFINE,
+    tolerance: float = DEFAULT_TOLERANCE,
+    wait: bool = True,
+) -> tuple[RunDir, dict[str, Any]]:
+    """Search the dense network's and the IMP subnetwork's stability points; write `rewind_search.json` (and the
+    experiment's results) in the search's experiment directory; return it and the search's record."""
+    from lottery.experiments.run import write_results
+    from lottery.plugins import stamp
+    from lottery.store import check_collision, experiment_dir, locked, write_spec
+
+    level = spec.imp.levels if level is None else level
+    if level < 1:
+        raise UserError(f"--level must be an IMP level >= 1 (the spec has imp.levels = {spec.imp.levels}), got {level}")
+    if max_trainings is not None and max_trainings < 1:
+        raise UserError(f"--max-trainings must be at least 1, got {max_trainings}")
+    if refine < 0 or not tolerance >= 0:
+        raise UserError("refine must be >= 0 and the matching tolerance >= 0")
+    base = Context(stamp(spec), runtime)
+    end = base.schedule.end
+    steps = tuple(grid) if grid else tuple(f"{k}it" for k in default_grid(end))
+    spec = stamp(search_spec(spec, level, steps))
+    ctx = Context(spec, runtime)
+    ctx.validate()
+    candidates = ctx.rewind_points
+    experiment = experiment_dir(Path(root), spec)
+    check_collision(experiment, spec)
+    with locked(experiment.path, wait=wait):
+        check_collision(experiment, spec)
+        write_spec(experiment, spec, preset)
+        search = Search(ctx, experiment, level, max_trainings, tolerance)
+        _say(f"{experiment.path}: grid {candidates} (iterations), level {level}, threshold {spec.stability.threshold}")
+        out: dict[str, Any] = {
+            "level": level,
+            "grid": candidates,
+            "threshold": spec.stability.threshold,
+            "tolerance": tolerance,
+            "refine": refine,
+            "max_trainings": max_trainings,
+        }
+        for subject in ("dense", "imp"):
+            k, bracket, complete = bracket_search(lambda k, s=subject: search.probe(s, k), candidates, refine)
+            out[subject] = summarize(search, subject, k, bracket, complete)
+            _say(f"{subject}: k = {k}, bracket {bracket}" + ("" if complete else " (budget spent)"))
+        out["dense_accuracy"] = search.dense_accuracy()
+        out["cost"] = {  # trained by this call (stored runs are free); all its probes take; a full sweep takes
+            "trainings": search.trained,
+            "iterations": search.iterations,
+            "probed": cost_of(ctx, level, list(search.probes["dense"]), list(search.probes["imp"])),
+            "full_sweep": full_sweep_cost(ctx, level),
+        }
+        out = nan_to_none(out)
+        experiment.write_json("rewind_search.json", out)
+        write_results(experiment, spec)
+    return experiment, out
+
+
+def table(found: dict[str, Any]) -> str:
+    """Every probe as an aligned text table, then the answer for each subject and the cost."""
+    lines = [("subject", "k", "barrier", "stable", "test acc %", "matching", f"{CONTROL} barrier", "trainings")]
+    for subject in ("dense", "imp"):
+        for p in found[subject]["probe"]:
+            control = (p.get("control") or {}).get("barrier")
+            lines.append(
+                (
+                    subject,
+                    str(p["k"]),
+                    "-" if p["barrier"] is None else f"{p['barrier']:.2f}",
+                    "yes" if p["stable"] else "no",
+                    "-" if p["accuracy"] is None else f"{100 * p['accuracy']:.2f}",
+                    {True: "yes", False: "no", None: "-"}[p["matching"]],
+                    "-" if control is None else f"{control:.2f}",
+                    str(p["trainings"]),
+                )
+            )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
+    for subject in ("dense", "imp"):
+        s = found[subject]
+        where = f"level {found['level']} " if subject == "imp" else ""
+        status = "" if s["complete"] else " (budget spent: the bracket so far)"
+        text.append(
+            f"{subject} {where}stable from k = {s['k']}, bracket {s['bracket']}, matching {s['matching']}{status}"
+        )
+    cost = found["cost"]
+    text.append(
+        f"trained {cost['trainings']} networks now ({cost['iterations']} iterations); the probes take "
+        f"{cost['probed']['trainings']} ({cost['probed']['iterations']} iterations), a full sweep of the grid "
+        f"{cost['full_sweep']['trainings']} ({cost['full_sweep']['iterations']} iterations)"
+    )
+    return "\n".join(text)
