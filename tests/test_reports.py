@@ -72,6 +72,21 @@ def test_report_regenerates_missing_results(experiments: list[Path]) -> None:
     assert (experiments[1] / "results.json").exists()
 
 
+def test_results_are_regenerated_under_the_experiment_lock(experiments: list[Path]) -> None:
+    """load_experiment writes a missing results.json only holding the experiment's lock; while another process
+    holds it (an experiment still running), it computes the results without writing them."""
+    from lottery.store import exclusive
+
+    results = experiments[1] / "results.json"
+    expected = load_experiment(experiments[1]).results
+    results.unlink()
+    with exclusive(experiments[1]):  # as run_experiment holds it
+        assert load_experiment(experiments[1]).results == expected
+        assert not results.exists()
+    assert load_experiment(experiments[1]).results == expected
+    assert results.exists()
+
+
 def test_accuracy_figure_axes(experiments: list[Path]) -> None:
     summary = load_experiment(experiments[0]).results["summary"]
     dense = next(r for r in summary if r["kind"] == "dense")

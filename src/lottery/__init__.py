@@ -30,8 +30,7 @@ from lottery.export import export_ticket, load_ticket
 from lottery.plugins import register_dataset, register_loss, register_model
 from lottery.pruning import Attachment, Mask, attach, prunable
 from lottery.pruning.sources import mask_from_scores, scores
-
-__version__ = "0.1.0"
+from lottery.version import __version__
 
 __all__ = [
     "Attachment",

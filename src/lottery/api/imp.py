@@ -32,7 +32,7 @@ from lottery.errors import UserError
 from lottery.pruning import Mask
 from lottery.pruning.attachment import Attachment
 from lottery.spec import Step
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 
 CONTROLS = ("random_prune", "random_prune_global", "random_reinit")
 STREAMS = {"random_reinit": 11, "random_prune": 12, "random_prune_global": 13}  # as the engine's controls
@@ -144,8 +144,8 @@ class _Store:
     def run_dir(self, level: int, k: int, control: str | None = None) -> RunDir | None:
         if self.root is None:
             return None
-        run = self.root / "level_0" if level == 0 else self.root / f"rewind_{k}it" / f"level_{level}"
-        return run / "controls" / control if control else run
+        run = layout.imp_run(self.root, k, level)
+        return layout.control_of(run, control) if control else run
 
     @staticmethod
     def read(run: RunDir | None, order: list[str]) -> Run | None:
@@ -261,14 +261,14 @@ def imp(
         done = Run(m, start, _copy(model), result)
         summary = {"start_iteration": begin, "end_iteration": end}
         if run is not None and snapshot_at is not None:
-            run.write_tensors(f"snapshots/iter_{snapshot_at}.safetensors", watch.snapshot)
+            run.write_tensors(layout.snapshot(snapshot_at), watch.snapshot)
         _Store.write(run, done, summary)
         return done, watch.snapshot
 
     # Level 0: the dense network from W_0 to T, W_k saved on the way.
     run0 = store.run_dir(0, k)
     dense = _Store.read(run0, order)
-    w_k = run0.read_tensors(f"snapshots/iter_{k}.safetensors") if dense is not None and k > 0 else None
+    w_k = run0.read_tensors(layout.snapshot(k)) if dense is not None and k > 0 else None
     if dense is None or (k > 0 and w_k is None):
         w_0 = mask.apply_to(_copy(model))
         dense, w_k = train(run0, mask, w_0, 0, k if k > 0 else None)
@@ -289,7 +289,7 @@ def imp(
             done, _ = train(run, new_mask, new_mask.apply_to(w_k), k, None)
         result = Level(done.mask, done.start, done.final, done.result, level=level)
         for kind in controls:
-            name = f"{kind}_seed{control_seed}"
+            name = layout.control_name(kind, control_seed)
             crun = store.run_dir(level, k, name)
             control = _Store.read(crun, order)
             if control is None:

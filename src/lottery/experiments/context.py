@@ -67,9 +67,9 @@ class Context:
     @cached_property
     def dense_snapshots(self) -> list[int]:
         """Every iteration at which the dense run saves its weights: the rewind points, and what [masks] reads."""
-        from lottery.experiments import masks
+        from lottery.experiments.mask_points import snapshot_points
 
-        return sorted(set(self.rewind_points) | set(masks.snapshot_points(self)))
+        return sorted(set(self.rewind_points) | set(snapshot_points(self)))
 
     @cached_property
     def stability_points(self) -> list[int]:

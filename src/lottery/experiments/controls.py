@@ -14,17 +14,17 @@ from torch import Tensor
 
 from lottery import seeding
 from lottery.experiments.context import Context
-from lottery.experiments.imp import level_dir, rewind_state
+from lottery.experiments.imp import rewind_state
 from lottery.pruning import Mask, random_global_like, random_like
 from lottery.pruning.strategies import layer_pool
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import train, train_together
 
 STREAMS = {"random_reinit": 11, "random_prune": 12, "random_prune_global": 13}
 
 
 def control_dir(replicate_dir: RunDir, k: int, level: int, kind: str, seed: int) -> RunDir:
-    return level_dir(replicate_dir, k, level) / "controls" / f"{kind}_seed{seed}"
+    return layout.control(replicate_dir, k, level, kind, seed)
 
 
 def control_seed(kind: str, seed: int, replicate: int, pairing: str = "paired", k: int = 0, level: int = 0) -> int:

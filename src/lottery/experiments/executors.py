@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from lottery.experiments.context import Context
-from lottery.experiments.plan import Task, execute
+from lottery.experiments.plan import Task, execute, run_task
 from lottery.spec import ExperimentSpec, spec_hash
 from lottery.store import experiment_dir
 from lottery.training import Runtime
@@ -65,7 +65,7 @@ def run_job(spec: ExperimentSpec, task: Task, root: str, runtime: Runtime) -> st
         import_modules(runtime.imports)
     if runtime.threads is not None and torch.get_num_threads() != runtime.threads:
         torch.set_num_threads(runtime.threads)  # as many as the driver: CPU results depend on it
-    execute(task, context_for(spec, runtime), experiment_dir(Path(root), spec))
+    run_task(task, context_for(spec, runtime), experiment_dir(Path(root), spec), step=execute)
     return task.name
 
 

@@ -11,20 +11,22 @@ import sys
 from typing import Any
 
 from lottery.errors import UserError
+from lottery.experiments import tasks
 from lottery.experiments.context import Context
+from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, prune
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import Job, distributed, snapshot_name, train, train_together
 
 
 def replicate_dir(experiment: RunDir, replicate: int) -> RunDir:
-    return experiment / f"replicate_{replicate}"
+    return layout.replicate(experiment, replicate)
 
 
 def sibling(replicate_dir: RunDir, replicate: int) -> RunDir:
     """Replicate `replicate`'s directory, next to another replicate's."""
-    return RunDir(replicate_dir.path.parent / f"replicate_{replicate}")
+    return layout.sibling(replicate_dir, replicate)
 
 
 def stacked(ctx: Context) -> bool:
@@ -40,11 +42,11 @@ def stacked_replicates(ctx: Context, replicate: int) -> list[int]:
 
 
 def dense_dir(replicate_dir: RunDir) -> RunDir:
-    return replicate_dir / "level_0"
+    return layout.dense(replicate_dir)
 
 
 def level_dir(replicate_dir: RunDir, rewind: int, level: int) -> RunDir:
-    return replicate_dir / f"rewind_{rewind}it" / f"level_{level}"
+    return layout.level(replicate_dir, rewind, level)
 
 
 def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool = False) -> dict[str, Any]:
@@ -67,25 +69,48 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
 
 
 def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> tuple[dict, dict | None]:
-    """(W_k, optimizer state at k or None), read from the dense run (retrained if not intact)."""
+    """(W_k, optimizer state at k or None), read from the dense run; `MissingDependency` (the dense run's task)
+    where they are not in the store."""
     run = dense_dir(replicate_dir)
     weights = run.read_tensors(snapshot_name(k))
     optimizer = run.read_torch(snapshot_name(k, optimizer=True)) if ctx.spec.imp.optimizer_state == "rewind" else None
     if weights is None or (ctx.spec.imp.optimizer_state == "rewind" and optimizer is None):
-        summary = train_dense(ctx, replicate_dir, replicate, alone=True)
-        if summary["diverged"] and summary["diverged_at"] < k:  # it never reached k: retraining cannot help
+        summary = run.read_json("summary.json")
+        if summary is not None and summary["diverged"] and summary["diverged_at"] < k:  # it never reached k
             raise UserError(
                 f"{run.path} diverged at iteration {summary['diverged_at']}, before rewind point {k}; "
                 "lower training.lr or choose an earlier imp.rewind"
             )
-        return rewind_state(ctx, replicate_dir, replicate, k)
+        raise MissingDependency(tasks.dense(replicate), f"W_{k} of the dense run {run.path}")
     return weights, optimizer
+
+
+def skipped(replicate_dir: RunDir, k: int, level: int) -> bool:
+    """Whether IMP level `level` is never trained: the nearest run below it in the chain that finished diverged."""
+    for below in range(level - 1, -1, -1):
+        summary = layout.imp_run(replicate_dir, k, below).read_json("summary.json")
+        if summary is not None:
+            return bool(summary["diverged"])
+    return False
+
+
+def level_mask(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int) -> Mask | None:
+    """The mask of the finished IMP level `level` >= 1; None where it is never trained (an earlier run of its chain
+    diverged); `MissingDependency` (the level's task) where it is not in the store."""
+    run = level_dir(replicate_dir, k, level)
+    if run.read_json("summary.json") is not None and run.exists("final.safetensors"):
+        stored = run.read_tensors("mask.safetensors")
+        if stored is not None:
+            return ctx.mask(stored)
+    if skipped(replicate_dir, k, level):
+        return None
+    raise MissingDependency(tasks.level(replicate, k, level), f"IMP level {level} ({run.path})")
 
 
 def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int) -> Mask | None:
     """IMP level L >= 1 for rewind point k: prune level L-1's final weights (among its surviving weights)
     and train m_L ⊙ W_k from k to T. Returns the mask, or None when an earlier level diverged (its
-    weights are not finite: there is nothing to prune). Earlier levels missing from the store run first.
+    weights are not finite: there is nothing to prune). Level L-1 must be in the store (else `MissingDependency`).
     Where runs are stacked, the other replicates' level L trains with this one if their level L-1 is done."""
     start = _level_start(ctx, replicate_dir, replicate, k, level, ensure=True)
     if start is None:
@@ -109,20 +134,19 @@ def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level
 def _level_start(
     ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, ensure: bool
 ) -> tuple[RunDir, Network, Job, Mask] | None:
-    """(run, model holding m_L ⊙ W_k, job, m_L) of level L, or None where level L-1 diverged; `ensure`: train
-    missing earlier levels first, else also None where level L-1 is not finished (or level L is)."""
+    """(run, model holding m_L ⊙ W_k, job, m_L) of level L, or None where level L-1 diverged (or was never trained
+    for that reason); `ensure`: level L-1 must be in the store (else `MissingDependency`), else also None where
+    level L-1 is not finished (or level L is)."""
     spec = ctx.spec
     previous = dense_dir(replicate_dir) if level == 1 else level_dir(replicate_dir, k, level - 1)
     summary, final = previous.read_json("summary.json"), previous.read_tensors("final.safetensors")
     stored_mask = previous.read_tensors("mask.safetensors")
     if summary is None or final is None or stored_mask is None:
-        if not ensure:
+        if not ensure or skipped(replicate_dir, k, level - 1):
             return None
-        if level == 1:
-            train_dense(ctx, replicate_dir, replicate)
-        elif run_level(ctx, replicate_dir, replicate, k, level - 1) is None:
-            return None
-        return _level_start(ctx, replicate_dir, replicate, k, level, ensure)
+        raise MissingDependency(
+            tasks.level(replicate, k, level - 1), f"the run before IMP level {level} ({previous.path})"
+        )
     if summary["diverged"]:
         if ensure and previous.path not in ctx.announced:  # once, whichever tasks find it
             ctx.announced.add(previous.path)

@@ -12,15 +12,17 @@ from typing import Any
 import torch
 
 from lottery import seeding
-from lottery.experiments import results
+from lottery.experiments import results, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.imp import dense_dir, level_dir, replicate_dir, rewind_state
+from lottery.experiments.mask_points import at_iteration, snapshot_points, trace_points  # noqa: F401
+from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, random_like
 from lottery.pruning.early_bird import mask_distance, settled_at
 from lottery.pruning.sources import find_mask, sources
 from lottery.spec import ExperimentSpec
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import Job, snapshot_name, train, train_together
 from lottery.training.loop import is_finished
 
@@ -42,39 +44,17 @@ def split_kind(kind: str) -> tuple[str, str | None]:
 
 
 def masks_dir(replicate_dir: RunDir) -> RunDir:
-    return replicate_dir / "masks"
+    return layout.masks(replicate_dir)
 
 
 def mask_run_dir(replicate_dir: RunDir, kind: str, density: float, seed: int) -> RunDir:
-    return masks_dir(replicate_dir) / kind / f"density_{density:g}_seed{seed}"
+    return layout.mask_run(replicate_dir, kind, density, seed)
 
 
 def derived_seed(kind: str, seed: int, replicate: int) -> int:
     """The seed a source or ablation actually uses, from its recorded seed, its replicate and its kind."""
     source, ablation = split_kind(kind)
     return seeding.derive(seed, replicate, STREAMS[source], STREAMS[ablation] if ablation else 0)
-
-
-def at_iteration(ctx: Context) -> int:
-    return ctx._iterations("masks.at", (ctx.spec.masks.at,))[0]
-
-
-def trace_points(ctx: Context) -> list[int]:
-    """The dense run's iterations whose weights the early-bird trace reads (the end T: its final weights)."""
-    if "early_bird" not in ctx.spec.masks.sources:
-        return []
-    from lottery.spec import Step
-
-    every = ctx.spec.masks.early_bird_every or ctx.spec.training.eval_every
-    step = max(1, Step.parse(every).to_iterations(ctx.schedule.iterations_per_epoch))
-    return [*range(0, ctx.schedule.end, step), ctx.schedule.end]
-
-
-def snapshot_points(ctx: Context) -> list[int]:
-    """The dense run's snapshots [masks] needs besides the rewind points: W_at, and the trace points."""
-    if not ctx.spec.masks.sources:
-        return []
-    return sorted({at_iteration(ctx), *trace_points(ctx)[:-1]})
 
 
 def score_batches(ctx: Context, derived: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -120,10 +100,7 @@ def dense_weights(ctx: Context, replicate_dir: RunDir, replicate: int, t: int) -
     else:
         weights = run.read_tensors(snapshot_name(t))
     if weights is None:
-        from lottery.experiments.imp import train_dense
-
-        train_dense(ctx, replicate_dir, replicate, alone=True)
-        return dense_weights(ctx, replicate_dir, replicate, t)
+        raise MissingDependency(tasks.dense(replicate), f"W_{t} of the dense run {run.path}")
     return weights
 
 
@@ -164,7 +141,10 @@ def trace(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]
 
 
 def early_bird_iteration(ctx: Context, replicate_dir: RunDir, replicate: int, density: float) -> int:
-    entry = next(e for e in trace(ctx, replicate_dir, replicate)["densities"] if e["density"] == density)
+    stored = masks_dir(replicate_dir).read_json("early_bird.json")
+    if stored is None:
+        raise MissingDependency(tasks.mask_trace(replicate), f"the early-bird trace of replicate {replicate}")
+    entry = next(e for e in stored["densities"] if e["density"] == density)
     return entry["settled_at"] if entry["settled_at"] is not None else ctx.schedule.end
 
 
@@ -302,7 +282,7 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
             out["early_bird"] = traces
     if spec.replicates > 1 and spec.imp.levels:
         first = replicate_dir(experiment, 0).path
-        rewinds = sorted(int(p.name[7:-2]) for p in first.glob("rewind_*it"))
+        rewinds = layout.rewind_points(first)
         distances = imp_replicate_distances(experiment, spec, rewinds)
         if distances:
             out["imp_replicate_distance"] = distances

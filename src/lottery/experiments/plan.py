@@ -4,11 +4,14 @@ is read back from the store, unfinished work resumes), so any executor may run, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lottery.experiments import controls, imp, masks, stability
+from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.imp import replicate_dir
+from lottery.experiments.tasks import MissingDependency
 from lottery.store import RunDir
 
 
@@ -30,22 +33,23 @@ def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
     spec = ctx.spec
     tasks: list[Task] = []
     for r in range(spec.replicates):
-        dense = Task(f"r{r}/dense", "dense", r)
+        dense = Task(names.dense(r), "dense", r)
         tasks.append(dense)
         if dense_only:
             continue
         for k in ctx.rewind_points:
             previous = dense.name
             for level in range(1, spec.imp.levels + 1):
-                name = f"r{r}/k{k}/level{level}"
+                name = names.level(r, k, level)
                 tasks.append(Task(name, "level", r, k, level, deps=(previous,)))
                 previous = name
                 for kind, seed in controls.planned(ctx, level):
-                    tasks.append(Task(f"{name}/{kind}/seed{seed}", "control", r, k, level, kind, seed, deps=(name,)))
+                    control = names.control(r, k, level, kind, seed)
+                    tasks.append(Task(control, "control", r, k, level, kind, seed, deps=(name,)))
         for k in ctx.stability_points:
             for level in stability.levels(ctx):
-                after = (f"r{r}/k{k}/level{level}",) if level else (dense.name,)
-                tasks.append(Task(f"r{r}/k{k}/stability/level{level}", "stability", r, k, level, deps=after))
+                after = (names.level(r, k, level),)
+                tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=after))
         tasks += mask_tasks(ctx, r, dense.name)
     return tasks
 
@@ -59,35 +63,50 @@ def mask_tasks(ctx: Context, r: int, dense: str) -> list[Task]:
     tasks, k = [], masks.at_iteration(ctx)
     after = (dense,)
     if "early_bird" in spec.sources:
-        tasks.append(Task(f"r{r}/masks/early_bird_trace", "mask_trace", r, deps=(dense,)))
+        tasks.append(Task(names.mask_trace(r), "mask_trace", r, deps=(dense,)))
         after = (tasks[-1].name,)
     for kind in masks.kinds(ctx.spec):
         source, ablation = masks.split_kind(kind)
         for density in spec.densities:
             for seed in spec.seeds:
-                name = f"r{r}/masks/{kind}/density{density:g}/seed{seed}"
-                deps = (f"r{r}/masks/{source}/density{density:g}/seed{seed}",) if ablation else after
+                name = names.mask(r, kind, density, seed)
+                deps = (names.mask(r, source, density, seed),) if ablation else after
                 tasks.append(Task(name, "mask", r, k, control=kind, seed=seed, deps=deps, density=density))
     return tasks
 
 
+def run_task(
+    task: Task, ctx: Context, experiment: RunDir, tasks: dict[str, Task] | None = None, step: Callable | None = None
+) -> None:
+    """The executor's step: `execute` the task; where it finds a dependency's artifacts missing from the store
+    (`MissingDependency`: deleted, or failing verification since its task ran), run that dependency's task, then
+    this task again. A task itself never trains what another task produces. `step`: what runs one task (`execute`)."""
+    tasks = tasks if tasks is not None else {t.name: t for t in plan(ctx)}
+    step = step or execute
+    for _ in range(len(tasks)):
+        try:
+            step(task, ctx, experiment)
+            return
+        except MissingDependency as missing:
+            if missing.task not in tasks or missing.task == task.name:
+                raise
+            run_task(tasks[missing.task], ctx, experiment, tasks, step)
+    step(task, ctx, experiment)
+
+
 def execute(task: Task, ctx: Context, experiment: RunDir) -> None:
-    """Run one task (a no-op when its results are already in the store)."""
+    """Run one task (a no-op when its results are already in the store). It reads what its dependencies produced;
+    where that is missing it raises `MissingDependency` (`run_task` then runs the dependency's task)."""
     rdir = replicate_dir(experiment, task.replicate)
     if task.action == "dense":
         imp.train_dense(ctx, rdir, task.replicate)
     elif task.action == "level":
         imp.run_level(ctx, rdir, task.replicate, task.rewind, task.level)
     elif task.action == "control":
-        level = imp.level_dir(rdir, task.rewind, task.level)
-        mask = level.read_tensors("mask.safetensors") if level.read_json("summary.json") is not None else None
+        mask = imp.level_mask(ctx, rdir, task.replicate, task.rewind, task.level)
         if mask is None:
-            if imp.run_level(ctx, rdir, task.replicate, task.rewind, task.level) is None:
-                return  # an earlier level diverged: there is no mask to control for
-            mask = level.read_tensors("mask.safetensors")
-        controls.run_control(
-            ctx, rdir, task.replicate, task.rewind, task.level, ctx.mask(mask), task.control, task.seed
-        )
+            return  # an earlier level diverged: there is no mask to control for
+        controls.run_control(ctx, rdir, task.replicate, task.rewind, task.level, mask, task.control, task.seed)
     elif task.action == "mask":
         masks.run_source(ctx, rdir, task.replicate, task.control, task.density, task.seed)
     elif task.action == "mask_trace":

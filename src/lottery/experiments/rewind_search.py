@@ -8,9 +8,9 @@ grid as its rewind points (`imp.rewind` = `stability.rewind` = the grid), IMP up
 W_k at every grid point, and a probe at a grid point k is exactly the stability task (k, level) of that
 experiment: `lottery run` of the recorded spec later reuses every probe, and a search run again (with a larger
 budget) reuses every run already there. A bisection point k off the grid gets W_k by retraining the dense run's
-prefix 0..k with the same seeds in `replicate_r/prefix_{k}it` (data order, augmentation and the learning rate are
-pure functions of the iteration, so this is W_k bit for bit; a test checks it), copied into the dense run's
-snapshots, after which the engine's own code (IMP levels, controls, copies, analysis) runs unchanged.
+prefix 0..k with the same seeds in a prefix run (`lottery.store.layout.prefix`; data order, augmentation and the
+learning rate are pure functions of the iteration, so this is W_k bit for bit; a test checks it), copied into the
+dense run's snapshots, after which the engine's own code (IMP levels, controls, copies, analysis) runs unchanged.
 
 The search assumes stability is monotone in k (unstable, then stable): a binary search over the grid, then
 `refine` bisection steps between the last unstable and the first stable point. A point is stable when the
@@ -29,9 +29,11 @@ from typing import Any
 
 from lottery.errors import UserError
 from lottery.experiments import imp, stability
+from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
+from lottery.experiments.plan import Task, run_task
 from lottery.spec import ExperimentSpec, Step
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import snapshot_name, train, train_together
 
 DEFAULT_TOLERANCE = 0.2  # percentage points: "matching" as in the papers
@@ -132,12 +134,11 @@ class Search:
             for lv in range(1, level + 1):
                 out.append((imp.level_dir(rdir, k, lv), end - k))
             copies = ctx.spec.stability.copies
-            out += [(stability.stability_dir(rdir, k, 0) / f"dense_copy{i}", end - k) for i in range(copies)]
+            out += [(layout.copy(stability.stability_dir(rdir, k, 0), "dense", i), end - k) for i in range(copies)]
             if level:
+                where = stability.stability_dir(rdir, k, level)
                 for kind in ("imp", CONTROL):
-                    out += [
-                        (stability.stability_dir(rdir, k, level) / f"{kind}_copy{i}", end - k) for i in range(copies)
-                    ]
+                    out += [(layout.copy(where, kind, i), end - k) for i in range(copies)]
         return [(run, its) for run, its in out if run.read_json("summary.json") is None]
 
     def _has_snapshot(self, rdir: RunDir, k: int) -> bool:
@@ -179,8 +180,8 @@ class Search:
             raise BudgetSpent
         for r in range(self.ctx.spec.replicates):
             self.ensure_snapshot(r, k)
-            rdir = imp.replicate_dir(self.experiment, r)
-            stability.run_point(self.ctx, self.experiment, rdir, r, k, level)
+            tasks = point_tasks(r, k, level)  # k may be off the plan's grid: the tasks of this point, by hand
+            run_task(tasks[names.stability(r, k, level)], self.ctx, self.experiment, tasks)
         self.trained += len(missing)
         self.iterations += sum(its for _, its in missing)
         record = self.record(subject, k, level)
@@ -245,8 +246,18 @@ def _point_summary(points: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def point_tasks(r: int, k: int, level: int) -> dict[str, Task]:
+    """The tasks one probe needs (the dense run, IMP levels 1..level rewound to k, the analysis at (k, level)), by
+    name, for `plan.run_task`: it runs the analysis, and before it any of those whose output is missing."""
+    tasks = [Task(names.dense(r), "dense", r)]
+    for lv in range(1, level + 1):
+        tasks.append(Task(names.level(r, k, lv), "level", r, k, lv, deps=(tasks[-1].name,)))
+    tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=(names.level(r, k, level),)))
+    return {task.name: task for task in tasks}
+
+
 def prefix_dir(rdir: RunDir, k: int) -> RunDir:
-    return rdir / f"prefix_{k}it"
+    return layout.prefix(rdir, k)
 
 
 def train_prefix(ctx: Context, run: RunDir, r: int, k: int, end: int) -> dict[str, Any]:
@@ -332,8 +343,7 @@ def run_search(
     experiment's results) in the search's experiment directory; return it and the search's record."""
     from lottery.experiments.run import write_results
     from lottery.plugins import stamp
-    from lottery.store import check_collision, experiment_dir, write_spec
-    from lottery.training.distributed import exclusive
+    from lottery.store import check_collision, experiment_dir, locked, write_spec
 
     level = spec.imp.levels if level is None else level
     if level < 1:
@@ -351,7 +361,7 @@ def run_search(
     candidates = ctx.rewind_points
     experiment = experiment_dir(Path(root), spec)
     check_collision(experiment, spec)
-    with exclusive(experiment.path, wait=wait):
+    with locked(experiment.path, wait=wait):
         check_collision(experiment, spec)
         write_spec(experiment, spec, preset)
         search = Search(ctx, experiment, level, max_trainings, tolerance)

@@ -9,14 +9,14 @@ import io
 from pathlib import Path
 from typing import Any
 
+from lottery.collective import is_main
 from lottery.experiments import controls, imp, masks, predictors, results, stability
 from lottery.experiments.context import Context
-from lottery.experiments.plan import execute, plan, replicate_dir
+from lottery.experiments.plan import plan, replicate_dir, run_task
 from lottery.loggers.summary import log_experiment
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
-from lottery.store import RunDir, check_collision, experiment_dir, write_spec
+from lottery.store import RunDir, check_collision, experiment_dir, layout, locked, write_spec
 from lottery.training import Runtime
-from lottery.training.distributed import exclusive, is_main  # the store's lock; under torchrun taken by rank 0 for all
 
 
 def run_experiment(
@@ -35,11 +35,13 @@ def run_experiment(
     ctx.validate()  # before anything is written
     experiment = experiment_dir(root, spec)
     check_collision(experiment, spec)
-    with exclusive(experiment.path, wait=wait):
+    with locked(experiment.path, wait=wait):  # under torchrun taken by rank 0 for all ranks
         check_collision(experiment, spec)
         write_spec(experiment, spec, preset)
-        for task in plan(ctx, dense_only):
-            execute(task, ctx, experiment)
+        planned = plan(ctx, dense_only)
+        everything = {t.name: t for t in plan(ctx)}
+        for task in planned:
+            run_task(task, ctx, experiment, everything)
         results = write_results(experiment, spec)
     if runtime.log and is_main():  # the curve, tables and figures to the trackers (lottery.loggers)
         log_experiment(runtime.log, experiment.path, results)
@@ -56,8 +58,7 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
                 experiment, imp.dense_dir(rdir), kind="dense", replicate=r, rewind_iteration=None, level=0, seed=None
             )
         )
-        for k_dir in sorted(rdir.path.glob("rewind_*it"), key=lambda p: int(p.name[7:-2])):
-            k = int(k_dir.name[7:-2])
+        for k in layout.rewind_points(rdir.path):
             for level in range(1, spec.imp.levels + 1):
                 run = imp.level_dir(rdir, k, level)
                 rows.append(
@@ -77,21 +78,30 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
     return [row for row in rows if row is not None]
 
 
-def write_results(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
+def results_of(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
+    """results.json's content, from what the store holds (nothing is written)."""
     rows = collect(experiment, spec)
     data: dict[str, Any] = {"experiment": spec_hash(spec), "runs": rows, "summary": results.aggregate(rows)}
     if spec.stability.rewind:
         points = stability.collect(experiment, spec.replicates)
         data["stability"] = {"settings": to_dict(spec)["stability"], "points": points}
         data["predictors"] = predictors.predictors(points, rows)  # which measure predicts the accuracy gap
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, stability.PAIR_FIELDS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(stability.pair_rows(points))
-        experiment.write("stability.csv", buffer.getvalue().encode())
     mask_results = masks.collect(experiment, spec)
     if mask_results:
         data["masks"] = mask_results
+    return data
+
+
+def write_results(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
+    """Write results.json, results.csv (and stability.csv) from the store; the caller holds the experiment's lock
+    (`lottery.store.locked`)."""
+    data = results_of(experiment, spec)
+    if "stability" in data:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, stability.PAIR_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(stability.pair_rows(data["stability"]["points"]))
+        experiment.write("stability.csv", buffer.getvalue().encode())
     experiment.write_json("results.json", data)
-    experiment.write("results.csv", results.to_csv(rows).encode())
+    experiment.write("results.csv", results.to_csv(data["runs"]).encode())
     return data

@@ -31,7 +31,7 @@ from lottery.experiments.context import Context
 from lottery.experiments.results import stats
 from lottery.pruning import Mask, prune
 from lottery.spec import TrainingSpec
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import Job, is_finished, train_together
 
 COPY_STREAM = 21
@@ -58,7 +58,7 @@ class Subject:
 
 
 def stability_dir(replicate_dir: RunDir, k: int, level: int) -> RunDir:
-    return replicate_dir / f"rewind_{k}it" / "stability" / f"level_{level}"
+    return layout.stability(replicate_dir, k, level)
 
 
 def copy_training(training: TrainingSpec, i: int) -> TrainingSpec:
@@ -85,13 +85,9 @@ def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> tuple[l
     dense = _dense_subject(ctx, rdir, r, k)
     if level == 0:
         return [dense], []
-    level_run = imp.level_dir(rdir, k, level)
-    stored = level_run.read_tensors("mask.safetensors")
-    if stored is None or not level_run.exists("final.safetensors"):
-        if imp.run_level(ctx, rdir, r, k, level) is None:
-            return [dense], ["imp", *ctx.spec.stability.controls]
-        stored = level_run.read_tensors("mask.safetensors")
-    mask = ctx.mask(stored)
+    mask = imp.level_mask(ctx, rdir, r, k, level)  # MissingDependency where the level's task has not run
+    if mask is None:
+        return [dense], ["imp", *ctx.spec.stability.controls]
     rewound, optimizer_state = imp.rewind_state(ctx, rdir, r, k)
     subjects = [dense, Subject("imp", mask, mask.apply_to(rewound), optimizer_state)]
     for kind in ctx.spec.stability.controls:
@@ -103,7 +99,7 @@ def copy_runs(rdir: RunDir, k: int, level: int, subject: Subject, copies: int) -
     """The copies' directories, all under the stability directory; the dense network's copies are shared by every
     level (they live at level 0)."""
     where = stability_dir(rdir, k, 0 if subject.kind == "dense" else level)
-    return [where / f"{subject.kind}_copy{i}" for i in range(copies)]
+    return [layout.copy(where, subject.kind, i) for i in range(copies)]
 
 
 def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subjects: list[Subject]) -> dict[str, list]:
@@ -112,7 +108,8 @@ def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subject
 
     The dense network's copies are shared by every level at k; they belong to the group of the first level
     analysed (where an uninterrupted run trains them), and are trained in that group wherever they are missing,
-    so they are computed with one arithmetic whichever point finds them missing."""
+    so they are computed with one arithmetic whichever point finds them missing. (They are the one run that
+    several tasks may train, until runs are shared by what determines them.)"""
     copies = ctx.spec.stability.copies
     runs = {subject.kind: copy_runs(rdir, k, level, subject, copies) for subject in subjects}
     first = min(levels(ctx))
@@ -319,7 +316,7 @@ def collect(experiment: RunDir, replicates: int) -> list[dict[str, Any]]:
     """Every analysed point in the store, flattened with its replicate, rewind point and level."""
     points = []
     for r in range(replicates):
-        for path in sorted((experiment.path / f"replicate_{r}").glob("rewind_*it/stability/level_*/analysis.json")):
+        for path in sorted(layout.replicate(experiment.path, r).glob(layout.STABILITY_ANALYSES)):
             analysis = RunDir(path.parent).read_json("analysis.json")
             if analysis is None:
                 continue

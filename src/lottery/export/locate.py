@@ -5,13 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from lottery.errors import UserError
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 
 KINDS = ("imp", "dense", "random_reinit", "random_prune", "random_prune_global")
-
-
-def _rewind_points(replicate: Path) -> list[int]:
-    return sorted(int(p.name[len("rewind_") : -len("it")]) for p in replicate.glob("rewind_*it") if p.is_dir())
 
 
 def find_run(
@@ -22,7 +18,7 @@ def find_run(
     the experiment has one rewind point."""
     if kind not in KINDS:
         raise UserError(f"unknown kind '{kind}' (allowed: {', '.join(KINDS)})")
-    rdir = Path(experiment) / f"replicate_{replicate}"
+    rdir = layout.replicate(Path(experiment), replicate)
     if not rdir.is_dir():
         raise UserError(f"{experiment} has no replicate {replicate} (is it an experiment directory?)")
     if level < 0:
@@ -30,20 +26,20 @@ def find_run(
     if level == 0:
         if kind not in ("imp", "dense"):
             raise UserError(f"level 0 is the dense network; --kind {kind} needs a level >= 1")
-        run = RunDir(rdir / "level_0")
+        run = RunDir(layout.dense(rdir))
     else:
         if kind == "dense":
             raise UserError("--kind dense is level 0 (the dense network); give --level 0")
-        points = _rewind_points(rdir)
+        points = layout.rewind_points(rdir)
         if rewind is None:
             if len(points) != 1:
                 raise UserError(f"give --rewind K: this experiment has rewind points {points or 'none'}")
             rewind = points[0]
         elif rewind not in points:
             raise UserError(f"no rewind point {rewind} in {experiment} (it has: {points or 'none'})")
-        run = RunDir(rdir / f"rewind_{rewind}it" / f"level_{level}")
+        run = RunDir(layout.level(rdir, rewind, level))
         if kind != "imp":
-            run = run / "controls" / f"{kind}_seed{seed}"
+            run = layout.control_of(run, layout.control_name(kind, seed))
     if run.read_json("summary.json") is None:
         raise UserError(f"{run.path} holds no finished run (run the experiment first; see 'lottery show')")
     return run

@@ -39,11 +39,11 @@ def metrics_of(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def track_evaluation(session: Session, rows: list[dict[str, Any]]) -> None:
     """Log one evaluation of `session` to the trackers of its runtime (`Runtime.log`; none: nothing happens)."""
-    from lottery.training import distributed
+    from lottery import collective
     from lottery.training.provenance import run_metadata
 
     names = getattr(session.runtime, "log", ())
-    if not names or not rows or not distributed.is_main():
+    if not names or not rows or not collective.is_main():
         return
     key = str(session.run.path)
     if key not in _OPEN:

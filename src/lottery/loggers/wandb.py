@@ -20,7 +20,7 @@ class WandbLogger:
         self.wandb = wandb
         experiment_dir.mkdir(parents=True, exist_ok=True)
         labels = [tags["kind"]] if "kind" in tags else []
-        labels += [f"level_{tags['level']}"] if "level" in tags else []
+        labels += [f"level_{tags['level']}"] if "level" in tags else []  # a wandb tag, not a path
         self.run = wandb.init(
             dir=str(experiment_dir),
             project=os.environ.get("WANDB_PROJECT", "lottery"),

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from lottery.reports.load import read_metrics
+from lottery.reports.metrics import read_metrics
 from lottery.reports.plot import (
     KIND_LINESTYLES,
     MARKERS,

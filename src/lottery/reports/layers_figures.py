@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from lottery.reports.figures import Figures, register
 from lottery.reports.html import register_section
 from lottery.reports.plot import MARKERS, legend_below, new_figure
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 
 MAX_LAYERS = 16  # magnitude panels: the first layers of a deep network (every layer is in the density table)
 BINS = 40
@@ -82,8 +82,8 @@ def magnitude_figure(experiment_dir: Path, results: dict[str, Any], k: int) -> t
         previous = next((r["path"] for r in imp_runs(results) if r["kind"] == "dense" and r["replicate"] == 0), None)
     if previous is None:
         return None
-    dense = Path(experiment_dir) / "replicate_0" / "level_0"
-    w_k = RunDir(dense).read_tensors(f"snapshots/iter_{k}.safetensors")
+    dense = layout.dense(layout.replicate(Path(experiment_dir), 0))
+    w_k = RunDir(dense).read_tensors(layout.snapshot(k))
     w_t = RunDir(Path(experiment_dir) / previous).read_tensors("final.safetensors")
     mask = RunDir(Path(experiment_dir) / deepest["path"]).read_tensors("mask.safetensors")
     if w_k is None or w_t is None or mask is None:

@@ -4,13 +4,15 @@ the store when missing), plus labels that tell several experiments apart by thei
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lottery.errors import UserError
+from lottery.reports.metrics import read_metrics  # noqa: F401 (its home before reports/metrics.py)
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
-from lottery.store import RunDir, load_spec
+from lottery.store import RunDir, load_spec, locked
 
 MAX_LABEL = 60  # longer labels of differing settings give way to field names only, then to the hash
 
@@ -37,18 +39,21 @@ def load_experiment(path: Path) -> Experiment:
     run = RunDir(path)
     results = run.read_json("results.json")
     if not isinstance(results, dict) or "runs" not in results or "summary" not in results:
-        from lottery.experiments.run import write_results
-
-        results = write_results(run, spec)
+        results = _regenerate(run, spec)
     return Experiment(path, spec, preset, results, label=spec_hash(spec))
 
 
-def read_metrics(experiment_dir: Path, relative: str) -> list[dict[str, Any]]:
-    """The metrics.jsonl rows of one trained unit ([] when absent or failing verification)."""
-    data = RunDir(Path(experiment_dir) / relative).read("metrics.jsonl", quiet=True)
-    if data is None:
-        return []
-    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+def _regenerate(run: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
+    """results.json rebuilt from the store: written under the experiment's lock when it is free; when another
+    process holds it (an experiment still running) or the store is read-only, computed without writing."""
+    from lottery.experiments.run import results_of, write_results
+
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(locked(run.path, wait=False))
+        except UserError:
+            return results_of(run, spec)
+        return write_results(run, spec)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

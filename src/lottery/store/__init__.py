@@ -1,7 +1,16 @@
 """The run store: experiment directories named by spec hash, verified artifacts, locks."""
 
 from lottery.store.experiment import check_collision, experiment_dir, load_spec, store_root, write_spec
-from lottery.store.lock import exclusive
+from lottery.store.lock import exclusive, locked
 from lottery.store.run_dir import RunDir
 
-__all__ = ["RunDir", "check_collision", "exclusive", "experiment_dir", "load_spec", "store_root", "write_spec"]
+__all__ = [
+    "RunDir",
+    "check_collision",
+    "exclusive",
+    "experiment_dir",
+    "locked",
+    "load_spec",
+    "store_root",
+    "write_spec",
+]

@@ -1,5 +1,6 @@
-"""One process per experiment directory: an exclusive `flock` on `<dir>/.lock`, released on exit
-(also when the process is killed, since the kernel drops the lock with the file descriptor)."""
+"""One process per experiment (or run) directory: an exclusive `flock` on `<dir>/.lock`, released on exit
+(also when the process is killed, since the kernel drops the lock with the file descriptor). `locked` is the
+lock to take around work in the store: under torchrun rank 0 holds it for every rank."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import fcntl
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from lottery import collective
 from lottery.errors import UserError
 
 
@@ -36,3 +38,25 @@ def exclusive(directory: Path, wait: bool = True) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def locked(directory: Path, wait: bool = True) -> Iterator[None]:
+    """`exclusive`, taken once for a whole process group: by rank 0 alone under torchrun, the other ranks waiting
+    for it (up to $LOTTERY_DIST_TIMEOUT) and sharing its outcome, e.g. the --no-wait error; in one process, just
+    `exclusive`."""
+    if collective.world_size() == 1:
+        with exclusive(directory, wait=wait):
+            yield
+        return
+    with ExitStack() as stack:
+        error = None
+        if collective.is_main():
+            try:
+                stack.enter_context(exclusive(directory, wait=wait))
+            except UserError as e:
+                error = str(e)
+        error = collective.broadcast_object(error)
+        if error is not None:
+            raise UserError(error)
+        yield

@@ -9,22 +9,21 @@ Readers that only want tensors (`safetensors.torch.load_file`, `RunDir.read_tens
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from safetensors import safe_open
 
 from lottery.errors import UserError
+from lottery.store.layout import SNAPSHOT_FILE
 
 FORMAT = "lottery"  # the value of the `format` key: tells these files apart from other safetensors files
-_SNAPSHOT = re.compile(r"(?:^|/)snapshots/iter_(\d+)\.safetensors$")
 _ROLES = {"start.safetensors": "start", "final.safetensors": "final", "mask.safetensors": "mask"}
 
 
 def describe_file(name: str) -> dict[str, str]:
     """What a file of a run directory holds, from its name: `{"file": role}`, plus `iteration` for a snapshot."""
-    snapshot = _SNAPSHOT.search(name)
+    snapshot = SNAPSHOT_FILE.search(name)
     if snapshot:
         return {"file": "snapshot", "iteration": snapshot.group(1)}
     return {"file": _ROLES.get(Path(name).name, Path(name).stem)}
@@ -34,9 +33,9 @@ def file_metadata(run: Mapping[str, str] | None, name: str) -> dict[str, str]:
     """The metadata written into `name`: the run's provenance (may be empty), versions and the file's role."""
     import torch
 
-    import lottery
+    from lottery.version import __version__
 
-    metadata = {"format": FORMAT, "lottery_version": lottery.__version__, "torch_version": torch.__version__}
+    metadata = {"format": FORMAT, "lottery_version": __version__, "torch_version": torch.__version__}
     metadata.update({key: str(value) for key, value in (run or {}).items()})
     metadata.update(describe_file(name))
     return dict(sorted(metadata.items()))

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
+from lottery import collective
 from lottery.errors import UserError
-from lottery.store import atomic, provenance
+from lottery.store import atomic, layout, provenance
 
 MANIFEST = "manifest.json"
 
@@ -61,9 +62,7 @@ class RunDir:
 
     # bytes ------------------------------------------------------------------------------------------
     def write(self, name: str, data: bytes) -> None:
-        from lottery.training import distributed  # data parallel: collective; only rank 0 writes
-
-        with distributed.main_writes() as main:
+        with collective.main_writes() as main:  # data parallel: every rank calls, rank 0 writes
             if main:
                 self._write(name, data)
 
@@ -112,9 +111,7 @@ class RunDir:
         return self.read(name, quiet=True) is not None
 
     def remove(self, name: str) -> None:
-        from lottery.training import distributed  # data parallel: collective; only rank 0 removes
-
-        with distributed.main_writes() as main:
+        with collective.main_writes() as main:  # data parallel: every rank calls, rank 0 writes
             if main:
                 # Forget it first: a kill in between leaves an unrecorded file, which is never trusted (and a
                 # finished run never reads it again), rather than a manifest entry for a file that is gone.
@@ -149,7 +146,7 @@ class RunDir:
         """Delete temporary files left by a process killed mid-write (never trusted; call under the lock)."""
         for path in self.path.glob(".*.tmp"):
             path.unlink(missing_ok=True)
-        for path in self.path.glob("snapshots/.*.tmp"):
+        for path in self.path.glob(layout.SNAPSHOT_TEMPORARIES):
             path.unlink(missing_ok=True)
 
     def verify(self) -> list[tuple[str, str]]:
@@ -182,7 +179,7 @@ ARTIFACTS = ("*.safetensors", "*.json", "*.jsonl", "*.csv", "*.pt", "*.toml")  #
 
 def missing_manifests(root: Path) -> list[tuple[Path, int]]:
     """(directory, number of artifacts) for every directory under `root` that holds artifacts but no
-    `manifest.json` (a run's `snapshots/` belong to the run's manifest): none of them is trusted, and the next
+    `manifest.json` (a run's snapshot files belong to the run's manifest): none of them is trusted, and the next
     run recomputes them."""
     missing: dict[Path, int] = {}
     for directory in sorted({p.parent for pattern in ARTIFACTS for p in root.rglob(pattern)}):

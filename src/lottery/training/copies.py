@@ -25,7 +25,7 @@ from torch import nn
 from lottery.data import Splits
 from lottery.models import Network
 from lottery.spec import TrainingSpec
-from lottery.store import RunDir
+from lottery.store import RunDir, locked
 from lottery.training import distributed
 from lottery.training.loop import Job, Runtime, Session, describe, is_finished, train
 from lottery.training.stacked import Stacked, optimizer_signature, unsupported
@@ -107,7 +107,7 @@ def train_together(
         return [train(run, model, data, job, _named(runtime, run)) for run, model, job in zip(runs, models, jobs)]
     with ExitStack() as locks:
         for i in sorted(todo, key=lambda i: str(runs[i].path)):  # one order for every process: no deadlock
-            locks.enter_context(distributed.exclusive(runs[i].path))
+            locks.enter_context(locked(runs[i].path))
         todo = [i for i in todo if not is_finished(runs[i], jobs[i])]  # finished by another process meanwhile
         sessions = []
         for i in todo:

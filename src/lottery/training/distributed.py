@@ -27,53 +27,41 @@ import atexit
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from lottery import collective
+from lottery.collective import (  # noqa: F401 (this module's API since before lottery.collective)
+    LAUNCH_VARIABLES,
+    active,
+    barrier,
+    broadcast_object,
+    is_main,
+    launched,
+    local_rank,
+    main_writes,
+    rank,
+    world_size,
+)
 from lottery.errors import UserError
+from lottery.store import lock
 
 if TYPE_CHECKING:
     from lottery.data.batches import BatchStream
     from lottery.pruning import Mask
 
-LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # set by torchrun for every process
 TIMEOUT_VARIABLE = "LOTTERY_DIST_TIMEOUT"  # seconds a collective (or rank 0 waiting on a lock) may take
 DEFAULT_TIMEOUT_S = 1800.0
 SYNC_EVERY = 16  # iterations between broadcasts of rank 0's wall-clock checkpoint decision
 
 
-# the process group ------------------------------------------------------------------------------------
-def launched() -> bool:
-    """Whether this process was started by torchrun (or an equivalent launcher setting the same variables)."""
-    return all(os.environ.get(name) for name in LAUNCH_VARIABLES)
-
-
-def active() -> bool:
-    """Whether a process group is initialised (and collectives are therefore needed)."""
-    return dist.is_available() and dist.is_initialized()
-
-
-def rank() -> int:
-    return dist.get_rank() if active() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if active() else 1
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def is_main() -> bool:
-    return rank() == 0
+# the process group (lottery.collective: below the store, which needs it too) -----------------------------
+_device = collective.device
 
 
 def _timeout() -> timedelta:
@@ -124,30 +112,6 @@ def setup(device: torch.device) -> torch.device:
 def teardown() -> None:
     if active():
         dist.destroy_process_group()
-
-
-def _device() -> torch.device:
-    """Where collective tensors live: the rank's GPU under nccl, the CPU under gloo."""
-    if active() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def barrier() -> None:
-    if world_size() > 1:
-        if dist.get_backend() == "nccl":
-            dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            dist.barrier()
-
-
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's `obj` (picklable) on every rank."""
-    if world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0, device=_device())
-    return box[0]
 
 
 # decisions and validation -----------------------------------------------------------------------------
@@ -328,37 +292,5 @@ def broadcast_mask(mask: Mask) -> Mask:
     return result
 
 
-# the store --------------------------------------------------------------------------------------------
-@contextmanager
-def main_writes() -> Iterator[bool]:
-    """Around every artifact write: yields whether this rank writes (rank 0 only); all ranks wait at a
-    barrier before (every rank has finished reading) and after (the artifact is complete for all readers)."""
-    if world_size() == 1:
-        yield True
-        return
-    barrier()
-    yield is_main()
-    barrier()
-
-
-@contextmanager
-def exclusive(directory: Path, wait: bool = True) -> Iterator[None]:
-    """The experiment lock (`lottery.store.exclusive`), taken by rank 0 alone for all ranks; the others
-    wait for it (up to $LOTTERY_DIST_TIMEOUT) and share its outcome, e.g. the --no-wait error."""
-    from lottery.store import lock
-
-    if world_size() == 1:
-        with lock.exclusive(directory, wait=wait):
-            yield
-        return
-    with ExitStack() as stack:
-        error = None
-        if is_main():
-            try:
-                stack.enter_context(lock.exclusive(directory, wait=wait))
-            except UserError as e:
-                error = str(e)
-        error = broadcast_object(error)
-        if error is not None:
-            raise UserError(error)
-        yield
+# the store's lock, taken by rank 0 for every rank (kept here for callers that import it from this module)
+exclusive = lock.locked

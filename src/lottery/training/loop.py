@@ -27,7 +27,7 @@ from lottery.loggers.track import track_evaluation
 from lottery.models import Network
 from lottery.pruning import Mask, attach
 from lottery.spec import Step, TrainingSpec
-from lottery.store import RunDir
+from lottery.store import RunDir, layout, locked
 from lottery.training import distributed, losses
 from lottery.training.optimizer import exact_step, make_optimizer
 from lottery.training.provenance import run_metadata
@@ -95,7 +95,7 @@ class Job:
 
 
 def snapshot_name(iteration: int, optimizer: bool = False) -> str:
-    return f"snapshots/iter_{iteration}.{'optimizer.pt' if optimizer else 'safetensors'}"
+    return layout.snapshot(iteration, optimizer)
 
 
 def is_finished(run: RunDir, job: Job) -> bool:
@@ -120,7 +120,7 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
     directory is locked while it trains: executors may run tasks of one experiment in parallel."""
     if is_finished(run, job):
         return run.read_json("summary.json")
-    with distributed.exclusive(run.path):
+    with locked(run.path):
         if is_finished(run, job):  # another process finished it while this one waited
             return run.read_json("summary.json")
         if distributed.is_main():

@@ -1,0 +1,31 @@
+"""The iterations of the dense run that the [masks] runs read: W_at (`masks.at`) and the early-bird trace's points.
+Apart from experiments/masks.py so that the context (which asks the dense run to save them) needs only this."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lottery.spec import Step
+
+if TYPE_CHECKING:
+    from lottery.experiments.context import Context
+
+
+def at_iteration(ctx: Context) -> int:
+    return ctx._iterations("masks.at", (ctx.spec.masks.at,))[0]
+
+
+def trace_points(ctx: Context) -> list[int]:
+    """The dense run's iterations whose weights the early-bird trace reads (the end T: its final weights)."""
+    if "early_bird" not in ctx.spec.masks.sources:
+        return []
+    every = ctx.spec.masks.early_bird_every or ctx.spec.training.eval_every
+    step = max(1, Step.parse(every).to_iterations(ctx.schedule.iterations_per_epoch))
+    return [*range(0, ctx.schedule.end, step), ctx.schedule.end]
+
+
+def snapshot_points(ctx: Context) -> list[int]:
+    """The dense run's snapshots [masks] needs besides the rewind points: W_at, and the trace points."""
+    if not ctx.spec.masks.sources:
+        return []
+    return sorted({at_iteration(ctx), *trace_points(ctx)[:-1]})

@@ -1,0 +1,44 @@
+"""The names of an experiment's tasks (plan.py builds them; a task that finds a dependency's artifacts missing
+names the task that produces them), and the error that says so.
+
+A task never trains what another task produces: it reads its dependencies' artifacts from the store, and where
+one is missing (never produced, deleted, or failing verification) it raises `MissingDependency` naming the task
+to run. The executor (`plan.run_task`, used by the local and Ray executors) runs that task, then this one again.
+"""
+
+from __future__ import annotations
+
+from lottery.errors import UserError
+
+
+def dense(r: int) -> str:
+    return f"r{r}/dense"
+
+
+def level(r: int, k: int, level_: int) -> str:
+    """IMP level `level_` rewound to k (level 0: the dense run)."""
+    return dense(r) if level_ == 0 else f"r{r}/k{k}/level{level_}"
+
+
+def control(r: int, k: int, level_: int, kind: str, seed: int) -> str:
+    return f"{level(r, k, level_)}/{kind}/seed{seed}"
+
+
+def stability(r: int, k: int, level_: int) -> str:
+    return f"r{r}/k{k}/stability/level{level_}"
+
+
+def mask_trace(r: int) -> str:
+    return f"r{r}/masks/early_bird_trace"
+
+
+def mask(r: int, kind: str, density: float, seed: int) -> str:
+    return f"r{r}/masks/{kind}/density{density:g}/seed{seed}"
+
+
+class MissingDependency(UserError):
+    """What a task needs is not in the store: `task` (a task name) produces it."""
+
+    def __init__(self, task: str, what: str) -> None:
+        self.task = task
+        super().__init__(f"{what} is missing from the store; task {task} produces it: run the experiment again")
