@@ -391,24 +391,28 @@ def run_search(
     return experiment, out
 
 
+PROBE_COLUMNS = ("k", "barrier", "stable", "test acc %", "matching", f"{CONTROL} barrier", "trainings")
+
+
+def probe_cells(p: dict[str, Any], missing: str = "-") -> list[str]:
+    """One probe as the cells of PROBE_COLUMNS (the text table and the report's table)."""
+    control = (p.get("control") or {}).get("barrier")
+    return [
+        str(p["k"]),
+        missing if p["barrier"] is None else f"{p['barrier']:.2f}",
+        "yes" if p["stable"] else "no",
+        missing if p["accuracy"] is None else f"{100 * p['accuracy']:.2f}",
+        {True: "yes", False: "no", None: missing}[p["matching"]],
+        missing if control is None else f"{control:.2f}",
+        str(p["trainings"]),
+    ]
+
+
 def table(found: dict[str, Any]) -> str:
     """Every probe as an aligned text table, then the answer for each subject and the cost."""
-    lines = [("subject", "k", "barrier", "stable", "test acc %", "matching", f"{CONTROL} barrier", "trainings")]
+    lines = [("subject", *PROBE_COLUMNS)]
     for subject in ("dense", "imp"):
-        for p in found[subject]["probe"]:
-            control = (p.get("control") or {}).get("barrier")
-            lines.append(
-                (
-                    subject,
-                    str(p["k"]),
-                    "-" if p["barrier"] is None else f"{p['barrier']:.2f}",
-                    "yes" if p["stable"] else "no",
-                    "-" if p["accuracy"] is None else f"{100 * p['accuracy']:.2f}",
-                    {True: "yes", False: "no", None: "-"}[p["matching"]],
-                    "-" if control is None else f"{control:.2f}",
-                    str(p["trainings"]),
-                )
-            )
+        lines.extend((subject, *probe_cells(p)) for p in found[subject]["probe"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
     for subject in ("dense", "imp"):

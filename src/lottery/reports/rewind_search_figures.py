@@ -8,6 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from lottery.experiments.rewind_search import probe_cells
 from lottery.reports.figures import Figures, register
 from lottery.reports.html import register_section
 from lottery.reports.plot import kind_color, kind_label, legend_below, new_figure
@@ -65,16 +66,7 @@ def rewind_search_table(results: dict[str, Any], experiment_dir: Path) -> str | 
     rows = []
     for subject in ("dense", "imp"):
         for p in found[subject]["probe"]:
-            control = (p.get("control") or {}).get("barrier")
-            cells = [
-                str(p["k"]),
-                "–" if p["barrier"] is None else f"{p['barrier']:.2f}",
-                "yes" if p["stable"] else "no",
-                "–" if p["accuracy"] is None else f"{100 * p['accuracy']:.2f}",
-                {True: "yes", False: "no", None: "–"}[p["matching"]],
-                "–" if control is None else f"{control:.2f}",
-                str(p["trainings"]),
-            ]
+            cells = probe_cells(p, missing="–")
             rows.append(
                 f'<tr><td class="l">{kind_label(subject)}</td>'
                 + "".join(f"<td>{escape(c)}</td>" for c in cells)
