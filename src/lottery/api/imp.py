@@ -29,13 +29,13 @@ from torch.optim import optimizer as optim_base
 from lottery import seeding
 from lottery.api.masks import prune, random_mask_like, reinitialize
 from lottery.errors import UserError
+from lottery.experiments.controls import STREAMS  # the engine's control seed streams
 from lottery.pruning import Mask
 from lottery.pruning.attachment import Attachment
 from lottery.spec import Step
 from lottery.store import RunDir, layout
 
 CONTROLS = ("random_prune", "random_prune_global", "random_reinit")
-STREAMS = {"random_reinit": 11, "random_prune": 12, "random_prune_global": 13}  # as the engine's controls
 TrainFn = Callable[[nn.Module, Mask, int, int], Any]
 
 
