@@ -69,11 +69,15 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(
 
     rng = random.Random(SEED)
     kills, logs = 0, []
-    for _ in range(KILLS):
+    for attempt in range(KILLS):
         run = Started(cli_args(crashed_out, *overrides, extra=EXTRA), threads=threads)
         run.first_line.wait(timeout=120)
+        if attempt == 0:
+            # The first kill lands mid-run, after checkpoints (the evaluation at iteration 50 follows those at 10,
+            # 20, ...), so the resume path is exercised whatever the random kills after it hit.
+            run.wait_for("iteration 50/150", timeout=300)
         try:
-            code = run.proc.wait(timeout=rng.uniform(0.05, 0.4) * training_seconds)
+            code = run.proc.wait(timeout=0 if attempt == 0 else rng.uniform(0.05, 0.4) * training_seconds)
         except subprocess.TimeoutExpired:
             run.proc.send_signal(signal.SIGKILL)
             code = run.proc.wait(timeout=30)
