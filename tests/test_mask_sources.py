@@ -15,7 +15,7 @@ from torch import nn
 import lottery
 from lottery.errors import UserError
 from lottery.pruning import Mask, prune
-from lottery.pruning.early_bird import mask_distance, settled_at
+from lottery.pruning.early_bird import mask_distance, random_expectation, settled_at
 from lottery.pruning.sources import density_schedule, find_mask
 from lottery.spec import PruningSpec
 
@@ -179,3 +179,39 @@ def test_density_schedule_and_early_bird_helpers() -> None:
     assert settled_at(iterations, [None, 0.3, 0.05, 0.2, 0.01], 0.1) == 40
     assert settled_at(iterations, [None, 0.05, 0.04, 0.03, 0.01], 0.1) == 10
     assert settled_at(iterations, [None, 0.05, 0.04, 0.03, 0.2], 0.1) is None
+
+
+def kept(n: int, positions: range | list[int]) -> Mask:
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[list(positions)] = True
+    return Mask({"w": mask})
+
+
+def test_early_bird_distance_is_normalised_by_the_weights_kept() -> None:
+    # by hand: 10 weights, a keeps {0, 1}, b keeps {0, 2}: they differ at 1 and 2 -> 2 / (2 + 2) kept, 2 / 10 considered
+    a, b = kept(10, [0, 1]), kept(10, [0, 2])
+    assert mask_distance(a, b) == 0.5 and mask_distance(a, b, "considered") == 0.2
+    assert mask_distance(a, kept(10, [5, 6])) == 1.0 and mask_distance(a, kept(10, [])) == 1.0  # nothing shared
+    assert mask_distance(kept(10, []), kept(10, [])) == 0.0
+    # the same 10% of the kept weights replaced at 50% and at 10% remaining: one kept distance, two considered ones
+    dense_a, dense_b = kept(100, range(0, 50)), kept(100, range(5, 55))  # 5 of 50 kept weights replaced
+    sparse_a, sparse_b = kept(100, range(0, 10)), kept(100, range(1, 11))  # 1 of 10
+    assert mask_distance(dense_a, dense_b) == mask_distance(sparse_a, sparse_b) == 0.1
+    assert mask_distance(dense_a, dense_b, "considered") == 0.1
+    assert mask_distance(sparse_a, sparse_b, "considered") == 0.02
+    # so one threshold settles both at the same trace point
+    iterations = [0, 10, 20]
+    for x, y in ((dense_a, dense_b), (sparse_a, sparse_b)):
+        assert settled_at(iterations, [None, 1.0, mask_distance(x, y)], 0.15) == 20
+    with pytest.raises(ValueError, match="normalise"):
+        mask_distance(a, b, "total")
+
+
+def test_random_expectation_matches_random_masks() -> None:
+    assert random_expectation(0.5, 0.5) == 0.5 and random_expectation(0.1, 0.1) == pytest.approx(0.9)
+    assert random_expectation(0.1, 0.1, "considered") == pytest.approx(0.18)
+    g = torch.Generator().manual_seed(0)
+    for density in (0.5, 0.05):
+        n, k = 20000, round(density * 20000)
+        draws = [kept(n, torch.randperm(n, generator=g)[:k].tolist()) for _ in range(2)]
+        assert mask_distance(*draws) == pytest.approx(random_expectation(density, density), abs=0.02)

@@ -16,6 +16,7 @@ from lottery.experiments import masks
 from lottery.experiments.context import Context
 from lottery.experiments.imp import replicate_dir
 from lottery.pruning import Mask
+from lottery.pruning.early_bird import mask_distance
 from lottery.reports import write_report
 from lottery.spec import ExperimentSpec, resolve, spec_hash
 from lottery.store import RunDir
@@ -69,7 +70,14 @@ def test_masks_end_to_end(store: Path) -> None:
     (trace,) = results["masks"]["early_bird"]
     assert trace["iterations"] == [0, 10, 20, 30, 40, 50, 60]
     (entry,) = trace["densities"]
-    assert entry["distances"][0] is None and all(0 <= d <= 0.2 for d in entry["distances"][1:])
+    assert entry["distances"][0] is None and all(0 <= d <= 1 for d in entry["distances"][1:])
+    assert trace["normalised_by"] == "kept"  # |a xor b| / (|a| + |b|): the threshold means the same at any density
+    m10, m20 = (
+        masks.compute_mask(ctx, masks.dense_weights(ctx, rdir, 0, t), "magnitude", 0.1, 0, invert=False)
+        for t in (10, 20)
+    )
+    assert entry["distances"][2] == pytest.approx(mask_distance(m10, m20))  # magnitude masks use no seed
+    assert mask_distance(m10, m20) == pytest.approx(mask_distance(m10, m20, "considered") / (2 * m10.density))
     eb = masks.mask_run_dir(rdir, "early_bird", 0.1, 0).read_json("source.json")
     assert eb["computed_at"] == (entry["settled_at"] if entry["settled_at"] is not None else 60)
     # results.csv and the report

@@ -19,13 +19,14 @@ from lottery.experiments.mask_points import at_iteration, snapshot_points, trace
 from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, random_like
-from lottery.pruning.early_bird import mask_distance, settled_at
+from lottery.pruning.early_bird import mask_distance, random_expectation, settled_at
 from lottery.pruning.sources import find_mask, sources
 from lottery.spec import ExperimentSpec
 from lottery.store import RunDir, layout
 from lottery.training import Job, snapshot_name, train, train_together
 from lottery.training.loop import is_finished
 
+TRACE_NORMALISATION = "kept"  # early-bird distances: |a ⊕ b| / (|a| + |b|) (lottery.pruning.early_bird)
 STREAMS = {"magnitude": 21, "snip": 22, "grasp": 23, "synflow": 24, "random": 25, "early_bird": 26,
            "shuffle": 31, "reinit": 32, "invert": 33, "trace": 40}  # fmt: skip
 
@@ -106,11 +107,13 @@ def dense_weights(ctx: Context, replicate_dir: RunDir, replicate: int, t: int) -
 
 def trace(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]:
     """The early-bird trace of one replicate (computed once, then read from `masks/early_bird.json`): for each
-    target density, the distance between the masks at successive trace points and the iteration where the
-    mask settles below `masks.early_bird_threshold` (None: it never does; the final mask is then used)."""
+    target density, the distance between the masks at successive trace points (normalised by the weights kept:
+    `lottery.pruning.early_bird`) and the iteration where the mask settles below `masks.early_bird_threshold`
+    (None: it never does; the final mask is then used). A trace stored before the distance was normalised by the
+    weights kept (no "normalised_by") is computed again."""
     out = masks_dir(replicate_dir)
     stored = out.read_json("early_bird.json")
-    if stored is not None:
+    if stored is not None and stored.get("normalised_by") == TRACE_NORMALISATION:
         return stored
     spec = ctx.spec.masks
     points = trace_points(ctx)
@@ -121,11 +124,13 @@ def trace(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]
         weights = dense_weights(ctx, replicate_dir, replicate, t)
         for density in spec.densities:
             mask = compute_mask(ctx, weights, spec.early_bird_source, density, derived, invert=False)
-            distances[density].append(mask_distance(previous[density], mask) if density in previous else None)
+            distance = mask_distance(previous[density], mask, TRACE_NORMALISATION) if density in previous else None
+            distances[density].append(distance)
             previous[density] = mask
     data = {
         "source": spec.early_bird_source,
         "threshold": spec.early_bird_threshold,
+        "normalised_by": TRACE_NORMALISATION,
         "iterations": points,
         "densities": [
             {
@@ -142,7 +147,7 @@ def trace(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]
 
 def early_bird_iteration(ctx: Context, replicate_dir: RunDir, replicate: int, density: float) -> int:
     stored = masks_dir(replicate_dir).read_json("early_bird.json")
-    if stored is None:
+    if stored is None or stored.get("normalised_by") != TRACE_NORMALISATION:
         raise MissingDependency(tasks.mask_trace(replicate), f"the early-bird trace of replicate {replicate}")
     entry = next(e for e in stored["densities"] if e["density"] == density)
     return entry["settled_at"] if entry["settled_at"] is not None else ctx.schedule.end
@@ -230,8 +235,9 @@ def mask_start(
 
 def imp_replicate_distances(experiment: RunDir, spec: ExperimentSpec, rewinds: list[int]) -> list[dict[str, Any]]:
     """Is the ticket itself stable? The normalised Hamming distance between the IMP masks of every pair of
-    replicates (different init and data order), per rewind point and level, next to the distance two random
-    masks of those densities would have on average (d_a + d_b − 2·d_a·d_b)."""
+    replicates (different init and data order), per rewind point and level, normalised by the weights kept as the
+    early-bird trace is, next to the distance two random masks of those densities would have on average
+    (1 − 2·d_a·d_b / (d_a + d_b))."""
     out = []
     for k in rewinds:
         for level in range(1, spec.imp.levels + 1):
@@ -245,9 +251,10 @@ def imp_replicate_distances(experiment: RunDir, spec: ExperimentSpec, rewinds: l
                 for b in sorted(masks):
                     if a < b:
                         da, db = masks[a].density, masks[b].density
-                        out.append({"rewind_iteration": k, "level": level, "a": a, "b": b,
-                                    "density": (da + db) / 2, "distance": mask_distance(masks[a], masks[b]),
-                                    "random_expectation": da + db - 2 * da * db})  # fmt: skip
+                        distance = mask_distance(masks[a], masks[b], TRACE_NORMALISATION)
+                        out.append({"rewind_iteration": k, "level": level, "a": a, "b": b, "density": (da + db) / 2,
+                                    "distance": distance,
+                                    "random_expectation": random_expectation(da, db, TRACE_NORMALISATION)})  # fmt: skip
     return out
 
 

@@ -1,20 +1,44 @@
 """Early-bird tickets (You et al., "Drawing Early-Bird Tickets: Towards More Efficient Training of Deep
 Networks", ICLR 2020, §3.2): the mask a pruning method would choose at successive points of the dense run
-settles early; the normalised Hamming distance between successive masks tells when."""
+settles early; the normalised Hamming distance between successive masks tells when.
+
+The normalisation. You et al. divide the Hamming distance by the number of mask entries considered (their code:
+`1 - sum(m_i == m_j) / len(m_j)` over every channel). At density d two masks then differ in at most 2d of the
+entries, so a fixed threshold means something else at every density: at 5% remaining even two unrelated random
+masks lie within 0.1. Here the distance is normalised by the weights kept, |a ⊕ b| / (|a| + |b|): for masks of
+equal counts, the fraction of the kept weights that changed (0: identical, 1: no kept weight in common; two random
+masks of density d: about 1 − d), so `masks.early_bird_threshold` means the same at every density. The
+paper's normalisation is available as `normalise="considered"`."""
 
 from __future__ import annotations
 
 from lottery.pruning.mask import Mask
 
+NORMALISATIONS = ("kept", "considered")
 
-def mask_distance(a: Mask, b: Mask) -> float:
-    """Normalised Hamming distance: the fraction of the masked coordinates where `a` and `b` differ (You et
-    al. §3.2; 0 = identical, 1 = complementary)."""
+
+def mask_distance(a: Mask, b: Mask, normalise: str = "kept") -> float:
+    """Normalised Hamming distance between two masks over the same layers: the number of coordinates where they
+    differ divided by the weights kept by both together, |a| + |b| (`normalise="kept"`, the default: the fraction
+    of the kept weights that changed where the counts are equal; 1 when no kept weight is shared), or by the
+    number of coordinates considered (`"considered"`, You et al. §3.2's normalisation: at most 2 × density).
+    0 when both keep nothing (or the masks are empty)."""
     if a.keys() != b.keys():
         raise ValueError("masks over different layers cannot be compared")
-    total = sum(m.numel() for m in a.values())
+    if normalise not in NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {normalise!r}")
     differ = sum(int((a[n].cpu() != b[n].cpu()).sum()) for n in a)
+    total = a.kept() + b.kept() if normalise == "kept" else sum(m.numel() for m in a.values())
     return differ / total if total else 0.0
+
+
+def random_expectation(density_a: float, density_b: float, normalise: str = "kept") -> float:
+    """The expected `mask_distance` between two independent uniformly random masks of these densities (a coordinate
+    differs with probability d_a + d_b − 2·d_a·d_b; `"kept"` divides by d_a + d_b)."""
+    differ = density_a + density_b - 2 * density_a * density_b
+    if normalise == "considered":
+        return differ
+    return differ / (density_a + density_b) if density_a + density_b else 0.0
 
 
 def settled_at(iterations: list[int], distances: list[float | None], threshold: float) -> int | None:

@@ -189,7 +189,7 @@ def early_bird_distance(results: dict[str, Any]) -> Figure | None:
                 ax.axvline(entry["settled_at"], color=color, linewidth=0.8, alpha=0.6)
     ax.axhline(traces[0]["threshold"], color="red", linestyle="--", linewidth=1, label="threshold")
     ax.set_xlabel("training iteration of the dense run")
-    ax.set_ylabel("normalised Hamming distance to the previous mask")
+    ax.set_ylabel("mask distance to the previous trace point\n(changed / kept weights)")
     ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     ax.set_title(
@@ -225,8 +225,9 @@ def mask_section(results: dict[str, Any], experiment_dir: Path) -> str | None:
         )
         source, threshold = masks["early_bird"][0]["source"], masks["early_bird"][0]["threshold"]
         parts.append(
-            f"<h2>Early-bird masks</h2><p>The iteration from which the {escape(source)} mask's normalised Hamming "
-            f"distance to the previous trace point stays below {threshold:g} (You et al., ICLR 2020).</p>"
+            f"<h2>Early-bird masks</h2><p>The iteration from which the {escape(source)} mask's Hamming distance to "
+            f"the previous trace point, normalised by the weights kept, stays below {threshold:g} (You et al., ICLR "
+            "2020; the paper normalises by the weights considered).</p>"
             "<table><thead><tr><th>replicate</th><th>% remaining</th><th>settled at iteration</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>"
         )
@@ -237,10 +238,10 @@ def mask_section(results: dict[str, Any], experiment_dir: Path) -> str | None:
             for d in masks["imp_replicate_distance"]
         )
         parts.append(
-            "<h2>Is the ticket itself stable?</h2><p>Normalised Hamming distance between the IMP masks of two "
-            "replicates (different initialisation and data order), next to the distance two random masks of "
-            "those densities would have on average.</p><table><thead><tr><th>rewind k</th><th>level</th>"
-            "<th>replicates</th><th>% remaining</th><th>distance</th><th>random masks</th></tr></thead>"
+            "<h2>Is the ticket itself stable?</h2><p>Hamming distance, normalised by the weights kept, between the "
+            "IMP masks of two replicates (different initialisation and data order), next to the distance two "
+            "random masks of those densities would have on average.</p><table><thead><tr><th>rewind k</th>"
+            "<th>level</th><th>replicates</th><th>% remaining</th><th>distance</th><th>random masks</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>"
         )
     return "".join(parts) or None

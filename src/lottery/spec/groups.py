@@ -343,7 +343,7 @@ class MasksSpec:
     snip_batches: int = 1  # seeded training batches (training.batch_size each) for snip and grasp
     grasp_temperature: float = 1.0  # logits / T in GraSP's loss (the authors' code: 200)
     early_bird_source: str = "magnitude"  # the source whose mask is traced over the dense run
-    early_bird_threshold: float = 0.1  # normalised Hamming distance below which the mask has settled
+    early_bird_threshold: float = 0.1  # mask distance (normalised by the weights kept) below which it has settled
     early_bird_every: str | None = None  # trace interval; None: training.eval_every
 
     def validate(self) -> MasksSpec:
