@@ -1,5 +1,7 @@
 """The IMP figures overlaid across several experiments (say, two learning rates): one colour per
-experiment, one line style per kind (IMP, controls), one marker per rewind point."""
+experiment, one line style per kind (IMP, controls), one marker per rewind point. Only the dense run, IMP and its
+controls: the [masks] runs (mask sources and their ablations) are overlaid in their own figure
+(`masks_figures.mask_sources_comparison`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from lottery.reports.figures import (
     ACCURACY_PANELS,
     Figures,
     dense_reference,
+    imp_rows,
     pick_levels,
     plot_curve,
     register_comparison,
@@ -50,10 +53,15 @@ def _style(index: int) -> Any:
     return style
 
 
+def _summary(experiment: Experiment) -> list[dict[str, Any]]:
+    """The experiment's summary rows of the dense run, IMP and its controls (no [masks] runs)."""
+    return imp_rows(experiment.results.get("summary") or [])
+
+
 def _overlay(ax: Any, experiments: list[Experiment], metric: str, scale: float) -> None:
     all_percents = []
     for i, experiment in enumerate(experiments):
-        summary = experiment.results.get("summary") or []
+        summary = _summary(experiment)
         reference = dense_reference(
             summary,
             metric,
@@ -91,7 +99,7 @@ def legend(
 
 def remaining_styles(experiments: list[Experiment]) -> list[tuple[str, dict[str, Any]]]:
     """Legend keys for the lines of `_overlay`: the dense reference, each kind, each rewind point's marker."""
-    rows = [r for e in experiments for r in e.results.get("summary") or [] if r["kind"] != "dense"]
+    rows = [r for e in experiments for r in _summary(e) if r["kind"] != "dense"]
     kinds = sorted({r["kind"] for r in rows}, key=lambda kind: (kind != "imp", kind))
     styles = [("dense (reference)", DENSE_LINE)]
     styles += [(kind_label(kind), {"linestyle": KIND_LINESTYLES.get(kind, "-")}) for kind in kinds]
@@ -103,7 +111,7 @@ def remaining_styles(experiments: list[Experiment]) -> list[tuple[str, dict[str,
 
 
 def _has_pruned(experiments: list[Experiment]) -> bool:
-    return any(r["kind"] != "dense" for e in experiments for r in e.results.get("summary") or [])
+    return any(r["kind"] != "dense" for e in experiments for r in _summary(e))
 
 
 def accuracy_comparison(experiments: list[Experiment]) -> Figure | None:

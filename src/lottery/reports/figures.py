@@ -128,6 +128,12 @@ def summary_series(
     return series
 
 
+def imp_rows(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The dense run, IMP and its controls: every summary row but the [masks] runs' (those have a
+    `target_density`, and their own figures: reports/masks_figures.py)."""
+    return [r for r in summary if r.get("target_density") is None]
+
+
 def dense_reference(summary: list[dict[str, Any]], metric: str, scale: float, **fields: Any) -> Reference | None:
     stats = next((r[metric] for r in summary if r["kind"] == "dense"), None)
     if stats is None:
@@ -259,7 +265,7 @@ def accuracy_during_training(results: dict[str, Any], experiment_dir: Path) -> F
 @register
 def imp_figures(results: dict[str, Any], experiment_dir: Path) -> Figures:
     """The IMP report: accuracy and early stopping vs. weights remaining, accuracy during training."""
-    summary = [r for r in results.get("summary") or [] if r.get("target_density") is None]  # [masks]: own figure
+    summary = imp_rows(results.get("summary") or [])
     made = [
         ("accuracy_vs_remaining", accuracy_vs_remaining(summary)),
         ("early_stop_iteration_vs_remaining", early_stop_vs_remaining(summary)),

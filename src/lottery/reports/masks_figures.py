@@ -13,8 +13,10 @@ from typing import Any
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from lottery.reports.figures import Figures, dense_reference, register
+from lottery.reports.comparison_figures import DENSE_LINE, experiment_color
+from lottery.reports.figures import Figures, dense_reference, register, register_comparison
 from lottery.reports.html import register_section
+from lottery.reports.load import Experiment
 from lottery.reports.plot import (
     Series,
     draw_reference,
@@ -209,6 +211,57 @@ def mask_figures(results: dict[str, Any], experiment_dir: Path) -> Figures:
         ("early_bird_mask_distance", early_bird_distance(results)),
     ]
     return [(name, figure) for name, figure in made if figure is not None]
+
+
+def source_panels(kinds: list[str]) -> list[tuple[str, list[str]]]:
+    """One panel per source, holding it and its ablations, in the order the kinds first appear."""
+    sources = list(dict.fromkeys(_split(kind)[0] for kind in kinds))
+    return [(source, [k for k in kinds if _split(k)[0] == source]) for source in sources]
+
+
+def mask_sources_comparison_figure(experiments: list[Experiment], metric: str = "final_test_accuracy") -> Figure | None:
+    """Each mask source and each of its ablations as its own series per experiment (colour: the experiment; line
+    style and marker: the ablation), one panel per source; IMP is overlaid in `accuracy_vs_remaining`."""
+    rows = {i: _mask_rows(e.results.get("summary") or []) for i, e in enumerate(experiments)}
+    kinds = list(dict.fromkeys(r["kind"] for i in rows for r in rows[i]))
+    if not kinds:
+        return None
+    panels = source_panels(kinds)
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    figure = Figure(figsize=(5.2 * ncols, 4.2 * nrows + 1.4), layout="constrained")
+    axes = list(figure.subplots(nrows, ncols, sharey=True, squeeze=False).reshape(-1))
+    percents = {float(f"{100 * r['density']:.2g}") for i in rows for r in rows[i]}
+    for ax, (source, members) in zip(axes, panels):
+        for i, experiment in enumerate(experiments):
+            summary = experiment.results.get("summary") or []
+            label, color = f"{experiment.label}: dense", experiment_color(i)
+            reference = dense_reference(summary, metric, 100.0, label=label, color=color, **DENSE_LINE)
+            if reference is not None:
+                draw_reference(ax, reference)
+            series = [kind_series(rows[i], kind, metric, experiment_color(i)) for kind in members]
+            for one in series:
+                one.label = f"{experiment.label}: {one.label}"
+            draw_series(ax, [one for one in series if any(p is not None for p in one.points)])
+        remaining_axis(ax, percents)
+        ax.set_title(f"{source} and its ablations" if len(members) > 1 else source, fontsize=10)
+        ax.set_ylabel(metric.replace("_", " ") + " (%)")
+        ax.tick_params(labelleft=True)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    figure.suptitle(
+        "Masks without retraining, compared (mean; error bars: min/max; IMP: accuracy_vs_remaining)\n"
+        "solid: the source · dotted: shuffled within each layer · dashed: reinitialised · dash-dot: inverted scores",
+        fontsize=10.5,
+    )
+    legend_below(figure, axes[: len(panels)], ncol=4)
+    return figure
+
+
+@register_comparison
+def mask_sources_comparison(experiments: list[Experiment]) -> Figures:
+    figure = mask_sources_comparison_figure(experiments)
+    return [("compare_mask_sources_vs_remaining", figure)] if figure is not None else []
 
 
 @register_section
