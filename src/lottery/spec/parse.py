@@ -23,6 +23,7 @@ from lottery.errors import UserError, unknown_name
 from lottery.spec.groups import GROUPS, ExperimentSpec
 
 TOP_LEVEL = ("preset", "replicates", *GROUPS)
+STEP_FIELDS = ("steps", "every", "rewind", "masks.at")  # fields (by name ending) holding step strings
 
 
 def _describe(expected: Any) -> str:
@@ -92,7 +93,7 @@ def _coerce(value: Any, expected: Any, name: str) -> Any:
         if isinstance(value, str):
             return value
         # Step strings may be written as bare integers (iterations).
-        if isinstance(value, int) and not isinstance(value, bool) and name.endswith(("steps", "every", "rewind")):
+        if isinstance(value, int) and not isinstance(value, bool) and name.endswith(STEP_FIELDS):
             return f"{value}it"
     raise UserError(f"{name} must be {_describe(expected)}, got {value!r}")
 
