@@ -122,6 +122,9 @@ class Context:
                 "set stability.rewind = [] (IMP, rewinding and the controls are supported)"
             )
         _ = self.schedule, self.dense_snapshots, self.layer_kinds, self.augment
+        from lottery.experiments.stability import mask_point
+
+        mask_point(self)  # stability.masks: its subjects' point (masks.at, level 0) must be analysed
         from lottery.pruning import strategies
 
         strategies.get(self.spec.pruning.strategy)  # a wrong name is refused even where nothing is pruned

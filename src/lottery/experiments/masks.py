@@ -33,7 +33,7 @@ STREAMS = {"magnitude": 21, "snip": 22, "grasp": 23, "synflow": 24, "random": 25
 
 def kinds(spec: ExperimentSpec) -> list[str]:
     """Every kind of run the spec asks for: each source, then `<source>_<ablation>`."""
-    return [*spec.masks.sources, *(f"{s}_{a}" for s in spec.masks.sources for a in spec.masks.ablations)]
+    return spec.masks.kinds()
 
 
 def split_kind(kind: str) -> tuple[str, str | None]:
@@ -231,6 +231,22 @@ def mask_start(
     tags = ctx.tags(run, replicate, kind, None, k, seed=seed, target_density=density)  # level: none (not IMP)
     job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state, tags=tags)
     return ctx.model(0, mask.apply_to(rewound)), job
+
+
+def trained_start(
+    ctx: Context, replicate_dir: RunDir, replicate: int, kind: str, density: float, seed: int
+) -> tuple[Mask, dict[str, torch.Tensor], dict | None]:
+    """(mask, start weights, optimizer state) of the finished [masks] run (kind, density, seed), read from it: what
+    the stability analysis trains its copies from (`stability.masks`). `MissingDependency` (the run's task) where
+    it is not in the store."""
+    run = mask_run_dir(replicate_dir, kind, density, seed)
+    stored = run.read_tensors("mask.safetensors") if run.read_json("summary.json") is not None else None
+    start = run.read_tensors("start.safetensors") if stored is not None else None
+    if stored is None or start is None:
+        raise MissingDependency(tasks.mask(replicate, kind, density, seed), f"the [masks] run {run.path}")
+    reinit = split_kind(kind)[1] == "reinit"  # trained from fresh weights with a fresh optimizer, as in mask_start
+    optimizer_state = None if reinit else rewind_state(ctx, replicate_dir, replicate, at_iteration(ctx))[1]
+    return ctx.mask(stored), start, optimizer_state
 
 
 def imp_replicate_distances(experiment: RunDir, spec: ExperimentSpec, rewinds: list[int]) -> list[dict[str, Any]]:

@@ -46,11 +46,11 @@ def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
                 for kind, seed in controls.planned(ctx, level):
                     control = names.control(r, k, level, kind, seed)
                     tasks.append(Task(control, "control", r, k, level, kind, seed, deps=(name,)))
+        tasks += mask_tasks(ctx, r, dense.name)  # before the stability points: stability.masks studies them
         for k in ctx.stability_points:
             for level in stability.levels(ctx):
-                after = (names.level(r, k, level),)
+                after = (names.level(r, k, level), *stability.mask_dependencies(ctx, r, k, level))
                 tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=after))
-        tasks += mask_tasks(ctx, r, dense.name)
     return tasks
 
 

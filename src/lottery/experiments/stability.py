@@ -1,5 +1,7 @@
 """Stability to pruning, stability to data order, and instability (linear mode connectivity), swept over
-rewind points and IMP levels, for the IMP subnetwork, its random controls and the dense network.
+rewind points and IMP levels, for the IMP subnetwork, its random controls and the dense network; and, with
+`stability.masks`, for the [masks] runs' subnetworks (mask sources and their ablations) at every target density,
+studied at the point (k = `masks.at`, level 0) next to the dense network they were pruned from.
 
 Copy i of a subnetwork trains m ⊙ W_k from iteration k with data-order and augmentation seeds derived from
 the chain's seeds and i (`copy_training`), so that the SGD noise u of every copy, copy 0 included, is
@@ -26,7 +28,9 @@ from torch import Tensor, nn
 from lottery import seeding
 from lottery.analysis import barrier, distances, interpolation_curve
 from lottery.analysis.function_space import disagreement, jaccard, log_probabilities, mean_kl
-from lottery.experiments import controls, imp
+from lottery.errors import UserError
+from lottery.experiments import controls, imp, masks
+from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.results import stats
 from lottery.pruning import Mask, prune
@@ -51,14 +55,80 @@ DATA_ORDER_MEASURES = (
 class Subject:
     """A subnetwork whose copies are compared: its kind, mask and starting point at k."""
 
-    kind: str  # 'dense', 'imp', 'random_prune' or 'random_reinit'
+    kind: str  # 'dense', 'imp', 'random_prune', 'random_reinit', or a [masks] kind ('snip', 'snip_shuffle', ...)
     mask: Mask
     start: dict[str, Tensor]
     optimizer_state: dict | None
+    target_density: float | None = None  # a [masks] run's target density; None: dense, IMP and its controls
+    seed: int | None = None  # the [masks] run's seed (masks.seeds[0])
+
+    @property
+    def key(self) -> tuple[str, float | None]:
+        """Tells the subjects of one point apart: a [masks] kind is studied at every target density."""
+        return (self.kind, self.target_density)
+
+
+DENSE = ("dense", None)  # the dense network's `Subject.key`
 
 
 def stability_dir(replicate_dir: RunDir, k: int, level: int) -> RunDir:
     return layout.stability(replicate_dir, k, level)
+
+
+def subject_dir(replicate_dir: RunDir, k: int, level: int, subject: Subject) -> RunDir:
+    """Where a subject's copies and interpolation curves live: the point's stability directory (the dense
+    network's: level 0's, shared by every level); a [masks] subject's, below it in the [masks] layout."""
+    where = stability_dir(replicate_dir, k, 0 if subject.kind == "dense" else level)
+    if subject.target_density is None:
+        return where
+    return layout.mask_run(where, subject.kind, subject.target_density, subject.seed)
+
+
+def mask_point(ctx: Context) -> int | None:
+    """The rewind point whose level-0 stability point studies the `stability.masks` subjects (`masks.at`); None
+    without them. UserError where the analysis does not cover (masks.at, level 0)."""
+    if not ctx.spec.stability.masks:
+        return None
+    k = masks.at_iteration(ctx)
+    if k not in ctx.stability_points:
+        raise UserError(
+            f"stability.masks studies the [masks] runs at their rewind point masks.at = {ctx.spec.masks.at} "
+            f"(iteration {k}): add it to stability.rewind (now {list(ctx.spec.stability.rewind)})"
+        )
+    if 0 not in levels(ctx):
+        raise UserError("stability.masks studies the [masks] runs at level 0 (next to the dense network): "
+                        f"add 0 to stability.levels (now {list(levels(ctx))})")  # fmt: skip
+    return k
+
+
+def mask_subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Subject]:
+    """The `stability.masks` subjects of (k, level): at (masks.at, 0) every listed kind at every target density
+    (seed masks.seeds[0]: its mask and start, read from its finished run; its copies are trained here, never the
+    run itself); none elsewhere."""
+    if level != 0 or k != mask_point(ctx):
+        return []
+    seed = ctx.spec.masks.seeds[0]
+    return [
+        Subject(kind, *masks.trained_start(ctx, rdir, r, kind, density, seed), target_density=density, seed=seed)
+        for kind in ctx.spec.stability.masks
+        for density in ctx.spec.masks.densities
+    ]
+
+
+def mask_dependencies(ctx: Context, r: int, k: int, level: int) -> tuple[str, ...]:
+    """The tasks of the [masks] runs whose subnetworks the point (k, level) studies (plan.py)."""
+    if level != 0 or k != mask_point(ctx):
+        return ()
+    seed = ctx.spec.masks.seeds[0]
+    return tuple(names.mask(r, kind, d, seed) for kind in ctx.spec.stability.masks for d in ctx.spec.masks.densities)
+
+
+def has_pruning_distance(subject: Subject) -> bool:
+    """Stability to pruning is defined for (W_k, m): subnetworks that start from the dense run's W_k (IMP,
+    random pruning, the [masks] runs except the `reinit` ablation), not from fresh weights."""
+    if subject.target_density is not None:
+        return masks.split_kind(subject.kind)[1] != "reinit"
+    return subject.kind in PRUNING_KINDS
 
 
 def copy_training(training: TrainingSpec, i: int) -> TrainingSpec:
@@ -84,7 +154,7 @@ def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> tuple[l
     subnetwork, nor controls of it)."""
     dense = _dense_subject(ctx, rdir, r, k)
     if level == 0:
-        return [dense], []
+        return [dense, *mask_subjects(ctx, rdir, r, k, level)], []
     mask = imp.level_mask(ctx, rdir, r, k, level)  # MissingDependency where the level's task has not run
     if mask is None:
         return [dense], ["imp", *ctx.spec.stability.controls]
@@ -96,35 +166,39 @@ def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> tuple[l
 
 
 def copy_runs(rdir: RunDir, k: int, level: int, subject: Subject, copies: int) -> list[RunDir]:
-    """The copies' directories, all under the stability directory; the dense network's copies are shared by every
-    level (they live at level 0)."""
-    where = stability_dir(rdir, k, 0 if subject.kind == "dense" else level)
+    """The copies' directories, all under the stability directory (`subject_dir`); the dense network's copies are
+    shared by every level (they live at level 0)."""
+    where = subject_dir(rdir, k, level, subject)
     return [layout.copy(where, subject.kind, i) for i in range(copies)]
 
 
-def train_copies(ctx: Context, rdir: RunDir, r: int, k: int, level: int, subjects: list[Subject]) -> dict[str, list]:
-    """Every subject's copies (kind -> directories), training those not in the store yet: all of them together,
-    one stacked model, where that is faster (`lottery.training.train_together`).
+def train_copies(
+    ctx: Context, rdir: RunDir, r: int, k: int, level: int, subjects: list[Subject]
+) -> dict[tuple[str, float | None], list[RunDir]]:
+    """Every subject's copies (`Subject.key` -> directories), training those not in the store yet: all of them
+    together, one stacked model, where that is faster (`lottery.training.train_together`).
 
     The dense network's copies are shared by every level at k; they belong to the group of the first level
     analysed (where an uninterrupted run trains them), and are trained in that group wherever they are missing,
     so they are computed with one arithmetic whichever point finds them missing. (They are the one run that
     several tasks may train, until runs are shared by what determines them.)"""
     copies = ctx.spec.stability.copies
-    runs = {subject.kind: copy_runs(rdir, k, level, subject, copies) for subject in subjects}
+    runs = {subject.key: copy_runs(rdir, k, level, subject, copies) for subject in subjects}
     first = min(levels(ctx))
     if level != first:
         subjects = [subject for subject in subjects if subject.kind != "dense"]
-        if not all(is_finished(run, Job(ctx.training(r), ctx.schedule)) for run in runs["dense"]):
+        if not all(is_finished(run, Job(ctx.training(r), ctx.schedule)) for run in runs[DENSE]):
             train_copies(ctx, rdir, r, k, first, _subjects(ctx, rdir, r, k, first)[0])
     trained, models, jobs = [], [], []
     for subject in subjects:
-        for i, run in enumerate(runs[subject.kind]):
+        for i, run in enumerate(runs[subject.key]):
             training = copy_training(ctx.training(r), i)
             trained.append(run)
             models.append(ctx.model(0, subject.start))
-            seed = CONTROL_SEED if subject.kind in controls.STREAMS else None
-            tags = ctx.tags(run, r, subject.kind, 0 if subject.kind == "dense" else level, k, seed=seed, copy=i)
+            seed = CONTROL_SEED if subject.kind in controls.STREAMS else subject.seed
+            target = subject.target_density
+            tag_level = None if target is not None else 0 if subject.kind == "dense" else level  # [masks]: no level
+            tags = ctx.tags(run, r, subject.kind, tag_level, k, seed=seed, copy=i, target_density=target)
             jobs.append(Job(training, ctx.schedule, start=k, mask=subject.mask, optimizer_state=subject.optimizer_state,
                             augment=ctx.augment, tags=tags))  # fmt: skip
     if not trained:
@@ -237,13 +311,15 @@ class Analyzer:
         chain = self.ctx.training(r)
         seeds = {"init_seed": chain.init_seed, "data_order_seed": chain.data_order_seed,
                  "augmentation_seed": chain.augmentation_seed}  # fmt: skip
+        mask_run = {"target_density": subject.target_density, "seed": subject.seed}  # a [masks] subject's
+        identity = {"kind": subject.kind, "density": subject.mask.density,
+                    **(mask_run if subject.target_density is not None else {})}  # fmt: skip
         if any(f is None for f in finals + full) or any(s is None or s["diverged"] for s in summaries):
-            return {"kind": subject.kind, "density": subject.mask.density, "diverged": True, "chain_seeds": seeds}
+            return {**identity, "diverged": True, "chain_seeds": seeds}
         starts = [run.read_tensors("start.safetensors") for run in runs]
         full_starts = [run.read_tensors("start.safetensors") for run in dense]
         record: dict[str, Any] = {
-            "kind": subject.kind,
-            "density": subject.mask.density,
+            **identity,
             "diverged": False,
             "chain_seeds": seeds,  # the IMP chain's (and the controls' runs') seeds, which chose the mask
             "copies": [
@@ -259,7 +335,7 @@ class Analyzer:
         }
         mask = distance_mask(subject.mask, self.model, self.ctx.spec.stability.distance_params)
         copies = list(zip(runs, finals, starts))
-        if subject.kind in PRUNING_KINDS:  # pruning stability is defined for (W_k, m) from the dense run's W_k
+        if has_pruning_distance(subject):  # pruning stability is defined for (W_k, m) from the dense run's W_k
             pairs = [
                 {"full": self.rel(d[0]), "subnetwork": self.rel(c[0]), **self.compare(d, c, mask, reference=d[1])}
                 for d, c in zip(zip(dense, full, full_starts), copies)
@@ -307,7 +383,10 @@ def run_point(ctx: Context, experiment: RunDir, rdir: RunDir, r: int, k: int, le
     analyzer = Analyzer(ctx, experiment)
     out = stability_dir(rdir, k, level)
     studied = [s for s in subjects if level == 0 or s.kind != "dense"]  # the dense network is studied at level 0
-    records = [analyzer.point(r, subject, runs[subject.kind], runs["dense"], out) for subject in studied]
+    records = [
+        analyzer.point(r, subject, runs[subject.key], runs[DENSE], subject_dir(rdir, k, level, subject))
+        for subject in studied
+    ]
     records += [{"kind": kind, "density": None, "diverged": True} for kind in lost]  # an earlier level diverged
     out.write_json("analysis.json", {"replicate": r, "rewind_iteration": k, "level": level, "points": records})
 
@@ -323,11 +402,16 @@ def collect(experiment: RunDir, replicates: int) -> list[dict[str, Any]]:
             for record in analysis["points"]:
                 keys = {"replicate": r, "rewind_iteration": analysis["rewind_iteration"], "level": analysis["level"]}
                 points.append({**keys, **record})
-    return sorted(points, key=lambda p: (p["replicate"], p["rewind_iteration"], p["level"], p["kind"]))
+
+    def order(p: dict[str, Any]) -> tuple:
+        return (p["replicate"], p["rewind_iteration"], p["level"], p["kind"], -(p.get("target_density") or 0))
+
+    return sorted(points, key=order)
 
 
 PAIR_FIELDS = (
     "replicate", "rewind_iteration", "level", "kind", "density", "measure", "a", "b", *DATA_ORDER_MEASURES, "stable",
+    "target_density",
 )  # fmt: skip
 
 
@@ -338,6 +422,7 @@ def pair_rows(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if p["diverged"]:
             continue
         keys = {k: p[k] for k in ("replicate", "rewind_iteration", "level", "kind", "density")}
+        keys["target_density"] = p.get("target_density")  # a [masks] subject's; None (an empty cell) for the others
         for pair in (p["pruning"] or {"pairs": []})["pairs"]:
             rows.append({**keys, "measure": "pruning", "a": pair["full"], "b": pair["subnetwork"], **pair})
         for pair in p["data_order"]["pairs"]:

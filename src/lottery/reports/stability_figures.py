@@ -37,26 +37,44 @@ def _stat(values: list[float]) -> tuple[float, float, float]:
 def lines(pts: list[dict[str, Any]], value: Any, style_offset: int = 0) -> list[Line]:
     """One line per (kind, level) over the rewind iterations; `value(point)` gives the samples of a point
     (pairs, copies); samples of all replicates are pooled into mean/min/max."""
-    groups: dict[tuple[str, int], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    density: dict[tuple[str, int], list[float]] = defaultdict(list)
+    Group = tuple[str, int, float | None]  # kind, level, a [masks] subject's target density
+    groups: dict[Group, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    density: dict[Group, list[float]] = defaultdict(list)
     for p in pts:
         samples = value(p)
         if samples:
-            groups[(p["kind"], p["level"])][p["rewind_iteration"]].extend(samples)
-            density[(p["kind"], p["level"])].append(p["density"])
+            group = (p["kind"], p["level"], p.get("target_density"))
+            groups[group][p["rewind_iteration"]].extend(samples)
+            density[group].append(p["density"])
     levels = sorted({p["level"] for p in pts if p["kind"] != "dense"})  # shades per level, the same in every panel
+    targets = sorted({p["target_density"] for p in pts if p.get("target_density") is not None}, reverse=True)
     out = []
-    for kind, level in sorted(groups, key=lambda g: (g[0] != "dense", g[0] != "imp", g[0], g[1])):
-        i = levels.index(level) if level in levels else 0
-        percent = 100 * statistics.fmean(density[(kind, level)])
-        style = {
-            "color": "black" if kind == "dense" else kind_color(kind, i, len(levels)),
-            "linestyle": KIND_LINESTYLES.get(kind, "-"),
-            "marker": MARKERS[(i + style_offset) % len(MARKERS)],
-        }
+
+    def order(g: Group) -> tuple:  # dense, IMP, its controls, then the [masks] subjects, densest first
+        return (g[0] != "dense", g[0] != "imp", g[2] is not None, g[0], g[1], -(g[2] or 0))
+
+    for group in sorted(groups, key=order):
+        kind, level, target = group
+        i = targets.index(target) if target is not None else levels.index(level) if level in levels else 0
+        percent = 100 * statistics.fmean(density[group])
+        color, linestyle = subject_style(kind, target, i, len(levels))
+        style = {"color": color, "linestyle": linestyle, "marker": MARKERS[(i + style_offset) % len(MARKERS)]}
         label = kind_label(kind) + ("" if kind == "dense" else f", {percent:.3g}% remaining")
-        out.append((label, style, [(k, *_stat(v)) for k, v in sorted(groups[(kind, level)].items())]))
+        out.append((label, style, [(k, *_stat(v)) for k, v in sorted(groups[group].items())]))
     return out
+
+
+def subject_style(kind: str, target: float | None, i: int, count: int) -> tuple[Any, str]:
+    """(colour, line style) of a subject: black for the dense network; IMP and its controls shaded per level
+    (`i` of `count`); a [masks] subject (`target` density set) in its source's colour and its ablation's style."""
+    if kind == "dense":
+        return "black", "-"
+    if target is None:
+        return kind_color(kind, i, count), KIND_LINESTYLES.get(kind, "-")
+    from lottery.reports.masks_figures import ABLATION_STYLES, _split, source_colors
+
+    source, ablation = _split(kind)
+    return source_colors([source])[source], ABLATION_STYLES.get(ablation, ("-", "o"))[0]
 
 
 def draw(ax: Axes, drawn: list[Line], rewinds: list[int], label_prefix: str = "") -> None:
@@ -135,9 +153,9 @@ def interpolation_figure(experiment_dir: Path, pts: list[dict[str, Any]]) -> Fig
             pair = p["data_order"]["pairs"][0]
             curve = json.loads((Path(experiment_dir) / pair["curve"]).read_text())
             i = levels.index(p["level"])
-            color = "black" if p["kind"] == "dense" else kind_color(p["kind"], i, len(levels))
+            color, linestyle = subject_style(p["kind"], p.get("target_density"), i, len(levels))
             label = kind_label(p["kind"]) + ("" if p["kind"] == "dense" else f", {100 * p['density']:.3g}%")
-            ax.plot(curve["alpha"], curve["test_error"], color=color, linestyle=KIND_LINESTYLES.get(p["kind"], "-"),
+            ax.plot(curve["alpha"], curve["test_error"], color=color, linestyle=linestyle,
                     marker=MARKERS[i % len(MARKERS)], markersize=3, label=label)  # fmt: skip
         ax.set_title(f"rewound to k={k}")
         ax.set_xlabel("α  (network α·W₁ + (1 − α)·W₂)")
@@ -204,12 +222,17 @@ def stability_table(results: dict[str, Any], experiment_dir: Path) -> str | None
     if not pts:
         return None
     spec, _ = load_spec(Path(experiment_dir))
-    groups: dict[tuple[int, int, str], list[dict[str, Any]]] = defaultdict(list)
-    for p in pts:
-        groups[(p["rewind_iteration"], p["level"], p["kind"])].append(p)
+    groups: dict[tuple[int, int, str, float | None], list[dict[str, Any]]] = defaultdict(list)
+    for p in pts:  # a [masks] subject: one row per target density
+        groups[(p["rewind_iteration"], p["level"], p["kind"], p.get("target_density"))].append(p)
     order = {"dense": 0, "imp": 1}
+
+    def row_order(g: tuple) -> tuple:
+        k, level, kind, target = g[0]
+        return (k, level, target is not None, order.get(kind, 2), -(target or 0))
+
     rows = []
-    for (k, level, kind), members in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1], order.get(g[0][2], 2))):
+    for (k, level, kind, _), members in sorted(groups.items(), key=row_order):
         data_order = [pair for p in members for pair in p["data_order"]["pairs"]]
         pruning = [pair for p in members if p["pruning"] for pair in p["pruning"]["pairs"]]
         cells = [

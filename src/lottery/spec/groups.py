@@ -295,6 +295,7 @@ class StabilitySpec:
     levels: tuple[int, ...] | None = None  # IMP levels to analyse (0 = dense); None: every level
     copies: int = 2  # copies of each subnetwork trained with independent data order and augmentation
     controls: tuple[str, ...] = ()  # also analyse these controls at the same densities
+    masks: tuple[str, ...] = ()  # also analyse these [masks] kinds (e.g. 'snip', 'snip_shuffle') at (masks.at, level 0)
     interpolation_points: int = 30
     batchnorm: str = "recompute"  # BatchNorm statistics of interpolated networks: 'recompute' or 'interpolate'
     batchnorm_batches: int = 30  # training batches used to re-estimate them
@@ -321,7 +322,8 @@ class StabilitySpec:
         _positive(self.train_subset, "stability.train_subset")
         _one_of(self.distance_params, DISTANCE_PARAMS, "stability.distance_params")
         levels = None if self.levels is None else tuple(sorted(set(self.levels)))
-        return StabilitySpec(**{**self.__dict__, "rewind": rewind, "levels": levels})
+        masks = tuple(dict.fromkeys(self.masks))
+        return StabilitySpec(**{**self.__dict__, "rewind": rewind, "levels": levels, "masks": masks})
 
 
 MASK_SOURCES = ("magnitude", "snip", "grasp", "synflow", "random", "early_bird")
@@ -345,6 +347,10 @@ class MasksSpec:
     early_bird_source: str = "magnitude"  # the source whose mask is traced over the dense run
     early_bird_threshold: float = 0.1  # mask distance (normalised by the weights kept) below which it has settled
     early_bird_every: str | None = None  # trace interval; None: training.eval_every
+
+    def kinds(self) -> list[str]:
+        """Every kind of run the group asks for: each source, then `<source>_<ablation>`."""
+        return [*self.sources, *(f"{s}_{a}" for s in self.sources for a in self.ablations)]
 
     def validate(self) -> MasksSpec:
         for source in self.sources:
@@ -408,6 +414,10 @@ class ExperimentSpec:
         for level in self.stability.levels or ():
             if level > self.imp.levels:
                 raise UserError(f"stability.levels names level {level}, but imp.levels is {self.imp.levels}")
+        for kind in self.stability.masks:
+            if kind not in self.masks.kinds():
+                runs = ", ".join(self.masks.kinds()) or "none: set masks.sources and masks.densities"
+                raise UserError(f"stability.masks names {kind!r}, a kind [masks] does not run (it runs: {runs})")
         return self
 
 
