@@ -89,6 +89,7 @@ def test_masks_end_to_end(store: Path) -> None:
     for name in ("mask_sources_vs_remaining", "mask_layer_densities", "early_bird_mask_distance"):
         assert (report.parent / f"{name}.png").stat().st_size > 0
     assert "Early-bird masks" in report.read_text()
+    assert "normalised by the weights kept" in report.read_text()  # the early-bird footnote
 
 
 def test_masks_spec_contract() -> None:

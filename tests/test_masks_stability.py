@@ -78,6 +78,7 @@ def test_mask_sources_go_through_the_stability_analysis(store: Path) -> None:
     }
     assert {r["target_density"] for r in table if r["kind"] == "dense"} == {""}
     report = write_report(experiment.path).read_text()  # the stability table: a row per kind and target density
+    assert "Mask sources in the stability analysis" in report  # its footnote, linking to docs/measured.md
     section = report.split("<h2>Stability</h2>")[1].split("<h2>")[0]
     assert section.count('<tr class="snip_reinit">') == 2 and section.count('<tr class="dense">') == 1
 

@@ -62,6 +62,19 @@ NOTES: dict[str, tuple[str, str]] = {
         "Dropout (p = {model.dropout:g}): its random stream is seeded by the data-order seed and the run's start "
         "iteration, so a run from k does not replay the dropout masks the dense run drew after k.",
     ),
+    "early_bird": (
+        "early-bird-mask-distance",
+        "Early-bird: the Hamming distance between successive masks is normalised by the weights kept, |a ⊕ b| / "
+        "(|a| + |b|), the fraction of kept weights that changed (You et al. divide by the weights considered, at "
+        "most 2 × density); the mask has settled from the trace point after which it stays below "
+        "{masks.early_bird_threshold:g}.",
+    ),
+    "mask_stability": (
+        "mask-sources-in-the-stability-analysis",
+        "Mask sources in the stability analysis: each stability.masks kind at every target density, studied at "
+        "(k = masks.at = {masks.at}, level 0) from its finished run's mask and start weights; copies and measures "
+        "as for IMP, no pruning distance for a reinit ablation.",
+    ),
 }
 
 
@@ -76,6 +89,10 @@ def applicable(spec: ExperimentSpec) -> list[str]:
         notes.append("warmup")
     if spec.model.dropout > 0:
         notes.append("dropout")
+    if "early_bird" in spec.masks.sources:
+        notes.append("early_bird")
+    if spec.stability.masks:
+        notes.append("mask_stability")
     return notes
 
 
@@ -103,7 +120,7 @@ def footnotes(spec: ExperimentSpec, report_dir: Path) -> str:
     def link(anchor: str, text: str) -> str:
         return text if href is None else f'<a href="{escape(href)}{anchor}">{text}</a>'
 
-    groups = {name: getattr(spec, name) for name in ("model", "training", "controls", "stability")}
+    groups = {name: getattr(spec, name) for name in ("model", "training", "controls", "stability", "masks")}
     items = []
     for note in applicable(spec):
         anchor, text = NOTES[note]
