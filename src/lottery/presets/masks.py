@@ -17,7 +17,8 @@ add(
             "lenet_300_100 protocol (Adam 1.2e-3, batch 60, Glorot normal; LTH App. G) trained 600 iterations "
             "(0.65 epoch) per run. IMP: layerwise, 75% per level (output layer 50%) for 3 levels to 1.6% "
             "remaining, reset (k = 0) and rewound to k = 100. Every mask source (magnitude, SNIP on 5 batches, "
-            "GraSP, SynFlow with 100 rounds, random, early-bird from magnitude masks traced every 50 iterations) "
+            "GraSP, SynFlow with 100 rounds, random, early-bird from magnitude masks traced every 50 iterations, "
+            "settled once fewer than 10% of the kept weights change between trace points) "
             "at 25%, 6.3% and 1.6% remaining, global scope, computed and trained from initialization, each with "
             "its shuffle, reinit and invert ablations (Frankle et al., 'Pruning Neural Networks at "
             "Initialization: Why Are We Missing the Mark?', ICLR 2021)."
@@ -32,7 +33,7 @@ add(
                 "densities": [0.25, 0.063, 0.016],
                 "ablations": ABLATIONS,
                 "early_bird_every": "50it",
-                "early_bird_threshold": 0.005,
+                "early_bird_threshold": 0.1,  # fewer than 10% of the kept weights change per trace step
                 "snip_batches": 5,
             },
         },
