@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import random
 from pathlib import Path
 
@@ -225,9 +227,69 @@ def test_each_rank_trains_its_slice_of_the_global_batch(images: Path, monkeypatc
     assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
 
 
-def test_stability_analysis_on_image_folders_is_refused(
-    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    argv = cli(tmp_path / "o", images, "imp.levels=1", 'stability.rewind=["0it"]')
-    assert "does not support streamed image folders" in one_line_error(capsys, argv)
-    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.safetensors"))
+# A network with BatchNorm (its statistics are re-estimated along the path), a train subset of 10 of the 24 images.
+STABILITY = ("model.name=resnet20", "model.width=4", "stability.batchnorm_batches=2", "stability.train_subset=10",
+             "stability.interpolation_points=3")  # fmt: skip
+
+
+def test_stability_analysis_streams_image_folders(images: Path, tmp_path: Path) -> None:
+    argv = cli(tmp_path / "o", images, *STABILITY, "imp.levels=1", 'stability.rewind=["2it"]',
+               "stability.controls=['random_prune']")  # fmt: skip
+    assert main(argv) == 0
+    analyses = sorted((tmp_path / "o").rglob("analysis.json"))
+    assert [p.parent.name for p in analyses] == ["level_0", "level_1"]
+    kinds = set()
+    for path in analyses:
+        for point in json.loads(path.read_text())["points"]:
+            kinds.add(point["kind"])
+            assert point["diverged"] is False and len(point["copies"]) == 2
+            pairs = point["data_order"]["pairs"] + (point["pruning"] or {"pairs": []})["pairs"]
+            assert len(pairs) == (3 if point["kind"] == "imp" or point["kind"] == "random_prune" else 1)
+            for pair in pairs:
+                assert 0 <= pair["disagreement_test"] <= 1 and math.isfinite(pair["kl_test"]) and pair["kl_test"] >= 0
+            for pair in point["data_order"]["pairs"]:
+                assert all(math.isfinite(pair[k]) for k in ("barrier_test", "barrier_train", "loss_barrier_test"))
+                curve = json.loads((path.parent / Path(pair["curve"]).name).read_text())
+                assert len(curve["train_error"]) == 3 and len(curve["test_loss"]) == 3
+                for key, n in (("train_error", 10), ("test_error", 9)):  # train_subset and val/ examples
+                    assert all(abs(n * e / 100 - round(n * e / 100)) < 1e-9 for e in curve[key]), (key, curve)
+    assert kinds == {"dense", "imp", "random_prune"}
+
+
+def test_streamed_stability_analysis_equals_the_in_memory_one(images: Path, tmp_path: Path) -> None:
+    """The same images decoded into tensors up front (`Splits`) and streamed from the folder: the same training
+    subset, BatchNorm batches and test predictions, hence the same curves and function-space measures."""
+    from lottery.data import Splits
+    from lottery.experiments.context import Context
+    from lottery.experiments.stability import Analyzer
+    from lottery.spec import resolve
+
+    settings = [f"dataset.root={images}", "dataset.name=imagefolder", f"dataset.image_size={SIZE}",
+                "dataset.validation_size=0", "dataset.augment=true", "training.batch_size=4", *STABILITY]  # fmt: skip
+    spec, _ = resolve(overrides=settings)
+    streamed = Context(spec, Runtime(progress=False, data_workers=0))
+    folder_data = streamed.data
+    assert not isinstance(folder_data, Splits)
+
+    def decoded(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        batches = list(folder_data.examples(name).batches())
+        return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+    (train_x, train_y), (test_x, test_y) = decoded("train"), decoded("test")
+    in_memory = Context(spec, Runtime(progress=False))
+    in_memory.__dict__["data"] = Splits(train_x, train_y, train_x[:0], train_y[:0], test_x, test_y,
+                                        folder_data.num_classes, torch.zeros(3))  # fmt: skip
+    w1, w2 = streamed.model(1).state_dict(), streamed.model(2).state_dict()
+    results = {}
+    for name, ctx in (("streamed", streamed), ("in_memory", in_memory)):
+        analyzer = Analyzer(ctx, RunDir(tmp_path))
+        out = RunDir(tmp_path / name)
+        curve = analyzer.curve(out, "curve.json", ("a", "b"), w1, w2)
+        runs = RunDir(tmp_path / name / "one"), RunDir(tmp_path / name / "two")
+        results[name] = curve, analyzer.predictions(runs[0], w1), analyzer.predictions(runs[1], w2)
+    (curve_s, *log_p_s), (curve_m, *log_p_m) = results["streamed"], results["in_memory"]
+    for key in ("train_error", "train_loss", "test_error", "test_loss"):
+        assert curve_s[key] == pytest.approx(curve_m[key], rel=1e-5, abs=1e-6), key
+    assert len(set(curve_s["train_loss"])) == 3  # the curve is not flat: it measures the examples it is given
+    for p_s, p_m in zip(log_p_s, log_p_m):
+        assert p_s.shape == (9, 3) and torch.allclose(p_s, p_m, rtol=1e-5, atol=1e-6)

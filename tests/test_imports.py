@@ -2,11 +2,7 @@
 between modules (module level and inside functions alike; not the annotation-only imports under `if
 TYPE_CHECKING:`, which never run) is acyclic. A package's `__init__` counts as a module; importing `a.b.c` is an
 edge to `a.b.c` only (not to the packages above it, which Python runs first but which a module does not depend
-on by naming them).
-
-One cycle is known and left for its own change (KNOWN_EDGES): the plugin registry (lottery.plugins) asks the built-in
-registries (data, models, losses) whether a name is built in, and they ask it for plugins; the spec's validation
-asks it too. Breaking it needs the built-in names below the spec. No other cycle may appear."""
+on by naming them)."""
 
 from __future__ import annotations
 
@@ -14,9 +10,6 @@ import ast
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parents[1] / "src"
-# The one known cycle, by its edges: the plugin registry's lookups of built-in names (the registries import it back).
-KNOWN_EDGES = {("lottery.plugins", "lottery.data"), ("lottery.plugins", "lottery.models.registry"),
-               ("lottery.plugins", "lottery.training.losses")}  # fmt: skip
 
 
 def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
@@ -105,11 +98,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_module_of_lottery_imports_one_that_imports_it_back():
-    graph = import_graph(SOURCE)
-    for source, target in KNOWN_EDGES:
-        assert target in graph[source]  # still there: when it is gone, drop it from KNOWN_EDGES
-        graph[source].discard(target)
-    assert cycles(graph) == []
+    assert cycles(import_graph(SOURCE)) == []
 
 
 def test_the_check_finds_a_cycle_through_a_function_level_import(tmp_path):
@@ -137,3 +126,24 @@ def test_the_store_and_the_collectives_import_nothing_above_them():
     low = [m for m in graph if m.startswith(("lottery.store", "lottery.collective"))]
     assert "lottery.store.layout" in low and "lottery.collective" in low
     assert {m: sorted(t for t in graph[m] if t.startswith(above)) for m in low} == {m: [] for m in low}
+
+
+def test_every_built_in_registry_gives_its_names_below_the_plugins(tmp_path):
+    """lottery.plugins and the spec ask lottery.registry which names are built in; the registries fill it as they
+    are imported, which `import lottery` (run first by any import of lottery.x) does before anything can ask."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from lottery.registry import builtin_names, is_builtin\n"
+        "from lottery.plugins import KINDS\n"
+        "print([(kind, len(builtin_names(kind)) > 0, all(is_builtin(kind, n) for n in builtin_names(kind))) "
+        "for kind in KINDS], is_builtin('model', 'resnet56'), is_builtin('dataset', 'no_such_set'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SOURCE)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (
+        out.stdout.split("\n")[0] == "[('model', True, True), ('dataset', True, True), ('loss', True, True)] True False"
+    )

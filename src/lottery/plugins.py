@@ -35,12 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lottery.errors import UserError
+from lottery.errors import UserError, unknown_name
+from lottery.registry import builtin_names, is_builtin
 
 if TYPE_CHECKING:
     from lottery.spec import ExperimentSpec
 
-KINDS = ("model", "dataset", "loss")
+KINDS = ("model", "dataset", "loss")  # built-in names: lottery.registry.is_builtin, builtin_names
 ENTRY_POINT_GROUPS = {"model": "lottery.models", "dataset": "lottery.datasets", "loss": "lottery.losses"}
 
 
@@ -72,21 +73,6 @@ class Plugin:
 
 _plugins: dict[str, dict[str, Plugin]] = {kind: {} for kind in KINDS}
 _imported: set[str] = set()
-
-
-def is_builtin(kind: str, name: str) -> bool:
-    """Whether `name` is a built-in model, dataset or loss (`kind`)."""
-    if kind == "model":
-        from lottery.models import registry
-
-        return registry.is_builtin(name)
-    if kind == "dataset":
-        from lottery.data import loaders
-
-        return name in loaders
-    from lottery.training.losses import losses
-
-    return name in losses
 
 
 def register(kind: str, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -231,21 +217,8 @@ def stamp(spec: ExperimentSpec) -> ExperimentSpec:
 
 def unknown(kind: str, name: str) -> UserError:
     """An unknown model, dataset or loss name: the valid ones (built in and plugins), the closest suggested."""
-    from lottery.errors import unknown_name
-
-    if kind == "model":
-        from lottery.models import registry
-
-        builtin, field = registry.names(), "model"
-    elif kind == "dataset":
-        from lottery.data import loaders
-
-        builtin, field = loaders.names(), "dataset"
-    else:
-        from lottery.training.losses import losses
-
-        builtin, field = losses.names(), "training.loss"
-    error = unknown_name(field, name, [*builtin, *names(kind)])
+    field = {"model": "model", "dataset": "dataset", "loss": "training.loss"}[kind]
+    error = unknown_name(field, name, [*builtin_names(kind), *names(kind)])
     return UserError(f"{error}; a {kind} of your own: --import MODULE (see docs/plugins.md)")
 
 

@@ -13,16 +13,23 @@ import torch
 from torch import Tensor, nn
 
 from lottery.pruning import Mask
+from lottery.training.evaluate import Batched
 
 EVAL_BATCH = 1000
 
 
 @torch.no_grad()
-def log_probabilities(model: nn.Module, x: Tensor, batch_size: int = EVAL_BATCH) -> Tensor:
-    """log softmax of the model's outputs on `x` (eval mode; float64, on the CPU); the model's mode is restored."""
+def log_probabilities(model: nn.Module, x: Tensor | Batched, batch_size: int = EVAL_BATCH) -> Tensor:
+    """log softmax of the model's outputs on `x` (eval mode; float64, on the CPU), one row per example in order;
+    `x` is a tensor, or examples streamed in batches (an image folder's, in their own batch size). The model's
+    mode is restored."""
     was_training = model.training
     model.eval()
-    out = [torch.log_softmax(model(x[i : i + batch_size]).double(), dim=1).cpu() for i in range(0, len(x), batch_size)]
+    if isinstance(x, Tensor):
+        inputs = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    else:
+        inputs = (batch for batch, _ in x.batches())
+    out = [torch.log_softmax(model(batch).double(), dim=1).cpu() for batch in inputs]
     model.train(was_training)
     return torch.cat(out)
 

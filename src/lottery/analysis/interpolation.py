@@ -4,17 +4,19 @@ One model instance is reused for every α: its parameters are overwritten in pla
 interpolated weights, never rebuilt. Pruned coordinates are zero in both endpoints, so they stay zero
 on the whole path. BatchNorm running statistics are either re-estimated on training batches for each
 α, the endpoints α = 0 and α = 1 included ('recompute', the default), or interpolated like the weights
-('interpolate'). Definitions and choices: docs/measured.md.
+('interpolate'). A split is a pair of tensors in memory, or examples streamed in batches (`Batched`: an image
+folder's, decoded anew for every α, never held in memory). Definitions and choices: docs/measured.md.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 
-from lottery.training.evaluate import evaluate
+from lottery.training.evaluate import Batched, evaluate, evaluate_batched
 
 BATCHNORM_MODES = ("recompute", "interpolate")
 
@@ -49,14 +51,16 @@ def interpolation_curve(
     w1: dict[str, Tensor],
     w2: dict[str, Tensor],
     alphas: list[float],
-    splits: dict[str, tuple[Tensor, Tensor]],
+    splits: dict[str, tuple[Tensor, Tensor] | Batched],
     batchnorm: str = "recompute",
-    bn_data: Tensor | None = None,
+    bn_data: Tensor | Batched | None = None,
     bn_batch_size: int = 128,
     bn_batches: int = 30,
 ) -> dict[str, list[float]]:
     """Error (percent) and mean cross-entropy loss on each split at every α, for the network α·w1 + (1 − α)·w2:
-    `<split>_error` and `<split>_loss`."""
+    `<split>_error` and `<split>_loss`. BatchNorm statistics ('recompute') come from the first `bn_batches` batches
+    of `bn_batch_size` consecutive examples of `bn_data` (one smaller batch when it holds fewer), whether it is a
+    tensor or streamed."""
     if batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
     state = model.state_dict()
@@ -77,9 +81,13 @@ def interpolation_curve(
             if bn_data is None:
                 raise ValueError("batchnorm='recompute' needs training data (bn_data)")
             count = min(bn_batches, max(1, len(bn_data) // bn_batch_size))
-            recompute_batchnorm(model, (bn_data[i * bn_batch_size : (i + 1) * bn_batch_size] for i in range(count)))
-        for name, (x, y) in splits.items():
-            loss, accuracy = evaluate(model, x, y)
+            if isinstance(bn_data, Tensor):
+                batches = (bn_data[i * bn_batch_size : (i + 1) * bn_batch_size] for i in range(count))
+            else:
+                batches = (x for x, _ in itertools.islice(bn_data.batches(bn_batch_size), count))
+            recompute_batchnorm(model, batches)
+        for name, split in splits.items():
+            loss, accuracy = evaluate(model, *split) if isinstance(split, tuple) else evaluate_batched(model, split)
             curves[f"{name}_error"].append(100.0 * (1.0 - accuracy))
             curves[f"{name}_loss"].append(loss)
     return curves

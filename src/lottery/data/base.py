@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lottery.errors import UserError
-from lottery.registry import Registry
+from lottery.registry import Registry, provide_builtin
 from lottery.spec import DatasetSpec
 
 VALIDATION_SPLIT_SEED = 0  # fixed: the validation split never depends on any training seed
@@ -61,6 +61,7 @@ class Splits:
 
 # A loader returns the whole dataset in memory (ImageData), or its own streamed splits (data/stream.py).
 loaders: Registry[Callable[[DatasetSpec], Any]] = Registry("dataset")
+provide_builtin("dataset", loaders.__contains__, loaders.names)
 FOLDER_ONLY = ("classes", "fraction", "image_size")  # settings of the image-folder datasets only
 
 

@@ -141,7 +141,17 @@ class FolderSplits:
         self, name: str, lo: int, hi: int, batch_size: int = EVAL_BATCH
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Examples [lo, hi) of split `name` with the eval transform, in order, decoded a batch ahead."""
+        return self.decode_batches(self.split(name), lo, hi, batch_size)
+
+    def examples(self, name: str, index: Tensor | None = None) -> Examples:
+        """Split `name`, or its examples at `index` in that order, to be read in eval-transform batches."""
         listing = self.split(name)
+        return Examples(self, listing if index is None else listing.take(index.cpu()))
+
+    def decode_batches(
+        self, listing: folder.Listing, lo: int, hi: int, batch_size: int = EVAL_BATCH
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Examples [lo, hi) of `listing` with the eval transform, in order, decoded a batch ahead."""
         starts = list(range(lo, hi, batch_size))
 
         def submit(start: int) -> Decoding:
@@ -154,6 +164,22 @@ class FolderSplits:
             pending = submit(starts[i + 1]) if i + 1 < len(starts) else None
             x = to_input(current.result(), self.device, self.normalize)
             yield x, listing.labels[start : min(start + batch_size, hi)].to(self.device)
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Examples of an image folder in a fixed order (a split, or a subset of one), never held in memory: each
+    reading decodes them again with the eval transform (no augmentation), batch by batch (`decode_batches`)."""
+
+    data: FolderSplits
+    listing: folder.Listing
+
+    def __len__(self) -> int:
+        return len(self.listing)
+
+    def batches(self, batch_size: int = EVAL_BATCH) -> Iterator[tuple[Tensor, Tensor]]:
+        """(inputs, labels) batches of `batch_size` in order on the data's device (the last one may be smaller)."""
+        return self.data.decode_batches(self.listing, 0, len(self.listing), batch_size)
 
 
 class FolderStream:

@@ -116,11 +116,6 @@ class Context:
         from lottery.training import distributed
 
         distributed.check_batch(self.spec.training.batch_size)  # under torchrun: one equal slice per rank
-        if self.spec.stability.rewind and not isinstance(self.data, Splits):
-            raise UserError(
-                f"the stability analysis does not support streamed image folders ({self.spec.dataset.name}) yet; "
-                "set stability.rewind = [] (IMP, rewinding and the controls are supported)"
-            )
         _ = self.schedule, self.dense_snapshots, self.layer_kinds, self.augment
         from lottery.experiments.stability import mask_point
 

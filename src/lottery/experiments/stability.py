@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from lottery import seeding
 from lottery.analysis import barrier, distances, interpolation_curve
 from lottery.analysis.function_space import disagreement, jaccard, log_probabilities, mean_kl
+from lottery.data import Splits
 from lottery.errors import UserError
 from lottery.experiments import controls, imp, masks
 from lottery.experiments import tasks as names
@@ -243,11 +244,17 @@ class Analyzer:
         data = ctx.data
         # One fixed permutation of the training split (validation excluded): its first `train_subset` examples
         # measure the train error, its first batchnorm_batches batches re-estimate BatchNorm statistics.
-        order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(TRAIN_SUBSET_SEED))
-        order = order.to(data.train_x.device)
-        subset = order[: s.train_subset]
-        self.splits = {"test": (data.test_x, data.test_y), "train": (data.train_x[subset], data.train_y[subset])}
-        self.bn_data = data.train_x[order[: s.batchnorm_batches * ctx.spec.training.batch_size]]  # all it reads
+        order = torch.randperm(data.train_size, generator=torch.Generator().manual_seed(TRAIN_SUBSET_SEED))
+        subset, bn = order[: s.train_subset], order[: s.batchnorm_batches * ctx.spec.training.batch_size]
+        if isinstance(data, Splits):
+            subset, bn = subset.to(data.train_x.device), bn.to(data.train_x.device)
+            self.splits = {"test": (data.test_x, data.test_y), "train": (data.train_x[subset], data.train_y[subset])}
+            self.bn_data = data.train_x[bn]  # all it reads
+            self.test_inputs = data.test_x
+        else:  # an image folder: the same examples, streamed in batches with the eval transform (never in memory)
+            self.splits = {"test": data.examples("test"), "train": data.examples("train", subset)}
+            self.bn_data = data.examples("train", bn)
+            self.test_inputs = self.splits["test"]
         self.model = ctx.model(0)
         self._predictions: dict[str, Tensor] = {}
 
@@ -280,7 +287,7 @@ class Analyzer:
         key = str(run.path)
         if key not in self._predictions:
             self.model.load_state_dict(weights)
-            self._predictions[key] = log_probabilities(self.model, self.ctx.data.test_x)
+            self._predictions[key] = log_probabilities(self.model, self.test_inputs)
         return self._predictions[key]
 
     def next_mask(self, mask: Mask, weights: dict[str, Tensor]) -> Mask | None:

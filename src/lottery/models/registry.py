@@ -12,6 +12,7 @@ from torch import nn
 
 from lottery.errors import UserError
 from lottery.models.base import Network
+from lottery.registry import provide_builtin
 from lottery.spec import ModelSpec
 
 Builder = Callable[[ModelSpec, tuple[int, ...], int], Network]
@@ -61,6 +62,9 @@ def check_size(spec: ModelSpec, model: torch.nn.Module) -> None:
 def is_builtin(name: str) -> bool:
     """Whether a built-in family builds `name`."""
     return any(pattern.fullmatch(name) for pattern, _ in _families.values())
+
+
+provide_builtin("model", is_builtin, names)
 
 
 def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, init_seed: int) -> nn.Module:

@@ -6,8 +6,8 @@ from lottery.presets.base import Preset, add
 
 IMAGENET = {"name": "imagenet", "augment": True, "validation_size": 0}
 ONE_SHOT_GLOBAL = {"strategy": "global_magnitude", "fraction": 0.2, "layers_to_ignore": ["output"]}
-# The LMC paper's analysis settings (30 evenly spaced alphas, 2-point barrier threshold, pairs of copies). The
-# stability analysis does not stream image folders yet, so stability.rewind stays empty (see docs/scaling.md).
+# The LMC paper's analysis settings (30 evenly spaced alphas, 2-point barrier threshold, pairs of copies).
+# stability.rewind stays empty: the analysis is opt-in, its copies and streamed curves cost (docs/scaling.md).
 LMC_STABILITY = {"copies": 2, "interpolation_points": 30, "threshold": 2.0}
 COMMON = (
     "Sources: Frankle et al., 'Stabilizing the Lottery Ticket Hypothesis' (v1 title 'The Lottery Ticket Hypothesis "
@@ -18,8 +18,8 @@ COMMON = (
     "mean/std normalisation; all 1.28M training images are trained on (validation_size = 0, as the papers). "
     "bf16 autocast (training.precision = 'bf16', CUDA only: set 'fp32' on the CPU); channels_last is on by "
     "default on CUDA. Output layer not pruned. The LMC paper's stability settings (2 copies, 30 interpolation "
-    "points, 2-point threshold) are set, but stability.rewind is empty: the stability analysis does not stream "
-    "image folders yet."
+    "points, 2-point threshold) are set, but stability.rewind is empty: set it to run the analysis (its copies "
+    "train from k, its curves stream the folder; cost in docs/scaling.md)."
 )
 
 add(

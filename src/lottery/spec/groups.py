@@ -48,7 +48,7 @@ def _seed(value: int, name: str, shift: int = 0) -> None:
 
 def _plugin_hash(kind: str, name: str, recorded: str | None, field: str) -> None:
     """A source hash is recorded for plugins only (lottery.plugins.stamp)."""
-    from lottery.plugins import is_builtin
+    from lottery.registry import is_builtin
 
     if recorded is not None and is_builtin(kind, name):
         raise UserError(f"{field} applies to plugin {kind}s; '{name}' is built in")

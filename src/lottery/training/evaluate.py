@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -46,3 +47,21 @@ def evaluate_sums(
         correct += int((logits.argmax(1) == y).sum())
     model.train(was_training)
     return loss, correct
+
+
+class Batched(Protocol):
+    """Examples of known number read in (inputs, labels) batches, each reading anew (`data.stream.Examples`)."""
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int = ...) -> Iterable[tuple[Tensor, Tensor]]: ...
+
+
+def evaluate_batched(model: nn.Module, examples: Batched, loss_fn: Loss = DEFAULT) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` in eval mode over examples streamed in batches (`evaluate_sums`); NaN for
+    none, as `evaluate`."""
+    n = len(examples)
+    if n == 0:
+        return float("nan"), float("nan")
+    loss, correct = evaluate_sums(model, examples.batches(), loss_fn)
+    return loss / n, correct / n

@@ -13,13 +13,14 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
-from lottery.registry import Registry
+from lottery.registry import Registry, provide_builtin
 from lottery.spec import TrainingSpec
 
 Loss = Callable[..., Tensor]  # (output, target, reduction="mean") -> Tensor
 
 # Built-in losses by name: a factory from the training spec (its loss settings) to the loss.
 losses: Registry[Callable[[TrainingSpec], Loss]] = Registry("training.loss")
+provide_builtin("loss", losses.__contains__, losses.names)
 
 
 @losses.register("cross_entropy")
