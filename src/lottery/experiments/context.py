@@ -117,9 +117,9 @@ class Context:
 
         distributed.check_batch(self.spec.training.batch_size)  # under torchrun: one equal slice per rank
         _ = self.schedule, self.dense_snapshots, self.layer_kinds, self.augment
-        from lottery.experiments.stability import mask_point
+        from lottery.experiments.mask_points import stability_point
 
-        mask_point(self)  # stability.masks: its subjects' point (masks.at, level 0) must be analysed
+        stability_point(self)  # stability.masks: its subjects' point (masks.at, level 0) must be analysed
         from lottery.pruning import strategies
 
         strategies.get(self.spec.pruning.strategy)  # a wrong name is refused even where nothing is pruned

@@ -1,10 +1,12 @@
-"""The iterations of the dense run that the [masks] runs read: W_at (`masks.at`) and the early-bird trace's points.
-Apart from experiments/masks.py so that the context (which asks the dense run to save them) needs only this."""
+"""The iterations of the dense run that the [masks] runs read: W_at (`masks.at`) and the early-bird trace's points;
+and the stability point that studies them (`stability.masks`). Apart from experiments/masks.py so that the context
+(which asks the dense run to save them, and validates the spec) needs only this."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lottery.errors import UserError
 from lottery.spec import Step
 
 if TYPE_CHECKING:
@@ -29,3 +31,21 @@ def snapshot_points(ctx: Context) -> list[int]:
     if not ctx.spec.masks.sources:
         return []
     return sorted({at_iteration(ctx), *trace_points(ctx)[:-1]})
+
+
+def stability_point(ctx: Context) -> int | None:
+    """The rewind point whose level-0 stability point studies the `stability.masks` subjects (k = `masks.at`); None
+    without them. UserError where the analysis does not cover (masks.at, level 0)."""
+    if not ctx.spec.stability.masks:
+        return None
+    k = at_iteration(ctx)
+    if k not in ctx.stability_points:
+        raise UserError(
+            f"stability.masks studies the [masks] runs at their rewind point masks.at = {ctx.spec.masks.at} "
+            f"(iteration {k}): add it to stability.rewind (now {list(ctx.spec.stability.rewind)})"
+        )
+    levels = ctx.spec.stability.levels
+    if levels is not None and 0 not in levels:
+        raise UserError("stability.masks studies the [masks] runs at level 0 (next to the dense network): "
+                        f"add 0 to stability.levels (now {list(levels)})")  # fmt: skip
+    return k

@@ -29,10 +29,10 @@ from lottery import seeding
 from lottery.analysis import barrier, distances, interpolation_curve
 from lottery.analysis.function_space import disagreement, jaccard, log_probabilities, mean_kl
 from lottery.data import Splits
-from lottery.errors import UserError
 from lottery.experiments import controls, imp, masks
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
+from lottery.experiments.mask_points import stability_point
 from lottery.experiments.results import stats
 from lottery.pruning import Mask, prune
 from lottery.spec import TrainingSpec
@@ -85,28 +85,11 @@ def subject_dir(replicate_dir: RunDir, k: int, level: int, subject: Subject) -> 
     return layout.mask_run(where, subject.kind, subject.target_density, subject.seed)
 
 
-def mask_point(ctx: Context) -> int | None:
-    """The rewind point whose level-0 stability point studies the `stability.masks` subjects (`masks.at`); None
-    without them. UserError where the analysis does not cover (masks.at, level 0)."""
-    if not ctx.spec.stability.masks:
-        return None
-    k = masks.at_iteration(ctx)
-    if k not in ctx.stability_points:
-        raise UserError(
-            f"stability.masks studies the [masks] runs at their rewind point masks.at = {ctx.spec.masks.at} "
-            f"(iteration {k}): add it to stability.rewind (now {list(ctx.spec.stability.rewind)})"
-        )
-    if 0 not in levels(ctx):
-        raise UserError("stability.masks studies the [masks] runs at level 0 (next to the dense network): "
-                        f"add 0 to stability.levels (now {list(levels(ctx))})")  # fmt: skip
-    return k
-
-
 def mask_subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Subject]:
     """The `stability.masks` subjects of (k, level): at (masks.at, 0) every listed kind at every target density
     (seed masks.seeds[0]: its mask and start, read from its finished run; its copies are trained here, never the
     run itself); none elsewhere."""
-    if level != 0 or k != mask_point(ctx):
+    if level != 0 or k != stability_point(ctx):
         return []
     seed = ctx.spec.masks.seeds[0]
     return [
@@ -118,7 +101,7 @@ def mask_subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> lis
 
 def mask_dependencies(ctx: Context, r: int, k: int, level: int) -> tuple[str, ...]:
     """The tasks of the [masks] runs whose subnetworks the point (k, level) studies (plan.py)."""
-    if level != 0 or k != mask_point(ctx):
+    if level != 0 or k != stability_point(ctx):
         return ()
     seed = ctx.spec.masks.seeds[0]
     return tuple(names.mask(r, kind, d, seed) for kind in ctx.spec.stability.masks for d in ctx.spec.masks.densities)
