@@ -77,7 +77,9 @@ def test_mask_sources_go_through_the_stability_analysis(store: Path) -> None:
         (m, d) for m in ("data_order", "pruning") for d in ("0.2", "0.05")
     }
     assert {r["target_density"] for r in table if r["kind"] == "dense"} == {""}
-    report = write_report(experiment.path).read_text()  # the stability table: a row per kind and target density
+    path = write_report(experiment.path)
+    assert (path.parent / "mask_sources_stability_vs_remaining.png").stat().st_size > 0
+    report = path.read_text()  # the stability table: a row per kind and target density
     assert "Mask sources in the stability analysis" in report  # its footnote, linking to docs/measured.md
     section = report.split("<h2>Stability</h2>")[1].split("<h2>")[0]
     assert section.count('<tr class="snip_reinit">') == 2 and section.count('<tr class="dense">') == 1

@@ -203,12 +203,66 @@ def early_bird_distance(results: dict[str, Any]) -> Figure | None:
     return figure
 
 
+STABILITY_PANELS = (("l2", "data-order L2 distance between copies"), ("barrier_test", "test error barrier (points)"))
+
+
+def _pair_series(points: list[dict[str, Any]], metric: str, label: str, style: dict[str, Any]) -> Series:
+    """One point per density: `metric` over every data-order pair of these analysed points (mean, min, max)."""
+    by_density: dict[float, list[dict[str, Any]]] = defaultdict(list)
+    for p in points:
+        by_density[p.get("target_density") or p["density"]].append(p)
+    drawn = []
+    for members in by_density.values():
+        values = [pair[metric] for p in members for pair in p["data_order"]["pairs"]]
+        stats = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+        drawn.append(stats_point(100 * statistics.fmean(p["density"] for p in members), stats))
+    return Series(label, drawn, **style)
+
+
+def mask_stability(results: dict[str, Any]) -> Figure | None:
+    """`stability.masks`: data-order distance and test error barrier of every [masks] subject against weights
+    remaining (at masks.at), next to IMP's levels at that rewind point and the dense network's copies."""
+    points = [p for p in (results.get("stability") or {}).get("points", []) if not p["diverged"]]
+    subjects = [p for p in points if p.get("target_density") is not None]
+    if not subjects:
+        return None
+    k = subjects[0]["rewind_iteration"]
+    kinds = list(dict.fromkeys(p["kind"] for p in subjects))
+    colors = source_colors(list(dict.fromkeys(_split(kind)[0] for kind in kinds)))
+    imp = [p for p in points if p["kind"] == "imp" and p["rewind_iteration"] == k]
+    dense = [p for p in points if p["kind"] == "dense" and p["rewind_iteration"] == k]
+    figure = Figure(figsize=(12.0, 5.6), layout="constrained")
+    axes = list(figure.subplots(1, 2))
+    for ax, (metric, ylabel) in zip(axes, STABILITY_PANELS):
+        series = [_pair_series(imp, metric, f"IMP (k={k})", {"color": kind_color("imp"), "marker": "D"})] if imp else []
+        for kind in kinds:
+            linestyle, marker = ABLATION_STYLES[_split(kind)[1]]
+            style = {"color": colors[_split(kind)[0]], "linestyle": linestyle, "marker": marker}
+            series.append(_pair_series([p for p in subjects if p["kind"] == kind], metric, kind, style))
+        draw_series(ax, series)
+        if dense:
+            values = [pair[metric] for p in dense for pair in p["data_order"]["pairs"]]
+            ax.axhline(statistics.fmean(values), color="black", linestyle="--", linewidth=1.2, label="dense network")
+        remaining_axis(ax, [pt[0] for one in series for pt in one.points if pt is not None])
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{ylabel.split(' (')[0]}, rewound to k={k}", fontsize=10)
+    figure.suptitle(
+        "Masks without retraining: stability to data order (mean over pairs of copies; error bars: min/max)\n"
+        "solid: the source · dotted: shuffled within each layer · dashed: reinitialised · dash-dot: inverted scores",
+        fontsize=10.5,
+    )
+    legend_below(figure, axes, ncol=5)
+    return figure
+
+
 @register
 def mask_figures(results: dict[str, Any], experiment_dir: Path) -> Figures:
     made = [
         ("mask_sources_vs_remaining", accuracy_by_source(results.get("summary") or [])),
         ("mask_layer_densities", layer_densities(results)),
         ("early_bird_mask_distance", early_bird_distance(results)),
+        ("mask_sources_stability_vs_remaining", mask_stability(results)),
     ]
     return [(name, figure) for name, figure in made if figure is not None]
 
