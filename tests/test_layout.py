@@ -60,7 +60,7 @@ def test_the_layout_is_the_one_stores_already_use(tmp_path):
     assert layout.dense(rdir).path == tmp_path / "replicate_2" / "level_0"
     assert layout.level(rdir, 100, 3).path == tmp_path / "replicate_2" / "rewind_100it" / "level_3"
     control = layout.control(rdir, 100, 3, "random_prune", 1)
-    assert control.path == tmp_path / "replicate_2" / "rewind_100it" / "level_3" / "controls" / "random_prune_seed1"
+    assert control.path == tmp_path / "replicate_2" / "rewind_100it" / "controls" / "level_3" / "random_prune_seed1"
     stability = layout.stability(rdir, 0, 2)
     assert stability.path == tmp_path / "replicate_2" / "rewind_0it" / "stability" / "level_2"
     assert layout.copy(stability, "imp", 1).path == stability.path / "imp_copy1"

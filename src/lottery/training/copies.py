@@ -125,8 +125,9 @@ def train_together(
 
 
 def _relative(group: Sequence[RunDir], run: RunDir) -> list[str]:
-    """The group's directories relative to `run`'s (its own is '.'), as its summary records them."""
-    return [os.path.relpath(member.path, run.path) for member in group]
+    """The group's directories relative to `run`'s (its own is '.'), as its summary records them: where the runs
+    are stored (an experiment's run directories are links into the store's networks/)."""
+    return [os.path.relpath(os.path.realpath(member.path), os.path.realpath(run.path)) for member in group]
 
 
 def _named(runtime: Runtime, run: RunDir) -> Runtime:
