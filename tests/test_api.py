@@ -112,7 +112,7 @@ def test_imp_in_a_directory_resumes_and_refuses_other_settings(tmp_path: Path) -
         assert a.controls.keys() == b.controls.keys()
         for name in a.controls:
             assert same_bits(a.controls[name].final, b.controls[name].final)
-    assert (tmp_path / "rewind_2it" / "level_2" / "controls" / "random_prune_seed0" / "final.safetensors").exists()
+    assert (tmp_path / "rewind_2it" / "controls" / "level_2" / "random_prune_seed0" / "final.safetensors").exists()
     assert RunDir(tmp_path / "level_0").verify() == []
     with pytest.raises(UserError, match="other settings"):
         list(lottery.imp(mlp(), fail, directory=tmp_path, **{**options, "fraction": 0.3}))

@@ -106,7 +106,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def store(finished: Path, tmp_path: Path) -> Path:
-    shutil.copytree(finished, tmp_path / "store")
+    shutil.copytree(finished, tmp_path / "store", symlinks=True)
     return tmp_path / "store"
 
 

@@ -69,15 +69,20 @@ class FailingWrites:
     """Make the `nth` atomic write of `name` (in a directory whose path ends with `where`) fail with `code`,
     at one step of the write: creating the temporary file, writing it, fsync or the rename."""
 
-    def __init__(self, step: str, code: int, where: str, name: str, nth: int = 1) -> None:
+    def __init__(self, step: str, code: int, where: str, name: str, nth: int = 1, store: Path | None = None) -> None:
         self.step, self.code, self.where, self.name, self.nth = step, code, where, name, nth
+        self.store = store  # where the experiment's run directories link to (networks/)
         self.seen = 0
 
     def _target(self, path: str) -> bool:
         """Whether `path` (the final name, or its temporary `.<name>.<random>.tmp`) is the file to fail."""
         p = Path(path)
         base = p.name if p.suffix != ".tmp" else p.name[1:].rsplit(".", 2)[0]
-        return base == self.name and str(p.parent).endswith(self.where)
+        if base != self.name:
+            return False
+        if str(p.parent).endswith(self.where):
+            return True  # an open file's path is the network's, not the experiment's link to it:
+        return self.store is not None and any(p.parent == d.resolve() for d in self.store.glob(f"*/{self.where}"))
 
     def _fail_now(self) -> bool:
         self.seen += 1
@@ -158,7 +163,7 @@ def test_failed_write_is_clear_keeps_earlier_artifacts_and_resumes(
 ) -> None:
     store = tmp_path / "store"
     argv = cli_args(store, *OVERRIDES, extra=EXTRA)
-    failing = FailingWrites(step, code, where, name, nth)
+    failing = FailingWrites(step, code, where, name, nth, store)
     with pytest.MonkeyPatch.context() as patch:
         failing.install(patch)
         code, out, err = run_cli(argv, capsys)

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from lottery.cli.main import main
 from lottery.data.batches import BatchStream
 from lottery.pruning import Mask
+from lottery.store.layout import walk
 from lottery.training import distributed
 
 SETTINGS = [
@@ -73,13 +74,13 @@ def torchrun(target: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def only_experiment(root: Path) -> Path:
-    dirs = [p for p in root.iterdir() if p.is_dir()]
+    dirs = [p for p in root.iterdir() if p.is_dir() and p.name != "networks"]
     assert len(dirs) == 1, dirs
     return dirs[0]
 
 
 def files(experiment: Path) -> set[str]:
-    return {str(p.relative_to(experiment)) for p in experiment.rglob("*") if p.is_file() and p.name != ".lock"}
+    return {str(p.relative_to(experiment)) for p in walk(experiment, "*") if p.is_file() and p.name != ".lock"}
 
 
 def metrics(path: Path) -> list[dict]:

@@ -18,6 +18,7 @@ from lottery.experiments import imp
 from lottery.experiments.context import Context
 from lottery.experiments.run import replicate_dir, run_experiment
 from lottery.spec import resolve
+from lottery.store.layout import walk
 from lottery.training import Runtime, loop
 from reliability_helpers import TINY, cli_args, experiment_dir, run_cli, trained, tree
 
@@ -59,7 +60,7 @@ def test_dense_run_with_exploding_lr_stops_and_is_reported(tmp_path: Path, capsy
 
     assert "train loss diverged" in err
     assert f"{dense} diverged at iteration 20; IMP level 1 and later levels (and their controls) skipped" in err
-    assert not list((experiment / "replicate_0").glob("rewind_*"))  # nothing pruned from NaN weights
+    assert walk(experiment / "replicate_0", "summary.json") == [dense / "summary.json"]  # nothing pruned from NaN
 
     # A diverged run is finished: the same command trains nothing and changes nothing.
     before = tree(store)
@@ -96,7 +97,8 @@ def test_nan_loss_at_an_imp_level_skips_later_levels(tmp_path: Path, capsys: pyt
     level_1 = experiment / "replicate_0" / "rewind_0it" / "level_1"
     assert json.loads((level_1 / "summary.json").read_text())["diverged_at"] == 40
     assert read_jsonl(level_1 / "metrics.jsonl")[-1]["diverged"] is True
-    assert not (level_1.parent / "level_2").exists() and not (level_1.parent / "level_3").exists()
+    assert not (level_1.parent / "level_2" / "summary.json").exists()  # never trained
+    assert not (level_1.parent / "level_3" / "summary.json").exists()
     assert f"{level_1} diverged at iteration 40; IMP level 2 and later levels (and their controls) skipped" in err
 
     results = json.loads((experiment / "results.json").read_text())
@@ -157,7 +159,8 @@ def test_a_finite_but_exploding_loss_is_divergence(tmp_path: Path, capsys: pytes
     summary = json.loads((dense / "summary.json").read_text())
     assert summary["diverged"] is True and summary["final_test_accuracy"] is None
     assert "IMP level 1 and later levels (and their controls) skipped" in err
-    assert not list((experiment_dir(store) / "replicate_0").glob("rewind_*"))  # nothing pruned from those weights
+    trained = walk(experiment_dir(store) / "replicate_0", "summary.json")
+    assert [p.parent.name for p in trained] == ["level_0"]  # nothing pruned from those weights
 
 
 def test_non_finite_weights_are_divergence() -> None:

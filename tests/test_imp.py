@@ -14,7 +14,8 @@ from conftest import run_tiny
 from lottery.experiments import imp
 from lottery.pruning import Mask
 from lottery.pruning.strategies import rounded_count
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
+from lottery.store.layout import walk
 from lottery.training import snapshot_name
 
 
@@ -84,7 +85,7 @@ def test_controls_keep_densities_and_are_seeded(store: Path) -> None:
     experiment, results = run_tiny(store, "imp.levels=2", kinds, "controls.seeds=[0, 1]")
     for n in (1, 2):
         imp_mask = Mask(level(experiment, 0, n).read_tensors("mask.safetensors"))
-        controls = level(experiment, 0, n) / "controls"
+        controls = layout.controls(layout.replicate(experiment, 0), 0, n)
         reinit = Mask((controls / "random_reinit_seed0").read_tensors("mask.safetensors"))
         assert all(torch.equal(reinit[k], imp_mask[k]) for k in imp_mask)
         reinit_start = (controls / "random_reinit_seed0").read_tensors("start.safetensors")
@@ -100,7 +101,7 @@ def test_controls_keep_densities_and_are_seeded(store: Path) -> None:
         assert not all(torch.equal(a[k], b[k]) for k in a)
     # Same seeds, another store: identical control masks.
     again, _ = run_tiny(store / "again", "imp.levels=2", kinds, "controls.seeds=[0, 1]")
-    for path in sorted(experiment.path.rglob("controls/*/mask.safetensors")):
+    for path in sorted(experiment.path.glob("replicate_*/rewind_*it/controls/level_*/*/mask.safetensors")):
         assert path.read_bytes() == (again.path / path.relative_to(experiment.path)).read_bytes()
     summary = {(r["kind"], r["level"]): r for r in results["summary"]}
     assert summary[("random_prune", 2)]["runs"] == 2 and summary[("imp", 2)]["runs"] == 1
@@ -123,9 +124,15 @@ def test_controls_trained_together_match_controls_trained_alone(tmp_path: Path) 
     overrides = ("imp.levels=2", "controls.kinds=['random_reinit', 'random_prune']", "controls.seeds=[0, 1]")
     together, results = run_tiny(tmp_path / "together", *overrides, batch_copies=True)
     alone, reference = run_tiny(tmp_path / "alone", *overrides, batch_copies=False)
-    finals = sorted(p.relative_to(together.path) for p in together.path.rglob("controls/*/final.safetensors"))
+    finals = sorted(
+        p.relative_to(together.path)
+        for p in together.path.glob("replicate_*/rewind_*it/controls/level_*/*/final.safetensors")
+    )
     assert len(finals) == 2 * 4
-    assert finals == sorted(p.relative_to(alone.path) for p in alone.path.rglob("controls/*/final.safetensors"))
+    assert finals == sorted(
+        p.relative_to(alone.path)
+        for p in alone.path.glob("replicate_*/rewind_*it/controls/level_*/*/final.safetensors")
+    )
     for path in finals:
         run, ref = RunDir((together.path / path).parent), RunDir((alone.path / path).parent)
         assert run.read("start.safetensors") == ref.read("start.safetensors")
@@ -160,7 +167,7 @@ def test_replicates_trained_together_match_replicates_trained_alone(
     assert [(r["kind"], r["replicate"], r["level"]) for r in results["runs"]] == [
         (r["kind"], r["replicate"], r["level"]) for r in reference["runs"]
     ]
-    for path in sorted(together.path.rglob("final.safetensors")):
+    for path in sorted(walk(together.path, "final.safetensors")):
         run, ref = RunDir(path.parent), RunDir(alone.path / path.parent.relative_to(together.path))
         assert run.read("start.safetensors") is not None and ref.read("final.safetensors") is not None
         mask, ref_mask = run.read_tensors("mask.safetensors"), ref.read_tensors("mask.safetensors")

@@ -3,7 +3,9 @@ path or parses one back. A line that spells such a name for another purpose says
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 
 from lottery.store import RunDir, layout
@@ -20,6 +22,7 @@ SPELLINGS = {
     "snapshot file": r"snapshots/|iter_\{",
     "parsing a name back": r"\.name\[[^]]*:\s*-\s*\d+\s*\]",
     "a layout directory": r"/\s*\"(controls|stability|masks)\"|\"(controls|stability|masks)\"\s*/",
+    "the networks directory": r"\"networks\"|networks/\{",
 }
 
 
@@ -60,7 +63,7 @@ def test_the_layout_is_the_one_stores_already_use(tmp_path):
     assert layout.dense(rdir).path == tmp_path / "replicate_2" / "level_0"
     assert layout.level(rdir, 100, 3).path == tmp_path / "replicate_2" / "rewind_100it" / "level_3"
     control = layout.control(rdir, 100, 3, "random_prune", 1)
-    assert control.path == tmp_path / "replicate_2" / "rewind_100it" / "level_3" / "controls" / "random_prune_seed1"
+    assert control.path == tmp_path / "replicate_2" / "rewind_100it" / "controls" / "level_3" / "random_prune_seed1"
     stability = layout.stability(rdir, 0, 2)
     assert stability.path == tmp_path / "replicate_2" / "rewind_0it" / "stability" / "level_2"
     assert layout.copy(stability, "imp", 1).path == stability.path / "imp_copy1"
@@ -73,3 +76,35 @@ def test_the_layout_is_the_one_stores_already_use(tmp_path):
         layout.level(rdir.path, k, 1).mkdir(parents=True)
     (rdir.path / "rewind_xit").mkdir()
     assert layout.rewind_points(rdir.path) == [0, 30, 200]
+
+
+def test_a_network_is_bound_into_an_experiment_by_a_relative_link(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    view = layout.dense(layout.replicate(store / "0123456789abcdef", 0))
+    target = layout.network(store, "dense", "abc")
+    assert target == store / "networks" / "dense" / "abc"
+    assert layout.store_of_run(view) == store
+    assert layout.bind(view, target) and view.is_symlink() and target.is_dir()
+    assert not Path(os.readlink(view)).is_absolute() and view.resolve() == target.resolve()
+    assert layout.bind(view, target)  # again: nothing changes
+    other = layout.network(store, "dense", "def")
+    assert layout.bind(view, other) and view.resolve() == other.resolve()  # re-pointed atomically
+    (target / "summary.json").write_text("{}")
+    moved = tmp_path / "moved"
+    shutil.copytree(store, moved, symlinks=True)  # a store moves with its links
+    assert (moved / view.relative_to(store)).resolve() == (moved / other.relative_to(store)).resolve()
+    real = layout.level(layout.replicate(store / "0123456789abcdef", 0), 0, 1)
+    real.mkdir(parents=True)
+    assert not layout.bind(real, layout.network(store, "imp", "x"))  # a directory of an older store is kept
+    assert real.is_dir() and not real.is_symlink()
+
+
+def test_walk_follows_links_and_lists_each_directory_once(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    target = layout.network(store, "dense", "abc")
+    for experiment in ("aaaa", "bbbb"):
+        layout.bind(layout.dense(layout.replicate(store / experiment, 0)), target)
+    (target / "summary.json").write_text("{}")
+    found = layout.walk(store, "summary.json")
+    assert found == [store / "aaaa" / "replicate_0" / "level_0" / "summary.json"]
+    assert layout.walk(store / "bbbb", "*.json") == [store / "bbbb" / "replicate_0" / "level_0" / "summary.json"]

@@ -33,7 +33,7 @@ CONTROLS = (
     'controls.kinds=["random_prune", "random_reinit"]',
 )
 EXTRA = ("--checkpoint-every", "10")
-LEVEL = Path("replicate_0/rewind_10it/level_1/controls")
+LEVEL = Path("replicate_0/rewind_10it/controls/level_1")
 
 
 def test_group_member_resumed_alone_and_member_recomputed_alone_are_bit_identical(
@@ -67,8 +67,8 @@ def test_group_member_resumed_alone_and_member_recomputed_alone_are_bit_identica
     code, _, err = run_cli(cli_args(one_thread_out, *CONTROLS), capsys)
     assert code == 0, err
     target = experiment / LEVEL / "random_prune_seed0"
-    shutil.rmtree(target)
-    shutil.copytree(experiment_dir(one_thread_out) / LEVEL / "random_prune_seed0", target)
+    shutil.rmtree(target.resolve())  # the network the experiment's directory links to
+    shutil.copytree(experiment_dir(one_thread_out) / LEVEL / "random_prune_seed0", target.resolve())
     code, out, _ = run_cli(["verify", str(crashed_out)], capsys)
     assert code == 1
     assert f"{target / 'summary.json'}: computed with threads 1 (vs " in out, out
@@ -95,13 +95,13 @@ def test_stability_copies_and_controls_recomputed_without_their_group_are_bit_id
     reference_out, repaired_out = tmp_path / "reference", tmp_path / "repaired"
     reference = run_subprocess(cli_args(reference_out, *STABILITY, extra=EXTRA), threads=None, timeout=600)
     assert reference.returncode == 0, reference.stderr
-    shutil.copytree(reference_out, repaired_out)
+    shutil.copytree(reference_out, repaired_out, symlinks=True)
     experiment = experiment_dir(repaired_out)
     point = experiment / "replicate_0/rewind_10it/stability"
     for lost in (
         point / "level_0/dense_copy1/final.safetensors",  # the dense network's copy, trained in level 2's group
         point / "level_2/imp_copy1/final.safetensors",
-        experiment / "replicate_0/rewind_10it/level_2/controls/random_reinit_seed0/final.safetensors",
+        experiment / "replicate_0/rewind_10it/controls/level_2/random_reinit_seed0/final.safetensors",
     ):
         lost.unlink()
     (point / "level_2/analysis.json").unlink()

@@ -19,16 +19,15 @@ from lottery.experiments.rewind_search import (
     BudgetSpent,
     bracket_search,
     default_grid,
-    prefix_dir,
     run_search,
     search_spec,
-    train_prefix,
 )
 from lottery.experiments.run import run_experiment
 from lottery.experiments.sweep import expand
 from lottery.reports import write_report
 from lottery.spec import spec_hash
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
+from lottery.store.layout import walk
 from lottery.training import Runtime, snapshot_name
 from lottery.training.optimizer import OPTIMIZERS as _ALL
 
@@ -103,7 +102,7 @@ def test_search_finds_the_stability_point_known_by_construction(known: tuple[Pat
     stored = json.loads((experiment.path / "rewind_search.json").read_text())
     assert stored["dense"]["bracket"] == found["dense"]["bracket"] and stored["cost"] == found["cost"]
     cost = found["cost"]
-    assert cost["trainings"] == cost["probed"]["trainings"] == len(list(experiment.path.rglob("summary.json")))
+    assert cost["trainings"] == cost["probed"]["trainings"] == len(list(walk(experiment.path, "summary.json")))
 
 
 def test_a_prefix_retrained_to_k_is_the_dense_runs_w_k_bit_for_bit(known: tuple[Path, RunDir, dict]) -> None:
@@ -111,12 +110,12 @@ def test_a_prefix_retrained_to_k_is_the_dense_runs_w_k_bit_for_bit(known: tuple[
     ctx = Context(json_spec(experiment), Runtime(progress=False))
     rdir = imp.replicate_dir(experiment, 0)
     run = RunDir(experiment.path / "check_prefix_16")
-    train_prefix(ctx, run, 0, 16, 16)
+    imp.train_prefix(ctx, run, 0, 16)
     dense = imp.dense_dir(rdir).read_tensors(snapshot_name(16))  # a grid point: saved by the dense run itself
     prefix = run.read_tensors(snapshot_name(16))
     assert dense.keys() == prefix.keys() and all(torch.equal(dense[k], prefix[k]) for k in dense)
     off_grid = [p["k"] for p in found["dense"]["probe"] if p["k"] not in (0, 8, 16, 32, 48)]
-    assert off_grid and all(prefix_dir(rdir, k).exists("summary.json") for k in off_grid)
+    assert off_grid and all(layout.prefix(rdir, k).exists("summary.json") for k in off_grid)
 
 
 def json_spec(experiment: RunDir):  # noqa: ANN201
@@ -154,7 +153,7 @@ def test_budget_is_respected(tmp_path: Path) -> None:
         tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=4, max_trainings=9
     )  # fmt: skip
     assert found["cost"]["trainings"] <= 9 and not found["imp"]["complete"]
-    trained = len(list(root.rglob("summary.json")))
+    trained = len(list(walk(root, "summary.json")))
     assert trained == found["cost"]["trainings"]
     # Dense k = 0 (the dense run + 2 copies), 48, 16 and 32 (2 copies each) fit: 9; bisecting at 24 would need 3 (the
     # prefix 0..24 and 2 copies), IMP at k = 0 five (level 1, 2 copies of it and 2 of its control).

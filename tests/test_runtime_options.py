@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from conftest import run_tiny
+from lottery.store.layout import walk
 
 
 def finals(experiment_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
     from safetensors.torch import load_file
 
-    return {str(p.relative_to(experiment_dir)): load_file(p) for p in sorted(experiment_dir.rglob("final.safetensors"))}
+    return {str(p.relative_to(experiment_dir)): load_file(p) for p in sorted(walk(experiment_dir, "final.safetensors"))}
 
 
 def assert_close(a: dict, b: dict, atol: float) -> None:

@@ -21,6 +21,7 @@ from lottery.pruning import Mask
 from lottery.reports import notes, write_comparison, write_report
 from lottery.spec import TrainingSpec
 from lottery.store import experiment_dir
+from lottery.store.layout import walk
 from lottery.training import Runtime
 
 
@@ -209,8 +210,8 @@ def test_copies_trained_together_give_the_analysis_of_copies_trained_alone(tmp_p
     )  # fmt: skip
     together, results = run_tiny(tmp_path / "together", *overrides, batch_copies=True)
     alone, reference = run_tiny(tmp_path / "alone", *overrides, batch_copies=False)
-    files = sorted(str(p.relative_to(together.path)) for p in together.path.rglob("*") if p.is_file())
-    assert files == sorted(str(p.relative_to(alone.path)) for p in alone.path.rglob("*") if p.is_file())
+    files = sorted(str(p.relative_to(together.path)) for p in walk(together.path, "*") if p.is_file())
+    assert files == sorted(str(p.relative_to(alone.path)) for p in walk(alone.path, "*") if p.is_file())
     points, expected = results["stability"]["points"], reference["stability"]["points"]
     assert [(p["level"], p["kind"]) for p in points] == [(p["level"], p["kind"]) for p in expected]
     for point, want in zip(points, expected):
@@ -243,7 +244,7 @@ def test_the_order_tasks_run_in_does_not_change_any_weight(tmp_path: Path) -> No
             done.add(task.name)
             ran.append(task.name)
         stores[order] = {
-            str(p.relative_to(tmp_path / order)): p.read_bytes() for p in (tmp_path / order).rglob("*.safetensors")
+            str(p.relative_to(tmp_path / order)): p.read_bytes() for p in walk((tmp_path / order), "*.safetensors")
         }
         assert len(stores[order]) > 20
     assert ran[-1] != plan(Context(spec, Runtime(progress=False)))[-1].name  # the orders really differ

@@ -12,6 +12,7 @@ from lottery.errors import UserError
 from lottery.experiments import executors
 from lottery.experiments.sweep import expand, run_sweep
 from lottery.spec import resolve
+from lottery.store.layout import walk
 from lottery.training import Runtime
 
 SWEEP = """
@@ -42,7 +43,7 @@ def sweep_file(tmp_path: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.safetensors"))}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(walk(root, "*.safetensors"))}
 
 
 def test_grid_expansion(tmp_path: Path) -> None:
@@ -100,14 +101,14 @@ def test_restarted_sweep_skips_finished_tasks(
     monkeypatch.setattr(executors, "execute", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(sweep_file, None, [], tmp_path / "runs", Runtime(progress=False))
-    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("final.safetensors")}
+    finished = {p: p.stat().st_mtime_ns for p in walk((tmp_path / "runs"), "final.safetensors")}
     assert len(finished) == 6  # the first experiment (5 units) and the second's dense run
     monkeypatch.setattr(executors, "execute", original)
     time.sleep(0.01)
     _, outcome = run_sweep(sweep_file, None, [], tmp_path / "runs", Runtime(progress=False))
     assert not outcome.failed and len(outcome.done) == 10
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # not trained again
-    assert len(list((tmp_path / "runs").rglob("final.safetensors"))) == 10
+    assert len(list(walk((tmp_path / "runs"), "final.safetensors"))) == 10
 
 
 def test_failing_task_is_retried_and_reported(
@@ -132,4 +133,4 @@ def test_failing_task_is_retried_and_reported(
                                                                 "r0/k0/level2/random_prune/seed0"]  # fmt: skip
     assert len(outcome.done) == 1 + 5  # the failing experiment's dense run, and all of the other experiment
     other = next(e for e, point in finished if point["training.lr"] == 2e-3)
-    assert len(list(other.path.rglob("final.safetensors"))) == 5
+    assert len(list(walk(other.path, "final.safetensors"))) == 5

@@ -15,13 +15,14 @@ from lottery.experiments.plan import execute, plan, run_task
 from lottery.experiments.run import run_experiment
 from lottery.experiments.tasks import MissingDependency
 from lottery.store import experiment_dir, layout
+from lottery.store.layout import walk
 from lottery.training import Runtime
 
 OVERRIDES = ("imp.levels=2", "imp.rewind=['20it']", "controls.kinds=['random_prune']")
 
 
 def trained(root: Path) -> list[str]:
-    return sorted(str(p.parent.relative_to(root)) for p in root.rglob("summary.json"))
+    return sorted(str(p.parent.relative_to(root)) for p in walk(root, "summary.json"))
 
 
 def test_every_task_on_an_empty_store_names_a_declared_dependency_and_trains_nothing(tmp_path: Path) -> None:
@@ -48,9 +49,9 @@ def test_the_executor_runs_missing_dependencies_first_with_identical_results(tmp
     run_task(tasks["r0/k20/level2/random_prune/seed0"], ctx, experiment, tasks)  # the last task, alone
     assert trained(experiment.path) == [
         "replicate_0/level_0",
+        "replicate_0/rewind_20it/controls/level_2/random_prune_seed0",
         "replicate_0/rewind_20it/level_1",
         "replicate_0/rewind_20it/level_2",
-        "replicate_0/rewind_20it/level_2/controls/random_prune_seed0",
     ]
     for relative in trained(experiment.path):
         ours, theirs = (
@@ -68,7 +69,7 @@ def test_the_executor_runs_missing_dependencies_first_with_identical_results(tmp
     assert missing.value.task == "r0/k20/level1"
     run_task(tasks["r0/k20/level1/random_prune/seed0"], ctx, experiment, tasks)
     assert dense.read_tensors(layout.snapshot(20)) is not None
-    control = experiment / "replicate_0/rewind_20it/level_1/controls/random_prune_seed0"
-    reference_control = reference / "replicate_0/rewind_20it/level_1/controls/random_prune_seed0"
+    control = experiment / "replicate_0/rewind_20it/controls/level_1/random_prune_seed0"
+    reference_control = reference / "replicate_0/rewind_20it/controls/level_1/random_prune_seed0"
     ours, theirs = control.read_tensors("final.safetensors"), reference_control.read_tensors("final.safetensors")
     assert all(torch.equal(ours[n], theirs[n]) for n in theirs)

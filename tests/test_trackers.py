@@ -15,6 +15,7 @@ from lottery import loggers
 from lottery.cli.main import main
 from lottery.errors import UserError
 from lottery.experiments.run import run_experiment
+from lottery.store.layout import walk
 from lottery.training import Runtime
 
 STABILITY = (
@@ -80,8 +81,8 @@ def test_tensorboard_summary_holds_curve_and_figures(tensorboard_run: Path) -> N
 def test_trackers_change_no_artifact(tensorboard_run: Path, tmp_path: Path) -> None:
     plain, _ = run_tiny(tmp_path, *STABILITY)
     assert plain.path.name == tensorboard_run.name  # the same spec hash
-    files = sorted(p.relative_to(plain.path) for p in plain.path.rglob("*.safetensors"))
-    assert files and files == sorted(p.relative_to(tensorboard_run) for p in tensorboard_run.rglob("*.safetensors"))
+    files = sorted(p.relative_to(plain.path) for p in walk(plain.path, "*.safetensors"))
+    assert files and files == sorted(p.relative_to(tensorboard_run) for p in walk(tensorboard_run, "*.safetensors"))
     for name in files:
         assert (plain.path / name).read_bytes() == (tensorboard_run / name).read_bytes(), name
 

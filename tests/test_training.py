@@ -13,6 +13,7 @@ from lottery.models import build
 from lottery.pruning import Mask
 from lottery.spec import ModelSpec
 from lottery.store import RunDir
+from lottery.store.layout import walk
 from lottery.training import lr_at
 
 
@@ -83,7 +84,7 @@ def test_interrupted_run_resumes_bit_identical(store: Path, tmp_path: Path, monk
     stale.write_bytes(b"partial")
     resumed, _ = run_tiny(store, *overrides, checkpoint_every=15)
     assert not stale.exists()
-    for path in sorted(reference.path.rglob("*.safetensors")):
+    for path in sorted(walk(reference.path, "*.safetensors")):
         twin = resumed.path / path.relative_to(reference.path)
         assert twin.read_bytes() == path.read_bytes(), path
     assert not level0.exists("checkpoint.pt")
@@ -115,7 +116,7 @@ def test_masked_training_holds_mask_and_saved_weights_are_masked(store: Path, op
 def test_same_spec_same_result(tmp_path: Path) -> None:
     a, ra = run_tiny(tmp_path / "a", "imp.levels=1", "controls.kinds=['random_reinit','random_prune']")
     b, rb = run_tiny(tmp_path / "b", "imp.levels=1", "controls.kinds=['random_reinit','random_prune']")
-    for path in sorted(a.path.rglob("*.safetensors")):
+    for path in sorted(walk(a.path, "*.safetensors")):
         assert path.read_bytes() == (b.path / path.relative_to(a.path)).read_bytes(), path
     strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in ra["runs"]]
     assert strip == [{k: v for k, v in r.items() if k != "train_seconds"} for r in rb["runs"]]

@@ -144,8 +144,7 @@ class _Store:
     def run_dir(self, level: int, k: int, control: str | None = None) -> RunDir | None:
         if self.root is None:
             return None
-        run = layout.imp_run(self.root, k, level)
-        return layout.control_of(run, control) if control else run
+        return layout.controls(self.root, k, level) / control if control else layout.imp_run(self.root, k, level)
 
     @staticmethod
     def read(run: RunDir | None, order: list[str]) -> Run | None:

@@ -199,14 +199,14 @@ def export(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from lottery.store import RunDir
+    from lottery.store import RunDir, layout
     from lottery.store.groups import group_problems
     from lottery.store.run_dir import MANIFEST, missing_manifests
 
     if not args.path.is_dir():
         raise UserError(f"{args.path} is not a directory")
     checked = bad = 0
-    for manifest in sorted(args.path.rglob(MANIFEST)):
+    for manifest in layout.walk(args.path, MANIFEST):  # through the links into networks/
         run = RunDir(manifest.parent)
         entries = run.manifest()
         checked += len(entries)

@@ -7,16 +7,18 @@ iteration k to T, with the schedule and data order continuing from k.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
 from lottery.errors import UserError
-from lottery.experiments import tasks
+from lottery.experiments import keys, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, prune
-from lottery.store import RunDir, layout
+from lottery.store import RunDir, layout, locked
+from lottery.store.provenance import read_metadata
 from lottery.training import Job, distributed, snapshot_name, train, train_together
 
 
@@ -62,10 +64,69 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
         ctx.job(r, snapshots=points, snapshot_optimizer=snapshot_optimizer, tags=ctx.tags(run, r, "dense", 0))
         for r, run in zip(replicates, runs)
     ]
+    for r, run in zip(replicates, runs):
+        if run.read_json("summary.json") is not None and run.exists("final.safetensors"):
+            for k in points:  # a finished dense run shared with experiments that needed other rewind points
+                fill_snapshot(ctx, sibling(replicate_dir, r), r, k)
     ctx.runtime.label = f"r{replicate} level 0 (dense)" if len(runs) == 1 else "level 0 (dense)"
     if not stacked(ctx):
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
     return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True, group=group)[0]
+
+
+def snapshot_names(ctx: Context, k: int) -> list[str]:
+    """The files of W_k in the dense run: the weights, and the optimizer state where IMP rewinds it."""
+    rewind = ctx.spec.imp.optimizer_state == "rewind"
+    return [snapshot_name(k)] + ([snapshot_name(k, optimizer=True)] if rewind else [])
+
+
+def prefix_end(ctx: Context, k: int) -> int:
+    """Where a prefix run for W_k stops: at k under the step schedule (its learning rate does not depend on the end of
+    training); under the cosine schedule, whose does, the whole schedule (it still snapshots W_k)."""
+    return k if ctx.spec.training.schedule == "step" else ctx.schedule.end
+
+
+def train_prefix(ctx: Context, run: RunDir, r: int, k: int) -> dict[str, Any]:
+    """Retrain replicate r's dense run from W_0 up to `prefix_end` with its seeds, saving W_k, with the arithmetic
+    the dense run used (stacked where replicates are stacked)."""
+    schedule = dataclasses.replace(ctx.schedule, end=prefix_end(ctx, k))
+    rewind = ctx.spec.imp.optimizer_state == "rewind"
+    tags = ctx.tags(run, r, "dense_prefix", 0, rewind=k)
+    job = dataclasses.replace(ctx.job(r, snapshots=(k,), snapshot_optimizer=rewind, tags=tags), schedule=schedule)
+    model = ctx.model(ctx.training(r).init_seed)
+    ctx.runtime.label = f"r{r} dense prefix 0..{k}"
+    if not stacked(ctx):
+        return train(run, model, ctx.data, job, ctx.runtime)
+    return train_together([run], [model], ctx.data, [job], ctx.runtime, stacked=True)[0]
+
+
+def fill_snapshot(ctx: Context, replicate_dir: RunDir, r: int, k: int) -> None:
+    """W_k in a finished dense run that lacks it (it was trained for an experiment with other rewind points, k is off
+    the grid, or the file failed verification): the dense run's first k iterations are retrained in a prefix run (a
+    network of its own), and its W_k written into the dense run with the dense run's own provenance -- the bytes the
+    dense run would have written, since the prefix computes the same weights bit for bit."""
+    dense = dense_dir(replicate_dir)
+    summary = dense.read_json("summary.json")
+    names = snapshot_names(ctx, k)
+    if summary is None or all([dense.read(name) is not None for name in names]):  # every bad file is reported
+        return
+    if summary["diverged"] and summary["diverged_at"] <= k:
+        return  # it never reached k (rewind_state says so)
+    run = layout.prefix(replicate_dir, k)
+    keys.bind_one(run, keys.prefix(ctx, r, k))
+    trained = train_prefix(ctx, run, r, k)
+    if trained["diverged"] and trained["diverged_at"] <= k:
+        raise UserError(f"{run.path} diverged at iteration {trained['diverged_at']}, before rewind point {k}")
+    own = {key: value for key, value in read_metadata(dense.path / "final.safetensors").items()
+           if key not in ("file", "iteration")}  # fmt: skip
+    with locked(dense.path):
+        for name in names:
+            if dense.exists(name):
+                continue
+            if name.endswith(".safetensors"):
+                dense.with_provenance(own).write_tensors(name, run.read_tensors(name))
+            else:
+                dense.write(name, run.read(name))
 
 
 def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> tuple[dict, dict | None]:

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lottery.experiments import controls, imp, masks, stability
+from lottery.experiments import controls, imp, masks, stability, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.imp import replicate_dir
 from lottery.experiments.tasks import MissingDependency
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,8 @@ def run_task(
     this task again. A task itself never trains what another task produces. `step`: what runs one task (`execute`)."""
     tasks = tasks if tasks is not None else {t.name: t for t in plan(ctx)}
     step = step or execute
+    if not experiment.exists(layout.RUNS_FILE):  # not bound by a driver (run_experiment, sweep): bind it here
+        views.bind(ctx, experiment)
     for _ in range(len(tasks)):
         try:
             step(task, ctx, experiment)

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from lottery.errors import UserError
-from lottery.experiments import imp, stability
+from lottery.experiments import imp, stability, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.plan import Task, run_task
 from lottery.spec import ExperimentSpec, Step
 from lottery.store import RunDir, layout
-from lottery.training import snapshot_name, train, train_together
+from lottery.training import snapshot_name
 
 DEFAULT_TOLERANCE = 0.2  # percentage points: "matching" as in the papers
 DEFAULT_REFINE = 2  # bisection steps after the grid
@@ -125,12 +125,13 @@ class Search:
         ctx, end = self.ctx, self.ctx.schedule.end
         out: list[tuple[RunDir, int]] = []
         for r in range(ctx.spec.replicates):
+            views.bind_point(ctx, self.experiment, r, k, level, (CONTROL,))  # networks other experiments trained count
             rdir = imp.replicate_dir(self.experiment, r)
             dense = imp.dense_dir(rdir)
             if dense.read_json("summary.json") is None:
                 out.append((dense, end))
             if k not in ctx.dense_snapshots and not self._has_snapshot(rdir, k):
-                out.append((prefix_dir(rdir, k), self._prefix_end(k)))
+                out.append((layout.prefix(rdir, k), imp.prefix_end(ctx, k)))
             for lv in range(1, level + 1):
                 out.append((imp.level_dir(rdir, k, lv), end - k))
             copies = ctx.spec.stability.copies
@@ -147,27 +148,13 @@ class Search:
             return False
         return self.ctx.spec.imp.optimizer_state != "rewind" or dense.exists(snapshot_name(k, optimizer=True))
 
-    def _prefix_end(self, k: int) -> int:
-        # The step schedule's learning rate does not depend on the end of training: the prefix stops at k. The
-        # cosine schedule's does, so there the prefix runs the whole schedule (it still snapshots W_k).
-        return k if self.ctx.spec.training.schedule == "step" else self.ctx.schedule.end
-
     def ensure_snapshot(self, r: int, k: int) -> None:
         """W_k (and the optimizer state at k where IMP rewinds it) in the dense run's snapshots."""
-        ctx = self.ctx
         rdir = imp.replicate_dir(self.experiment, r)
-        if k in ctx.dense_snapshots or self._has_snapshot(rdir, k):
-            return
-        imp.train_dense(ctx, rdir, r)  # the dense run first (read back when stored): its final weights prune level 1
-        with_optimizer = ctx.spec.imp.optimizer_state == "rewind"
-        run = prefix_dir(rdir, k)
-        summary = train_prefix(ctx, run, r, k, self._prefix_end(k))
-        if summary["diverged"] and summary["diverged_at"] <= k:
-            raise UserError(f"{run.path} diverged at iteration {summary['diverged_at']}, before rewind point {k}")
-        dense = imp.dense_dir(rdir)
-        names = [snapshot_name(k)] + ([snapshot_name(k, optimizer=True)] if with_optimizer else [])
-        for name in names:  # byte for byte: the file's provenance names the prefix run that computed it
-            dense.write(name, run.read(name))
+        imp.train_dense(
+            self.ctx, rdir, r
+        )  # the dense run first (read back when stored): its final weights prune level 1
+        imp.fill_snapshot(self.ctx, rdir, r, k)
 
     # -- one probe -----------------------------------------------------------------------------------------------
     def probe(self, subject: str, k: int) -> bool:
@@ -254,24 +241,6 @@ def point_tasks(r: int, k: int, level: int) -> dict[str, Task]:
         tasks.append(Task(names.level(r, k, lv), "level", r, k, lv, deps=(tasks[-1].name,)))
     tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=(names.level(r, k, level),)))
     return {task.name: task for task in tasks}
-
-
-def prefix_dir(rdir: RunDir, k: int) -> RunDir:
-    return layout.prefix(rdir, k)
-
-
-def train_prefix(ctx: Context, run: RunDir, r: int, k: int, end: int) -> dict[str, Any]:
-    """Retrain replicate r's dense run from W_0 up to `end` (>= k) with its seeds, saving W_k, with the arithmetic
-    the dense run used (stacked where replicates are stacked)."""
-    schedule = dataclasses.replace(ctx.schedule, end=end)
-    rewind = ctx.spec.imp.optimizer_state == "rewind"
-    tags = ctx.tags(run, r, "dense_prefix", 0, rewind=k)
-    job = dataclasses.replace(ctx.job(r, snapshots=(k,), snapshot_optimizer=rewind, tags=tags), schedule=schedule)
-    model = ctx.model(ctx.training(r).init_seed)
-    ctx.runtime.label = f"r{r} dense prefix 0..{k}"
-    if not imp.stacked(ctx):
-        return train(run, model, ctx.data, job, ctx.runtime)
-    return train_together([run], [model], ctx.data, [job], ctx.runtime, stacked=True)[0]
 
 
 def cost_of(ctx: Context, level: int, dense: list[int], pruned: list[int]) -> dict[str, int]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lottery.collective import is_main
-from lottery.experiments import controls, imp, masks, predictors, results, stability
+from lottery.experiments import controls, imp, masks, predictors, results, stability, views
 from lottery.experiments.context import Context
 from lottery.experiments.plan import plan, replicate_dir, run_task
 from lottery.loggers.summary import log_experiment
@@ -38,6 +38,7 @@ def run_experiment(
     with locked(experiment.path, wait=wait):  # under torchrun taken by rank 0 for all ranks
         check_collision(experiment, spec)
         write_spec(experiment, spec, preset)
+        views.bind(ctx, experiment, dense_only)  # its run directories: links to the networks it shares
         planned = plan(ctx, dense_only)
         everything = {t.name: t for t in plan(ctx)}
         for task in planned:

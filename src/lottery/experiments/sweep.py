@@ -87,7 +87,7 @@ def run_sweep(
     The sweep holds every one of its experiments' locks from the first write to the last, as `lottery run`
     holds its experiment's (taken in one order by every process, so two sweeps never deadlock); `wait` False:
     refuse, instead of waiting, when another process holds one."""
-    from lottery.experiments import executors
+    from lottery.experiments import executors, views
     from lottery.experiments.plan import plan
     from lottery.experiments.run import write_results
     from lottery.loggers.summary import log_experiment
@@ -107,6 +107,7 @@ def run_sweep(
         for (spec, used_preset, _), ctx in zip(points, contexts):
             check_collision(experiment_dir(root, spec), spec)  # again: another process may have written it meanwhile
             write_spec(experiment_dir(root, spec), spec, used_preset)
+            views.bind(ctx, experiment_dir(root, spec))  # networks shared between the grid's experiments
             jobs += [executors.Job(spec, task) for task in plan(ctx)]
         if executor == "ray":
             outcome = executors.run_ray(jobs, root, runtime, retries, address, workers)

@@ -37,9 +37,9 @@ def find_run(
             rewind = points[0]
         elif rewind not in points:
             raise UserError(f"no rewind point {rewind} in {experiment} (it has: {points or 'none'})")
-        run = RunDir(layout.level(rdir, rewind, level))
-        if kind != "imp":
-            run = layout.control_of(run, layout.control_name(kind, seed))
+        run = RunDir(
+            layout.level(rdir, rewind, level) if kind == "imp" else layout.control(rdir, rewind, level, kind, seed)
+        )
     if run.read_json("summary.json") is None:
         raise UserError(f"{run.path} holds no finished run (run the experiment first; see 'lottery show')")
     return run

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
 from lottery.errors import UserError
@@ -26,20 +25,6 @@ class LeNet(Network):
         for layer in self.hidden:
             x = layer(x).relu()
         return self.out(x)
-
-    def forward_stacked(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        """K copies at once (`lottery.training.stacked`): `params` stacked along a new leading dimension, x of
-        shape (K, batch, ...) -> logits (K, batch, classes). Activations are kept feature-major (K, features,
-        batch), so each weight's gradient comes out of one batched matmul already in the weight's layout (vmap's
-        generic form materializes a transposed copy of every weight gradient, which costs more than the matmuls
-        of LeNet on a CPU)."""
-        h = x.flatten(2).transpose(1, 2)
-        layers = [f"hidden.{i}" for i in range(len(self.hidden))] + ["out"]
-        for i, name in enumerate(layers):
-            h = torch.baddbmm(params[f"{name}.bias"].unsqueeze(2), params[f"{name}.weight"], h)
-            if i < len(layers) - 1:
-                h = h.relu()
-        return h.transpose(1, 2)
 
 
 @register(r"lenet(_[0-9]+)+", "lenet_300_100")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lottery.errors import UserError
 from lottery.spec import ExperimentSpec, build, spec_hash, to_dict, to_toml
+from lottery.store import layout
 from lottery.store.run_dir import RunDir
 
 DEFAULT_ROOT = "runs"
@@ -40,11 +41,26 @@ def check_collision(run: RunDir, spec: ExperimentSpec) -> None:
         )
 
 
+def check_format(run: RunDir) -> None:
+    """Refuse an experiment made before store format 2 (a spec.json without runs.json: its runs are directories
+    inside it, laid out otherwise), in one line."""
+    if (run.path / "spec.json").exists() and not (run.path / layout.RUNS_FILE).exists():
+        raise UserError(
+            f"{run.path} predates store format {layout.FORMAT} (runs named by what determines them, "
+            "docs/run-format.md): `lottery verify` still checks it; re-run its spec.toml into a new store (--out) to "
+            "use it with this version"
+        )
+
+
 def write_spec(run: RunDir, spec: ExperimentSpec, preset: str | None) -> None:
     """spec.json (canonical, all settings, plus the preset it came from) and spec.toml; either one that is
-    missing or fails verification is written again (keeping the preset first recorded)."""
+    missing or fails verification is written again (keeping the preset first recorded). A new experiment gets its
+    (empty) runs.json first: the mark of store format 2."""
+    check_format(run)
     stored = run.read("spec.json", quiet=True)  # (check_collision has already reported a bad one)
     if stored is None:
+        if not run.exists(layout.RUNS_FILE):
+            run.write_json(layout.RUNS_FILE, {"format": layout.FORMAT, "runs": {}})
         data = {"preset": preset, **to_dict(spec)} if preset else to_dict(spec)
         run.write("spec.json", (json.dumps(data, indent=2) + "\n").encode())
     else:
@@ -56,6 +72,7 @@ def write_spec(run: RunDir, spec: ExperimentSpec, preset: str | None) -> None:
 
 def load_spec(path: Path) -> tuple[ExperimentSpec, str | None]:
     run = RunDir(path)
+    check_format(run)
     data = run.read_json("spec.json")
     if data is None:
         raise UserError(f"{path} is not an experiment directory (no valid spec.json)")

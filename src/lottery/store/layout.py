@@ -1,11 +1,23 @@
-"""The on-disk layout of an experiment: the only module that spells the path of a run inside an experiment.
+"""The on-disk layout of a store: the only module that spells where a trained network or an experiment lives.
+
+    <store>/networks/<kind>/<hash>/                     one trained network, named by what determines its weights
+                                                        (its key.json; experiments/keys.py); shared by experiments
+    <store>/<spec hash>/                                an experiment: a view (spec, results, report) whose run
+                                                        directories below are links to networks, listed in runs.json
+
+Inside an experiment (the view every reader uses; each run directory a relative symlink into networks/):
 
     <experiment>/replicate_<r>/level_0                                      the dense run (W_0 -> T)
     <experiment>/replicate_<r>/level_0/snapshots/iter_<k>.safetensors       W_k (and iter_<k>.optimizer.pt)
     <experiment>/replicate_<r>/rewind_<k>it/level_<L>                       IMP level L rewound to k
-    <experiment>/replicate_<r>/rewind_<k>it/level_<L>/controls/<kind>_seed<s>
+    <experiment>/replicate_<r>/rewind_<k>it/controls/level_<L>/<kind>_seed<s>
     <experiment>/replicate_<r>/rewind_<k>it/stability/level_<L>/<kind>_copy<i>   (analysis.json beside them)
     <experiment>/replicate_<r>/masks/<kind>/density_<d>_seed<s>             a [masks] run (early_bird.json in masks/)
+    <experiment>/replicate_<r>/prefix_<k>it                                 the dense run's iterations 0..k retrained
+                                                                            (W_k where the dense run never saved it)
+
+An experiment made before format 2 has no runs.json: real directories inside it, with the controls inside their
+level's run. `lottery verify` checks it; `run`, `show` and `report` say in one line that it predates the format.
 
 Every function takes and returns the same kind of path: a `RunDir` or a `pathlib.Path` (anything with `/`).
 The Python API's IMP driver (`lottery.api.imp`) writes the same layout under its own root, without the
@@ -14,6 +26,8 @@ The Python API's IMP driver (`lottery.api.imp`) writes the same layout under its
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import re
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -29,6 +43,66 @@ _REWIND = re.compile(r"^rewind_(\d+)it$")
 SNAPSHOT_FILE = re.compile(r"(?:^|/)snapshots/iter_(\d+)\.safetensors$")  # a weights snapshot; group 1: iteration
 SNAPSHOT_TEMPORARIES = "snapshots/.*.tmp"  # glob: half-written snapshots (store/atomic.py's temporaries)
 STABILITY_ANALYSES = "rewind_*it/stability/level_*/analysis.json"  # glob under a replicate directory
+
+
+FORMAT = 2  # the store format: networks named by their key, experiments as views (runs.json)
+RUNS_FILE = "runs.json"  # an experiment's view: {"format": 2, "runs": {view path: network path}}
+NETWORKS = "networks"
+KEY_FILE = "key.json"  # in a network's directory: its key (what determines it), written once when first bound
+
+
+def network(store: Path, kind: str, digest: str) -> Path:
+    """The directory of the trained network of `kind` (dense, imp, control kinds, copy, mask kinds, prefix) whose
+    key hashes to `digest`."""
+    return Path(store) / NETWORKS / kind / digest
+
+
+def store_of(experiment: Path) -> Path:
+    """The store an experiment directory belongs to."""
+    return Path(experiment).parent
+
+
+def store_of_run(view: Path) -> Path:
+    """The store of a run directory inside an experiment (`<store>/<spec hash>/replicate_<r>/...`)."""
+    parts = Path(view).parts
+    for i in range(len(parts) - 1, 0, -1):
+        if re.fullmatch(r"replicate_\d+", parts[i]):
+            return Path(*parts[: i - 1])
+    raise ValueError(f"{view} is not a run directory inside an experiment")
+
+
+def bind(view: Path, target: Path) -> bool:
+    """Make the run directory `view` of an experiment a relative symlink to the network directory `target`
+    (created if missing), atomically. A real directory already at `view` (a store made before format 2) is kept
+    and used in place. Returns whether `view` is (now) a link to `target`."""
+    view, target = Path(view), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    if view.is_dir() and not view.is_symlink():
+        return False
+    view.parent.mkdir(parents=True, exist_ok=True)
+    link = os.path.relpath(target, view.parent)
+    if view.is_symlink() and os.readlink(view) == link:
+        return True
+    temporary = view.parent / f".{view.name}.{os.getpid()}.link.tmp"
+    temporary.unlink(missing_ok=True)
+    os.symlink(link, temporary)
+    os.replace(temporary, view)  # atomic: a reader sees the old link or the new one
+    return True
+
+
+def walk(root: Path, *patterns: str) -> list[Path]:
+    """Every file under `root` whose name matches one of `patterns` (fnmatch), following an experiment's links into
+    networks/ (a directory reached twice is listed once, under the first path found), sorted."""
+    found, seen = [], set()
+    for directory, subdirectories, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirectories.clear()
+            continue
+        seen.add(real)
+        subdirectories.sort()
+        found += [Path(directory) / f for f in files if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+    return sorted(found)
 
 
 def replicate(experiment: P, r: int) -> P:
@@ -72,14 +146,15 @@ def control_name(kind: str, seed: int) -> str:
     return f"{kind}_seed{seed}"
 
 
-def control_of(level_run: P, name: str) -> P:
-    """The control run called `name` (`control_name`) of an IMP level's run."""
-    return level_run / "controls" / name  # type: ignore[return-value]
+def controls(replicate_dir: P, k: int, level_: int) -> P:
+    """The directory of the controls of IMP level `level_` rewound to k (beside the level's run, not inside it: a
+    level's network is shared by experiments whose controls differ)."""
+    return rewind(replicate_dir, k) / "controls" / f"level_{level_}"  # type: ignore[return-value]
 
 
 def control(replicate_dir: P, k: int, level_: int, kind: str, seed: int) -> P:
     """The control (kind, seed) of IMP level `level_` rewound to k."""
-    return control_of(level(replicate_dir, k, level_), control_name(kind, seed))
+    return controls(replicate_dir, k, level_) / control_name(kind, seed)  # type: ignore[return-value]
 
 
 def stability(replicate_dir: P, k: int, level_: int) -> P:

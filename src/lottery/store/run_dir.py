@@ -182,12 +182,12 @@ def missing_manifests(root: Path) -> list[tuple[Path, int]]:
     `manifest.json` (a run's snapshot files belong to the run's manifest): none of them is trusted, and the next
     run recomputes them."""
     missing: dict[Path, int] = {}
-    for directory in sorted({p.parent for pattern in ARTIFACTS for p in root.rglob(pattern)}):
+    for directory in sorted({p.parent for p in layout.walk(root, *ARTIFACTS)}):
         owner = directory.parent if directory.name == "snapshots" else directory
         if any(part.startswith(".") for part in directory.relative_to(root).parts) or (owner / MANIFEST).exists():
             continue
         count = sum(1 for p in directory.iterdir() if p.is_file() and not p.name.startswith(".") and
-                    any(p.match(pattern) for pattern in ARTIFACTS))  # fmt: skip
+                    p.name != layout.KEY_FILE and any(p.match(pattern) for pattern in ARTIFACTS))  # fmt: skip
         if count:
             missing[owner] = missing.get(owner, 0) + count
     return sorted(missing.items())

@@ -27,7 +27,7 @@ from lottery.models import Network
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir, locked
 from lottery.training import distributed
-from lottery.training.loop import Job, Runtime, Session, describe, is_finished, train
+from lottery.training.loop import Job, Runtime, Session, is_finished, run_loop, train
 from lottery.training.stacked import Stacked, optimizer_signature, unsupported
 
 SEED_FIELDS = ("init_seed", "data_order_seed", "augmentation_seed")
@@ -125,8 +125,9 @@ def train_together(
 
 
 def _relative(group: Sequence[RunDir], run: RunDir) -> list[str]:
-    """The group's directories relative to `run`'s (its own is '.'), as its summary records them."""
-    return [os.path.relpath(member.path, run.path) for member in group]
+    """The group's directories relative to `run`'s (its own is '.'), as its summary records them: where the runs
+    are stored (an experiment's run directories are links into the store's networks/)."""
+    return [os.path.relpath(os.path.realpath(member.path), os.path.realpath(run.path)) for member in group]
 
 
 def _named(runtime: Runtime, run: RunDir) -> Runtime:
@@ -135,55 +136,38 @@ def _named(runtime: Runtime, run: RunDir) -> Runtime:
 
 
 def _train_stacked(sessions: list[Session], size: int) -> None:
-    """The training loop (`loop.train_session`) for sessions at one iteration, one stacked step for all: session
-    s is copy `s.arithmetic["position"]` of a stack of `size` copies, the others placeholders (copies of the first
-    session, fed its batches, whose results are never read)."""
-    first = sessions[0]
-    job, end = first.job, first.job.schedule.end
-    slots = [first] * size
-    for s in sessions:
-        slots[s.arithmetic["position"]] = s
-    where = [s.arithmetic["position"] for s in sessions]  # session i's copy in the stack
-    streams = [s.stream() for s in sessions]
-    models, masks, optimizers = [s.model for s in slots], [s.mask for s in slots], [s.optimizer for s in slots]
-    stacked = Stacked(models, masks, optimizers, job.training)
-    autocast = first.autocast()
-    active = list(range(len(sessions)))  # copies not finished (a diverged copy finishes where it diverged)
-    bar = first.progress_bar()
-    t = first.t
-    while True:
-        lead = sessions[active[0]]  # every active session is at iteration t with the same schedule
-        if t in job.snapshots:
-            for i in active:
-                optimizer = sessions[i].optimizer if job.snapshot_optimizer else None
-                stacked.write_back(where[i], sessions[i].model, optimizer)
-                sessions[i].snapshot()
-        lr = lead.lr()
-        if lead.evaluation_due():
-            for i in active:
-                stacked.write_back(where[i], sessions[i].model)
-                bar.set_postfix_str(describe(sessions[i].evaluate(lr)))
-                if sessions[i].diverged_at is not None:
-                    sessions[i].finish()
-            active = [i for i in active if sessions[i].diverged_at is None]
-        if t == end or not active:
-            break
-        if lead.checkpoint_due():
-            for i in active:
-                stacked.write_back(where[i], sessions[i].model, sessions[i].optimizer)
-                sessions[i].checkpoint()
-        batches = [stream.batch(t) for stream in streams]
-        fed = [batches[0]] * size
-        for i, batch in enumerate(batches):
-            fed[where[i]] = batch
-        losses = stacked.step(torch.stack([x for x, _ in fed]), torch.stack([y for _, y in fed]), lr, autocast)
-        for i in active:
-            sessions[i].add_loss(losses[where[i]])
-        t += 1
+    """The training loop (`loop.run_loop`) for sessions at one iteration, one stacked step for all."""
+    run_loop(sessions, StackedSteps(sessions, size))
+
+
+class StackedSteps:
+    """The loop's backend for sessions trained as one stacked model: session s is copy `s.arithmetic["position"]`
+    of a stack of `size` copies, the others placeholders (copies of the first session, fed its batches, whose
+    results are never read)."""
+
+    def __init__(self, sessions: list[Session], size: int) -> None:
+        first = sessions[0]
+        slots = [first] * size
         for s in sessions:
-            s.t = t
-        bar.update()
-    bar.close()
-    for i in active:
-        stacked.write_back(where[i], sessions[i].model)
-        sessions[i].finish()
+            slots[s.arithmetic["position"]] = s
+        self.sessions, self.size = sessions, size
+        self.where = {id(s): s.arithmetic["position"] for s in sessions}  # a session's copy in the stack
+        self.streams = [s.stream() for s in sessions]
+        models, masks, optimizers = [s.model for s in slots], [s.mask for s in slots], [s.optimizer for s in slots]
+        self.stacked = Stacked(models, masks, optimizers, first.job.training)
+        self.autocast = first.autocast()
+
+    def sync(self, sessions: list[Session], optimizer: bool) -> None:
+        for s in sessions:
+            self.stacked.write_back(self.where[id(s)], s.model, s.optimizer if optimizer else None)
+
+    def step(self, sessions: list[Session], lr: float) -> list[torch.Tensor]:
+        t = sessions[0].t
+        batches = [stream.batch(t) for stream in self.streams]  # every session's, finished ones too
+        fed = [batches[0]] * self.size
+        for s, batch in zip(self.sessions, batches):
+            fed[self.where[id(s)]] = batch
+        losses = self.stacked.step(
+            torch.stack([x for x, _ in fed]), torch.stack([y for _, y in fed]), lr, self.autocast
+        )
+        return [losses[self.where[id(s)]] for s in sessions]

@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
@@ -129,46 +129,98 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
 
 
 def train_session(s: Session) -> dict[str, Any]:
-    """The loop: from the session's iteration to the end of its schedule."""
-    runtime, model, end = s.runtime, s.model, s.job.schedule.end
-    stream, autocast, device = s.stream(), s.autocast(), runtime.device
-    channels_last = runtime.channels_last if runtime.channels_last is not None else device.type == "cuda"
-    channels_last = channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; `model` itself otherwise
-    if runtime.compile:
-        net = torch.compile(net)
-    bar = s.progress_bar()
-    model.train()
-    while True:
-        s.snapshot()
-        lr = s.lr()
-        if s.evaluation_due():
-            bar.set_postfix_str(describe(s.evaluate(lr)))
-        if s.t == end or s.diverged_at is not None:
-            break
-        if s.checkpoint_due():
-            s.checkpoint()
+    """One run alone: the loop with the plain PyTorch step."""
+    run_loop([s], Alone(s))
+    return s.summary
 
+
+class Backend(Protocol):
+    """How the loop takes a step: `Alone` (one run, the plain PyTorch step, DDP or torch.compile), or several runs
+    as one stacked model (`training/copies.py`)."""
+
+    def sync(self, sessions: list[Session], optimizer: bool) -> None:
+        """Bring each session's own model (and, with `optimizer`, its optimizer state) up to date, before anything
+        reads them: a snapshot, an evaluation, a checkpoint, the end."""
+
+    def step(self, sessions: list[Session], lr: float) -> list[torch.Tensor]:
+        """Take step t (the sessions' iteration) of every session in `sessions` at learning rate `lr`; the mean
+        training loss of each."""
+        ...
+
+
+def run_loop(sessions: list[Session], backend: Backend) -> None:
+    """The loop, the one place its order of events is written: at iteration t, snapshot (a rewind point), evaluate
+    (an evaluation point; a diverged run finishes there), stop at the end, checkpoint (when due), take step t. The
+    sessions share one schedule and iteration; each finishes with its final weights and summary."""
+    job, active = sessions[0].job, list(sessions)
+    bar = sessions[0].progress_bar()
+    while True:
+        lead = active[0]
+        if lead.t in job.snapshots:
+            backend.sync(active, optimizer=job.snapshot_optimizer)
+            for s in active:
+                s.snapshot()
+        lr = lead.lr()
+        if lead.evaluation_due():
+            backend.sync(active, optimizer=False)
+            for s in active:
+                bar.set_postfix_str(describe(s.evaluate(lr)))
+                if s.diverged_at is not None:
+                    s.finish()
+            active = [s for s in active if s.diverged_at is None]
+        if not active or lead.t == job.schedule.end:
+            break
+        if lead.checkpoint_due():
+            backend.sync(active, optimizer=True)
+            for s in active:
+                s.checkpoint()
+        for s, loss in zip(active, backend.step(active, lr)):
+            s.add_loss(loss)
+        for s in sessions:
+            s.t += 1
+        bar.update()
+    bar.close()
+    backend.sync(active, optimizer=False)
+    for s in active:
+        s.finish()
+
+
+class Alone:
+    """One run: its own model steps (wrapped in DistributedDataParallel under torchrun; compiled with --compile;
+    channels_last for convolutions on CUDA)."""
+
+    def __init__(self, s: Session) -> None:
+        runtime, model, device = s.runtime, s.model, s.runtime.device
+        self.session, self.stream, self.autocast = s, s.stream(), s.autocast()
+        channels_last = runtime.channels_last if runtime.channels_last is not None else device.type == "cuda"
+        self.channels_last = channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; `model` itself otherwise
+        self.net = torch.compile(net) if runtime.compile else net
+        model.train()
+
+    def sync(self, sessions: list[Session], optimizer: bool) -> None:
+        pass  # the run's own model and optimizer are what train
+
+    def step(self, sessions: list[Session], lr: float) -> list[torch.Tensor]:
+        s = self.session
         for group in s.optimizer.param_groups:
             group["lr"] = lr
-        x, y = distributed.local_batch(stream, s.t)  # this rank's slice of the global batch (all of it in one process)
-        if channels_last:
+        x, y = distributed.local_batch(
+            self.stream, s.t
+        )  # this rank's slice of the global batch (all of it in one process)
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            loss = s.loss(net(x), y)
+        with self.autocast:
+            loss = s.loss(self.net(x), y)
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # exact_step: optimizer.step() bit for bit, faster on the CPU (training/optimizer.py). Both run the
         # optimizer's step hooks, through which the attached mask holds (lottery.attach).
         if not exact_step(s.optimizer):
             s.optimizer.step()
-        s.add_loss(loss.detach())
-        s.t += 1
-        bar.update()
-    bar.close()
-    return s.finish()
+        return [loss.detach()]
 
 
 class Session:
@@ -350,6 +402,7 @@ class Session:
         summary["arithmetic"] = self.arithmetic
         self.run.write_json("summary.json", summary)
         self.run.remove("checkpoint.pt")
+        self.summary = summary
         return summary
 
 

@@ -1,0 +1,154 @@
+"""Every trained network is computed once and shared by every experiment that needs it (docs/run-format.md): a
+network's directory is named by the hash of what determines its weights, and an experiment is a view whose run
+directories link to those networks. Counted here: the networks each experiment actually trains."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_tiny, tiny_spec
+from lottery.cli.main import main
+from lottery.errors import UserError
+from lottery.experiments.run import run_experiment
+from lottery.store import layout
+from lottery.training import Runtime, loop
+
+LEVELS = ("imp.levels=3", 'imp.rewind=["20it"]')
+
+
+@pytest.fixture
+def trained(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The network directories that open a training session (train, resume or train stacked), in order."""
+    opened: list[Path] = []
+    lock = threading.Lock()
+    init = loop.Session.__init__
+
+    def recording(self: loop.Session, run, *args, **kwargs) -> None:  # noqa: ANN001
+        with lock:
+            opened.append(Path(run.path).resolve())
+        init(self, run, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Session, "__init__", recording)
+    return opened
+
+
+def views(experiment: Path, *relative: str) -> list[Path]:
+    return sorted((experiment / r).resolve() for r in relative)
+
+
+def test_more_levels_train_only_the_new_levels(store: Path, trained: list[Path]) -> None:
+    first, _ = run_tiny(store, *LEVELS)
+    assert len(trained) == 4  # the dense run and three levels
+    trained.clear()
+    second, results = run_tiny(store, "imp.levels=5", 'imp.rewind=["20it"]')
+    assert second.path != first.path  # another experiment (view) ...
+    levels = [f"replicate_0/rewind_20it/level_{n}" for n in (4, 5)]
+    assert sorted(trained) == views(second.path, *levels)  # ... that trains only levels 4 and 5
+    for shared in ("replicate_0/level_0", *(f"replicate_0/rewind_20it/level_{n}" for n in (1, 2, 3))):
+        assert (first.path / shared).resolve() == (second.path / shared).resolve()
+    assert [r["level"] for r in results["runs"] if r["kind"] == "imp"] == [1, 2, 3, 4, 5]
+
+
+def test_adding_a_control_trains_only_the_controls(store: Path, trained: list[Path]) -> None:
+    run_tiny(store, *LEVELS)
+    trained.clear()
+    experiment, results = run_tiny(store, *LEVELS, 'controls.kinds=["random_prune"]')
+    controls = [f"replicate_0/rewind_20it/controls/level_{n}/random_prune_seed0" for n in (1, 2, 3)]
+    assert sorted(trained) == views(experiment.path, *controls)
+    assert sum(r["kind"] == "random_prune" for r in results["runs"]) == 3
+
+
+def test_adding_a_replicate_trains_only_that_replicate(store: Path, trained: list[Path]) -> None:
+    run_tiny(store, "imp.levels=1")
+    trained.clear()
+    experiment, _ = run_tiny(store, "imp.levels=1", "replicates=2")
+    assert sorted(trained) == views(experiment.path, "replicate_1/level_0", "replicate_1/rewind_0it/level_1")
+
+
+def test_analysis_settings_train_nothing(store: Path, trained: list[Path]) -> None:
+    stability = (
+        "imp.levels=1",
+        'stability.rewind=["20it"]',
+        "stability.levels=[1]",
+        "stability.interpolation_points=3",
+    )
+    first, before = run_tiny(store, *stability)
+    assert len(trained) == 2 + 2 * 2 + 1  # dense, level 1, two copies of each subject, and W_20 from the dense run
+    trained.clear()
+    second, after = run_tiny(store, *stability, "stability.interpolation_points=5", "stability.threshold=0.0")
+    assert trained == []
+    assert second.path != first.path
+    point = next(p for p in after["stability"]["points"] if p["kind"] == "imp")
+    assert point["data_order"]["stable"] is False  # no barrier is below 0
+    curve = json.loads((second.path / point["data_order"]["pairs"][0]["curve"]).read_text())
+    assert len(curve["test_error"]) == 5  # the analysis itself was redone with the new settings
+    assert before["runs"] == after["runs"]
+
+
+def test_a_rewind_point_added_later_is_the_one_the_dense_run_would_have_saved(
+    store: Path, tmp_path: Path, trained: list[Path]
+) -> None:
+    run_tiny(store, "imp.levels=1")
+    trained.clear()
+    experiment, _ = run_tiny(store, "imp.levels=1", 'imp.rewind=["0it", "20it"]')
+    rdir = layout.replicate(experiment.path, 0)
+    assert sorted(trained) == sorted([layout.prefix(rdir, 20).resolve(), layout.level(rdir, 20, 1).resolve()])
+    fresh, _ = run_tiny(tmp_path / "fresh", "imp.levels=1", 'imp.rewind=["0it", "20it"]')
+    ours = (rdir / "level_0" / layout.snapshot(20)).read_bytes()
+    theirs = (layout.dense(layout.replicate(fresh.path, 0)) / layout.snapshot(20)).read_bytes()
+    assert ours != theirs  # the provenance differs (it names the prefix run) ...
+    a = (layout.level(rdir, 20, 1) / "final.safetensors").read_bytes()
+    b = (layout.level(layout.replicate(fresh.path, 0), 20, 1) / "final.safetensors").read_bytes()
+    from lottery.store.atomic import tensors_from_bytes
+
+    x, y = tensors_from_bytes(ours), tensors_from_bytes(theirs)
+    assert all(torch.equal(x[n], y[n]) for n in y)  # ... the weights do not, nor what level 1 trains from them
+    p, q = tensors_from_bytes(a), tensors_from_bytes(b)
+    assert all(torch.equal(p[n], q[n]) for n in q)
+
+
+def test_two_experiments_at_once_train_their_shared_dense_run_once(store: Path, trained: list[Path]) -> None:
+    errors: list[BaseException] = []
+
+    def run(levels: int) -> None:
+        try:
+            run_experiment(tiny_spec(f"imp.levels={levels}"), None, store, Runtime(progress=False))
+        except BaseException as error:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(levels,)) for levels in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    dense = [path for path in trained if path.parent.name == "dense"]
+    assert len(dense) == 1, trained
+    assert len(trained) == 3  # the dense run, level 1 (shared too), level 2
+
+
+def test_a_store_from_before_the_format_is_refused_in_one_line_and_still_verified(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiment, _ = run_tiny(store, "imp.levels=1")
+    old = tmp_path / "old" / experiment.path.name
+    shutil.copytree(experiment.path, old, symlinks=False)  # real directories inside the experiment, as format 1
+    (old / layout.RUNS_FILE).unlink()
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest[layout.RUNS_FILE]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    for command in (["report", str(old)], ["show", str(old)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "predates store format 2" in err, err
+    with pytest.raises(UserError, match="predates store format 2"):
+        run_tiny(old.parent, "imp.levels=1")
+    assert main(["verify", str(old)]) == 0
+    assert capsys.readouterr().out.strip().endswith(" 0 problem(s)")
