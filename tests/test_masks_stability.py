@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,14 @@ def test_mask_sources_go_through_the_stability_analysis(store: Path) -> None:
         for i, copy in enumerate(record["copies"]):
             assert copy["path"] == str(layout.copy(where, kind, i).path.relative_to(experiment.path))
             trained = layout.copy(where, kind, i)
+            assert trained.path.is_symlink()  # a network of the store, named by its key: the [masks] run and i
+            key = json.loads((trained.path / layout.KEY_FILE).read_text())
+            assert (key["kind"], key["copy"], key["subject"]["kind"], key["subject"]["density"]) == (
+                "copy",
+                i,
+                kind,
+                density,
+            )
             assert all(torch.equal(a, b) for a, b in zip(
                 trained.read_tensors("mask.safetensors").values(), run.read_tensors("mask.safetensors").values()
             ))  # fmt: skip
@@ -80,6 +89,11 @@ def test_mask_sources_go_through_the_stability_analysis(store: Path) -> None:
     path = write_report(experiment.path)
     assert (path.parent / "mask_sources_stability_vs_remaining.png").stat().st_size > 0
     report = path.read_text()  # the stability table: a row per kind and target density
+    # analysis settings never enter a key: another experiment analysing the same subjects trains no copy again
+    networks = sorted((store / "networks" / "copy").iterdir())
+    assert len(networks) == 2 * (1 + len(STUDIED))
+    run_tiny(store, *SPEC, "stability.interpolation_points=5")
+    assert sorted((store / "networks" / "copy").iterdir()) == networks
     assert "Mask sources in the stability analysis" in report  # its footnote, linking to docs/measured.md
     section = report.split("<h2>Stability</h2>")[1].split("<h2>")[0]
     assert section.count('<tr class="snip_reinit">') == 2 and section.count('<tr class="dense">') == 1

@@ -7,7 +7,7 @@ A key holds exactly what determines the network's weights (docs/run-format.md):
 - IMP level L: level L-1's key (the chain down to the dense run), the pruning settings, the one-shot density
   (level 1), the rewind point k and the optimizer-state option;
 - a control: its level's key, its kind, its seed and the pairing rule;
-- a stability copy: its subject's key (the dense run at k, an IMP level, or a control), its index;
+- a stability copy: its subject's key (the dense run at k, an IMP level, a control, or a [masks] run), its index;
 - a [masks] run: the dense run's key, k, its kind, density and seed, and the settings its source reads;
 - a prefix (the dense run's first k iterations, where W_k was never saved): the dense run's key and k.
 
@@ -27,6 +27,7 @@ from typing import Any
 
 from lottery.experiments.context import Context
 from lottery.experiments.mask_points import at_iteration
+from lottery.pruning.early_bird import TRACE_NORMALISATION
 from lottery.spec import to_dict
 from lottery.store import layout
 from lottery.store.atomic import write_json
@@ -106,6 +107,7 @@ def mask_run(ctx: Context, r: int, kind: str, source: str, density: float, seed:
         reads.update(
             source=spec.early_bird_source, threshold=spec.early_bird_threshold, every=spec.early_bird_every,
             rounds=spec.rounds.get(spec.early_bird_source), schedule=spec.schedule,
+            normalised_by=TRACE_NORMALISATION,  # what the threshold is compared with (pruning/early_bird.py)
         )  # fmt: skip
     return {
         "kind": kind,
@@ -116,6 +118,12 @@ def mask_run(ctx: Context, r: int, kind: str, source: str, density: float, seed:
         "reads": reads,
         "optimizer_state": ctx.spec.imp.optimizer_state,
     }
+
+
+def mask_copy(ctx: Context, r: int, kind: str, source: str, density: float, seed: int, i: int) -> dict[str, Any]:
+    """Copy i of the [masks] run (kind, density, seed) as a stability subject (`stability.masks`): its mask and
+    start are the run's."""
+    return {"kind": "copy", "subject": mask_run(ctx, r, kind, source, density, seed), "copy": i}
 
 
 def prefix(ctx: Context, r: int, k: int) -> dict[str, Any]:

@@ -19,14 +19,13 @@ from lottery.experiments.mask_points import at_iteration, snapshot_points, trace
 from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, random_like
-from lottery.pruning.early_bird import mask_distance, random_expectation, settled_at
+from lottery.pruning.early_bird import TRACE_NORMALISATION, mask_distance, random_expectation, settled_at
 from lottery.pruning.sources import find_mask, sources
 from lottery.spec import ExperimentSpec
 from lottery.store import RunDir, layout
 from lottery.training import Job, snapshot_name, train, train_together
 from lottery.training.loop import is_finished
 
-TRACE_NORMALISATION = "kept"  # early-bird distances: |a ⊕ b| / (|a| + |b|) (lottery.pruning.early_bird)
 STREAMS = {"magnitude": 21, "snip": 22, "grasp": 23, "synflow": 24, "random": 25, "early_bird": 26,
            "shuffle": 31, "reinit": 32, "invert": 33, "trace": 40}  # fmt: skip
 

@@ -78,33 +78,39 @@ def stability_dir(replicate_dir: RunDir, k: int, level: int) -> RunDir:
 
 def subject_dir(replicate_dir: RunDir, k: int, level: int, subject: Subject) -> RunDir:
     """Where a subject's copies and interpolation curves live: the point's stability directory (the dense
-    network's: level 0's, shared by every level); a [masks] subject's, below it in the [masks] layout."""
-    where = stability_dir(replicate_dir, k, 0 if subject.kind == "dense" else level)
-    if subject.target_density is None:
-        return where
-    return layout.mask_run(where, subject.kind, subject.target_density, subject.seed)
+    network's: level 0's, shared by every level); a [masks] subject's, below it (`mask_subject_dir`)."""
+    if subject.target_density is not None:
+        return mask_subject_dir(replicate_dir, k, subject.kind, subject.target_density, subject.seed)
+    return stability_dir(replicate_dir, k, 0 if subject.kind == "dense" else level)
 
 
-def mask_subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Subject]:
-    """The `stability.masks` subjects of (k, level): at (masks.at, 0) every listed kind at every target density
-    (seed masks.seeds[0]: its mask and start, read from its finished run; its copies are trained here, never the
-    run itself); none elsewhere."""
+def mask_subject_dir(replicate_dir: RunDir, k: int, kind: str, density: float, seed: int) -> RunDir:
+    """The directory of the `stability.masks` subject (kind, density, seed) at (k, level 0): the [masks] layout
+    below the point's stability directory."""
+    return layout.mask_run(stability_dir(replicate_dir, k, 0), kind, density, seed)
+
+
+def mask_subject_keys(ctx: Context, k: int, level: int) -> list[tuple[str, float, int]]:
+    """(kind, target density, seed) of every `stability.masks` subject of (k, level): at (masks.at, 0) every
+    listed kind at every target density, seed masks.seeds[0]; none elsewhere."""
     if level != 0 or k != stability_point(ctx):
         return []
     seed = ctx.spec.masks.seeds[0]
+    return [(kind, density, seed) for kind in ctx.spec.stability.masks for density in ctx.spec.masks.densities]
+
+
+def mask_subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Subject]:
+    """The `stability.masks` subjects of (k, level) (`mask_subject_keys`): each one's mask and start, read from
+    its finished [masks] run; its copies are trained here, never the run itself."""
     return [
         Subject(kind, *masks.trained_start(ctx, rdir, r, kind, density, seed), target_density=density, seed=seed)
-        for kind in ctx.spec.stability.masks
-        for density in ctx.spec.masks.densities
+        for kind, density, seed in mask_subject_keys(ctx, k, level)
     ]
 
 
 def mask_dependencies(ctx: Context, r: int, k: int, level: int) -> tuple[str, ...]:
     """The tasks of the [masks] runs whose subnetworks the point (k, level) studies (plan.py)."""
-    if level != 0 or k != stability_point(ctx):
-        return ()
-    seed = ctx.spec.masks.seeds[0]
-    return tuple(names.mask(r, kind, d, seed) for kind in ctx.spec.stability.masks for d in ctx.spec.masks.densities)
+    return tuple(names.mask(r, kind, density, seed) for kind, density, seed in mask_subject_keys(ctx, k, level))
 
 
 def has_pruning_distance(subject: Subject) -> bool:

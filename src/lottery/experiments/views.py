@@ -41,12 +41,17 @@ def views(ctx: Context, dense_only: bool = False) -> Iterator[tuple[Path, dict[s
 def copies(
     ctx: Context, rdir: Path, r: int, k: int, level: int, controls_: tuple[str, ...]
 ) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """The stability copies of (k, level): the dense network's, and at level > 0 the IMP subnetwork's and those of
-    the controls `controls_`."""
+    """The stability copies of (k, level): the dense network's, at level > 0 the IMP subnetwork's and those of
+    the controls `controls_`, and at (masks.at, 0) those of the `stability.masks` subjects."""
     for kind in ["dense"] + (["imp", *controls_] if level > 0 else []):
         where = layout.stability(rdir, k, 0 if kind == "dense" else level)
         for i in range(ctx.spec.stability.copies):
             yield layout.copy(where, kind, i), keys.copy(ctx, r, k, level, kind, i, stability.CONTROL_SEED)
+    for kind, density, seed in stability.mask_subject_keys(ctx, k, level):  # stability.masks, at (masks.at, 0)
+        where = stability.mask_subject_dir(rdir, k, kind, density, seed)
+        source = masks.split_kind(kind)[0]
+        for i in range(ctx.spec.stability.copies):
+            yield layout.copy(where, kind, i), keys.mask_copy(ctx, r, kind, source, density, seed, i)
 
 
 def bind_point(ctx: Context, experiment: RunDir, r: int, k: int, level: int, controls_: tuple[str, ...]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from lottery.pruning.mask import Mask
 
 NORMALISATIONS = ("kept", "considered")
+TRACE_NORMALISATION = "kept"  # the early-bird trace's (and the replicates' IMP mask distance's) normalisation
 
 
 def mask_distance(a: Mask, b: Mask, normalise: str = "kept") -> float:
