@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import run_tiny, tiny_spec
 from lottery.cli.main import main
 from lottery.errors import UserError
 from lottery.experiments.run import run_experiment
 from lottery.store import layout
+from lottery.store.provenance import read_metadata
 from lottery.training import Runtime, loop
 
 LEVELS = ("imp.levels=3", 'imp.rewind=["20it"]')
@@ -94,23 +96,30 @@ def test_analysis_settings_train_nothing(store: Path, trained: list[Path]) -> No
 def test_a_rewind_point_added_later_is_the_one_the_dense_run_would_have_saved(
     store: Path, tmp_path: Path, trained: list[Path]
 ) -> None:
-    run_tiny(store, "imp.levels=1")
+    """The replicates' dense runs are one stacked group (LeNet on the CPU): each prefix trains at its position."""
+    run_tiny(store, "imp.levels=1", "replicates=2")
     trained.clear()
-    experiment, _ = run_tiny(store, "imp.levels=1", 'imp.rewind=["0it", "20it"]')
-    rdir = layout.replicate(experiment.path, 0)
-    assert sorted(trained) == sorted([layout.prefix(rdir, 20).resolve(), layout.level(rdir, 20, 1).resolve()])
-    fresh, _ = run_tiny(tmp_path / "fresh", "imp.levels=1", 'imp.rewind=["0it", "20it"]')
-    ours = (rdir / "level_0" / layout.snapshot(20)).read_bytes()
-    theirs = (layout.dense(layout.replicate(fresh.path, 0)) / layout.snapshot(20)).read_bytes()
-    assert ours != theirs  # the provenance differs (it names the prefix run) ...
-    a = (layout.level(rdir, 20, 1) / "final.safetensors").read_bytes()
-    b = (layout.level(layout.replicate(fresh.path, 0), 20, 1) / "final.safetensors").read_bytes()
-    from lottery.store.atomic import tensors_from_bytes
-
-    x, y = tensors_from_bytes(ours), tensors_from_bytes(theirs)
-    assert all(torch.equal(x[n], y[n]) for n in y)  # ... the weights do not, nor what level 1 trains from them
-    p, q = tensors_from_bytes(a), tensors_from_bytes(b)
-    assert all(torch.equal(p[n], q[n]) for n in q)
+    overrides = ("imp.levels=1", "replicates=2", 'imp.rewind=["0it", "20it"]')
+    experiment, _ = run_tiny(store, *overrides)
+    assert len(trained) == 4  # two prefixes and two levels: nothing else
+    fresh, _ = run_tiny(tmp_path / "fresh", *overrides)
+    for r in (0, 1):
+        rdir, other = layout.replicate(experiment.path, r), layout.replicate(fresh.path, r)
+        assert layout.prefix(rdir, 20).resolve() in trained and layout.level(rdir, 20, 1).resolve() in trained
+        ours, theirs = (
+            load_file(layout.dense(rdir) / layout.snapshot(20)),
+            load_file(layout.dense(other) / layout.snapshot(20)),
+        )
+        assert all(torch.equal(ours[n], theirs[n]) for n in theirs)  # W_20 bit for bit
+        metadata = read_metadata(layout.dense(rdir) / layout.snapshot(20))
+        assert metadata["run"] == f"replicate_{r}/level_0" and metadata["file"] == "snapshot"  # the dense run's own
+        summary = json.loads((layout.prefix(rdir, 20) / "summary.json").read_text())
+        assert summary["arithmetic"]["stacked"] and summary["arithmetic"]["position"] == r
+        ours, theirs = (
+            load_file(layout.level(rdir, 20, 1) / "final.safetensors"),
+            load_file(layout.level(other, 20, 1) / "final.safetensors"),
+        )
+        assert all(torch.equal(ours[n], theirs[n]) for n in theirs)
 
 
 def test_two_experiments_at_once_train_their_shared_dense_run_once(store: Path, trained: list[Path]) -> None:

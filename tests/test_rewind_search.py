@@ -110,7 +110,7 @@ def test_a_prefix_retrained_to_k_is_the_dense_runs_w_k_bit_for_bit(known: tuple[
     ctx = Context(json_spec(experiment), Runtime(progress=False))
     rdir = imp.replicate_dir(experiment, 0)
     run = RunDir(experiment.path / "check_prefix_16")
-    imp.train_prefix(ctx, run, 0, 16)
+    imp.train_prefix(ctx, run, 0, (16,))
     dense = imp.dense_dir(rdir).read_tensors(snapshot_name(16))  # a grid point: saved by the dense run itself
     prefix = run.read_tensors(snapshot_name(16))
     assert dense.keys() == prefix.keys() and all(torch.equal(dense[k], prefix[k]) for k in dense)

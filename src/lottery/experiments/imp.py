@@ -66,8 +66,7 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
     ]
     for r, run in zip(replicates, runs):
         if run.read_json("summary.json") is not None and run.exists("final.safetensors"):
-            for k in points:  # a finished dense run shared with experiments that needed other rewind points
-                fill_snapshot(ctx, sibling(replicate_dir, r), r, k)
+            fill_snapshots(ctx, sibling(replicate_dir, r), r, points)  # shared with experiments needing other points
     ctx.runtime.label = f"r{replicate} level 0 (dense)" if len(runs) == 1 else "level 0 (dense)"
     if not stacked(ctx):
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
@@ -86,41 +85,51 @@ def prefix_end(ctx: Context, k: int) -> int:
     return k if ctx.spec.training.schedule == "step" else ctx.schedule.end
 
 
-def train_prefix(ctx: Context, run: RunDir, r: int, k: int) -> dict[str, Any]:
-    """Retrain replicate r's dense run from W_0 up to `prefix_end` with its seeds, saving W_k, with the arithmetic
-    the dense run used (stacked where replicates are stacked)."""
-    schedule = dataclasses.replace(ctx.schedule, end=prefix_end(ctx, k))
+def train_prefix(ctx: Context, run: RunDir, r: int, points: tuple[int, ...], dense: RunDir | None = None) -> dict:
+    """Retrain replicate r's dense run from W_0 up to `prefix_end` of the last of `points` with its seeds, saving W_k
+    at each, with the arithmetic `dense` (the finished dense run) records: a member of a stacked group trains at its
+    position in a stack of its group's size (the other positions stand-ins), so its weights are the dense run's bit
+    for bit."""
+    schedule = dataclasses.replace(ctx.schedule, end=prefix_end(ctx, max(points)))
     rewind = ctx.spec.imp.optimizer_state == "rewind"
-    tags = ctx.tags(run, r, "dense_prefix", 0, rewind=k)
-    job = dataclasses.replace(ctx.job(r, snapshots=(k,), snapshot_optimizer=rewind, tags=tags), schedule=schedule)
+    tags = ctx.tags(run, r, "dense_prefix", 0, rewind=max(points))
+    job = dataclasses.replace(ctx.job(r, snapshots=points, snapshot_optimizer=rewind, tags=tags), schedule=schedule)
     model = ctx.model(ctx.training(r).init_seed)
-    ctx.runtime.label = f"r{r} dense prefix 0..{k}"
-    if not stacked(ctx):
+    ctx.runtime.label = f"r{r} dense prefix 0..{max(points)}"
+    summary = dense.read_json("summary.json") if dense is not None else None
+    arithmetic = (summary or {}).get("arithmetic") or {"stacked": stacked(ctx), "group": ["."], "position": 0}
+    if not arithmetic.get("stacked"):
         return train(run, model, ctx.data, job, ctx.runtime)
-    return train_together([run], [model], ctx.data, [job], ctx.runtime, stacked=True)[0]
+    position = arithmetic["position"]
+    group = [run if i == position else layout.stand_in(run, i) for i in range(len(arithmetic["group"]))]
+    return train_together([run], [model], ctx.data, [job], ctx.runtime, stacked=True, group=group)[0]
 
 
-def fill_snapshot(ctx: Context, replicate_dir: RunDir, r: int, k: int) -> None:
-    """W_k in a finished dense run that lacks it (it was trained for an experiment with other rewind points, k is off
-    the grid, or the file failed verification): the dense run's first k iterations are retrained in a prefix run (a
-    network of its own), and its W_k written into the dense run with the dense run's own provenance -- the bytes the
-    dense run would have written, since the prefix computes the same weights bit for bit."""
+def fill_snapshots(ctx: Context, replicate_dir: RunDir, r: int, points: tuple[int, ...]) -> None:
+    """W_k for each k of `points` in a finished dense run that lacks it (it was trained for an experiment with other
+    rewind points, k is off the grid, or the file failed verification): the dense run's first iterations are
+    retrained once for all of them in a prefix run (a network of its own), and each W_k written into the dense run
+    with the dense run's own provenance -- the bytes the dense run would have written, since the prefix computes
+    the same weights bit for bit."""
     dense = dense_dir(replicate_dir)
     summary = dense.read_json("summary.json")
-    names = snapshot_names(ctx, k)
-    if summary is None or all([dense.read(name) is not None for name in names]):  # every bad file is reported
+    if summary is None:
         return
-    if summary["diverged"] and summary["diverged_at"] <= k:
-        return  # it never reached k (rewind_state says so)
-    run = layout.prefix(replicate_dir, k)
-    keys.bind_one(run, keys.prefix(ctx, r, k))
-    trained = train_prefix(ctx, run, r, k)
-    if trained["diverged"] and trained["diverged_at"] <= k:
-        raise UserError(f"{run.path} diverged at iteration {trained['diverged_at']}, before rewind point {k}")
+    reached = [k for k in points if not (summary["diverged"] and summary["diverged_at"] <= k)]  # (else rewind_state)
+    missing = tuple(k for k in reached if not all([dense.read(n) is not None for n in snapshot_names(ctx, k)]))
+    if not missing:  # (every file that fails verification is reported above)
+        return
+    run = layout.prefix(replicate_dir, max(missing))
+    keys.bind_one(run, keys.prefix(ctx, r, missing))
+    trained = train_prefix(ctx, run, r, missing, dense)
+    if trained["diverged"] and trained["diverged_at"] <= max(missing):
+        raise UserError(
+            f"{run.path} diverged at iteration {trained['diverged_at']}, before rewind point {max(missing)}"
+        )
     own = {key: value for key, value in read_metadata(dense.path / "final.safetensors").items()
            if key not in ("file", "iteration")}  # fmt: skip
     with locked(dense.path):
-        for name in names:
+        for name in (name for k in missing for name in snapshot_names(ctx, k)):
             if dense.exists(name):
                 continue
             if name.endswith(".safetensors"):

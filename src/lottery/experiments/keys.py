@@ -9,7 +9,7 @@ A key holds exactly what determines the network's weights (docs/run-format.md):
 - a control: its level's key, its kind, its seed and the pairing rule;
 - a stability copy: its subject's key (the dense run at k, an IMP level, a control, or a [masks] run), its index;
 - a [masks] run: the dense run's key, k, its kind, density and seed, and the settings its source reads;
-- a prefix (the dense run's first k iterations, where W_k was never saved): the dense run's key and k.
+- a prefix (the dense run's first iterations, where W_k was never saved): the dense run's key and the points.
 
 Analysis-only settings (stability threshold, interpolation points, BatchNorm re-estimation, which levels are
 analysed, how many levels or controls there are) never enter a key, nor do the run's snapshot points or how it is
@@ -126,8 +126,10 @@ def mask_copy(ctx: Context, r: int, kind: str, source: str, density: float, seed
     return {"kind": "copy", "subject": mask_run(ctx, r, kind, source, density, seed), "copy": i}
 
 
-def prefix(ctx: Context, r: int, k: int) -> dict[str, Any]:
-    return {"kind": "prefix", "dense": dense(ctx, r), "snapshot": k, "optimizer_state": ctx.spec.imp.optimizer_state}
+def prefix(ctx: Context, r: int, points: tuple[int, ...]) -> dict[str, Any]:
+    """The dense run's first iterations, retrained to save W_k at `points`."""
+    optimizer = ctx.spec.imp.optimizer_state
+    return {"kind": "prefix", "dense": dense(ctx, r), "snapshots": list(points), "optimizer_state": optimizer}
 
 
 def bind_one(view: Path, key: dict[str, Any]) -> Path:

@@ -154,7 +154,7 @@ class Search:
         imp.train_dense(
             self.ctx, rdir, r
         )  # the dense run first (read back when stored): its final weights prune level 1
-        imp.fill_snapshot(self.ctx, rdir, r, k)
+        imp.fill_snapshots(self.ctx, rdir, r, (k,))
 
     # -- one probe -----------------------------------------------------------------------------------------------
     def probe(self, subject: str, k: int) -> bool:

@@ -141,6 +141,12 @@ def prefix(replicate_dir: P, k: int) -> P:
     return replicate_dir / f"prefix_{k}it"  # type: ignore[return-value]
 
 
+def stand_in(run: P, position: int) -> P:
+    """A name for position `position` of a stacked group that nothing trains (a prefix run recomputing one member
+    of a stacked dense run trains at its position, with stand-ins around it): never written."""
+    return run / f".stand_in_{position}"  # type: ignore[return-value]
+
+
 def control_name(kind: str, seed: int) -> str:
     """A control run's directory name, e.g. 'random_prune_seed0'."""
     return f"{kind}_seed{seed}"
