@@ -89,23 +89,32 @@ def accuracy_by_source(summary: list[dict[str, Any]], metric: str = "final_test_
     imp = imp_series(summary, metric)
     percents = {float(f"{100 * r['density']:.2g}") for r in summary if r["kind"] != "dense"}  # 25.09 and 25: one tick
     reference = dense_reference(summary, metric, 100.0)
-    for ax, (title, members) in zip(axes, panels):
+    for ax, (_, members) in zip(axes, panels):
         if reference is not None:
             draw_reference(ax, reference)
         draw_series(ax, [*imp, *(kind_series(rows, k, metric, colors[_split(k)[0]]) for k in members)])
+    heading = "Masks without retraining vs. IMP (mean over replicates and seeds; error bars: min/max)"
+    _finish_panels(figure, axes, [title for title, _ in panels], percents, metric, heading, ncol=6)
+    return figure
+
+
+def _finish_panels(
+    figure: Figure, axes: list[Any], titles: list[str], percents: set[float], metric: str, heading: str, ncol: int
+) -> None:
+    """Axes, titles, the unused panels hidden, the heading with the line styles' key, one legend below."""
+    for ax, title in zip(axes, titles):
         remaining_axis(ax, percents)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(metric.replace("_", " ") + " (%)")
         ax.tick_params(labelleft=True)
-    for ax in axes[len(panels) :]:
+    for ax in axes[len(titles) :]:
         ax.set_visible(False)
     figure.suptitle(
-        "Masks without retraining vs. IMP (mean over replicates and seeds; error bars: min/max)\n"
+        heading + "\n"
         "solid: the source · dotted: shuffled within each layer · dashed: reinitialised · dash-dot: inverted scores",
         fontsize=10.5,
     )
-    legend_below(figure, axes[: len(panels)], ncol=6)
-    return figure
+    legend_below(figure, axes[: len(titles)], ncol=ncol)
 
 
 def _layer_densities(
@@ -286,7 +295,7 @@ def mask_sources_comparison_figure(experiments: list[Experiment], metric: str = 
     figure = Figure(figsize=(5.2 * ncols, 4.2 * nrows + 1.4), layout="constrained")
     axes = list(figure.subplots(nrows, ncols, sharey=True, squeeze=False).reshape(-1))
     percents = {float(f"{100 * r['density']:.2g}") for i in rows for r in rows[i]}
-    for ax, (source, members) in zip(axes, panels):
+    for ax, (_, members) in zip(axes, panels):
         for i, experiment in enumerate(experiments):
             summary = experiment.results.get("summary") or []
             label, color = f"{experiment.label}: dense", experiment_color(i)
@@ -297,18 +306,9 @@ def mask_sources_comparison_figure(experiments: list[Experiment], metric: str = 
             for one in series:
                 one.label = f"{experiment.label}: {one.label}"
             draw_series(ax, [one for one in series if any(p is not None for p in one.points)])
-        remaining_axis(ax, percents)
-        ax.set_title(f"{source} and its ablations" if len(members) > 1 else source, fontsize=10)
-        ax.set_ylabel(metric.replace("_", " ") + " (%)")
-        ax.tick_params(labelleft=True)
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
-    figure.suptitle(
-        "Masks without retraining, compared (mean; error bars: min/max; IMP: accuracy_vs_remaining)\n"
-        "solid: the source · dotted: shuffled within each layer · dashed: reinitialised · dash-dot: inverted scores",
-        fontsize=10.5,
-    )
-    legend_below(figure, axes[: len(panels)], ncol=4)
+    titles = [f"{source} and its ablations" if len(members) > 1 else source for source, members in panels]
+    heading = "Masks without retraining, compared (mean; error bars: min/max; IMP: accuracy_vs_remaining)"
+    _finish_panels(figure, axes, titles, percents, metric, heading, ncol=4)
     return figure
 
 
