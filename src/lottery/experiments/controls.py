@@ -61,17 +61,22 @@ def planned(ctx: Context, level: int) -> list[tuple[str, int]]:
     return [(kind, seed) for kind in spec.kinds for seed in spec.seeds]
 
 
+def stacked(ctx: Context, level: int) -> bool:
+    """Whether the controls the spec plans at `level` train together, as one stacked model (one task)."""
+    group = planned(ctx, level)
+    return len(group) > 1 and ctx.stacks(len(group))
+
+
 def run_control(
     ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, imp_mask: Mask, kind: str, seed: int
 ) -> dict:
-    """Train the control (kind, seed) of a level, or read it back. Where runs are stacked
-    (`lottery.training.should_batch`) and the spec plans several controls at this level, all of them are trained
-    together, as one stacked model in the spec's order (the group: each control keeps its position whichever
-    task trains it): their tasks then find them finished. A control the spec does not plan here (one the
-    stability analysis asks for) is trained alone."""
+    """Train the control (kind, seed) of a level, or read it back. Where the spec's controls at this level are
+    stacked (`stacked`: the plan's one task for them), all of them are trained together, as one stacked model in
+    the spec's order (each control keeps its position whichever of them is asked for). A control the spec does not
+    plan here (one the stability analysis asks for) is trained alone."""
     group = planned(ctx, level)
-    stacked = (kind, seed) in group and len(group) > 1 and ctx.stacks(len(group))  # the same for every caller
-    wanted = group if stacked else [(kind, seed)]
+    together = (kind, seed) in group and stacked(ctx, level)  # the same for every caller
+    wanted = group if together else [(kind, seed)]
     runs, models, jobs = [], [], []
     for kind_, seed_ in wanted:
         mask, weights, optimizer_state = control_start(ctx, replicate_dir, replicate, k, level, imp_mask, kind_, seed_)
@@ -79,7 +84,7 @@ def run_control(
         models.append(ctx.model(0, weights))
         tags = ctx.tags(runs[-1], replicate, kind_, level, k, seed=seed_)
         jobs.append(ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state, tags=tags))
-    ctx.runtime.label = f"r{replicate} k={k} level {level} " + ("controls" if stacked else f"{kind} seed {seed}")
-    if not stacked:
+    ctx.runtime.label = f"r{replicate} k={k} level {level} " + ("controls" if together else f"{kind} seed {seed}")
+    if not together:
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
     return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)[wanted.index((kind, seed))]

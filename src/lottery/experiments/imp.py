@@ -181,44 +181,42 @@ def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level
     """IMP level L >= 1 for rewind point k: prune level L-1's final weights (among its surviving weights)
     and train m_L ⊙ W_k from k to T. Returns the mask, or None when an earlier level diverged (its
     weights are not finite: there is nothing to prune). Level L-1 must be in the store (else `MissingDependency`).
-    Where runs are stacked, the other replicates' level L trains with this one if their level L-1 is done."""
-    start = _level_start(ctx, replicate_dir, replicate, k, level, ensure=True)
-    if start is None:
+    Where the replicates are stacked (`stacked`: the plan's one task for them), every replicate's level L trains,
+    as one stacked model: those whose level L-1 did not diverge."""
+    members = [replicate, *stacked_replicates(ctx, replicate)]
+    starts = {r: _level_start(ctx, sibling(replicate_dir, r), r, k, level) for r in members}
+    group = [start for start in starts.values() if start is not None]
+    if not group:
         return None
-    group = [start]
-    for r in stacked_replicates(ctx, replicate):
-        other = _level_start(ctx, sibling(replicate_dir, r), r, k, level, ensure=False)
-        if other is not None:
-            group.append(other)
-    run, model, job, mask = start
-    ctx.runtime.label = f"r{replicate} k={k} level {level} ({100 * mask.density:.1f}%)"
+    ctx.runtime.label = f"r{replicate} k={k} level {level}" if len(members) == 1 else f"k={k} level {level}"
     if not stacked(ctx):
+        run, model, job, _ = group[0]
         train(run, model, ctx.data, job, ctx.runtime)
     else:
         runs, models, jobs = [g[0] for g in group], [g[1] for g in group], [g[2] for g in group]
-        members = [level_dir(sibling(replicate_dir, r_), k, level) for r_ in range(ctx.spec.replicates)]
-        train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True, group=members)
-    return mask
+        positions = [level_dir(sibling(replicate_dir, r_), k, level) for r_ in range(ctx.spec.replicates)]
+        train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True, group=positions)
+    start = starts[replicate]
+    return None if start is None else start[3]
 
 
 def _level_start(
-    ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, ensure: bool
+    ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int
 ) -> tuple[RunDir, Network, Job, Mask] | None:
     """(run, model holding m_L ⊙ W_k, job, m_L) of level L, or None where level L-1 diverged (or was never trained
-    for that reason); `ensure`: level L-1 must be in the store (else `MissingDependency`), else also None where
-    level L-1 is not finished (or level L is)."""
+    for that reason); level L-1 must be in the store (else `MissingDependency`)."""
     spec = ctx.spec
     previous = dense_dir(replicate_dir) if level == 1 else level_dir(replicate_dir, k, level - 1)
     summary, final = previous.read_json("summary.json"), previous.read_tensors("final.safetensors")
     stored_mask = previous.read_tensors("mask.safetensors")
     if summary is None or final is None or stored_mask is None:
-        if not ensure or skipped(replicate_dir, k, level - 1):
+        if skipped(replicate_dir, k, level - 1):
             return None
         raise MissingDependency(
             tasks.level(replicate, k, level - 1), f"the run before IMP level {level} ({previous.path})"
         )
     if summary["diverged"]:
-        if ensure and previous.path not in ctx.announced:  # once, whichever tasks find it
+        if previous.path not in ctx.announced:  # once, whichever tasks find it
             ctx.announced.add(previous.path)
             print(
                 f"lottery: {previous.path} diverged at iteration {summary['diverged_at']}; "
@@ -227,12 +225,9 @@ def _level_start(
             )
         return None
     run = level_dir(replicate_dir, k, level)
-    if not ensure and run.read_json("summary.json") is not None:
-        return None  # finished (train_together would read it back; this spares pruning it again)
     one_shot = spec.imp.one_shot_density if level == 1 else None
     mask = prune(final, ctx.mask(stored_mask), ctx.layer_kinds, spec.pruning, target_density=one_shot)
-    if ensure:
-        mask = distributed.broadcast_mask(mask)  # under torchrun: rank 0's mask, checked equal on every rank
+    mask = distributed.broadcast_mask(mask)  # under torchrun: rank 0's mask, checked equal on every rank
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
     tags = ctx.tags(run, replicate, "imp", level, k)
     job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state, tags=tags)

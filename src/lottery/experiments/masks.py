@@ -168,16 +168,23 @@ def source_mask(
     return compute_mask(ctx, weights, source, density, derived, invert), {"computed_at": k, "derived_seed": derived}
 
 
-def run_source(ctx: Context, replicate_dir: RunDir, replicate: int, kind: str, density: float, seed: int) -> dict:
-    """Train the subnetwork of mask source (or ablation) `kind` at `density`, or read it back. Where runs are
-    stacked (`lottery.training.should_batch`), every kind the spec plans at this density and seed trains with it,
-    as one stacked model (their tasks then find them finished), as a level's controls do."""
+def stacked(ctx: Context) -> bool:
+    """Whether the [masks] runs of every kind at one density and seed train together, as one stacked model (one
+    task)."""
     group = kinds(ctx.spec)
-    stacked = len(group) > 1 and ctx.stacks(len(group))  # the same for every caller
-    wanted = [kind] + ([other for other in group if other != kind] if stacked else [])
+    return len(group) > 1 and ctx.stacks(len(group))
+
+
+def run_source(ctx: Context, replicate_dir: RunDir, replicate: int, kind: str, density: float, seed: int) -> dict:
+    """Train the subnetwork of mask source (or ablation) `kind` at `density`, or read it back. Where they are
+    stacked (`stacked`: the plan's one task for them), every kind the spec plans at this density and seed trains
+    with it, as one stacked model, as a level's controls do."""
+    group = kinds(ctx.spec)
+    together = stacked(ctx)  # the same for every caller
+    wanted = [kind] + ([other for other in group if other != kind] if together else [])
     k = at_iteration(ctx)
     runs = [mask_run_dir(replicate_dir, other, density, seed) for other in wanted]
-    if is_finished(runs[0], ctx.job(replicate, start=k)) and not stacked:
+    if is_finished(runs[0], ctx.job(replicate, start=k)) and not together:
         return runs[0].read_json("summary.json")
     if all(is_finished(run, ctx.job(replicate, start=k)) for run in runs):
         return runs[0].read_json("summary.json")
@@ -188,9 +195,9 @@ def run_source(ctx: Context, replicate_dir: RunDir, replicate: int, kind: str, d
         models.append(model)
         jobs.append(job)
     ctx.runtime.label = f"r{replicate} " + (
-        f"masks {100 * density:.3g}%" if stacked else f"{kind} {100 * density:.3g}%"
+        f"masks {100 * density:.3g}%" if together else f"{kind} {100 * density:.3g}%"
     )
-    if not stacked:
+    if not together:
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
     return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)[0]
 

@@ -1,9 +1,15 @@
 """An experiment as a graph of tasks: the dense run once per replicate, IMP levels in order for each rewind
 point, controls and stability points after the level they use. Every task is idempotent (finished work
-is read back from the store, unfinished work resumes), so any executor may run, retry or re-run them."""
+is read back from the store, unfinished work resumes), so any executor may run, retry or re-run them.
+
+The planner chooses once which runs train together as one stacked model (`grouped`): the replicates' dense runs
+and each of their IMP levels, a level's controls, the [masks] runs at one density and seed. Such a group is one
+task, which trains every member; its members' names stay valid names of it (`index`), so a task that finds a
+member's artifacts missing names the member."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +32,7 @@ class Task:
     seed: int = 0
     deps: tuple[str, ...] = ()
     density: float = 1.0  # a mask source's target density
+    members: tuple[str, ...] = ()  # a stacked group's task: the names of the runs' own tasks it stands for
 
 
 def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
@@ -48,10 +55,65 @@ def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
                     tasks.append(Task(control, "control", r, k, level, kind, seed, deps=(name,)))
         tasks += mask_tasks(ctx, r, dense.name)  # before the stability points: stability.masks studies them
         for k in ctx.stability_points:
+            first = min(stability.levels(ctx), default=0)  # its task trains the dense network's copies at k
             for level in stability.levels(ctx):
                 after = (names.level(r, k, level), *stability.mask_dependencies(ctx, r, k, level))
+                after += (names.stability(r, k, first),) if level != first else ()
                 tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=after))
-    return tasks
+    return grouped(ctx, tasks)
+
+
+def group_name(ctx: Context, task: Task) -> str | None:
+    """The name of the stacked group `task`'s run trains in, or None: trained alone (the planner's one choice,
+    asked of `Context.stacks` through each kind's rule)."""
+    if task.action in ("dense", "level") and imp.stacked(ctx):
+        return names.replicates(task.rewind, task.level)
+    if task.action == "control" and controls.stacked(ctx, task.level):
+        return names.controls(task.replicate, task.rewind, task.level)
+    if task.action == "mask" and masks.stacked(ctx):
+        return names.masks_at(task.replicate, task.density, task.seed)
+    return None
+
+
+def grouped(ctx: Context, tasks: list[Task]) -> list[Task]:
+    """The tasks with each stacked group's runs merged into one task (at its first member's place, with every
+    member's dependencies), in an order that respects the dependencies."""
+    groups: dict[str, list[Task]] = {}
+    for task in tasks:
+        name = group_name(ctx, task)
+        if name is not None:
+            groups.setdefault(name, []).append(task)
+    alias = {member.name: name for name, members in groups.items() if len(members) > 1 for member in members}
+    merged: dict[str, Task] = {}
+    for task in tasks:
+        name = alias.get(task.name, task.name)
+        if name in merged:
+            continue
+        members = groups[name] if name in groups and name != task.name else [task]
+        deps = dict.fromkeys(alias.get(d, d) for member in members for d in member.deps)
+        deps.pop(name, None)
+        merged[name] = dataclasses.replace(
+            task, name=name, deps=tuple(deps), members=tuple(m.name for m in members) if len(members) > 1 else ()
+        )
+    return _in_dependency_order(list(merged.values()))
+
+
+def _in_dependency_order(tasks: list[Task]) -> list[Task]:
+    """A stable topological order: each task after its dependencies, otherwise as given."""
+    done: set[str] = set()
+    ordered: list[Task] = []
+    waiting = list(tasks)
+    while waiting:
+        ready = next(t for t in waiting if all(d in done for d in t.deps))
+        waiting.remove(ready)
+        ordered.append(ready)
+        done.add(ready.name)
+    return ordered
+
+
+def index(tasks: list[Task]) -> dict[str, Task]:
+    """Every task by its name and by its members' names."""
+    return {name: task for task in tasks for name in (task.name, *task.members)}
 
 
 def mask_tasks(ctx: Context, r: int, dense: str) -> list[Task]:
@@ -81,7 +143,7 @@ def run_task(
     """The executor's step: `execute` the task; where it finds a dependency's artifacts missing from the store
     (`MissingDependency`: deleted, or failing verification since its task ran), run that dependency's task, then
     this task again. A task itself never trains what another task produces. `step`: what runs one task (`execute`)."""
-    tasks = tasks if tasks is not None else {t.name: t for t in plan(ctx)}
+    tasks = tasks if tasks is not None else index(plan(ctx))
     step = step or execute
     if not experiment.exists(layout.RUNS_FILE):  # not bound by a driver (run_experiment, sweep): bind it here
         views.bind(ctx, experiment)
@@ -90,7 +152,7 @@ def run_task(
             step(task, ctx, experiment)
             return
         except MissingDependency as missing:
-            if missing.task not in tasks or missing.task == task.name:
+            if missing.task not in tasks or tasks[missing.task].name == task.name:
                 raise
             run_task(tasks[missing.task], ctx, experiment, tasks, step)
     step(task, ctx, experiment)

@@ -234,12 +234,16 @@ def _point_summary(points: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def point_tasks(r: int, k: int, level: int) -> dict[str, Task]:
-    """The tasks one probe needs (the dense run, IMP levels 1..level rewound to k, the analysis at (k, level)), by
-    name, for `plan.run_task`: it runs the analysis, and before it any of those whose output is missing."""
+    """The tasks one probe needs (the dense run, IMP levels 1..level rewound to k, the analysis at (k, 0), whose task
+    trains the dense network's copies, and at (k, level)), by name, for `plan.run_task`: it runs the analysis, and
+    before it any of those whose output is missing."""
     tasks = [Task(names.dense(r), "dense", r)]
     for lv in range(1, level + 1):
         tasks.append(Task(names.level(r, k, lv), "level", r, k, lv, deps=(tasks[-1].name,)))
-    tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=(names.level(r, k, level),)))
+    tasks.append(Task(names.stability(r, k, 0), "stability", r, k, 0, deps=(names.dense(r),)))
+    if level:
+        after = (names.level(r, k, level), names.stability(r, k, 0))
+        tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=after))
     return {task.name: task for task in tasks}
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from lottery.collective import is_main
 from lottery.experiments import controls, imp, masks, predictors, results, stability, views
 from lottery.experiments.context import Context
-from lottery.experiments.plan import plan, replicate_dir, run_task
+from lottery.experiments.plan import index, plan, replicate_dir, run_task
 from lottery.loggers.summary import log_experiment
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
 from lottery.store import RunDir, check_collision, experiment_dir, layout, locked, write_spec
@@ -40,7 +40,7 @@ def run_experiment(
         write_spec(experiment, spec, preset)
         views.bind(ctx, experiment, dense_only)  # its run directories: links to the networks it shares
         planned = plan(ctx, dense_only)
-        everything = {t.name: t for t in plan(ctx)}
+        everything = index(plan(ctx))  # by name and by the names of a stacked group's members
         for task in planned:
             run_task(task, ctx, experiment, everything)
         results = write_results(experiment, spec)

@@ -34,6 +34,7 @@ from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.mask_points import stability_point
 from lottery.experiments.results import stats
+from lottery.experiments.tasks import MissingDependency
 from lottery.pruning import Mask, prune
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir, layout
@@ -168,17 +169,16 @@ def train_copies(
     """Every subject's copies (`Subject.key` -> directories), training those not in the store yet: all of them
     together, one stacked model, where that is faster (`lottery.training.train_together`).
 
-    The dense network's copies are shared by every level at k; they belong to the group of the first level
-    analysed (where an uninterrupted run trains them), and are trained in that group wherever they are missing,
-    so they are computed with one arithmetic whichever point finds them missing. (They are the one run that
-    several tasks may train, until runs are shared by what determines them.)"""
+    The dense network's copies are shared by every level at k: the task of the first level analysed trains them
+    (in its group), and the other levels' tasks depend on it; where they are missing, `MissingDependency` names
+    that task."""
     copies = ctx.spec.stability.copies
     runs = {subject.key: copy_runs(rdir, k, level, subject, copies) for subject in subjects}
     first = min(levels(ctx))
     if level != first:
         subjects = [subject for subject in subjects if subject.kind != "dense"]
         if not all(is_finished(run, Job(ctx.training(r), ctx.schedule)) for run in runs[DENSE]):
-            train_copies(ctx, rdir, r, k, first, _subjects(ctx, rdir, r, k, first)[0])
+            raise MissingDependency(names.stability(r, k, first), f"the dense network's copies at iteration {k}")
     trained, models, jobs = [], [], []
     for subject in subjects:
         for i, run in enumerate(runs[subject.key]):
@@ -194,8 +194,7 @@ def train_copies(
     if not trained:
         return runs
     ctx.runtime.label = f"r{r} k={k} level {level} copies"
-    # Stacked or not is decided for copies as a kind, not by this group's size: the dense network's copies are
-    # also trained by the analysis at other levels, in groups of other sizes.
+    # Stacked or not is decided for copies as a kind (for two or more, the answer does not depend on how many).
     train_together(trained, models, ctx.data, jobs, ctx.runtime, stacked=ctx.stacks(len(trained)))
     return runs
 

@@ -28,6 +28,21 @@ def stability(r: int, k: int, level_: int) -> str:
     return f"r{r}/k{k}/stability/level{level_}"
 
 
+def replicates(k: int, level_: int) -> str:
+    """The stacked group of every replicate's dense run (level 0) or IMP level `level_` rewound to k."""
+    return "r*/dense" if level_ == 0 else f"r*/k{k}/level{level_}"
+
+
+def controls(r: int, k: int, level_: int) -> str:
+    """The stacked group of a level's controls."""
+    return f"{level(r, k, level_)}/controls"
+
+
+def masks_at(r: int, density: float, seed: int) -> str:
+    """The stacked group of the [masks] runs of every kind at one density and seed."""
+    return f"r{r}/masks/density{density:g}/seed{seed}"
+
+
 def mask_trace(r: int) -> str:
     return f"r{r}/masks/early_bird_trace"
 
