@@ -105,6 +105,7 @@ def test_walk_follows_links_and_lists_each_directory_once(tmp_path: Path) -> Non
     for experiment in ("aaaa", "bbbb"):
         layout.bind(layout.dense(layout.replicate(store / experiment, 0)), target)
     (target / "summary.json").write_text("{}")
+    assert layout.links(store / "aaaa") == {"replicate_0/level_0": "networks/dense/abc"}
     found = layout.walk(store, "summary.json")
     assert found == [store / "aaaa" / "replicate_0" / "level_0" / "summary.json"]
     assert layout.walk(store / "bbbb", "*.json") == [store / "bbbb" / "replicate_0" / "level_0" / "summary.json"]

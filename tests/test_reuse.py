@@ -102,6 +102,11 @@ def test_a_rewind_point_added_later_is_the_one_the_dense_run_would_have_saved(
     overrides = ("imp.levels=1", "replicates=2", 'imp.rewind=["0it", "20it"]')
     experiment, _ = run_tiny(store, *overrides)
     assert len(trained) == 4  # two prefixes and two levels: nothing else
+    view = json.loads((experiment.path / layout.RUNS_FILE).read_text())["runs"]
+    assert (
+        view["replicate_1/prefix_20it"]
+        == layout.prefix(layout.replicate(experiment.path, 1), 20).resolve().relative_to(store.resolve()).as_posix()
+    )
     fresh, _ = run_tiny(tmp_path / "fresh", *overrides)
     for r in (0, 1):
         rdir, other = layout.replicate(experiment.path, r), layout.replicate(fresh.path, r)

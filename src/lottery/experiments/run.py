@@ -96,6 +96,7 @@ def results_of(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
 def write_results(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
     """Write results.json, results.csv (and stability.csv) from the store; the caller holds the experiment's lock
     (`lottery.store.locked`)."""
+    views.record(experiment)  # runs.json: with any prefix run a task linked on demand
     data = results_of(experiment, spec)
     if "stability" in data:
         buffer = io.StringIO()

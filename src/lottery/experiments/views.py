@@ -75,13 +75,12 @@ def bind(ctx: Context, experiment: RunDir, dense_only: bool = False) -> None:
         if main:
             for view, key in found:
                 keys.bind_one(experiment.path / view, key)
-    store = layout.store_of(experiment.path)
-    runs = {  # on every rank alike, from what rank 0 has linked
-        view.as_posix(): layout.network(store, str(key["kind"]), keys.digest(key)).relative_to(store).as_posix()
-        for view, key in found
-        if (experiment.path / view).is_symlink()
-    }
-    recorded = experiment.read_json(layout.RUNS_FILE) or {}
-    runs = dict(sorted({**recorded.get("runs", {}), **runs}.items()))
-    if recorded.get("runs") != runs or not recorded:
-        experiment.write_json(layout.RUNS_FILE, {"format": layout.FORMAT, "runs": runs})
+    record(experiment)
+
+
+def record(experiment: RunDir) -> None:
+    """Write `runs.json`: every run directory of the experiment that links to a network (those `bind` made, and a
+    prefix run made on demand), with the network's path in the store."""
+    view = {"format": layout.FORMAT, "runs": layout.links(experiment.path)}
+    if experiment.read_json(layout.RUNS_FILE) != view:
+        experiment.write_json(layout.RUNS_FILE, view)

@@ -90,6 +90,21 @@ def bind(view: Path, target: Path) -> bool:
     return True
 
 
+def links(experiment: Path) -> dict[str, str]:
+    """Every run directory of an experiment that links to a network: its path in the experiment -> the network's path
+    in the store (posix, sorted), as `runs.json` records them."""
+    experiment, found = Path(experiment), {}
+    store = os.path.realpath(store_of(experiment))
+    for directory, subdirectories, _ in os.walk(experiment):  # never into a link: networks hold no links
+        for name in subdirectories:
+            path = Path(directory) / name
+            if path.is_symlink():
+                found[path.relative_to(experiment).as_posix()] = Path(
+                    os.path.relpath(os.path.realpath(path), store)
+                ).as_posix()
+    return dict(sorted(found.items()))
+
+
 def walk(root: Path, *patterns: str) -> list[Path]:
     """Every file under `root` whose name matches one of `patterns` (fnmatch), following an experiment's links into
     networks/ (a directory reached twice is listed once, under the first path found), sorted."""
