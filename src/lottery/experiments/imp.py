@@ -19,7 +19,7 @@ from lottery.models import Network
 from lottery.pruning import Mask, prune
 from lottery.store import RunDir, layout, locked
 from lottery.store.provenance import read_metadata
-from lottery.training import Job, distributed, snapshot_name, train, train_together
+from lottery.training import Job, distributed, is_finished, snapshot_name, train, train_together
 
 
 def replicate_dir(experiment: RunDir, replicate: int) -> RunDir:
@@ -57,16 +57,19 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
     replicates = [replicate, *([] if alone else stacked_replicates(ctx, replicate))]
     runs = [dense_dir(sibling(replicate_dir, r)) for r in replicates]
     group = [dense_dir(sibling(replicate_dir, r)) for r in range(ctx.spec.replicates)]  # replicate r at position r
-    models = [ctx.model(ctx.training(r).init_seed) for r in replicates]
     snapshot_optimizer = ctx.spec.imp.optimizer_state == "rewind"
     points = tuple(ctx.dense_snapshots)
     jobs = [
         ctx.job(r, snapshots=points, snapshot_optimizer=snapshot_optimizer, tags=ctx.tags(run, r, "dense", 0))
         for r, run in zip(replicates, runs)
     ]
-    for r, run in zip(replicates, runs):
+    unfinished = [(r, run) for r, run, job in zip(replicates, runs, jobs) if not is_finished(run, job)]
+    if not unfinished:  # (each file is verified once, here)
+        return runs[0].read_json("summary.json")
+    for r, run in unfinished:
         if run.read_json("summary.json") is not None and run.exists("final.safetensors"):
             fill_snapshots(ctx, sibling(replicate_dir, r), r, points)  # shared with experiments needing other points
+    models = [ctx.model(ctx.training(r).init_seed) for r in replicates]
     ctx.runtime.label = f"r{replicate} level 0 (dense)" if len(runs) == 1 else "level 0 (dense)"
     if not stacked(ctx):
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)

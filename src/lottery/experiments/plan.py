@@ -55,7 +55,7 @@ def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
                     tasks.append(Task(control, "control", r, k, level, kind, seed, deps=(name,)))
         tasks += mask_tasks(ctx, r, dense.name)  # before the stability points: stability.masks studies them
         for k in ctx.stability_points:
-            first = min(stability.levels(ctx), default=0)  # its task trains the dense network's copies at k
+            first = stability.dense_copies_level(ctx)
             for level in stability.levels(ctx):
                 after = (names.level(r, k, level), *stability.mask_dependencies(ctx, r, k, level))
                 after += (names.stability(r, k, first),) if level != first else ()

@@ -34,7 +34,6 @@ from lottery.experiments.context import Context
 from lottery.experiments.plan import Task, run_task
 from lottery.spec import ExperimentSpec, Step
 from lottery.store import RunDir, layout
-from lottery.training import snapshot_name
 
 DEFAULT_TOLERANCE = 0.2  # percentage points: "matching" as in the papers
 DEFAULT_REFINE = 2  # bisection steps after the grid
@@ -144,13 +143,13 @@ class Search:
 
     def _has_snapshot(self, rdir: RunDir, k: int) -> bool:
         dense = imp.dense_dir(rdir)
-        if not dense.exists(snapshot_name(k)):
-            return False
-        return self.ctx.spec.imp.optimizer_state != "rewind" or dense.exists(snapshot_name(k, optimizer=True))
+        return all(dense.exists(name) for name in imp.snapshot_names(self.ctx, k))
 
     def ensure_snapshot(self, r: int, k: int) -> None:
         """W_k (and the optimizer state at k where IMP rewinds it) in the dense run's snapshots."""
         rdir = imp.replicate_dir(self.experiment, r)
+        if k in self.ctx.dense_snapshots or self._has_snapshot(rdir, k):
+            return  # the dense run's own task saves it, or it is there
         imp.train_dense(
             self.ctx, rdir, r
         )  # the dense run first (read back when stored): its final weights prune level 1

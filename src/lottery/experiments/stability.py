@@ -174,7 +174,7 @@ def train_copies(
     that task."""
     copies = ctx.spec.stability.copies
     runs = {subject.key: copy_runs(rdir, k, level, subject, copies) for subject in subjects}
-    first = min(levels(ctx))
+    first = dense_copies_level(ctx)
     if level != first:
         subjects = [subject for subject in subjects if subject.kind != "dense"]
         if not all(is_finished(run, Job(ctx.training(r), ctx.schedule)) for run in runs[DENSE]):
@@ -369,6 +369,12 @@ def levels(ctx: Context) -> tuple[int, ...]:
     """The levels the analysis covers (0 = dense)."""
     spec = ctx.spec.stability
     return spec.levels if spec.levels is not None else tuple(range(ctx.spec.imp.levels + 1))
+
+
+def dense_copies_level(ctx: Context) -> int:
+    """The analysed level whose task trains the dense network's copies at each k (the first): the other levels'
+    analyses depend on it."""
+    return min(levels(ctx), default=0)
 
 
 def run_point(ctx: Context, experiment: RunDir, rdir: RunDir, r: int, k: int, level: int) -> None:

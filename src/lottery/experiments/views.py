@@ -61,21 +61,22 @@ def bind_point(ctx: Context, experiment: RunDir, r: int, k: int, level: int, con
     found = [(layout.dense(rdir), keys.dense(ctx, r))]
     found += [(layout.level(rdir, k, level_), keys.level(ctx, r, k, level_)) for level_ in range(1, level + 1)]
     found += list(copies(ctx, rdir, r, k, level, controls_))
-    with collective.main_writes() as main:
-        if main:
-            for view, key in found:
-                keys.bind_one(view, key)
+    _link(found)
 
 
 def bind(ctx: Context, experiment: RunDir, dense_only: bool = False) -> None:
     """Link every run directory of the experiment to its network and record the view in `runs.json` (rank 0 under
     torchrun; the others wait for it). A store made before format 2 keeps its directories (used in place)."""
-    found = list(views(ctx, dense_only))
+    _link([(experiment.path / view, key) for view, key in views(ctx, dense_only)])
+    record(experiment)
+
+
+def _link(found: list[tuple[Path, dict[str, Any]]]) -> None:
+    """Link each run directory to the network of its key (rank 0 under torchrun; the others wait for it)."""
     with collective.main_writes() as main:
         if main:
             for view, key in found:
-                keys.bind_one(experiment.path / view, key)
-    record(experiment)
+                keys.bind_one(view, key)
 
 
 def record(experiment: RunDir) -> None:
