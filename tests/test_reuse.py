@@ -67,9 +67,16 @@ def test_adding_a_control_trains_only_the_controls(store: Path, trained: list[Pa
 
 
 def test_adding_a_replicate_trains_only_that_replicate(store: Path, trained: list[Path]) -> None:
-    run_tiny(store, "imp.levels=1")
+    """Replicates stacked (LeNet on the CPU): from two replicates on, a new one trains alone; trained one by one
+    (--batch-copies off), the second replicate too. A single replicate trains alone: the second one changes the
+    first's arithmetic (recipes.py), which is then another network."""
+    run_tiny(store, "imp.levels=1", "replicates=2")
     trained.clear()
-    experiment, _ = run_tiny(store, "imp.levels=1", "replicates=2")
+    experiment, _ = run_tiny(store, "imp.levels=1", "replicates=3")
+    assert sorted(trained) == views(experiment.path, "replicate_2/level_0", "replicate_2/rewind_0it/level_1")
+    run_tiny(store, "imp.levels=1", batch_copies=False)
+    trained.clear()
+    experiment, _ = run_tiny(store, "imp.levels=1", "replicates=2", batch_copies=False)
     assert sorted(trained) == views(experiment.path, "replicate_1/level_0", "replicate_1/rewind_0it/level_1")
 
 
@@ -117,7 +124,8 @@ def test_a_rewind_point_added_later_is_the_one_the_dense_run_would_have_saved(
         )
         assert all(torch.equal(ours[n], theirs[n]) for n in theirs)  # W_20 bit for bit
         metadata = read_metadata(layout.dense(rdir) / layout.snapshot(20))
-        assert metadata["run"] == f"replicate_{r}/level_0" and metadata["file"] == "snapshot"  # the dense run's own
+        network = layout.network_name(layout.dense(rdir))  # the dense run's own provenance: it names the network
+        assert metadata["network"] == network and "run" not in metadata and metadata["file"] == "snapshot"
         summary = json.loads((layout.prefix(rdir, 20) / "summary.json").read_text())
         assert summary["arithmetic"]["stacked"] and summary["arithmetic"]["position"] == r
         ours, theirs = (

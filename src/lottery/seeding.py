@@ -1,17 +1,70 @@
-"""Derive independent seeds from a recorded seed and a position (epoch, iteration, copy, ...)."""
+"""Every seed the project derives, from one table: a purpose (a stream of `STREAMS`) and the seed *values* it
+depends on (a recorded seed, a replicate's training seeds, an epoch, an iteration, a copy's index), never a
+position such as a replicate number.
+
+`derive(purpose, *values)` feeds NumPy's `SeedSequence` with the purpose's stream id, the number of values and the
+values themselves. The stream id keeps purposes apart (two purposes never share a seed, whatever their values); the
+count keeps `derive(p, a, b)` apart from `derive(p, a, b, 0)` (SeedSequence alone treats trailing zeros as absent).
+Values are non-negative integers below 2**63. `tests/test_seeding.py` checks both properties.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+# purpose -> stream id. Never reuse or renumber an id: a network's recipe (experiments/recipes.py) names the code
+# version that derives its seeds, and a changed id changes what every stored network of that kind is.
+STREAMS: dict[str, int] = {
+    # the training loop and its data (data/batches.py, data/imaging.py, training/loop.py)
+    "data_order": 1,  # the permutation of epoch e: (data_order_seed, e)
+    "augmentation": 2,  # the crop and flip of iteration t: (augmentation_seed, t[, example])
+    "dropout": 3,  # the dropout state of a run starting at iteration k: (data_order_seed, k)
+    # the stability analysis (experiments/stability.py)
+    "copy_data_order": 10,  # copy i's data-order seed: (the chain's data_order_seed, i)
+    "copy_augmentation": 11,  # copy i's augmentation seed: (the chain's augmentation_seed, i)
+    # the controls (experiments/controls.py): (recorded seed, the replicate's init, data-order, augmentation seeds
+    # [, k, level where unpaired])
+    "control.random_reinit": 20,
+    "control.random_prune": 21,
+    "control.random_prune_global": 22,
+    # the [masks] sources and ablations (experiments/masks.py): (recorded seed, the replicate's training seeds)
+    "masks.magnitude": 30,
+    "masks.snip": 31,
+    "masks.grasp": 32,
+    "masks.synflow": 33,
+    "masks.random": 34,
+    "masks.early_bird": 35,
+    "masks.trace": 36,  # the early-bird trace's scoring batches: (the replicate's training seeds)
+    "masks.shuffle": 40,  # an ablation: (the source's stream id, recorded seed, the replicate's training seeds)
+    "masks.reinit": 41,
+    "masks.invert": 42,
+    # the Python API (api/imp.py, api/masks.py)
+    "api.control.random_reinit": 50,
+    "api.control.random_prune": 51,
+    "api.control.random_prune_global": 52,
+    "api.random_mask": 53,
+}
 
-def derive(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers; the same parts always give the same seed."""
-    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
+_LIMIT = 2**63
 
 
-def generator(*parts: int) -> torch.Generator:
-    """A CPU generator seeded from `derive(*parts)`."""
-    return torch.Generator().manual_seed(derive(*parts))
+def derive(purpose: str, *values: int) -> int:
+    """A well-mixed 63-bit seed for `purpose` from integer values; the same (purpose, values) always give the same
+    seed, and distinct ones (with a different purpose, or a different number of values) distinct seeds."""
+    stream = STREAMS[purpose]  # KeyError: a purpose not in the table
+    parts = [int(v) for v in values]
+    if any(not 0 <= v < _LIMIT for v in parts):
+        raise ValueError(f"seed values must be integers in [0, 2**63): {parts}")
+    state = np.random.SeedSequence([stream, len(parts), *parts]).generate_state(2, np.uint32)
+    return ((int(state[0]) << 31) ^ int(state[1])) % _LIMIT
+
+
+def generator(purpose: str, *values: int) -> torch.Generator:
+    """A CPU generator seeded from `derive(purpose, *values)`."""
+    return seeded(derive(purpose, *values))
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator seeded with a seed `derive` gave (recorded, e.g. a control's or a mask source's)."""
+    return torch.Generator().manual_seed(seed)

@@ -29,7 +29,6 @@ from torch.optim import optimizer as optim_base
 from lottery import seeding
 from lottery.api.masks import prune, random_mask_like, reinitialize
 from lottery.errors import UserError
-from lottery.experiments.controls import STREAMS  # the engine's control seed streams
 from lottery.pruning import Mask
 from lottery.pruning.attachment import Attachment
 from lottery.spec import Step
@@ -292,7 +291,7 @@ def imp(
             crun = store.run_dir(level, k, name)
             control = _Store.read(crun, order)
             if control is None:
-                seed = seeding.derive(control_seed, level, STREAMS[kind])
+                seed = seeding.derive(f"api.control.{kind}", control_seed, level)
                 if kind == "random_reinit":
                     fresh = _copy(reinitialize(model, done.mask, seed % 2**63))
                     cmask, cstart = done.mask, fresh

@@ -91,7 +91,7 @@ def random_mask_like(
     """A random-pruning control: a mask with `mask`'s kept count in every layer ('layerwise') or over all layers
     not ignored ('global'), placed uniformly at random from `seed`. `previous` (layerwise): draw only among the
     coordinates it keeps, so that successive levels nest."""
-    generator = seeding.generator(seed)
+    generator = seeding.generator("api.random_mask", seed)
     if scope == "layerwise":
         return random_like(mask, previous, generator)
     if scope == "global":

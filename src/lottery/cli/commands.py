@@ -220,6 +220,17 @@ def verify(args: argparse.Namespace) -> int:
         bad += 1
         print(f"{path}: {problem}")
     print(f"{checked} artifacts checked, {bad} problem(s)")
+    if getattr(args, "recompute", None) is not None:
+        from lottery.experiments.recompute import parse_count, recompute
+
+        count = parse_count(args.recompute)
+        if not (args.path / layout.NETWORKS).is_dir():
+            raise UserError(f"--recompute needs a store (a directory holding {layout.NETWORKS}/), got {args.path}")
+        done, problems = recompute(args.path, count, args.sample_seed)
+        for problem in problems:
+            print(problem)
+        print(f"{done} network(s) recomputed from their recipes, {len(problems)} not bit-identical or not recomputable")
+        bad += len(problems)
     return 1 if bad else 0
 
 

@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="control seed (default 0)")
     p = sub.add_parser("verify", help="check every artifact under a directory against its manifest", epilog=EPILOG)
     p.add_argument("path", type=Path, help="an experiment directory or a whole store")
+    p.add_argument("--recompute", metavar="N|all", help="also retrain N sampled networks of the store (or all) from "
+                   "their recipes in a scratch directory and report any that are not bit-identical")  # fmt: skip
+    p.add_argument("--sample-seed", type=int, default=0, metavar="S", help="which networks --recompute samples")
     p = sub.add_parser("report", help="write the figures (PNG, SVG) and an HTML report of an experiment", epilog=EPILOG)
     p.add_argument("run_dir", type=Path)
     p = sub.add_parser("compare", help="overlay the figures of several experiments in one HTML report", epilog=EPILOG)

@@ -17,7 +17,7 @@ Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 def epoch_permutation(n: int, data_order_seed: int, epoch: int) -> Tensor:
     """The order of the training set in `epoch` (computed on the CPU, so it is the same on any device)."""
-    return torch.randperm(n, generator=seeding.generator(data_order_seed, epoch))
+    return torch.randperm(n, generator=seeding.generator("data_order", data_order_seed, epoch))
 
 
 class BatchStream:
@@ -64,5 +64,5 @@ class BatchStream:
         index = self.indices(iteration)
         x, y = self.x.index_select(0, index), self.y.index_select(0, index)  # = x[index], y[index]; faster
         if self.augment is not None and self.augmentation_seed is not None:
-            x = self.augment(x, seeding.generator(self.augmentation_seed, iteration))
+            x = self.augment(x, seeding.generator("augmentation", self.augmentation_seed, iteration))
         return x, y

@@ -6,7 +6,7 @@ then a center crop of S x S. Bilinear resampling as Pillow does it (antialiased)
 a JPEG much larger than the output is first decoded at 1/2, 1/4 or 1/8 scale by libjpeg (never below the
 output's resolution).
 
-The random crop and flip of an example are drawn from its own seed, `seeding.derive(augmentation_seed,
+The random crop and flip of an example are drawn from its own seed, `seeding.derive("augmentation", augmentation_seed,
 iteration, position in the global batch)`, so they depend on neither the worker that decodes it nor the rank
 that trains on it. Worker processes run only this module's code (no torch calls).
 """
@@ -93,7 +93,7 @@ def decode(item: Item, size: int) -> np.ndarray:
     Image, _ = pillow()
 
     crop: list[tuple[int, int, int, int]] = []
-    rng = random.Random(derive(*item.seed)) if item.seed is not None else None
+    rng = random.Random(derive("augmentation", *item.seed)) if item.seed is not None else None
     short = resize_size(size)
 
     def target(width: int, height: int) -> tuple[int, int]:

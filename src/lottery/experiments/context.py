@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import cached_property, partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ class Context:
         self.spec = spec
         self.runtime = runtime
         self.announced: set[object] = set()  # what this process has said once (a diverged chain)
+        self.fingerprint_cache: Path | None = None  # where file digests are kept (set by views.bind: in the store)
 
     @cached_property
     def data(self) -> Splits:
@@ -45,6 +47,13 @@ class Context:
         if hasattr(data, "with_workers"):  # an image folder, streamed by worker processes
             data = data.with_workers(default_workers(self.runtime))
         return data
+
+    @cached_property
+    def data_fingerprint(self) -> str:
+        """What the dataset contains (data/fingerprint.py): part of the dense network's recipe."""
+        from lottery.data.fingerprint import fingerprint
+
+        return fingerprint(self.spec.dataset, lambda: self.data, self.fingerprint_cache)
 
     @cached_property
     def schedule(self) -> Schedule:

@@ -13,26 +13,31 @@ from __future__ import annotations
 from torch import Tensor
 
 from lottery import seeding
+from lottery.experiments import recipes
 from lottery.experiments.context import Context
 from lottery.experiments.imp import rewind_state
 from lottery.pruning import Mask, random_global_like, random_like
 from lottery.pruning.strategies import layer_pool
+from lottery.spec import TrainingSpec
 from lottery.store import RunDir, layout
 from lottery.training import train, train_together
 
-STREAMS = {"random_reinit": 11, "random_prune": 12, "random_prune_global": 13}
+KINDS = ("random_reinit", "random_prune", "random_prune_global")
 
 
 def control_dir(replicate_dir: RunDir, k: int, level: int, kind: str, seed: int) -> RunDir:
     return layout.control(replicate_dir, k, level, kind, seed)
 
 
-def control_seed(kind: str, seed: int, replicate: int, pairing: str = "paired", k: int = 0, level: int = 0) -> int:
-    """The seed a control actually uses: derived from its recorded seed, its replicate and its kind; with
-    pairing 'independent' also from its rewind point k and level."""
-    if pairing == "paired":
-        return seeding.derive(seed, replicate, STREAMS[kind])
-    return seeding.derive(seed, replicate, STREAMS[kind], k, level)
+def control_seed(
+    kind: str, seed: int, training: TrainingSpec, pairing: str = "paired", k: int = 0, level: int = 0
+) -> int:
+    """The seed a control actually uses: derived from its kind, its recorded seed and the seed values of its chain
+    (`training`: the replicate's training settings), never a replicate's number; with pairing 'independent' also
+    from its rewind point k and level."""
+    chain = (training.init_seed, training.data_order_seed, training.augmentation_seed)
+    where = () if pairing == "paired" else (k, level)
+    return seeding.derive(f"control.{kind}", seed, *chain, *where)
 
 
 def control_start(
@@ -41,30 +46,16 @@ def control_start(
     """(mask, start weights, optimizer state) of a control of the IMP subnetwork `imp_mask` of `level`, rewound
     to k."""
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
-    derived = control_seed(kind, seed, replicate, ctx.spec.controls.pairing, k, level)
+    derived = control_seed(kind, seed, ctx.training(replicate), ctx.spec.controls.pairing, k, level)
     if kind == "random_reinit":
         fresh = ctx.model(derived % 2**63)
         return imp_mask, imp_mask.apply_to({k_: v.detach().cpu() for k_, v in fresh.state_dict().items()}), None
-    generator = seeding.generator(derived)
+    generator = seeding.seeded(derived)
     if kind == "random_prune":
         mask = random_like(imp_mask, None, generator)
     else:
         mask = random_global_like(imp_mask, generator, layer_pool(imp_mask, ctx.layer_kinds, ctx.spec.pruning))
     return mask, mask.apply_to(rewound), optimizer_state
-
-
-def planned(ctx: Context, level: int) -> list[tuple[str, int]]:
-    """The controls the spec asks for at `level`: (kind, seed) for every kind and seed, at the control levels."""
-    spec = ctx.spec.controls
-    if level not in (spec.levels or range(1, ctx.spec.imp.levels + 1)):
-        return []
-    return [(kind, seed) for kind in spec.kinds for seed in spec.seeds]
-
-
-def stacked(ctx: Context, level: int) -> bool:
-    """Whether the controls the spec plans at `level` train together, as one stacked model (one task)."""
-    group = planned(ctx, level)
-    return len(group) > 1 and ctx.stacks(len(group))
 
 
 def run_control(
@@ -74,8 +65,8 @@ def run_control(
     stacked (`stacked`: the plan's one task for them), all of them are trained together, as one stacked model in
     the spec's order (each control keeps its position whichever of them is asked for). A control the spec does not
     plan here (one the stability analysis asks for) is trained alone."""
-    group = planned(ctx, level)
-    together = (kind, seed) in group and stacked(ctx, level)  # the same for every caller
+    group = recipes.planned_controls(ctx, level)
+    together = (kind, seed) in group and recipes.controls_stacked(ctx, level)  # as the recipe's arithmetic says
     wanted = group if together else [(kind, seed)]
     runs, models, jobs = [], [], []
     for kind_, seed_ in wanted:

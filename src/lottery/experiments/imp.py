@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from lottery.errors import UserError
-from lottery.experiments import keys, tasks
+from lottery.experiments import recipes, tasks, views
 from lottery.experiments.context import Context
 from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
@@ -31,16 +31,10 @@ def sibling(replicate_dir: RunDir, replicate: int) -> RunDir:
     return layout.sibling(replicate_dir, replicate)
 
 
-def stacked(ctx: Context) -> bool:
-    """Whether the replicates' dense runs and levels are stacked (`lottery.training.should_batch`): then every one
-    of them is trained by the stacked arithmetic, also when it trains (or resumes) alone."""
-    return ctx.spec.replicates > 1 and ctx.stacks(ctx.spec.replicates)
-
-
 def stacked_replicates(ctx: Context, replicate: int) -> list[int]:
     """The other replicates whose runs `replicate`'s task trains with its own, as one stacked model: all of them
     where runs are stacked, else none. Their own tasks then find them finished."""
-    return [r for r in range(ctx.spec.replicates) if r != replicate] if stacked(ctx) else []
+    return [r for r in range(ctx.spec.replicates) if r != replicate] if recipes.replicates_stacked(ctx) else []
 
 
 def dense_dir(replicate_dir: RunDir) -> RunDir:
@@ -71,7 +65,7 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
             fill_snapshots(ctx, sibling(replicate_dir, r), r, points)  # shared with experiments needing other points
     models = [ctx.model(ctx.training(r).init_seed) for r in replicates]
     ctx.runtime.label = f"r{replicate} level 0 (dense)" if len(runs) == 1 else "level 0 (dense)"
-    if not stacked(ctx):
+    if not recipes.replicates_stacked(ctx):
         return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
     return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True, group=group)[0]
 
@@ -94,13 +88,17 @@ def train_prefix(ctx: Context, run: RunDir, r: int, points: tuple[int, ...], den
     position in a stack of its group's size (the other positions stand-ins), so its weights are the dense run's bit
     for bit."""
     schedule = dataclasses.replace(ctx.schedule, end=prefix_end(ctx, max(points)))
-    rewind = ctx.spec.imp.optimizer_state == "rewind"
     tags = ctx.tags(run, r, "dense_prefix", 0, rewind=max(points))
-    job = dataclasses.replace(ctx.job(r, snapshots=points, snapshot_optimizer=rewind, tags=tags), schedule=schedule)
+    # the optimizer state at k is saved whatever imp.optimizer_state says: a prefix's recipe leaves the option out
+    job = dataclasses.replace(ctx.job(r, snapshots=points, snapshot_optimizer=True, tags=tags), schedule=schedule)
     model = ctx.model(ctx.training(r).init_seed)
     ctx.runtime.label = f"r{r} dense prefix 0..{max(points)}"
     summary = dense.read_json("summary.json") if dense is not None else None
-    arithmetic = (summary or {}).get("arithmetic") or {"stacked": stacked(ctx), "group": ["."], "position": 0}
+    arithmetic = (summary or {}).get("arithmetic") or {
+        "stacked": recipes.replicates_stacked(ctx),
+        "group": ["."],
+        "position": 0,
+    }
     if not arithmetic.get("stacked"):
         return train(run, model, ctx.data, job, ctx.runtime)
     position = arithmetic["position"]
@@ -123,7 +121,7 @@ def fill_snapshots(ctx: Context, replicate_dir: RunDir, r: int, points: tuple[in
     if not missing:  # (every file that fails verification is reported above)
         return
     run = layout.prefix(replicate_dir, max(missing))
-    keys.bind_one(run, keys.prefix(ctx, r, missing))
+    views.bind_one(run, recipes.prefix(ctx, r, missing, recipes.dense(ctx, r)["arithmetic"]))
     trained = train_prefix(ctx, run, r, missing, dense)
     if trained["diverged"] and trained["diverged_at"] <= max(missing):
         raise UserError(
@@ -192,7 +190,7 @@ def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level
     if not group:
         return None
     ctx.runtime.label = f"r{replicate} k={k} level {level}" if len(members) == 1 else f"k={k} level {level}"
-    if not stacked(ctx):
+    if not recipes.replicates_stacked(ctx):
         run, model, job, _ = group[0]
         train(run, model, ctx.data, job, ctx.runtime)
     else:

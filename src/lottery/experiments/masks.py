@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from lottery import seeding
-from lottery.experiments import results, tasks
+from lottery.experiments import recipes, results, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.imp import dense_dir, level_dir, replicate_dir, rewind_state
 from lottery.experiments.mask_points import at_iteration, snapshot_points, trace_points  # noqa: F401
@@ -21,26 +21,15 @@ from lottery.models import Network
 from lottery.pruning import Mask, random_like
 from lottery.pruning.early_bird import TRACE_NORMALISATION, mask_distance, random_expectation, settled_at
 from lottery.pruning.sources import find_mask, sources
-from lottery.spec import ExperimentSpec
+from lottery.spec import ExperimentSpec, TrainingSpec, split_kind
 from lottery.store import RunDir, layout
 from lottery.training import Job, snapshot_name, train, train_together
 from lottery.training.loop import is_finished
-
-STREAMS = {"magnitude": 21, "snip": 22, "grasp": 23, "synflow": 24, "random": 25, "early_bird": 26,
-           "shuffle": 31, "reinit": 32, "invert": 33, "trace": 40}  # fmt: skip
 
 
 def kinds(spec: ExperimentSpec) -> list[str]:
     """Every kind of run the spec asks for: each source, then `<source>_<ablation>`."""
     return spec.masks.kinds()
-
-
-def split_kind(kind: str) -> tuple[str, str | None]:
-    """'snip_shuffle' -> ('snip', 'shuffle'); 'early_bird' -> ('early_bird', None)."""
-    for ablation in ("shuffle", "reinit", "invert"):
-        if kind.endswith(f"_{ablation}"):
-            return kind[: -len(ablation) - 1], ablation
-    return kind, None
 
 
 def masks_dir(replicate_dir: RunDir) -> RunDir:
@@ -51,17 +40,31 @@ def mask_run_dir(replicate_dir: RunDir, kind: str, density: float, seed: int) ->
     return layout.mask_run(replicate_dir, kind, density, seed)
 
 
-def derived_seed(kind: str, seed: int, replicate: int) -> int:
-    """The seed a source or ablation actually uses, from its recorded seed, its replicate and its kind."""
+def chain_seeds(training: TrainingSpec) -> tuple[int, int, int]:
+    """The seed values that tell a replicate's dense run apart (what its recipe holds): init, data order,
+    augmentation."""
+    return training.init_seed, training.data_order_seed, training.augmentation_seed
+
+
+def derived_seed(kind: str, seed: int, training: TrainingSpec) -> int:
+    """The seed a source or ablation actually uses, from its kind, its recorded seed and the seed values of the
+    dense run it prunes (`training`: the replicate's training settings), never a replicate's number."""
     source, ablation = split_kind(kind)
-    return seeding.derive(seed, replicate, STREAMS[source], STREAMS[ablation] if ablation else 0)
+    if ablation is None:
+        return seeding.derive(f"masks.{source}", seed, *chain_seeds(training))
+    return seeding.derive(f"masks.{ablation}", seeding.STREAMS[f"masks.{source}"], seed, *chain_seeds(training))
+
+
+def trace_seed(training: TrainingSpec) -> int:
+    """The seed of the early-bird trace's scoring batches (one trace per dense run)."""
+    return seeding.derive("masks.trace", *chain_seeds(training))
 
 
 def score_batches(ctx: Context, derived: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`masks.snip_batches` training batches of `training.batch_size`, drawn without replacement by `derived`."""
     size, count = ctx.spec.training.batch_size, ctx.spec.masks.snip_batches
     n = len(ctx.data.train_x)
-    order = torch.randperm(n, generator=seeding.generator(derived))[: size * count].to(ctx.data.train_x.device)
+    order = torch.randperm(n, generator=seeding.seeded(derived))[: size * count].to(ctx.data.train_x.device)
     return [(ctx.data.train_x[idx], ctx.data.train_y[idx]) for idx in order.split(size)]
 
 
@@ -116,7 +119,7 @@ def trace(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]
         return stored
     spec = ctx.spec.masks
     points = trace_points(ctx)
-    derived = seeding.derive(0, replicate, STREAMS["trace"])
+    derived = trace_seed(ctx.training(replicate))
     previous: dict[float, Mask] = {}
     distances: dict[float, list[float | None]] = {d: [] for d in spec.densities}
     for t in points:
@@ -156,23 +159,16 @@ def source_mask(
     ctx: Context, replicate_dir: RunDir, replicate: int, source: str, density: float, seed: int, invert: bool
 ) -> tuple[Mask, dict[str, Any]]:
     """(mask, what was recorded about it) of `source` at `density` for this replicate and recorded seed."""
-    derived = derived_seed(f"{source}_invert" if invert else source, seed, replicate)
+    derived = derived_seed(f"{source}_invert" if invert else source, seed, ctx.training(replicate))
     if source == "early_bird":
         t = early_bird_iteration(ctx, replicate_dir, replicate, density)
         weights = dense_weights(ctx, replicate_dir, replicate, t)
-        trace_seed = seeding.derive(0, replicate, STREAMS["trace"])
-        mask = compute_mask(ctx, weights, ctx.spec.masks.early_bird_source, density, trace_seed, invert)
+        derived = trace_seed(ctx.training(replicate))
+        mask = compute_mask(ctx, weights, ctx.spec.masks.early_bird_source, density, derived, invert)
         return mask, {"computed_at": t, "early_bird_source": ctx.spec.masks.early_bird_source}
     k = at_iteration(ctx)
     weights = dense_weights(ctx, replicate_dir, replicate, k)
     return compute_mask(ctx, weights, source, density, derived, invert), {"computed_at": k, "derived_seed": derived}
-
-
-def stacked(ctx: Context) -> bool:
-    """Whether the [masks] runs of every kind at one density and seed train together, as one stacked model (one
-    task)."""
-    group = kinds(ctx.spec)
-    return len(group) > 1 and ctx.stacks(len(group))
 
 
 def run_source(ctx: Context, replicate_dir: RunDir, replicate: int, kind: str, density: float, seed: int) -> dict:
@@ -180,7 +176,7 @@ def run_source(ctx: Context, replicate_dir: RunDir, replicate: int, kind: str, d
     stacked (`stacked`: the plan's one task for them), every kind the spec plans at this density and seed trains
     with it, as one stacked model, as a level's controls do."""
     group = kinds(ctx.spec)
-    together = stacked(ctx)  # the same for every caller
+    together = recipes.masks_stacked(ctx)  # the same for every caller (the recipe's arithmetic)
     wanted = [kind] + ([other for other in group if other != kind] if together else [])
     k = at_iteration(ctx)
     runs = [mask_run_dir(replicate_dir, other, density, seed) for other in wanted]
@@ -225,9 +221,9 @@ def mask_start(
     record.update(info)
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
     if ablation is not None:
-        record["ablation_seed"] = derived_seed(kind, seed, replicate)
+        record["ablation_seed"] = derived_seed(kind, seed, ctx.training(replicate))
     if ablation == "shuffle":
-        mask = random_like(mask, None, seeding.generator(record["ablation_seed"]))
+        mask = random_like(mask, None, seeding.seeded(record["ablation_seed"]))
     if ablation == "reinit":
         fresh = ctx.model(record["ablation_seed"] % 2**63)
         rewound, optimizer_state = {n: v.detach().cpu() for n, v in fresh.state_dict().items()}, None

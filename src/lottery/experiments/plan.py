@@ -13,11 +13,12 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lottery.experiments import controls, imp, masks, stability, views
+from lottery.experiments import controls, imp, masks, recipes, stability, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.imp import replicate_dir
 from lottery.experiments.tasks import MissingDependency
+from lottery.spec import split_kind
 from lottery.store import RunDir, layout
 
 
@@ -50,13 +51,13 @@ def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
                 name = names.level(r, k, level)
                 tasks.append(Task(name, "level", r, k, level, deps=(previous,)))
                 previous = name
-                for kind, seed in controls.planned(ctx, level):
+                for kind, seed in recipes.planned_controls(ctx, level):
                     control = names.control(r, k, level, kind, seed)
                     tasks.append(Task(control, "control", r, k, level, kind, seed, deps=(name,)))
         tasks += mask_tasks(ctx, r, dense.name)  # before the stability points: stability.masks studies them
         for k in ctx.stability_points:
-            first = stability.dense_copies_level(ctx)
-            for level in stability.levels(ctx):
+            first = recipes.dense_copies_level(ctx)
+            for level in recipes.analysed_levels(ctx):
                 after = (names.level(r, k, level), *stability.mask_dependencies(ctx, r, k, level))
                 after += (names.stability(r, k, first),) if level != first else ()
                 tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=after))
@@ -66,11 +67,11 @@ def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
 def group_name(ctx: Context, task: Task) -> str | None:
     """The name of the stacked group `task`'s run trains in, or None: trained alone (the planner's one choice,
     asked of `Context.stacks` through each kind's rule)."""
-    if task.action in ("dense", "level") and imp.stacked(ctx):
+    if task.action in ("dense", "level") and recipes.replicates_stacked(ctx):
         return names.replicates(task.rewind, task.level)
-    if task.action == "control" and controls.stacked(ctx, task.level):
+    if task.action == "control" and recipes.controls_stacked(ctx, task.level):
         return names.controls(task.replicate, task.rewind, task.level)
-    if task.action == "mask" and masks.stacked(ctx):
+    if task.action == "mask" and recipes.masks_stacked(ctx):
         return names.masks_at(task.replicate, task.density, task.seed)
     return None
 
@@ -128,7 +129,7 @@ def mask_tasks(ctx: Context, r: int, dense: str) -> list[Task]:
         tasks.append(Task(names.mask_trace(r), "mask_trace", r, deps=(dense,)))
         after = (tasks[-1].name,)
     for kind in masks.kinds(ctx.spec):
-        source, ablation = masks.split_kind(kind)
+        source, ablation = split_kind(kind)
         for density in spec.densities:
             for seed in spec.seeds:
                 name = names.mask(r, kind, density, seed)

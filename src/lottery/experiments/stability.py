@@ -29,20 +29,17 @@ from lottery import seeding
 from lottery.analysis import barrier, distances, interpolation_curve
 from lottery.analysis.function_space import disagreement, jaccard, log_probabilities, mean_kl
 from lottery.data import Splits
-from lottery.experiments import controls, imp, masks
+from lottery.experiments import controls, imp, masks, recipes
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
-from lottery.experiments.mask_points import stability_point
 from lottery.experiments.results import stats
 from lottery.experiments.tasks import MissingDependency
 from lottery.pruning import Mask, prune
-from lottery.spec import TrainingSpec
+from lottery.spec import TrainingSpec, split_kind
 from lottery.store import RunDir, layout
 from lottery.training import Job, is_finished, train_together
 
-COPY_STREAM = 21
 TRAIN_SUBSET_SEED = 0
-CONTROL_SEED = 0  # the control seed whose subnetwork the stability analysis studies
 # Subjects with a pruning distance: (W_k, m) from the dense run's W_k. A randomly reinitialized subnetwork does not
 # start from W_k, so comparing it with the full network trained from W_k measures nothing defined.
 PRUNING_KINDS = ("imp", "random_prune")
@@ -91,34 +88,25 @@ def mask_subject_dir(replicate_dir: RunDir, k: int, kind: str, density: float, s
     return layout.mask_run(stability_dir(replicate_dir, k, 0), kind, density, seed)
 
 
-def mask_subject_keys(ctx: Context, k: int, level: int) -> list[tuple[str, float, int]]:
-    """(kind, target density, seed) of every `stability.masks` subject of (k, level): at (masks.at, 0) every
-    listed kind at every target density, seed masks.seeds[0]; none elsewhere."""
-    if level != 0 or k != stability_point(ctx):
-        return []
-    seed = ctx.spec.masks.seeds[0]
-    return [(kind, density, seed) for kind in ctx.spec.stability.masks for density in ctx.spec.masks.densities]
-
-
 def mask_subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Subject]:
     """The `stability.masks` subjects of (k, level) (`mask_subject_keys`): each one's mask and start, read from
     its finished [masks] run; its copies are trained here, never the run itself."""
     return [
         Subject(kind, *masks.trained_start(ctx, rdir, r, kind, density, seed), target_density=density, seed=seed)
-        for kind, density, seed in mask_subject_keys(ctx, k, level)
+        for kind, density, seed in recipes.mask_subjects(ctx, k, level)
     ]
 
 
 def mask_dependencies(ctx: Context, r: int, k: int, level: int) -> tuple[str, ...]:
     """The tasks of the [masks] runs whose subnetworks the point (k, level) studies (plan.py)."""
-    return tuple(names.mask(r, kind, density, seed) for kind, density, seed in mask_subject_keys(ctx, k, level))
+    return tuple(names.mask(r, kind, density, seed) for kind, density, seed in recipes.mask_subjects(ctx, k, level))
 
 
 def has_pruning_distance(subject: Subject) -> bool:
     """Stability to pruning is defined for (W_k, m): subnetworks that start from the dense run's W_k (IMP,
     random pruning, the [masks] runs except the `reinit` ablation), not from fresh weights."""
     if subject.target_density is not None:
-        return masks.split_kind(subject.kind)[1] != "reinit"
+        return split_kind(subject.kind)[1] != "reinit"
     return subject.kind in PRUNING_KINDS
 
 
@@ -128,8 +116,8 @@ def copy_training(training: TrainingSpec, i: int) -> TrainingSpec:
     W_k anyway)."""
     return dataclasses.replace(
         training,
-        data_order_seed=seeding.derive(training.data_order_seed, i, COPY_STREAM) % 2**31,
-        augmentation_seed=seeding.derive(training.augmentation_seed, i, COPY_STREAM + 1) % 2**31,
+        data_order_seed=seeding.derive("copy_data_order", training.data_order_seed, i) % 2**31,
+        augmentation_seed=seeding.derive("copy_augmentation", training.augmentation_seed, i) % 2**31,
     )
 
 
@@ -140,7 +128,7 @@ def _dense_subject(ctx: Context, rdir: RunDir, r: int, k: int) -> Subject:
 
 def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> tuple[list[Subject], list[str]]:
     """The subjects at (k, level): the dense network, and at level > 0 the IMP subnetwork and its controls (the
-    control with seed CONTROL_SEED: its mask and start; its copies are trained here, never the control run); and
+    control with seed recipes.CONTROL_SEED: its mask and start; its copies are trained here, never the control run); and
     the kinds that cannot be studied because an earlier IMP level diverged (there is no level-`level`
     subnetwork, nor controls of it)."""
     dense = _dense_subject(ctx, rdir, r, k)
@@ -152,7 +140,9 @@ def _subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> tuple[l
     rewound, optimizer_state = imp.rewind_state(ctx, rdir, r, k)
     subjects = [dense, Subject("imp", mask, mask.apply_to(rewound), optimizer_state)]
     for kind in ctx.spec.stability.controls:
-        subjects.append(Subject(kind, *controls.control_start(ctx, rdir, r, k, level, mask, kind, CONTROL_SEED)))
+        subjects.append(
+            Subject(kind, *controls.control_start(ctx, rdir, r, k, level, mask, kind, recipes.CONTROL_SEED))
+        )
     return subjects, []
 
 
@@ -174,7 +164,7 @@ def train_copies(
     that task."""
     copies = ctx.spec.stability.copies
     runs = {subject.key: copy_runs(rdir, k, level, subject, copies) for subject in subjects}
-    first = dense_copies_level(ctx)
+    first = recipes.dense_copies_level(ctx)
     if level != first:
         subjects = [subject for subject in subjects if subject.kind != "dense"]
         if not all(is_finished(run, Job(ctx.training(r), ctx.schedule)) for run in runs[DENSE]):
@@ -185,7 +175,7 @@ def train_copies(
             training = copy_training(ctx.training(r), i)
             trained.append(run)
             models.append(ctx.model(0, subject.start))
-            seed = CONTROL_SEED if subject.kind in controls.STREAMS else subject.seed
+            seed = recipes.CONTROL_SEED if subject.kind in controls.KINDS else subject.seed
             target = subject.target_density
             tag_level = None if target is not None else 0 if subject.kind == "dense" else level  # [masks]: no level
             tags = ctx.tags(run, r, subject.kind, tag_level, k, seed=seed, copy=i, target_density=target)
@@ -363,18 +353,6 @@ class Analyzer:
         # The LMC paper's criterion: the mean barrier over pairs below the threshold.
         record["data_order"]["stable_mean_barrier"] = record["data_order"]["barrier_test"]["mean"] < threshold
         return record
-
-
-def levels(ctx: Context) -> tuple[int, ...]:
-    """The levels the analysis covers (0 = dense)."""
-    spec = ctx.spec.stability
-    return spec.levels if spec.levels is not None else tuple(range(ctx.spec.imp.levels + 1))
-
-
-def dense_copies_level(ctx: Context) -> int:
-    """The analysed level whose task trains the dense network's copies at each k (the first): the other levels'
-    analyses depend on it."""
-    return min(levels(ctx), default=0)
 
 
 def run_point(ctx: Context, experiment: RunDir, rdir: RunDir, r: int, k: int, level: int) -> None:

@@ -1,82 +1,202 @@
-"""An experiment as a view of the store: each of its run directories is a link to the network (named by its key,
-experiments/keys.py) that the run needs, created before any task runs, and listed in the experiment's `runs.json`.
-Every reader then reads the experiment's directories as before; networks shared with other experiments are found
-finished and never trained again."""
+"""An experiment as a view of the store: each of its run directories is a link to the network (named by its recipe,
+experiments/recipes.py) that the run needs, created before any task runs, and listed in the experiment's
+`runs.json`. Every reader then reads the experiment's directories as before; networks shared with other experiments
+are found finished and never trained again.
+
+`networks(ctx)` is the one list of the networks a spec implies: for each, its run directory in the experiment, its
+recipe and the task that trains it. Binding (`bind`), `lottery verify --recompute` and the tests read it.
+
+Nothing is trusted by its name: before a network directory is used, its `key.json` must be the recipe that names
+it, the directory must be a real directory inside the store, and the store must be of this format."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lottery import collective
-from lottery.experiments import controls, keys, masks, stability
+from lottery.errors import UserError
+from lottery.experiments import recipes
+from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.store import RunDir, layout
+from lottery.store.atomic import write_json
 
 
-def views(ctx: Context, dense_only: bool = False) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """(run directory relative to the experiment, key) of every network the experiment's tasks train."""
+@dataclass(frozen=True)
+class Network:
+    """One network an experiment needs: its run directory relative to the experiment, its recipe, and the name of
+    the task that trains it (plan.py; a stacked group's task answers to its members' names)."""
+
+    view: Path
+    recipe: dict[str, Any]
+    task: str
+
+    @property
+    def kind(self) -> str:
+        return str(self.recipe["kind"])
+
+    @property
+    def digest(self) -> str:
+        return recipes.digest(self.recipe)
+
+
+def networks(ctx: Context, dense_only: bool = False) -> Iterator[Network]:
+    """Every network the experiment's tasks train."""
     spec, root = ctx.spec, Path()
     for r in range(spec.replicates):
         rdir = layout.replicate(root, r)
-        yield layout.dense(rdir), keys.dense(ctx, r)
+        yield Network(layout.dense(rdir), recipes.dense(ctx, r), names.dense(r))
         if dense_only:
             continue
         for k in ctx.rewind_points:
             for level_ in range(1, spec.imp.levels + 1):
-                yield layout.level(rdir, k, level_), keys.level(ctx, r, k, level_)
-                for kind, seed in controls.planned(ctx, level_):
-                    yield layout.control(rdir, k, level_, kind, seed), keys.control(ctx, r, k, level_, kind, seed)
+                yield Network(
+                    layout.level(rdir, k, level_), recipes.level(ctx, r, k, level_), names.level(r, k, level_)
+                )
+                for kind, seed in recipes.planned_controls(ctx, level_):
+                    recipe = recipes.control(ctx, r, k, level_, kind, seed)
+                    yield Network(
+                        layout.control(rdir, k, level_, kind, seed), recipe, names.control(r, k, level_, kind, seed)
+                    )
         for k in ctx.stability_points:
-            for level_ in stability.levels(ctx):
+            for level_ in recipes.analysed_levels(ctx):
                 yield from copies(ctx, rdir, r, k, level_, spec.stability.controls)
-        for kind in masks.kinds(spec) if spec.masks.sources else []:
+        for kind in spec.masks.kinds() if spec.masks.sources else []:
             for density in spec.masks.densities:
                 for seed in spec.masks.seeds:
-                    key = keys.mask_run(ctx, r, kind, masks.split_kind(kind)[0], density, seed)
-                    yield layout.mask_run(rdir, kind, density, seed), key
+                    recipe = recipes.mask_run(ctx, r, kind, density, seed)
+                    yield Network(
+                        layout.mask_run(rdir, kind, density, seed), recipe, names.mask(r, kind, density, seed)
+                    )
 
 
-def copies(
-    ctx: Context, rdir: Path, r: int, k: int, level: int, controls_: tuple[str, ...]
-) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """The stability copies of (k, level): the dense network's, at level > 0 the IMP subnetwork's and those of
-    the controls `controls_`, and at (masks.at, 0) those of the `stability.masks` subjects."""
+def copies(ctx: Context, rdir: Path, r: int, k: int, level: int, controls_: tuple[str, ...]) -> Iterator[Network]:
+    """The stability copies of (k, level): the dense network's (trained by the first analysed level's task), at
+    level > 0 the IMP subnetwork's and those of the controls `controls_`, and at (masks.at, 0) those of the
+    `stability.masks` subjects."""
+    first = recipes.dense_copies_level(ctx)
     for kind in ["dense"] + (["imp", *controls_] if level > 0 else []):
         where = layout.stability(rdir, k, 0 if kind == "dense" else level)
+        task = names.stability(r, k, first if kind == "dense" else level)
         for i in range(ctx.spec.stability.copies):
-            yield layout.copy(where, kind, i), keys.copy(ctx, r, k, level, kind, i, stability.CONTROL_SEED)
-    for kind, density, seed in stability.mask_subject_keys(ctx, k, level):  # stability.masks, at (masks.at, 0)
-        where = stability.mask_subject_dir(rdir, k, kind, density, seed)
-        source = masks.split_kind(kind)[0]
+            yield Network(
+                layout.copy(where, kind, i), recipes.copy(ctx, r, k, level, kind, i, recipes.CONTROL_SEED), task
+            )
+    for kind, density, seed in recipes.mask_subjects(ctx, k, level):  # stability.masks, at (masks.at, 0)
+        where = layout.mask_run(layout.stability(rdir, k, 0), kind, density, seed)
         for i in range(ctx.spec.stability.copies):
-            yield layout.copy(where, kind, i), keys.mask_copy(ctx, r, kind, source, density, seed, i)
+            recipe = recipes.mask_copy(ctx, r, kind, density, seed, i)
+            yield Network(layout.copy(where, kind, i), recipe, names.stability(r, k, level))
 
 
 def bind_point(ctx: Context, experiment: RunDir, r: int, k: int, level: int, controls_: tuple[str, ...]) -> None:
     """Link what analysing (k, level) of replicate r needs, k anywhere (the rewind search probes points off the
     grid): the dense run, IMP levels 1..level rewound to k, and the copies."""
-    rdir = layout.replicate(experiment.path, r)
-    found = [(layout.dense(rdir), keys.dense(ctx, r))]
-    found += [(layout.level(rdir, k, level_), keys.level(ctx, r, k, level_)) for level_ in range(1, level + 1)]
+    ctx.fingerprint_cache = layout.fingerprints(layout.store_of(experiment.path))
+    rdir = layout.replicate(Path(), r)
+    found = [Network(layout.dense(rdir), recipes.dense(ctx, r), names.dense(r))]
+    found += [
+        Network(layout.level(rdir, k, level_), recipes.level(ctx, r, k, level_), names.level(r, k, level_))
+        for level_ in range(1, level + 1)
+    ]
     found += list(copies(ctx, rdir, r, k, level, controls_))
-    _link(found)
+    _link(ctx, experiment, found)
 
 
 def bind(ctx: Context, experiment: RunDir, dense_only: bool = False) -> None:
     """Link every run directory of the experiment to its network and record the view in `runs.json` (rank 0 under
-    torchrun; the others wait for it). A store made before format 2 keeps its directories (used in place)."""
-    _link([(experiment.path / view, key) for view, key in views(ctx, dense_only)])
+    torchrun; the others wait for it)."""
+    check_experiment(experiment)
+    ctx.fingerprint_cache = layout.fingerprints(layout.store_of(experiment.path))
+    _link(ctx, experiment, list(networks(ctx, dense_only)))
     record(experiment)
 
 
-def _link(found: list[tuple[Path, dict[str, Any]]]) -> None:
-    """Link each run directory to the network of its key (rank 0 under torchrun; the others wait for it)."""
+def _link(ctx: Context, experiment: RunDir, found: list[Network]) -> None:
+    """Link each run directory to the network of its recipe (rank 0 under torchrun; the others wait for it)."""
     with collective.main_writes() as main:
         if main:
-            for view, key in found:
-                keys.bind_one(view, key)
+            for network in found:
+                bind_one(experiment.path / network.view, network.recipe)
+
+
+def canonical(recipe: dict[str, Any]) -> str:
+    return json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+
+
+_checked_stores: set[str] = set()
+
+
+def check_store(store: Path) -> None:
+    """Refuse, in one line, a store whose networks were written by an earlier store format (their seeds and names
+    were derived otherwise: they cannot be re-keyed soundly); mark a new store with this format."""
+    store = Path(store)
+    if str(store) in _checked_stores:
+        return
+    networks_dir = store / layout.NETWORKS
+    marker = networks_dir / layout.FORMAT_FILE
+    if networks_dir.is_symlink() or marker.is_symlink():
+        raise UserError(f"{networks_dir} is a link: a store's networks/ must be a directory inside it")
+    if marker.is_file():
+        try:
+            found = json.loads(marker.read_text()).get("format")
+        except (OSError, ValueError, AttributeError):
+            found = None
+    else:
+        found = 2 if networks_dir.is_dir() and any(p.is_dir() for p in networks_dir.iterdir()) else None
+    if found is None:
+        write_json(marker, {"format": layout.FORMAT})
+    elif found != layout.FORMAT:
+        raise UserError(
+            f"{store} holds networks of store format {found}, before networks were named by their full recipe: "
+            "their seeds were derived otherwise, so they cannot be re-keyed soundly; run into a new store "
+            "(--out DIR). `lottery show`, `report`, `export` and `verify` still read the old experiments"
+        )
+    _checked_stores.add(str(store))
+
+
+def check_experiment(experiment: RunDir) -> None:
+    """Refuse to grow an experiment of an earlier store format, in one line."""
+    stored = experiment.read_json(layout.RUNS_FILE) if experiment.exists(layout.RUNS_FILE) else None
+    if isinstance(stored, dict) and stored.get("format") not in (None, layout.FORMAT):
+        raise UserError(
+            f"{experiment.path} was made with store format {stored.get('format')}; this version writes format "
+            f"{layout.FORMAT} (networks named by their full recipe): run its spec.toml into a new store (--out DIR)"
+        )
+
+
+def bind_one(view: Path, recipe: dict[str, Any]) -> Path:
+    """Link the run directory `view` (a path inside an experiment, e.g. `layout.dense(...)`) to the network of
+    `recipe`; the network's directory. A network directory is used only when it is a real directory of this store
+    whose `key.json` is this recipe; where it holds anything else, UserError in one line."""
+    view = Path(getattr(view, "path", view))
+    store = layout.store_of_run(view)
+    check_store(store)
+    target = layout.network(store, str(recipe["kind"]), recipes.digest(recipe))
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise UserError(f"{target} is not a directory of the store (a link or a file): remove it, then run again")
+    key_file = target / layout.KEY_FILE
+    if key_file.is_symlink():
+        raise UserError(f"{key_file} is a link: a network's recipe must be a file of the store; remove {target}")
+    if key_file.is_file():
+        try:
+            stored = json.loads(key_file.read_text())
+        except (OSError, ValueError):
+            stored = None
+        if stored is None or canonical(stored) != canonical(recipe):
+            raise UserError(
+                f"{target} holds another network than its name says (its key.json is not the recipe that names "
+                "it): it was copied or edited; remove it (`lottery verify` lists such networks), then run again"
+            )
+    elif target.is_dir() and any(target.iterdir()):
+        raise UserError(f"{target} holds files but no recipe (key.json): remove it, then run again")
+    if layout.bind(view, target) and not key_file.exists():
+        write_json(key_file, recipe)  # before anything is trained into it
+    return target
 
 
 def record(experiment: RunDir) -> None:

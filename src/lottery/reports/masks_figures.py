@@ -33,7 +33,7 @@ COLLAPSE_FLOOR = 1e-3  # percent: where a layer with nothing left is drawn
 
 
 def _split(kind: str) -> tuple[str, str | None]:
-    from lottery.experiments.masks import split_kind
+    from lottery.spec import split_kind
 
     return split_kind(kind)
 

@@ -10,6 +10,7 @@ from lottery.spec.groups import (
     PruningSpec,
     StabilitySpec,
     TrainingSpec,
+    split_kind,
 )
 from lottery.spec.parse import build, resolve, spec_hash, to_dict, to_toml
 from lottery.spec.steps import Step
@@ -28,6 +29,7 @@ __all__ = [
     "build",
     "resolve",
     "spec_hash",
+    "split_kind",
     "to_dict",
     "to_toml",
 ]

@@ -46,7 +46,7 @@ def check_format(run: RunDir) -> None:
     inside it, laid out otherwise), in one line."""
     if (run.path / "spec.json").exists() and not (run.path / layout.RUNS_FILE).exists():
         raise UserError(
-            f"{run.path} predates store format {layout.FORMAT} (runs named by what determines them, "
+            f"{run.path} predates store format 2 (runs named by what determines them, "
             "docs/run-format.md): `lottery verify` still checks it; re-run its spec.toml into a new store (--out) to "
             "use it with this version"
         )

@@ -45,16 +45,28 @@ SNAPSHOT_TEMPORARIES = "snapshots/.*.tmp"  # glob: half-written snapshots (store
 STABILITY_ANALYSES = "rewind_*it/stability/level_*/analysis.json"  # glob under a replicate directory
 
 
-FORMAT = 2  # the store format: networks named by their key, experiments as views (runs.json)
-RUNS_FILE = "runs.json"  # an experiment's view: {"format": 2, "runs": {view path: network path}}
+FORMAT = 3  # the store format: networks named by their full recipe, experiments as views (runs.json)
+RUNS_FILE = "runs.json"  # an experiment's view: {"format": 3, "runs": {view path: network path}}
 NETWORKS = "networks"
-KEY_FILE = "key.json"  # in a network's directory: its key (what determines it), written once when first bound
+FORMAT_FILE = ".format.json"  # in networks/: {"format": 3}, the format of every network below it
+KEY_FILE = "key.json"  # in a network's directory: its recipe (what determines it), written before it is trained
 
 
 def network(store: Path, kind: str, digest: str) -> Path:
     """The directory of the trained network of `kind` (dense, imp, control kinds, copy, mask kinds, prefix) whose
     key hashes to `digest`."""
     return Path(store) / NETWORKS / kind / digest
+
+
+def network_name(run: Path) -> str | None:
+    """`<kind>/<hash>` of the network a run directory is (or links to); None for a directory outside networks/."""
+    parts = Path(os.path.realpath(run)).parts
+    return f"{parts[-2]}/{parts[-1]}" if len(parts) >= 3 and parts[-3] == NETWORKS else None
+
+
+def fingerprints(store: Path) -> Path:
+    """The cache of dataset file digests (data/fingerprint.py), kept in the store."""
+    return Path(store) / NETWORKS / ".fingerprints.json"
 
 
 def store_of(experiment: Path) -> Path:

@@ -30,10 +30,8 @@ from lottery.spec import Step, TrainingSpec
 from lottery.store import RunDir, layout, locked
 from lottery.training import distributed, losses
 from lottery.training.optimizer import exact_step, make_optimizer
-from lottery.training.provenance import run_metadata
+from lottery.training.provenance import file_metadata
 from lottery.training.schedule import lr_at
-
-DROPOUT_STREAM = 1  # seeds the global RNG (dropout) apart from data order and augmentation
 
 
 @dataclass
@@ -230,7 +228,7 @@ class Session:
     masks the restored optimizer state. Its methods evaluate, checkpoint and finish the run."""
 
     def __init__(self, run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime) -> None:
-        run = run.with_provenance(run_metadata(job))  # written into every safetensors file of the run
+        run = run.with_provenance(file_metadata(job, run.path))  # written into every safetensors file of the run
         self.run, self.model, self.data, self.job, self.runtime = run, model, data, job, runtime
         device = runtime.device
         model.to(device)
@@ -254,7 +252,7 @@ class Session:
             run.write_tensors("start.safetensors", model.state_dict())
             run.write_tensors("mask.safetensors", self.mask.to_tensors())
             run.write_json("sparsity.json", self.mask.report())
-            torch.manual_seed(seeding.derive(job.training.data_order_seed, job.start, DROPOUT_STREAM))
+            torch.manual_seed(seeding.derive("dropout", job.training.data_order_seed, job.start))
             self.t, self.metrics, self.elapsed = job.start, [], 0.0
             self.loss_sum, self.loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
         self.label = runtime.label or str(run.path)  # names the run in log lines
