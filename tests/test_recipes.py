@@ -316,3 +316,16 @@ def test_a_spec_computes_the_same_networks_in_a_shared_store_and_an_empty_one(
     ours, _ = run_tiny(shared, *spec, **runtime)
     theirs, _ = run_tiny(tmp_path_factory.mktemp("empty"), *spec, **runtime)
     assert_same_networks(ours.path, theirs.path)
+
+
+def test_a_plugins_identity_covers_the_helpers_it_imports_from_its_directory(tmp_path: Path) -> None:
+    from lottery.plugins import Plugin
+
+    (tmp_path / "myhelpers.py").write_text("WIDTH = 8\n")
+    (tmp_path / "myplugin.py").write_text("import myhelpers\n\ndef build():\n    return myhelpers.WIDTH\n")
+    namespace: dict = {"__name__": "myplugin"}
+    exec(compile("def build():\n    return 8\n", str(tmp_path / "myplugin.py"), "exec"), namespace)
+    build = namespace["build"]  # defined in myplugin.py (its code object says so), which imports myhelpers
+    before = Plugin("model", "mine", build).source_hash()
+    (tmp_path / "myhelpers.py").write_text("WIDTH = 16\n")  # only the helper changes
+    assert Plugin("model", "mine", build).source_hash() != before

@@ -61,14 +61,47 @@ class Plugin:
         return Path(path).resolve() if path else None
 
     def source_hash(self) -> str:
-        """'sha256:<16 hex>' of the defining file's bytes ('builtin:<qualname>' where there is no file)."""
+        """'sha256:<16 hex>' of the code that defines the factory ('builtin:<qualname>' where there is no file): the
+        defining file and, where it is a module of a package, every module of that package (its top-level package's
+        directory, so helpers it imports from its own package count), and the modules imported beside a top-level
+        module file (from its directory)."""
         path = self.source_file
         if path is None or not path.is_file():
             return f"builtin:{getattr(self.factory, '__qualname__', repr(self.factory))}"
-        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        digest = hashlib.sha256()
+        for file in _own_code(path, getattr(inspect.unwrap(self.factory), "__module__", "") or ""):
+            digest.update(f"{file.name}\0".encode() + file.read_bytes())
+        return "sha256:" + digest.hexdigest()[:16]
 
     def describe(self) -> str:
         return f"plugin {self.kind} '{self.name}' ({self.source_file or self.factory!r})"
+
+
+def _own_code(path: Path, module: str) -> list[Path]:
+    """The source files a plugin's code is: `path`; for a module of a package, every .py file of its top-level
+    package; for a top-level module, also the modules (and packages) it imports from its own directory."""
+    import ast
+    import sys
+
+    top = module.split(".")[0]
+    package = sys.modules.get(top) if "." in module else None
+    package_file = getattr(package, "__file__", None)
+    if package_file and Path(package_file).name == "__init__.py":
+        return sorted(Path(package_file).resolve().parent.rglob("*.py"))
+    files = {path}
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError):
+        return [path]
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    for name in sorted(imported):
+        first = name.split(".")[0]
+        if (path.parent / f"{first}.py").is_file():
+            files.add(path.parent / f"{first}.py")
+        elif (path.parent / first / "__init__.py").is_file():
+            files.update((path.parent / first).rglob("*.py"))
+    return sorted(files)
 
 
 _plugins: dict[str, dict[str, Plugin]] = {kind: {} for kind in KINDS}
