@@ -65,7 +65,10 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (slow to start)")
     p.add_argument(
-        "--data-workers", type=int, metavar="N", help="image folders: decoding processes (default: CPUs, up to 8)"
+        "--data-workers",
+        type=int,
+        metavar="N",
+        help="image folders: decoding processes (default: CPUs, up to 8; at most the CPUs this process may use)",
     )
     p.add_argument(
         "--log",
