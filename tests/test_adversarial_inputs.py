@@ -4,8 +4,12 @@ a traceback or a machine taken down."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +17,11 @@ from lottery.cli.main import main
 from lottery.data import stream as streaming
 from lottery.data.jpegs import write_folder
 from lottery.experiments.context import default_workers
+from lottery.reports import figures, html, masks_figures
+from lottery.reports.html import render_report
+from lottery.reports.load import MALFORMED, load_experiment
 from lottery.training import Runtime
+from reliability_helpers import one_error_line, run_cli, tree
 
 SIZE = 16
 CPUS = len(os.sched_getaffinity(0))
@@ -67,3 +75,180 @@ def test_huge_data_workers_run_with_a_bounded_pool(
     err = capsys.readouterr().err
     assert err.count(f"lottery: --data-workers 100000 cut to {CPUS}") == 1
     assert sizes == [CPUS]
+
+
+# 6. Every string in report.html escaped: each section rendered from a results.json full of script tags ---------
+SCRIPT = "\"'><script>alert(1)</script>"
+RICH = (
+    "imp.levels=1", "replicates=2", "imp.rewind=['20it']", "stability.rewind=['20it']", "stability.levels=[1]",
+    "stability.controls=[]", "stability.interpolation_points=3", "stability.train_subset=100",
+    "stability.batchnorm_batches=1", 'masks.sources=["early_bird"]', "masks.densities=[0.2]",
+    "masks.early_bird_every=20it", 'controls.kinds=["random_reinit"]',
+)  # fmt: skip
+# what `lottery rewind-search` writes (its report section reads this file, not results.json)
+REWIND_SEARCH = {
+    "level": 1, "grid": [0, 20, 40], "threshold": 2.0, "tolerance": 0.2, "refine": 2, "max_trainings": None,
+    "dense": {"k": 20, "bracket": [0, 20], "complete": True, "matching": True, "accuracy": 0.9, "probe": [
+        {"k": 0, "barrier": 3.0, "stable": False, "accuracy": 0.9, "matching": True, "trainings": 2},
+        {"k": 20, "barrier": 0.5, "stable": True, "accuracy": 0.9, "matching": True, "trainings": 2}]},
+    "imp": {"k": 20, "bracket": [0, 20], "complete": False, "matching": False, "accuracy": 0.8, "probe": [
+        {"k": 20, "barrier": 0.1, "stable": True, "accuracy": 0.8, "matching": False, "control": {"barrier": 4.0},
+         "trainings": 3}]},
+    "dense_accuracy": 0.95,
+    "cost": {"trainings": 4, "iterations": 100, "probed": {"trainings": 4, "iterations": 100},
+             "full_sweep": {"trainings": 9, "iterations": 300}},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rich(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished experiment whose results fill every report section: IMP with a control, two replicates (the
+    replicates' mask distance), stability and its predictors, an early-bird mask, and a rewind search's file."""
+    from conftest import run_tiny
+
+    experiment, _ = run_tiny(tmp_path_factory.mktemp("rich"), *RICH)
+    (experiment.path / "rewind_search.json").write_text(json.dumps(REWIND_SEARCH))
+    figures.load_plugins()  # every section registers itself (as `lottery report` does before rendering)
+    return experiment.path
+
+
+def scripted(value: Any, key: str | None = None, only: str | None = None, keep: tuple[str, ...] = ()) -> Any:
+    """`value` with a script tag for every string in it (layer names, which are keys, included) but those under the
+    keys `keep`; or, given `only`, for every value, of any type, under the key `only`."""
+    if isinstance(value, dict):
+        return {
+            (f"{SCRIPT}{i}" if key == "layer_densities" and only is None else k): scripted(v, k, only, keep)
+            for i, (k, v) in enumerate(value.items())
+        }
+    if isinstance(value, list):
+        return [scripted(v, key, only, keep) for v in value]
+    if only is None:
+        return SCRIPT if isinstance(value, str) and key not in keep else value
+    return SCRIPT if key == only else value
+
+
+def keys(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return {k for k, v in value.items() if not isinstance(v, (dict, list))} | {
+            k for v in value.values() for k in keys(v)
+        }
+    if isinstance(value, list):
+        return {k for v in value for k in keys(v)}
+    return set()
+
+
+def render(experiment_dir: Path, results: dict[str, Any], rewind_search: dict[str, Any]) -> str:
+    """report.html's page for `results` (figures left out: they are pictures, not text in the page)."""
+    (experiment_dir / "rewind_search.json").write_text(json.dumps(rewind_search))
+    experiment = load_experiment(experiment_dir)
+    experiment.results, experiment.preset = results, SCRIPT
+    return render_report(experiment, {})
+
+
+def assert_no_script(page: str) -> None:
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;" in page  # the value is shown, as text
+
+
+@pytest.mark.parametrize("keep", [(), ("kind",)], ids=["every string", "every string but the kinds"])
+def test_every_section_escapes_every_string(rich: Path, tmp_path: Path, keep: tuple[str, ...]) -> None:
+    """Every string of results.json and rewind_search.json a script tag (but the kinds, which choose the rows some
+    sections show): no tag reaches the page unescaped, searched in the whole HTML."""
+    copy = tmp_path / rich.name
+    shutil.copytree(rich, copy, symlinks=False)
+    results = json.loads((rich / "results.json").read_text())
+    sections = {name: section(results, copy) for name, section in html._SECTIONS.items()}
+    assert len(sections) >= 7 and all(sections.values()), sections  # every section shows something
+    hostile = scripted(results, keep=keep)
+    (copy / "rewind_search.json").write_text(json.dumps(scripted(REWIND_SEARCH, keep=keep)))
+    shown = {name: section(hostile, copy) or "" for name, section in html._SECTIONS.items()}
+    assert not [name for name, fragment in shown.items() if "<script" in fragment.lower()]
+    assert len([name for name, fragment in shown.items() if "&lt;script&gt;" in fragment]) >= (5 if keep else 4)
+    page = render(copy, hostile, scripted(REWIND_SEARCH, keep=keep))
+    assert_no_script(page)
+
+
+def test_mask_section_escapes_numbers_replaced_by_scripts(rich: Path) -> None:
+    """The attack of issue 24: the early-bird and replicate-distance tables' numbers replaced by script tags."""
+    results = json.loads((rich / "results.json").read_text())
+    for trace in results["masks"]["early_bird"]:
+        trace["replicate"] = SCRIPT
+        for entry in trace["densities"]:
+            entry["settled_at"] = SCRIPT
+    for row in results["masks"]["imp_replicate_distance"]:
+        row.update(rewind_iteration=SCRIPT, level=SCRIPT, a=SCRIPT, b=SCRIPT)
+    fragment = masks_figures.mask_section(results, rich)
+    assert fragment is not None and "<script" not in fragment and fragment.count("&lt;script&gt;") == 2 * 2 + 4
+
+
+def test_any_field_replaced_by_a_script_is_escaped_or_refused(rich: Path, tmp_path: Path) -> None:
+    """Each field of results.json and rewind_search.json, whatever its type, replaced by a script tag in turn: the
+    page shows it escaped, or rendering stops with an error of a malformed file (`reading` makes it one line)."""
+    copy = tmp_path / rich.name
+    shutil.copytree(rich, copy, symlinks=False)
+    results = json.loads((rich / "results.json").read_text())
+    shown = 0
+    for name in sorted(keys(results)):
+        try:
+            page = render(copy, scripted(results, only=name), REWIND_SEARCH)
+        except MALFORMED:
+            continue
+        assert "<script" not in page.lower(), name
+        shown += "&lt;script&gt;" in page
+    for name in sorted(keys(REWIND_SEARCH)):
+        try:
+            page = render(copy, results, scripted(REWIND_SEARCH, only=name))
+        except MALFORMED:
+            continue
+        assert "<script" not in page.lower(), name
+        shown += "&lt;script&gt;" in page
+    assert shown > 20
+
+
+# 13. A checksummed but malformed results.json: one line, exit 2 -----------------------------------------------
+def rewrite_checksummed(experiment: Path, name: str, data: bytes) -> None:
+    """Replace `name` and its manifest entry: an edit the checksums cannot catch."""
+    (experiment / name).write_bytes(data)
+    manifest = json.loads((experiment / "manifest.json").read_text())
+    manifest[name] = hashlib.sha256(data).hexdigest()
+    (experiment / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def damaged_store(rich: Path, tmp_path: Path, damage: str) -> tuple[Path, Path]:
+    """A copy of the rich store whose experiment's results.json is damaged (checksum updated): (store, experiment)."""
+    store = tmp_path / "store"
+    shutil.copytree(rich.parent, store, symlinks=True)
+    experiment = store / rich.name
+    results = json.loads((experiment / "results.json").read_text())
+    if damage == "missing key":
+        del results["summary"][0]["rewind_iteration"]
+    elif damage == "string for a number":
+        results["stability"]["points"][0]["density"] = "high"
+    data = b'{"runs": [' if damage == "not JSON" else json.dumps(results).encode()
+    rewrite_checksummed(experiment, "results.json", data)
+    return store, experiment
+
+
+@pytest.mark.parametrize("damage", ["missing key", "string for a number", "not JSON"])
+def test_report_on_a_malformed_results_json(
+    rich: Path, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, experiment = damaged_store(rich, tmp_path, damage)
+    before = tree(store)
+    code, out, err = run_cli(["report", str(experiment)], capsys)
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    assert f"{experiment / 'results.json'} is malformed" in line and "delete it" in line
+    assert tree(store) == before  # not a figure written
+
+
+@pytest.mark.slow
+def test_malformed_results_json_deleted_is_rebuilt(
+    rich: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the line advises: delete results.json, and `lottery report` rebuilds it from the store."""
+    _, experiment = damaged_store(rich, tmp_path, "missing key")
+    (experiment / "results.json").unlink()
+    code, out, err = run_cli(["report", str(experiment)], capsys)
+    assert code == 0 and (experiment / "report" / "report.html").is_file()
+    assert json.loads((experiment / "results.json").read_text()) == json.loads((rich / "results.json").read_text())
