@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +254,51 @@ def test_malformed_results_json_deleted_is_rebuilt(
     code, out, err = run_cli(["report", str(experiment)], capsys)
     assert code == 0 and (experiment / "report" / "report.html").is_file()
     assert json.loads((experiment / "results.json").read_text()) == json.loads((rich / "results.json").read_text())
+
+
+# 10, 11. Image files built to hurt: one line naming the file ------------------------------------------------------
+def png_bomb(width: int, height: int) -> bytes:
+    """A 1-bit PNG whose header claims width x height pixels, in about 120 bytes (its data is cut short)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    rows = zlib.compress((b"\x00" + bytes((width + 7) // 8)) * 16, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def folder_copy(images: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(images, tmp_path / "images"))
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in the process", "in a decoding worker"])
+def test_decompression_bomb_is_one_line(
+    folder_copy: Path, tmp_path: Path, workers: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bomb = folder_copy / "train" / "n00000001" / "bomb.png"
+    bomb.write_bytes(png_bomb(20000, 20000))
+    assert bomb.stat().st_size < 200
+    code, out, err = run_cli(folder_args(tmp_path / "out", folder_copy, workers=workers), capsys)
+    assert code == 2 and "Traceback" not in err
+    line = err.splitlines()[-1]  # images are decoded as their batch comes: progress lines may precede it
+    assert line.startswith("lottery: error: ")
+    assert f"cannot decode image {bomb}" in line and "decompression bomb" in line and "400000000 pixels" in line
+
+
+@pytest.mark.parametrize("where", ["an image", "a class folder", "a test image"])
+def test_self_referencing_link_is_one_line(
+    folder_copy: Path, tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link = {
+        "an image": folder_copy / "train" / "n00000000" / "loop.JPEG",
+        "a class folder": folder_copy / "train" / "loop",
+        "a test image": folder_copy / "val" / "n00000001" / "loop.jpg",
+    }[where]
+    link.symlink_to(link.name)  # points to itself: ELOOP
+    code, out, err = run_cli(folder_args(tmp_path / "out", folder_copy), capsys)
+    assert code == 2
+    line = one_error_line(err)
+    assert f"cannot read {link}: Too many levels of symbolic links" in line and "remove it" in line
+    assert not (tmp_path / "out").exists()  # refused while listing, before anything is written
