@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from lottery.reports import figures, html, masks_figures
 from lottery.reports.html import render_report
 from lottery.reports.load import MALFORMED, load_experiment
 from lottery.training import Runtime
-from reliability_helpers import one_error_line, run_cli, tree
+from reliability_helpers import cli_args, one_error_line, run_cli, subprocess_env, tree
 
 SIZE = 16
 CPUS = len(os.sched_getaffinity(0))
@@ -302,3 +304,80 @@ def test_self_referencing_link_is_one_line(
     line = one_error_line(err)
     assert f"cannot read {link}: Too many levels of symbolic links" in line and "remove it" in line
     assert not (tmp_path / "out").exists()  # refused while listing, before anything is written
+
+
+# 7. --import MODULE: the working directory does not shadow other modules -----------------------------------------
+SHADOW = "open({marker!r}, 'a').write(__name__ + '\\n')\nraise RuntimeError('a file of the working directory ran')\n"
+
+
+def plugin_directory(directory: Path, shadows: tuple[str, ...]) -> Path:
+    """A working directory holding a plugin module (which imports a sibling file) and files named like other
+    modules, each of which records that it ran (in `ran.txt`) and fails."""
+    directory.mkdir()
+    (directory / "adv_helper.py").write_text("WIDTH = 7\n")
+    (directory / "adv_plugin.py").write_text(
+        "import adv_helper\nfrom lottery.plugins import register_model\nfrom torch import nn\n\n\n"
+        "@register_model('adv_import_mlp')\ndef adv_import_mlp(input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[-1] ** 2, adv_helper.WIDTH), nn.ReLU(),\n"
+        "                         nn.Linear(adv_helper.WIDTH, num_classes))\n"
+    )
+    for name in shadows:
+        (directory / f"{name}.py").write_text(SHADOW.format(marker=str(directory / "ran.txt")))
+    return directory
+
+
+def test_import_module_leaves_sys_path_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin comes from the working directory (its sibling imports too), and sys.path is as it was after:
+    a later import of a module named like a file there (stdlib's tabnanny) gets the real module."""
+    from lottery import plugins
+
+    here = plugin_directory(tmp_path / "work", ("tabnanny",))
+    monkeypatch.chdir(here)
+    monkeypatch.delitem(sys.modules, "tabnanny", raising=False)
+    before = list(sys.path)
+    try:
+        assert plugins.import_modules(["adv_plugin"]) == ("adv_plugin",)
+        assert sys.path == before
+        assert Path(sys.modules["adv_plugin"].__file__).resolve() == here / "adv_plugin.py"
+        assert plugins.find("model", "adv_import_mlp") is not None
+        import tabnanny
+
+        assert Path(tabnanny.__file__).parent != here and not (here / "ran.txt").exists()
+    finally:
+        for name in ("adv_plugin", "adv_helper"):
+            sys.modules.pop(name, None)
+
+
+def test_plugin_file_named_like_a_module_does_not_replace_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--import plugins/tabnanny.py` imports the file under a name of its own, not as the stdlib's tabnanny."""
+    from lottery import plugins
+
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "tabnanny.py").write_text("MINE = True\n")
+    monkeypatch.delitem(sys.modules, "tabnanny", raising=False)
+    plugins.import_modules([str(tmp_path / "plugins" / "tabnanny.py")])
+    assert sys.modules["_lottery_tabnanny"].MINE
+    import tabnanny
+
+    assert not hasattr(tabnanny, "MINE")
+
+
+@pytest.mark.slow
+def test_import_on_the_command_line_runs_no_file_named_like_a_module(tmp_path: Path) -> None:
+    """Issue 24's case, as the installed `lottery` script runs it (its own directory first on sys.path, not the
+    working directory): `--import adv_plugin --log tensorboard` in a directory holding a `matplotlib.py`; the
+    tracker then imports matplotlib, which must be the installed one."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    here = plugin_directory(tmp_path / "work", ("matplotlib",))
+    script = tmp_path / "bin" / "lottery_script.py"
+    script.parent.mkdir()
+    script.write_text("import sys\nfrom lottery.cli.main import main\nsys.exit(main())\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    argv = cli_args(tmp_path / "out", command="train")
+    result = subprocess.run(
+        [sys.executable, str(script), *argv, "--import", "adv_plugin", "--log", "tensorboard"],
+        cwd=here, capture_output=True, text=True, timeout=300, env={**subprocess_env(), "PYTHONPATH": src},
+    )  # fmt: skip
+    assert not (here / "ran.txt").exists(), (here / "ran.txt").read_text()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list((tmp_path / "out").glob("*/tensorboard/summary"))
