@@ -8,24 +8,30 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import tiny_spec
+from lottery import loggers
 from lottery.cli.main import main
 from lottery.data import stream as streaming
 from lottery.data.jpegs import write_folder
+from lottery.errors import UserError
 from lottery.experiments.context import default_workers
+from lottery.experiments.run import run_experiment
 from lottery.reports import figures, html, masks_figures
 from lottery.reports.html import render_report
 from lottery.reports.load import MALFORMED, load_experiment
 from lottery.training import Runtime
-from reliability_helpers import cli_args, one_error_line, run_cli, subprocess_env, tree
+from reliability_helpers import cli_args, files, one_error_line, run_cli, subprocess_env, tree
 
 SIZE = 16
 CPUS = len(os.sched_getaffinity(0))
@@ -381,3 +387,140 @@ def test_import_on_the_command_line_runs_no_file_named_like_a_module(tmp_path: P
     assert not (here / "ran.txt").exists(), (here / "ran.txt").read_text()
     assert result.returncode == 0, result.stderr[-2000:]
     assert list((tmp_path / "out").glob("*/tensorboard/summary"))
+
+
+# 8. A tracker that fails never kills the run; --log-strict stops it in one line ---------------------------------
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound, then closed): connections are refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def trackers_reset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh process's trackers: none turned off by an earlier failure."""
+    monkeypatch.setattr(loggers, "_disabled", {}, raising=False)
+
+
+def tracked(root: Path, log: tuple[str, ...], strict: bool = False) -> Path:
+    """A dense-only tiny experiment logged to `log`; returns its directory."""
+    runtime = Runtime(progress=False, log=log, log_strict=strict)
+    experiment, _ = run_experiment(tiny_spec(), "lenet_300_100", root, runtime, dense_only=True)
+    return experiment.path
+
+
+def one_warning(err: str, tracker: str) -> str:
+    lines = [line for line in err.splitlines() if "warning" in line]
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith(f"lottery: warning: --log {tracker}: start failed (") and "off for the rest" in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def broken_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `wandb` package that raises on import (a broken install), first on sys.path."""
+    fake = tmp_path / "fake" / "wandb"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise RuntimeError('this wandb install is broken')\n")
+    monkeypatch.syspath_prepend(str(fake.parent))
+    for name in [m for m in sys.modules if m == "wandb" or m.startswith("wandb.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_broken_tracker_install_is_turned_off_and_the_run_goes_on(
+    broken_wandb: None, trackers_reset: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiment = tracked(tmp_path / "out", ("wandb",))
+    line = one_warning(capsys.readouterr().err, "wandb")
+    assert "RuntimeError: this wandb install is broken" in line
+    assert (experiment / "results.json").is_file()
+    plain = tracked(tmp_path / "plain", ())
+    assert files(experiment, ".safetensors") == files(plain, ".safetensors")  # the same training
+
+
+def test_log_strict_stops_with_one_line(
+    broken_wandb: None, trackers_reset: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = cli_args(tmp_path / "out", command="train", extra=("--log", "wandb", "--log-strict"))
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2
+    line = [line for line in err.splitlines() if line.strip()][-1]
+    assert "Traceback" not in err and line.startswith("lottery: error: --log wandb: start failed (RuntimeError")
+    assert "without --log-strict the run goes on" in line
+
+
+def test_unreachable_mlflow_server_is_turned_off_quickly(
+    trackers_reset: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tracking server that refuses connections: MLflow's own retries wait about 4 minutes; bounded here."""
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    for name in (
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
+    start = time.monotonic()
+    experiment = tracked(tmp_path / "out", ("mlflow",))
+    assert time.monotonic() - start < 60
+    assert "MlflowException" in one_warning(capsys.readouterr().err, "mlflow")
+    assert (experiment / "results.json").is_file()
+
+
+@pytest.mark.parametrize("case", ["no API key", "unreachable server"])
+def test_wandb_failures_are_turned_off(
+    case: str, trackers_reset: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wandb = pytest.importorskip("wandb", reason="the wandb extra is not installed")
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_INIT_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))  # no login of this machine's user
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc
+    if case == "unreachable server":
+        monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+        monkeypatch.setattr(loggers, "TIMEOUT", 3.0)  # W&B's own wait is 90 s
+    start = time.monotonic()
+    try:
+        experiment = tracked(tmp_path / "out", ("wandb",))
+    finally:
+        wandb.teardown()  # W&B keeps this process's settings (this test's server, directories) until told
+    assert time.monotonic() - start < 60
+    line = one_warning(capsys.readouterr().err, "wandb")
+    assert ("UsageError" if case == "no API key" else "CommError") in line
+    assert (experiment / "results.json").is_file()
+
+
+def test_a_logger_that_fails_mid_run_is_turned_off_once(
+    trackers_reset: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A logger whose writes fail after it started (a full disk, a server gone): one warning, nothing more."""
+
+    class Failing:
+        calls = 0
+
+        def log_metrics(self, metrics: Any, step: int) -> None:
+            Failing.calls += 1
+            raise OSError(28, "No space left on device")
+
+        def close(self) -> None:
+            Failing.calls += 1
+
+    logger = loggers.Guarded("tensorboard", strict=False)
+    logger.inner = Failing()
+    for step in range(3):
+        logger.log_metrics({"a": 1.0}, step)
+    logger.close()
+    assert Failing.calls == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "lottery: warning: --log tensorboard: logging metrics failed (OSError: [Errno 28] No space left on device); "
+        "tensorboard is off for the rest of this run"
+    ]
+    strict = loggers.Guarded("mlflow", strict=True)
+    strict.inner = Failing()
+    with pytest.raises(UserError, match=r"--log mlflow: logging metrics failed \(OSError"):
+        strict.log_metrics({"a": 1.0}, 0)

@@ -76,6 +76,12 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         help="also log to experiment trackers, comma-separated: tensorboard, wandb, mlflow (default: $LOTTERY_LOG, "
         "else none; each needs its extra, e.g. pip install 'lottery[tensorboard]')",
     )
+    p.add_argument(
+        "--log-strict",
+        action="store_true",
+        help="a tracker that fails to start or to log stops the command (exit 2) instead of being turned off "
+        "with a warning while the run goes on",
+    )
     for flag, what in (
         ("--channels-last", "convnets in channels_last memory format (auto: on CUDA)"),
         (
