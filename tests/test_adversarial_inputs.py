@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -22,7 +23,9 @@ import pytest
 from conftest import tiny_spec
 from lottery import loggers
 from lottery.cli.main import main
+from lottery.data import imaging
 from lottery.data import stream as streaming
+from lottery.data.imaging import decode_many
 from lottery.data.jpegs import write_folder
 from lottery.errors import UserError
 from lottery.experiments.context import default_workers
@@ -524,3 +527,75 @@ def test_a_logger_that_fails_mid_run_is_turned_off_once(
     strict.inner = Failing()
     with pytest.raises(UserError, match=r"--log mlflow: logging metrics failed \(OSError"):
         strict.log_metrics({"a": 1.0}, 0)
+
+
+# 9. A SIGKILLed image-decoding worker: the pool is replaced (bounded), or the run stops with one line ------------
+DIE: dict[str, Any] = {"counter": None, "after": 0, "always": False}  # read by the forked workers
+
+
+def dying_decode(items: list[imaging.Item], size: int) -> Any:
+    """imaging.decode_many in a worker that SIGKILLs itself at its call number `after` + 1 (`always`: and after)."""
+    counter = DIE["counter"]
+    count = int(counter.read_text() or 0) + 1
+    counter.write_text(str(count))
+    if count > DIE["after"] and (DIE["always"] or count == DIE["after"] + 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return decode_many(items, size)
+
+
+@pytest.fixture(scope="module")
+def reference(images: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The final weights of the image-folder run, decoded in the training process."""
+    out = tmp_path_factory.mktemp("reference")
+    assert main(folder_args(out, images, workers=0)) == 0
+    (final,) = out.glob("networks/dense/*/final.safetensors")
+    return final.read_bytes()
+
+
+@pytest.fixture
+def killer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Decoding workers that die as DIE says, in fresh pools, with this process's restarts counted from 0."""
+    monkeypatch.setattr(imaging, "decode_many", dying_decode)
+    monkeypatch.setattr(streaming, "_pools", {})
+    monkeypatch.setattr(streaming, "_restarts", 0, raising=False)
+    monkeypatch.setitem(DIE, "counter", tmp_path / "calls")
+    (tmp_path / "calls").write_text("0")
+    yield DIE
+    for pool in streaming._pools.values():
+        pool.shutdown(wait=True)
+
+
+def final_weights(out: Path) -> bytes:
+    (final,) = out.glob("networks/dense/*/final.safetensors")
+    return final.read_bytes()
+
+
+def test_killed_decoding_worker_is_replaced_and_the_run_is_unchanged(
+    images: Path, tmp_path: Path, reference: bytes, killer: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    killer.update(after=2, always=False)  # the third batch's worker dies once
+    code, _, err = run_cli(folder_args(tmp_path / "out", images, workers=1), capsys)
+    assert code == 0 and "Traceback" not in err
+    assert err.count("lottery: an image decoding worker process died; restarting the pool of 1 (1/3)") == 1
+    assert final_weights(tmp_path / "out") == reference
+
+
+def test_workers_that_keep_dying_stop_the_run_in_one_line_and_it_resumes_identically(
+    images: Path,
+    tmp_path: Path,
+    reference: bytes,
+    killer: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    killer.update(after=3, always=True)
+    argv = [*folder_args(tmp_path / "out", images, workers=1), "--checkpoint-every", "1"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.count("lottery: an image decoding worker process died; restarting") == streaming.RESTARTS
+    line = err.splitlines()[-1]
+    assert line.startswith("lottery: error: image decoding worker processes died 4 times") and "resume" in line
+    killer.update(after=10**9)  # workers that live: the same command resumes
+    assert main(argv) == 0
+    assert "resuming from iteration" in capsys.readouterr().err
+    assert final_weights(tmp_path / "out") == reference
