@@ -255,6 +255,13 @@ def test_report_on_a_malformed_results_json(
     assert tree(store) == before  # not a figure written
 
 
+def test_compare_with_a_malformed_results_json(rich: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, experiment = damaged_store(rich, tmp_path, "missing key")
+    code, out, err = run_cli(["compare", str(rich), str(experiment), "--out", str(tmp_path / "comparison")], capsys)
+    assert code == 2 and f"{experiment / 'results.json'} is malformed" in one_error_line(err)
+    assert not (tmp_path / "comparison").exists()
+
+
 @pytest.mark.slow
 def test_malformed_results_json_deleted_is_rebuilt(
     rich: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -521,7 +528,7 @@ def test_a_logger_that_fails_mid_run_is_turned_off_once(
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "lottery: warning: --log tensorboard: logging metrics failed (OSError: [Errno 28] No space left on device); "
-        "tensorboard is off for the rest of this run"
+        "tensorboard is off for the rest of this process"
     ]
     strict = loggers.Guarded("mlflow", strict=True)
     strict.inner = Failing()

@@ -107,7 +107,7 @@ class Guarded:
             if self.strict:
                 raise UserError(f"{message}; without --log-strict the run goes on without {self.name}") from None
             _disabled[self.name] = message
-            print(f"lottery: warning: {message}; {self.name} is off for the rest of this run", file=sys.stderr)
+            print(f"lottery: warning: {message}; {self.name} is off for the rest of this process", file=sys.stderr)
             return None
 
     def _forward(self, what: str, method: str, *args: Any) -> None:
