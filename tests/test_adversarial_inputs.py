@@ -337,6 +337,11 @@ def plugin_directory(directory: Path, shadows: tuple[str, ...]) -> Path:
         "    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[-1] ** 2, adv_helper.WIDTH), nn.ReLU(),\n"
         "                         nn.Linear(adv_helper.WIDTH, num_classes))\n"
     )
+    for package in ("adv_pkg", "adv_namespace"):  # a package, and a folder without __init__.py
+        (directory / package).mkdir()
+        (directory / package / "helper.py").write_text("VALUE = 3\n")
+        (directory / package / "models.py").write_text(f"from {package} import helper\nVALUE = helper.VALUE\n")
+    (directory / "adv_pkg" / "__init__.py").write_text("")
     for name in shadows:
         (directory / f"{name}.py").write_text(SHADOW.format(marker=str(directory / "ran.txt")))
     return directory
@@ -351,16 +356,18 @@ def test_import_module_leaves_sys_path_alone(tmp_path: Path, monkeypatch: pytest
     monkeypatch.chdir(here)
     monkeypatch.delitem(sys.modules, "tabnanny", raising=False)
     before = list(sys.path)
+    entries = ("adv_plugin", "adv_pkg.models", "adv_namespace.models")
     try:
-        assert plugins.import_modules(["adv_plugin"]) == ("adv_plugin",)
+        assert plugins.import_modules(entries) == entries
         assert sys.path == before
+        assert sys.modules["adv_pkg.models"].VALUE == sys.modules["adv_namespace.models"].VALUE == 3
         assert Path(sys.modules["adv_plugin"].__file__).resolve() == here / "adv_plugin.py"
         assert plugins.find("model", "adv_import_mlp") is not None
         import tabnanny
 
         assert Path(tabnanny.__file__).parent != here and not (here / "ran.txt").exists()
     finally:
-        for name in ("adv_plugin", "adv_helper"):
+        for name in [m for m in sys.modules if m.startswith(("adv_plugin", "adv_helper", "adv_pkg", "adv_namespace"))]:
             sys.modules.pop(name, None)
 
 

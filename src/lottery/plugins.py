@@ -199,14 +199,15 @@ def _import_name(entry: str) -> None:
     top = entry.partition(".")[0]
     here = os.getcwd()
     found = importlib.machinery.PathFinder.find_spec(top, [here]) if top not in sys.modules else None
-    if found is None or found.loader is None:
+    if found is None:
         importlib.import_module(entry)
         return
     with _searched_last(here):
         module = importlib.util.module_from_spec(found)
         sys.modules[top] = module  # as the import system does: the module finds itself while it runs
         try:
-            found.loader.exec_module(module)
+            if found.loader is not None:  # (None: a namespace package, a folder without __init__.py)
+                found.loader.exec_module(module)
         except BaseException:
             del sys.modules[top]
             raise
