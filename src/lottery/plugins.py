@@ -25,12 +25,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,7 +195,7 @@ def _import(entry: str) -> str:
         if not path.is_file():
             raise UserError(f"--import {entry}: no such Python file")
         if str(path) not in _imported:
-            name = path.stem if path.stem not in sys.modules and path.stem.isidentifier() else f"_lottery_{path.stem}"
+            name = _module_name(path)
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
                 raise UserError(f"--import {entry}: not an importable Python file")
@@ -204,10 +206,59 @@ def _import(entry: str) -> str:
         return str(path)
     if not all(part.isidentifier() for part in entry.split(".")):
         raise UserError(f"--import {entry!r}: give a module name (my_models, pkg.models) or a path to a .py file")
-    if "" not in sys.path and os.getcwd() not in sys.path:  # the `lottery` script does not put it there itself
-        sys.path.insert(0, os.getcwd())
-    _run_import(entry, lambda: importlib.import_module(entry))
+    _run_import(entry, lambda: _import_name(entry))
     return entry
+
+
+def _module_name(path: Path) -> str:
+    """The name a plugin file is imported under: its stem, unless that names another module (a `matplotlib.py`
+    given by path must not stand in for matplotlib for the rest of the process)."""
+    stem = path.stem
+    if stem.isidentifier() and stem not in sys.modules:
+        try:
+            found = importlib.util.find_spec(stem)
+        except (ImportError, ValueError):
+            found = None
+        if found is None or (found.origin is not None and Path(found.origin).resolve() == path):
+            return stem
+    return f"_lottery_{stem}"
+
+
+def _import_name(entry: str) -> None:
+    """Import the dotted module `entry`: its top-level package or module from the current directory when it is there
+    (else as Python finds it: installed, or on $PYTHONPATH). The current directory is searched only while that
+    module runs, and after everything else, so that neither later imports (a `matplotlib.py` lying in the working
+    directory) nor the module's own imports of installed packages are shadowed by the directory's files."""
+    top = entry.partition(".")[0]
+    here = os.getcwd()
+    found = importlib.machinery.PathFinder.find_spec(top, [here]) if top not in sys.modules else None
+    if found is None:
+        importlib.import_module(entry)
+        return
+    with _searched_last(here):
+        module = importlib.util.module_from_spec(found)
+        sys.modules[top] = module  # as the import system does: the module finds itself while it runs
+        try:
+            if found.loader is not None:  # (None: a namespace package, a folder without __init__.py)
+                found.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[top]
+            raise
+        importlib.import_module(entry)  # a submodule of a package found here: through the package's own path
+
+
+@contextmanager
+def _searched_last(directory: str) -> Iterator[None]:
+    """`directory` at the end of sys.path for the duration (a plugin module's imports of its sibling files)."""
+    added = directory not in sys.path
+    if added:
+        sys.path.append(directory)
+    try:
+        yield
+    finally:
+        if added and directory in sys.path:
+            sys.path.remove(directory)
+        importlib.invalidate_caches()
 
 
 def _run_import(entry: str, load: Callable[[], Any]) -> None:

@@ -42,6 +42,7 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         channels_last=args.channels_last,
         batch_copies=args.batch_copies,
         log=loggers.parse(args.log if args.log is not None else os.environ.get("LOTTERY_LOG")),
+        log_strict=args.log_strict,
         imports=tuple(args.imports),
         data_workers=_data_workers(args),
         gpus_per_task=_gpus_per_task(args),

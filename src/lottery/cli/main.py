@@ -65,13 +65,22 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (slow to start)")
     p.add_argument(
-        "--data-workers", type=int, metavar="N", help="image folders: decoding processes (default: CPUs, up to 8)"
+        "--data-workers",
+        type=int,
+        metavar="N",
+        help="image folders: decoding processes (default: CPUs, up to 8; at most the CPUs this process may use)",
     )
     p.add_argument(
         "--log",
         metavar="TRACKERS",
         help="also log to experiment trackers, comma-separated: tensorboard, wandb, mlflow (default: $LOTTERY_LOG, "
         "else none; each needs its extra, e.g. pip install 'lottery[tensorboard]')",
+    )
+    p.add_argument(
+        "--log-strict",
+        action="store_true",
+        help="a tracker that fails to start or to log stops the command (exit 2) instead of being turned off "
+        "with a warning while the run goes on",
     )
     for flag, what in (
         ("--channels-last", "convnets in channels_last memory format (auto: on CUDA)"),

@@ -45,10 +45,19 @@ def _split_dir(root: Path, split: str, name: str) -> Path:
     return folder
 
 
+def _is(entry: os.DirEntry, kind: str, name: str) -> bool:
+    """Whether a folder's entry is a directory (`kind` 'dir') or a file ('file'), following links; a link that
+    cannot be followed (one that points to itself: ELOOP) is refused naming it. A dangling link is neither."""
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError as error:
+        raise UserError(f"{name}: cannot read {entry.path}: {error.strerror} (remove it or fix the link)") from None
+
+
 def class_names(root: Path, name: str) -> list[str]:
     """The sorted class folders of train/."""
     folder = _split_dir(root, "train", name)
-    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    classes = sorted(entry.name for entry in os.scandir(folder) if _is(entry, "dir", name))
     if not classes:
         raise UserError(f"{name}: {folder} holds no class folders; expected {folder}/<class>/*.JPEG")
     return classes
@@ -63,7 +72,9 @@ def list_split(root: Path, split: str, classes: list[str], name: str) -> Listing
         class_dir = folder / cls
         if not class_dir.is_dir():
             raise UserError(f"{name}: class '{cls}' of train/ has no folder {class_dir} in {split}/")
-        files = sorted(e.name for e in os.scandir(class_dir) if e.is_file() and e.name.lower().endswith(EXTENSIONS))
+        files = sorted(
+            e.name for e in os.scandir(class_dir) if e.name.lower().endswith(EXTENSIONS) and _is(e, "file", name)
+        )
         if not files:
             raise UserError(f"{name}: {class_dir} holds no images ({', '.join(EXTENSIONS)}); remove it or add images")
         paths.extend(str(class_dir / f) for f in files)

@@ -83,6 +83,8 @@ def _open(path: str, target: Callable[[int, int], tuple[int, int]]):  # noqa: AN
             width, height = image.size
             image.draft("RGB", target(width, height))
             rgb = image.convert("RGB")
+    except Image.DecompressionBombError as error:  # its header claims more pixels than Pillow's limit allows
+        raise UserError(f"cannot decode image {path}: refused as a decompression bomb ({error})") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         raise UserError(f"cannot decode image {path}: {error}") from None
     return rgb, (width, height)

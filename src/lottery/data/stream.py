@@ -5,7 +5,9 @@ augmentation seed, t). The order is `epoch_permutation` of the training listing,
 example's crop and flip come from its own seed (`imaging.decode`). So a resumed run, a run rewound to
 iteration k, a run with another number of workers and each rank's slice of a global batch see exactly the
 images, crops and flips one uninterrupted process sees. Upcoming iterations are decoded ahead by a pool of
-worker processes (`Runtime.data_workers`; 0 decodes in the training process).
+worker processes (`Runtime.data_workers`; 0 decodes in the training process). A worker that dies (SIGKILL, the
+out-of-memory killer) breaks the pool: it is replaced and the lost images decoded again (the same bytes: decoding
+is a pure function of the item), at most `RESTARTS` times per process, after which the run stops with one line.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,8 +38,10 @@ DEFAULT_IMAGE_SIZE = 224
 CHUNK = 16  # images per worker task
 PREFETCH = 2  # iterations decoded ahead of the one being trained
 EVAL_BATCH = 250
+RESTARTS = 3  # broken pools (a worker killed) a process replaces before it stops with one line
 
 _pools: dict[int, ProcessPoolExecutor] = {}
+_restarts = 0
 
 
 def pool(workers: int) -> ProcessPoolExecutor | None:
@@ -67,6 +73,26 @@ def _follow_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _replace(workers: int, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+    """A new pool of `workers` in place of `broken` (one restart, however many decodings find it broken); a
+    UserError once this process has replaced RESTARTS pools (the count starts again for the next command)."""
+    global _restarts
+    if _pools.get(workers) is broken:
+        del _pools[workers]
+        broken.shutdown(wait=False, cancel_futures=True)
+        _restarts += 1
+        if _restarts > RESTARTS:
+            died, _restarts = _restarts, 0
+            raise UserError(
+                f"image decoding worker processes died {died} times (killed by a signal or the out-of-memory "
+                "killer?); run the same command again to resume, with fewer --data-workers (0: decode in the "
+                "training process)"
+            )
+        print(f"lottery: an image decoding worker process died; restarting the pool of {workers} "
+              f"({_restarts}/{RESTARTS})", file=sys.stderr)  # fmt: skip
+    return pool(workers)  # type: ignore[return-value]  (workers > 0)
+
+
 @atexit.register
 def _shutdown() -> None:
     for executor in _pools.values():
@@ -78,16 +104,32 @@ class Decoding:
     """Images being decoded (by the pool, or here when there is none), joined into one batch on request."""
 
     def __init__(self, items: list[imaging.Item], size: int, workers: int) -> None:
-        executor = pool(workers)
-        chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
-        if executor is None:
-            self.parts: list[Future | np.ndarray] = [imaging.decode_many(c, size) for c in chunks]
+        self.chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+        self.size, self.workers = size, workers
+        self.executor = pool(workers)
+        if self.executor is None:
+            self.parts: list[Future | np.ndarray] = [imaging.decode_many(c, size) for c in self.chunks]
         else:
-            self.parts = [executor.submit(imaging.decode_many, c, size) for c in chunks]
-        self.size = size
+            self.parts = self._submit()
+
+    def _submit(self) -> list[Future | np.ndarray]:
+        """Every chunk submitted to the pool (a new one where the pool is found broken)."""
+        while True:
+            assert self.executor is not None
+            try:
+                return [self.executor.submit(imaging.decode_many, c, self.size) for c in self.chunks]
+            except BrokenProcessPool:
+                self.executor = _replace(self.workers, self.executor)
 
     def result(self) -> np.ndarray:
-        arrays = [p.result() if isinstance(p, Future) else p for p in self.parts]
+        while True:
+            try:
+                arrays = [p.result() if isinstance(p, Future) else p for p in self.parts]
+                break
+            except BrokenProcessPool:  # a worker died: decode this batch again in a new pool
+                assert self.executor is not None
+                self.executor = _replace(self.workers, self.executor)
+                self.parts = self._submit()
         return np.concatenate(arrays) if arrays else np.empty((0, self.size, self.size, 3), np.uint8)
 
 

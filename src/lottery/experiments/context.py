@@ -24,13 +24,19 @@ from lottery.training import Job, Runtime, Schedule, should_batch
 
 
 def default_workers(runtime: Runtime) -> int:
-    """Image-decoding processes: `runtime.data_workers`, else this process's share of the CPUs it may use (divided
-    among torchrun's processes on this machine, $LOCAL_WORLD_SIZE), at least 1 and at most 8."""
-    if runtime.data_workers is not None:
-        return runtime.data_workers
+    """Image-decoding processes: `runtime.data_workers`, at most the CPUs this process may use (a larger value is
+    cut, with one line on stderr), else this process's share of those CPUs (divided among torchrun's processes on
+    this machine, $LOCAL_WORLD_SIZE), at least 1 and at most 8."""
     import os
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if runtime.data_workers is not None:
+        if runtime.data_workers > cpus:
+            import sys
+
+            print(f"lottery: --data-workers {runtime.data_workers} cut to {cpus}, the CPUs this process may use",
+                  file=sys.stderr)  # fmt: skip
+        return min(runtime.data_workers, cpus)
     return max(1, min(8, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))))
 
 

@@ -45,7 +45,7 @@ def run_experiment(
             run_task(task, ctx, experiment, everything)
         results = write_results(experiment, spec)
     if runtime.log and is_main():  # the curve, tables and figures to the trackers (lottery.loggers)
-        log_experiment(runtime.log, experiment.path, results)
+        log_experiment(runtime.log, experiment.path, results, runtime.log_strict)
     return experiment, results
 
 

@@ -117,6 +117,6 @@ def run_sweep(
         for spec, _, point in points:
             experiment = experiment_dir(root, spec)
             results = write_results(experiment, spec)
-            log_experiment(getattr(runtime, "log", ()), experiment.path, results)  # to the trackers, if any
+            log_experiment(getattr(runtime, "log", ()), experiment.path, results, getattr(runtime, "log_strict", False))
             finished.append((experiment, point))
     return finished, outcome

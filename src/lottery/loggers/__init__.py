@@ -7,13 +7,20 @@ iteration), figures and tables, and is closed. Each tracker is an optional extra
 `Runtime.log`); none is on by default. Trackers only read what the engine computes: they never change results,
 artifacts or hashes. Add one with a module here that defines `open_logger(experiment_dir, run, tags) -> Logger`
 and an entry in `TRACKERS`.
+
+A tracker never kills a run: one that fails to start or to log (a broken install, no W&B API key, an unreachable
+server) is turned off for the rest of the process with one warning line on stderr, and training goes on;
+`--log-strict` (`Runtime.log_strict`) stops instead, with one error line (exit 2). Waits on a tracker's server are
+bounded by `TIMEOUT` seconds (W&B's `init_timeout`; MLflow's request timeout, with `RETRIES` retries), unless
+`$WANDB_INIT_TIMEOUT` or `$MLFLOW_HTTP_REQUEST_TIMEOUT` / `$MLFLOW_HTTP_REQUEST_MAX_RETRIES` say otherwise.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,6 +35,11 @@ TRACKERS = {
     "wandb": ("lottery.loggers.wandb", "wandb", "wandb"),
     "mlflow": ("lottery.loggers.mlflow", "mlflow", "mlflow"),
 }
+
+
+TIMEOUT = 20.0  # seconds a tracker waits for its server (W&B: to start a run; MLflow: each request)
+RETRIES = 2  # MLflow's retries of a failed request (its own default, 7 with backoff, waits about 4 minutes)
+_disabled: dict[str, str] = {}  # tracker -> why it is off in this process (it failed once: said once)
 
 
 class Logger(Protocol):
@@ -63,11 +75,57 @@ def check(name: str) -> None:
         raise UserError(f"--log {name} needs the '{package}' package: pip install 'lottery[{extra}]'")
 
 
-def open_logger(name: str, experiment_dir: Path, run: str, tags: Mapping[str, str]) -> Logger:
-    """Open tracker `name`'s run `run` (a path relative to the experiment, or 'summary') with `tags`."""
+def open_logger(name: str, experiment_dir: Path, run: str, tags: Mapping[str, str], strict: bool = False) -> Logger:
+    """Open tracker `name`'s run `run` (a path relative to the experiment, or 'summary') with `tags`, guarded: a
+    failure turns the tracker off with a warning (`strict`: raises a UserError)."""
     check(name)
-    module = importlib.import_module(TRACKERS[name][0])
-    return module.open_logger(Path(experiment_dir), run, dict(tags))
+    logger = Guarded(name, strict)
+
+    def start() -> Logger:
+        return importlib.import_module(TRACKERS[name][0]).open_logger(Path(experiment_dir), run, dict(tags))
+
+    logger.inner = logger.call("start", start)
+    return logger
+
+
+class Guarded:
+    """A tracker's logger whose failures never reach the run: the first turns the tracker off for this process
+    with one warning line (later calls do nothing); with `strict` it is a UserError (one line, exit 2)."""
+
+    def __init__(self, name: str, strict: bool) -> None:
+        self.name, self.strict = name, strict
+        self.inner: Logger | None = None
+
+    def call(self, what: str, action: Callable[[], Any]) -> Any:
+        if self.name in _disabled:
+            return None
+        try:
+            return action()
+        except Exception as error:  # noqa: BLE001  (whatever a tracker raises: its package, its server, its files)
+            why = (str(error).strip().splitlines() or [""])[0]
+            message = f"--log {self.name}: {what} failed ({type(error).__name__}: {why})"
+            if self.strict:
+                raise UserError(f"{message}; without --log-strict the run goes on without {self.name}") from None
+            _disabled[self.name] = message
+            print(f"lottery: warning: {message}; {self.name} is off for the rest of this process", file=sys.stderr)
+            return None
+
+    def _forward(self, what: str, method: str, *args: Any) -> None:
+        if self.inner is not None:
+            self.call(what, lambda: getattr(self.inner, method)(*args))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self._forward("logging metrics", "log_metrics", metrics, step)
+
+    def log_figure(self, name: str, figure: Figure) -> None:
+        self._forward(f"logging figure {name}", "log_figure", name, figure)
+
+    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self._forward(f"logging table {name}", "log_table", name, columns, rows)
+
+    def close(self) -> None:
+        self._forward("finishing the run", "close")
+        self.inner = None
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -1,6 +1,8 @@
 """MLflow: one MLflow experiment per lottery experiment (named by its hash), one MLflow run per training run,
 tagged with the run's tags. The tracking URI is `$MLFLOW_TRACKING_URI`, else a local file store in
-`<experiment>/mlruns` (`mlflow ui --backend-store-uri runs/<hash>/mlruns`)."""
+`<experiment>/mlruns` (`mlflow ui --backend-store-uri runs/<hash>/mlruns`). A request to a tracking server waits at
+most `lottery.loggers.TIMEOUT` seconds and is retried `RETRIES` times (unless `$MLFLOW_HTTP_REQUEST_TIMEOUT`,
+`$MLFLOW_HTTP_REQUEST_MAX_RETRIES` say otherwise): MLflow's own defaults wait about 4 minutes for a dead server."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+
+from lottery import loggers
 
 
 def tracking_uri(experiment_dir: Path) -> str:
@@ -23,6 +27,9 @@ def tracking_uri(experiment_dir: Path) -> str:
 
 class MlflowLogger:
     def __init__(self, experiment_dir: Path, run: str, tags: Mapping[str, str]) -> None:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(loggers.TIMEOUT)))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(loggers.RETRIES))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri(experiment_dir))

@@ -48,8 +48,9 @@ def curve_scalars(results: dict[str, Any]) -> dict[int, dict[str, float]]:
     return by_level
 
 
-def log_experiment(names: tuple[str, ...], experiment_dir: Path, results: dict[str, Any]) -> None:
-    """Log the experiment's curve, stability table and report figures to each tracker in `names`."""
+def log_experiment(names: tuple[str, ...], experiment_dir: Path, results: dict[str, Any], strict: bool = False) -> None:
+    """Log the experiment's curve, stability table and report figures to each tracker in `names` (`strict`: a
+    tracker's failure is a UserError, not a warning)."""
     if not names:
         return
     from lottery.experiments.stability import pair_rows
@@ -62,7 +63,7 @@ def log_experiment(names: tuple[str, ...], experiment_dir: Path, results: dict[s
     pairs = pair_rows(results["stability"]["points"]) if "stability" in results else []
     stability = [[p.get(c) for c in STABILITY_COLUMNS] for p in pairs]
     for name in names:
-        logger = open_logger(name, experiment_dir, "summary", tags)
+        logger = open_logger(name, experiment_dir, "summary", tags, strict)
         try:
             for level, scalars in sorted(curve_scalars(results).items()):  # steps first: W&B wants them increasing
                 logger.log_metrics(scalars, level)

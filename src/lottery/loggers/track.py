@@ -50,7 +50,8 @@ def track_evaluation(session: Session, rows: list[dict[str, Any]]) -> None:
         tags = run_metadata(session.job)
         experiment = experiment_of(session.run.path, tags.get("run"))
         run = tags.get("run") or session.run.path.name
-        _OPEN[key] = [open_logger(name, experiment, run, tags) for name in names]
+        strict = getattr(session.runtime, "log_strict", False)
+        _OPEN[key] = [open_logger(name, experiment, run, tags, strict) for name in names]
     step = rows[0]["iteration"]
     metrics = metrics_of(rows)
     for logger in _OPEN[key]:

@@ -1,6 +1,7 @@
 """Weights & Biases: one W&B run per training run, grouped by experiment, with the run's tags as its config.
 Files go to `<experiment>/wandb/`; the project is `$WANDB_PROJECT` (default `lottery`), the mode W&B's own
-setting (`WANDB_MODE=offline` to log without an account; `wandb sync` uploads later)."""
+setting (`WANDB_MODE=offline` to log without an account; `wandb sync` uploads later). Starting a run waits at
+most `$WANDB_INIT_TIMEOUT`, else `lottery.loggers.TIMEOUT`, seconds for the server."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+
+from lottery import loggers
 
 
 class WandbLogger:
@@ -30,7 +33,9 @@ class WandbLogger:
             config=dict(tags),
             tags=labels,
             reinit="create_new",  # several runs open at once (runs trained together)
-            settings=wandb.Settings(silent=True, console="off"),  # the console is the whole process, not one run
+            settings=wandb.Settings(  # the console is the whole process, not one run
+                silent=True, console="off", init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", loggers.TIMEOUT))
+            ),
         )
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from lottery.errors import UserError
 from lottery.reports.figures import build_comparison, build_figures, register, register_comparison
 from lottery.reports.html import register_section, render_comparison, render_report
-from lottery.reports.load import Experiment, label_experiments, load_experiment
+from lottery.reports.load import Experiment, label_experiments, load_experiment, reading
 from lottery.reports.plot import save_figures
 from lottery.store import atomic
 
@@ -30,9 +30,11 @@ def write_report(experiment_dir: Path) -> Path:
     """Write `<experiment>/report/report.html` and every figure as PNG and SVG; returns the HTML path."""
     experiment = load_experiment(Path(experiment_dir))
     out = experiment.path / "report"
-    pngs = save_figures(build_figures(experiment.results, experiment.path), out)
+    with reading([experiment]):  # a malformed results.json: one line, before any file is written
+        built = build_figures(experiment.results, experiment.path)
+        render_report(experiment, {})
     path = out / "report.html"
-    atomic.write_text(path, render_report(experiment, pngs))
+    atomic.write_text(path, render_report(experiment, save_figures(built, out)))
     return path
 
 
@@ -44,7 +46,9 @@ def write_comparison(experiment_dirs: list[Path], out_dir: Path, labels: list[st
     experiments = [load_experiment(Path(d)) for d in experiment_dirs]
     label_experiments(experiments, labels)
     out = Path(out_dir)
-    pngs = save_figures(build_comparison(experiments), out)
+    with reading(experiments):
+        built = build_comparison(experiments)
+        render_comparison(experiments, {})
     path = out / "report.html"
-    atomic.write_text(path, render_comparison(experiments, pngs))
+    atomic.write_text(path, render_comparison(experiments, save_figures(built, out)))
     return path

@@ -3,6 +3,10 @@
 Other modules may add sections after the results table with `@register_section`: a function
 `(results: dict, experiment_dir: Path) -> str | None` returning an HTML fragment (None: nothing to show).
 The page ends with numbered notes (`lottery.reports.notes`) that link to docs/measured.md.
+
+Every value a section takes from a file (results.json, rewind_search.json, spec.json, a path) goes into the page
+through `escaped` (`lottery.reports.escaping`), numbers included: a file edited by someone else may hold a string,
+e.g. a script tag, where a number belongs (tests/test_adversarial_inputs.py renders every section from one).
 """
 
 from __future__ import annotations
@@ -10,12 +14,12 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from html import escape
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
+from lottery.reports.escaping import escaped
 from lottery.reports.load import Experiment, differing_settings
 from lottery.reports.notes import footnotes, marker
 from lottery.spec import to_dict
@@ -72,9 +76,9 @@ def results_table(summary: list[dict[str, Any]], label: str | None = None) -> st
             str(r["runs"]),
             str(r["diverged"]),
         ]
-        tds = f'<td class="l">{escape(r["kind"])}</td>' + "".join(f"<td>{escape(text)}</td>" for text in cells)
-        rows.append(f'<tr class="{escape(r["kind"])}">{tds}</tr>')
-    caption = f"<caption>{escape(label)}</caption>" if label else ""
+        tds = f'<td class="l">{escaped(r["kind"])}</td>' + "".join(f"<td>{escaped(text)}</td>" for text in cells)
+        rows.append(f'<tr class="{escaped(r["kind"])}">{tds}</tr>')
+    caption = f"<caption>{escaped(label)}</caption>" if label else ""
     ths = "".join(f'<th class="l">{h}</th>' if h == "kind" else f"<th>{h}</th>" for h in head)
     return f"<table>{caption}<thead><tr>{ths}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -83,16 +87,16 @@ def figure_block(name: str, png: bytes) -> str:
     data = base64.b64encode(png).decode("ascii")
     title = name.replace("_", " ")
     return (
-        f'<figure id="{escape(name)}"><img alt="{escape(title)}" src="data:image/png;base64,{data}">'
-        f'<figcaption>{escape(title)} — files: <a href="{escape(name)}.png">{escape(name)}.png</a>, '
-        f'<a href="{escape(name)}.svg">{escape(name)}.svg</a></figcaption></figure>'
+        f'<figure id="{escaped(name)}"><img alt="{escaped(title)}" src="data:image/png;base64,{data}">'
+        f'<figcaption>{escaped(title)} — files: <a href="{escaped(name)}.png">{escaped(name)}.png</a>, '
+        f'<a href="{escaped(name)}.svg">{escaped(name)}.svg</a></figcaption></figure>'
     )
 
 
 def _page(title: str, body: list[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+        f"<title>{escaped(title)}</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
 
 
@@ -102,18 +106,18 @@ def _spec_blocks(experiment: Experiment) -> list[str]:
     full = raw.decode() if raw is not None else json.dumps(to_dict(experiment.spec), indent=2)
     return [
         "<h2>Spec</h2><p>Settings that differ from the defaults:</p>",
-        f"<pre>{escape(changed)}</pre>",
-        f"<details><summary>Resolved spec (spec.json)</summary><pre>{escape(full)}</pre></details>",
+        f"<pre>{escaped(changed)}</pre>",
+        f"<details><summary>Resolved spec (spec.json)</summary><pre>{escaped(full)}</pre></details>",
     ]
 
 
 def render_report(experiment: Experiment, pngs: dict[str, bytes]) -> str:
     """The single-experiment report: title, spec, results table, extra sections, every figure."""
     results, spec = experiment.results, experiment.spec
-    preset = f" · preset <code>{escape(experiment.preset)}</code>" if experiment.preset else ""
+    preset = f" · preset <code>{escaped(experiment.preset)}</code>" if experiment.preset else ""
     body = [
-        f"<h1>Lottery ticket experiment <code>{escape(experiment.hash)}</code></h1>",
-        f'<p class="meta">{escape(str(experiment.path))}{preset} · {len(results.get("runs", []))} trained unit(s) · '
+        f"<h1>Lottery ticket experiment <code>{escaped(experiment.hash)}</code></h1>",
+        f'<p class="meta">{escaped(str(experiment.path))}{preset} · {len(results.get("runs", []))} trained unit(s) · '
         f"{experiment.spec.replicates} replicate(s)</p>",
         *_spec_blocks(experiment),
         "<h2>Results</h2><p>Mean [min, max] over replicates and control seeds; diverged runs are left out of the "
@@ -136,10 +140,10 @@ def render_comparison(experiments: list[Experiment], pngs: dict[str, bytes]) -> 
     """The comparison report: which experiment is which, every overlaid figure, each results table."""
     diffs = differing_settings([e.spec for e in experiments])
     rows = "".join(
-        f'<tr><td class="l">{escape(e.label)}</td><td class="l"><code>{escape(e.hash)}</code></td>'
-        f'<td class="l">{escape(e.preset or "–")}</td>'
-        f'<td class="l">{escape(", ".join(f"{k} = {json.dumps(v)}" for k, v in diff.items()) or "–")}</td>'
-        f'<td class="l">{escape(str(e.path))}</td></tr>'
+        f'<tr><td class="l">{escaped(e.label)}</td><td class="l"><code>{escaped(e.hash)}</code></td>'
+        f'<td class="l">{escaped(e.preset or "–")}</td>'
+        f'<td class="l">{escaped(", ".join(f"{k} = {json.dumps(v)}" for k, v in diff.items()) or "–")}</td>'
+        f'<td class="l">{escaped(str(e.path))}</td></tr>'
         for e, diff in zip(experiments, diffs)
     )
     body = [

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from lottery.reports.figures import Figures, register
-from lottery.reports.html import register_section
+from lottery.reports.html import escaped, register_section
 from lottery.reports.plot import MARKERS, legend_below, new_figure
 from lottery.store import RunDir, layout
 
@@ -131,7 +130,7 @@ def layer_figures(results: dict[str, Any], experiment_dir: Path) -> Figures:
 def link(text: str, path: str, file: str = "") -> str:
     """`text` linking to a run directory (or a file in it), relative to `<experiment>/report/`."""
     target = f"../{path}/{file}" if file else f"../{path}/"
-    return f'<a href="{escape(target)}" title="{escape(path)}">{escape(text)}</a>'
+    return f'<a href="{escaped(target)}" title="{escaped(path)}">{escaped(text)}</a>'
 
 
 def linked_values(values: list[tuple[float, str]], file: str) -> str:
@@ -155,15 +154,16 @@ def layer_density_section(results: dict[str, Any], experiment_dir: Path) -> str 
     ]
     for k, levels in table.items():
         layers = list(next(iter(levels.values())))
-        head = "".join(f"<th>level {level}</th>" for level in levels)
+        head = "".join(f"<th>level {escaped(level)}</th>" for level in levels)
         rows = "".join(
-            f'<tr><td class="l"><code>{escape(layer)}</code></td>'
+            f'<tr><td class="l"><code>{escaped(layer)}</code></td>'
             + "".join(f"<td>{linked_values(levels[level][layer], 'sparsity.json')}</td>" for level in levels)
             + "</tr>"
             for layer in layers
         )
         parts.append(
-            f'<table id="layer-density-k{k}"><caption>rewound to k={k}</caption><thead><tr><th class="l">layer</th>'
+            f'<table id="layer-density-k{escaped(k)}"><caption>rewound to k={escaped(k)}</caption>'
+            f'<thead><tr><th class="l">layer</th>'
             f"{head}</tr></thead><tbody>{rows}</tbody></table>"
         )
     return "\n".join(parts)
@@ -194,7 +194,7 @@ def runs_section(results: dict[str, Any], experiment_dir: Path) -> str | None:
         ]
         kind = f'<td class="l">{link(r["kind"], path)}</td><td>{link(str(r["replicate"]), path)}</td>'
         row = "".join(f"<td>{c}</td>" for c in cells) + f'<td class="l">{link(path, path)}</td>'
-        rows.append(f'<tr class="{escape(r["kind"])}">{kind}{row}</tr>')
+        rows.append(f'<tr class="{escaped(r["kind"])}">{kind}{row}</tr>')
     ths = "".join(f'<th class="l">{h}</th>' if h in ("kind", "directory") else f"<th>{h}</th>" for h in head)
     return (
         "<details><summary>Every trained run (each number links to the file it came from)</summary>"
@@ -203,7 +203,7 @@ def runs_section(results: dict[str, Any], experiment_dir: Path) -> str | None:
 
 
 def _file_link(text: str, relative: str) -> str:
-    return f'<a href="../{escape(relative)}" title="{escape(relative)}">{escape(text)}</a>'
+    return f'<a href="../{escaped(relative)}" title="{escaped(relative)}">{escaped(text)}</a>'
 
 
 @register_section
@@ -222,8 +222,8 @@ def stability_pairs_section(results: dict[str, Any], experiment_dir: Path) -> st
     rows = []
     for p in pairs:
         b = p["b"]
-        cells = [escape(p["measure"]), escape(p["kind"]), str(p["replicate"]), str(p["rewind_iteration"]),
-                 str(p["level"]), link(p["a"], p["a"]), link(b, b)]  # fmt: skip
+        cells = [escaped(p["measure"]), escaped(p["kind"]), escaped(p["replicate"]), escaped(p["rewind_iteration"]),
+                 escaped(p["level"]), link(p["a"], p["a"]), link(b, b)]  # fmt: skip
         cells += [link(f"{p[key]:.4g}", b, "final.safetensors") for key in ("l2", "angle_degrees", "normalized_l2")]
         if p.get("curve"):
             cells += [_file_link(f"{p[key]:.3g}", p["curve"]) for key in ("barrier_test", "barrier_train")]

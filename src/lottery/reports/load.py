@@ -4,7 +4,8 @@ the store when missing), plus labels that tell several experiments apart by thei
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from lottery.spec import ExperimentSpec, spec_hash, to_dict
 from lottery.store import RunDir, load_spec, locked
 
 MAX_LABEL = 60  # longer labels of differing settings give way to field names only, then to the hash
+MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError)  # a results.json of the wrong shape
 
 
 @dataclass
@@ -37,10 +39,45 @@ def load_experiment(path: Path) -> Experiment:
         raise UserError(f"{path} is not a directory (expected an experiment directory holding spec.json)")
     spec, preset = load_spec(path)
     run = RunDir(path)
-    results = run.read_json("results.json")
+    try:
+        results = run.read_json("results.json")
+    except ValueError as error:  # checksummed (or unlisted) but not JSON: kept for the user to look at
+        raise _malformed(path, error) from None
     if not isinstance(results, dict) or "runs" not in results or "summary" not in results:
         results = _regenerate(run, spec)
     return Experiment(path, spec, preset, results, label=spec_hash(spec))
+
+
+def _malformed(path: Path, error: Exception) -> UserError:
+    return UserError(
+        f"{Path(path) / 'results.json'} is malformed ({type(error).__name__}: {error}); delete it and run "
+        "'lottery report' again to rebuild it from the store"
+    )
+
+
+def _as_stored(experiment: Experiment) -> bool:
+    """Whether `experiment.results` is what the store gives now (then a failure to read it is not the file's)."""
+    from lottery.experiments.run import results_of
+
+    try:
+        fresh = results_of(RunDir(experiment.path), experiment.spec)
+    except Exception:  # noqa: BLE001  (a store that cannot be read either: the file is not to blame alone)
+        return False
+    return json.dumps(fresh, sort_keys=True) == json.dumps(experiment.results, sort_keys=True)
+
+
+@contextmanager
+def reading(experiments: list[Experiment]) -> Iterator[None]:
+    """Turn the error of code reading `results.json` of the wrong shape (checksummed, yet edited or written by other
+    code: a missing key, a string where a number belongs) into one line naming the file. An error on a file that
+    holds exactly what the store gives is a bug, and is raised as it is."""
+    try:
+        yield
+    except MALFORMED as error:
+        for experiment in experiments:
+            if not _as_stored(experiment):
+                raise _malformed(experiment.path, error) from None
+        raise
 
 
 def _regenerate(run: RunDir, spec: ExperimentSpec) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from matplotlib.figure import Figure
 
 from lottery.reports.comparison_figures import DENSE_LINE, experiment_color
 from lottery.reports.figures import Figures, dense_reference, register, register_comparison
-from lottery.reports.html import register_section
+from lottery.reports.html import escaped, register_section
 from lottery.reports.load import Experiment
 from lottery.reports.plot import (
     Series,
@@ -325,14 +324,14 @@ def mask_section(results: dict[str, Any], experiment_dir: Path) -> str | None:
     parts = []
     if masks.get("early_bird"):
         rows = "".join(
-            f"<tr><td>{t['replicate']}</td><td>{100 * e['density']:.3g}</td>"
-            f"<td>{'not settled' if e['settled_at'] is None else e['settled_at']}</td></tr>"
+            f"<tr><td>{escaped(t['replicate'])}</td><td>{100 * e['density']:.3g}</td>"
+            f"<td>{escaped('not settled' if e['settled_at'] is None else e['settled_at'])}</td></tr>"
             for t in masks["early_bird"]
             for e in t["densities"]
         )
         source, threshold = masks["early_bird"][0]["source"], masks["early_bird"][0]["threshold"]
         parts.append(
-            f"<h2>Early-bird masks</h2><p>The iteration from which the {escape(source)} mask's Hamming distance to "
+            f"<h2>Early-bird masks</h2><p>The iteration from which the {escaped(source)} mask's Hamming distance to "
             f"the previous trace point, normalised by the weights kept, stays below {threshold:g} (You et al., ICLR "
             "2020; the paper normalises by the weights considered).</p>"
             "<table><thead><tr><th>replicate</th><th>% remaining</th><th>settled at iteration</th></tr></thead>"
@@ -340,8 +339,9 @@ def mask_section(results: dict[str, Any], experiment_dir: Path) -> str | None:
         )
     if masks.get("imp_replicate_distance"):
         rows = "".join(
-            f"<tr><td>{d['rewind_iteration']}</td><td>{d['level']}</td><td>{d['a']}–{d['b']}</td>"
-            f"<td>{100 * d['density']:.3g}</td><td>{d['distance']:.4f}</td><td>{d['random_expectation']:.4f}</td></tr>"
+            f"<tr><td>{escaped(d['rewind_iteration'])}</td><td>{escaped(d['level'])}</td>"
+            f"<td>{escaped(d['a'])}–{escaped(d['b'])}</td><td>{100 * d['density']:.3g}</td>"
+            f"<td>{d['distance']:.4f}</td><td>{d['random_expectation']:.4f}</td></tr>"
             for d in masks["imp_replicate_distance"]
         )
         parts.append(

@@ -4,9 +4,9 @@ measured"). Tables mark a column with `marker(note)`; `footnotes` renders the no
 from __future__ import annotations
 
 import os
-from html import escape
 from pathlib import Path
 
+from lottery.reports.escaping import escaped
 from lottery.spec import ExperimentSpec
 
 MEASURED = "docs/measured.md"
@@ -118,14 +118,14 @@ def footnotes(spec: ExperimentSpec, report_dir: Path) -> str:
     href = measured_href(report_dir)
 
     def link(anchor: str, text: str) -> str:
-        return text if href is None else f'<a href="{escape(href)}{anchor}">{text}</a>'
+        return text if href is None else f'<a href="{escaped(href)}{anchor}">{text}</a>'
 
     groups = {name: getattr(spec, name) for name in ("model", "training", "controls", "stability", "masks")}
     items = []
     for note in applicable(spec):
         anchor, text = NOTES[note]
         section = link(f"#{anchor}", f"{MEASURED} § {anchor.replace('-', ' ')}")
-        items.append(f'<li id="note-{note}">{escape(text.format(**groups))} ({section})</li>')
+        items.append(f'<li id="note-{note}">{escaped(text.format(**groups))} ({section})</li>')
     return (
         f"<h2>Notes</h2><p>What each number is, and every choice behind it: {link('', MEASURED)} "
         f'("What is measured", in the lottery source).</p><ol class="notes">{"".join(items)}</ol>'

@@ -4,12 +4,11 @@ the subnetwork's accuracy gap to the dense network, and the Spearman table (an H
 from __future__ import annotations
 
 import math
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from lottery.reports.figures import Figures, register
-from lottery.reports.html import register_section
+from lottery.reports.html import escaped, register_section
 from lottery.reports.plot import kind_color, kind_label, legend_below, new_figure
 
 PANELS = 6  # scatter panels: the measures with the largest |rho|
@@ -58,14 +57,15 @@ def predictor_table(results: dict[str, Any], experiment_dir: Path) -> str | None
         rho = "–" if t["spearman"] is None else f"{t['spearman']:.3f}"
         interval = "–" if t["interval"] is None else f"[{t['interval'][0]:.2f}, {t['interval'][1]:.2f}]"
         body.append(
-            f'<tr><td class="l">{escape(t["measure"])}</td><td>{t["n"]}</td><td>{rho}</td><td>{interval}</td></tr>'
+            f'<tr><td class="l">{escaped(t["measure"])}</td><td>{escaped(t["n"])}</td><td>{rho}</td>'
+            f"<td>{interval}</td></tr>"
         )
     return (
         "<h2>Which measure predicts the accuracy gap</h2>"
         f"<p>Spearman rank correlation of each stability measure with the subnetwork's accuracy gap to the dense "
         f"network, over {len(predictors['observations'])} analysed subnetworks (every replicate, rewind point, level "
-        f"and kind); {int(100 * predictors['level'])}% bootstrap interval from {predictors['resamples']} resamples "
-        f"(seed {predictors['seed']}).</p>"
+        f"and kind); {int(100 * predictors['level'])}% bootstrap interval from {escaped(predictors['resamples'])} "
+        f"resamples (seed {escaped(predictors['seed'])}).</p>"
         '<table><tr><th class="l">measure</th><th>n</th><th>Spearman</th><th>interval</th></tr>'
         + "".join(body)
         + "</table>"

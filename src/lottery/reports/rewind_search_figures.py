@@ -4,13 +4,12 @@ probe against k for the dense network, the IMP subnetwork and the random-pruning
 from __future__ import annotations
 
 import json
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from lottery.experiments.rewind_search import probe_cells
 from lottery.reports.figures import Figures, register
-from lottery.reports.html import register_section
+from lottery.reports.html import escaped, register_section
 from lottery.reports.plot import kind_color, kind_label, legend_below, new_figure
 
 
@@ -69,13 +68,13 @@ def rewind_search_table(results: dict[str, Any], experiment_dir: Path) -> str | 
             cells = probe_cells(p, missing="–")
             rows.append(
                 f'<tr><td class="l">{kind_label(subject)}</td>'
-                + "".join(f"<td>{escape(c)}</td>" for c in cells)
+                + "".join(f"<td>{escaped(c)}</td>" for c in cells)
                 + "</tr>"
             )
     cost = found["cost"]
     answers = "".join(
         "<li>"
-        + escape(
+        + escaped(
             f"{kind_label(s)}: stable from k = {found[s]['k']} (bracket {found[s]['bracket']}), matching "
             f"{found[s]['matching']}{'' if found[s]['complete'] else ' (budget spent: the bracket so far)'}"
         )
@@ -83,11 +82,11 @@ def rewind_search_table(results: dict[str, Any], experiment_dir: Path) -> str | 
         for s in ("dense", "imp")
     )
     return (
-        f"<h2>Rewind-point search (IMP level {found['level']})</h2><ul>{answers}</ul>"
-        f"<p>The probes take {cost['probed']['trainings']} trainings ({cost['probed']['iterations']} iterations; "
-        f"{cost['trainings']} trained by the last call, the rest read from the store); a full sweep over the grid "
-        f"{found['grid']} would train {cost['full_sweep']['trainings']} "
-        f"({cost['full_sweep']['iterations']} iterations).</p>"
+        f"<h2>Rewind-point search (IMP level {escaped(found['level'])})</h2><ul>{answers}</ul>"
+        f"<p>The probes take {escaped(cost['probed']['trainings'])} trainings "
+        f"({escaped(cost['probed']['iterations'])} iterations; {escaped(cost['trainings'])} trained by the last "
+        f"call, the rest read from the store); a full sweep over the grid {escaped(found['grid'])} would train "
+        f"{escaped(cost['full_sweep']['trainings'])} ({escaped(cost['full_sweep']['iterations'])} iterations).</p>"
         '<table><tr><th class="l">subject</th><th>k</th><th>barrier</th><th>stable</th><th>test acc %</th>'
         "<th>matching</th><th>random pruning barrier</th><th>trainings</th></tr>" + "".join(rows) + "</table>"
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lottery.reports.figures import Figures, register, register_comparison
-from lottery.reports.html import register_section
+from lottery.reports.html import escaped, register_section
 from lottery.reports.load import Experiment
 from lottery.reports.notes import marker
 from lottery.reports.plot import KIND_LINESTYLES, MARKERS, kind_color, kind_label, legend_below, new_figure
@@ -242,8 +241,8 @@ def stability_table(results: dict[str, Any], experiment_dir: Path) -> str | None
             f"{sum(p['data_order']['stable'] for p in members)}/{len(members)}",
             f"{sum(p['data_order'].get('stable_mean_barrier', False) for p in members)}/{len(members)}",
         ]  # fmt: skip
-        tds = f'<td class="l">{escape(kind)}</td>' + "".join(f"<td>{escape(c)}</td>" for c in cells)
-        rows.append(f'<tr class="{escape(kind)}">{tds}</tr>')
+        tds = f'<td class="l">{escaped(kind)}</td>' + "".join(f"<td>{escaped(c)}</td>" for c in cells)
+        rows.append(f'<tr class="{escaped(kind)}">{tds}</tr>')
     head = [
         "kind", "rewind k", "level", "% remaining", f"data-order L2{marker('distances', spec)}",
         f"pruning L2{marker('pruning', spec)}", f"test barrier{marker('barrier', spec)}", "train barrier",

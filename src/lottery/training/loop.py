@@ -50,6 +50,7 @@ class Runtime:
     gpus_per_task: float | None = None  # Ray executor: GPUs each task holds; None: 1 on CUDA, else 0
     data_workers: int | None = None  # image-folder decoding processes; None: this process's share of the CPUs, <= 8
     log: tuple[str, ...] = ()  # experiment trackers to log to (lottery.loggers): 'tensorboard', 'wandb', 'mlflow'
+    log_strict: bool = False  # a tracker that fails stops the run (UserError) instead of being turned off
     imports: tuple[str, ...] = ()  # plugin modules (--import) that other processes (Ray workers) import too
 
 
