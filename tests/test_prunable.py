@@ -117,3 +117,26 @@ def test_hugging_face_models_follow_chen_et_al(monkeypatch: pytest.MonkeyPatch) 
         "transformer.h.0.mlp.c_proj.weight",
     ]
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_lottery_imports_without_lightning_or_transformers() -> None:
+    """The integrations are optional extras, imported lazily: `import lottery` and `prunable` work without them,
+    and importing an integration without its framework says which extra to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['lightning'] = sys.modules['transformers'] = None\n"
+        "import torch, lottery\n"
+        "assert lottery.prunable(torch.nn.Linear(2, 2)) == {'weight': 'output'}\n"
+        "for name in ('lightning', 'transformers'):\n"
+        "    try:\n"
+        "        __import__(f'lottery.integrations.{name}')\n"
+        "    except ImportError as error:\n"
+        "        assert f'lottery[{name}]' in str(error), error\n"
+        "    else:\n"
+        "        raise AssertionError(name)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

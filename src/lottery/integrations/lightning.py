@@ -26,6 +26,7 @@ from lottery import seeding
 from lottery.errors import UserError
 from lottery.integrations.hold import MaskHolder
 from lottery.integrations.iterations import WORKER_STREAM, IterationOrder, IterationSampler
+from lottery.integrations.levels import level_metrics
 from lottery.pruning import Mask
 
 try:
@@ -203,11 +204,7 @@ class TrainFn:
         """Log an IMP level (a `lottery.imp` Level) to the fits' loggers, at step = its level: `lottery/level`,
         `lottery/density` and every number in its result (e.g. `lottery/val_acc`), and each control's as
         `lottery/<control>/<metric>`. Returns what was logged."""
-        metrics = {"lottery/level": float(level.level), "lottery/density": float(level.density)}
-        metrics.update({f"lottery/{k}": v for k, v in _numbers(level.result).items()})
-        for name, run in getattr(level, "controls", {}).items():
-            metrics[f"lottery/{name}/density"] = float(run.density)
-            metrics.update({f"lottery/{name}/{k}": v for k, v in _numbers(run.result).items()})
+        metrics = level_metrics(level)
         for logger in self.loggers or []:
             logger.log_metrics(metrics, step=int(level.level))
             logger.save()
@@ -225,12 +222,3 @@ def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _numbers(result: Any) -> dict[str, float]:
-    """The numbers in a train_fn's result: a number as 'result', a mapping's numeric entries by name."""
-    if isinstance(result, int | float) and not isinstance(result, bool):
-        return {"result": float(result)}
-    if isinstance(result, Mapping):
-        return {str(k): float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    return {}
