@@ -224,3 +224,16 @@ def test_ddp_with_gloo_keeps_the_mask_identical_on_every_rank(tmp_path: Path) ->
     assert same(r0["callback_mask"], r1["callback_mask"]) and r0["callback_mask"].density == 0.5
     assert same(r0["plain"], r1["plain"]) and pruned_zero(r0["plain"], r0["callback_mask"])
     assert "differs from rank 0's" in done.stderr  # rank 1 said that it takes rank 0's mask
+
+
+@pytest.mark.slow
+def test_example_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/lightning_tickets.py --quick: IMP with rewinding, a random-pruning control and a data-order stability
+    check through the framework's trainer, its masks checked to hold (it asserts that itself)."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "lightning_tickets.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--quick"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "random-pruned accuracy" in out and "barrier" in out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers reads it: never reach the hub
@@ -188,3 +189,16 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     model = bert()
     with pytest.raises(UserError, match="smaller than one batch"):
         lottery_hf.train_fn(arguments(tmp_path), Tokens(4))(model, lottery.Mask.ones(model), 0, 2)
+
+
+@pytest.mark.slow
+def test_example_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/transformers_tickets.py --quick: IMP with rewinding, a random-pruning control and a data-order stability
+    check through the framework's trainer, its masks checked to hold (it asserts that itself)."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "transformers_tickets.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--quick"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "random-pruned accuracy" in out and "barrier" in out
