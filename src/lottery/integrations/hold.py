@@ -56,9 +56,7 @@ class MaskHolder:
         for name, keep in self.mask.items():
             if bool(keep.all()):
                 continue
-            parameter = params[name]
-            factor = keep.to(parameter.device, parameter.dtype)
-            self._hooks.append(parameter.register_hook(_masking(factor)))
+            self._hooks.append(params[name].register_hook(_GradientMask(keep)))
 
     def attach(self, optimizer: torch.optim.Optimizer) -> Attachment | None:
         """Attach the mask to `optimizer` (the part of it over the parameters the optimizer steps), once; again if
@@ -97,8 +95,15 @@ class MaskHolder:
                 raise RuntimeError(f"LotteryCallback: pruned weights of {name} are not zero")
 
 
-def _masking(factor: Tensor):  # noqa: ANN202  (a gradient hook)
-    def hook(grad: Tensor) -> Tensor:
-        return grad * factor
+class _GradientMask:
+    """A gradient hook: the gradient times the mask, in the gradient's device and dtype (the trainer may move or
+    cast the model after the hook is registered)."""
 
-    return hook
+    def __init__(self, keep: Tensor) -> None:
+        self.keep = keep.to(torch.bool)
+        self.factor = self.keep.float()
+
+    def __call__(self, grad: Tensor) -> Tensor:
+        if self.factor.device != grad.device or self.factor.dtype != grad.dtype:
+            self.factor = self.keep.to(grad.device, grad.dtype)
+        return grad * self.factor
