@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 TOTAL = 12  # iterations T: the LR schedule is defined over T, not over trainer.max_steps
 QUIET = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
+QUIET["enable_checkpointing"] = False  # nothing written to the working directory
 
 
 class Tiny(pl.LightningModule):

@@ -237,3 +237,16 @@ def test_example_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out
     assert "random-pruned accuracy" in out and "barrier" in out
+
+
+def test_callback_holds_the_mask_when_lightning_casts_the_model() -> None:
+    """precision='bf16-true' casts the module after the callback's setup: the gradient hooks follow the dtype."""
+    net = model()
+    mask = lottery.prune(net, fraction=0.5)
+    train, _ = loaders()
+    trainer = pl.Trainer(
+        max_steps=3, logger=False, precision="bf16-true", callbacks=[lottery_lightning.LotteryCallback(mask)], **QUIET
+    )
+    trainer.fit(net, train)
+    weights = dict(net.named_parameters())
+    assert weights["net.0.weight"].dtype == torch.bfloat16 and pruned_zero(weights, mask)
