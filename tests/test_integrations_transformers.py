@@ -202,3 +202,20 @@ def test_example_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out
     assert "random-pruned accuracy" in out and "barrier" in out
+
+
+def test_every_run_and_level_goes_to_one_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks file stores to opt in
+    fn = lottery_hf.train_fn(arguments(tmp_path, report_to=["mlflow"]), Tokens(40))
+    for level in lottery.imp(bert(), fn, levels=1, iterations=2, rewind=1):
+        fn.log_level(level)
+    assert mlflow.active_run() is None  # nothing left open
+    client = mlflow.MlflowClient()
+    runs = [run for experiment in client.search_experiments() for run in client.search_runs([experiment.experiment_id])]
+    assert len(runs) == 1 and runs[0].info.run_id == fn.mlflow_run
+    history = client.get_metric_history(fn.mlflow_run, "lottery/density")
+    assert [(m.step, round(m.value, 4)) for m in history] == [(0, 1.0), (1, round(level.density, 4))]
+    assert client.get_metric_history(fn.mlflow_run, "loss")  # the Trainer's own training log, same run

@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -141,9 +143,9 @@ class TrainFn:
     - randomness: the global RNG (dropout) is seeded from (seed, `start`) when training begins, as the engine does.
 
     One process (the data order is not split among processes here). Trackers: with `report_to` (TensorBoard, W&B,
-    MLflow), the runs log to one tracker run: TensorBoard's directory is the first run's (HF otherwise
-    names one per run by its start time) and W&B's run stays open; `log_level(level)` adds the per-level results
-    there through `trainer.log`.
+    MLflow), the runs log to one tracker run: TensorBoard's directory is the first run's (HF otherwise names one per
+    run by its start time), MLflow's first run is resumed by the later ones, W&B's run stays open;
+    `log_level(level)` adds the per-level results there through `trainer.log`.
     """
 
     def __init__(self, args: Any, train_dataset: Any, **trainer_kwargs: Any) -> None:
@@ -165,6 +167,7 @@ class TrainFn:
         self.seed = args.data_seed if args.data_seed is not None else args.seed
         self.trainer: transformers.Trainer | None = None  # the last run's
         self.logging_dirs: dict[type, str] = {}  # the first run's tracker directories (TensorBoard), reused
+        self.mlflow_run: str | None = None  # the first run's MLflow run, resumed by later runs
 
     def __call__(self, model: Any, mask: Mask, start: int, end: int) -> dict[str, float]:
         args = copy.copy(self.args)
@@ -177,7 +180,8 @@ class TrainFn:
         for callback in trainer.callback_handler.callbacks:  # every run writes to the first run's directory
             if type(callback) in self.logging_dirs and getattr(callback, "logging_dir", None) is None:
                 callback.logging_dir = self.logging_dirs[type(callback)]
-        output = trainer.train()
+        with self._mlflow(trainer):
+            output = trainer.train()
         for callback in trainer.callback_handler.callbacks:
             if isinstance(getattr(callback, "logging_dir", None), str):
                 self.logging_dirs.setdefault(type(callback), callback.logging_dir)
@@ -198,7 +202,8 @@ class TrainFn:
         step = trainer.state.global_step
         trainer.state.global_step = int(level.level)
         try:
-            trainer.log(dict(metrics))
+            with self._mlflow(trainer):
+                trainer.log(dict(metrics))
         finally:
             trainer.state.global_step = step
         for callback in trainer.callback_handler.callbacks:
@@ -206,6 +211,28 @@ class TrainFn:
             if writer is not None:
                 writer.flush()
         return metrics
+
+    @contextlib.contextmanager
+    def _mlflow(self, trainer: transformers.Trainer) -> Iterator[None]:
+        """With the Trainer's MLflow callback: the first run's MLflow run resumed around this call (the callback
+        ends the run it starts at the end of train(), and reuses an active one without ending it), so every run
+        and every level logs to one MLflow run; the first run's id is recorded."""
+        if not any(type(c).__name__ == "MLflowCallback" for c in trainer.callback_handler.callbacks):
+            yield
+            return
+        import mlflow
+
+        resumed = self.mlflow_run is not None and mlflow.active_run() is None
+        if resumed:
+            mlflow.start_run(run_id=self.mlflow_run)
+        try:
+            yield
+        finally:
+            if self.mlflow_run is None:
+                run = mlflow.active_run() or mlflow.last_active_run()
+                self.mlflow_run = run.info.run_id if run is not None else None
+            if resumed:
+                mlflow.end_run()
 
 
 def train_fn(args: Any, train_dataset: Any, **trainer_kwargs: Any) -> TrainFn:
