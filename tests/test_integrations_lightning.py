@@ -250,3 +250,34 @@ def test_callback_holds_the_mask_when_lightning_casts_the_model() -> None:
     trainer.fit(net, train)
     weights = dict(net.named_parameters())
     assert weights["net.0.weight"].dtype == torch.bfloat16 and pruned_zero(weights, mask)
+
+
+def test_callback_attaches_to_optimizers_lightning_re_creates() -> None:
+    """Adamax writes eps into the state of zero-gradient coordinates, so only an attached mask keeps its pruned
+    state zero: an optimizer re-created mid-fit (strategy.setup_optimizers) must be attached too."""
+
+    class AdamaxModule(type(model())):
+        def configure_optimizers(self):  # noqa: ANN201
+            return torch.optim.Adamax(self.parameters(), lr=0.01)
+
+    class Recreate(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, index) -> None:  # noqa: ANN001
+            if index == 2:
+                self.old = trainer.optimizers[0]
+                trainer.strategy.setup_optimizers(trainer)
+
+    torch.manual_seed(0)
+    net = AdamaxModule()
+    mask = lottery.prune(net, fraction=0.5)
+    recreate = Recreate()
+    train, _ = loaders()
+    callbacks = [recreate, lottery_lightning.LotteryCallback(mask)]
+    trainer = pl.Trainer(max_steps=4, logger=False, callbacks=callbacks, **QUIET)
+    trainer.fit(net, train)
+    new = trainer.optimizers[0]
+    assert new is not recreate.old
+    weights = dict(net.named_parameters())
+    assert pruned_zero(weights, mask)
+    for name, m in mask.items():
+        state = new.state[weights[name]]
+        assert state["exp_inf"].abs().sum() > 0 and bool((state["exp_inf"][~m] == 0).all())
