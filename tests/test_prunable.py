@@ -140,3 +140,22 @@ def test_lottery_imports_without_lightning_or_transformers() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_imp_prunes_and_holds_multihead_attention_projections() -> None:
+    torch.manual_seed(0)
+    model = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    x = torch.randn(4, 5, 8)
+
+    def train_fn(m: nn.Module, mask: lottery.Mask, start: int, end: int) -> None:
+        optimizer = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
+        for _ in range(start, end):
+            optimizer.zero_grad()
+            m(x).pow(2).mean().backward()
+            optimizer.step()
+
+    levels = list(lottery.imp(model, train_fn, levels=1, iterations=4, rewind=1, controls=["random_reinit"]))
+    mask = levels[1].mask
+    assert "self_attn.in_proj_weight" in mask and mask["self_attn.in_proj_weight"].float().mean() < 1
+    for run in (levels[1], levels[1].controls["random_reinit_seed0"]):
+        assert all(bool((run.final[n][~m] == 0).all()) for n, m in run.mask.items())
