@@ -219,3 +219,14 @@ def test_every_run_and_level_goes_to_one_mlflow_run(tmp_path: Path, monkeypatch:
     history = client.get_metric_history(fn.mlflow_run, "lottery/density")
     assert [(m.step, round(m.value, 4)) for m in history] == [(0, 1.0), (1, round(level.density, 4))]
     assert client.get_metric_history(fn.mlflow_run, "loss")  # the Trainer's own training log, same run
+
+
+def test_rewinding_to_the_pre_trained_weights(tmp_path: Path) -> None:
+    """Chen et al.: k = 0 is the checkpoint the user loaded; every level starts from m ⊙ those weights."""
+    model = bert()
+    loaded = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    fn = lottery_hf.train_fn(arguments(tmp_path), Tokens(40))
+    levels = list(lottery.imp(model, fn, levels=1, iterations=2, rewind=0))
+    assert same(levels[0].start, loaded)
+    assert same(levels[1].start, levels[1].mask.apply_to(loaded))
+    assert not same(levels[1].start, loaded) and set(levels[1].mask) == set(lottery.prunable(model))
