@@ -186,6 +186,13 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         lottery_hf.train_fn({"max_steps": 3}, Tokens(8))
     with pytest.raises(UserError, match="optimizer"):
         lottery_hf.train_fn(arguments(tmp_path), Tokens(8), optimizers=(None, None))
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):  # noqa: ANN204
+            return iter(Tokens(8))
+
+    with pytest.raises(UserError, match="map-style"):
+        lottery_hf.train_fn(arguments(tmp_path), Stream())
     model = bert()
     with pytest.raises(UserError, match="smaller than one batch"):
         lottery_hf.train_fn(arguments(tmp_path), Tokens(4))(model, lottery.Mask.ones(model), 0, 2)

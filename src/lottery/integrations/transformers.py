@@ -89,16 +89,12 @@ class _Trainer(transformers.Trainer):
         self.lottery_start, self.lottery_end, self.lottery_seed = lottery_span
         super().__init__(*args, **kwargs)
 
-    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        dataset = self.train_dataset
-        if dataset is None or isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
-            raise UserError(
-                "transformers.train_fn: train_dataset must be a map-style dataset (indexable, with a length)"
-            )
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> IterationSampler:
+        """The micro-batches of iterations start..end-1 in lottery's order; the Trainer's own DataLoader (collator,
+        column removal, workers) batches them with `_train_batch_size`."""
         accumulate = self.args.gradient_accumulation_steps
-        order = IterationOrder(len(dataset), self._train_batch_size, self._shuffle(), self.lottery_seed)
-        sampler = IterationSampler(order, self.lottery_start * accumulate, self.lottery_end * accumulate)
-        return self._get_dataloader(dataset, "Training", self._train_batch_size, lambda _: sampler, is_training=True)
+        order = IterationOrder(len(self.train_dataset), self._train_batch_size, self._shuffle(), self.lottery_seed)
+        return IterationSampler(order, self.lottery_start * accumulate, self.lottery_end * accumulate)
 
     def _shuffle(self) -> bool:
         strategy = getattr(self.args, "train_sampling_strategy", "random")
@@ -158,6 +154,8 @@ class TrainFn:
             )
         if "train_dataset" in trainer_kwargs or "args" in trainer_kwargs:
             raise UserError("transformers.train_fn: give args and train_dataset once, as the first two arguments")
+        if isinstance(train_dataset, torch.utils.data.IterableDataset) or not hasattr(train_dataset, "__len__"):
+            raise UserError("transformers.train_fn: train_dataset must be a map-style dataset (indexable, with length)")
         if args.world_size > 1:
             raise UserError(
                 "transformers.train_fn: runs in one process (the data order is not split among processes); "
