@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from lottery.analysis import distance
 from lottery.analysis.interpolation import BATCHNORM_MODES, batchnorms, recompute_batchnorm
 from lottery.analysis.interpolation import barrier as barrier_of
-from lottery.api.masks import weights_of
+from lottery.api.masks import starting_mask, weights_of
 from lottery.errors import UserError
 from lottery.pruning import Mask
 
@@ -28,14 +28,13 @@ def distances(
     mask: Mask | None = None,
     *,
     reference: nn.Module | Mapping[str, Tensor] | None = None,
+    names: Iterable[str] | None = None,
 ) -> dict[str, float]:
     """{'l2', 'angle_degrees', 'normalized_l2'} between `a` and `b` (models or state dicts) over the coordinates
     `mask` keeps ("Stabilizing the LTH" §2): ‖m⊙a − m⊙b‖₂, the angle between m⊙a and m⊙b, and the L2 distance over
-    ‖m⊙reference‖₂ (default `a`). `mask` default: every prunable weight of `a` (a model)."""
-    if mask is None:
-        if not isinstance(a, nn.Module):
-            raise UserError("distances: state dicts need a mask (e.g. lottery.Mask.ones(model))")
-        mask = Mask.ones(a)
+    ‖m⊙reference‖₂ (default `a`). `mask` default: every weight of `names` (default `lottery.prunable(a)`; `a` a
+    model)."""
+    mask = starting_mask(a, mask, names, "distances")
     wa, wb = weights_of(a), weights_of(b)
     missing = [n for n in mask if n not in wa or n not in wb]
     if missing:

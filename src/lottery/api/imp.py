@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.optim import optimizer as optim_base
 
 from lottery import seeding
-from lottery.api.masks import prune, random_mask_like, reinitialize
+from lottery.api.masks import prune, random_mask_like, reinitialize, starting_mask
 from lottery.errors import UserError
 from lottery.pruning import Mask
 from lottery.pruning.attachment import Attachment
@@ -204,6 +204,7 @@ def imp(
     rates: Mapping[str, float] | None = None,
     ignore: Iterable[str] = (),
     mask: Mask | None = None,
+    names: Iterable[str] | None = None,
     controls: Iterable[str] = (),
     control_seed: int = 0,
     directory: Any = None,
@@ -218,7 +219,8 @@ def imp(
     - `iterations`: T, the end of training (an int, or a step string such as '2ep' with `iterations_per_epoch`).
     - `rewind`: k (an int or '500it'); level L >= 1 trains m_L ⊙ W_k from k to T.
     - `fraction` / `density`, `scope`, `rates`, `ignore`: how each level prunes (see `lottery.prune`; `density`
-      prunes level 1 to it in one shot). `mask`: the starting mask (default `Mask.ones(model)`).
+      prunes level 1 to it in one shot). `mask`: the starting mask (default `Mask.ones(model)`); or `names`: the
+      parameters to prune, like `lottery.prunable(model, ...)` returns (default `lottery.prunable(model)`).
     - `controls`: any of 'random_prune', 'random_prune_global' (same per-layer or total density, random
       positions, on m ⊙ W_k) and 'random_reinit' (the level's mask on fresh weights, `lottery.reinitialize`),
       seeded from `control_seed` and the level; trained like the level.
@@ -236,7 +238,7 @@ def imp(
     for kind in controls:
         if kind not in CONTROLS:
             raise UserError(f"imp: unknown control {kind!r} (allowed: {', '.join(CONTROLS)})")
-    mask = Mask.ones(model) if mask is None else mask
+    mask = starting_mask(model, mask, names, "imp")
     prune_options = {"scope": scope, "rates": dict(rates or {}), "ignore": tuple(ignore)}
     settings = {
         "iterations": end, "rewind": k, "levels_pruned_by": {"fraction": fraction, "density": density},

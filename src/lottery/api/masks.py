@@ -34,10 +34,26 @@ def _kinds_from_shapes(mask: Mask) -> dict[str, str]:
     return kinds
 
 
+def starting_mask(
+    model: nn.Module | Mapping[str, Tensor], mask: Mask | None, names: Iterable[str] | None, who: str
+) -> Mask:
+    """`mask`, or the all-kept mask over `names` (default `lottery.prunable(model)`) of a model; one of the two."""
+    if mask is not None and names is not None:
+        raise UserError(f"{who}: give mask= or names=, not both (names= makes the all-kept mask over those parameters)")
+    if mask is not None:
+        return mask
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{who}: a state dict needs a mask (e.g. lottery.Mask.ones(model))")
+    if names is None:
+        return Mask.ones(model)
+    return Mask.ones(model, list(prunable(model, names=names)))
+
+
 def prune(
     model_or_state_dict: nn.Module | Mapping[str, Tensor],
     mask: Mask | None = None,
     *,
+    names: Iterable[str] | None = None,
     fraction: float | None = None,
     density: float | None = None,
     scope: str = "global",
@@ -45,8 +61,8 @@ def prune(
     ignore: Iterable[str] = (),
     kinds: Mapping[str, str] | None = None,
 ) -> Mask:
-    """A new mask: `mask` (default: all of `lottery.prunable(model)` kept) with the smallest-magnitude surviving
-    weights removed. `mask` is not changed.
+    """A new mask: `mask` (default: all of `names` kept, by default `lottery.prunable(model)`) with the
+    smallest-magnitude surviving weights removed. `mask` is not changed.
 
     - `fraction`: remove this fraction of the surviving weights (default 0.2), `round(fraction * surviving)` per
       pool, ties broken by position; or `density`: prune straight to this density (one shot).
@@ -60,10 +76,7 @@ def prune(
         raise UserError(f"prune: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     if fraction is not None and density is not None:
         raise UserError("prune: give fraction or density, not both")
-    if mask is None:
-        if not isinstance(model_or_state_dict, nn.Module):
-            raise UserError("prune: a state dict needs a mask (e.g. lottery.Mask.ones(model))")
-        mask = Mask.ones(model_or_state_dict)
+    mask = starting_mask(model_or_state_dict, mask, names, "prune")
     weights = weights_of(model_or_state_dict)
     missing = [name for name in mask if name not in weights]
     if missing:
