@@ -42,7 +42,9 @@ def test_order_is_a_function_of_the_index(
     ranks = [order.epoch_order(epoch).tolist() for order in orders]
     assert all(len(r) == share for r in ranks)
     assert sorted(set().union(*ranks)) == list(range(n))  # every example, some repeated only to pad
-    permutation = torch.randperm(n, generator=seeding.generator(seed, epoch)) if shuffle else torch.arange(n)
+    permutation = (
+        torch.randperm(n, generator=seeding.generator("data_order", seed, epoch)) if shuffle else torch.arange(n)
+    )
     if world == 1:
         assert ranks[0] == permutation.tolist()
         batches = [orders[0].indices(epoch * per_epoch + i) for i in range(per_epoch)]

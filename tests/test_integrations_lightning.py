@@ -81,14 +81,14 @@ def test_runs_continue_from_start_exactly() -> None:
 
 def hand_written(train_set, seed: int = 0, batch_size: int = 8, accumulate: int = 2):  # noqa: ANN001, ANN201
     """The same training as lightning.train_fn, written as a plain loop: epoch e's order from
-    seeding.generator(seed, e), full batches, the RNG seeded at the run's start, AdamW and the LambdaLR stepped
+    seeding.generator("data_order", seed, e), full batches, the RNG seeded at the start, AdamW and the LambdaLR stepped
     to `start`, the loss divided by the accumulation, as Lightning does."""
     x, y = train_set.tensors
     per_epoch = len(x) // batch_size
 
     def batch(b: int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, position = divmod(b, per_epoch)
-        order = torch.randperm(len(x), generator=seeding.generator(seed, epoch))
+        order = torch.randperm(len(x), generator=seeding.generator("data_order", seed, epoch))
         index = order[position * batch_size : (position + 1) * batch_size]
         return x[index], y[index]
 
@@ -97,7 +97,7 @@ def hand_written(train_set, seed: int = 0, batch_size: int = 8, accumulate: int 
         optimizer, schedule = config["optimizer"], config["lr_scheduler"]["scheduler"]
         for _ in range(start):
             schedule.step()
-        torch.manual_seed(seeding.derive(seed, start, 1))
+        torch.manual_seed(seeding.derive("dropout", seed, start))
         net.train()
         for t in range(start, end):
             for j in range(accumulate):

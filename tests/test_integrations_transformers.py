@@ -126,12 +126,12 @@ def hand_written(dataset: Tokens, batch_size: int = 8, lr: float = 5e-3, warmup:
         schedule = transformers.get_linear_schedule_with_warmup(optimizer, warmup, end)
         for _ in range(start):
             schedule.step()
-        torch.manual_seed(seeding.derive(0, start, 1))
+        torch.manual_seed(seeding.derive("dropout", 0, start))
         per_epoch = len(dataset) // batch_size
         model.train()
         for t in range(start, end):
             epoch, position = divmod(t, per_epoch)
-            order = torch.randperm(len(dataset), generator=seeding.generator(0, epoch))
+            order = torch.randperm(len(dataset), generator=seeding.generator("data_order", 0, epoch))
             items = [dataset[int(i)] for i in order[position * batch_size : (position + 1) * batch_size]]
             batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
             model(**batch).loss.backward()

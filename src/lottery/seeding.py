@@ -20,6 +20,7 @@ STREAMS: dict[str, int] = {
     "data_order": 1,  # the permutation of epoch e: (data_order_seed, e)
     "augmentation": 2,  # the crop and flip of iteration t: (augmentation_seed, t[, example])
     "dropout": 3,  # the dropout state of a run starting at iteration k: (data_order_seed, k)
+    "loader_workers": 4,  # a DataLoader's worker seeds from iteration t on (lottery.integrations): (seed, t)
     # the stability analysis (experiments/stability.py)
     "copy_data_order": 10,  # copy i's data-order seed: (the chain's data_order_seed, i)
     "copy_augmentation": 11,  # copy i's augmentation seed: (the chain's augmentation_seed, i)

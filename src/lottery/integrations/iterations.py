@@ -2,7 +2,7 @@
 
 IMP with rewinding trains a subnetwork from iteration k to T with the data the dense run saw at k..T, so the batch
 of an iteration must depend on the iteration alone, not on how many runs came before. Epoch e visits the training
-set in the order `randperm(n)` drawn from `lottery.seeding.generator(seed, e)` (or 0..n-1 without shuffling), in
+set in the order `randperm(n)` from `seeding.generator("data_order", seed, e)` (or 0..n-1 without shuffling), in
 `n // batch_size` full batches (the last partial batch of an epoch is dropped, as the engine does); micro-batch b is
 batch `b % per_epoch` of epoch `b // per_epoch`. Under data parallelism (`torch.distributed`), each epoch's order
 is split among the ranks first (rank r takes positions r, r + W, ..., padded to a multiple of W by repeating its
@@ -18,8 +18,6 @@ from torch.utils.data import Sampler
 
 from lottery import seeding
 from lottery.errors import UserError
-
-WORKER_STREAM = 2  # seeds the DataLoader's workers apart from the data order (0) and the run's global RNG (1)
 
 
 class IterationOrder:
@@ -43,7 +41,7 @@ class IterationOrder:
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's examples in epoch `epoch`, in order."""
         if self.shuffle:
-            order = torch.randperm(self.n, generator=seeding.generator(self.seed, epoch))
+            order = torch.randperm(self.n, generator=seeding.generator("data_order", self.seed, epoch))
         else:
             order = torch.arange(self.n)
         if self.world > 1:

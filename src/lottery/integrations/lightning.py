@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sequent
 from lottery import seeding
 from lottery.errors import UserError
 from lottery.integrations.hold import MaskHolder
-from lottery.integrations.iterations import WORKER_STREAM, IterationOrder, IterationSampler
+from lottery.integrations.iterations import IterationOrder, IterationSampler
 from lottery.integrations.levels import level_metrics
 from lottery.pruning import Mask
 
@@ -34,7 +34,6 @@ try:
 except ImportError as error:  # pragma: no cover  (the extra is installed where this module is used)
     raise ImportError("lottery.integrations.lightning needs Lightning: pip install 'lottery[lightning]'") from error
 
-DROPOUT_STREAM = 1  # the engine's stream for the global RNG at a run's start (lottery.training.loop)
 SET_BY_LOTTERY = ("max_steps", "max_epochs", "min_steps", "min_epochs", "max_time", "limit_train_batches")
 
 
@@ -101,7 +100,7 @@ class _Continue(pl.Callback):
                 for _ in range(batches // period):
                     config.scheduler.step()
         trainer.fit_loop.epoch_loop._batches_that_stepped = self.logged  # loggers' step: one axis over all runs
-        torch.manual_seed(seeding.derive(self.seed, self.start, DROPOUT_STREAM))
+        torch.manual_seed(seeding.derive("dropout", self.seed, self.start))
 
 
 class TrainFn:
@@ -114,7 +113,7 @@ class TrainFn:
     How training continues from `start` exactly as a run from 0 would at that iteration:
 
     - data: the train DataLoader's dataset, batch size, collate function and workers are kept; its order becomes a
-      function of the iteration: epoch e is `randperm(n)` from `lottery.seeding.generator(seed, e)` if the loader
+      function of the iteration: epoch e is `randperm(n)` from `seeding.generator("data_order", seed, e)` if the loader
       shuffles (a `RandomSampler`), else 0..n-1, in `n // batch_size` full batches; the fit visits the micro-batches
       of iterations `start`..`end - 1` (`accumulate_grad_batches` each). Under DDP each epoch's order is split among
       the ranks (Lightning's distributed sampler is not used). Lightning sees one epoch per fit.
@@ -173,7 +172,7 @@ class TrainFn:
             timeout=loader.timeout,
             worker_init_fn=loader.worker_init_fn,
             multiprocessing_context=loader.multiprocessing_context if workers else None,
-            generator=seeding.generator(self.seed, first, WORKER_STREAM),
+            generator=seeding.generator("loader_workers", self.seed, first),
             prefetch_factor=loader.prefetch_factor if workers else None,
         )
 

@@ -36,7 +36,6 @@ except ImportError as error:  # pragma: no cover  (the extra is installed where 
         "lottery.integrations.transformers needs transformers: pip install 'lottery[transformers]'"
     ) from error
 
-DROPOUT_STREAM = 1  # the engine's stream for the global RNG at a run's start (lottery.training.loop)
 SHUFFLED = {"random": True, "sequential": False}
 
 
@@ -79,7 +78,7 @@ class _SeedAtStart(transformers.TrainerCallback):
         self.seed, self.start = seed, start
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        torch.manual_seed(seeding.derive(self.seed, self.start, DROPOUT_STREAM))
+        torch.manual_seed(seeding.derive("dropout", self.seed, self.start))
 
 
 class _Trainer(transformers.Trainer):
@@ -129,7 +128,7 @@ class TrainFn:
     How training continues from `start` exactly as a run from 0 would at that iteration (an iteration is an
     optimizer step: `gradient_accumulation_steps` micro-batches):
 
-    - data: epoch e visits `train_dataset` in the order `randperm(n)` from `lottery.seeding.generator(seed, e)`
+    - data: epoch e visits `train_dataset` in the order `randperm(n)` from `seeding.generator("data_order", seed, e)`
       (`train_sampling_strategy='sequential'`: 0..n-1) in `n // per_device_train_batch_size` full batches, `seed`
       being `args.data_seed`, else `args.seed`; the run visits the micro-batches of iterations `start`..`end - 1`.
       The Trainer's collator, column removal and workers are kept.
