@@ -20,8 +20,6 @@ summary records its arithmetic, and a run keeps it when resumed).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +29,7 @@ from lottery.pruning.early_bird import TRACE_NORMALISATION
 from lottery.spec import to_dict
 from lottery.store import layout
 from lottery.store.atomic import write_json
-
-
-def digest(key: dict[str, Any]) -> str:
-    """The hash of a key: its directory name."""
-    canonical = json.dumps(key, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+from lottery.store.identity import digest  # keys.digest: the hash that names a network (store/identity.py)
 
 
 def _settings(ctx: Context, group: str, replicate: int | None = None) -> dict[str, Any]:
