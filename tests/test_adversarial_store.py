@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lottery.errors import UserError
 from lottery.experiments import keys
@@ -191,6 +193,21 @@ def test_a_run_link_out_of_the_store_is_refused(
     assert picture(elsewhere) == before and picture(store) == inside
 
 
+def test_a_store_reached_through_a_link_is_its_own(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alias = tmp_path / "alias"
+    os.symlink(store, alias)
+    (network(store, LEVEL) / "final.safetensors").unlink()  # the level trains again, through the alias
+    code, _, err = run_cli(cli_args(alias, *OVERRIDES), capsys)
+    assert code == 0 and "k=0 level 1 iteration" in err, err
+    experiment = alias / experiment_dir(store).name
+    assert run_cli(["show", str(experiment)], capsys)[0] == 0
+    for path in (alias, experiment):
+        code, out, _ = run_cli(["verify", str(path)], capsys)
+        assert code == 0 and problems(out) == [], out
+
+
 def test_the_store_refuses_every_write_lock_and_delete_through_a_link_out_of_it(tmp_path: Path) -> None:
     store, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -301,3 +318,55 @@ def test_verify_reports_a_network_whose_key_does_not_name_it(
     code, out, _ = run_cli(["verify", str(store)], capsys)
     lines = [line for line in problems(out) if "foreign or damaged network" in line]
     assert code == 1 and len(lines) == 1 and why in lines[0], out
+
+
+# --- what the store trusts: no code of its own ---------------------------------------------------------------------
+
+
+def test_reading_a_store_imports_no_code_from_it(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python files planted in the store, and a spec naming them as a plugin model, are never imported by `verify`,
+    `show` or `report`: the store holds data only, and code runs only from `--import` or installed plugins."""
+    experiment = experiment_dir(store)
+    marker = tmp_path / "imported"
+    planted = f"open({str(marker)!r}, 'w').close()\n"
+    for where in (store, experiment, network(store, DENSE)):
+        for name in ("lottery_planted.py", "sitecustomize.py", "torch.py", "__init__.py"):
+            (where / name).write_text(planted)
+    spec = json.loads((experiment / "spec.json").read_text())
+    spec["model"]["name"] = "lottery_planted"
+    RunDir(experiment).write_json("spec.json", spec)  # recorded: a spec that names the planted module
+    modules = set(sys.modules)
+    for command in (["verify", str(store)], ["show", str(experiment)], ["report", str(experiment)]):
+        run_cli(command, capsys)
+    assert not marker.exists()
+    assert not any("lottery_planted" in name or "sitecustomize" in name for name in set(sys.modules) - modules)
+
+
+# --- where a path lies: read from its spelling -----------------------------------------------------------------------
+
+NAMES = st.sampled_from(["data", "runs", "replicate_3", "networks", "0123456789abcdef", "rewind_0it", "x y", "é"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=st.lists(NAMES, min_size=1, max_size=5),
+    inside=st.sampled_from(
+        [
+            "0123456789abcdef",
+            "fedcba9876543210/spec.json",
+            "fedcba9876543210/replicate_0/level_0/snapshots/iter_5.safetensors",
+            "fedcba9876543210/replicate_12/rewind_0it/controls/level_1/random_prune_seed0/.lock",
+            "fedcba9876543210/replicate_1/rewind_0it/stability/level_0/dense_copy0/final.safetensors",
+            "networks/dense/0123456789abcdef0123/key.json",
+            "networks/imp/0123456789abcdef0123/snapshots/.iter_5.safetensors.lottery-1-ab.tmp",
+        ]
+    ),
+)
+def test_the_store_of_a_path_is_read_from_its_spelling(prefix: list[str], inside: str) -> None:
+    """Whatever the directories above a store are called (names that look like a replicate, an experiment or
+    networks/ included), a path inside it names that store; a path in no store names none."""
+    store = Path("/", *prefix)
+    assert layout.store_of_path(store / inside) == store
+    assert layout.store_of_path(Path("/home/user/tickets/model.safetensors")) is None

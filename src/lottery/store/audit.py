@@ -68,6 +68,8 @@ def link_problems(experiment: Path, store: Path) -> tuple[list[Problem], set[Pat
             found[view] = _target(link, store)
             if link.is_dir():
                 networks.add(Path(store) / found[view])
+            elif link.exists():
+                problems.append((link, f"links to {found[view]}, which is not a directory: {_REMOVE}"))
             else:
                 problems.append(
                     (link, f"dangling link to {found[view]} (the network is missing: the next `lottery run` of the "
