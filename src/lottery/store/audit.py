@@ -174,6 +174,10 @@ def key_problem(network: Path) -> str | None:
 def problems(root: Path) -> list[Problem]:
     """Every link and network problem under `root` (a store, an experiment, or a directory in one)."""
     root, store = Path(root), layout.store_for(root)
+    try:
+        layout.confined(root / layout.KEY_FILE)
+    except UserError as error:
+        return [(root, f"not checked: {error}")]
     found: list[Problem] = []
     networks: set[Path] = set()
     for experiment in experiments(root):

@@ -212,6 +212,10 @@ def walk(root: Path, *patterns: str) -> list[Path]:
     followed: a link out of the store, to a network directory that is a link, or inside a network (`link_problem`;
     `lottery verify` reports them)."""
     found, seen, store = [], set(), store_for(root)
+    try:
+        confined(Path(root) / KEY_FILE)
+    except UserError:
+        return []  # `root` itself is reached through a link out of the store (verify says so: store/audit.py)
     in_network = {str(root): in_a_network(store, Path(root))}
     for directory, subdirectories, files in os.walk(root, followlinks=True):
         real = os.path.realpath(directory)
