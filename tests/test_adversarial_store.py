@@ -190,10 +190,11 @@ def test_a_run_link_out_of_the_store_is_refused(
     (experiment / LEVEL).unlink()
     os.symlink(elsewhere, experiment / LEVEL)
     before, inside = picture(elsewhere), picture(store)
-    for command in (cli_args(store, *OVERRIDES), ["show", str(experiment)], ["report", str(experiment)]):
+    ticket = ["export", str(experiment), "--level", "1", "--out", str(tmp_path / "ticket")]
+    for command in (cli_args(store, *OVERRIDES), ["show", str(experiment)], ["report", str(experiment)], ticket):
         line = refused(*run_cli(command, capsys)[::2])
         assert f"{experiment / LEVEL}" in line and "outside the store" in line, (command, line)
-    assert picture(elsewhere) == before and picture(store) == inside
+    assert picture(elsewhere) == before and picture(store) == inside and not (tmp_path / "ticket").exists()
 
 
 def test_a_store_reached_through_a_link_is_its_own(
@@ -373,3 +374,50 @@ def test_the_store_of_a_path_is_read_from_its_spelling(prefix: list[str], inside
     store = Path("/", *prefix)
     assert layout.store_of_path(store / inside) == store
     assert layout.store_of_path(Path("/home/user/tickets/model.safetensors")) is None
+
+
+EXPERIMENT, OTHER, NET = "0123456789abcdef", "fedcba9876543210", "0123456789abcdef0123"
+LOCATIONS = [  # where a link may be planted (a directory of the store replaced by a link)
+    f"{EXPERIMENT}/replicate_0/level_0",
+    f"{EXPERIMENT}/replicate_0",
+    EXPERIMENT,
+    f"networks/dense/{NET}",
+    "networks/dense",
+    "networks",
+    f"networks/dense/{NET}/snapshots",
+]
+TARGETS = ["../outside", f"networks/dense/{NET}", "networks/imp/other", OTHER, ".", "..", "../outside/deep"]
+FILES = [
+    f"{EXPERIMENT}/replicate_0/level_0/snapshots/iter_1.safetensors",
+    f"{EXPERIMENT}/replicate_0/level_0/final.safetensors",
+    f"{EXPERIMENT}/spec.json",
+    f"networks/dense/{NET}/key.json",
+    f"networks/dense/{NET}/snapshots/iter_1.safetensors",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(LOCATIONS), st.sampled_from(TARGETS)), min_size=1, max_size=3))
+def test_a_path_the_store_accepts_never_resolves_outside_it(planted: list[tuple[str, str]]) -> None:
+    """Whatever links are planted in a store (out of it, to a network, to another experiment, to the store itself
+    or above), every path `layout.confined` accepts resolves inside the store."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "runs"
+        for name in (f"{EXPERIMENT}/replicate_0", f"networks/dense/{NET}/snapshots", "networks/imp/other", OTHER):
+            (store / name).mkdir(parents=True, exist_ok=True)
+        (Path(tmp) / "outside" / "deep").mkdir(parents=True)
+        for location, target in planted:
+            where = store / location
+            if not where.parent.is_dir() or where.is_symlink() or not where.resolve().is_relative_to(tmp):
+                continue
+            if where.is_dir():
+                shutil.rmtree(where)
+            os.symlink(os.path.relpath(store / target, where.parent), where)
+        for name in FILES:
+            try:
+                accepted = layout.confined(store / name) is not None
+            except UserError:
+                continue
+            assert accepted and not layout.outside((store / name).parent, store), (planted, name)
