@@ -174,7 +174,7 @@ def test_a_network_directory_linked_to_another_network_is_refused(
     os.symlink(os.path.relpath(dense, level.parent), level)  # inside the store, but a network by another's name
     before = picture(store)
     line = refused(*run_cli(cli_args(store, *OVERRIDES), capsys)[::2])
-    assert f"{level} is a link inside a network" in line, line
+    assert f"{level} is a link (to {dense}), where the store's networks/ holds real directories only" in line, line
     assert picture(store) == before
     code, out, _ = run_cli(["verify", str(store)], capsys)
     assert code == 1 and f"{level}: a network directory that is a link" in out, out

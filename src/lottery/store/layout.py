@@ -134,16 +134,17 @@ def confined(path: Path) -> Path | None:
     if store is None:
         return None
     current, relative = store, Path(os.path.abspath(path)).relative_to(store).parts
-    linked = relative[:1] == (NETWORKS,)  # inside a network: no link at all
+    linked = relative[:1] == (NETWORKS,)  # in networks/: no link at all
     for name in relative[:-1]:
         current = current / name
         if not os.path.islink(current):
             continue
-        problem = (
-            "is a link inside a network (networks hold real directories only)"
-            if linked
-            else link_problem(current, store)
-        )
+        if linked:
+            problem = (
+                f"is a link (to {os.path.realpath(current)}), where the store's {NETWORKS}/ holds real directories only"
+            )
+        else:
+            problem = link_problem(current, store)
         if problem:
             raise UserError(
                 f"refusing to use {path}: {current} {problem} (the store reads and writes only inside {store}); "
