@@ -133,6 +133,10 @@ def test_verify_reports_a_link_out_of_the_store_and_does_not_follow_it(
         assert "not followed" in found[0] and "final.safetensors" not in out
         if path == experiment:  # the level's artifacts are not read through the link
             assert int(out.splitlines()[-1].split()[0]) < int(clean.splitlines()[-1].split()[0])
+    os.symlink(elsewhere, store / "fedcba9876543210")  # an "experiment" of the store that is a link
+    code, out, _ = run_cli(["verify", str(store)], capsys)
+    assert code == 1 and f"{store / 'fedcba9876543210'}: a link in the store (to {elsewhere}): not followed" in out
+    assert "final.safetensors" not in out
     code, out, _ = run_cli(["verify", str(experiment / LEVEL)], capsys)  # nor when named
     assert code == 1 and problems(out)[0].startswith(f"{experiment / LEVEL}: not checked: refusing"), out
     assert out.strip().endswith("0 artifacts checked, 1 problem(s)")

@@ -185,6 +185,9 @@ def problems(root: Path) -> list[Problem]:
         found += theirs
         networks |= linked
     if Path(os.path.abspath(root)) == Path(os.path.abspath(store)):
+        for link in sorted(p for p in root.iterdir() if p.is_symlink() and p.name != layout.NETWORKS):
+            found.append((link, f"a link in the store (to {os.path.realpath(link)}): not followed; an experiment "
+                                "directory must be a real directory of the store"))  # fmt: skip
         theirs, everyone = store_networks(store)
         found += theirs
         networks |= set(everyone)
