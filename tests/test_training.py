@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,7 +82,8 @@ def test_interrupted_run_resumes_bit_identical(store: Path, tmp_path: Path, monk
     assert level0.exists("checkpoint.pt") and not level0.exists("final.safetensors")
     assert level0.read_torch("checkpoint.pt")["iteration"] == 30
     monkeypatch.setattr(BatchStream, "batch", original)
-    stale = level0.path / ".final.safetensors.abc123.tmp"  # what a kill mid-write leaves behind
+    killed = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = level0.path / f".final.safetensors.lottery-{killed.stdout.strip()}-abc123.tmp"  # a kill mid-write's
     stale.write_bytes(b"partial")
     resumed, _ = run_tiny(store, *overrides, checkpoint_every=15)
     assert not stale.exists()

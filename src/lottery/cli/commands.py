@@ -200,14 +200,17 @@ def export(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from lottery.store import RunDir, layout
+    from lottery.store import RunDir, audit, layout
     from lottery.store.groups import group_problems
     from lottery.store.run_dir import MANIFEST, missing_manifests
 
     if not args.path.is_dir():
         raise UserError(f"{args.path} is not a directory")
     checked = bad = 0
-    for manifest in layout.walk(args.path, MANIFEST):  # through the links into networks/
+    for path, problem in audit.problems(args.path):  # links (dangling, foreign), runs.json, networks' key.json
+        bad += 1
+        print(f"{path}: {problem}")
+    for manifest in layout.walk(args.path, MANIFEST):  # through the run links into networks/, and no other link
         run = RunDir(manifest.parent)
         entries = run.manifest()
         checked += len(entries)

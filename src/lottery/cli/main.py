@@ -167,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rewind", type=int, metavar="K", help="rewind iteration (needed when there are several)")
     p.add_argument("--replicate", type=int, default=0, metavar="R", help="replicate (default 0)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="control seed (default 0)")
-    p = sub.add_parser("verify", help="check every artifact under a directory against its manifest", epilog=EPILOG)
+    p = sub.add_parser(
+        "verify",
+        help="check every artifact under a directory against its manifest, every link and every network's name",
+        epilog=EPILOG,
+    )
     p.add_argument("path", type=Path, help="an experiment directory or a whole store")
     p.add_argument("--recompute", metavar="N|all", help="also retrain N sampled networks of the store (or all) from "
                    "their recipes in a scratch directory and report any that are not bit-identical")  # fmt: skip

@@ -24,8 +24,6 @@ of levels, controls or replicates never enter a recipe.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from typing import Any
 
 import torch
@@ -42,12 +40,6 @@ from lottery.spec import split_kind, to_dict
 # with golden figures recorded for these numbers, and fails where a change forgot the bump.
 VERSIONS: dict[str, int] = {"dense": 3, "imp": 3, "control": 3, "copy": 3, "masks": 3, "prefix": 3}
 CONTROL_SEED = 0  # the control seed whose subnetwork the stability analysis studies
-
-
-def digest(key: dict[str, Any]) -> str:
-    """The hash of a recipe: its directory name."""
-    canonical = json.dumps(key, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
 def _settings(ctx: Context, group: str, replicate: int | None = None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from lottery.errors import UserError
 from lottery.experiments import plan, views
 from lottery.experiments.context import Context
 from lottery.store import experiment_dir, layout, load_spec, write_spec
+from lottery.store.identity import canonical
 from lottery.training import Runtime
 
 SCRATCH_PREFIX = ".recompute-"  # the scratch directories this module creates in a store (and only removes those)
@@ -82,7 +83,7 @@ def _context(experiment: Path, recipe: dict[str, Any], view: str) -> tuple[Conte
                           threads=arithmetic.get("threads"))  # fmt: skip
         ctx = Context(spec, runtime)
         for network in views.networks(ctx):
-            if network.view.as_posix() == view and views.canonical(network.recipe) == views.canonical(recipe):
+            if network.view.as_posix() == view and canonical(network.recipe) == canonical(recipe):
                 return ctx, network
     return None
 

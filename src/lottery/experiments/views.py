@@ -24,6 +24,7 @@ from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.store import RunDir, layout
 from lottery.store.atomic import write_json
+from lottery.store.identity import canonical, digest
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Network:
 
     @property
     def digest(self) -> str:
-        return recipes.digest(self.recipe)
+        return digest(self.recipe)
 
 
 def networks(ctx: Context, dense_only: bool = False) -> Iterator[Network]:
@@ -124,10 +125,6 @@ def _link(ctx: Context, experiment: RunDir, found: list[Network]) -> None:
                 bind_one(experiment.path / network.view, network.recipe)
 
 
-def canonical(recipe: dict[str, Any]) -> str:
-    return json.dumps(recipe, sort_keys=True, separators=(",", ":"))
-
-
 _checked_stores: set[str] = set()
 
 
@@ -176,7 +173,7 @@ def bind_one(view: Path, recipe: dict[str, Any]) -> Path:
     view = Path(getattr(view, "path", view))
     store = layout.store_of_run(view)
     check_store(store)
-    target = layout.network(store, str(recipe["kind"]), recipes.digest(recipe))
+    target = layout.network(store, str(recipe["kind"]), digest(recipe))
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise UserError(f"{target} is not a directory of the store (a link or a file): remove it, then run again")
     key_file = target / layout.KEY_FILE

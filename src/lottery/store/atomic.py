@@ -1,5 +1,7 @@
 """Atomic writes: temporary file in the same directory, flush, fsync, rename. A reader never sees a
-partial file; a crash leaves either the old file or the new one."""
+partial file; a crash leaves either the old file or the new one. The temporary file is named as the store's own
+(`layout.TEMPORARY`: `.<name>.lottery-<pid>-<random>.tmp`), and a path inside a store is written only where it
+stays inside it (`layout.confined`: no link out of the store on the way)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from lottery.errors import UserError
+from lottery.store import layout
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -29,9 +32,10 @@ def prepare(path: Path, data: bytes) -> Path:
     """The first half of an atomic write: `data` in a temporary file beside `path`, flushed and fsynced; its
     path. Nothing at `path` changes. On failure the temporary file is removed (UserError)."""
     path = Path(path)
+    layout.confined(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=layout.temporary_prefix(path.name), suffix=".tmp")
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error}{INTACT}") from None
     try:

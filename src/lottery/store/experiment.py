@@ -42,9 +42,11 @@ def check_collision(run: RunDir, spec: ExperimentSpec) -> None:
 
 
 def check_format(run: RunDir) -> None:
-    """Refuse an experiment made before store format 2 (a spec.json without runs.json: its runs are directories
-    inside it, laid out otherwise), in one line."""
-    if (run.path / "spec.json").exists() and not (run.path / layout.RUNS_FILE).exists():
+    """Refuse an experiment made before store format 2 (a spec.json without runs.json, whose runs are directories
+    inside it, laid out otherwise), in one line. A format-2 experiment whose runs.json is gone (its run directories
+    are links) is not refused: `lottery run` writes its runs.json again from the spec's links (views.bind)."""
+    path = run.path
+    if (path / "spec.json").exists() and not (path / layout.RUNS_FILE).exists() and layout.predates_links(path):
         raise UserError(
             f"{run.path} predates store format 2 (runs named by what determines them, "
             "docs/run-format.md): `lottery verify` still checks it; re-run its spec.toml into a new store (--out) to "

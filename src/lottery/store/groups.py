@@ -30,8 +30,10 @@ def _arithmetic(run: Path) -> dict[str, Any] | None:
     return arithmetic if isinstance(arithmetic, dict) else None
 
 
-def _members(run: Path, arithmetic: dict[str, Any]) -> list[Path]:
-    return [(run / member).resolve() for member in arithmetic.get("group", [])]
+def _members(run: Path, arithmetic: dict[str, Any], store: Path) -> list[Path | None]:
+    """The group's members, resolved; None for a member outside the store (never read)."""
+    members = [(run / str(member)).resolve() for member in arithmetic.get("group", [])]
+    return [None if layout.outside(member, store) else member for member in members]
 
 
 def group_problems(root: Path) -> list[tuple[Path, str]]:
@@ -39,19 +41,19 @@ def group_problems(root: Path) -> list[tuple[Path, str]]:
     another position, thread count or device. A member not finished yet (no verified summary) is not a problem
     here."""
     problems: dict[tuple[Path, str], None] = {}  # ordered, without repeats
-    summaries = layout.walk(root, "summary.json")
+    summaries, store = layout.walk(root, "summary.json"), layout.store_for(root)
     seen_as = {summary.parent.resolve(): summary.parent for summary in summaries}  # a run by its path under root
     for summary in summaries:
         run = summary.parent.resolve()
         ours = _arithmetic(run)
         if not ours or not ours.get("stacked"):
             continue
-        group = _members(run, ours)
+        group = _members(run, ours, store)
         for position, member in enumerate(group):
-            if member == run:
+            if member is None or member == run:
                 continue
             theirs = _arithmetic(member)
-            if theirs is None or not theirs.get("stacked") or _members(member, theirs) != group:
+            if theirs is None or not theirs.get("stacked") or _members(member, theirs, store) != group:
                 continue  # computed before this group was planned, and reused by it
             if theirs.get("position") != position:
                 where = theirs.get("position")

@@ -13,13 +13,19 @@ from pathlib import Path
 
 from lottery import collective
 from lottery.errors import UserError
+from lottery.store import layout
+
+LOCK = ".lock"  # the lock file in a locked directory
 
 
 @contextmanager
 def exclusive(directory: Path, wait: bool = True) -> Iterator[None]:
+    """The lock of `directory`; in a store, only where the lock file stays inside it (`layout.confined`), and never
+    through a link at `.lock` itself."""
+    layout.confined(Path(directory) / LOCK)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as error:
         raise UserError(
             f"cannot lock {directory}: {error.strerror or error} (the store, --out, must be a writable directory)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ class RunDir:
         """The artifact's bytes if present and matching the manifest; None otherwise (said on stderr
         when a file exists but fails verification)."""
         path = self.path / name
+        layout.confined(path)  # nothing is read through a link out of the store (UserError)
         if not path.exists():
             return None
         expected = self.manifest().get(name)
@@ -115,6 +117,7 @@ class RunDir:
             if main:
                 # Forget it first: a kill in between leaves an unrecorded file, which is never trusted (and a
                 # finished run never reads it again), rather than a manifest entry for a file that is gone.
+                layout.confined(self.path / name)
                 self._record(name, None)
                 (self.path / name).unlink(missing_ok=True)
 
@@ -143,11 +146,19 @@ class RunDir:
         return None if data is None else torch.load(io.BytesIO(data), weights_only=True)
 
     def remove_temporary(self) -> None:
-        """Delete temporary files left by a process killed mid-write (never trusted; call under the lock)."""
-        for path in self.path.glob(".*.tmp"):
-            path.unlink(missing_ok=True)
-        for path in self.path.glob(layout.SNAPSHOT_TEMPORARIES):
-            path.unlink(missing_ok=True)
+        """Delete temporary files left here and in its snapshots by a lottery process killed mid-write (never trusted;
+        call under the lock). Only files named as the store names its own (`layout.TEMPORARY`) whose process is no
+        longer running are removed; any other file is left alone, and nothing outside the store is touched."""
+        for directory in (self.path, self.path / layout.SNAPSHOTS):
+            layout.confined(directory / MANIFEST)
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                match = layout.TEMPORARY.match(entry.name)
+                if match and entry.is_file(follow_symlinks=False) and not _running(int(match.group("pid"))):
+                    Path(entry.path).unlink(missing_ok=True)
 
     def verify(self) -> list[tuple[str, str]]:
         """(file, problem) for every manifest entry that is missing, unreadable or does not match, and for
@@ -172,6 +183,17 @@ class RunDir:
                 if sha256(data) != digest:
                     problems.append((name, "checksum mismatch (truncated or modified)"))
         return problems
+
+
+def _running(pid: int) -> bool:
+    """Whether a process `pid` is running on this machine (this one included: another thread may be writing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or no such pid at all: kept, to be safe
+    return True
 
 
 ARTIFACTS = ("*.safetensors", "*.json", "*.jsonl", "*.csv", "*.pt", "*.toml")  # what `lottery` writes in a run
