@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lottery.errors import UserError
-from lottery.experiments import keys
 from lottery.store import RunDir, atomic, exclusive, layout
 from reliability_helpers import cli_args, experiment_dir, run_cli
 
@@ -294,7 +293,6 @@ def test_a_deleted_runs_json_is_written_again_by_run(store: Path, capsys: pytest
 def test_digest_is_the_stores_and_names_every_network(store: Path) -> None:
     from lottery.store import identity  # (new: imported here, so that the other tests run on code without it)
 
-    assert keys.digest is identity.digest
     assert identity.digest({}) == hashlib.sha256(b"{}").hexdigest()[:20] == "44136fa355b3678a1146"
     assert identity.digest({"b": 1, "a": [1.5, "x"]}) == hashlib.sha256(b'{"a":[1.5,"x"],"b":1}').hexdigest()[:20]
     for path in (network(store, DENSE), network(store, LEVEL)):

@@ -137,7 +137,10 @@ def check_store(store: Path) -> None:
     networks_dir = store / layout.NETWORKS
     marker = networks_dir / layout.FORMAT_FILE
     if networks_dir.is_symlink() or marker.is_symlink():
-        raise UserError(f"{networks_dir} is a link: a store's networks/ must be a directory inside it")
+        raise UserError(
+            f"refusing to use {networks_dir}: it is a link (to {networks_dir.resolve()}), where a store's networks/ "
+            f"is a real directory inside it; remove that link (`lottery verify {store}` lists every such link)"
+        )
     if marker.is_file():
         try:
             found = json.loads(marker.read_text()).get("format")
@@ -174,6 +177,7 @@ def bind_one(view: Path, recipe: dict[str, Any]) -> Path:
     store = layout.store_of_run(view)
     check_store(store)
     target = layout.network(store, str(recipe["kind"]), digest(recipe))
+    layout.confined(target / layout.KEY_FILE)  # no link on the way: networks/, its kind and the network are real
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise UserError(f"{target} is not a directory of the store (a link or a file): remove it, then run again")
     key_file = target / layout.KEY_FILE
