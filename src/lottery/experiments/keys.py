@@ -97,6 +97,7 @@ def mask_run(ctx: Context, r: int, kind: str, source: str, density: float, seed:
     """A [masks] run: `kind` is `source` or `<source>_<ablation>`."""
     spec = ctx.spec.masks
     reads: dict[str, Any] = {"scope": spec.scope, "layers_to_ignore": list(ctx.spec.pruning.layers_to_ignore)}
+    reads.update({k: v for k, v in _settings(ctx, "pruning").items() if k in ("structure", "n", "m")})
     if source in spec.rounds or source == "synflow":
         reads.update(rounds=spec.rounds.get(source), schedule=spec.schedule)
     if source in ("snip", "grasp"):
