@@ -40,7 +40,7 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
 
 MODELS = {  # name -> (input shape, batch, levels)
     "lenet_300_100": ((1, 28, 28), 256, (0, 2, 4, 7, 10, 15, 20)),
-    "resnet20": ((3, 32, 32), 64, (0, 2, 4, 7, 10)),
+    "resnet20": ((3, 32, 32), 64, (0, 1, 2, 4, 7, 10)),
 }
 
 

@@ -24,11 +24,15 @@ from lottery.pruning.channels import alive, is_channel_mask, shapes_of, units
 from lottery.pruning.structure import Structure, groups_view, is_nm
 from lottery.spec import ModelSpec, PruningSpec, spec_hash, to_dict
 
-FAMILIES = [  # (name, input shape, ModelSpec settings) of every family that supports channel pruning
+FAMILIES = [  # (name, input shape) of every family that supports channel pruning, and each depth's variant
     ("lenet", (1, 6, 6)),
+    ("conv2", (3, 8, 8)),
     ("conv4", (3, 8, 8)),
+    ("conv6", (3, 8, 8)),
     ("vgg11", (3, 16, 16)),
+    ("vgg16", (3, 16, 16)),
     ("resnet20", (3, 8, 8)),
+    ("resnet32", (3, 8, 8)),
 ]
 
 
@@ -54,7 +58,7 @@ def unit_counts(mask: Mask) -> dict[str, int]:
     return counts
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     family=st.sampled_from(FAMILIES),
     width=st.integers(2, 6),
