@@ -13,9 +13,12 @@ FLOPs: `torch.utils.flop_counter.FlopCounterMode` of one batch (dense kernels: t
 
 All sides of a model are timed in one interleaved run (A B C D, D C B A, ...; `_common.interleave`) and reported as
 ratios of median CPU times to the dense network's, so that load from other processes hits all sides alike: the
-machine is shared. One intra-op thread by default.
+machine is shared. First, per model, dense against the compact tickets alone (and, for ResNet-20, the same family
+built uniformly narrower: what the CPU's convolution kernels give for the same FLOPs); then every side together.
+One intra-op thread by default.
 
-    python benchmarks/sparse_inference.py
+    python benchmarks/sparse_inference.py --repeats 11
+    python benchmarks/sparse_inference.py --compact-only 1 --repeats 11   # the compact-only runs alone
     python benchmarks/sparse_inference.py --quick
 """
 
@@ -116,10 +119,45 @@ def tickets(name: str, shape: tuple[int, ...], levels: tuple[int, ...]) -> tuple
     return dense, out
 
 
+def compact_only(name: str, shape: tuple[int, ...], batch: int, levels: tuple[int, ...], repeats: int) -> None:
+    """Dense against the compact channel tickets alone (no CSR side between them), and, for reference, the family
+    built narrower from the start (uniform `model.width`): what the CPU's kernels give for the same FLOPs."""
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+    dense, by_level = tickets(name, shape, levels)
+    sides: dict[str, Callable[[], object]] = {"dense": lambda m=dense, x=x: m(x)}
+    models: dict[str, nn.Module] = {}
+    for level, t in by_level.items():
+        if level:
+            models[f"compact L{level}"] = t["compact"]
+    if name.startswith("resnet"):
+        for width in (13, 10, 7):
+            models[f"uniform width {width}"] = registry.build(ModelSpec(name=name, width=width), shape, 10, 0).eval()
+    for label, model in models.items():
+        sides[label] = lambda m=model, x=x: m(x)
+    with torch.no_grad():
+        times = _common.interleave(sides, repeats)
+    base, dense_flops = times["dense"].median(), flops(dense, x)
+    print(f"\n### {name}, compact only, batch {batch}, {repeats} interleaved rounds; dense: {1e3 * base:.1f} ms CPU")
+    print("| network | time / dense | FLOPs / dense | speed-up | FLOP reduction | speed-up / FLOP reduction |")
+    print("|---|---|---|---|---|---|")
+    for label, model in models.items():
+        ratio, flop_ratio = times[label].median() / base, flops(model, x) / dense_flops
+        print(f"| {label} | {ratio:.3f} | {flop_ratio:.3f} | {1 / ratio:.2f}× | {1 / flop_ratio:.2f}× | "
+              f"{flop_ratio / ratio:.2f} |")  # fmt: skip
+
+
 def main() -> None:
-    args = _common.arguments(__doc__.splitlines()[0], repeats=(int, 7, "timed rounds per side (default 7)"))
+    args = _common.arguments(
+        __doc__.splitlines()[0],
+        repeats=(int, 7, "timed rounds per side (default 7)"),
+        compact_only=(int, 0, "1: only the compact-only runs (dense vs compact tickets vs uniformly narrow networks)"),
+    )
     _common.header("Inference of IMP tickets: masked dense, torch.sparse CSR, compact (channel) vs dense")
     repeats = 2 if args.quick else args.repeats
+    for name, (shape, batch, levels) in MODELS.items():
+        compact_only(name, shape, batch, levels[:3] if args.quick else levels, repeats)
+    if args.compact_only:
+        return
     for name, (shape, batch, levels) in MODELS.items():
         x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
         dense, by_level = tickets(name, shape, levels[:3] if args.quick else levels)
