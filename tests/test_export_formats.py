@@ -121,6 +121,8 @@ def test_compact_export_equals_the_masked_network(channel_experiment: Path, tmp_
         with torch.no_grad():
             torch.testing.assert_close(small(x), masked.eval()(x), rtol=1e-4, atol=1e-5)
         widths = json.loads((target / "compact.json").read_text())["widths"]
+        card = (target / "README.md").read_text()
+        assert "## Compact widths" in card and f"| `hidden.0.weight` | {widths['hidden.0.weight']['dense']} |" in card
         assert widths["hidden.0.weight"]["compact"][0] < widths["hidden.0.weight"]["dense"][0]
         assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in masked.parameters())
         with pytest.raises(UserError, match="compact ticket"):

@@ -105,6 +105,7 @@ def model_card(
     fmt: str,
     files: list[str],
     sizes: dict[str, int] | None = None,
+    widths: dict[str, dict[str, list[int]]] | None = None,
 ) -> str:
     """Markdown: identity, accuracies, density per layer, the spec, the files and how to load them."""
     kind, level = metadata.get("kind", "?"), metadata.get("level", "?")
@@ -146,6 +147,8 @@ def model_card(
         "",
         "| parameter | shape | kept | total | density |", "|---|---|---|---|---|", *layer_rows,
         "",
+        *(["## Compact widths", "", "| parameter | dense [out, in] | compact [out, in] |", "|---|---|---|",
+            *[f"| `{name}` | {w['dense']} | {w['compact']} |" for name, w in widths.items()], ""] if widths else []),
         "## Files",
         "",
         *[f"- `{name}`" for name in files],

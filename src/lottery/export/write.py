@@ -87,7 +87,10 @@ def export_ticket(
     summary = run.read_json("summary.json") or {}
     sparsity = run.read_json("sparsity.json") or {}
     sizes = file_sizes(files, weights)
-    card = model_card(spec, preset, relative, metadata, summary, sparsity, weights, what, fmt, list(files), sizes)
+    widths = json.loads(files["compact.json"])["widths"] if fmt == "compact" else None
+    card = model_card(
+        spec, preset, relative, metadata, summary, sparsity, weights, what, fmt, list(files), sizes, widths
+    )
     identity = {"experiment": experiment.resolve().name, "run": relative, "what": what, "format": fmt}
     marker = json.dumps({**identity, "files": sorted([*files, "README.md"]), "sizes": sizes}, indent=1) + "\n"
     check_out(out, identity, {*files, "README.md"})
