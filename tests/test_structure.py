@@ -220,3 +220,19 @@ def test_engine_runs_structured_imp_controls_and_sources(tmp_path: Path) -> None
     masks = {k: m for k, m in masks.items() if m.density < 1}
     kinds = {k.rstrip("0123456789") for k in masks}
     assert kinds == {"imp", "random_prune", "magnitude"} and all(is_channel_mask(m) for m in masks.values())
+
+
+def test_a_structured_masks_run_has_its_own_key() -> None:
+    from lottery.experiments import keys
+    from lottery.experiments.context import Context
+    from lottery.training import Runtime
+
+    def key(*overrides: str) -> dict:
+        ctx = Context(tiny_spec("masks.sources=['snip']", "masks.densities=[0.5]", *overrides), Runtime())
+        return keys.mask_run(ctx, 0, "snip", "snip", 0.5, 0)
+
+    default, channel, nm = key(), key("pruning.structure=channel"), key("pruning.structure='n:m'", "pruning.m=8")
+    assert not {"structure", "n", "m"} & set(default["reads"])  # as before: existing [masks] runs keep their names
+    assert channel["reads"]["structure"] == "channel" and nm["reads"] | {} == {**default["reads"], "structure": "n:m",
+                                                                               "m": 8}  # fmt: skip
+    assert len({keys.digest(k) for k in (default, channel, nm)}) == 3
