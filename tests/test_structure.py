@@ -21,7 +21,7 @@ from lottery.export import compact
 from lottery.models import registry
 from lottery.pruning import Mask, random_global_like, random_like
 from lottery.pruning.channels import alive, is_channel_mask, shapes_of, units
-from lottery.pruning.structure import Structure, groups_view, is_nm
+from lottery.pruning.structure import Structure, groups_view, is_nm, recipe_reads
 from lottery.spec import ModelSpec, PruningSpec, spec_hash, to_dict
 
 FAMILIES = [  # (name, input shape) of every family that supports channel pruning, and each depth's variant
@@ -222,17 +222,17 @@ def test_engine_runs_structured_imp_controls_and_sources(tmp_path: Path) -> None
     assert kinds == {"imp", "random_prune", "magnitude"} and all(is_channel_mask(m) for m in masks.values())
 
 
-def test_a_structured_masks_run_has_its_own_key() -> None:
-    from lottery.experiments import keys
-    from lottery.experiments.context import Context
-    from lottery.training import Runtime
-
-    def key(*overrides: str) -> dict:
-        ctx = Context(tiny_spec("masks.sources=['snip']", "masks.densities=[0.5]", *overrides), Runtime())
-        return keys.mask_run(ctx, 0, "snip", "snip", 0.5, 0)
-
-    default, channel, nm = key(), key("pruning.structure=channel"), key("pruning.structure='n:m'", "pruning.m=8")
-    assert not {"structure", "n", "m"} & set(default["reads"])  # as before: existing [masks] runs keep their names
-    assert channel["reads"]["structure"] == "channel" and nm["reads"] | {} == {**default["reads"], "structure": "n:m",
-                                                                               "m": 8}  # fmt: skip
-    assert len({keys.digest(k) for k in (default, channel, nm)}) == 3
+def test_a_structured_masks_run_is_never_the_unstructured_one(tmp_path: Path) -> None:
+    """The [masks] run of a channel spec trains its own network: the unstructured one already in the store (same
+    source, density, seed) is not reused; `recipe_reads` is what its recipe adds, nothing at the default."""
+    masks = ("masks.sources=['magnitude']", "masks.densities=[0.5]")
+    run_tiny(tmp_path, *masks)
+    before = set(tmp_path.glob("networks/magnitude/*"))
+    run_tiny(tmp_path, *masks, "pruning.structure=channel")
+    (new,) = set(tmp_path.glob("networks/magnitude/*")) - before
+    assert is_channel_mask(Mask.load(new / "mask.safetensors"))
+    assert not is_channel_mask(Mask.load(next(iter(before)) / "mask.safetensors"))
+    assert recipe_reads(PruningSpec()) == {} and recipe_reads(PruningSpec(structure="n:m", m=8)) == {
+        "structure": "n:m",
+        "m": 8,
+    }

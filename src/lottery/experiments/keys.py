@@ -28,6 +28,7 @@ from typing import Any
 from lottery.experiments.context import Context
 from lottery.experiments.mask_points import at_iteration
 from lottery.pruning.early_bird import TRACE_NORMALISATION
+from lottery.pruning.structure import recipe_reads
 from lottery.spec import to_dict
 from lottery.store import layout
 from lottery.store.atomic import write_json
@@ -97,7 +98,7 @@ def mask_run(ctx: Context, r: int, kind: str, source: str, density: float, seed:
     """A [masks] run: `kind` is `source` or `<source>_<ablation>`."""
     spec = ctx.spec.masks
     reads: dict[str, Any] = {"scope": spec.scope, "layers_to_ignore": list(ctx.spec.pruning.layers_to_ignore)}
-    reads.update({k: v for k, v in _settings(ctx, "pruning").items() if k in ("structure", "n", "m")})
+    reads.update(recipe_reads(ctx.spec.pruning))  # pruning.structure, where not the default
     if source in spec.rounds or source == "synflow":
         reads.update(rounds=spec.rounds.get(source), schedule=spec.schedule)
     if source in ("snip", "grasp"):

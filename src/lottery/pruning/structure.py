@@ -156,6 +156,13 @@ def is_nm(mask: Tensor, structure: Structure, exact: bool = False) -> bool:
 MAGNITUDE = ("global_magnitude", "layerwise_magnitude")
 
 
+def recipe_reads(spec: PruningSpec) -> dict[str, object]:
+    """What a [masks] run's recipe must add to its source's reads: `structure`, `n`, `m` where not the default (so a
+    structured mask is never reused for an unstructured one, and existing recipes keep their names)."""
+    default = PruningSpec()
+    return {k: getattr(spec, k) for k in ("structure", "n", "m") if getattr(spec, k) != getattr(default, k)}
+
+
 def prune_structured(
     scores: dict[str, Tensor],
     mask: Mask,
