@@ -60,6 +60,9 @@ def prune(
     rates: Mapping[str, float] | None = None,
     ignore: Iterable[str] = (),
     kinds: Mapping[str, str] | None = None,
+    structure: str = "unstructured",
+    n: int = 2,
+    m: int = 4,
 ) -> Mask:
     """A new mask: `mask` (default: all of `names` kept, by default `lottery.prunable(model)`) with the
     smallest-magnitude surviving weights removed. `mask` is not changed.
@@ -71,6 +74,9 @@ def prune(
     - `ignore`: layers (parameter names, module names or kinds) left as they are.
     - `kinds`: {parameter name: kind}; default `lottery.prunable(model)`, or for a state dict guessed from shapes
       (more than 2 dimensions: 'conv'; the last 2-D weight: 'output'; others: 'fc').
+    - `structure`: 'unstructured' (single weights), 'channel' (whole channels of a built-in network, with the
+      layers that read them: docs/structure.md; `fraction` and `density` then count channels) or 'n:m' (every
+      group of `m` consecutive inputs keeps the same count, down to `n`), as `pruning.structure`.
     """
     if scope not in SCOPES:
         raise UserError(f"prune: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
@@ -92,25 +98,40 @@ def prune(
         fraction=0.2 if fraction is None else fraction,
         rates=dict(rates or {}),
         layers_to_ignore=tuple(ignore),
+        structure=structure,
+        n=n,
+        m=m,
     )
     if density is None:
         spec.validate()
+    else:
+        PruningSpec(structure=structure, n=n, m=m).validate()
     return prune_level(weights, mask, dict(kinds), spec, target_density=density)
 
 
 def random_mask_like(
-    mask: Mask, seed: int, scope: str = "layerwise", *, previous: Mask | None = None, ignore: Iterable[str] = ()
+    mask: Mask,
+    seed: int,
+    scope: str = "layerwise",
+    *,
+    previous: Mask | None = None,
+    ignore: Iterable[str] = (),
+    structure: str = "unstructured",
+    n: int = 2,
+    m: int = 4,
 ) -> Mask:
     """A random-pruning control: a mask with `mask`'s kept count in every layer ('layerwise') or over all layers
     not ignored ('global'), placed uniformly at random from `seed`. `previous` (layerwise): draw only among the
-    coordinates it keeps, so that successive levels nest."""
+    coordinates it keeps, so that successive levels nest. `structure` (with `n`, `m`): keep `mask`'s structure
+    (random channels, or random places in every N:M group), as the engine's random-pruning control does."""
     generator = seeding.generator("api.random_mask", seed)
+    shape = PruningSpec(structure=structure, n=n, m=m).validate()
     if scope == "layerwise":
-        return random_like(mask, previous, generator)
+        return random_like(mask, previous, generator, shape)
     if scope == "global":
         ignored = set(ignore)
         pool = [n for n in mask if not ({n, n.rsplit(".", 1)[0]} & ignored)]
-        return random_global_like(mask, generator, pool)
+        return random_global_like(mask, generator, pool, shape)
     raise UserError(f"random_mask_like: scope must be 'layerwise' or 'global', got {scope!r}")
 
 

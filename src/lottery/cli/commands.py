@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -194,7 +195,10 @@ def export(args: argparse.Namespace) -> int:
     out = export_ticket(
         args.run_dir, args.level, args.kind, args.what, args.fmt, args.out, args.rewind, args.replicate, args.seed
     )
-    print(out / "README.md", file=sys.stderr)
+    sizes = json.loads((out / "export.json").read_text())["sizes"]
+    print(f"{out / 'README.md'}: {args.fmt} export of {sizes['export_bytes']:,} bytes, "
+          f"{sizes['export_bytes'] / sizes['dense_bytes']:.1%} of the dense file ({sizes['dense_bytes']:,} bytes)",
+          file=sys.stderr)  # fmt: skip
     print(out)
     return 0
 

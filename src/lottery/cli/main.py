@@ -161,9 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--what", choices=("ticket", "trained"), default="ticket",
                    help="ticket: m ⊙ W_k and its mask (default); trained: the trained subnetwork")  # fmt: skip
-    p.add_argument("--format", dest="fmt", choices=("safetensors", "torch-prune", "state-dict"),
-                   default="safetensors", help="file format (default safetensors)")  # fmt: skip
-    p.add_argument("--out", type=Path, help="output directory (default: ./<hash>_<run path>_<what>)")
+    p.add_argument("--format", dest="fmt", choices=("safetensors", "torch-prune", "state-dict", "sparse", "compact"),
+                   default="safetensors", help="file format (default safetensors); sparse: kept values + bit mask or "
+                   "CSR; compact: a channel ticket as a smaller network (docs/export.md)")  # fmt: skip
+    p.add_argument("--out", type=Path, help="output directory, new or empty, or an earlier export of the same ticket "
+                   "and format (default: ./<hash>_<run path>_<what>)")  # fmt: skip
     p.add_argument("--rewind", type=int, metavar="K", help="rewind iteration (needed when there are several)")
     p.add_argument("--replicate", type=int, default=0, metavar="R", help="replicate (default 0)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="control seed (default 0)")

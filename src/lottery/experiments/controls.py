@@ -52,9 +52,10 @@ def control_start(
         return imp_mask, imp_mask.apply_to({k_: v.detach().cpu() for k_, v in fresh.state_dict().items()}), None
     generator = seeding.seeded(derived)
     if kind == "random_prune":
-        mask = random_like(imp_mask, None, generator)
+        mask = random_like(imp_mask, None, generator, ctx.spec.pruning)  # keeps pruning.structure
     else:
-        mask = random_global_like(imp_mask, generator, layer_pool(imp_mask, ctx.layer_kinds, ctx.spec.pruning))
+        pool = layer_pool(imp_mask, ctx.layer_kinds, ctx.spec.pruning)
+        mask = random_global_like(imp_mask, generator, pool, ctx.spec.pruning)
     return mask, mask.apply_to(rewound), optimizer_state
 
 

@@ -86,6 +86,7 @@ def compute_mask(
         invert=invert,
         ignore=ctx.spec.pruning.layers_to_ignore,
         layer_kinds=ctx.layer_kinds,
+        structure=ctx.spec.pruning,
         names=list(ctx.layer_kinds),
         batches=score_batches(ctx, derived) if needs_data else None,
         seed=derived % 2**63,
@@ -223,7 +224,7 @@ def mask_start(
     if ablation is not None:
         record["ablation_seed"] = derived_seed(kind, seed, ctx.training(replicate))
     if ablation == "shuffle":
-        mask = random_like(mask, None, seeding.seeded(record["ablation_seed"]))
+        mask = random_like(mask, None, seeding.seeded(record["ablation_seed"]), ctx.spec.pruning)
     if ablation == "reinit":
         fresh = ctx.model(record["ablation_seed"] % 2**63)
         rewound, optimizer_state = {n: v.detach().cpu() for n, v in fresh.state_dict().items()}, None

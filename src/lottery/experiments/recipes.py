@@ -33,6 +33,7 @@ from lottery.experiments.context import Context
 from lottery.experiments.mask_points import at_iteration, stability_point, trace_points
 from lottery.models.lenet import LeNet
 from lottery.pruning.early_bird import TRACE_NORMALISATION
+from lottery.pruning.structure import recipe_reads
 from lottery.spec import split_kind, to_dict
 
 # The version of the code path that computes each kind. Bump a kind's number with any change that alters what it
@@ -239,6 +240,7 @@ def source_reads(ctx: Context, source: str) -> dict[str, Any]:
     """The [masks] settings a mask source reads (besides the density and seed), for its recipe."""
     spec = ctx.spec.masks
     reads: dict[str, Any] = {"scope": spec.scope, "layers_to_ignore": list(ctx.spec.pruning.layers_to_ignore)}
+    reads.update(recipe_reads(ctx.spec.pruning))  # pruning.structure (n, m), where not the default
     if source in spec.rounds or source == "synflow":
         reads.update(rounds=spec.rounds.get(source), schedule=spec.schedule)
     if source in ("snip", "grasp"):

@@ -39,7 +39,54 @@ for name in pruned:   # optional: make the pruning permanent
     module, _, param = name.rpartition(".")
     prune.remove(model.get_submodule(module), param)
 ```""",
+    "sparse": """```python
+import json, numpy as np
+from safetensors.numpy import load_file
+from safetensors import safe_open
+tensors = load_file("{out}/sparse.safetensors")
+with safe_open("{out}/sparse.safetensors", "np") as f:
+    layouts = json.loads(f.metadata()["lottery.sparse"])   # name -> {{"layout": "bitmask" | "csr", "shape": [...]}}
+state = {{k: v for k, v in tensors.items() if "::" not in k}}   # biases, BatchNorm: as they are
+for name, info in layouts.items():
+    shape, values = info["shape"], tensors[name + "::values"]
+    if info["layout"] == "bitmask":
+        mask = np.unpackbits(tensors[name + "::mask"], bitorder="little", count=int(np.prod(shape))).astype(bool)
+    else:   # CSR of the (shape[0], rest) view
+        crow, col = tensors[name + "::crow_indices"], tensors[name + "::col_indices"]
+        mask = np.zeros((shape[0], int(np.prod(shape[1:]))), bool)
+        mask[np.repeat(np.arange(shape[0]), np.diff(crow)), col] = True
+    dense = np.zeros(int(np.prod(shape)), values.dtype)
+    dense[mask.reshape(-1)] = values
+    state[name] = dense.reshape(shape)
+```""",
+    "compact": """```python
+import json, torch
+from safetensors.torch import load_file
+state = load_file("{out}/compact.safetensors")   # the smaller state_dict
+info = json.load(open("{out}/compact.json"))      # model settings, and every layer's widths before and after
+# build the family of info["model"] with every Conv2d / Linear / BatchNorm2d of the shape in `state`
+# (what lottery.load_ticket does), then model.load_state_dict(state, strict=True)
+```""",
 }
+
+
+LOAD_HOW = [
+    "Into any `nn.Module` with the same parameter names and shapes (the architecture of the spec below):",
+    "",
+    "```python",
+    "import lottery",
+    'mask = lottery.load_ticket("<this directory>", model)   # loads the weights (strict), returns the mask',
+    "```",
+]
+COMPACT_HOW = [
+    "A smaller network of the spec's family: every removed channel is cut out (widths in `compact.json`); its "
+    "outputs equal the masked network's up to float rounding.",
+    "",
+    "```python",
+    "import lottery",
+    'model = lottery.load_ticket("<this directory>")   # the ready nn.Module (eval mode)',
+    "```",
+]
 
 
 def _percent(value: Any) -> str:
@@ -57,6 +104,8 @@ def model_card(
     what: str,
     fmt: str,
     files: list[str],
+    sizes: dict[str, int] | None = None,
+    widths: dict[str, dict[str, list[int]]] | None = None,
 ) -> str:
     """Markdown: identity, accuracies, density per layer, the spec, the files and how to load them."""
     kind, level = metadata.get("kind", "?"), metadata.get("level", "?")
@@ -75,6 +124,8 @@ def model_card(
          f"{_percent(summary.get('early_stop_test_accuracy'))} (iteration {summary.get('early_stop_iteration')})"),
         ("trained iterations", f"{summary.get('start_iteration')} to {summary.get('end_iteration')}"),
         ("diverged", str(summary.get("diverged", False))),
+        *([("file size", f"{sizes['export_bytes']:,} bytes, {sizes['export_bytes'] / sizes['dense_bytes']:.1%} of the "
+                         f"dense safetensors file ({sizes['dense_bytes']:,} bytes)")] if sizes else []),
         ("lottery / torch", f"{metadata.get('lottery_version', '?')} / {metadata.get('torch_version', '?')}"),
     ]  # fmt: skip
     layers = sparsity.get("layers", {})
@@ -96,18 +147,15 @@ def model_card(
         "",
         "| parameter | shape | kept | total | density |", "|---|---|---|---|---|", *layer_rows,
         "",
+        *(["## Compact widths", "", "| parameter | dense [out, in] | compact [out, in] |", "|---|---|---|",
+            *[f"| `{name}` | {w['dense']} | {w['compact']} |" for name, w in widths.items()], ""] if widths else []),
         "## Files",
         "",
         *[f"- `{name}`" for name in files],
         "",
         "## How to load",
         "",
-        "Into any `nn.Module` with the same parameter names and shapes (the architecture of the spec below):",
-        "",
-        "```python",
-        "import lottery",
-        'mask = lottery.load_ticket("<this directory>", model)   # loads the weights (strict), returns the mask',
-        "```",
+        *(COMPACT_HOW if fmt == "compact" else LOAD_HOW),
         "",
         "or with plain PyTorch:",
         "",

@@ -17,6 +17,8 @@ from torch import Tensor
 
 from lottery.errors import UserError
 from lottery.pruning.mask import Mask
+from lottery.pruning.ranking import remove_lowest, remove_smallest, rounded_count  # noqa: F401  (imported from here)
+from lottery.pruning.structure import MAGNITUDE, Structure, prune_structured
 from lottery.registry import Registry
 from lottery.spec.groups import PruningSpec
 
@@ -128,6 +130,12 @@ def prune(
     `fraction` and `rates`; per-layer strategies bring each layer to it instead.
     """
     strategy = strategies.get(spec.strategy)
+    structure = Structure.of(spec)
+    if structure.structured and spec.strategy not in MAGNITUDE:
+        raise UserError(
+            f"pruning.structure = {spec.structure!r} works with the magnitude strategies ({', '.join(MAGNITUDE)}), "
+            f"not {spec.strategy!r}"
+        )
     pool = layer_pool(mask, layer_kinds, spec)
     fractions = layer_fractions(pool, layer_kinds, spec)  # validates the rates keys even when one-shot
     if not pool:
@@ -138,33 +146,11 @@ def prune(
     if target_density is not None:
         if not 0 <= target_density <= 1:
             raise UserError(f"target density must be in [0, 1], got {target_density}")
-        fractions = target_fractions(mask, pool, target_density, layerwise)
+        if not structure.structured:
+            fractions = target_fractions(mask, pool, target_density, layerwise)
+    if structure.structured:  # magnitude: the score of a weight is |w|
+        scores = {name: weights[name].detach().to("cpu", torch.float64).abs() for name in mask}
+        return prune_structured(scores, mask, pool, fractions, target_density, layerwise, structure)
     current = Mask({name: m.clone() for name, m in mask.items()})
     new = strategy(weights, current, fractions)
     return Mask({name: new[name].to(torch.bool) for name in mask})
-
-
-def rounded_count(fraction: float, surviving: int) -> int:
-    """How many of `surviving` weights a fraction removes: floor(fraction * surviving + 0.5)."""
-    return min(surviving, int(fraction * surviving + 0.5))
-
-
-def remove_smallest(weights: list[Tensor], masks: list[Tensor], fraction: float) -> list[Tensor]:
-    """New masks for these layers taken as one pool: the `rounded_count(fraction, surviving)` surviving
-    weights of smallest |w| are removed. Pruned weights are never candidates, whatever their value. Ties go
-    to the earlier position in the concatenation of the flattened layers (stable sort)."""
-    return remove_lowest([w.detach().to("cpu", torch.float64).abs() for w in weights], masks, fraction)
-
-
-def remove_lowest(scores: list[Tensor], masks: list[Tensor], fraction: float) -> list[Tensor]:
-    """`remove_smallest` for any scores (signed; higher = keep): the `rounded_count(fraction, surviving)`
-    surviving coordinates of lowest score are removed, ties to the earlier position (stable sort, float64)."""
-    alive = torch.cat([m.detach().reshape(-1).to("cpu", torch.bool) for m in masks])
-    values = torch.cat([s.detach().reshape(-1).to("cpu", torch.float64) for s in scores])
-    if values.numel() != alive.numel():
-        raise ValueError("weights and mask shapes differ")
-    candidates = alive.nonzero().reshape(-1)  # ascending positions
-    count = rounded_count(fraction, candidates.numel())
-    order = torch.sort(values[candidates], stable=True).indices
-    alive[candidates[order[:count]]] = False
-    return [part.reshape(m.shape) for part, m in zip(alive.split([m.numel() for m in masks]), masks, strict=True)]

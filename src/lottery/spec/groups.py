@@ -228,6 +228,9 @@ class PruningSpec:
     fraction: float = 0.2  # of the surviving weights, per level
     rates: dict[str, float] = field(default_factory=dict)  # layer kind ('conv', 'fc', 'output') or name -> fraction
     layers_to_ignore: tuple[str, ...] = ()
+    structure: str = "unstructured"  # 'unstructured', 'channel' (whole channels/units) or 'n:m' (docs/structure.md)
+    n: int = 2  # 'n:m': weights kept in every group of m consecutive inputs (2:4: sparse tensor cores)
+    m: int = 4
 
     def validate(self) -> PruningSpec:
         for name, rate in {
@@ -236,7 +239,17 @@ class PruningSpec:
         }.items():
             if not 0 < rate < 1:
                 raise UserError(f"{name} must be in (0, 1), got {rate}")
+        _one_of(self.structure, STRUCTURES, "pruning.structure")
+        if self.structure != "n:m" and (self.n, self.m) != (2, 4):
+            raise UserError(f"pruning.n and pruning.m apply to pruning.structure = 'n:m', not {self.structure!r}")
+        if not (isinstance(self.n, int) and isinstance(self.m, int) and 1 <= self.n < self.m <= MAX_GROUP):
+            raise UserError(f"pruning.n and pruning.m must be integers with 1 <= n < m <= {MAX_GROUP}, got "
+                            f"n = {self.n!r}, m = {self.m!r}")  # fmt: skip
         return self
+
+
+STRUCTURES = ("unstructured", "channel", "n:m")
+MAX_GROUP = 1024  # pruning.m: a group of m consecutive inputs; larger groups are input mistakes
 
 
 @dataclass(frozen=True)

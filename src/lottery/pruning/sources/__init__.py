@@ -22,6 +22,7 @@ from lottery.pruning.prunable import prunable
 from lottery.pruning.sources import grasp, magnitude, random, snip, synflow  # noqa: F401  (register them)
 from lottery.pruning.sources.base import Batches, LossFn, ScoreInput, Source, sources
 from lottery.pruning.strategies import layer_pool, remove_lowest, target_fractions
+from lottery.pruning.structure import Structure, prune_structured
 from lottery.spec.groups import PruningSpec
 
 SCOPES = ("global", "layerwise")
@@ -86,12 +87,16 @@ def mask_from_scores(
     layer_kinds: dict[str, str] | None = None,
     previous: Mask | None = None,
     invert: bool = False,
+    structure: Structure | PruningSpec | str | None = None,
 ) -> Mask:
     """The mask keeping the highest scores at `density` of the pool (global scope) or of each pool layer
     (layerwise), with magnitude pruning's exact counts (`round(p × surviving)`) and stable tie-breaking (the
     earlier position wins). `ignore`: layers left unpruned (parameter, module names or kinds, as
     `pruning.layers_to_ignore`; kinds from `layer_kinds`). `previous`: only its kept coordinates are
-    candidates (iterative schedules). `invert`: keep the LOWEST scores instead (the "invert" ablation)."""
+    candidates (iterative schedules). `invert`: keep the LOWEST scores instead (the "invert" ablation).
+    `structure` ('unstructured', 'channel', 'n:m' or digits like '2:4'; or a PruningSpec): channels ranked by
+    their mean score (density: the fraction of channels kept), or the highest scores of every N:M group (density:
+    round(density × m) kept per group)."""
     if scope not in SCOPES:
         raise UserError(f"mask scope must be one of {', '.join(SCOPES)}, got '{scope}'")
     if not 0 <= density <= 1:
@@ -104,8 +109,12 @@ def mask_from_scores(
     pool = layer_pool(current, layer_kinds or {}, PruningSpec(layers_to_ignore=tuple(ignore)))
     if not pool:
         raise UserError("the ignored layers leave no layer to prune")
-    fractions = target_fractions(current, pool, density, scope == "layerwise")
     sign = -1.0 if invert else 1.0
+    shape = Structure.of(structure)
+    if shape.structured:
+        signed = {name: sign * s for name, s in scores.items()}
+        return prune_structured(signed, current, pool, {}, density, scope == "layerwise", shape)
+    fractions = target_fractions(current, pool, density, scope == "layerwise")
     if scope == "global":
         kept = remove_lowest([sign * scores[n] for n in pool], [current[n] for n in pool], fractions[pool[0]])
         current.update(zip(pool, kept, strict=True))
@@ -138,11 +147,13 @@ def find_mask(
     invert: bool = False,
     ignore: Iterable[str] = (),
     layer_kinds: dict[str, str] | None = None,
+    structure: Structure | PruningSpec | str | None = None,
     **score_options: object,
 ) -> Mask:
     """Score and prune to `density`, one-shot (`rounds=1`) or iteratively: each round rescores the masked
     network and prunes its survivors to the schedule's next density (`rounds` default: the source's, 100 for
-    SynFlow). `invert` keeps the lowest scores in every round. `score_options` go to `scores`."""
+    SynFlow). `invert` keeps the lowest scores in every round. `structure`: as in `mask_from_scores`.
+    `score_options` go to `scores`."""
     source = sources.get(method)
     rounds = source.default_rounds if rounds is None else rounds
     names = list(score_options.pop("names", None) or prunable(model))
@@ -151,6 +162,7 @@ def find_mask(
     for target in density_schedule(density, rounds, schedule):
         s = scores(model, method, names=names, mask=mask, **score_options)
         mask = mask_from_scores(
-            s, density=target, scope=scope, ignore=ignore, layer_kinds=layer_kinds, previous=mask, invert=invert
-        )
+            s, density=target, scope=scope, ignore=ignore, layer_kinds=layer_kinds, previous=mask, invert=invert,
+            structure=structure,
+        )  # fmt: skip
     return mask
