@@ -20,8 +20,8 @@ An experiment made before format 2 has no runs.json: real directories inside it,
 level's run. `lottery verify` checks it; `run`, `show` and `report` say in one line that it predates the format.
 
 Every function takes and returns the same kind of path: a `RunDir` or a `pathlib.Path` (anything with `/`).
-The Python API's IMP driver (`lottery.api.imp`) writes the same layout under its own root, without the
-`replicate_<r>` level.
+The Python API's IMP driver (`lottery.imp(..., directory=STORE)`, `lottery.api.store`) writes an experiment of
+this layout (replicate 0) into the same kind of store.
 """
 
 from __future__ import annotations
