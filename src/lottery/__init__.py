@@ -16,6 +16,7 @@ The public Python API, for any `nn.Module` and any training loop (see docs/api.m
     barrier(curve)                           max over the path minus the endpoints' mean
     scores(model, method, batches=...)       mask-source scores (higher = keep): magnitude, snip, grasp, synflow, random
     mask_from_scores(scores, density=...)    a mask from any scores, with magnitude pruning's counts and ties
+    load_experiment(dir)                     an experiment's results, stability, mask-source tables (pandas)
     load_ticket(path, model) / export_ticket  a ticket exported from the store (`lottery export`) into your model
     rewind_search(spec, level=, max_trainings=)  the earliest stable rewind point (lottery rewind-search)
 
@@ -27,6 +28,7 @@ Your own models, datasets and losses in specs and on the CLI (see docs/plugins.m
 from lottery.api.analysis import Curve, barrier, classification_metrics, distances, interpolate
 from lottery.api.imp import Level, imp
 from lottery.api.masks import prune, random_mask_like, reinitialize
+from lottery.api.notebook import load_experiment
 from lottery.api.rewind import rewind_search
 from lottery.api.subnetwork import masked, train_subnetwork
 from lottery.export import export_ticket, load_ticket
@@ -48,6 +50,7 @@ __all__ = [
     "export_ticket",
     "imp",
     "interpolate",
+    "load_experiment",
     "load_ticket",
     "mask_from_scores",
     "masked",
