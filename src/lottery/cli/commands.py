@@ -263,3 +263,40 @@ def sweep(args: argparse.Namespace) -> int:
         settings = " ".join(f"{k}={v}" for k, v in point.items())
         print(f"{experiment.path}  {settings}")
     return 1 if outcome.failed else 0
+
+
+def ls(args: argparse.Namespace) -> int:
+    from lottery.cli.manage import list_store
+    from lottery.store import store_root
+
+    store = args.store if args.store is not None else store_root(None)
+    rows = list_store(Path(store))
+    for row in rows:
+        print(f"{row.hash}  {row.status}  {row.date}  {row.settings}")
+    print(f"{len(rows)} experiment(s) in {store}", file=sys.stderr)
+    return 0
+
+
+def rm(args: argparse.Namespace) -> int:
+    from lottery.cli.manage import remove_experiment
+
+    links = remove_experiment(args.experiment)
+    print(
+        f"removed {args.experiment} ({links} run link(s); the networks stay in the store: "
+        f"'lottery gc {args.experiment.parent}' removes those no experiment links to)"
+    )
+    return 0
+
+
+def gc(args: argparse.Namespace) -> int:
+    from lottery.cli.manage import collect_garbage
+
+    done = collect_garbage(args.store, args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for network in done.removed:
+        print(f"{verb} {network}")
+    for network in done.held:
+        print(f"kept {network} (unlinked, but a running process holds its lock)")
+    size = f"{done.bytes / 2**20:.1f} MiB" if done.bytes >= 2**20 else f"{done.bytes / 2**10:.1f} KiB"
+    print(f"total: {verb} {len(done.removed)} network(s), {size}; {len(done.held)} kept: held by running processes")
+    return 0

@@ -172,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="legend name of each experiment, in order (repeat once per RUN_DIR; default: its differing settings)",
     )
+    p = sub.add_parser("ls", help="list the experiments of a store: hash, settings, status, date", epilog=EPILOG)
+    p.add_argument("store", type=Path, nargs="?", metavar="STORE", help="the store (default: $LOTTERY_RUNS or ./runs)")
+    p = sub.add_parser(
+        "rm", help="remove an experiment's view (spec, results, links); its networks stay until 'gc'", epilog=EPILOG
+    )
+    p.add_argument("experiment", type=Path, metavar="EXPERIMENT", help="the experiment directory")
+    p = sub.add_parser("gc", help="remove the networks no experiment links to (try --dry-run first)", epilog=EPILOG)
+    p.add_argument("store", type=Path, metavar="STORE", help="the store")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     return parser
 
 
