@@ -66,13 +66,15 @@ def _experiment(args: argparse.Namespace, dense_only: bool) -> int:
     from lottery.experiments.results import table
     from lottery.experiments.run import run_experiment
     from lottery.spec import resolve
-    from lottery.store import store_root
-    from lottery.training import distributed
+    from lottery.store import experiment_dir, store_root
+    from lottery.training import distributed, overall
 
     if args.spec is None and args.preset is None and not args.overrides:
         raise UserError("give a spec file, --preset NAME or --set overrides (see 'lottery presets')")
     spec, preset = resolve(args.spec, args.preset, args.overrides)
-    experiment, results = run_experiment(spec, preset, store_root(args.out), _runtime(args), dense_only, args.wait)
+    root = store_root(args.out)
+    with overall.tracking(experiment_dir(root, spec).path):  # "network i of N", elapsed, ETA on the bar and in logs
+        experiment, results = run_experiment(spec, preset, root, _runtime(args), dense_only, args.wait)
     if distributed.is_main():  # under torchrun the table and the run directory are printed once
         print(table(results["summary"]))
         print(experiment.path)
