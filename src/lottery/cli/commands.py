@@ -144,7 +144,9 @@ def presets(args: argparse.Namespace) -> int:
         )
         print(f"{name:{width}s} {summary}")
     print("\n'lottery presets --show NAME' prints one in full.")
-    print("Your own models, datasets and losses: 'lottery run --import MODULE spec.toml' (docs/plugins.md).")
+    from lottery.cli.docs import doc
+
+    print(f"Your own models, datasets and losses: 'lottery run --import MODULE spec.toml' ({doc('plugins.md')}).")
     return 0
 
 

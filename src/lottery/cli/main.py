@@ -13,10 +13,18 @@ from lottery.errors import UserError
 
 SWITCH = {"auto": None, "on": True, "off": False}  # the values of the runtime's auto|on|off flags
 
-EPILOG = (
-    "Docs: README.md, docs/run-format.md. Exit codes: 0 ok; 1 verify found problems or a sweep task failed; "
-    "2 bad input or a failed write (nothing lost); 130/143 interrupted/terminated (the same command resumes)."
-)
+
+def _epilog() -> str:
+    from lottery.cli.docs import doc
+
+    return (
+        f"Docs: {doc('run-format.md')} (the store), {doc('api.md')} (Python). Exit codes: 0 ok; 1 verify found "
+        "problems or a sweep task failed; 2 bad input or a failed write (nothing lost); 130/143 interrupted/terminated "
+        "(the same command resumes)."
+    )
+
+
+EPILOG = _epilog()
 
 
 class Parser(argparse.ArgumentParser):
