@@ -48,8 +48,9 @@ def test_readme_says_how_to_install_from_a_clone_or_a_wheel() -> None:
 @pytest.mark.slow
 def test_the_wheel_ships_the_docs(tmp_path: Path) -> None:
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info next to the sources
+    source.mkdir()
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
-        shutil.copy(ROOT / name, source / name if source.exists() else (source.mkdir() or source / name))
+        shutil.copy(ROOT / name, source / name)
     for name in ("src", "docs"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run(
