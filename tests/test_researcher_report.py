@@ -39,6 +39,11 @@ def experiments(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return two.path, one.path
 
 
+@pytest.fixture(scope="module")
+def report(experiments: tuple[Path, Path]) -> Path:
+    return write_report(experiments[0])
+
+
 def clipped(figure: Figure) -> list[str]:
     """What of `figure` lies outside its canvas, or which markers outside their axes (where they are cut)."""
     canvas = FigureCanvasAgg(figure)
@@ -97,9 +102,11 @@ def test_interpolation_on_an_honest_scale(experiments: tuple[Path, Path]) -> Non
     assert "\n" in title  # wrapped to the one-panel figure's width
 
 
-def test_header_counts_every_trained_network_and_no_table_of_dashes(experiments: tuple[Path, Path]) -> None:
+def test_header_counts_every_trained_network_and_no_table_of_dashes(
+    experiments: tuple[Path, Path], report: Path
+) -> None:
     two = experiments[0]
-    html = write_report(two).read_text()
+    html = report.read_text()
     store = layout.store_of(two)
     networks = {t for t in layout.links(two).values() if (store / t / "summary.json").exists()}
     results = load_experiment(two).results
@@ -129,10 +136,9 @@ def test_compare_offsets_experiments_that_share_networks(experiments: tuple[Path
 
 
 @pytest.mark.skipif(browser() is None, reason="no headless browser installed (apt-get install chromium)")
-def test_report_screenshot(experiments: tuple[Path, Path], tmp_path: Path) -> None:
+def test_report_screenshot(report: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    report = write_report(experiments[0])
     shot = tmp_path / "report.png"
     result = subprocess.run(
         [browser(), *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,4000",
