@@ -1,8 +1,8 @@
 """Where `lottery.imp(..., directory=STORE)` keeps its runs: an experiment like the CLI's, in the same store.
 
-The experiment is `<STORE>/<hash>/`, a view whose run directories (`replicate_0/level_0`,
-`replicate_0/rewind_<k>it/level_<L>`, `replicate_0/rewind_<k>it/controls/level_<L>/<kind>_seed<s>`) link to
-networks in `<STORE>/networks/<kind>/<hash>`, listed in `runs.json`, with `spec.json` / `spec.toml` and
+The experiment is `<STORE>/<hash>/`, a view whose run directories (replicate 0's dense run, its IMP levels
+rewound to k and their controls, in the layout `lottery.store.layout` spells) link to networks in
+`<STORE>/networks/<kind>/<hash>`, listed in `runs.json`, with `spec.json` / `spec.toml` and
 `results.json` / `results.csv`: `lottery show`, `report`, `compare`, `export`, `verify`, `ls`, `rm` and `gc` read it
 like any other. Its spec records what the API run is (model class, iterations, pruning, levels, rewind point,
 controls) and, in `model.options.api`, the fingerprint of the user's code and the `config=` mapping
