@@ -119,3 +119,8 @@ def test_the_cli_reads_an_api_store(tmp_path: Path, capsys: pytest.CaptureFixtur
     mask = lottery.load_ticket(tmp_path / "ticket", model)
     assert all(torch.equal(mask[n], levels[2].mask[n]) for n in levels[2].mask)
     assert torch.equal(model.state_dict()["0.weight"], levels[2].start["0.weight"])  # the ticket m ⊙ W_k
+    assert main(["report", str(experiment)]) == 0
+    assert f"{accuracy:.2f}" in (experiment / "report" / "report.html").read_text()
+    pytest.importorskip("pandas")
+    tables = lottery.load_experiment(experiment)
+    assert len(tables.results) == 5 and tables.spec["model"]["options"]["api"]["class"].endswith("Sequential")
