@@ -261,6 +261,7 @@ def imp(
             "iterations": end, "rewind": k, "levels": levels, "fraction": None if density is not None else fraction,
             "density": density, "scope": scope, "rates": dict(rates or {}), "ignore": list(ignore),
             "controls": list(controls), "control_seed": control_seed, "mask": digest_tensors(mask.to_tensors()),
+            "attach": attach,
         }  # fmt: skip
         if scope not in SCOPES:
             raise UserError(f"imp: scope must be one of {', '.join(SCOPES)}, got {scope!r}")

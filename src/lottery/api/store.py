@@ -63,6 +63,7 @@ def api_spec(
         "config": plain_config(config) or None,
         "mask": settings["mask"],
         "density": settings["density"],
+        "attach": None if settings["attach"] else False,  # recorded only when the driver did not hold the masks
     }
     data: dict[str, Any] = {
         "model": {"name": name, "options": {"api": {k: v for k, v in api.items() if v is not None}}},
@@ -86,7 +87,7 @@ class ApiStore:
         self.spec, self.settings = spec, settings
         self.experiment = RunDir(Path(root) / spec_hash(spec))
         self.hash = spec_hash(spec)
-        self.base = {"api": found.digest, "iterations": settings["iterations"]}
+        self.base = {"api": found.digest, "iterations": settings["iterations"], "attach": settings["attach"]}
         check_collision(self.experiment, spec)
         with locked(self.experiment.path):
             check_collision(self.experiment, spec)
