@@ -150,3 +150,33 @@ def test_report_screenshot(report: Path, tmp_path: Path) -> None:
         assert image.size == (1280, 4000)
         colors = image.convert("L").getcolors(maxcolors=1 << 16)
     assert colors is None or len(colors) > 50  # a rendered page (text, figures), not a blank one
+
+
+def test_weight_panels_in_the_models_order_not_string_order(tmp_path: Path) -> None:
+    """A Sequential whose weights are 0, 4, 10, 13: the magnitude panels follow the model (string order would put
+    10 and 13 before 4)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    import lottery
+
+    torch.manual_seed(0)
+    layers = [nn.Linear(4, 6)] + [nn.ReLU()] * 3 + [nn.Linear(6, 6)] + [nn.ReLU()] * 5 + [nn.Linear(6, 6)]
+    model = nn.Sequential(*layers, nn.ReLU(), nn.ReLU(), nn.Linear(6, 2))
+    x, y = torch.randn(32, 4, generator=torch.Generator().manual_seed(1)), torch.arange(32) % 2
+
+    def train_fn(m: nn.Module, mask: lottery.Mask, start: int, end: int) -> dict[str, float]:
+        optimizer = torch.optim.SGD(m.parameters(), lr=0.1)
+        for _ in range(start, end):
+            optimizer.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            optimizer.step()
+        return {"accuracy": 0.5}
+
+    levels = list(lottery.imp(model, train_fn, levels=1, iterations=4, rewind=1, directory=tmp_path))
+    experiment = load_experiment(levels[0].experiment)
+    figures = dict(build_figures(experiment.results, experiment.path))
+    figure = figures["weight_magnitudes_k1_level1"]
+    titles = [ax.get_title().split(":")[0] for ax in figure.axes[::2]]
+    assert titles == ["0.weight", "4.weight", "10.weight", "13.weight"]

@@ -11,6 +11,7 @@ them. Steps are integers, so levels sort as numbers (0, 4, 10, 13), never as str
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
@@ -58,6 +59,10 @@ def level_scalars(results: dict[str, Any]) -> dict[int, dict[str, float]]:
     return dict(sorted(by_level.items()))
 
 
+def _natural(name: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
 def kept_weights(experiment_dir: Path, results: dict[str, Any]) -> Iterator[tuple[str, int, torch.Tensor]]:
     """(tag, level, values) of the final weights each IMP level (and the dense network, level 0) keeps, replicate 0,
     over all masked layers and per layer; runs whose files are missing or fail verification are skipped."""
@@ -71,7 +76,8 @@ def kept_weights(experiment_dir: Path, results: dict[str, Any]) -> Iterator[tupl
         final, mask = directory.read_tensors("final.safetensors"), directory.read_tensors("mask.safetensors")
         if final is None or mask is None:
             continue
-        kept = {name: final[name][mask[name].bool()].float() for name in mask if name in final}
+        order = [name for name in run.get("layer_densities") or {} if name in mask] or sorted(mask, key=_natural)
+        kept = {name: final[name][mask[name].bool()].float() for name in order if name in final}
         if not kept:
             continue
         for k in rewinds if run["kind"] == "dense" else [run["rewind_iteration"]]:
