@@ -3,16 +3,20 @@ distances that see drifted pruned weights)."""
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import lottery
 from lottery.api.analysis import PrunedWeightsWarning
 from lottery.errors import UserError
+from lottery.pruning.attachment import match_by_shape
 
 
 def _net() -> nn.Module:
@@ -105,3 +109,42 @@ def test_distances_warn_or_refuse_when_pruned_weights_drifted() -> None:
         assert lottery.distances(a, a, mask)["l2"] == 0  # both masked: no warning
     with pytest.raises(UserError, match="pruned must be one of warn, raise, ignore"):
         lottery.distances(a, a, mask, pruned="maybe")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shapes=st.lists(st.sampled_from([(2, 3), (3, 2), (2, 2), (4,)]), min_size=1, max_size=7),
+    data=st.data(),
+)
+def test_match_by_shape_finds_the_masked_parameters_or_refuses_when_ambiguous(shapes, data) -> None:
+    """Property: with the masked parameters a subsequence of the optimizer's (the model's order), the match is the
+    true one whenever exactly one order-preserving choice of the masks' shapes exists, and refused otherwise."""
+    params = [torch.zeros(shape) for shape in shapes]
+    chosen = sorted(data.draw(st.sets(st.integers(0, len(shapes) - 1), min_size=1)))
+    mask = lottery.Mask({f"p{i}": torch.ones(shapes[i], dtype=torch.bool) for i in chosen})
+    wanted = [shapes[i] for i in chosen]
+    ways = sum(
+        [shapes[j] for j in combo] == wanted for combo in itertools.combinations(range(len(shapes)), len(chosen))
+    )
+    if ways == 1:
+        found = match_by_shape(mask, params)
+        assert [id(found[f"p{i}"]) for i in chosen] == [id(params[i]) for i in chosen]
+    else:
+        with pytest.raises(UserError, match="cannot tell"):
+            match_by_shape(mask, params)
+
+
+@settings(max_examples=25, deadline=None)
+@given(a=st.floats(1e-6, 1.0), b=st.floats(1e-6, 1.0))
+def test_fingerprint_tells_closure_values_apart(a: float, b: float) -> None:
+    from lottery.api.fingerprint import fingerprint
+
+    def make(lr: float):
+        def train_fn(model, mask, start, end):
+            return lr * (end - start)
+
+        return train_fn
+
+    model = nn.Linear(2, 2)
+    same = fingerprint(make(a), model, None).digest == fingerprint(make(b), model, None).digest
+    assert same == (a == b)
