@@ -31,6 +31,12 @@ def test_ls_rm_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "training.lr=0.05" in by_hash[one.path.name] and "preset=lenet_300_100" in by_hash[one.path.name]
     assert "UTC" in by_hash[one.path.name]
 
+    with exclusive(one.path):  # a lottery process running this experiment
+        assert main(["ls", str(store)]) == 0
+        assert f"{one.path.name}  running" in capsys.readouterr().out
+        assert main(["rm", str(one.path)]) == 2 and one.path.exists()
+        assert "in use by a running lottery process" in capsys.readouterr().err
+
     before = _networks(store)
     only_one = {v for v in layout.links(one.path).values()}
     assert main(["rm", str(one.path)]) == 0
