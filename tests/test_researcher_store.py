@@ -4,6 +4,7 @@ that `show`, `export`, `verify` and `report` read, with provenance in every file
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,24 @@ def test_fingerprint_sees_code_closures_globals_and_the_model() -> None:
         return make_train_fn(1e-3)(model, mask, start, end + 1)
 
     assert fingerprint(changed_code, net(), None).digest != fingerprint(changed_code_2, net(), None).digest
+
+    def with_lr(model, mask, start, end, lr=1e-3):
+        return make_train_fn(lr)(model, mask, start, end)
+
+    partial = functools.partial
+    assert fingerprint(partial(with_lr, lr=1e-3), net(), None) != fingerprint(partial(with_lr, lr=2e-3), net(), None)
+
+    class Trainer:  # a callable object: its __call__ and its attributes
+        __slots__ = ("lr",)
+
+        def __init__(self, lr: float) -> None:
+            self.lr = lr
+
+        def __call__(self, model, mask, start, end):
+            return make_train_fn(self.lr)(model, mask, start, end)
+
+    one, two = fingerprint(Trainer(1e-3), net(), None), fingerprint(Trainer(2e-3), net(), None)
+    assert one.unknown == [] and one.digest != two.digest
     global X
     saved = X
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import dis
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -89,6 +90,11 @@ class _Hasher:
             for k, v in value.items():
                 self.value(k, f"{where} key", depth + 1)
                 self.value(v, f"{where}[{k!r}]", depth + 1)
+        elif isinstance(value, functools.partial):  # its function and arguments live in slots, not __dict__
+            self.put("partial")
+            self.value(value.func, f"{where}.func", depth + 1)
+            self.value(value.args, f"{where}.args", depth + 1)
+            self.value(value.keywords, f"{where}.keywords", depth + 1)
         elif isinstance(value, types.ModuleType):
             self.put("module", value.__name__)
         elif isinstance(value, types.MethodType):
@@ -104,9 +110,12 @@ class _Hasher:
         elif hasattr(value, "__array_interface__") and hasattr(value, "tobytes"):  # numpy arrays
             self.put("array", getattr(value, "dtype", ""), getattr(value, "shape", ""))
             self.h.update(value.tobytes())
-        elif hasattr(value, "__dict__"):
+        elif hasattr(value, "__dict__") or _slots(value):
             self.put("object", type(value).__module__, type(value).__qualname__)
-            self.value(vars(value), f"{where} ({type(value).__name__})", depth + 1)
+            self.value(getattr(value, "__dict__", {}), f"{where} ({type(value).__name__})", depth + 1)
+            for name in _slots(value):
+                self.put("slot", name)
+                self.value(getattr(value, name, None), f"{where}.{name}", depth + 1)
         else:
             self.unknown.append(f"{where} ({type(value).__name__})")
 
@@ -144,6 +153,15 @@ class _Hasher:
                 self.code(const, f"{where}.{const.co_name}", depth + 1)
             else:
                 self.value(const, f"{where} constant", depth + 1)
+
+
+def _slots(value: Any) -> list[str]:
+    """The `__slots__` names of a Python class's instance (none for classes written in C)."""
+    names: list[str] = []
+    for cls in type(value).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else [n for n in slots if n not in ("__dict__", "__weakref__")]
+    return names
 
 
 def _is_library(fn: types.FunctionType) -> bool:
@@ -214,11 +232,11 @@ def fingerprint(train_fn: Any, model: nn.Module, config: Mapping[str, Any] | Non
     hasher = _Hasher()
     hasher.put("model", model_identity(model))
     hasher.put("config", json.dumps(plain_config(config), sort_keys=True))
-    if isinstance(train_fn, (types.FunctionType, types.MethodType)):
+    if isinstance(train_fn, (types.FunctionType, types.MethodType, functools.partial)):
         hasher.value(train_fn, "train_fn")
-    elif callable(train_fn) and hasattr(train_fn, "__dict__"):  # a callable object: its class's __call__ and state
+    elif callable(train_fn) and (hasattr(train_fn, "__dict__") or _slots(train_fn)):  # its __call__ and state
         hasher.value(type(train_fn).__call__, "train_fn.__call__")
-        hasher.value(vars(train_fn), f"train_fn ({type(train_fn).__name__})")
+        hasher.value(train_fn, f"train_fn ({type(train_fn).__name__})")
     else:
         hasher.unknown.append(f"train_fn ({type(train_fn).__name__})")
     return Fingerprint(hasher.h.hexdigest()[:20], hasher.unknown)
