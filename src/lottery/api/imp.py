@@ -13,6 +13,9 @@ register_optimizer_step_pre_hook`), which is how it
 Rewinding starts level L from m_L ⊙ W_k (a copy; bit for bit the engine's `Mask.apply_to`) at iteration k: for
 the data order and the learning-rate schedule to continue from k as the method prescribes, they must be functions
 of the iteration `train_fn` is given, not of how many times it was called.
+
+With `directory=STORE` every run is stored as an experiment like the CLI's (`lottery.api.store`), named by a
+fingerprint of the user's code and settings (`lottery.api.fingerprint`), and finished runs are read back.
 """
 
 from __future__ import annotations
