@@ -15,6 +15,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import DataLoader, TensorDataset
 
 import lottery
@@ -56,20 +57,28 @@ def train_fn(model: nn.Module, mask: lottery.Mask, start: int, end: int) -> dict
 TRAIN, TEST = make_data(1024, 0), make_data(1024, 1)
 
 
+def make_model() -> nn.Module:
+    torch.manual_seed(0)  # W_0: part of what identifies the experiment in the store
+    return nn.Sequential(nn.Linear(12, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 2))
+
+
 def main() -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(12, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 2))
     settings = dict(levels=3, iterations="4ep", iterations_per_epoch=len(TRAIN) // BATCH, rewind=20, fraction=0.5)
-    with tempfile.TemporaryDirectory() as directory:
-        for level in lottery.imp(model, train_fn, directory=directory, controls=["random_reinit"], **settings):
+    with tempfile.TemporaryDirectory() as store:
+        for level in lottery.imp(make_model(), train_fn, directory=store, controls=["random_reinit"], **settings):
             control = level.controls.get("random_reinit_seed0")
             print(
                 f"level {level.level}: density {level.mask.density:.3f}, test accuracy "
                 f"{level.result['test_accuracy']:.3f}"
                 + (f" (random reinit {control.result['test_accuracy']:.3f})" if control else "")
             )
-        again = list(lottery.imp(model, lambda *a: 1 / 0, directory=directory, controls=["random_reinit"], **settings))
-        print(f"second call: {len(again)} levels read back from {directory}, none retrained")
+        steps = []  # optimizer steps taken by the second call: none, every run is read back from the store
+        hook = register_optimizer_step_post_hook(lambda *args: steps.append(1))
+        again = list(lottery.imp(make_model(), train_fn, directory=store, controls=["random_reinit"], **settings))
+        hook.remove()
+        assert not steps
+        print(f"second call: {len(again)} levels read back from {again[0].experiment}, none retrained")
+        print(f"the same experiment for the CLI: lottery show {again[0].experiment}")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def trainer(data: TensorDataset, batch_size: int = 32, lr: float = 3e-3, data_se
 
     def train_fn(model: nn.Module, mask: lottery.Mask, start: int, end: int) -> float:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-        lottery.attach(mask, optimizer, model=model)  # the only lottery call: the mask holds in every step
+        lottery.attach(mask, optimizer)  # the only lottery call: the mask holds in every step
         model.train()
         for t in range(start, end):
             inputs, targets = batch(t)
@@ -123,10 +123,10 @@ def main() -> None:
     )
     for name, run in (("IMP", last), ("random pruning", last.controls["random_prune_seed0"])):
         copies = []
-        for seed in (1, 2):
-            copy = SequenceCNN()
-            copy.load_state_dict(run.start)
-            trainer(train_data, data_seed=seed)(copy, run.mask, rewind, iterations)
+        for seed in (1, 2):  # one line per copy: m ⊙ W_k trained from k with the mask held in every step
+            copy = lottery.train_subnetwork(
+                model, run.mask, trainer(train_data, data_seed=seed), start=rewind, end=iterations, weights=run.start
+            )
             assert_pruned_zero(copy, run.mask)  # masks hold under AdamW
             copies.append(copy)
         d = lottery.distances(copies[0], copies[1], run.mask)

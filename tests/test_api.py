@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import DataLoader, TensorDataset
 
 import lottery
@@ -98,24 +99,30 @@ def test_imp_checks_the_steps_train_fn_takes() -> None:
         list(lottery.imp(mlp(), lazy, levels=1, iterations=4, rewind="4it"))
 
 
-def test_imp_in_a_directory_resumes_and_refuses_other_settings(tmp_path: Path) -> None:
+def test_imp_in_a_directory_resumes_and_other_settings_are_another_experiment(tmp_path: Path) -> None:
     options = dict(levels=2, iterations=6, rewind=2, fraction=0.5, controls=["random_prune", "random_reinit"])
     first = list(lottery.imp(mlp(), make_train_fn(), directory=tmp_path, **options))
-
-    def fail(*args):
-        raise AssertionError("a finished run was retrained")
-
-    again = list(lottery.imp(mlp(), fail, directory=tmp_path, **options))
+    steps = []
+    counter = register_optimizer_step_post_hook(lambda *a: steps.append(1))
+    try:
+        again = list(lottery.imp(mlp(), make_train_fn(), directory=tmp_path, **options))  # the same code and values
+    finally:
+        counter.remove()
+    assert steps == []  # nothing was retrained
     for a, b in zip(first, again, strict=True):
         assert same_bits(a.start, b.start) and same_bits(a.final, b.final) and a.result == b.result
         assert list(a.mask) == list(b.mask) and all(torch.equal(a.mask[n], b.mask[n]) for n in a.mask)
         assert a.controls.keys() == b.controls.keys()
         for name in a.controls:
             assert same_bits(a.controls[name].final, b.controls[name].final)
-    assert (tmp_path / "rewind_2it" / "controls" / "level_2" / "random_prune_seed0" / "final.safetensors").exists()
-    assert RunDir(tmp_path / "level_0").verify() == []
-    with pytest.raises(UserError, match="other settings"):
-        list(lottery.imp(mlp(), fail, directory=tmp_path, **{**options, "fraction": 0.3}))
+    experiment = first[0].experiment
+    assert experiment is not None and experiment.parent == tmp_path and again[-1].experiment == experiment
+    control = experiment / "replicate_0" / "rewind_2it" / "controls" / "level_2" / "random_prune_seed0"
+    assert (control / "final.safetensors").exists() and control.is_symlink()
+    assert RunDir(experiment / "replicate_0" / "level_0").verify() == []
+    other = list(lottery.imp(mlp(), make_train_fn(), directory=tmp_path, **{**options, "fraction": 0.3}))
+    assert other[0].experiment != experiment  # other settings: another experiment in the same store
+    assert same_bits(other[0].final, first[0].final)  # ...sharing the dense network (not retrained: same key)
 
 
 def test_imp_matches_the_cli_on_lenet(tmp_path: Path) -> None:
@@ -218,9 +225,9 @@ def test_distances_interpolate_and_barrier() -> None:
         net.train()
         net(X)  # running statistics of its own
     mask = lottery.prune(a, fraction=0.5)
-    d = lottery.distances(a, b, mask)
-    assert d == lottery.distances(a.state_dict(), b.state_dict(), mask)
-    assert lottery.distances(a, a, mask)["l2"] == 0.0 and d["l2"] > 0 and 0 < d["angle_degrees"] < 180
+    d = lottery.distances(a, b, mask, pruned="ignore")  # two dense networks: not zero where the mask prunes
+    assert d == lottery.distances(a.state_dict(), b.state_dict(), mask, pruned="ignore")
+    assert lottery.distances(a, a, mask, pruned="ignore")["l2"] == 0.0 and d["l2"] > 0 and 0 < d["angle_degrees"] < 180
     loader = DataLoader(TensorDataset(X, Y), batch_size=16)
     evaluate = lottery.classification_metrics(loader)
     curve = lottery.interpolate(a, b, evaluate, points=5, batchnorm="interpolate")

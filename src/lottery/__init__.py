@@ -5,6 +5,8 @@ The public Python API, for any `nn.Module` and any training loop (see docs/api.m
     prunable(model)                          which weights IMP may prune: {parameter name: kind}
     Mask                                     {parameter name: bool tensor}; ones, density, apply_, save, load
     attach(mask, optimizer)                  the mask holds in every later step of any torch.optim optimizer
+    masked(model, mask)                      `with`: the mask holds in every optimizer that steps the model
+    train_subnetwork(model, mask, train_fn, start=, end=)   train a copy of a subnetwork, the mask held
     prune(model, mask, fraction=...)         a new mask: magnitude pruning, global or layerwise
     random_mask_like(mask, seed)             the random-pruning control
     reinitialize(model, mask, seed)          the random-reinitialization control
@@ -14,6 +16,7 @@ The public Python API, for any `nn.Module` and any training loop (see docs/api.m
     barrier(curve)                           max over the path minus the endpoints' mean
     scores(model, method, batches=...)       mask-source scores (higher = keep): magnitude, snip, grasp, synflow, random
     mask_from_scores(scores, density=...)    a mask from any scores, with magnitude pruning's counts and ties
+    load_experiment(dir)                     an experiment's results, stability, mask-source tables (pandas)
     load_ticket(path, model) / export_ticket  a ticket exported from the store (`lottery export`) into your model
     rewind_search(spec, level=, max_trainings=)  the earliest stable rewind point (lottery rewind-search)
 
@@ -25,7 +28,9 @@ Your own models, datasets and losses in specs and on the CLI (see docs/plugins.m
 from lottery.api.analysis import Curve, barrier, classification_metrics, distances, interpolate
 from lottery.api.imp import Level, imp
 from lottery.api.masks import prune, random_mask_like, reinitialize
+from lottery.api.notebook import load_experiment
 from lottery.api.rewind import rewind_search
+from lottery.api.subnetwork import masked, train_subnetwork
 from lottery.export import export_ticket, load_ticket
 from lottery.plugins import register_dataset, register_loss, register_model
 from lottery.pruning import Attachment, Mask, attach, prunable
@@ -45,8 +50,10 @@ __all__ = [
     "export_ticket",
     "imp",
     "interpolate",
+    "load_experiment",
     "load_ticket",
     "mask_from_scores",
+    "masked",
     "prunable",
     "prune",
     "random_mask_like",
@@ -56,4 +63,5 @@ __all__ = [
     "reinitialize",
     "rewind_search",
     "scores",
+    "train_subnetwork",
 ]

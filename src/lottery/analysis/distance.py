@@ -32,3 +32,15 @@ def distances(
     angle = math.degrees(angle)
     ref_norm = float(torch.linalg.vector_norm(_masked_vector(reference if reference is not None else a, mask)))
     return {"l2": l2, "angle_degrees": angle, "normalized_l2": l2 / ref_norm if ref_norm > 0 else math.nan}
+
+
+def pruned_nonzero(weights: dict[str, Tensor], mask: Mask) -> dict[str, int]:
+    """{parameter name: how many coordinates the mask prunes that are not zero in `weights`} (only those with any):
+    a network trained without its mask attached drifted there, which distances over the mask do not see."""
+    found = {}
+    for name, m in mask.items():
+        if name in weights:
+            count = int((weights[name].detach().cpu()[~m.cpu().bool()] != 0).sum())
+            if count:
+                found[name] = count
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -29,18 +30,50 @@ def distances(
     *,
     reference: nn.Module | Mapping[str, Tensor] | None = None,
     names: Iterable[str] | None = None,
+    pruned: str = "warn",
 ) -> dict[str, float]:
     """{'l2', 'angle_degrees', 'normalized_l2'} between `a` and `b` (models or state dicts) over the coordinates
     `mask` keeps ("Stabilizing the LTH" §2): ‖m⊙a − m⊙b‖₂, the angle between m⊙a and m⊙b, and the L2 distance over
     ‖m⊙reference‖₂ (default `a`). `mask` default: every weight of `names` (default `lottery.prunable(a)`; `a` a
-    model)."""
+    model).
+
+    `pruned`: what to do when `a` or `b` is not exactly zero where `mask` prunes (a copy trained without the mask
+    attached drifted there, and distances over the mask cannot see it): 'warn' (default, a `PrunedWeightsWarning`),
+    'raise' (UserError) or 'ignore' (e.g. the dense network against its subnetwork, stability to pruning)."""
+    if pruned not in PRUNED_CHECKS:
+        raise UserError(f"distances: pruned must be one of {', '.join(PRUNED_CHECKS)}, got {pruned!r}")
     mask = starting_mask(a, mask, names, "distances")
     wa, wb = weights_of(a), weights_of(b)
     missing = [n for n in mask if n not in wa or n not in wb]
     if missing:
         raise UserError(f"distances: the weights have no {', '.join(missing[:5])} (masked parameters)")
+    if pruned != "ignore":
+        _check_pruned(wa, wb, mask, pruned)
     ref = weights_of(reference) if reference is not None else None
     return distance.distances(wa, wb, mask, ref)
+
+
+PRUNED_CHECKS = ("warn", "raise", "ignore")
+
+
+class PrunedWeightsWarning(UserWarning):
+    """`distances`: a network is not zero where the mask prunes it."""
+
+
+def _check_pruned(wa: Mapping[str, Tensor], wb: Mapping[str, Tensor], mask: Mask, how: str) -> None:
+    for which, weights in (("a", wa), ("b", wb)):
+        found = distance.pruned_nonzero(dict(weights), mask)
+        if not found:
+            continue
+        layers = ", ".join(f"{name} ({count})" for name, count in list(found.items())[:3])
+        message = (
+            f"distances: network {which} has {sum(found.values())} non-zero weight(s) where the mask prunes "
+            f"({layers}): was it trained without the mask attached (lottery.attach / lottery.train_subnetwork)? "
+            "Distances cover only the kept coordinates; pass pruned='ignore' when this is intended"
+        )
+        if how == "raise":
+            raise UserError(message)
+        warnings.warn(message, PrunedWeightsWarning, stacklevel=3)
 
 
 @dataclass

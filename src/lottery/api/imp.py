@@ -13,13 +13,19 @@ register_optimizer_step_pre_hook`), which is how it
 Rewinding starts level L from m_L ⊙ W_k (a copy; bit for bit the engine's `Mask.apply_to`) at iteration k: for
 the data order and the learning-rate schedule to continue from k as the method prescribes, they must be functions
 of the iteration `train_fn` is given, not of how many times it was called.
+
+With `directory=STORE` every run is stored as an experiment like the CLI's (`lottery.api.store`), named by a
+fingerprint of the user's code and settings (`lottery.api.fingerprint`), and finished runs are read back.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +33,9 @@ from torch import Tensor, nn
 from torch.optim import optimizer as optim_base
 
 from lottery import seeding
+from lottery.api.fingerprint import digest_tensors, fingerprint
 from lottery.api.masks import prune, random_mask_like, reinitialize, starting_mask
+from lottery.api.store import SCOPES, ApiStore, accuracy_of, api_spec
 from lottery.errors import UserError
 from lottery.pruning import Mask
 from lottery.pruning.attachment import Attachment
@@ -59,6 +67,7 @@ class Level(Run):
 
     level: int = 0
     controls: dict[str, Run] = field(default_factory=dict)
+    experiment: Path | None = None  # with imp(directory=): the experiment directory in the store
 
 
 def _copy(model: nn.Module) -> dict[str, Tensor]:
@@ -125,25 +134,8 @@ def _iterations(value: int | str, per_epoch: int | None, what: str) -> int:
     return step.to_iterations(per_epoch or 1)
 
 
-class _Store:
-    """The driver's artifacts under `directory`, in the engine's layout and formats (docs/api.md): or nothing."""
-
-    def __init__(self, directory: Any, settings: dict[str, Any]) -> None:
-        self.root = RunDir(directory) if directory is not None else None
-        if self.root is None:
-            return
-        stored = self.root.read_json("imp.json")
-        if stored is not None and stored != settings:
-            raise UserError(
-                f"imp: {self.root.path} holds an IMP run with other settings ({stored}); use another directory"
-            )
-        if stored is None:
-            self.root.write_json("imp.json", settings)
-
-    def run_dir(self, level: int, k: int, control: str | None = None) -> RunDir | None:
-        if self.root is None:
-            return None
-        return layout.controls(self.root, k, level) / control if control else layout.imp_run(self.root, k, level)
+class _Runs:
+    """Reading and writing one run's artifacts (start, mask, final, result, summary) in a run directory."""
 
     @staticmethod
     def read(run: RunDir | None, order: list[str]) -> Run | None:
@@ -161,12 +153,24 @@ class _Store:
     def write(run: RunDir | None, done: Run, summary: dict[str, Any]) -> None:
         if run is None:
             return
+        run = run.with_provenance({**(run.provenance or {}), "density": repr(float(done.mask.density))})
         run.write_tensors("start.safetensors", done.start)
         run.write_tensors("mask.safetensors", done.mask.to_tensors())
         run.write_json("sparsity.json", done.mask.report())
         run.write_tensors("final.safetensors", done.final)
         _write_result(run, done.result)
-        run.write_json("summary.json", {**summary, "density": done.mask.density})  # last: marks the run finished
+        accuracy = accuracy_of(done.result)
+        run.write_json(
+            "summary.json",
+            {
+                **summary,
+                "density": done.mask.density,
+                "diverged": False,
+                "final_test_accuracy": accuracy,
+                "early_stop_test_accuracy": None,
+                "early_stop_iteration": None,
+            },
+        )  # last: marks the run finished
 
 
 _MISSING = object()
@@ -210,6 +214,7 @@ def imp(
     directory: Any = None,
     iterations_per_epoch: int | None = None,
     attach: bool = True,
+    config: Mapping[str, Any] | None = None,
 ) -> Iterator[Level]:
     """IMP with rewinding: yields level 0 (the dense network), then levels 1..`levels`, each a `Level` with
     `.level`, `.mask`, `.start` (the state dict its training started from), `.final`, `.result` (what
@@ -224,8 +229,14 @@ def imp(
     - `controls`: any of 'random_prune', 'random_prune_global' (same per-layer or total density, random
       positions, on m ⊙ W_k) and 'random_reinit' (the level's mask on fresh weights, `lottery.reinitialize`),
       seeded from `control_seed` and the level; trained like the level.
-    - `directory`: write every run's artifacts there (atomic, checksummed: `lottery.store.RunDir`) and resume:
-      a finished run is read back, not retrained. Default: in memory only.
+    - `directory`: a store (like the CLI's --out): the run is an experiment `<directory>/<hash>/` like the CLI's
+      (`lottery show`, `report`, `compare`, `export`, `verify`, `ls` read it; `Level.experiment` is its path),
+      atomic, checksummed and resumable: a finished run is read back, not retrained. The hash covers the settings,
+      the model (class, structure, W_0) and `train_fn` (its code, defaults, closure values and the globals it
+      reads, `lottery.api.fingerprint`), so changed code or values train anew. Default: in memory only.
+    - `config`: a mapping of plain values (str, numbers, bools, lists, mappings) that determine training and the
+      fingerprint cannot see (e.g. the data a DataLoader reads); needed with `directory` when something in
+      `train_fn` cannot be hashed (refused in one line otherwise).
     - `attach`: hold each level's mask in every optimizer that steps the model while `train_fn` runs.
     """
     end = _iterations(iterations, iterations_per_epoch, "iterations")
@@ -240,71 +251,99 @@ def imp(
             raise UserError(f"imp: unknown control {kind!r} (allowed: {', '.join(CONTROLS)})")
     mask = starting_mask(model, mask, names, "imp")
     prune_options = {"scope": scope, "rates": dict(rates or {}), "ignore": tuple(ignore)}
-    settings = {
-        "iterations": end, "rewind": k, "levels_pruned_by": {"fraction": fraction, "density": density},
-        **prune_options, "ignore": list(prune_options["ignore"]), "controls": list(controls),
-        "control_seed": control_seed, "mask": mask.report()["layers"],
-    }  # fmt: skip
-    store = _Store(directory, settings)
     order = list(mask)
+    store = None
+    if directory is not None:
+        found = fingerprint(train_fn, model, config)
+        if found.unknown and config is None:
+            raise UserError(
+                f"imp: cannot identify train_fn for the store: {'; '.join(found.unknown[:3])} cannot be hashed, so "
+                "a changed value would return old results; pass config={...} with what determines training (data, "
+                "hyperparameters), or leave out directory="
+            )
+        settings = {
+            "iterations": end, "rewind": k, "levels": levels, "fraction": None if density is not None else fraction,
+            "density": density, "scope": scope, "rates": dict(rates or {}), "ignore": list(ignore),
+            "controls": list(controls), "control_seed": control_seed, "mask": digest_tensors(mask.to_tensors()),
+            "attach": attach,
+        }  # fmt: skip
+        if scope not in SCOPES:
+            raise UserError(f"imp: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        model_class = f"{type(model).__module__}.{type(model).__qualname__}"
+        store = ApiStore(Path(directory), api_spec(model_class, found, config, settings), found, settings)
+
+    def run_dir(level: int, control: str | None = None) -> RunDir | None:
+        return store.run(level, control) if store is not None else None
 
     def train(run: RunDir | None, m: Mask, start: dict[str, Tensor], begin: int, snapshot_at: int | None):
         """Train from `start` (a state dict) at iteration `begin` to the end; (Run, W_snapshot)."""
-        model.load_state_dict(start)
-        with _Watch(model, m, snapshot_at, attach) as watch:
-            result = train_fn(model, m, begin, end)
-        if watch.steps != end - begin:
-            raise UserError(
-                f"imp: train_fn took {watch.steps} optimizer steps from iteration {begin} to {end}; "
-                f"it must take exactly {end - begin} (end - start)"
-            )
-        done = Run(m, start, _copy(model), result)
-        summary = {"start_iteration": begin, "end_iteration": end}
-        if run is not None and snapshot_at is not None:
-            run.write_tensors(layout.snapshot(snapshot_at), watch.snapshot)
-        _Store.write(run, done, summary)
+        with ExitStack() as stack:
+            began = stack.enter_context(store.training(run)) if run is not None else time.perf_counter()
+            model.load_state_dict(start)
+            with _Watch(model, m, snapshot_at, attach) as watch:
+                result = train_fn(model, m, begin, end)
+            if watch.steps != end - begin:
+                raise UserError(
+                    f"imp: train_fn took {watch.steps} optimizer steps from iteration {begin} to {end}; "
+                    f"it must take exactly {end - begin} (end - start)"
+                )
+            done = Run(m, start, _copy(model), result)
+            summary = {
+                "start_iteration": begin, "end_iteration": end, "train_seconds": time.perf_counter() - began,
+            }  # fmt: skip
+            if run is not None and snapshot_at is not None:
+                run.write_tensors(layout.snapshot(snapshot_at), watch.snapshot)
+            _Runs.write(run, done, summary)
         return done, watch.snapshot
 
-    # Level 0: the dense network from W_0 to T, W_k saved on the way.
-    run0 = store.run_dir(0, k)
-    dense = _Store.read(run0, order)
-    w_k = run0.read_tensors(layout.snapshot(k)) if dense is not None and k > 0 else None
-    if dense is None or (k > 0 and w_k is None):
-        w_0 = mask.apply_to(_copy(model))
-        dense, w_k = train(run0, mask, w_0, 0, k if k > 0 else None)
-    if k == 0:
-        w_k = dense.start
-    yield Level(dense.mask, dense.start, dense.final, dense.result, level=0)
+    try:
+        # Level 0: the dense network from W_0 to T, W_k saved on the way.
+        run0 = run_dir(0)
+        dense = _Runs.read(run0, order)
+        w_k = run0.read_tensors(layout.snapshot(k)) if dense is not None and k > 0 else None
+        if dense is None or (k > 0 and w_k is None):
+            w_0 = mask.apply_to(_copy(model))
+            dense, w_k = train(run0, mask, w_0, 0, k if k > 0 else None)
+        if k == 0:
+            w_k = dense.start
+        yield Level(dense.mask, dense.start, dense.final, dense.result, level=0, experiment=_path(store))
 
-    previous = dense
-    for level in range(1, levels + 1):
-        run = store.run_dir(level, k)
-        done = _Store.read(run, order)
-        if done is None:
-            one_shot = density if level == 1 else None
-            new_mask = prune(
-                previous.final, previous.mask, fraction=None if one_shot is not None else fraction,
-                density=one_shot, kinds=_kinds(model, previous.mask), **prune_options,
-            )  # fmt: skip
-            done, _ = train(run, new_mask, new_mask.apply_to(w_k), k, None)
-        result = Level(done.mask, done.start, done.final, done.result, level=level)
-        for kind in controls:
-            name = layout.control_name(kind, control_seed)
-            crun = store.run_dir(level, k, name)
-            control = _Store.read(crun, order)
-            if control is None:
-                seed = seeding.derive(f"api.control.{kind}", control_seed, level)
-                if kind == "random_reinit":
-                    fresh = _copy(reinitialize(model, done.mask, seed % 2**63))
-                    cmask, cstart = done.mask, fresh
-                else:
-                    scope_ = "global" if kind == "random_prune_global" else "layerwise"
-                    cmask = random_mask_like(done.mask, seed, scope_, ignore=prune_options["ignore"])
-                    cstart = cmask.apply_to(w_k)
-                control, _ = train(crun, cmask, cstart, k, None)
-            result.controls[name] = control
-        yield result
-        previous = done
+        previous = dense
+        for level in range(1, levels + 1):
+            run = run_dir(level)
+            done = _Runs.read(run, order)
+            if done is None:
+                one_shot = density if level == 1 else None
+                new_mask = prune(
+                    previous.final, previous.mask, fraction=None if one_shot is not None else fraction,
+                    density=one_shot, kinds=_kinds(model, previous.mask), **prune_options,
+                )  # fmt: skip
+                done, _ = train(run, new_mask, new_mask.apply_to(w_k), k, None)
+            result = Level(done.mask, done.start, done.final, done.result, level=level, experiment=_path(store))
+            for kind in controls:
+                name = layout.control_name(kind, control_seed)
+                crun = run_dir(level, name)
+                control = _Runs.read(crun, order)
+                if control is None:
+                    seed = seeding.derive(f"api.control.{kind}", control_seed, level)
+                    if kind == "random_reinit":
+                        fresh = _copy(reinitialize(model, done.mask, seed % 2**63))
+                        cmask, cstart = done.mask, fresh
+                    else:
+                        scope_ = "global" if kind == "random_prune_global" else "layerwise"
+                        cmask = random_mask_like(done.mask, seed, scope_, ignore=prune_options["ignore"])
+                        cstart = cmask.apply_to(w_k)
+                    control, _ = train(crun, cmask, cstart, k, None)
+                result.controls[name] = control
+            yield result
+            previous = done
+    finally:
+        if store is not None:
+            store.write_results()  # what is finished so far, also when the loop stopped early
+
+
+def _path(store: ApiStore | None) -> Path | None:
+    return store.experiment.path if store is not None else None
 
 
 def _kinds(model: nn.Module, mask: Mask) -> dict[str, str]:

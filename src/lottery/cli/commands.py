@@ -68,13 +68,15 @@ def _experiment(args: argparse.Namespace, dense_only: bool) -> int:
     from lottery.experiments.results import table
     from lottery.experiments.run import run_experiment
     from lottery.spec import resolve
-    from lottery.store import store_root
-    from lottery.training import distributed
+    from lottery.store import experiment_dir, store_root
+    from lottery.training import distributed, overall
 
     if args.spec is None and args.preset is None and not args.overrides:
         raise UserError("give a spec file, --preset NAME or --set overrides (see 'lottery presets')")
     spec, preset = resolve(args.spec, args.preset, args.overrides)
-    experiment, results = run_experiment(spec, preset, store_root(args.out), _runtime(args), dense_only, args.wait)
+    root = store_root(args.out)
+    with overall.tracking(experiment_dir(root, spec).path):  # "network i of N", elapsed, ETA on the bar and in logs
+        experiment, results = run_experiment(spec, preset, root, _runtime(args), dense_only, args.wait)
     if distributed.is_main():  # under torchrun the table and the run directory are printed once
         print(table(results["summary"]))
         print(experiment.path)
@@ -144,7 +146,9 @@ def presets(args: argparse.Namespace) -> int:
         )
         print(f"{name:{width}s} {summary}")
     print("\n'lottery presets --show NAME' prints one in full.")
-    print("Your own models, datasets and losses: 'lottery run --import MODULE spec.toml' (docs/plugins.md).")
+    from lottery.cli.docs import doc
+
+    print(f"Your own models, datasets and losses: 'lottery run --import MODULE spec.toml' ({doc('plugins.md')}).")
     return 0
 
 
@@ -282,3 +286,40 @@ def sweep(args: argparse.Namespace) -> int:
         settings = " ".join(f"{k}={v}" for k, v in point.items())
         print(f"{experiment.path}  {settings}")
     return 1 if outcome.failed else 0
+
+
+def ls(args: argparse.Namespace) -> int:
+    from lottery.cli.manage import list_store
+    from lottery.store import store_root
+
+    store = args.store if args.store is not None else store_root(None)
+    rows = list_store(Path(store))
+    for row in rows:
+        print(f"{row.hash}  {row.status}  {row.date}  {row.settings}")
+    print(f"{len(rows)} experiment(s) in {store}", file=sys.stderr)
+    return 0
+
+
+def rm(args: argparse.Namespace) -> int:
+    from lottery.cli.manage import remove_experiment
+
+    links = remove_experiment(args.experiment)
+    print(
+        f"removed {args.experiment} ({links} run link(s); the networks stay in the store: "
+        f"'lottery gc {args.experiment.parent}' removes those no experiment links to)"
+    )
+    return 0
+
+
+def gc(args: argparse.Namespace) -> int:
+    from lottery.cli.manage import collect_garbage
+
+    done = collect_garbage(args.store, args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for network in done.removed:
+        print(f"{verb} {network}")
+    for network in done.held:
+        print(f"kept {network} (unlinked, but a running process holds its lock)")
+    size = f"{done.bytes / 2**20:.1f} MiB" if done.bytes >= 2**20 else f"{done.bytes / 2**10:.1f} KiB"
+    print(f"total: {verb} {len(done.removed)} network(s), {size}; {len(done.held)} kept: held by running processes")
+    return 0

@@ -13,10 +13,18 @@ from lottery.errors import UserError
 
 SWITCH = {"auto": None, "on": True, "off": False}  # the values of the runtime's auto|on|off flags
 
-EPILOG = (
-    "Docs: README.md, docs/run-format.md. Exit codes: 0 ok; 1 verify found problems or a sweep task failed; "
-    "2 bad input or a failed write (nothing lost); 130/143 interrupted/terminated (the same command resumes)."
-)
+
+def _epilog() -> str:
+    from lottery.cli.docs import doc
+
+    return (
+        f"Docs: {doc('run-format.md')} (the store), {doc('api.md')} (Python). Exit codes: 0 ok; 1 verify found "
+        "problems or a sweep task failed; 2 bad input or a failed write (nothing lost); 130/143 interrupted/terminated "
+        "(the same command resumes)."
+    )
+
+
+EPILOG = _epilog()
 
 
 class Parser(argparse.ArgumentParser):
@@ -190,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="legend name of each experiment, in order (repeat once per RUN_DIR; default: its differing settings)",
     )
+    p = sub.add_parser("ls", help="list the experiments of a store: hash, settings, status, date", epilog=EPILOG)
+    p.add_argument("store", type=Path, nargs="?", metavar="STORE", help="the store (default: $LOTTERY_RUNS or ./runs)")
+    p = sub.add_parser(
+        "rm", help="remove an experiment's view (spec, results, links); its networks stay until 'gc'", epilog=EPILOG
+    )
+    p.add_argument("experiment", type=Path, metavar="EXPERIMENT", help="the experiment directory")
+    p = sub.add_parser("gc", help="remove the networks no experiment links to (try --dry-run first)", epilog=EPILOG)
+    p.add_argument("store", type=Path, metavar="STORE", help="the store")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     return parser
 
 

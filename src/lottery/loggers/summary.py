@@ -54,6 +54,7 @@ def log_experiment(names: tuple[str, ...], experiment_dir: Path, results: dict[s
     if not names:
         return
     from lottery.experiments.stability import pair_rows
+    from lottery.loggers.levels import kept_weights, level_scalars
     from lottery.reports.figures import build_figures
 
     experiment_dir = Path(experiment_dir)
@@ -65,8 +66,14 @@ def log_experiment(names: tuple[str, ...], experiment_dir: Path, results: dict[s
     for name in names:
         logger = open_logger(name, experiment_dir, "summary", tags, strict)
         try:
-            for level, scalars in sorted(curve_scalars(results).items()):  # steps first: W&B wants them increasing
+            per_level = curve_scalars(results)
+            for level, scalars in level_scalars(results).items():  # density, level, barriers, distances
+                per_level.setdefault(level, {}).update(scalars)
+            for level, scalars in sorted(per_level.items()):  # steps first: W&B wants them increasing
                 logger.log_metrics(scalars, level)
+            if hasattr(logger, "log_histogram"):  # TensorBoard: the weights each level keeps
+                for tag, level, values in kept_weights(experiment_dir, results):
+                    logger.log_histogram(tag, values, level)
             logger.log_table("imp_curve", CURVE_COLUMNS, curve_rows(results))
             if stability:
                 logger.log_table("stability", STABILITY_COLUMNS, stability)

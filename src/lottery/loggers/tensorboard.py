@@ -1,5 +1,7 @@
 """TensorBoard, through `torch.utils.tensorboard`: one log directory per run, `<experiment>/tensorboard/<run>`,
-so `tensorboard --logdir runs/<hash>/tensorboard` shows every run of the experiment side by side."""
+so `tensorboard --logdir runs/<hash>/tensorboard` shows every run of the experiment side by side. The `summary`
+run also gets scalars over IMP levels (density, level, error barriers, distances; step = level) and histograms of
+the weights each level keeps (`lottery.loggers.levels`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from matplotlib.figure import Figure
 
 from lottery.loggers import markdown_table
@@ -22,6 +25,10 @@ class TensorBoardLogger:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, step)
+
+    def log_histogram(self, name: str, values: torch.Tensor, step: int) -> None:
+        """A histogram of `values` at `step` (the summary logs the weights each IMP level keeps, step = level)."""
+        self.writer.add_histogram(name, values.detach().cpu().float(), step)
 
     def log_figure(self, name: str, figure: Figure) -> None:
         self.writer.add_figure(name, figure, close=False)

@@ -41,15 +41,12 @@ def _parameters(mask: Mask, optimizer: torch.optim.Optimizer, model: nn.Module |
     """The optimizer's parameter for every name in the mask."""
     if model is not None:
         named = dict(model.named_parameters()) if isinstance(model, nn.Module) else dict(model)
-    else:
+    elif all("param_names" in group for group in optimizer.param_groups):
         named = {}
         for group in optimizer.param_groups:
-            if "param_names" not in group:
-                raise UserError(
-                    "attach: cannot tell which parameters the mask names; pass model=your_model, or build the "
-                    "optimizer from model.named_parameters()"
-                )
             named.update(zip(group["param_names"], group["params"]))
+    else:
+        named = match_by_shape(mask, [p for group in optimizer.param_groups for p in group["params"]])
     missing = [name for name in mask if name not in named]
     if missing:
         raise UserError(f"attach: the mask names parameters the model does not have: {', '.join(missing[:5])}")
@@ -63,6 +60,42 @@ def _parameters(mask: Mask, optimizer: torch.optim.Optimizer, model: nn.Module |
                 f"attach: mask '{name}' has shape {tuple(mask[name].shape)}, the parameter {tuple(named[name].shape)}"
             )
     return [named[name] for name in mask]
+
+
+def match_by_shape(mask: Mask, params: list[Tensor]) -> dict[str, Tensor]:
+    """The optimizer's parameter for every name of `mask`, found without the model: the mask's names are in the
+    model's parameter order (`Mask.ones`, `prune` and `Mask.load` keep it) and `model.parameters()` lists them in the
+    same order, so the masked parameters are the one order-preserving choice of parameters of the masks' shapes.
+    Refused in one line when there is none, or more than one (e.g. an unmasked layer of a masked layer's shape)."""
+    names = list(mask)
+    shapes = [tuple(mask[name].shape) for name in names]
+    held = [tuple(p.shape) for p in params]
+    # ways[i][j]: the number (capped at 2) of ways to place names[i:] among params[j:] in order, shapes equal.
+    ways = [[0] * (len(held) + 1) for _ in range(len(names) + 1)]
+    ways[len(names)] = [1] * (len(held) + 1)
+    for i in range(len(names) - 1, -1, -1):
+        for j in range(len(held) - 1, -1, -1):
+            here = ways[i + 1][j + 1] if held[j] == shapes[i] else 0
+            ways[i][j] = min(2, ways[i][j + 1] + here)
+    if names and ways[0][0] == 0:
+        have = sorted({str(s) for s in held})
+        raise UserError(
+            "attach: the optimizer does not step parameters of the mask's shapes in the mask's order "
+            f"(mask: {', '.join(f'{n} {s}' for n, s in list(zip(names, shapes))[:5])}; optimizer: "
+            f"{', '.join(have[:8])}); build it from this model's parameters, or pass model=your_model"
+        )
+    if names and ways[0][0] > 1:
+        raise UserError(
+            "attach: cannot tell which of the optimizer's parameters the mask names (several parameters have the "
+            "shapes of masked ones); pass model=your_model, or build the optimizer from model.named_parameters()"
+        )
+    found, j = {}, 0
+    for i, name in enumerate(names):  # the unique placement: the first position with a way to place the rest
+        while not (held[j] == shapes[i] and ways[i + 1][j + 1] > 0):
+            j += 1
+        found[name] = params[j]
+        j += 1
+    return found
 
 
 class Attachment:
@@ -198,8 +231,10 @@ def attach(
     state stay exactly zero, with no other call in the training loop. Returns a handle; `.remove()` detaches
     (it is also a context manager).
 
-    The mask's names are `model`'s parameter names (`model`: an `nn.Module` or a {name: parameter} mapping); without
-    `model`, the optimizer must have been built from `model.named_parameters()`. The pruned weights, gradients and
+    The mask's names are `model`'s parameter names (`model`: an `nn.Module` or a {name: parameter} mapping). Without
+    `model`, an optimizer built from `model.named_parameters()` names them; one built from `model.parameters()` of
+    the model the mask was made from is matched through the mask's order and shapes (`match_by_shape`), refused
+    in one line only when that is ambiguous. The pruned weights, gradients and
     state are zeroed at once. `remask_weights`: also re-zero the pruned weights after every step (default: only
     for optimizers not known to keep them zero; see the module docstring). `fast_step`: where it applies (CPU Adam,
     AdamW and SGD with default flags), `optimizer.step()` becomes lottery's exact step: the same result bit for bit,

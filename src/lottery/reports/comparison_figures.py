@@ -5,6 +5,7 @@ controls: the [masks] runs (mask sources and their ablations) are overlaid in th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from matplotlib import colormaps
@@ -59,7 +60,9 @@ def _summary(experiment: Experiment) -> list[dict[str, Any]]:
 
 
 def _overlay(ax: Any, experiments: list[Experiment], metric: str, scale: float) -> None:
-    all_percents = []
+    """Every experiment's curves on one axis, drawn as one group so that points at the same density are dodged
+    apart (two experiments sharing networks have identical points, which would otherwise hide each other)."""
+    all_percents, series = [], []
     for i, experiment in enumerate(experiments):
         summary = _summary(experiment)
         reference = dense_reference(
@@ -72,9 +75,30 @@ def _overlay(ax: Any, experiments: list[Experiment], metric: str, scale: float) 
         )
         if reference is not None:
             draw_reference(ax, reference)
-        draw_series(ax, summary_series(summary, metric, scale, _style(i), prefix=f"{experiment.label}: "))
+        series += summary_series(summary, metric, scale, _style(i), prefix=f"{experiment.label}: ")
         all_percents += [100 * r["density"] for r in summary]
+    draw_series(ax, series, dodge=0.03)
     remaining_axis(ax, all_percents)
+
+
+def shared_notes(experiments: list[Experiment]) -> dict[int, str]:
+    """For each experiment that shares trained networks with an earlier one (the same store, networks named by what
+    determines them), a legend note: 'shares 7 networks with <label>: identical points, drawn side by side'."""
+    from lottery.store import layout
+
+    linked = [set(layout.links(Path(e.path)).values()) for e in experiments]
+    notes = {}
+    for i in range(1, len(experiments)):
+        for j in range(i):
+            common = linked[i] & linked[j]
+            if (
+                common
+                and layout.store_of(Path(experiments[i].path)).resolve()
+                == layout.store_of(Path(experiments[j].path)).resolve()
+            ):
+                notes[i] = f"shares {len(common)} networks with {experiments[j].label}: same values, offset"
+                break
+    return notes
 
 
 def _key(color: Any = "0.35", **line: Any) -> Line2D:
@@ -124,7 +148,7 @@ def accuracy_comparison(experiments: list[Experiment]) -> Figure | None:
         ax.set_ylabel(ylabel)
     axes[1].tick_params(labelleft=True)
     figure.suptitle("Test accuracy vs. weights remaining, compared (mean; error bars: min/max)")
-    legend(figure, experiments, remaining_styles(experiments))
+    legend(figure, experiments, remaining_styles(experiments), shared_notes(experiments))
     return figure
 
 
@@ -136,7 +160,7 @@ def early_stop_comparison(experiments: list[Experiment]) -> Figure | None:
     ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.05)
     ax.set_ylabel("early-stopping iteration (min. validation loss)")
     ax.set_title("Early-stopping iteration vs. weights remaining, compared (mean; error bars: min/max)", fontsize=10)
-    legend(figure, experiments, remaining_styles(experiments))
+    legend(figure, experiments, remaining_styles(experiments), shared_notes(experiments))
     return figure
 
 
@@ -164,11 +188,11 @@ def training_comparison(experiments: list[Experiment]) -> Figure | None:
             curves.append(curve)
     if not curves:
         return None
-    zoom_accuracy(ax, curves)
+    ax.set_title("Test accuracy during training, compared (mean over replicates; band: min/max)", fontsize=10.5)
+    zoom_accuracy(ax, curves)  # after the title: it adds the note that the first evaluations are off-scale
     ax.set_xlabel("training iteration")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.set_title("Test accuracy during training, compared (mean over replicates; band: min/max)", fontsize=10.5)
     legend(figure, experiments, [("dense", {}), ("sparsest IMP level, first rewind", {"linestyle": "--"})], notes)
     return figure
 

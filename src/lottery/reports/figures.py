@@ -224,7 +224,7 @@ def zoom_accuracy(ax: Any, curves: list[list[tuple]]) -> None:
     if later:
         low, high = min(later), max(later)
         pad = max(0.5, 0.08 * (high - low))
-        ax.set_ylim(low - pad, min(100.0, high + pad))
+        ax.set_ylim(low - pad, high + pad)  # not capped at 100: a marker at 100% would be cut in half by the frame
         if any(curve and curve[0][1] < low - pad for curve in curves):
             ax.set_title(ax.get_title() + "\n(zoomed: first evaluations off-scale below)", fontsize=10)
 

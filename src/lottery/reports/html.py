@@ -111,13 +111,28 @@ def _spec_blocks(experiment: Experiment) -> list[str]:
     ]
 
 
+def trained_count(experiment: Experiment, results: dict[str, Any]) -> str:
+    """'13 trained networks (7 in the results table, 6 stability copies)': every finished network the experiment
+    links to (runs.json), stability copies included, not only the rows of the results table."""
+    from lottery.store import layout
+
+    store = layout.store_of(Path(experiment.path))
+    targets = set(layout.links(Path(experiment.path)).values())
+    networks = sum((store / target / "summary.json").is_file() for target in targets)
+    rows = len(results.get("runs", []))
+    networks = max(networks, rows)  # an experiment made before format 2 has no links
+    rest = networks - rows
+    detail = f" ({rows} in the results table, {rest} stability copies)" if rest else ""
+    return f"{networks} trained network{'s' if networks != 1 else ''}{detail}"
+
+
 def render_report(experiment: Experiment, pngs: dict[str, bytes]) -> str:
     """The single-experiment report: title, spec, results table, extra sections, every figure."""
     results, spec = experiment.results, experiment.spec
     preset = f" · preset <code>{escaped(experiment.preset)}</code>" if experiment.preset else ""
     body = [
         f"<h1>Lottery ticket experiment <code>{escaped(experiment.hash)}</code></h1>",
-        f'<p class="meta">{escaped(str(experiment.path))}{preset} · {len(results.get("runs", []))} trained unit(s) · '
+        f'<p class="meta">{escaped(str(experiment.path))}{preset} · {escaped(trained_count(experiment, results))} · '
         f"{experiment.spec.replicates} replicate(s)</p>",
         *_spec_blocks(experiment),
         "<h2>Results</h2><p>Mean [min, max] over replicates and control seeds; diverged runs are left out of the "

@@ -4,6 +4,7 @@ report's per-run tables, in which every number links to the run directory it cam
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -68,6 +69,20 @@ def layer_density_figure(results: dict[str, Any]) -> Figure | None:
     return figure
 
 
+def natural(name: str) -> tuple:
+    """A sort key that orders the numbers in a name as numbers: '4.weight' before '10.weight'."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def model_order(mask: dict[str, Any], run: dict[str, Any]) -> list[str]:
+    """The mask's layers in the model's parameter order (the run's `layer_densities`, from sparsity.json, keep it;
+    a safetensors file does not), else in natural order — never string order (0, 10, 13, 4)."""
+    recorded = [name for name in run.get("layer_densities") or {} if name in mask]
+    if len(recorded) == len(mask):
+        return recorded
+    return sorted(mask, key=natural)
+
+
 def magnitude_figure(experiment_dir: Path, results: dict[str, Any], k: int) -> tuple[str, Figure] | None:
     """|W| at the rewind point k and at the end of training of the level pruned from (W_T), per layer, for the
     weights the deepest finished level (replicate 0) keeps and those it prunes."""
@@ -87,7 +102,7 @@ def magnitude_figure(experiment_dir: Path, results: dict[str, Any], k: int) -> t
     mask = RunDir(Path(experiment_dir) / deepest["path"]).read_tensors("mask.safetensors")
     if w_k is None or w_t is None or mask is None:
         return None
-    layers = list(mask)[:MAX_LAYERS]
+    layers = model_order(mask, deepest)[:MAX_LAYERS]
     figure = Figure(figsize=(11.0, 1.9 * len(layers) + 1.2), layout="constrained")
     grid = figure.subplots(len(layers), 2, squeeze=False)
     for row, layer in zip(grid, layers):

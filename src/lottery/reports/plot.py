@@ -7,6 +7,8 @@ global backend is switched, and saving renders with Agg (PNG) and matplotlib's S
 from __future__ import annotations
 
 import io
+import math
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +155,25 @@ def legend_below(
     ncol = max(1, min(ncol or 3, len(labels)))
     handles = [seen[label] for label in labels]
     figure.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8.5, title=title, title_fontsize=8.5)
+
+
+def pad_y(ax: Axes, bottom: float | None = None, top: float | None = None, pad: float = 0.08) -> None:
+    """Y limits around everything drawn (error bars included) with `pad` of the range to spare on each side, so a
+    marker at the highest or lowest value is never cut by the frame; `bottom` / `top` fix an end (e.g. 0)."""
+    box = ax.dataLim
+    if not (math.isfinite(box.y0) and math.isfinite(box.y1)):
+        return  # nothing drawn
+    lo = box.y0 if bottom is None else min(bottom, box.y0)
+    hi = box.y1 if top is None else max(top, box.y1)
+    span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
+    ax.set_ylim(lo - pad * span if bottom is None else lo, hi + pad * span if top is None else hi)
+
+
+def fitted_title(text: str, width_inches: float, fontsize: float = 12.0) -> str:
+    """`text` wrapped onto lines that fit a figure (or panel) `width_inches` wide at `fontsize` points, so a
+    title is never cut off at the sides (about 0.55 em per character, with a margin)."""
+    per_line = max(20, int(0.9 * width_inches * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.wrap(text, per_line)) or text
 
 
 def figure_bytes(figure: Figure, fmt: str) -> bytes:

@@ -52,8 +52,18 @@ def predictor_table(results: dict[str, Any], experiment_dir: Path) -> str | None
     predictors = results.get("predictors")
     if not predictors or not predictors.get("observations"):
         return None
+    n = len(predictors["observations"])
+    defined = _defined(predictors)
+    if not defined:  # a table of dashes says nothing: one line instead
+        return (
+            "<h2>Which measure predicts the accuracy gap</h2>"
+            f"<p>Not computed: a rank correlation needs several analysed subnetworks with distinct measures, and this "
+            f"experiment has {n} (n = {n}). Analyse more levels, rewind points or replicates "
+            "(<code>stability.levels</code>, <code>stability.rewind</code>, <code>replicates</code>).</p>"
+        )
+    undefined = [t["measure"] for t in predictors["table"] if t["spearman"] is None]
     body = []
-    for t in predictors["table"]:
+    for t in defined:
         rho = "–" if t["spearman"] is None else f"{t['spearman']:.3f}"
         interval = "–" if t["interval"] is None else f"[{t['interval'][0]:.2f}, {t['interval'][1]:.2f}]"
         body.append(
@@ -69,4 +79,5 @@ def predictor_table(results: dict[str, Any], experiment_dir: Path) -> str | None
         '<table><tr><th class="l">measure</th><th>n</th><th>Spearman</th><th>interval</th></tr>'
         + "".join(body)
         + "</table>"
+        + (f"<p>Not defined (too few distinct values): {escaped(', '.join(undefined))}.</p>" if undefined else "")
     )

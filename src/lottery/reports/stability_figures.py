@@ -18,7 +18,16 @@ from lottery.reports.figures import Figures, register, register_comparison
 from lottery.reports.html import escaped, register_section
 from lottery.reports.load import Experiment
 from lottery.reports.notes import marker
-from lottery.reports.plot import KIND_LINESTYLES, MARKERS, kind_color, kind_label, legend_below, new_figure
+from lottery.reports.plot import (
+    KIND_LINESTYLES,
+    MARKERS,
+    fitted_title,
+    kind_color,
+    kind_label,
+    legend_below,
+    new_figure,
+    pad_y,
+)
 from lottery.store import load_spec
 
 DISTANCES = (("l2", "L2 distance"), ("normalized_l2", "L2 / norm of the full network"), ("angle_degrees", "angle (°)"))
@@ -86,6 +95,7 @@ def draw(ax: Axes, drawn: list[Line], rewinds: list[int], label_prefix: str = ""
         yerr = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
         ax.errorbar(x, mean, yerr=yerr, label=label_prefix + label, capsize=3, markersize=4.5, linewidth=1.5, **style)
     ax.set_xticks(range(len(rewinds)), [str(k) for k in rewinds])
+    ax.set_xlim(-0.5, len(rewinds) - 0.5)  # one rewind point too: its markers in the middle, not at the frame
     ax.set_xlabel("rewind iteration k")
     ax.grid(True, alpha=0.3)
 
@@ -109,7 +119,7 @@ def distance_figure(pts: list[dict[str, Any]], metric: str, ylabel: str) -> Figu
         draw(ax, lines(pts, value), rewinds_of(pts))
         ax.set_title(f"{title}: {ylabel} between copies" if value is data_order else f"{title}: {ylabel}, full vs sub")
         ax.set_ylabel(ylabel)
-        ax.set_ylim(bottom=0)
+        pad_y(ax, bottom=0)
     figure.suptitle(f"{ylabel} vs. rewind iteration (lower = more stable; error bars: min/max over pairs)")
     legend_below(figure, axes)
     return figure
@@ -124,6 +134,7 @@ def barrier_figure(pts: list[dict[str, Any]], threshold: float) -> Figure:
         )
         ax.set_title(f"error barrier on the {title} set")
         ax.set_ylabel("error barrier (percentage points)")
+        pad_y(ax)
     axes[1].tick_params(labelleft=True)
     figure.suptitle("Instability: error barrier between copies vs. rewind iteration (error bars: min/max over pairs)")
     legend_below(figure, axes)
@@ -135,17 +146,22 @@ def accuracy_figure(pts: list[dict[str, Any]]) -> Figure:
     drawn = lines(pts, lambda p: [100 * c["final_test_accuracy"] for c in p["copies"]])
     draw(ax, drawn, rewinds_of(pts))
     ax.set_ylabel("final test accuracy (%)")
+    pad_y(ax)
     ax.set_title("Test accuracy of the copies vs. rewind iteration, at each sparsity (dense: black)", fontsize=10.5)
     legend_below(figure, [ax], ncol=2)
     return figure
 
 
-def interpolation_figure(experiment_dir: Path, pts: list[dict[str, Any]]) -> Figure | None:
-    """Test error along the path between the first pair of copies, one panel per rewind point (at most 4)."""
+def interpolation_figure(experiment_dir: Path, pts: list[dict[str, Any]], threshold: float = 2.0) -> Figure | None:
+    """Test error along the path between the first pair of copies, one panel per rewind point (at most 4), on an
+    honest scale: from 0 error up, at least `threshold` points above the highest error, so a barrier is seen at
+    its size against the stability threshold, not blown up by an auto-zoomed axis."""
     rewinds = rewinds_of(pts)
     if len(rewinds) > 4:
         rewinds = [rewinds[round(i * (len(rewinds) - 1) / 3)] for i in range(4)]
-    figure, axes = new_figure(min(5.0 * len(rewinds), 18.0) + 1.0, 5.0, ncols=len(rewinds), sharey=True)
+    width = min(5.0 * len(rewinds), 18.0) + 1.0
+    figure, axes = new_figure(width, 5.0, ncols=len(rewinds), sharey=True)
+    highest = 0.0
     levels = sorted({p["level"] for p in pts})
     for ax, k in zip(axes, rewinds):
         for p in [p for p in pts if p["rewind_iteration"] == k and p["replicate"] == 0]:
@@ -156,12 +172,23 @@ def interpolation_figure(experiment_dir: Path, pts: list[dict[str, Any]]) -> Fig
             label = kind_label(p["kind"]) + ("" if p["kind"] == "dense" else f", {100 * p['density']:.3g}%")
             ax.plot(curve["alpha"], curve["test_error"], color=color, linestyle=linestyle,
                     marker=MARKERS[i % len(MARKERS)], markersize=3, label=label)  # fmt: skip
+            highest = max([highest, *(e for e in curve["test_error"] if e is not None)])
         ax.set_title(f"rewound to k={k}")
         ax.set_xlabel("α  (network α·W₁ + (1 − α)·W₂)")
         ax.set_ylabel("test error (%)")
         ax.grid(True, alpha=0.3)
+        ax.set_xlim(-0.04, 1.04)
+    top = min(100.0, highest + max(threshold, 0.1 * highest)) + 0.5
+    for ax in axes:
+        ax.set_ylim(-0.03 * top, top)  # from 0 (a hair below, so markers at 0 error are whole)
     axes[-1].tick_params(labelleft=True)
-    figure.suptitle("Linear interpolation between two copies trained with different data orders")
+    figure.suptitle(
+        fitted_title(
+            f"Linear interpolation between two copies trained with different data orders (y from 0: a barrier "
+            f"reads against the {threshold:g}-point stability threshold)",
+            width,
+        )
+    )
     legend_below(figure, axes)
     return figure
 
@@ -178,7 +205,7 @@ def stability_figures(results: dict[str, Any], experiment_dir: Path) -> Figures:
     made += [
         ("error_barrier_vs_rewind", barrier_figure(pts, threshold)),
         ("stability_accuracy_vs_rewind", accuracy_figure(pts)),
-        ("interpolation_curves", interpolation_figure(experiment_dir, pts)),
+        ("interpolation_curves", interpolation_figure(experiment_dir, pts, threshold)),
     ]
     return [(name, figure) for name, figure in made if figure is not None]
 

@@ -24,8 +24,8 @@ only into its own `networks/<kind>/<hash>` (a real directory): `confined` checks
 run_dir.py, lock.py call it), `bind` refuses to link otherwise, and `walk` never follows any other link.
 
 Every function takes and returns the same kind of path: a `RunDir` or a `pathlib.Path` (anything with `/`).
-The Python API's IMP driver (`lottery.api.imp`) writes the same layout under its own root, without the
-`replicate_<r>` level.
+The Python API's IMP driver (`lottery.imp(..., directory=STORE)`, `lottery.api.store`) writes an experiment of
+this layout (replicate 0) into the same kind of store.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from lottery.models import Network
 from lottery.pruning import Mask, attach
 from lottery.spec import Step, TrainingSpec
 from lottery.store import RunDir, layout, locked
-from lottery.training import distributed, losses
+from lottery.training import distributed, losses, overall
 from lottery.training.optimizer import exact_step, make_optimizer
 from lottery.training.provenance import file_metadata
 from lottery.training.schedule import lr_at
@@ -152,7 +152,9 @@ def run_loop(sessions: list[Session], backend: Backend) -> None:
     (an evaluation point; a diverged run finishes there), stop at the end, checkpoint (when due), take step t. The
     sessions share one schedule and iteration; each finishes with its final weights and summary."""
     job, active = sessions[0].job, list(sessions)
+    overall.started(len(sessions))  # whole-run progress: network i of N, elapsed, ETA (training/overall.py)
     bar = sessions[0].progress_bar()
+    span = max(1, job.schedule.end - job.start)
     while True:
         lead = active[0]
         if lead.t in job.snapshots:
@@ -177,11 +179,15 @@ def run_loop(sessions: list[Session], backend: Backend) -> None:
             s.add_loss(loss)
         for s in sessions:
             s.t += 1
+        overall.advance((lead.t + 1 - job.start) / span)
+        if not bar.disable:
+            bar.set_description_str(sessions[0].progress_label(), refresh=False)
         bar.update()
     bar.close()
     backend.sync(active, optimizer=False)
     for s in active:
         s.finish()
+    overall.finished(len(sessions))
 
 
 class Alone:
@@ -319,7 +325,14 @@ class Session:
     def progress_bar(self) -> tqdm:
         end, start = self.job.schedule.end, self.job.start
         shown = self.progress_shown()
-        return tqdm(total=end - start, initial=self.t - start, desc=self.runtime.label, disable=not shown, leave=False)
+        return tqdm(
+            total=end - start, initial=self.t - start, desc=self.progress_label(), disable=not shown, leave=False
+        )
+
+    def progress_label(self) -> str:
+        """The bar's description: the whole run's progress (network i of N, elapsed, ETA) and this run's label."""
+        whole = overall.prefix()
+        return f"[{whole}] {self.runtime.label}" if whole else str(self.runtime.label)
 
     def snapshot(self) -> None:
         """Save the weights (and optimizer state) if this iteration is a requested rewind point."""
@@ -362,7 +375,11 @@ class Session:
         self.run.write("metrics.jsonl", "".join(_json_line(r) for r in self.metrics).encode())
         track_evaluation(self, rows)  # experiment trackers (lottery.loggers), if any are chosen
         if not self.progress_shown() and distributed.is_main():
-            print(f"lottery: {self.label} iteration {t}/{self.job.schedule.end}: {describe(rows)}", file=sys.stderr)
+            whole = overall.prefix()
+            where = f"[{whole}] " if whole else ""
+            print(
+                f"lottery: {where}{self.label} iteration {t}/{self.job.schedule.end}: {describe(rows)}", file=sys.stderr
+            )
         return rows
 
     def progress_shown(self) -> bool:

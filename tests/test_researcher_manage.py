@@ -1,0 +1,80 @@
+"""Issue 27, item 5: store management. `lottery ls` lists experiments, `lottery rm` removes a view only,
+`lottery gc` removes unlinked networks (--dry-run first), never one whose lock is held, never through a link."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import run_tiny
+from lottery.cli.main import main
+from lottery.store import layout
+from lottery.store.lock import exclusive
+
+
+def _networks(store: Path) -> set[str]:
+    return {p.relative_to(store).as_posix() for p in (store / "networks").glob("*/*")}
+
+
+def test_ls_rm_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "runs"
+    two, _ = run_tiny(store, "imp.levels=2")
+    one, _ = run_tiny(store, "imp.levels=1", "training.lr=0.05")  # its own dense network (lr differs)
+    capsys.readouterr()
+    assert main(["ls", str(store)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    by_hash = {line.split()[0]: line for line in lines}
+    assert "done" in by_hash[two.path.name] and "imp.levels=2" in by_hash[two.path.name]
+    assert "training.lr=0.05" in by_hash[one.path.name] and "preset=lenet_300_100" in by_hash[one.path.name]
+    assert "UTC" in by_hash[one.path.name]
+
+    with exclusive(one.path):  # a lottery process running this experiment
+        assert main(["ls", str(store)]) == 0
+        assert f"{one.path.name}  running" in capsys.readouterr().out
+        assert main(["rm", str(one.path)]) == 2 and one.path.exists()
+        assert "in use by a running lottery process" in capsys.readouterr().err
+
+    before = _networks(store)
+    only_one = {v for v in layout.links(one.path).values()}
+    assert main(["rm", str(one.path)]) == 0
+    assert not one.path.exists() and _networks(store) == before  # the view only
+    capsys.readouterr()
+
+    assert main(["gc", str(store), "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert _networks(store) == before  # nothing removed
+    assert {line.split()[-1] for line in dry.splitlines() if line.startswith("would remove ")} == {
+        str(store / n) for n in only_one
+    }
+    held = store / sorted(only_one)[0]
+    with exclusive(held):  # a process training this network holds its lock
+        assert main(["gc", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert f"kept {held}" in out
+    assert _networks(store) == before - only_one | {held.relative_to(store).as_posix()}
+    assert main(["gc", str(store)]) == 0  # released: now collected
+    assert _networks(store) == before - only_one
+    assert main(["verify", str(two.path)]) == 0  # the other experiment is whole
+    capsys.readouterr()
+    assert main(["show", str(two.path)]) == 0
+
+
+def test_gc_and_rm_never_follow_links_out_of_the_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "runs"
+    run_tiny(store)
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "data.txt").write_text("keep me")
+    os.symlink(outside, store / "networks" / "dense" / "0123456789abcdef0123")  # an unlinked "network" that is a link
+    os.symlink(outside, store / "networks" / "evil_kind")
+    (outside / "spec.json").write_text("{}")
+    os.symlink(outside, store / "linked_experiment")
+    assert main(["gc", str(store)]) == 0
+    assert main(["rm", str(store / "linked_experiment")]) == 2
+    assert (outside / "data.txt").read_text() == "keep me"
+    assert "not an experiment directory" in capsys.readouterr().err
+    assert main(["rm", str(store / "networks")]) == 2
+    assert main(["ls", str(tmp_path / "missing")]) == 2
