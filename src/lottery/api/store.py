@@ -112,10 +112,10 @@ class ApiStore:
         return {**self.base, "kind": "imp", "rewind": s["rewind"], "level": level, "pruning": pruning}
 
     def _bind(self) -> None:
-        from lottery.experiments import keys, views
+        from lottery.experiments import views
 
         for view, key in self._keys():
-            keys.bind_one(view, key)
+            views.bind_one(view, key)
         views.record(self.experiment)  # runs.json
 
     def run(self, level: int, control: str | None = None) -> RunDir:

@@ -1,7 +1,7 @@
 """The on-disk layout of a store: the only module that spells where a trained network or an experiment lives.
 
     <store>/networks/<kind>/<hash>/                     one trained network, named by what determines its weights
-                                                        (its key.json; experiments/keys.py); shared by experiments
+                                                        (its key.json; experiments/recipes.py); shared by experiments
     <store>/<spec hash>/                                an experiment: a view (spec, results, report) whose run
                                                         directories below are links to networks, listed in runs.json
 
