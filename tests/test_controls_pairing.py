@@ -3,6 +3,7 @@ the report say), or a seed per (k, level) ('independent')."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -11,15 +12,18 @@ from conftest import run_tiny, tiny_spec
 from lottery.experiments.context import Context
 from lottery.experiments.controls import control_seed, control_start
 from lottery.experiments.imp import level_dir, replicate_dir
-from lottery.spec import spec_hash
+from lottery.spec import TrainingSpec, spec_hash
 from lottery.training import Runtime
 
 
 def test_pairing_decides_whether_the_seed_depends_on_the_level_and_k() -> None:
-    paired = {control_seed("random_reinit", 0, 0, "paired", k, level) for k in (0, 100) for level in (1, 2, 3)}
-    independent = {control_seed("random_reinit", 0, 0, "independent", k, level) for k in (0, 100) for level in (1, 2)}
-    assert len(paired) == 1 and paired == {control_seed("random_reinit", 0, 0)}
+    t = TrainingSpec()
+    paired = {control_seed("random_reinit", 0, t, "paired", k, level) for k in (0, 100) for level in (1, 2, 3)}
+    independent = {control_seed("random_reinit", 0, t, "independent", k, level) for k in (0, 100) for level in (1, 2)}
+    assert len(paired) == 1 and paired == {control_seed("random_reinit", 0, t)}
     assert len(independent) == 4 and not independent & paired
+    other = dataclasses.replace(t, init_seed=1)  # another chain (the seed values, never a replicate's number)
+    assert control_seed("random_reinit", 0, other) not in paired
 
 
 def test_the_default_pairing_is_left_out_of_the_hash() -> None:

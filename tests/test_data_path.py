@@ -40,7 +40,7 @@ def one_at_a_time(
     order = epoch_permutation(len(x), data_order_seed, epoch)
     indices = order[position * batch_size : (position + 1) * batch_size].tolist()
     if augmentation_seed is not None:
-        dy, dx, flip = draw_params(batch_size, seeding.generator(augmentation_seed, iteration), padding)
+        dy, dx, flip = draw_params(batch_size, seeding.generator("augmentation", augmentation_seed, iteration), padding)
     examples = []
     for j, i in enumerate(indices):
         image, label = x[i], int(y[i])

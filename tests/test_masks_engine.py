@@ -64,7 +64,7 @@ def test_masks_end_to_end(store: Path) -> None:
     for kind in ("snip", "magnitude"):
         again, info = masks.source_mask(ctx, rdir, 0, kind, 0.1, 0, invert=False)
         record = masks.mask_run_dir(rdir, kind, 0.1, 0).read_json("source.json")
-        assert record["derived_seed"] == info["derived_seed"] == masks.derived_seed(kind, 0, 0)
+        assert record["derived_seed"] == info["derived_seed"] == masks.derived_seed(kind, 0, ctx.training(0))
         assert all(torch.equal(again[n], stored_mask(experiment, kind)[n]) for n in again)
     # early bird: a distance per trace point, the mask computed where it settled
     (trace,) = results["masks"]["early_bird"]
