@@ -16,6 +16,7 @@ The public Python API, for any `nn.Module` and any training loop (see docs/api.m
     mask_from_scores(scores, density=...)    a mask from any scores, with magnitude pruning's counts and ties
     load_ticket(path, model) / export_ticket  a ticket exported from the store (`lottery export`) into your model
     rewind_search(spec, level=, max_trainings=)  the earliest stable rewind point (lottery rewind-search)
+    dynamic(model, optimizer, method, density=, total_steps=)  RigL, SET or GMP in your own loop (a handle)
 
 Your own models, datasets and losses in specs and on the CLI (see docs/plugins.md):
 
@@ -26,6 +27,7 @@ from lottery.api.analysis import Curve, barrier, classification_metrics, distanc
 from lottery.api.imp import Level, imp
 from lottery.api.masks import prune, random_mask_like, reinitialize
 from lottery.api.rewind import rewind_search
+from lottery.dynamic import DynamicSparsity, dynamic  # the function `lottery.dynamic` (package: lottery.dynamic.*)
 from lottery.export import export_ticket, load_ticket
 from lottery.plugins import register_dataset, register_loss, register_model
 from lottery.pruning import Attachment, Mask, attach, prunable
@@ -35,6 +37,7 @@ from lottery.version import __version__
 __all__ = [
     "Attachment",
     "Curve",
+    "DynamicSparsity",
     "Level",
     "Mask",
     "__version__",
@@ -42,6 +45,7 @@ __all__ = [
     "barrier",
     "classification_metrics",
     "distances",
+    "dynamic",
     "export_ticket",
     "imp",
     "interpolate",
