@@ -53,8 +53,15 @@ class DynamicSparsity:
     """The handle `lottery.dynamic` returns: `.mask`, `.history`, `.step`, `.remove()`, `state_dict()`."""
 
     def __init__(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, config: Config, names: Iterable[str]
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: Config,
+        names: Iterable[str],
+        state: Mapping[str, Any] | None = None,
     ) -> None:
+        """`state`: a `state_dict()` to continue from (its mask is enforced at once; the initial mask is never
+        applied), as `load_state_dict` after construction would, without zeroing the initial mask's weights."""
         params = dict(model.named_parameters())
         names = list(names)
         missing = [name for name in names if name not in params]
@@ -67,15 +74,20 @@ class DynamicSparsity:
         self.config = config
         self.optimizer = optimizer
         self._params = {name: params[name] for name in names}
-        shapes = {name: tuple(p.shape) for name, p in self._params.items()}
-        if config.method == "gmp":
-            self._mask = Mask({name: torch.ones(shape, dtype=torch.bool) for name, shape in shapes.items()})
-        else:
-            self._mask = initial_mask(shapes, config.density, config.distribution, config.seed)
+        self._mask = self.initial(config, {name: tuple(p.shape) for name, p in self._params.items()})
         self.step = 0  # optimizer steps taken under the handle
         self.history: list[dict[str, Any]] = []
+        if state is not None:
+            self._restore(state)
         self._hook = optimizer.register_step_pre_hook(self._before_step)  # first: it sees the dense gradients
         self._attachment = _Attachment(self._mask, optimizer, self._params)
+
+    @staticmethod
+    def initial(config: Config, shapes: Mapping[str, tuple[int, ...]]) -> Mask:
+        """The mask training starts from: all kept (gmp), else random at the density (`initial_mask`)."""
+        if config.method == "gmp":
+            return Mask({name: torch.ones(shape, dtype=torch.bool) for name, shape in shapes.items()})
+        return initial_mask(shapes, config.density, config.distribution, config.seed)
 
     @property
     def mask(self) -> Mask:
@@ -134,15 +146,21 @@ class DynamicSparsity:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from `state_dict()`: the mask, the step count and the history. Load the model's and the
         optimizer's states first (the pruned weights and state are zeroed again here)."""
+        self._restore(state)
+        self._attachment.set_mask(self._mask)
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
         if state.get("config") != asdict(self.config):
             raise UserError("dynamic: this state was saved by a run with other settings (method, density, schedule)")
         if list(state["names"]) != list(self._mask):
             raise UserError("dynamic: this state masks other parameters than this handle")
         mask: dict[str, Tensor] = state["mask"]
+        for name in state["names"]:
+            if tuple(mask[name].shape) != tuple(self._mask[name].shape):
+                raise UserError(f"dynamic: the saved mask of {name} has shape {tuple(mask[name].shape)}")
         self._mask = Mask({name: mask[name].to("cpu", torch.bool).clone() for name in state["names"]})
         self.step = int(state["step"])
         self.history = copy.deepcopy(list(state["history"]))
-        self._attachment.set_mask(self._mask)
 
 
 def dynamic(

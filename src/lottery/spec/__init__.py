@@ -3,6 +3,7 @@
 from lottery.spec.groups import (
     ControlsSpec,
     DatasetSpec,
+    DynamicSpec,
     ExperimentSpec,
     ImpSpec,
     MasksSpec,
@@ -17,6 +18,7 @@ from lottery.spec.steps import Step
 __all__ = [
     "ControlsSpec",
     "DatasetSpec",
+    "DynamicSpec",
     "ExperimentSpec",
     "ImpSpec",
     "MasksSpec",
