@@ -91,7 +91,8 @@ class Config:
         config = cls(method, float(density), total_steps, o["distribution"], seed)
 
         def at(key: str) -> int:
-            return steps.to_iterations(o[key], total_steps, f"dynamic.{key}", steps_per_epoch)
+            interval = key in ("update_every", "every")
+            return steps.to_iterations(o[key], total_steps, f"dynamic.{key}", steps_per_epoch, interval)
 
         if method in DROP_GROW:
             fraction = o["drop_fraction"]

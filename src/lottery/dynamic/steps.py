@@ -30,14 +30,17 @@ def _percent(text: str, field: str) -> str:
     return format(float(value), "g") if value.denominator != 1 else str(value.numerator)
 
 
-def to_iterations(value: object, total_steps: int, field: str, steps_per_epoch: int | None = None) -> int:
-    """The iteration a schedule step names, in [0, total_steps]: a percentage is floor(p / 100 * total_steps)."""
+def to_iterations(
+    value: object, total_steps: int, field: str, steps_per_epoch: int | None = None, interval: bool = False
+) -> int:
+    """The iteration a schedule step names, in [0, total_steps] (an `interval` may be longer): a percentage is
+    floor(p / 100 * total_steps)."""
     if isinstance(value, str) and value.strip().endswith("%"):
         return int(Fraction(_percent(value, field)) * total_steps // 100)
     step = Step.parse(value, field)
     if step.epochs and steps_per_epoch is None:
         raise UserError(f"{field}: {value!r} counts epochs; pass steps_per_epoch=, or give iterations ('500it')")
     iterations = step.to_iterations(steps_per_epoch or 0)
-    if iterations > total_steps:
+    if iterations > total_steps and not interval:
         raise UserError(f"{field} = {value!r} is iteration {iterations}, after the end of training ({total_steps})")
     return iterations

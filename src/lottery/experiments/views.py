@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from lottery import collective
-from lottery.experiments import controls, keys, masks, stability
+from lottery.experiments import (
+    controls,
+    dynamic,  # dynamic sparsity (issue 28)
+    keys,
+    masks,
+    stability,
+)
 from lottery.experiments.context import Context
 from lottery.store import RunDir, layout
 
@@ -36,6 +42,7 @@ def views(ctx: Context, dense_only: bool = False) -> Iterator[tuple[Path, dict[s
                 for seed in spec.masks.seeds:
                     key = keys.mask_run(ctx, r, kind, masks.split_kind(kind)[0], density, seed)
                     yield layout.mask_run(rdir, kind, density, seed), key
+        yield from dynamic.views(ctx, rdir, r)  # dynamic sparsity (issue 28)
 
 
 def copies(
