@@ -144,8 +144,9 @@ class DynamicSparsity:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from `state_dict()`: the mask, the step count and the history. Load the model's and the
-        optimizer's states first (the pruned weights and state are zeroed again here)."""
+        """Resume from `state_dict()`: the mask, the step count and the history. Create the handle first (it zeroes
+        the weights its initial mask leaves out), then load the model's and the optimizer's states, then this; or
+        pass `state=` to `lottery.dynamic` after loading them."""
         self._restore(state)
         self._attachment.set_mask(self._mask)
 
@@ -172,6 +173,7 @@ def dynamic(
     total_steps: int,
     names: Iterable[str] | None = None,
     steps_per_epoch: int | None = None,
+    state: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> DynamicSparsity:
     """Train `model` sparse with `method` ('rigl', 'set' or 'gmp') in your own loop: keep calling
@@ -179,8 +181,9 @@ def dynamic(
     weights kept (GMP: at the end). `total_steps`: optimizer steps in training. `names`: the parameters made
     sparse (default `lottery.prunable(model)`). `options`: `update_every`, `drop_fraction`, `drop_schedule`,
     `stop` (rigl, set), `start`, `end`, `every` (gmp), `distribution`, `seed`; steps as iterations, step
-    strings ('500it'; '2ep' with `steps_per_epoch`) or percentages of training ('75%'). See docs/dynamic.md."""
+    strings ('500it'; '2ep' with `steps_per_epoch`) or percentages of training ('75%'). `state`: a handle's
+    `state_dict()` to resume from (load the model's and the optimizer's states first). See docs/dynamic.md."""
     from lottery.pruning.prunable import prunable
 
     config = Config.resolve(method, density, total_steps, options, steps_per_epoch=steps_per_epoch)
-    return DynamicSparsity(model, optimizer, config, prunable(model) if names is None else names)
+    return DynamicSparsity(model, optimizer, config, prunable(model) if names is None else names, state=state)
