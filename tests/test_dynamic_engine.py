@@ -115,3 +115,25 @@ def test_bad_dynamic_settings_are_refused_before_anything_is_written(store: Path
     with pytest.raises(UserError, match="must come after start"):
         run_tiny(store, 'dynamic.methods=["gmp"]', "dynamic.densities=[0.2]", "dynamic.start=50%", "dynamic.end=40%")
     assert not store.exists() or not any(store.iterdir())
+
+
+def test_the_report_draws_dynamic_methods_beside_imp(store: Path) -> None:
+    from lottery.reports.dynamic_figures import accuracy_figure, movement_figure
+
+    stats = {"mean": 0.9, "min": 0.85, "max": 0.95}
+    summary = [
+        {"kind": "dense", "rewind_iteration": None, "level": 0, "density": 1.0, "final_test_accuracy": stats},
+        {"kind": "imp", "rewind_iteration": 0, "level": 1, "density": 0.2, "final_test_accuracy": stats},
+        {"kind": "rigl", "rewind_iteration": None, "level": None, "density": 0.2, "target_density": 0.2,
+         "final_test_accuracy": stats},
+        {"kind": "rigl_rewound", "rewind_iteration": 0, "level": None, "density": 0.2, "target_density": 0.2,
+         "final_test_accuracy": stats},
+    ]  # fmt: skip
+    figure = accuracy_figure(summary)
+    assert figure is not None
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert sorted(labels) == ["IMP, k=0", "dense (100%)", "rigl", "rigl_rewound, k=0"]
+    assert accuracy_figure(summary[:2]) is None  # no dynamic run: no figure
+    runs = [{"kind": "gmp", "target_density": 0.2, "movement": [{"step": 10, "moved": 0.25, "kept": 3}]}]
+    line = movement_figure(runs).axes[0].lines[0]
+    assert list(line.get_xdata()) == [10] and list(line.get_ydata()) == [25.0]

@@ -115,7 +115,8 @@ class DynamicSparsity:
                 "dropped": dropped,
                 "grown": grown,
                 "density": new.layer_densities(),
-                "moved": sum(grown.values()) / max(1, new.kept()),  # fraction of the active weights that are new
+                # the fraction of the active weights the update changed: grown (RigL, SET), pruned (GMP)
+                "moved": max(sum(grown.values()), sum(dropped.values())) / max(1, old.kept()),
             }
         )
         self._mask = new

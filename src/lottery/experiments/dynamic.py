@@ -258,7 +258,7 @@ def rows(experiment: RunDir, spec: ExperimentSpec, rdir: RunDir, r: int) -> list
 
 def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
     """results.json's "dynamic" section: every finished dynamic run's mask movement (the fraction of its active
-    weights that are new at each update) and its number of updates."""
+    weights each update changes: grown, or for GMP pruned) and its number of updates."""
     out = []
     for r in range(spec.replicates):
         rdir = layout.replicate(experiment, r)
