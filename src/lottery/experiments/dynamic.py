@@ -256,6 +256,12 @@ def rows(experiment: RunDir, spec: ExperimentSpec, rdir: RunDir, r: int) -> list
     return out
 
 
+def _moved(update: dict[str, Any]) -> float:
+    """The fraction of the active weights an update changed (grown; GMP: pruned), from its counts."""
+    grown, dropped = sum(update["grown"].values()), sum(update["dropped"].values())
+    return max(grown, dropped) / max(1, update["kept"] + dropped - grown)
+
+
 def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
     """results.json's "dynamic" section: every finished dynamic run's mask movement (the fraction of its active
     weights each update changes: grown, or for GMP pruned) and its number of updates."""
@@ -266,7 +272,7 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
             record = run.read_json("dynamic.json") if k is None else None
             if record is None:
                 continue
-            movement = [{"step": h["step"], "moved": h["moved"], "kept": h["kept"]} for h in record["history"]]
+            movement = [{"step": h["step"], "moved": _moved(h), "kept": h["kept"]} for h in record["history"]]
             where = str(run.path.relative_to(experiment.path))
             out.append({"kind": kind, "replicate": r, "target_density": density, "seed": seed, "path": where,
                         "updates": len(movement), "movement": movement})  # fmt: skip

@@ -11,26 +11,28 @@ add(
     Preset(
         name="lenet_dynamic",
         description=(
-            "RigL, SET and GMP against IMP at the same densities, on 2 CPU cores: LeNet-300-100 on Fashion-MNIST "
-            "with the lenet_300_100 protocol (Adam 1.2e-3, batch 60, Glorot normal; LTH App. G) trained 600 "
-            "iterations per run (evaluated at 0, 300 and 600), 2 replicates. IMP: global magnitude pruning of 60% "
-            "of the surviving weights per level for 3 levels (40%, 16%, 6.4% remaining), reset to k = 0. RigL, SET "
-            "and GMP at 16% and 6.4% from W_0, and each one's final mask retrained from W_0 (`<method>_rewound`). "
-            "Dynamic settings: RigL's (Evci et al. ICML 2020, §4 and google-research/rigl): drop fraction 0.3 "
-            "with cosine decay, updates until 75% of training, ERK layer densities; the update interval scaled to "
-            "the short run (every 50 iterations: 9 updates). GMP: Zhu & Gupta's cubic schedule from 20% to 75% of "
-            "training (google-research/rigl's CIFAR-10 baseline: 20K to 75K of 97.7K steps), every 50 iterations."
+            "RigL, SET and GMP against IMP at the same density, on 2 shared CPU cores: LeNet-300-100 on "
+            "Fashion-MNIST with the lenet_300_100 protocol (Adam 1.2e-3, batch 60, Glorot normal; LTH App. G) "
+            "trained 300 iterations per run (evaluated at 0 and 300), 2 replicates. IMP: global magnitude pruning "
+            "of 60% of the surviving weights per level for 2 levels (40%, 16% remaining), reset to k = 0. RigL, "
+            "SET and GMP at 16% from W_0, and the final masks of RigL and GMP retrained from W_0 "
+            "(`<method>_rewound`). Dynamic settings: RigL's (Evci et al. ICML 2020, §4 and google-research/rigl): "
+            "drop fraction 0.3 with cosine decay, updates until 75% of training, ERK layer densities; the update "
+            "interval scaled to the short run (every 25 iterations: 9 updates). GMP: Zhu & Gupta's cubic schedule "
+            "from 20% to 75% of training (google-research/rigl's CIFAR-10 baseline: 20K to 75K of 97.7K steps), "
+            "every 25 iterations. Add densities (e.g. dynamic.densities = [0.4, 0.16, 0.064] with imp.levels = 3) "
+            "and set_rewound where there is more time."
         ),
         settings={
             **LENET_300_100,
-            "training": {**LENET_300_100["training"], "training_steps": "600it", "eval_every": "300it"},
+            "training": {**LENET_300_100["training"], "training_steps": "300it", "eval_every": "300it"},
             "pruning": {"strategy": "global_magnitude", "fraction": 0.6},
-            "imp": {"levels": 3, "rewind": ["0it"]},
+            "imp": {"levels": 2, "rewind": ["0it"]},
             "dynamic": {
-                "methods": METHODS,
-                "densities": [0.16, 0.064],
-                "update_every": "50it",
-                "every": "50it",
+                "methods": ["rigl", "set", "gmp", "rigl_rewound", "gmp_rewound"],
+                "densities": [0.16],
+                "update_every": "25it",
+                "every": "25it",
             },
             "replicates": 2,
         },
