@@ -51,7 +51,9 @@ def accuracy_figure(summary: list[dict[str, Any]], metric: str = "final_test_acc
             points = [stats_point(100 * r["density"], r[metric], 100.0) for r in rows]
             label = f"{kind}, k={k}" if rewound else kind
             color = COLORS[_method(kind) or "rigl"]
-            series.append(Series(label, points, color=color, linestyle="--" if rewound else "-", marker="o"))
+            series.append(
+                Series(label, points, color=color, linestyle="--" if rewound else "-", marker="s" if rewound else "o")
+            )
     figure, (ax,) = new_figure(7.4, 5.0)
     reference = dense_reference(summary, metric, 100.0)
     if reference is not None:
@@ -61,7 +63,7 @@ def accuracy_figure(summary: list[dict[str, Any]], metric: str = "final_test_acc
     ax.set_ylabel(metric.replace("_", " ") + " (%)")
     ax.set_title(
         "Dynamic sparsity vs. IMP (mean over replicates and seeds; error bars: min/max)\n"
-        "solid: trained sparse with the method · dashed: its final mask retrained from W_k",
+        "circles, solid: trained sparse with the method · squares, dashed: its final mask retrained from W_k",
         fontsize=10,
     )
     legend_below(figure, [ax], ncol=4)
