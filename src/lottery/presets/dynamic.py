@@ -11,17 +11,16 @@ add(
     Preset(
         name="lenet_dynamic",
         description=(
-            "RigL, SET and GMP against IMP at the same density, on 2 shared CPU cores: LeNet-300-100 on "
-            "Fashion-MNIST with the lenet_300_100 protocol (Adam 1.2e-3, batch 60, Glorot normal; LTH App. G) "
-            "trained 300 iterations per run (evaluated at 0 and 300), 2 replicates. IMP: global magnitude pruning "
-            "of 60% of the surviving weights per level for 2 levels (40%, 16% remaining), reset to k = 0. RigL, "
-            "SET and GMP at 16% from W_0, and the final masks of RigL and GMP retrained from W_0 "
-            "(`<method>_rewound`). Dynamic settings: RigL's (Evci et al. ICML 2020, §4 and google-research/rigl): "
-            "drop fraction 0.3 with cosine decay, updates until 75% of training, ERK layer densities; the update "
-            "interval scaled to the short run (every 25 iterations: 9 updates). GMP: Zhu & Gupta's cubic schedule "
-            "from 20% to 75% of training (google-research/rigl's CIFAR-10 baseline: 20K to 75K of 97.7K steps), "
-            "every 25 iterations. Add densities (e.g. dynamic.densities = [0.4, 0.16, 0.064] with imp.levels = 3) "
-            "and set_rewound where there is more time."
+            "RigL, SET and GMP against IMP at the same density, on 2 shared CPU cores: LeNet-300-100 on Fashion-MNIST "
+            "with the lenet_300_100 protocol (Adam 1.2e-3, batch 60, Glorot normal; LTH App. G) trained 300 iterations"
+            " per run (evaluated at 0 and 300), 3 replicates. IMP: global magnitude pruning of 60% of the surviving "
+            "weights per level for 2 levels (40%, 16% remaining), reset to k = 0. RigL, SET and GMP at 16% from W_0, "
+            "and the final masks of RigL and GMP retrained from W_0 (`<method>_rewound`). Dynamic settings: RigL's "
+            "(Evci et al. ICML 2020, §4 and google-research/rigl): drop fraction 0.3 with cosine decay, updates until "
+            "75% of training, ERK layer densities; the update interval scaled to the short run (every 25 iterations: 9"
+            " updates). GMP: Zhu & Gupta's cubic schedule from 20% to 75% of training (google-research/rigl's CIFAR-10"
+            " baseline: 20K to 75K of 97.7K steps), every 25 iterations. Add densities (e.g. dynamic.densities = [0.4,"
+            " 0.16, 0.064] with imp.levels = 3) and set_rewound where there is more time."
         ),
         settings={
             **LENET_300_100,
@@ -34,7 +33,7 @@ add(
                 "update_every": "25it",
                 "every": "25it",
             },
-            "replicates": 2,
+            "replicates": 3,
         },
     )
 )
@@ -44,16 +43,16 @@ add(
         name="resnet20_dynamic",
         description=(
             "RigL's CIFAR-10 protocol on ResNet-20 (Evci et al., 'Rigging the Lottery', ICML 2020, §4.2 and App.; "
-            "google-research/rigl rigl/cifar_resnet/resnet_train_eval.py, where the paper trains WRN-22-2): SGD "
-            "with Nesterov momentum 0.9, weight decay 5e-4, batch 128, 97,656 iterations (250 epochs), lr 0.1 "
-            "divided by 5 at 30K, 60K and 90K; first convolution dense (prune_first_layer = False), the output "
-            "layer sparse; ERK layer densities; RigL and SET: ΔT = 100, drop fraction 0.3 with cosine decay, "
-            "updates until iteration 75,000; GMP (Zhu & Gupta) from iteration 20,000 to 75,000 every 1,000 "
-            "(the repository's pruning baseline); at 50%, 20%, 10% and 5% of the weights (the paper's 50-95% "
-            "sparsities). IMP with the same protocol: global magnitude pruning 20% per level for 13 levels "
-            "(5.5% remaining), rewound to k = 2000 (where ResNet-20 becomes stable to SGD noise: Frankle et al., "
-            "ICML 2020, Fig. 3); each dynamic mask is also retrained from W_2000. Needs dataset.root pointing at "
-            "cifar-10-batches-py; GPU hours."
+            "google-research/rigl rigl/cifar_resnet/resnet_train_eval.py, where the paper trains WRN-22-2): SGD with "
+            "Nesterov momentum 0.9, weight decay 5e-4, batch 128, 97,656 iterations (250 epochs), lr 0.1 divided by 5 "
+            "at 30K, 60K and 90K; first convolution dense (prune_first_layer = False), the output layer sparse; ERK "
+            "layer densities; RigL and SET: ΔT = 100, drop fraction 0.3 with cosine decay, updates until 75% of "
+            "training (the script: iteration 75,000); GMP (Zhu & Gupta) from 20% to 75% of training (the script's "
+            "pruning baseline: iterations 20,000 to 75,000) every 1,000 iterations; at 50%, 20%, 10% and 5% of the "
+            "weights (the paper's 50-95% sparsities). IMP with the same protocol: global magnitude pruning 20% per "
+            "level for 13 levels (5.5% remaining), rewound to k = 2000 (where ResNet-20 becomes stable to SGD noise: "
+            "Frankle et al., ICML 2020, Fig. 3); each dynamic mask is also retrained from W_2000. Needs dataset.root "
+            "pointing at cifar-10-batches-py; GPU hours."
         ),
         settings={
             "model": dict(MODEL),
@@ -78,10 +77,10 @@ add(
                 "update_every": "100it",
                 "drop_fraction": 0.3,
                 "drop_schedule": "cosine",
-                "stop": "75000it",
+                "stop": "75%",
                 "distribution": "erk",
-                "start": "20000it",
-                "end": "75000it",
+                "start": "20%",
+                "end": "75%",
                 "every": "1000it",
             },
         },
