@@ -13,7 +13,13 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 @pytest.mark.parametrize(
     "script, args",
-    [("masks.py", []), ("controls.py", []), ("imp_tabular.py", []), ("sequence_tickets.py", ["--quick"])],
+    [
+        ("masks.py", []),
+        ("controls.py", []),
+        ("imp_tabular.py", []),
+        ("sequence_tickets.py", ["--quick"]),
+        ("dynamic_sparsity.py", []),
+    ],
 )
 def test_example_runs(script: str, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr(sys, "argv", [script, *args])

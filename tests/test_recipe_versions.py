@@ -27,6 +27,7 @@ VIEWS = {
     "copy": "replicate_0/rewind_20it/stability/level_1/imp_copy1",
     "masks": "replicate_0/masks/snip_shuffle/density_0.3_seed0",
     "prefix": "replicate_0/prefix_40it",
+    "dynamic": "replicate_0/dynamic/rigl/density_0.3_seed0",
 }
 
 
@@ -47,7 +48,8 @@ def compute(tmp_path: Path) -> dict[str, dict]:
     torch.set_num_threads(1)
     common = ("imp.levels=2", 'imp.rewind=["20it"]', 'controls.kinds=["random_prune"]', "controls.levels=[1]",
               'stability.rewind=["20it"]', "stability.levels=[1]", 'masks.sources=["snip"]', "masks.densities=[0.3]",
-              'masks.ablations=["shuffle"]')  # fmt: skip
+              'masks.ablations=["shuffle"]', 'dynamic.methods=["rigl"]', "dynamic.densities=[0.3]",
+              "dynamic.update_every=10it")  # fmt: skip
     run_tiny(tmp_path, *common)
     experiment, _ = run_tiny(tmp_path, *common, 'imp.rewind=["20it", "40it"]')  # W_40 from a prefix run
     return {kind: figures(experiment.path / view) for kind, view in VIEWS.items()}

@@ -244,9 +244,9 @@ def test_a_shared_network_has_the_same_bytes_whichever_experiment_computed_it(st
 def test_a_store_of_the_previous_format_is_refused_in_one_line(store: Path, capsys: pytest.CaptureFixture) -> None:
     experiment, _ = run_tiny(store, "imp.levels=0")
     (store / layout.NETWORKS / layout.FORMAT_FILE).unlink()  # as format 2 left it: networks, no marker
-    from lottery.experiments import views
+    from lottery.store import networks
 
-    views._checked_stores.clear()
+    networks._checked_stores.clear()
     with pytest.raises(UserError, match="store format 2"):
         run_tiny(store, "imp.levels=1")
     assert main(["show", str(experiment.path)]) == 0  # still read

@@ -19,6 +19,7 @@ The public Python API, for any `nn.Module` and any training loop (see docs/api.m
     load_experiment(dir)                     an experiment's results, stability, mask-source tables (pandas)
     load_ticket(path, model) / export_ticket  a ticket exported from the store (`lottery export`) into your model
     rewind_search(spec, level=, max_trainings=)  the earliest stable rewind point (lottery rewind-search)
+    dynamic(model, optimizer, method, density=, total_steps=)  RigL, SET or GMP in your own loop (a handle)
 
 Your own models, datasets and losses in specs and on the CLI (see docs/plugins.md):
 
@@ -31,6 +32,7 @@ from lottery.api.masks import prune, random_mask_like, reinitialize
 from lottery.api.notebook import load_experiment
 from lottery.api.rewind import rewind_search
 from lottery.api.subnetwork import masked, train_subnetwork
+from lottery.dynamic import DynamicSparsity, dynamic  # the function `lottery.dynamic` (package: lottery.dynamic.*)
 from lottery.export import export_ticket, load_ticket
 from lottery.plugins import register_dataset, register_loss, register_model
 from lottery.pruning import Attachment, Mask, attach, prunable
@@ -40,6 +42,7 @@ from lottery.version import __version__
 __all__ = [
     "Attachment",
     "Curve",
+    "DynamicSparsity",
     "Level",
     "Mask",
     "__version__",
@@ -47,6 +50,7 @@ __all__ = [
     "barrier",
     "classification_metrics",
     "distances",
+    "dynamic",
     "export_ticket",
     "imp",
     "interpolate",

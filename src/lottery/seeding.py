@@ -40,6 +40,11 @@ STREAMS: dict[str, int] = {
     "masks.shuffle": 40,  # an ablation: (the source's stream id, recorded seed, the replicate's training seeds)
     "masks.reinit": 41,
     "masks.invert": 42,
+    # dynamic sparsity (experiments/dynamic.py): the initial mask and SET's regrowth, (recorded seed, the chain's
+    # training seeds)
+    "dynamic": 60,
+    "dynamic.initial_mask": 61,  # (the run's seed[, layer index])
+    "dynamic.set_growth": 62,  # (the run's seed, step, layer index)
     # the Python API (api/imp.py, api/masks.py)
     "api.control.random_reinit": 50,
     "api.control.random_prune": 51,

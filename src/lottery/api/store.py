@@ -113,9 +113,10 @@ class ApiStore:
 
     def _bind(self) -> None:
         from lottery.experiments import views
+        from lottery.store.networks import bind_one
 
         for view, key in self._keys():
-            views.bind_one(view, key)
+            bind_one(view, key)
         views.record(self.experiment)  # runs.json
 
     def run(self, level: int, control: str | None = None) -> RunDir:

@@ -138,6 +138,10 @@ class Context:
         from lottery.pruning import strategies
 
         strategies.get(self.spec.pruning.strategy)  # a wrong name is refused even where nothing is pruned
+        if self.spec.dynamic.methods:  # dynamic sparsity (issue 28)
+            from lottery.dynamic.settings import check
+
+            check(self.spec.dynamic, self.schedule.end, self.schedule.iterations_per_epoch)
         if self.spec.imp.levels or self.spec.controls.kinds or self.spec.masks.sources:
             from lottery.pruning import prune
 

@@ -12,12 +12,13 @@ import sys
 from typing import Any
 
 from lottery.errors import UserError
-from lottery.experiments import recipes, tasks, views
+from lottery.experiments import recipes, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, prune
 from lottery.store import RunDir, layout, locked
+from lottery.store.networks import bind_one
 from lottery.store.provenance import read_metadata
 from lottery.training import Job, distributed, is_finished, snapshot_name, train, train_together
 
@@ -121,7 +122,7 @@ def fill_snapshots(ctx: Context, replicate_dir: RunDir, r: int, points: tuple[in
     if not missing:  # (every file that fails verification is reported above)
         return
     run = layout.prefix(replicate_dir, max(missing))
-    views.bind_one(run, recipes.prefix(ctx, r, missing, recipes.dense(ctx, r)["arithmetic"]))
+    bind_one(run, recipes.prefix(ctx, r, missing, recipes.dense(ctx, r)["arithmetic"]))
     trained = train_prefix(ctx, run, r, missing, dense)
     if trained["diverged"] and trained["diverged_at"] <= max(missing):
         raise UserError(

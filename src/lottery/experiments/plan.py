@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lottery.experiments import controls, imp, masks, recipes, stability, views
+from lottery.experiments import controls, dynamic, imp, masks, recipes, stability, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.imp import replicate_dir
@@ -55,6 +55,7 @@ def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
                     control = names.control(r, k, level, kind, seed)
                     tasks.append(Task(control, "control", r, k, level, kind, seed, deps=(name,)))
         tasks += mask_tasks(ctx, r, dense.name)  # before the stability points: stability.masks studies them
+        tasks += [Task(**fields) for fields in dynamic.planned(ctx, r, dense.name)]  # dynamic sparsity (issue 28)
         for k in ctx.stability_points:
             first = recipes.dense_copies_level(ctx)
             for level in recipes.analysed_levels(ctx):
@@ -174,6 +175,8 @@ def execute(task: Task, ctx: Context, experiment: RunDir) -> None:
         controls.run_control(ctx, rdir, task.replicate, task.rewind, task.level, mask, task.control, task.seed)
     elif task.action == "mask":
         masks.run_source(ctx, rdir, task.replicate, task.control, task.density, task.seed)
+    elif task.action == "dynamic":  # dynamic sparsity (issue 28)
+        dynamic.execute(ctx, rdir, task.replicate, task.control, task.density, task.seed, task.rewind)
     elif task.action == "mask_trace":
         masks.trace(ctx, rdir, task.replicate)
     elif task.action == "stability":

@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from lottery.collective import is_main
-from lottery.experiments import controls, imp, masks, predictors, results, stability, views
+from lottery.experiments import (
+    controls,
+    dynamic,  # dynamic sparsity (issue 28)
+    imp,
+    masks,
+    predictors,
+    results,
+    stability,
+    views,
+)
 from lottery.experiments.context import Context
 from lottery.experiments.plan import index, plan, replicate_dir, run_task
 from lottery.loggers.summary import log_experiment
@@ -76,6 +85,7 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
                             )
                         )
         rows += masks.rows(experiment, spec, rdir, r)
+        rows += dynamic.rows(experiment, spec, rdir, r)  # dynamic sparsity (issue 28)
     return [row for row in rows if row is not None]
 
 
@@ -90,6 +100,8 @@ def results_of(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
     mask_results = masks.collect(experiment, spec)
     if mask_results:
         data["masks"] = mask_results
+    if spec.dynamic.methods:  # dynamic sparsity (issue 28)
+        data["dynamic"] = dynamic.collect(experiment, spec)
     return data
 
 

@@ -3,6 +3,7 @@
 from lottery.spec.groups import (
     ControlsSpec,
     DatasetSpec,
+    DynamicSpec,
     ExperimentSpec,
     ImpSpec,
     MasksSpec,
@@ -18,6 +19,7 @@ from lottery.spec.steps import Step
 __all__ = [
     "ControlsSpec",
     "DatasetSpec",
+    "DynamicSpec",
     "ExperimentSpec",
     "ImpSpec",
     "MasksSpec",

@@ -413,6 +413,70 @@ class MasksSpec:
         )
 
 
+DYNAMIC_METHODS = ("rigl", "set", "gmp")
+
+
+@dataclass(frozen=True)
+class DynamicSpec:
+    """Dynamic sparsity beside IMP (lottery/dynamic, docs/dynamic.md): each method trains sparse from W_0 at each
+    target density and seed; `<method>_rewound` retrains its final mask on W_k with the IMP protocol. Steps: step
+    strings or percentages of training ('75%'). Defaults: RigL's paper and code (ΔT = 100, α = 0.3, cosine, stop
+    at 75%, ERK); GMP from 20% to 75% of training, as google-research/rigl's CIFAR-10 pruning baseline."""
+
+    methods: tuple[str, ...] = ()  # 'rigl', 'set', 'gmp', and '<method>_rewound' for a listed method
+    densities: tuple[float, ...] = ()  # target densities of the pool (pruning.layers_to_ignore stay dense)
+    update_every: str = "100it"  # rigl, set: ΔT
+    drop_fraction: float = 0.3  # rigl, set: α
+    drop_schedule: str = "cosine"  # rigl, set: 'cosine' (decays to 0 at stop) or 'constant'
+    stop: str = "75%"  # rigl, set: the last step the mask may change
+    distribution: str = "erk"  # layer densities: 'erk', 'uniform' or 'global'
+    seeds: tuple[int, ...] = (0,)  # each method runs once per seed (its initial mask, SET's growth)
+    start: str = "20%"  # gmp: pruning starts (t_0)
+    end: str = "75%"  # gmp: the final density is reached
+    every: str = "100it"  # gmp: Δt
+
+    def kinds(self) -> list[str]:
+        """Every kind of run the group asks for, in the spec's order."""
+        return list(self.methods)
+
+    def validate(self) -> DynamicSpec:
+        from lottery.dynamic.steps import canonical as step  # (lazily: lottery.dynamic imports the pruning layer)
+
+        for kind in self.methods:
+            _one_of(kind, (*DYNAMIC_METHODS, *(f"{m}_rewound" for m in DYNAMIC_METHODS)), "dynamic.methods")
+            if kind.endswith("_rewound") and kind[: -len("_rewound")] not in self.methods:
+                raise UserError(f"dynamic.methods has {kind!r}: list {kind[: -len('_rewound')]!r} too (its mask)")
+        if self.methods and not self.densities:
+            raise UserError("dynamic.methods needs dynamic.densities (target densities, e.g. [0.2, 0.05])")
+        for density in self.densities:
+            if not 0 < density < 1:
+                raise UserError(f"dynamic.densities must be in (0, 1), got {density}")
+        if not 0 < self.drop_fraction < 1:
+            raise UserError(f"dynamic.drop_fraction must be in (0, 1), got {self.drop_fraction}")
+        _one_of(self.drop_schedule, ("cosine", "constant"), "dynamic.drop_schedule")
+        _one_of(self.distribution, ("erk", "uniform", "global"), "dynamic.distribution")
+        if not self.seeds:
+            raise UserError("dynamic.seeds needs at least one seed")
+        for seed in self.seeds:
+            _seed(seed, "dynamic.seeds")
+        steps = {
+            name: step(getattr(self, name), f"dynamic.{name}")
+            for name in ("update_every", "stop", "start", "end", "every")
+        }
+        for name in ("update_every", "every"):
+            if steps[name] in ("0it", "0%"):
+                raise UserError(f"dynamic.{name} must be at least 1 iteration")
+        return DynamicSpec(
+            **{
+                **self.__dict__,
+                **steps,
+                "methods": tuple(dict.fromkeys(self.methods)),
+                "densities": tuple(sorted(set(self.densities), reverse=True)),
+                "seeds": tuple(dict.fromkeys(self.seeds)),
+            }
+        )
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -423,6 +487,7 @@ class ExperimentSpec:
     controls: ControlsSpec = field(default_factory=ControlsSpec)
     stability: StabilitySpec = field(default_factory=StabilitySpec)
     masks: MasksSpec = field(default_factory=MasksSpec)
+    dynamic: DynamicSpec = field(default_factory=DynamicSpec)
     replicates: int = 1
 
     def validate(self) -> ExperimentSpec:
@@ -452,4 +517,5 @@ GROUPS = {
     "controls": ControlsSpec,
     "stability": StabilitySpec,
     "masks": MasksSpec,
+    "dynamic": DynamicSpec,
 }

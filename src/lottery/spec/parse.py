@@ -23,7 +23,7 @@ from lottery.errors import UserError, unknown_name
 from lottery.spec.groups import GROUPS, ExperimentSpec
 
 TOP_LEVEL = ("preset", "replicates", *GROUPS)
-STEP_FIELDS = ("steps", "every", "rewind", "masks.at")  # fields (by name ending) holding step strings
+STEP_FIELDS = ("steps", "every", "rewind", "masks.at", "dynamic.stop", "dynamic.start", "dynamic.end")  # step strings
 
 
 def _describe(expected: Any) -> str:

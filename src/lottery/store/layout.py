@@ -338,6 +338,18 @@ def mask_run(replicate_dir: P, kind: str, density: float, seed: int) -> P:
     return masks(replicate_dir) / kind / f"density_{density:g}_seed{seed}"  # type: ignore[return-value]
 
 
+def dynamic(replicate_dir: P) -> P:
+    """The dynamic-sparsity runs of a replicate ([dynamic], experiments/dynamic.py)."""
+    return replicate_dir / "dynamic"  # type: ignore[return-value]
+
+
+def dynamic_run(replicate_dir: P, kind: str, density: float, seed: int, k: int | None = None) -> P:
+    """A [dynamic] run (`kind`: a method) at a target density and seed; `<method>_rewound` at rewind point k."""
+    where = dynamic(replicate_dir) / kind
+    where = where if k is None else where / f"rewind_{k}it"
+    return where / f"density_{density:g}_seed{seed}"  # type: ignore[return-value]
+
+
 def snapshot(iteration: int, optimizer: bool = False) -> str:
     """The file name, inside a run, of the weights (or optimizer state) saved at `iteration`."""
     return f"snapshots/iter_{iteration}.{'optimizer.pt' if optimizer else 'safetensors'}"

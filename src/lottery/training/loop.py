@@ -287,6 +287,7 @@ class Session:
             loss_sum, loss_count = checkpoint["loss_sum"].to(device, torch.float64), int(checkpoint["loss_count"])
             if not self.job.start <= t <= self.job.schedule.end or loss_sum.shape != ():
                 raise ValueError(f"iteration {t} outside {self.job.start}..{self.job.schedule.end}")
+            self.restore_extra(checkpoint)
             rng, cuda_rng = checkpoint["rng"], checkpoint.get("cuda_rng")
             torch.set_rng_state(rng)
         except Exception as error:  # noqa: BLE001  (any defect of its contents: start over, as for a bad checksum)
@@ -406,9 +407,17 @@ class Session:
                 "elapsed": self.elapsed + time.perf_counter() - self.session_start,
                 "loss_sum": self.loss_sum.cpu(),
                 "loss_count": self.loss_count,
+                **self.checkpoint_extra(),
             },
         )
         self.last_checkpoint = time.perf_counter()
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """More of a subclass's state for the checkpoint (experiments/dynamic.py: the dynamic mask's)."""
+        return {}
+
+    def restore_extra(self, checkpoint: dict[str, Any]) -> None:
+        """Read back what `checkpoint_extra` added, while the checkpoint is restored (an error starts over)."""
 
     def finish(self) -> dict[str, Any]:
         """Write the final weights and the summary, drop the checkpoint; the summary."""

@@ -1,0 +1,90 @@
+"""Binding an experiment's run directory to the network its recipe names, `networks/<kind>/<hash>`: nothing is
+trusted by its name. A network directory is used only when it is a real directory inside the store whose
+`key.json` is the recipe that names it, and the store's networks are of this store format (experiments/recipes.py
+makes the recipes; experiments/views.py says which run directory needs which)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lottery.errors import UserError
+from lottery.store import layout
+from lottery.store.atomic import write_json
+from lottery.store.identity import canonical, digest
+from lottery.store.run_dir import RunDir
+
+_checked_stores: set[str] = set()
+
+
+def check_store(store: Path) -> None:
+    """Refuse, in one line, a store whose networks were written by an earlier store format (their seeds and names
+    were derived otherwise: they cannot be re-keyed soundly); mark a new store with this format."""
+    store = Path(store)
+    if str(store) in _checked_stores:
+        return
+    networks_dir = store / layout.NETWORKS
+    marker = networks_dir / layout.FORMAT_FILE
+    if networks_dir.is_symlink() or marker.is_symlink():
+        raise UserError(
+            f"refusing to use {networks_dir}: it is a link (to {networks_dir.resolve()}), where a store's networks/ "
+            f"is a real directory inside it; remove that link (`lottery verify {store}` lists every such link)"
+        )
+    if marker.is_file():
+        try:
+            found = json.loads(marker.read_text()).get("format")
+        except (OSError, ValueError, AttributeError):
+            found = None
+    else:
+        found = 2 if networks_dir.is_dir() and any(p.is_dir() for p in networks_dir.iterdir()) else None
+    if found is None:
+        write_json(marker, {"format": layout.FORMAT})
+    elif found != layout.FORMAT:
+        raise UserError(
+            f"{store} holds networks of store format {found}, before networks were named by their full recipe: "
+            "their seeds were derived otherwise, so they cannot be re-keyed soundly; run into a new store "
+            "(--out DIR). `lottery show`, `report`, `export` and `verify` still read the old experiments"
+        )
+    _checked_stores.add(str(store))
+
+
+def check_experiment(experiment: RunDir) -> None:
+    """Refuse to grow an experiment of an earlier store format, in one line."""
+    stored = experiment.read_json(layout.RUNS_FILE) if experiment.exists(layout.RUNS_FILE) else None
+    if isinstance(stored, dict) and stored.get("format") not in (None, layout.FORMAT):
+        raise UserError(
+            f"{experiment.path} was made with store format {stored.get('format')}; this version writes format "
+            f"{layout.FORMAT} (networks named by their full recipe): run its spec.toml into a new store (--out DIR)"
+        )
+
+
+def bind_one(view: Path, recipe: dict[str, Any]) -> Path:
+    """Link the run directory `view` (a path inside an experiment, e.g. `layout.dense(...)`) to the network of
+    `recipe`; the network's directory. A network directory is used only when it is a real directory of this store
+    whose `key.json` is this recipe; where it holds anything else, UserError in one line."""
+    view = Path(getattr(view, "path", view))
+    store = layout.store_of_run(view)
+    check_store(store)
+    target = layout.network(store, str(recipe["kind"]), digest(recipe))
+    layout.confined(target / layout.KEY_FILE)  # no link on the way: networks/, its kind and the network are real
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise UserError(f"{target} is not a directory of the store (a link or a file): remove it, then run again")
+    key_file = target / layout.KEY_FILE
+    if key_file.is_symlink():
+        raise UserError(f"{key_file} is a link: a network's recipe must be a file of the store; remove {target}")
+    if key_file.is_file():
+        try:
+            stored = json.loads(key_file.read_text())
+        except (OSError, ValueError):
+            stored = None
+        if stored is None or canonical(stored) != canonical(recipe):
+            raise UserError(
+                f"{target} holds another network than its name says (its key.json is not the recipe that names "
+                "it): it was copied or edited; remove it (`lottery verify` lists such networks), then run again"
+            )
+    elif target.is_dir() and any(target.iterdir()):
+        raise UserError(f"{target} holds files but no recipe (key.json): remove it, then run again")
+    if layout.bind(view, target) and not key_file.exists():
+        write_json(key_file, recipe)  # before anything is trained into it
+    return target
