@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 
 
 def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = generator(7, t)  # the batch of step t depends on t alone
+    g = generator("data_order", 7, t)  # the batch of step t depends on t alone
     return torch.randn(32, 12, generator=g), torch.randint(0, 4, (32,), generator=g)
 
 
