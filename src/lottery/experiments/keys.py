@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lottery.experiments import mask_recipe
 from lottery.experiments.context import Context
 from lottery.experiments.mask_points import at_iteration
 from lottery.pruning.early_bird import TRACE_NORMALISATION
@@ -109,6 +110,7 @@ def mask_run(ctx: Context, r: int, kind: str, source: str, density: float, seed:
             rounds=spec.rounds.get(spec.early_bird_source), schedule=spec.schedule,
             normalised_by=TRACE_NORMALISATION,  # what the threshold is compared with (pruning/early_bird.py)
         )  # fmt: skip
+    reads.update(mask_recipe.extra_reads(spec, source))  # scoring mode, early-bird rule (experiments/mask_recipe.py)
     return {
         "kind": kind,
         "dense": dense(ctx, r),

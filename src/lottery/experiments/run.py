@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lottery.collective import is_main
-from lottery.experiments import controls, imp, masks, predictors, results, stability, views
+from lottery.experiments import conclusions, controls, imp, masks, predictors, results, stability, views
 from lottery.experiments.context import Context
 from lottery.experiments.plan import index, plan, replicate_dir, run_task
 from lottery.loggers.summary import log_experiment
@@ -86,6 +86,7 @@ def results_of(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
     if spec.stability.rewind:
         points = stability.collect(experiment, spec.replicates)
         data["stability"] = {"settings": to_dict(spec)["stability"], "points": points}
+        data["stability"]["decisions"] = conclusions.stability_decisions(points, spec.stability.threshold)
         data["predictors"] = predictors.predictors(points, rows)  # which measure predicts the accuracy gap
     mask_results = masks.collect(experiment, spec)
     if mask_results:

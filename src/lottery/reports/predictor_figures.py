@@ -1,5 +1,6 @@
 """Which stability measure predicts a ticket (results.json's `predictors`): scatter plots of each measure against
-the subnetwork's accuracy gap to the dense network, and the Spearman table (an HTML section)."""
+the subnetwork's accuracy gap to the dense network, and the Spearman table with the partial correlation
+controlling for density and the cluster-bootstrap intervals (an HTML section)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from lottery.reports.figures import Figures, register
 from lottery.reports.html import register_section
 from lottery.reports.plot import kind_color, kind_label, legend_below, new_figure
 
-PANELS = 6  # scatter panels: the measures with the largest |rho|
+PANELS = 6  # scatter panels: the first measures of the table (most observations, then largest |partial rho|)
+
+
+def _interval(interval: list[float] | None) -> str:
+    return "–" if interval is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+def _rho(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _defined(predictors: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -37,9 +46,12 @@ def predictor_scatter(results: dict[str, Any], experiment_dir: Path) -> Figures:
             pts = [(o["measures"][row["measure"]], o["accuracy_gap"]) for o in observations if o["kind"] == kind]
             pts = [p for p in pts if p[0] is not None]
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, color=kind_color(kind), label=kind_label(kind))
-        interval = row["interval"]
-        bounds = "" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
-        ax.set_title(f"{row['measure']}\nSpearman {row['spearman']:.2f}{bounds}", fontsize=9)
+        partial = row.get("partial_spearman")
+        ax.set_title(
+            f"{row['measure']} (n = {row['n']})\nSpearman {row['spearman']:.2f} {_interval(row['interval'])}, "
+            f"partial {_rho(partial)} {_interval(row.get('partial_interval'))}",
+            fontsize=8,
+        )
         ax.set_ylabel("accuracy gap to dense (points)", fontsize=8)
         ax.grid(True, alpha=0.3)
     for ax in axes[len(rows) :]:
@@ -55,18 +67,20 @@ def predictor_table(results: dict[str, Any], experiment_dir: Path) -> str | None
         return None
     body = []
     for t in predictors["table"]:
-        rho = "–" if t["spearman"] is None else f"{t['spearman']:.3f}"
-        interval = "–" if t["interval"] is None else f"[{t['interval'][0]:.2f}, {t['interval'][1]:.2f}]"
+        cells = [str(t["n"]), str(t.get("clusters", "–")), _rho(t["spearman"]), _interval(t["interval"]),
+                 _rho(t.get("partial_spearman")), _interval(t.get("partial_interval"))]  # fmt: skip
         body.append(
-            f'<tr><td class="l">{escape(t["measure"])}</td><td>{t["n"]}</td><td>{rho}</td><td>{interval}</td></tr>'
+            f'<tr><td class="l">{escape(t["measure"])}</td>' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
         )
+    unit = predictors.get("resampling_unit", "observation")
     return (
         "<h2>Which measure predicts the accuracy gap</h2>"
         f"<p>Spearman rank correlation of each stability measure with the subnetwork's accuracy gap to the dense "
-        f"network, over {len(predictors['observations'])} analysed subnetworks (every replicate, rewind point, level "
-        f"and kind); {int(100 * predictors['level'])}% bootstrap interval from {predictors['resamples']} resamples "
-        f"(seed {predictors['seed']}).</p>"
-        '<table><tr><th class="l">measure</th><th>n</th><th>Spearman</th><th>interval</th></tr>'
-        + "".join(body)
-        + "</table>"
+        f"network, and the partial correlation controlling for {escape(predictors.get('partial_for', 'density'))}, "
+        f"over {len(predictors['observations'])} analysed subnetworks (IMP and its controls at levels ≥ 1, every "
+        f"replicate and rewind point); {int(100 * predictors['level'])}% bootstrap intervals resampling "
+        f"{escape(unit)}s ({predictors['resamples']} resamples, seed {predictors['seed']}; none with one). "
+        "Measures are ranked only against those with the same n.</p>"
+        '<table><tr><th class="l">measure</th><th>n</th><th>replicates</th><th>Spearman</th><th>interval</th>'
+        "<th>partial (density)</th><th>interval</th></tr>" + "".join(body) + "</table>"
     )
