@@ -494,14 +494,13 @@ def run_search(
             "confidence": conclusions.CONFIDENCE,
         }
         for subject in ("dense", "imp"):
-            probe = lambda k, s=subject: search.probe(s, k) == conclusions.STABLE  # noqa: E731
-            k, bracket, complete = bracket_search(probe, candidates, refine)
+
+            def decide(k: int, subject: str = subject) -> str:
+                return search.probe(subject, k)
+
+            k, bracket, complete = bracket_search(lambda j: decide(j) == conclusions.STABLE, candidates, refine)
             decisions = {j: p["decision"] for j, p in search.probes[subject].items()}
-            checked = (
-                check(lambda j, s=subject: search.probe(s, j), candidates, k, decisions)
-                if complete
-                else {**check(lambda j: conclusions.UNDECIDED, [], k, decisions), "complete": False}
-            )
+            checked = check(decide, candidates, k, decisions, BEYOND if complete else 0)  # budget spent: no probe
             out[subject] = summarize(search, subject, k, bracket, complete, checked)
             found = out[subject]
             _say(
