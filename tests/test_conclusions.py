@@ -216,3 +216,31 @@ def test_online_early_bird_rule_on_a_hand_made_sequence() -> None:
     assert online_drawn_at(iterations, [None] * 8, 0.1) is None
     with pytest.raises(ValueError):
         drawn_at("sometime", iterations, successive, recent, 0.1)
+
+
+def test_results_summary_decides_matching_over_replicates() -> None:
+    from lottery.experiments.results import aggregate, table
+
+    def row(kind: str, r: int, accuracy: float, seed: int | None = None) -> dict:
+        return {"kind": kind, "replicate": r, "rewind_iteration": None if kind == "dense" else 0,
+                "level": 0 if kind == "dense" else 1, "seed": seed, "density": 1.0 if kind == "dense" else 0.5,
+                "final_test_accuracy": accuracy, "early_stop_test_accuracy": accuracy, "early_stop_iteration": 10,
+                "train_seconds": 1.0, "diverged": False}  # fmt: skip
+
+    dense = [0.90, 0.91, 0.92]
+    rows = [row("dense", r, a) for r, a in enumerate(dense)]
+    rows += [row("imp", r, a + 0.005) for r, a in enumerate([0.90, 0.91, 0.92])]  # +0.5 points in every replicate
+    # random pruning, two seeds per replicate: gaps (-1.0, -1.2), (-1.1, -0.9), (-1.0, -1.0) -> means -1.1, -1.0, -1.0
+    gaps = [(-1.0, -1.2), (-1.1, -0.9), (-1.0, -1.0)]
+    rows += [row("random_prune", r, dense[r] + g / 100, s) for r, gs in enumerate(gaps) for s, g in enumerate(gs)]
+    summary = {r["kind"]: r for r in aggregate(rows)}
+    assert "matching" not in summary["dense"]
+    imp = summary["imp"]["matching"]
+    assert imp["decision"] == "matching" and imp["gap_mean"] == pytest.approx(0.5) and imp["unit"] == "replicate"
+    assert imp["gap_interval"] == pytest.approx([0.5, 0.5])
+    control = summary["random_prune"]["matching"]
+    assert (
+        control["n"] == 3 and control["gap_mean"] == pytest.approx(-31 / 30) and control["decision"] == "not_matching"
+    )
+    text = table(aggregate(rows))
+    assert "+0.50 [+0.50, +0.50] matching" in text and "not_matching" in text
