@@ -4,10 +4,44 @@
 # images/s (bf16, channels_last) of lottery's loop vs a plain PyTorch loop on synthetic tensors and on the
 # image-folder pipeline (benchmarks/gpu_resnet50.py). Prints the figures; writes nothing outside a temp dir.
 #   bash benchmarks/gpu.sh                  # PYTHON=/path/to/python to choose the interpreter
+#
+# `bash benchmarks/gpu.sh papers [NAME]` instead runs the GPU-sized reproductions of docs/measured.md's "Against the
+# papers" (GPU days in all; each writes its rewind_search.json with decisions and intervals under $RUNS):
+#   NAME        command (3 replicates; the paper's number beside it)
+#   resnet20    rewind-search --preset resnet20_lmc --level 8   LMC paper: dense ResNet-20 stable from k ~ 2,000 it;
+#                                                                IMP at 16.8% remaining stable and matching from ~500
+#   vgg16       rewind-search --preset vgg16_lmc --level 19     LMC paper: dense VGG-16 stable from k ~ 1,000 it;
+#                                                                IMP at 1.5% remaining stable and matching from ~1,000
+#   resnet50    rewind-search --preset resnet50_imagenet        LMC paper: dense ResNet-50 stable from epoch ~18 (20%
+#                 --level 1 (one-shot to 30% remaining)           of training); IMP from epoch ~5
+# CIFAR=/path/to/cifar-10-batches-py and IMAGENET=/path/to/imagenet (train/ and val/ class folders) name the data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
+
+if [[ "${1:-}" == "papers" ]]; then
+    RUNS=${RUNS:-runs}
+    which=${2:-all}
+    search() { "$PY" -m lottery rewind-search --device cuda --out "$RUNS" --progress log --max-copies 4 \
+        --set replicates=3 "$@"; }
+    if [[ "$which" == all || "$which" == resnet20 ]]; then
+        # Paper: dense k ~ 2,000 iterations; IMP (level 8 = 16.8% remaining) k ~ 500, matching there.
+        search --preset resnet20_lmc --level 8 --set dataset.root="${CIFAR:?set CIFAR}" \
+            --grid 0it,100it,250it,500it,1000it,2000it,4000it,8000it
+    fi
+    if [[ "$which" == all || "$which" == vgg16 ]]; then
+        # Paper: dense k ~ 1,000 iterations; IMP (level 19 = 1.4% remaining) k ~ 1,000, matching there.
+        search --preset vgg16_lmc --level 19 --set dataset.root="${CIFAR:?set CIFAR}" \
+            --grid 0it,100it,250it,500it,1000it,2000it,4000it,8000it
+    fi
+    if [[ "$which" == all || "$which" == resnet50 ]]; then
+        # Paper: dense epoch ~18 (20% of training); IMP (one-shot to 30% remaining) epoch ~5.
+        search --preset resnet50_imagenet --level 1 --set dataset.root="${IMAGENET:?set IMAGENET}" \
+            --grid 0ep,1ep,2ep,3ep,4ep,5ep,6ep,8ep,10ep,14ep,18ep,22ep
+    fi
+    exit 0
+fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 

@@ -215,3 +215,34 @@ def test_random_expectation_matches_random_masks() -> None:
         n, k = 20000, round(density * 20000)
         draws = [kept(n, torch.randperm(n, generator=g)[:k].tolist()) for _ in range(2)]
         assert mask_distance(*draws) == pytest.approx(random_expectation(density, density), abs=0.02)
+
+
+def test_score_mode_is_the_references_by_default_and_an_option() -> None:
+    """SNIP and GraSP score in train mode, SynFlow in eval mode by default; `score_mode` changes it, which matters
+    with BatchNorm (batch statistics in train mode, running statistics in eval mode)."""
+    from lottery.pruning.sources import scores, sources
+
+    assert {name: sources.get(name).default_mode for name in ("snip", "grasp", "synflow")} == {
+        "snip": "train", "grasp": "train", "synflow": "eval"
+    }  # fmt: skip
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[1].running_mean.fill_(3.0)  # running statistics far from the batch's: the modes must disagree
+        model[1].running_var.fill_(9.0)
+    batches = [(torch.randn(16, 6, generator=torch.Generator().manual_seed(1)), torch.arange(16) % 3)]
+    names = ["0.weight", "3.weight"]
+    train = scores(model, "snip", batches=batches, names=names)
+    assert all(
+        torch.equal(train[n], scores(model, "snip", batches=batches, names=names, score_mode="train")[n]) for n in names
+    )
+    evaluated = scores(model, "snip", batches=batches, names=names, score_mode="eval")
+    assert not torch.allclose(train["0.weight"], evaluated["0.weight"])
+    flow = scores(model, "synflow", names=names, input_shape=(6,))
+    assert all(
+        torch.equal(flow[n], scores(model, "synflow", names=names, input_shape=(6,), score_mode="eval")[n])
+        for n in names
+    )
+    assert model.training  # the caller's model is untouched
+    with pytest.raises(UserError, match="score_mode"):
+        scores(model, "snip", batches=batches, names=names, score_mode="test")

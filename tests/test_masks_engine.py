@@ -12,11 +12,11 @@ import torch
 
 from conftest import run_tiny, tiny_spec
 from lottery.errors import UserError
-from lottery.experiments import masks
+from lottery.experiments import keys, masks
 from lottery.experiments.context import Context
 from lottery.experiments.imp import replicate_dir
 from lottery.pruning import Mask
-from lottery.pruning.early_bird import mask_distance
+from lottery.pruning.early_bird import mask_distance, online_drawn_at, settled_at
 from lottery.reports import write_report
 from lottery.spec import ExperimentSpec, resolve, spec_hash
 from lottery.store import RunDir
@@ -80,6 +80,27 @@ def test_masks_end_to_end(store: Path) -> None:
     assert mask_distance(m10, m20) == pytest.approx(mask_distance(m10, m20, "considered") / (2 * m10.density))
     eb = masks.mask_run_dir(rdir, "early_bird", 0.1, 0).read_json("source.json")
     assert eb["computed_at"] == (entry["settled_at"] if entry["settled_at"] is not None else 60)
+    # You et al.'s online rule by default: the newest mask against each of the previous four
+    assert trace["rule"] == "online" and trace["window"] == 5
+    recent = entry["window_distances"]
+    assert recent[:4] == [None] * 4
+    assert all(r[0] == pytest.approx(d) for r, d in zip(recent[4:], entry["distances"][4:]))
+    assert entry["settled_at"] == online_drawn_at(trace["iterations"], recent, trace["threshold"])
+    # Another rule: the stored trace is stale (computed again, the rule recorded) and the ticket is another network
+    hindsight = Context(tiny_spec(*MASKS, 'masks.early_bird_rule="hindsight"'), Runtime(progress=False))
+    again = masks.trace(hindsight, rdir, 0)
+    assert again["rule"] == "hindsight"
+    assert again["densities"][0]["settled_at"] == settled_at(trace["iterations"], entry["distances"], 0.01)
+    assert keys.mask_run(hindsight, 0, "early_bird", "early_bird", 0.1, 0) != keys.mask_run(
+        ctx, 0, "early_bird", "early_bird", 0.1, 0
+    )
+    assert keys.mask_run(ctx, 0, "snip", "snip", 0.1, 0) == keys.mask_run(
+        Context(tiny_spec(*MASKS, "masks.score_mode.snip=train"), Runtime(progress=False)), 0, "snip", "snip", 0.1, 0
+    )  # the default mode spelled out: the same network
+    assert keys.mask_run(ctx, 0, "snip", "snip", 0.1, 0) != keys.mask_run(
+        Context(tiny_spec(*MASKS, "masks.score_mode.snip=eval"), Runtime(progress=False)), 0, "snip", "snip", 0.1, 0
+    )
+    masks.trace(ctx, rdir, 0)  # back to the online trace for the report below
     # results.csv and the report
     table = list(csv.DictReader(io.StringIO(experiment.read("results.csv").decode())))
     assert {r["target_density"] for r in table if r["kind"] == "snip_shuffle"} == {"0.1"}
@@ -98,6 +119,12 @@ def test_masks_spec_contract() -> None:
         resolve(overrides=['masks.sources=["snipp"]', "masks.densities=[0.1]"])
     with pytest.raises(UserError, match="masks.densities"):
         resolve(overrides=['masks.sources=["snip"]'])
+    with pytest.raises(UserError, match="masks.early_bird_rule"):
+        resolve(overrides=['masks.early_bird_rule="sometime"'])
+    with pytest.raises(UserError, match="masks.score_mode"):
+        resolve(overrides=["masks.score_mode.snip=test"])
+    with pytest.raises(UserError, match="masks.score_mode"):
+        resolve(overrides=["masks.score_mode.early_bird=eval"])
     with pytest.raises(UserError, match="masks.ablations"):
         resolve(overrides=['masks.ablations=["flip"]'])
     with pytest.raises(UserError, match="masks.at"):

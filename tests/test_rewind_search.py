@@ -37,7 +37,9 @@ KNOWN = [
     "training.optimizer='sgd'", "training.lr=0.3", f"training.milestone_steps=['{T}it']", "training.gamma=1e-6",
     "imp.levels=1", "stability.interpolation_points=5", "stability.train_subset=300",
     "stability.threshold=0.1",  # below one test example (0.2 points): stable means no barrier at all
+    "stability.copies=3",  # one replicate: the decision's interval is a jackknife over 3 copies
 ]  # fmt: skip
+COPIES = 3  # max_copies: no extra copies (an undecided probe counts as not stable)
 OPTIMIZERS = {"sgd", "adam", "adamw", "radam"}  # the example sweeps compare these (and SGD + warmup)
 assert OPTIMIZERS <= set(_ALL)
 GRID = ["0it", "8it", "16it", "32it", "48it"]
@@ -85,7 +87,9 @@ def test_bracket_search_stops_when_the_budget_is_spent() -> None:
 @pytest.fixture(scope="module")
 def known(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunDir, dict]:
     root = tmp_path_factory.mktemp("rewind") / "runs"
-    experiment, found = run_search(tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=3)
+    experiment, found = run_search(
+        tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=3, max_copies=COPIES
+    )  # fmt: skip
     return root, experiment, found
 
 
@@ -95,10 +99,16 @@ def test_search_finds_the_stability_point_known_by_construction(known: tuple[Pat
         lo, hi = found[subject]["bracket"]
         assert found[subject]["complete"] and lo < T <= hi and found[subject]["k"] == hi, subject
         assert hi - lo == 2  # grid bracket [16, 32], bisected at 24, 28 and 30
-        probes = {p["k"]: p for p in found[subject]["probe"]}
-        assert probes[hi]["stable"] and probes[hi]["barrier"] == 0 and not probes[lo]["stable"]
-        assert {"k", "barrier", "accuracy", "stable", "matching"} <= set(probes[hi])
-    assert found["imp"]["probe"][0]["control"]["kind"] == "random_prune"
+        probes = {p["k"]: p for p in found[subject]["probes"]}
+        assert probes[hi]["decision"] == "stable" and probes[hi]["barrier_mean"] == 0
+        assert probes[hi]["barrier_interval"] == [0, 0] and probes[hi]["pairs"] == [[0, 0, 0]]
+        assert probes[lo]["decision"] != "stable" and probes[hi]["unit"] == "copy" and probes[hi]["copies"] == 3
+        assert {"k", "pairs", "barrier_mean", "barrier_interval", "decision", "accuracy", "matching"} <= set(probes[hi])
+        assert probes[hi]["matching"] in ("matching", "not_matching", "undecided")
+        # Beyond k = 30 the grid holds 32 and 48, both probed by the binary search already: stable, so monotone.
+        assert found[subject]["monotone"] is True and found[subject]["offending"] == []
+        assert found[subject]["interval"][1] == hi and found[subject]["interval"][0] in (None, *probes)
+    assert found["imp"]["probes"][0]["control"]["kind"] == "random_prune"
     stored = json.loads((experiment.path / "rewind_search.json").read_text())
     assert stored["dense"]["bracket"] == found["dense"]["bracket"] and stored["cost"] == found["cost"]
     cost = found["cost"]
@@ -114,7 +124,7 @@ def test_a_prefix_retrained_to_k_is_the_dense_runs_w_k_bit_for_bit(known: tuple[
     dense = imp.dense_dir(rdir).read_tensors(snapshot_name(16))  # a grid point: saved by the dense run itself
     prefix = run.read_tensors(snapshot_name(16))
     assert dense.keys() == prefix.keys() and all(torch.equal(dense[k], prefix[k]) for k in dense)
-    off_grid = [p["k"] for p in found["dense"]["probe"] if p["k"] not in (0, 8, 16, 32, 48)]
+    off_grid = [p["k"] for p in found["dense"]["probes"] if p["k"] not in (0, 8, 16, 32, 48)]
     assert off_grid and all(layout.prefix(rdir, k).exists("summary.json") for k in off_grid)
 
 
@@ -127,7 +137,9 @@ def json_spec(experiment: RunDir):  # noqa: ANN201
 def test_search_agrees_with_a_full_sweep_of_the_same_grid(known: tuple[Path, RunDir, dict]) -> None:
     root, experiment, _ = known
     spec = json_spec(experiment)
-    _, coarse = run_search(tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=0)
+    _, coarse = run_search(
+        tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=0, max_copies=COPIES
+    )  # fmt: skip
     assert coarse["cost"]["trainings"] == 0  # every probe of the grid search is in the store already
     assert coarse["cost"]["probed"]["trainings"] < coarse["cost"]["full_sweep"]["trainings"]
     _, results = run_experiment(spec, None, root, Runtime(progress=False))  # the full sweep: every grid point
@@ -150,15 +162,16 @@ def test_search_agrees_with_a_full_sweep_of_the_same_grid(known: tuple[Path, Run
 def test_budget_is_respected(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     _, found = run_search(
-        tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=4, max_trainings=9
+        tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=4, max_trainings=12,
+        max_copies=COPIES,
     )  # fmt: skip
-    assert found["cost"]["trainings"] <= 9 and not found["imp"]["complete"]
+    assert found["cost"]["trainings"] <= 12 and not found["imp"]["complete"]
     trained = len(list(walk(root, "summary.json")))
     assert trained == found["cost"]["trainings"]
-    # Dense k = 0 (the dense run + 2 copies), 48, 16 and 32 (2 copies each) fit: 9; bisecting at 24 would need 3 (the
-    # prefix 0..24 and 2 copies), IMP at k = 0 five (level 1, 2 copies of it and 2 of its control).
-    assert found["cost"]["trainings"] == 9 and found["dense"]["bracket"] == [16, 32] and not found["dense"]["complete"]
-    assert found["imp"]["probe"] == [] and found["imp"]["bracket"] == [None, None]
+    # Dense k = 0 (the dense run + 3 copies), 48 and 16 (3 copies each) fit: 10; 32 would need 3 more, IMP at k = 0
+    # seven (level 1, 3 copies of it and 3 of its control).
+    assert found["cost"]["trainings"] == 10 and found["dense"]["bracket"] == [16, 48] and not found["dense"]["complete"]
+    assert found["imp"]["probes"] == [] and found["imp"]["bracket"] == [None, None]
 
 
 def test_cli_contract_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -174,9 +187,15 @@ def test_cli_contract_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtur
     stdout = capsys.readouterr().out.strip().splitlines()
     found = json.loads((Path(stdout[-1]) / "rewind_search.json").read_text())
     for subject in ("dense", "imp"):
-        assert {"k", "bracket", "matching", "probe"} <= set(found[subject])
+        assert {"k", "bracket", "interval", "monotone", "offending", "matching", "probes"} <= set(found[subject])
     assert (Path(stdout[-1]) / "results.json").exists()
-    for bad in (["--level", "0"], ["--max-trainings", "0"], ["--grid", "5000it"], ["--refine", "-1"]):
+    for bad in (
+        ["--level", "0"],
+        ["--max-trainings", "0"],
+        ["--grid", "5000it"],
+        ["--refine", "-1"],
+        ["--max-copies", "1"],
+    ):
         assert main([*args, *bad]) == 2, bad
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("lottery: error:"), bad
@@ -222,8 +241,11 @@ def test_python_api(tmp_path: Path) -> None:
     import lottery
 
     spec = tiny_spec("imp.levels=1", "stability.interpolation_points=3", "stability.train_subset=200")
-    found = lottery.rewind_search(spec, level=1, max_trainings=3, out=tmp_path, grid=["0it", "20it"])
-    # The dense probe at k = 0 takes the dense run and its 2 copies; the IMP probe would need 5 more.
+    found = lottery.rewind_search(spec, level=1, max_trainings=3, out=tmp_path, grid=["0it", "20it"], max_copies=4)
+    # The dense probe at k = 0 takes the dense run and its 2 copies: one pair of one replicate, no interval, so it is
+    # undecided; a third copy does not fit in the budget, and neither does the next probe.
     assert found["path"].parent == tmp_path and found["cost"]["trainings"] == 3
-    assert found["dense"]["k"] == 0 and found["dense"]["complete"] and not found["imp"]["complete"]
-    assert json.loads((found["path"] / "rewind_search.json").read_text())["dense"]["bracket"] == [None, 0]
+    (probe,) = found["dense"]["probes"]
+    assert probe["decision"] == "undecided" and probe["barrier_interval"] is None and probe["copies"] == 2
+    assert found["dense"]["k"] is None and not found["dense"]["complete"] and not found["imp"]["complete"]
+    assert json.loads((found["path"] / "rewind_search.json").read_text())["dense"]["bracket"] == [0, None]

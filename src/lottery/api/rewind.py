@@ -20,12 +20,14 @@ def rewind_search(
     grid: list[str] | None = None,
     refine: int = 2,
     tolerance: float = 0.2,
+    max_copies: int | None = None,
 ) -> dict[str, Any]:
     """Search the earliest rewind iteration k at which the dense network and IMP level `level` (default:
     imp.levels) are stable, within `max_trainings` trained networks. `spec`: a spec (ExperimentSpec) or a TOML
-    file (with `preset` and `overrides` as on the CLI). Returns the content of `rewind_search.json` (keys
-    `dense` and `imp`, each with `k`, `bracket`, `matching`, `probe`; `cost`), plus `path`: the experiment
-    directory (under `out`, default $LOTTERY_RUNS or ./runs)."""
+    file (with `preset` and `overrides` as on the CLI). `max_copies`: copies per replicate an undecided probe
+    may grow to. Returns the content of `rewind_search.json` (keys `dense` and `imp`, each with `k`, `bracket`,
+    `interval`, `monotone`, `matching`, `probes`; `cost`), plus `path`: the experiment directory (under `out`,
+    default $LOTTERY_RUNS or ./runs)."""
     import torch
 
     from lottery.experiments.rewind_search import DEFAULT_REFINE, run_search
@@ -41,7 +43,7 @@ def rewind_search(
     runtime = Runtime(device=torch.device(device), progress=False)
     experiment, found = run_search(
         spec, preset, store_root(None if out is None else str(out)), runtime, level, max_trainings, grid,
-        DEFAULT_REFINE if refine is None else refine, tolerance,
+        DEFAULT_REFINE if refine is None else refine, tolerance, max_copies=max_copies,
     )  # fmt: skip
     return {**found, "path": experiment.path}
 

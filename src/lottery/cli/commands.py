@@ -112,7 +112,7 @@ def rewind_search(args: argparse.Namespace) -> int:
     for spec, preset, point in points:
         experiment, found = run_search(
             spec, preset, store_root(args.out), runtime, args.level, args.max_trainings, grid, args.refine,
-            args.tolerance, args.wait,
+            args.tolerance, args.wait, args.max_copies,
         )  # fmt: skip
         print(table(found) if point is None else f"{_settings(point)}\n{table(found)}\n")
         done.append((experiment, point))

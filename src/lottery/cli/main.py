@@ -123,6 +123,12 @@ def _rewind_search_args(p: argparse.ArgumentParser) -> None:
         metavar="POINTS",
         help="matching: within this many points of dense (default 0.2)",
     )
+    p.add_argument(
+        "--max-copies",
+        type=int,
+        metavar="N",
+        help="copies per replicate an undecided probe may grow to (default 6, at least stability.copies)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,10 +16,11 @@ from lottery.experiments import recipes, results, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.imp import dense_dir, level_dir, replicate_dir, rewind_state
 from lottery.experiments.mask_points import at_iteration, snapshot_points, trace_points  # noqa: F401
+from lottery.experiments.mask_recipe import score_mode
 from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, random_like
-from lottery.pruning.early_bird import TRACE_NORMALISATION, mask_distance, random_expectation, settled_at
+from lottery.pruning.early_bird import TRACE_NORMALISATION, WINDOW, drawn_at, mask_distance, random_expectation
 from lottery.pruning.sources import find_mask, sources
 from lottery.spec import ExperimentSpec, TrainingSpec, split_kind
 from lottery.store import RunDir, layout
@@ -92,6 +93,7 @@ def compute_mask(
         seed=derived % 2**63,
         input_shape=ctx.data.input_shape,
         grasp_temperature=spec.grasp_temperature,
+        score_mode=score_mode(spec, source),
     )
     return ctx.mask(mask)
 
@@ -108,38 +110,57 @@ def dense_weights(ctx: Context, replicate_dir: RunDir, replicate: int, t: int) -
     return weights
 
 
+def _current(stored: dict[str, Any] | None, spec: Any) -> bool:
+    """Whether a stored trace was computed as the spec asks now: the normalisation, the rule and its window."""
+    return (
+        stored is not None
+        and stored.get("normalised_by") == TRACE_NORMALISATION
+        and stored.get("rule") == spec.early_bird_rule
+        and stored.get("window") == WINDOW
+    )
+
+
 def trace(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]:
     """The early-bird trace of one replicate (computed once, then read from `masks/early_bird.json`): for each
-    target density, the distance between the masks at successive trace points (normalised by the weights kept:
-    `lottery.pruning.early_bird`) and the iteration where the mask settles below `masks.early_bird_threshold`
-    (None: it never does; the final mask is then used). A trace stored before the distance was normalised by the
-    weights kept (no "normalised_by") is computed again."""
+    target density, the distance between the masks at successive trace points and from each mask to the previous
+    WINDOW - 1 (normalised by the weights kept: `lottery.pruning.early_bird`), and the iteration where the ticket
+    is drawn (`settled_at`) under `masks.early_bird_rule` (online, You et al.'s, by default; None: never, the
+    final mask is then used). A trace stored under another normalisation, rule or window (or before they were
+    recorded) is computed again."""
     out = masks_dir(replicate_dir)
     stored = out.read_json("early_bird.json")
-    if stored is not None and stored.get("normalised_by") == TRACE_NORMALISATION:
-        return stored
     spec = ctx.spec.masks
+    if _current(stored, spec):
+        return stored
     points = trace_points(ctx)
     derived = trace_seed(ctx.training(replicate))
-    previous: dict[float, Mask] = {}
+    history: dict[float, list[Mask]] = {d: [] for d in spec.densities}  # the last WINDOW - 1 masks, newest last
     distances: dict[float, list[float | None]] = {d: [] for d in spec.densities}
+    recent: dict[float, list[list[float] | None]] = {d: [] for d in spec.densities}
     for t in points:
         weights = dense_weights(ctx, replicate_dir, replicate, t)
         for density in spec.densities:
             mask = compute_mask(ctx, weights, spec.early_bird_source, density, derived, invert=False)
-            distance = mask_distance(previous[density], mask, TRACE_NORMALISATION) if density in previous else None
-            distances[density].append(distance)
-            previous[density] = mask
+            before = history[density]
+            to_previous = [mask_distance(m, mask, TRACE_NORMALISATION) for m in reversed(before)]  # newest first
+            distances[density].append(to_previous[0] if to_previous else None)
+            recent[density].append(to_previous if len(to_previous) == WINDOW - 1 else None)
+            history[density] = [*before, mask][-(WINDOW - 1) :]
     data = {
         "source": spec.early_bird_source,
         "threshold": spec.early_bird_threshold,
         "normalised_by": TRACE_NORMALISATION,
+        "rule": spec.early_bird_rule,
+        "window": WINDOW,
         "iterations": points,
         "densities": [
             {
                 "density": density,
                 "distances": distances[density],
-                "settled_at": settled_at(points, distances[density], spec.early_bird_threshold),
+                "window_distances": recent[density],
+                "settled_at": drawn_at(
+                    spec.early_bird_rule, points, distances[density], recent[density], spec.early_bird_threshold
+                ),
             }
             for density in spec.densities
         ],
@@ -150,7 +171,7 @@ def trace(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]
 
 def early_bird_iteration(ctx: Context, replicate_dir: RunDir, replicate: int, density: float) -> int:
     stored = masks_dir(replicate_dir).read_json("early_bird.json")
-    if stored is None or stored.get("normalised_by") != TRACE_NORMALISATION:
+    if not _current(stored, ctx.spec.masks):
         raise MissingDependency(tasks.mask_trace(replicate), f"the early-bird trace of replicate {replicate}")
     entry = next(e for e in stored["densities"] if e["density"] == density)
     return entry["settled_at"] if entry["settled_at"] is not None else ctx.schedule.end

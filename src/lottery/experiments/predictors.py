@@ -1,6 +1,11 @@
-"""Which stability measure predicts a ticket: across every (replicate, k, level, subnetwork) the stability
-analysis computed, the Spearman rank correlation of each measure with the subnetwork's accuracy gap to the dense
-network, with a seeded percentile bootstrap interval (resampling those observations with replacement).
+"""Which stability measure predicts a ticket: across every (replicate, k, level >= 1, subnetwork: IMP and its
+controls) the stability analysis computed, the Spearman rank correlation of each measure with the subnetwork's
+accuracy gap to the dense network, and the partial Spearman correlation controlling for density (the gap and most
+measures move with density: the partial one says what a measure adds beyond it), each with a seeded percentile
+cluster-bootstrap interval. The observations of one replicate share its dense run, its IMP chain and its seeds,
+so they are not independent: the bootstrap resamples replicates (clusters) with replacement and takes every
+observation of each drawn replicate (`resampling_unit`: "replicate"); with one replicate there is no interval.
+[masks] subjects (analysed at level 0) are left out.
 
 An observation is one analysed subnetwork (IMP or a control) at one (replicate, k, level): its measures are the
 means over its pairs of copies (`data_order.*`: copy vs copy; `pruning.*`: full network vs subnetwork, where
@@ -48,23 +53,43 @@ def spearman(x: Any, y: Any) -> float | None:
     return float((rx * ry).sum() / denominator)
 
 
-def bootstrap_interval(
-    x: Any, y: Any, seed: int = SEED, resamples: int = RESAMPLES, level: float = LEVEL
-) -> list[float] | None:
-    """The percentile interval of Spearman's rho over `resamples` resamples of the (x, y) pairs with replacement
-    (resamples where rho is undefined, e.g. all one point, are left out); None where none is defined."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+def partial_spearman(x: Any, y: Any, z: Any) -> float | None:
+    """Spearman's correlation of x and y controlling for z: the partial correlation of the ranks,
+    (r_xy - r_xz r_yz) / sqrt((1 - r_xz^2)(1 - r_yz^2)); None where undefined (|r_xz| or |r_yz| = 1, or a
+    constant variable)."""
+    rxy, rxz, ryz = spearman(x, y), spearman(x, z), spearman(y, z)
+    if rxy is None or rxz is None or ryz is None:
+        return None
+    denominator = (1 - rxz * rxz) * (1 - ryz * ryz)
+    if denominator <= 1e-12:
+        return None
+    return float((rxy - rxz * ryz) / np.sqrt(denominator))
+
+
+def cluster_bootstrap(
+    statistic: Any, clusters: Any, columns: list[Any], seed: int = SEED, resamples: int = RESAMPLES,
+    level: float = LEVEL,
+) -> list[float] | None:  # fmt: skip
+    """The percentile interval of `statistic(*columns)` over `resamples` cluster resamples: draw as many clusters
+    as there are (with replacement), take every row of each drawn cluster (twice if drawn twice). Resamples where
+    the statistic is undefined (None) are left out; None with fewer than 2 clusters or no defined resample."""
+    clusters = np.asarray(clusters)
+    columns = [np.asarray(c, dtype=np.float64) for c in columns]
+    names = sorted(set(clusters.tolist()))
+    if len(names) < 2:
+        return None
+    rows = [np.flatnonzero(clusters == name) for name in names]
     rng = np.random.default_rng(seed)
-    rhos = []
+    values = []
     for _ in range(resamples):
-        pick = rng.integers(0, len(x), len(x))
-        rho = spearman(x[pick], y[pick])
-        if rho is not None:
-            rhos.append(rho)
-    if not rhos:
+        pick = np.concatenate([rows[i] for i in rng.integers(0, len(rows), len(rows))])
+        value = statistic(*(c[pick] for c in columns))
+        if value is not None:
+            values.append(value)
+    if not values:
         return None
     tail = (1 - level) / 2
-    return [float(np.quantile(rhos, tail)), float(np.quantile(rhos, 1 - tail))]
+    return [float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))]
 
 
 def measure_names() -> list[str]:
@@ -82,6 +107,8 @@ def observations(points: list[dict[str, Any]], runs: list[dict[str, Any]]) -> li
     for p in points:
         if p["kind"] == "dense" or p["diverged"] or p["replicate"] not in dense:
             continue
+        if not p.get("level") or p.get("target_density") is not None:
+            continue  # only IMP and its controls at levels >= 1 (a [masks] subject is analysed at level 0)
         accuracy = statistics.fmean(c["final_test_accuracy"] for c in p["copies"])
         values: dict[str, float | None] = {}
         for group in ("data_order", "pruning"):
@@ -104,19 +131,40 @@ def observations(points: list[dict[str, Any]], runs: list[dict[str, Any]]) -> li
 
 
 def correlate(rows: list[dict[str, Any]], seed: int = SEED, resamples: int = RESAMPLES) -> list[dict[str, Any]]:
-    """Per measure: n, Spearman's rho with the gap, its bootstrap interval; sorted by |rho|, undefined last."""
+    """Per measure: n (observations where it is defined), clusters (replicates among them), Spearman's rho with the
+    gap and its partial rho controlling for density, each with its cluster-bootstrap interval. Sorted by n (a
+    measure is only ranked against measures over the same observations: `pruning.*` is undefined for random
+    reinitialization), then by |partial rho|, undefined last."""
     table = []
     for name in measure_names():
-        pairs = [
-            (row["measures"][name], row["accuracy_gap"])
-            for row in rows
-            if row["measures"].get(name) is not None and np.isfinite(row["measures"][name])
-        ]
-        x, y = [a for a, _ in pairs], [b for _, b in pairs]
-        rho = spearman(x, y) if len(pairs) >= MIN_OBSERVATIONS else None
-        interval = bootstrap_interval(x, y, seed, resamples) if rho is not None else None
-        table.append({"measure": name, "n": len(pairs), "spearman": rho, "interval": interval})
-    return sorted(table, key=lambda t: (t["spearman"] is None, -abs(t["spearman"] or 0.0), t["measure"]))
+        kept = [row for row in rows if row["measures"].get(name) is not None and np.isfinite(row["measures"][name])]
+        x = [row["measures"][name] for row in kept]
+        y = [row["accuracy_gap"] for row in kept]
+        z = [row["density"] for row in kept]
+        clusters = [row["replicate"] for row in kept]
+        enough = len(kept) >= MIN_OBSERVATIONS
+        boot = {"seed": seed, "resamples": resamples}
+        rho = spearman(x, y) if enough else None
+        partial = partial_spearman(x, y, z) if enough else None
+        table.append(
+            {
+                "measure": name,
+                "n": len(kept),
+                "clusters": len(set(clusters)),
+                "spearman": rho,
+                "interval": None if rho is None else cluster_bootstrap(spearman, clusters, [x, y], **boot),
+                "partial_spearman": partial,
+                "partial_interval": (
+                    None if partial is None else cluster_bootstrap(partial_spearman, clusters, [x, y, z], **boot)
+                ),
+            }
+        )
+
+    def order(t: dict[str, Any]) -> tuple:
+        key = t["partial_spearman"] if t["partial_spearman"] is not None else t["spearman"]
+        return (-t["n"], key is None, -abs(key or 0.0), t["measure"])
+
+    return sorted(table, key=order)
 
 
 def predictors(points: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -124,6 +172,9 @@ def predictors(points: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict
     rows = observations(points, runs)
     return {
         "target": "accuracy_gap (dense final test accuracy - subnetwork copies' mean, percentage points)",
+        "subjects": "IMP and its controls at levels >= 1 (every replicate and rewind point)",
+        "partial_for": "density",
+        "resampling_unit": "replicate",
         "seed": SEED,
         "resamples": RESAMPLES,
         "level": LEVEL,

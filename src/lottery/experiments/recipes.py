@@ -31,6 +31,7 @@ import torch
 from lottery import collective
 from lottery.experiments.context import Context
 from lottery.experiments.mask_points import at_iteration, stability_point, trace_points
+from lottery.experiments.mask_recipe import extra_reads
 from lottery.models.lenet import LeNet
 from lottery.pruning.early_bird import TRACE_NORMALISATION
 from lottery.pruning.structure import recipe_reads
@@ -241,6 +242,7 @@ def source_reads(ctx: Context, source: str) -> dict[str, Any]:
     spec = ctx.spec.masks
     reads: dict[str, Any] = {"scope": spec.scope, "layers_to_ignore": list(ctx.spec.pruning.layers_to_ignore)}
     reads.update(recipe_reads(ctx.spec.pruning))  # pruning.structure (n, m), where not the default
+    reads.update(extra_reads(spec, source))  # a score mode that is not the source's default; early-bird's rule
     if source in spec.rounds or source == "synflow":
         reads.update(rounds=spec.rounds.get(source), schedule=spec.schedule)
     if source in ("snip", "grasp"):

@@ -8,6 +8,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+from lottery.experiments import conclusions
 from lottery.store import RunDir
 
 METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "early_stop_iteration", "train_seconds")
@@ -42,9 +43,26 @@ def stats(values: list[float]) -> dict[str, float] | None:
     return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
 
 
-def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def matching(members: list[dict[str, Any]], dense: dict[int, float], tolerance: float) -> dict[str, Any]:
+    """Whether these runs (one group of `aggregate`) are matching: `conclusions.matching_decision` of each
+    replicate's final test accuracies (its control seeds' too) minus that replicate's dense accuracy, in points;
+    the unit is the replicate (with one replicate: the runs, i.e. the control seeds; an IMP level has one)."""
+    gaps: dict[int, list[float]] = defaultdict(list)
+    for row in members:
+        if not row["diverged"] and row["final_test_accuracy"] is not None and row["replicate"] in dense:
+            gaps[row["replicate"]].append(100 * (row["final_test_accuracy"] - dense[row["replicate"]]))
+    return conclusions.matching_decision([gaps[r] for r in sorted(gaps)], tolerance)
+
+
+def aggregate(rows: list[dict[str, Any]], tolerance: float = conclusions.TOLERANCE) -> list[dict[str, Any]]:
     """Mean, min and max over replicates and control seeds, per (kind, rewind, level), and per target density
-    for mask sources (whose level is None)."""
+    for mask sources (whose level is None); for every group but the dense run, `matching` (within `tolerance`
+    points of dense, decided on an interval over replicates: `matching`)."""
+    dense = {
+        row["replicate"]: row["final_test_accuracy"]
+        for row in rows
+        if row["kind"] == "dense" and not row["diverged"] and row["final_test_accuracy"] is not None
+    }
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["kind"], row["rewind_iteration"], row["level"], row.get("target_density"))].append(row)
@@ -60,6 +78,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "runs": len(members),
                 "diverged": sum(r["diverged"] for r in members),
                 **{m: stats([r[m] for r in members if not r["diverged"]]) for m in METRICS},
+                **({} if kind == "dense" else {"matching": matching(members, dense, tolerance)}),
             }
         )
     order = {"dense": 0, "imp": 1}
@@ -90,7 +109,10 @@ def _pct(stats: dict[str, float] | None, scale: float = 100.0) -> str:
 
 def table(summary: list[dict[str, Any]]) -> str:
     """The aggregated results as an aligned text table."""
-    header = ("kind", "rewind", "level", "% remaining", "test acc %", "early-stop it", "early-stop test acc %", "runs")
+    header = (
+        "kind", "rewind", "level", "% remaining", "test acc %", "early-stop it", "early-stop test acc %", "runs",
+        "vs dense: gap [95%], decision",
+    )  # fmt: skip
     lines = [header]
     for row in summary:
         iteration = row["early_stop_iteration"]
@@ -104,7 +126,17 @@ def table(summary: list[dict[str, Any]]) -> str:
                 "-" if iteration is None else f"{iteration['mean']:.0f}",
                 _pct(row["early_stop_test_accuracy"]),
                 str(row["runs"]),
+                matching_cell(row.get("matching")),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def matching_cell(decision: dict[str, Any] | None) -> str:
+    """'-0.12 [-0.50, 0.26] undecided': the gap to dense (points) with its interval and the decision."""
+    if decision is None or decision["gap_mean"] is None:
+        return "-"
+    interval = decision["gap_interval"]
+    bounds = "" if interval is None else f" [{interval[0]:+.2f}, {interval[1]:+.2f}]"
+    return f"{decision['gap_mean']:+.2f}{bounds} {decision['decision']}"

@@ -12,9 +12,14 @@ prefix 0..k with the same seeds in a prefix run (`lottery.store.layout.prefix`; 
 learning rate are pure functions of the iteration, so this is W_k bit for bit; a test checks it), copied into the
 dense run's snapshots, after which the engine's own code (IMP levels, controls, copies, analysis) runs unchanged.
 
-The search assumes stability is monotone in k (unstable, then stable): a binary search over the grid, then
-`refine` bisection steps between the last unstable and the first stable point. A point is stable when the
-analysis calls it stable (every pair of copies below the threshold) in every replicate.
+Each probe ends in a decision with its uncertainty (`experiments/conclusions.py`: the barrier's mean and an interval
+over the independent units, replicates, or with one replicate the copies): `stable`, `unstable` or `undecided`.
+Where a probe is undecided the search adds copies (one more per replicate at a time, up to `max_copies`, within the
+budget); a probe still undecided counts as not stable. The search assumes stability is monotone in k (unstable,
+then stable): a binary search over the grid, then `refine` bisection steps between the last unstable and the
+first stable point; then it checks that assumption by probing the next `BEYOND` grid points after k, and reports
+`monotone: false` with the offending probes where one of them is unstable, and an `interval` for k from the
+decisions (undecided probes widen it).
 """
 
 from __future__ import annotations
@@ -28,15 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from lottery.errors import UserError
-from lottery.experiments import imp, stability, views
+from lottery.experiments import conclusions, imp, stability, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.plan import Task, run_task
 from lottery.spec import ExperimentSpec, Step
 from lottery.store import RunDir, layout
 
-DEFAULT_TOLERANCE = 0.2  # percentage points: "matching" as in the papers
+DEFAULT_TOLERANCE = conclusions.TOLERANCE  # percentage points: "matching" as in the papers
 DEFAULT_REFINE = 2  # bisection steps after the grid
+DEFAULT_MAX_COPIES = 6  # copies per replicate an undecided probe may grow to
+BEYOND = 2  # grid points after k probed to check that stability holds there
 CONTROL = "random_prune"
 
 
@@ -104,24 +111,105 @@ def bracket_search(
     return hi, [lo, hi], True
 
 
+def escalate(
+    measure: Callable[[int], dict[str, Any]], base: int, max_copies: int, affordable: Callable[[int], bool]
+) -> dict[str, Any]:
+    """The probe's record with `base` copies, then, while its decision is undecided, with one more copy per replicate
+    at a time up to `max_copies`, as long as `affordable(copies)` (the budget) allows."""
+    copies = base
+    record = measure(copies)
+    while record["decision"] == conclusions.UNDECIDED and copies < max_copies and affordable(copies + 1):
+        copies += 1
+        record = measure(copies)
+    return record
+
+
+def beyond(grid: list[int], k: int | None, count: int = BEYOND) -> list[int]:
+    """The `count` grid points after k (none where k is None)."""
+    return [] if k is None else [g for g in grid if g > k][:count]
+
+
+def k_interval(decisions: dict[int, str]) -> list[int | None]:
+    """[a, b]: the earliest point from which every probe is stable lies in (a, b] as far as the probes' decisions
+    tell: a = the last probe decided unstable (None: none), b = the first probe after a from which every probe is
+    decided stable (None: none). An undecided probe counts as possibly either, so it widens the interval."""
+    ks = sorted(decisions)
+    unstable = [k for k in ks if decisions[k] == conclusions.UNSTABLE]
+    a = unstable[-1] if unstable else None
+    after = [k for k in ks if a is None or k > a]
+    b = None
+    for i, k in enumerate(after):
+        if all(decisions[j] == conclusions.STABLE for j in after[i:]):
+            b = k
+            break
+    return [a, b]
+
+
+def check(
+    decide: Callable[[int], str], grid: list[int], k: int | None, probed: dict[int, str], count: int = BEYOND
+) -> dict[str, Any]:
+    """After the search: probe the `count` grid points after k (`decide(k)` -> decision; points in `probed` are not
+    probed again) and say whether stability holds there: `monotone` true (every probe after k stable), false
+    (some probe after k unstable: `offending` lists them) or None (no k, or undecided probes only); `interval` for
+    k (`k_interval`). A `BudgetSpent` from `decide` stops the check (`complete` False)."""
+    complete = True
+    try:
+        for g in beyond(grid, k, count):
+            if g not in probed:
+                probed[g] = decide(g)
+    except BudgetSpent:
+        complete = False
+    after = {j: d for j, d in probed.items() if k is not None and j > k}
+    offending = sorted(j for j, d in after.items() if d == conclusions.UNSTABLE)
+    if k is None:
+        monotone = None
+    elif offending:
+        monotone = False
+    elif all(d == conclusions.STABLE for d in after.values()) and after:
+        monotone = True
+    else:
+        monotone = None
+    return {"monotone": monotone, "offending": offending, "interval": k_interval(probed), "complete": complete}
+
+
 class Search:
     """Probes of one search: each trains what it needs (within the budget) and records what the analysis found."""
 
     def __init__(
-        self, ctx: Context, experiment: RunDir, level: int, max_trainings: int | None, tolerance: float
+        self,
+        ctx: Context,
+        experiment: RunDir,
+        level: int,
+        max_trainings: int | None,
+        tolerance: float,
+        max_copies: int | None = None,
     ) -> None:
         self.ctx, self.experiment, self.level, self.tolerance = ctx, experiment, level, tolerance
         self.max_trainings = max_trainings
+        base = ctx.spec.stability.copies
+        self.max_copies = max(base, DEFAULT_MAX_COPIES if max_copies is None else max_copies)
         self.trained = 0  # networks trained by this search (runs already in the store are free)
         self.iterations = 0  # iterations those networks trained
         self.probes: dict[str, dict[int, dict[str, Any]]] = {"dense": {}, "imp": {}}
+        self._contexts = {base: ctx}
+
+    def context(self, copies: int) -> Context:
+        """The search's context with `copies` copies per stability point (copy i is the same network whatever
+        the count: its key holds its index only), sharing the data already loaded."""
+        if copies not in self._contexts:
+            stab = dataclasses.replace(self.ctx.spec.stability, copies=copies)
+            ctx = Context(dataclasses.replace(self.ctx.spec, stability=stab), self.ctx.runtime)
+            ctx.__dict__["data"] = self.ctx.data  # functools.cached_property's slot: the same tensors
+            self._contexts[copies] = ctx
+        return self._contexts[copies]
 
     # -- what a probe needs ------------------------------------------------------------------------------------
-    def missing(self, k: int, level: int) -> list[tuple[RunDir, int]]:
+    def missing(self, k: int, level: int, ctx: Context | None = None) -> list[tuple[RunDir, int]]:
         """(run, iterations it trains) of every network probing (k, level) would train: the dense run, the
         prefix 0..k where W_k is not stored, IMP levels 1..level, the copies of the dense network, the IMP
-        subnetwork and its control."""
-        ctx, end = self.ctx, self.ctx.schedule.end
+        subnetwork and its control (as many copies as `ctx` says)."""
+        ctx = ctx or self.ctx
+        end = ctx.schedule.end
         out: list[tuple[RunDir, int]] = []
         for r in range(ctx.spec.replicates):
             views.bind_point(ctx, self.experiment, r, k, level, (CONTROL,))  # networks other experiments trained count
@@ -155,34 +243,62 @@ class Search:
         )  # the dense run first (read back when stored): its final weights prune level 1
         imp.fill_snapshots(self.ctx, rdir, r, (k,))
 
+    def _fits(self, trainings: int) -> bool:
+        return self.max_trainings is None or self.trained + trainings <= self.max_trainings
+
     # -- one probe -----------------------------------------------------------------------------------------------
-    def probe(self, subject: str, k: int) -> bool:
-        """Train and analyse (k, 0) for the dense network or (k, level) for the IMP subnetwork; True if stable."""
+    def probe(self, subject: str, k: int) -> str:
+        """Train and analyse (k, 0) for the dense network or (k, level) for the IMP subnetwork, with more copies
+        while undecided (`escalate`); return the decision (stable / unstable / undecided)."""
         level = 0 if subject == "dense" else self.level
-        missing = self.missing(k, level)
-        if self.max_trainings is not None and self.trained + len(missing) > self.max_trainings:
+        base = self.ctx.spec.stability.copies
+        first = self.missing(k, level)
+        if not self._fits(len(first)):
             left = self.max_trainings - self.trained
-            _say(f"{subject} k={k}: needs {len(missing)} trainings, {left} left in the budget: stopping")
+            _say(f"{subject} k={k}: needs {len(first)} trainings, {left} left in the budget: stopping")
             raise BudgetSpent
-        for r in range(self.ctx.spec.replicates):
-            self.ensure_snapshot(r, k)
-            tasks = point_tasks(r, k, level)  # k may be off the plan's grid: the tasks of this point, by hand
-            run_task(tasks[names.stability(r, k, level)], self.ctx, self.experiment, tasks)
-        self.trained += len(missing)
-        self.iterations += sum(its for _, its in missing)
-        record = self.record(subject, k, level)
-        record["trainings"] = len(missing)
+        spent = {"trainings": 0}
+
+        def measure(copies: int) -> dict[str, Any]:
+            ctx = self.context(copies)
+            missing = self.missing(k, level, ctx)
+            for r in range(ctx.spec.replicates):
+                self.ensure_snapshot(r, k)
+                tasks = point_tasks(r, k, level)  # k may be off the plan's grid: the tasks of this point, by hand
+                run_task(tasks[names.stability(r, k, level)], ctx, self.experiment, tasks)
+            self.trained += len(missing)
+            self.iterations += sum(its for _, its in missing)
+            spent["trainings"] += len(missing)
+            record = self.record(subject, k, level)
+            record["copies"], record["trainings"] = copies, spent["trainings"]
+            self._say_probe(subject, record)
+            return record
+
+        def affordable(copies: int) -> bool:
+            fits = self._fits(len(self.missing(k, level, self.context(copies))))
+            if not fits:
+                _say(f"{subject} k={k}: undecided, and {copies} copies do not fit in the budget")
+            return fits
+
+        record = escalate(measure, base, self.max_copies, affordable)
         self.probes[subject][k] = record
-        verdict = "stable" if record["stable"] else "unstable"
-        barrier = "-" if record["barrier"] is None else f"{record['barrier']:.2f}"
+        return record["decision"]
+
+    def _say_probe(self, subject: str, record: dict[str, Any]) -> None:
+        interval = record["barrier_interval"]
+        barrier = "-" if record["barrier_mean"] is None else f"{record['barrier_mean']:.2f}"
+        barrier += "" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
         accuracy = "-" if record["accuracy"] is None else f"{100 * record['accuracy']:.2f}%"
         budget = "" if self.max_trainings is None else f", {self.max_trainings - self.trained} left"
-        _say(f"{subject} k={k}: barrier {barrier} ({verdict}), accuracy {accuracy}; trained {len(missing)}{budget}")
-        return record["stable"]
+        _say(
+            f"{subject} k={record['k']}: barrier {barrier} ({record['decision']}, {record['copies']} copies), "
+            f"accuracy {accuracy}; trained {record['trainings']}{budget}"
+        )
 
     def record(self, subject: str, k: int, level: int) -> dict[str, Any]:
-        """The probe as recorded: barrier (mean over pairs and replicates, percentage points), accuracy (mean of the
-        copies' final test accuracy), stable (in every replicate), and the random-pruning control's numbers."""
+        """The probe as recorded: the stability decision (`conclusions.stability_decision`: decision, barrier_mean
+        and barrier_interval in percentage points, unit, n, pairs), barrier_max, accuracy (mean of the copies' final
+        test accuracy), the matching decision, and the random-pruning control's numbers."""
         kinds = {"dense": ("dense",), "imp": ("imp", CONTROL)}[subject]
         found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
         for r in range(self.ctx.spec.replicates):
@@ -191,43 +307,55 @@ class Search:
             )
             for point in (analysis or {}).get("points", []):
                 if point["kind"] in found:
-                    found[point["kind"]].append(point)
-        summary = {kind: _point_summary(found[kind]) for kind in kinds}
+                    found[point["kind"]].append({**point, "replicate": r})
+        threshold = self.ctx.spec.stability.threshold
+        summary = {kind: _point_summary(found[kind], threshold) for kind in kinds}
         main = summary[kinds[0]]
         record: dict[str, Any] = {"k": k, **main}
         if level:
             record["density"] = statistics.fmean(p["density"] for p in found["imp"]) if found["imp"] else None
             record["control"] = {"kind": CONTROL, **summary[CONTROL]}
-        record["matching"] = self.matching(record["accuracy"])
+        match = self.matching(found[kinds[0]])
+        record["matching"] = match["decision"]
+        record["gap_mean"], record["gap_interval"] = match["gap_mean"], match["gap_interval"]
         return record
 
-    def dense_accuracy(self) -> float | None:
-        """The dense network's final test accuracy, mean over replicates (the matching reference)."""
-        values = []
+    def dense_accuracies(self) -> dict[int, float]:
+        """Each replicate's dense final test accuracy (the matching reference)."""
+        values = {}
         for r in range(self.ctx.spec.replicates):
             summary = imp.dense_dir(imp.replicate_dir(self.experiment, r)).read_json("summary.json")
             if summary and summary["final_test_accuracy"] is not None:
-                values.append(summary["final_test_accuracy"])
+                values[r] = summary["final_test_accuracy"]
+        return values
+
+    def dense_accuracy(self) -> float | None:
+        """The dense network's final test accuracy, mean over replicates."""
+        values = list(self.dense_accuracies().values())
         return statistics.fmean(values) if values else None
 
-    def matching(self, accuracy: float | None) -> bool | None:
-        reference = self.dense_accuracy()
-        if accuracy is None or reference is None:
-            return None
-        return 100 * accuracy >= 100 * reference - self.tolerance
+    def matching(self, points: list[dict[str, Any]]) -> dict[str, Any]:
+        """`conclusions.matching_decision` of the copies' final test accuracy against their replicate's dense run."""
+        dense = self.dense_accuracies()
+        gaps = [
+            [100 * (c["final_test_accuracy"] - dense[p["replicate"]]) for c in p["copies"]]
+            for p in points
+            if not p.get("diverged") and p["replicate"] in dense
+        ]
+        return conclusions.matching_decision(gaps, self.tolerance)
 
 
-def _point_summary(points: list[dict[str, Any]]) -> dict[str, Any]:
-    if not points or any(p["diverged"] for p in points):
-        return {"barrier": None, "accuracy": None, "stable": False, "diverged": bool(points)}
-    barriers = [pair["barrier_test"] for p in points for pair in p["data_order"]["pairs"]]
+def _point_summary(points: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    decision = conclusions.stability_decision(points, threshold)
+    keys = ("decision", "barrier_mean", "barrier_interval", "unit", "n", "pairs")
+    out: dict[str, Any] = {key: decision[key] for key in keys}
+    if not points or decision["diverged"]:
+        return {**out, "barrier_max": None, "accuracy": None, "diverged": bool(points)}
     accuracies = [c["final_test_accuracy"] for p in points for c in p["copies"]]
     return {
-        "barrier": statistics.fmean(barriers),
-        "barrier_max": max(barriers),
+        **out,
+        "barrier_max": max(b for pairs in decision["pairs"] for b in pairs),
         "accuracy": statistics.fmean(accuracies),
-        "stable": all(p["data_order"]["stable"] for p in points),
-        "stable_mean_barrier": all(p["data_order"]["stable_mean_barrier"] for p in points),
         "diverged": False,
     }
 
@@ -246,15 +374,21 @@ def point_tasks(r: int, k: int, level: int) -> dict[str, Task]:
     return {task.name: task for task in tasks}
 
 
-def cost_of(ctx: Context, level: int, dense: list[int], pruned: list[int]) -> dict[str, int]:
+def cost_of(
+    ctx: Context, level: int, dense: list[int], pruned: list[int], copies: dict[str, dict[int, int]] | None = None
+) -> dict[str, int]:
     """Trainings and iterations that probing `dense` (level 0) and `pruned` (level `level`) rewind points take from
     an empty store: the dense run; at every point the dense network's copies; at the pruned points IMP levels
-    1..level and the copies of the IMP subnetwork and its control; a prefix 0..k for each point off the grid."""
-    end, copies, replicates = ctx.schedule.end, ctx.spec.stability.copies, ctx.spec.replicates
+    1..level and the copies of the IMP subnetwork and its control; a prefix 0..k for each point off the grid.
+    `copies`: per subject ("dense", "imp") and point, the copies its probe used (default `stability.copies`)."""
+    end, base, replicates = ctx.schedule.end, ctx.spec.stability.copies, ctx.spec.replicates
+    copies = copies or {}
     points = sorted(set(dense) | set(pruned))
     trainings, iterations = 1, end
     for k in points:
-        per_k = copies + ((level + 2 * copies) if k in pruned else 0)
+        of_imp = copies.get("imp", {}).get(k, base)
+        of_dense = max(copies.get("dense", {}).get(k, base), of_imp if k in pruned else 0)
+        per_k = of_dense + ((level + 2 * of_imp) if k in pruned else 0)
         trainings += per_k
         iterations += per_k * (end - k)
         if k not in ctx.dense_snapshots:
@@ -276,16 +410,23 @@ def grid_iterations(ctx: Context, steps: tuple[str, ...]) -> list[int]:
     return sorted({Step.parse(s).to_iterations(ctx.schedule.iterations_per_epoch) for s in steps})
 
 
-def summarize(search: Search, subject: str, k: int | None, bracket: list, complete: bool) -> dict[str, Any]:
+def summarize(
+    search: Search, subject: str, k: int | None, bracket: list, complete: bool, checked: dict[str, Any]
+) -> dict[str, Any]:
+    """One subject's answer: k, bracket, complete, the check beyond k (monotone, offending, interval), matching and
+    accuracy at k, and every probe (`probes`, sorted by k)."""
     probes = [search.probes[subject][key] for key in sorted(search.probes[subject])]
     at_k = search.probes[subject].get(k) if k is not None else None
     return {
         "k": k,
         "bracket": bracket,
-        "complete": complete,
+        "interval": checked["interval"],
+        "monotone": checked["monotone"],
+        "offending": checked["offending"],
+        "complete": complete and checked["complete"],
         "matching": None if at_k is None else at_k["matching"],
         "accuracy": None if at_k is None else at_k["accuracy"],
-        "probe": probes,
+        "probes": probes,
     }
 
 
@@ -310,6 +451,7 @@ def run_search(
     refine: int = DEFAULT_REFINE,
     tolerance: float = DEFAULT_TOLERANCE,
     wait: bool = True,
+    max_copies: int | None = None,
 ) -> tuple[RunDir, dict[str, Any]]:
     """Search the dense network's and the IMP subnetwork's stability points; write `rewind_search.json` (and the
     experiment's results) in the search's experiment directory; return it and the search's record."""
@@ -324,6 +466,8 @@ def run_search(
         raise UserError(f"--max-trainings must be at least 1, got {max_trainings}")
     if refine < 0 or not tolerance >= 0:
         raise UserError("refine must be >= 0 and the matching tolerance >= 0")
+    if max_copies is not None and not 2 <= max_copies <= 1000:
+        raise UserError(f"--max-copies must be between 2 and 1000 (copies per replicate), got {max_copies}")
     base = Context(stamp(spec), runtime)
     end = base.schedule.end
     steps = tuple(grid) if grid else tuple(f"{k}it" for k in default_grid(end))
@@ -336,7 +480,7 @@ def run_search(
     with locked(experiment.path, wait=wait):
         check_collision(experiment, spec)
         write_spec(experiment, spec, preset)
-        search = Search(ctx, experiment, level, max_trainings, tolerance)
+        search = Search(ctx, experiment, level, max_trainings, tolerance, max_copies)
         _say(f"{experiment.path}: grid {candidates} (iterations), level {level}, threshold {spec.stability.threshold}")
         out: dict[str, Any] = {
             "level": level,
@@ -345,16 +489,36 @@ def run_search(
             "tolerance": tolerance,
             "refine": refine,
             "max_trainings": max_trainings,
+            "copies": spec.stability.copies,
+            "max_copies": search.max_copies,
+            "confidence": conclusions.CONFIDENCE,
         }
         for subject in ("dense", "imp"):
-            k, bracket, complete = bracket_search(lambda k, s=subject: search.probe(s, k), candidates, refine)
-            out[subject] = summarize(search, subject, k, bracket, complete)
-            _say(f"{subject}: k = {k}, bracket {bracket}" + ("" if complete else " (budget spent)"))
+
+            def decide(k: int, subject: str = subject) -> str:
+                return search.probe(subject, k)
+
+            k, bracket, complete = bracket_search(lambda j: decide(j) == conclusions.STABLE, candidates, refine)
+            decisions = {j: p["decision"] for j, p in search.probes[subject].items()}
+            checked = check(decide, candidates, k, decisions, BEYOND if complete else 0)  # budget spent: no probe
+            out[subject] = summarize(search, subject, k, bracket, complete, checked)
+            found = out[subject]
+            _say(
+                f"{subject}: k = {k}, bracket {bracket}, interval {found['interval']}, monotone {found['monotone']}"
+                + (f" (unstable at {found['offending']})" if found["offending"] else "")
+                + ("" if found["complete"] else " (budget spent)")
+            )
         out["dense_accuracy"] = search.dense_accuracy()
         out["cost"] = {  # trained by this call (stored runs are free); all its probes take; a full sweep takes
             "trainings": search.trained,
             "iterations": search.iterations,
-            "probed": cost_of(ctx, level, list(search.probes["dense"]), list(search.probes["imp"])),
+            "probed": cost_of(
+                ctx,
+                level,
+                list(search.probes["dense"]),
+                list(search.probes["imp"]),
+                {subject: {j: p["copies"] for j, p in search.probes[subject].items()} for subject in ("dense", "imp")},
+            ),  # fmt: skip
             "full_sweep": full_sweep_cost(ctx, level),
         }
         out = nan_to_none(out)
@@ -363,37 +527,55 @@ def run_search(
     return experiment, out
 
 
-PROBE_COLUMNS = ("k", "barrier", "stable", "test acc %", "matching", f"{CONTROL} barrier", "trainings")
+PROBE_COLUMNS = (
+    "k", "copies", "barrier [95% interval]", "decision", "test acc %", "gap to dense [95%]", "matching",
+    f"{CONTROL} barrier", "trainings",
+)  # fmt: skip
+
+
+def _with_interval(mean: float | None, interval: list[float] | None, missing: str) -> str:
+    if mean is None:
+        return missing
+    return f"{mean:.2f}" + ("" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]")
 
 
 def probe_cells(p: dict[str, Any], missing: str = "-") -> list[str]:
     """One probe as the cells of PROBE_COLUMNS (the text table and the report's table)."""
-    control = (p.get("control") or {}).get("barrier")
+    control = p.get("control") or {}
     return [
         str(p["k"]),
-        missing if p["barrier"] is None else f"{p['barrier']:.2f}",
-        "yes" if p["stable"] else "no",
+        str(p.get("copies", missing)),
+        _with_interval(p["barrier_mean"], p["barrier_interval"], missing),
+        p["decision"],
         missing if p["accuracy"] is None else f"{100 * p['accuracy']:.2f}",
-        {True: "yes", False: "no", None: missing}[p["matching"]],
-        missing if control is None else f"{control:.2f}",
+        _with_interval(p.get("gap_mean"), p.get("gap_interval"), missing),
+        p["matching"] or missing,
+        _with_interval(control.get("barrier_mean"), control.get("barrier_interval"), missing) if control else missing,
         str(p["trainings"]),
     ]
+
+
+def answer(found: dict[str, Any], subject: str) -> str:
+    """One subject's answer in words (the text table's and the report's)."""
+    s = found[subject]
+    where = f"level {found['level']} " if subject == "imp" else ""
+    text = f"{subject} {where}stable from k = {s['k']} (bracket {s['bracket']}, interval for k {s['interval']})"
+    if s["monotone"] is False:
+        text += f"; NOT monotone: unstable again at k = {s['offending']}"
+    elif s["monotone"] is None and s["k"] is not None:
+        text += "; stability after k not confirmed"
+    text += f"; matching at k: {s['matching']}"
+    return text + ("" if s["complete"] else " (budget spent: the bracket so far)")
 
 
 def table(found: dict[str, Any]) -> str:
     """Every probe as an aligned text table, then the answer for each subject and the cost."""
     lines = [("subject", *PROBE_COLUMNS)]
     for subject in ("dense", "imp"):
-        lines.extend((subject, *probe_cells(p)) for p in found[subject]["probe"])
+        lines.extend((subject, *probe_cells(p)) for p in found[subject]["probes"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
-    for subject in ("dense", "imp"):
-        s = found[subject]
-        where = f"level {found['level']} " if subject == "imp" else ""
-        status = "" if s["complete"] else " (budget spent: the bracket so far)"
-        text.append(
-            f"{subject} {where}stable from k = {s['k']}, bracket {s['bracket']}, matching {s['matching']}{status}"
-        )
+    text += [answer(found, subject) for subject in ("dense", "imp")]
     cost = found["cost"]
     text.append(
         f"trained {cost['trainings']} networks now ({cost['iterations']} iterations); the probes take "

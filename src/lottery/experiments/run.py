@@ -11,6 +11,7 @@ from typing import Any
 
 from lottery.collective import is_main
 from lottery.experiments import (
+    conclusions,
     controls,
     dynamic,  # dynamic sparsity (issue 28)
     imp,
@@ -96,6 +97,7 @@ def results_of(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
     if spec.stability.rewind:
         points = stability.collect(experiment, spec.replicates)
         data["stability"] = {"settings": to_dict(spec)["stability"], "points": points}
+        data["stability"]["decisions"] = conclusions.stability_decisions(points, spec.stability.threshold)
         data["predictors"] = predictors.predictors(points, rows)  # which measure predicts the accuracy gap
     mask_results = masks.collect(experiment, spec)
     if mask_results:

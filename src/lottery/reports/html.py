@@ -19,6 +19,7 @@ from typing import Any
 
 import tomli_w
 
+from lottery.experiments.results import matching_cell
 from lottery.reports.escaping import escaped
 from lottery.reports.load import Experiment, differing_settings
 from lottery.reports.notes import footnotes, marker
@@ -63,7 +64,7 @@ def _stats(stats: dict[str, float] | None, scale: float = 100.0, digits: int = 2
 def results_table(summary: list[dict[str, Any]], label: str | None = None) -> str:
     """The aggregated summary (mean [min, max] over replicates and control seeds) as an HTML table."""
     head = ["kind", "rewind k", "level", "% remaining", "final test acc %", "early-stop iteration",
-            "early-stop test acc %", "runs", "diverged"]  # fmt: skip
+            "early-stop test acc %", "runs", "diverged", "vs dense: gap [95%], decision"]  # fmt: skip
     rows = []
     for r in summary:
         cells = [
@@ -75,6 +76,7 @@ def results_table(summary: list[dict[str, Any]], label: str | None = None) -> st
             _stats(r["early_stop_test_accuracy"]),
             str(r["runs"]),
             str(r["diverged"]),
+            matching_cell(r.get("matching")),
         ]
         tds = f'<td class="l">{escaped(r["kind"])}</td>' + "".join(f"<td>{escaped(text)}</td>" for text in cells)
         rows.append(f'<tr class="{escaped(r["kind"])}">{tds}</tr>')

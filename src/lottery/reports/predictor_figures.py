@@ -1,5 +1,6 @@
 """Which stability measure predicts a ticket (results.json's `predictors`): scatter plots of each measure against
-the subnetwork's accuracy gap to the dense network, and the Spearman table (an HTML section)."""
+the subnetwork's accuracy gap to the dense network, and the Spearman table with the partial correlation
+controlling for density and the cluster-bootstrap intervals (an HTML section)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from lottery.reports.figures import Figures, register
 from lottery.reports.html import escaped, register_section
 from lottery.reports.plot import kind_color, kind_label, legend_below, new_figure
 
-PANELS = 6  # scatter panels: the measures with the largest |rho|
+PANELS = 6  # scatter panels: the first measures of the table (most observations, then largest |partial rho|)
+
+
+def _interval(interval: list[float] | None) -> str:
+    return "–" if interval is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+def _rho(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _defined(predictors: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -36,9 +45,12 @@ def predictor_scatter(results: dict[str, Any], experiment_dir: Path) -> Figures:
             pts = [(o["measures"][row["measure"]], o["accuracy_gap"]) for o in observations if o["kind"] == kind]
             pts = [p for p in pts if p[0] is not None]
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, color=kind_color(kind), label=kind_label(kind))
-        interval = row["interval"]
-        bounds = "" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
-        ax.set_title(f"{row['measure']}\nSpearman {row['spearman']:.2f}{bounds}", fontsize=9)
+        partial = row.get("partial_spearman")
+        ax.set_title(
+            f"{row['measure']} (n = {row['n']})\nSpearman {row['spearman']:.2f} {_interval(row['interval'])}, "
+            f"partial {_rho(partial)} {_interval(row.get('partial_interval'))}",
+            fontsize=8,
+        )
         ax.set_ylabel("accuracy gap to dense (points)", fontsize=8)
         ax.grid(True, alpha=0.3)
     for ax in axes[len(rows) :]:
@@ -64,19 +76,22 @@ def predictor_table(results: dict[str, Any], experiment_dir: Path) -> str | None
     undefined = [t["measure"] for t in predictors["table"] if t["spearman"] is None]
     body = []
     for t in defined:
-        rho = "–" if t["spearman"] is None else f"{t['spearman']:.3f}"
-        interval = "–" if t["interval"] is None else f"[{t['interval'][0]:.2f}, {t['interval'][1]:.2f}]"
+        cells = [escaped(t["n"]), escaped(t.get("clusters", "–")), _rho(t["spearman"]), _interval(t["interval"]),
+                 _rho(t.get("partial_spearman")), _interval(t.get("partial_interval"))]  # fmt: skip
         body.append(
-            f'<tr><td class="l">{escaped(t["measure"])}</td><td>{escaped(t["n"])}</td><td>{rho}</td>'
-            f"<td>{interval}</td></tr>"
+            f'<tr><td class="l">{escaped(t["measure"])}</td>' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
         )
+    unit = predictors.get("resampling_unit", "observation")
     return (
         "<h2>Which measure predicts the accuracy gap</h2>"
         f"<p>Spearman rank correlation of each stability measure with the subnetwork's accuracy gap to the dense "
-        f"network, over {len(predictors['observations'])} analysed subnetworks (every replicate, rewind point, level "
-        f"and kind); {int(100 * predictors['level'])}% bootstrap interval from {escaped(predictors['resamples'])} "
-        f"resamples (seed {escaped(predictors['seed'])}).</p>"
-        '<table><tr><th class="l">measure</th><th>n</th><th>Spearman</th><th>interval</th></tr>'
+        f"network, and the partial correlation controlling for {escaped(predictors.get('partial_for', 'density'))}, "
+        f"over {n} analysed subnetworks (IMP and its controls at levels ≥ 1, every "
+        f"replicate and rewind point); {int(100 * predictors['level'])}% bootstrap intervals resampling "
+        f"{escaped(unit)}s ({escaped(predictors['resamples'])} resamples, seed {escaped(predictors['seed'])}; none "
+        "with one). Measures are ranked only against those with the same n.</p>"
+        '<table><tr><th class="l">measure</th><th>n</th><th>replicates</th><th>Spearman</th><th>interval</th>'
+        "<th>partial (density)</th><th>interval</th></tr>"
         + "".join(body)
         + "</table>"
         + (f"<p>Not defined (too few distinct values): {escaped(', '.join(undefined))}.</p>" if undefined else "")

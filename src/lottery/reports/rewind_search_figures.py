@@ -1,5 +1,6 @@
 """The rewind-point search (`rewind_search.json`, written by `lottery rewind-search`): the error barrier of every
-probe against k for the dense network, the IMP subnetwork and the random-pruning control, and a table."""
+probe (mean, with its 95% interval over the independent units as error bars) against k for the dense network, the
+IMP subnetwork and the random-pruning control, and a table with each probe's decision."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lottery.experiments.rewind_search import probe_cells
+from lottery.experiments.rewind_search import PROBE_COLUMNS, answer, probe_cells
 from lottery.reports.figures import Figures, register
 from lottery.reports.html import escaped, register_section
 from lottery.reports.plot import kind_color, kind_label, legend_below, new_figure
@@ -15,17 +16,22 @@ from lottery.reports.plot import kind_color, kind_label, legend_below, new_figur
 
 def load(experiment_dir: Path) -> dict[str, Any] | None:
     path = Path(experiment_dir) / "rewind_search.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    found = json.loads(path.read_text()) if path.exists() else None
+    if found is not None and "probes" not in found.get("dense", {}):
+        return None  # written before decisions and intervals (`probe`): run the search again (it trains nothing)
+    return found
 
 
-def _series(found: dict[str, Any]) -> list[tuple[str, list[tuple[int, float]]]]:
-    dense = [(p["k"], p["barrier"]) for p in found["dense"]["probe"] if p["barrier"] is not None]
-    imp = [(p["k"], p["barrier"]) for p in found["imp"]["probe"] if p["barrier"] is not None]
-    control = [
-        (p["k"], p["control"]["barrier"])
-        for p in found["imp"]["probe"]
-        if p.get("control") and p["control"]["barrier"] is not None
-    ]
+Point = tuple[int, float, list[float] | None]
+
+
+def _series(found: dict[str, Any]) -> list[tuple[str, list[Point]]]:
+    def points(records: list[dict[str, Any]]) -> list[Point]:
+        return [(p["k"], p["barrier_mean"], p["barrier_interval"]) for p in records if p["barrier_mean"] is not None]
+
+    dense = points(found["dense"]["probes"])
+    imp = points(found["imp"]["probes"])
+    control = points([{**p["control"], "k": p["k"]} for p in found["imp"]["probes"] if p.get("control")])
     return [("dense", dense), ("imp", imp), ("random_prune", control)]
 
 
@@ -37,10 +43,13 @@ def rewind_search_barrier(results: dict[str, Any], experiment_dir: Path) -> Figu
     figure, (ax,) = new_figure()
     for kind, pts in _series(found):
         if pts:
-            pts = sorted(pts)
-            x = [k + 1 for k, _ in pts]  # k + 1 on the log axis: k = 0 is shown at 1
+            pts = sorted(pts, key=lambda p: p[0])
+            x = [k + 1 for k, _, _ in pts]  # k + 1 on the log axis: k = 0 is shown at 1
+            y = [b for _, b, _ in pts]
+            low = [b - (i[0] if i else b) for _, b, i in pts]
+            high = [(i[1] if i else b) - b for _, b, i in pts]
             color = "black" if kind == "dense" else kind_color(kind)
-            ax.plot(x, [b for _, b in pts], marker="o", color=color, label=kind_label(kind))
+            ax.errorbar(x, y, yerr=[low, high], marker="o", color=color, capsize=3, label=kind_label(kind))
     ax.axhline(found["threshold"], color="0.5", linestyle=":", label=f"threshold {found['threshold']}")
     for subject, style in (("dense", "--"), ("imp", "-.")):
         if found[subject]["k"] is not None:
@@ -64,7 +73,7 @@ def rewind_search_table(results: dict[str, Any], experiment_dir: Path) -> str | 
         return None
     rows = []
     for subject in ("dense", "imp"):
-        for p in found[subject]["probe"]:
+        for p in found[subject]["probes"]:
             cells = probe_cells(p, missing="–")
             rows.append(
                 f'<tr><td class="l">{kind_label(subject)}</td>'
@@ -72,21 +81,24 @@ def rewind_search_table(results: dict[str, Any], experiment_dir: Path) -> str | 
                 + "</tr>"
             )
     cost = found["cost"]
-    answers = "".join(
-        "<li>"
-        + escaped(
-            f"{kind_label(s)}: stable from k = {found[s]['k']} (bracket {found[s]['bracket']}), matching "
-            f"{found[s]['matching']}{'' if found[s]['complete'] else ' (budget spent: the bracket so far)'}"
-        )
-        + "</li>"
-        for s in ("dense", "imp")
-    )
+    answers = "".join(f"<li>{escaped(answer(found, s))}</li>" for s in ("dense", "imp"))
     return (
         f"<h2>Rewind-point search (IMP level {escaped(found['level'])})</h2><ul>{answers}</ul>"
         f"<p>The probes take {escaped(cost['probed']['trainings'])} trainings "
         f"({escaped(cost['probed']['iterations'])} iterations; {escaped(cost['trainings'])} trained by the last "
         f"call, the rest read from the store); a full sweep over the grid {escaped(found['grid'])} would train "
         f"{escaped(cost['full_sweep']['trainings'])} ({escaped(cost['full_sweep']['iterations'])} iterations).</p>"
-        '<table><tr><th class="l">subject</th><th>k</th><th>barrier</th><th>stable</th><th>test acc %</th>'
-        "<th>matching</th><th>random pruning barrier</th><th>trainings</th></tr>" + "".join(rows) + "</table>"
+        f"<p>Each decision is taken on the interval (95%, over {escaped(_units(found))}): stable when it lies below "
+        f"the threshold {escaped(found['threshold'])}, unstable when above, else undecided (then copies are added, up "
+        f"to {escaped(found.get('max_copies'))}).</p>"
+        '<table><tr><th class="l">subject</th>'
+        + "".join(f"<th>{escaped(c)}</th>" for c in PROBE_COLUMNS)
+        + "</tr>"
+        + "".join(rows)
+        + "</table>"
     )
+
+
+def _units(found: dict[str, Any]) -> str:
+    units = {p.get("unit") for s in ("dense", "imp") for p in found[s]["probes"] if p.get("unit")}
+    return "replicates" if units == {"replicate"} else "the copies of one replicate" if units == {"copy"} else "units"

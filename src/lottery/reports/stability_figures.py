@@ -14,6 +14,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from lottery.experiments import conclusions
 from lottery.reports.figures import Figures, register, register_comparison
 from lottery.reports.html import escaped, register_section
 from lottery.reports.load import Experiment
@@ -267,17 +268,20 @@ def stability_table(results: dict[str, Any], experiment_dir: Path) -> str | None
             _cell([pair["barrier_test"] for pair in data_order]), _cell([pair["barrier_train"] for pair in data_order]),
             f"{sum(p['data_order']['stable'] for p in members)}/{len(members)}",
             f"{sum(p['data_order'].get('stable_mean_barrier', False) for p in members)}/{len(members)}",
+            conclusions.label(conclusions.stability_decision(members, spec.stability.threshold)),
         ]  # fmt: skip
         tds = f'<td class="l">{escaped(kind)}</td>' + "".join(f"<td>{escaped(c)}</td>" for c in cells)
         rows.append(f'<tr class="{escaped(kind)}">{tds}</tr>')
     head = [
         "kind", "rewind k", "level", "% remaining", f"data-order L2{marker('distances', spec)}",
         f"pruning L2{marker('pruning', spec)}", f"test barrier{marker('barrier', spec)}", "train barrier",
-        f"stable{marker('stable', spec)}", "stable (mean)",
+        f"stable{marker('stable', spec)}", "stable (mean)", "decision: barrier mean [95%]",
     ]  # fmt: skip
     ths = "".join(f'<th class="l">{h}</th>' if h == "kind" else f"<th>{h}</th>" for h in head)
     return (
         "<h2>Stability</h2><p>Mean [min, max] over pairs of copies and replicates; barriers in percentage points; "
-        f"'stable': points (replicates) stable / analysed. Copies' noise{marker('copies', spec)}.</p>"
+        f"'stable': points (replicates) stable / analysed. Copies' noise{marker('copies', spec)}. The decision: "
+        "stable when the barrier's 95% interval over replicates (with one replicate: a jackknife over its copies) "
+        "lies below the threshold, unstable when above it, else undecided.</p>"
         f"<table><thead><tr>{ths}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )

@@ -369,6 +369,8 @@ class MasksSpec:
     early_bird_source: str = "magnitude"  # the source whose mask is traced over the dense run
     early_bird_threshold: float = 0.1  # mask distance (normalised by the weights kept) below which it has settled
     early_bird_every: str | None = None  # trace interval; None: training.eval_every
+    early_bird_rule: str = "online"  # 'online' (You et al.: newest vs previous 4 masks) or 'hindsight'
+    score_mode: dict[str, str] = field(default_factory=dict)  # source -> 'train'/'eval' (default: the references')
 
     def kinds(self) -> list[str]:
         """Every kind of run the group asks for: each source, then `<source>_<ablation>`."""
@@ -398,6 +400,10 @@ class MasksSpec:
         _one_of(self.early_bird_source, MASK_SOURCES[:-1], "masks.early_bird_source")
         if not 0 <= self.early_bird_threshold <= 1:
             raise UserError(f"masks.early_bird_threshold must be in [0, 1], got {self.early_bird_threshold}")
+        _one_of(self.early_bird_rule, ("online", "hindsight"), "masks.early_bird_rule")
+        for source, mode in self.score_mode.items():
+            _one_of(source, MASK_SOURCES[:-1], "masks.score_mode key")
+            _one_of(mode, ("train", "eval"), f"masks.score_mode.{source}")
         every = None if self.early_bird_every is None else canonical(self.early_bird_every, "masks.early_bird_every")
         if every == "0it":
             raise UserError("masks.early_bird_every must be at least 1 iteration")

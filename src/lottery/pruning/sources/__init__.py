@@ -20,7 +20,7 @@ from lottery.errors import UserError
 from lottery.pruning.mask import Mask
 from lottery.pruning.prunable import prunable
 from lottery.pruning.sources import grasp, magnitude, random, snip, synflow  # noqa: F401  (register them)
-from lottery.pruning.sources.base import Batches, LossFn, ScoreInput, Source, sources
+from lottery.pruning.sources.base import SCORE_MODES, Batches, LossFn, ScoreInput, Source, sources
 from lottery.pruning.strategies import layer_pool, remove_lowest, target_fractions
 from lottery.pruning.structure import Structure, prune_structured
 from lottery.spec.groups import PruningSpec
@@ -41,15 +41,20 @@ def scores(
     mask: Mask | None = None,
     seed: int = 0,
     input_shape: tuple[int, ...] | None = None,
+    score_mode: str | None = None,
     **options: object,
 ) -> dict[str, Tensor]:
     """Scores (float64, on the CPU, higher = keep) of the prunable weights of `model` by `method` (one of
     `sources`). `model` is not changed: a float64 copy is scored, with `mask`'s pruned weights set to zero.
     `batches`: (inputs, labels) pairs for the data-dependent sources (snip, grasp); `loss_fn` (default
     cross-entropy); `names` (default `lottery.prunable(model)`); `seed` drives `random`; `input_shape` (per
-    example, default: from the first batch) is what SynFlow feeds its all-ones input. Extra `options` go to
-    the source (e.g. `grasp_temperature`)."""
+    example, default: from the first batch) is what SynFlow feeds its all-ones input. `score_mode`: 'train' or
+    'eval', the mode the copy scores in (default: the source's, the reference code's choice: SNIP and GraSP
+    train, SynFlow eval). Extra `options` go to the source (e.g. `grasp_temperature`)."""
     source = sources.get(method)
+    mode = source.default_mode if score_mode is None else score_mode
+    if mode not in SCORE_MODES:
+        raise UserError(f"score_mode must be one of {SCORE_MODES}, got {mode!r}")
     names = list(names) if names is not None else list(prunable(model))
     batch_list = [(x, y) for x, y in batches] if batches is not None else None
     if source.needs_data and not batch_list:
@@ -63,6 +68,7 @@ def scores(
             for name, m in mask.items():
                 params[name].mul_(m.to(params[name].device, torch.float64))
     work.zero_grad(set_to_none=True)
+    work.train(mode == "train")
     inp = ScoreInput(
         model=work,
         names=names,

@@ -1,7 +1,8 @@
 """The mask-source registry and the signature every source implements.
 
 A source scores the prunable weights of a model (higher = keep). It receives a float64 working copy of the
-model that it may change (sign flips, eval mode), the names of the weights to score, the seeded training
+model, in its scoring mode (train or eval: `default_mode`, or the caller's `score_mode`), that it may change (sign
+flips), the names of the weights to score, the seeded training
 batches (or None), the loss function and a seeded generator, and returns {name: float64 tensor}.
 """
 
@@ -35,20 +36,31 @@ ScoreFn = Callable[[ScoreInput], dict[str, Tensor]]
 
 @dataclass(frozen=True)
 class Source:
-    """A registered mask source: its score function, whether it needs training batches, and its default
-    number of scoring rounds (1: one-shot; SynFlow: 100 with an exponential schedule)."""
+    """A registered mask source: its score function, whether it needs training batches, its default number of
+    scoring rounds (1: one-shot; SynFlow: 100 with an exponential schedule) and the mode the model scores in by
+    default ('train': batch statistics in BatchNorm, dropout active, as SNIP's and GraSP's reference codes;
+    'eval': running statistics, no dropout, as Synaptic-Flow's)."""
 
     score: ScoreFn
     needs_data: bool = False
     default_rounds: int = 1
+    default_mode: str = "train"
 
 
 sources: Registry[Source] = Registry("mask source")
 
 
-def register(name: str, *, needs_data: bool = False, default_rounds: int = 1) -> Callable[[ScoreFn], ScoreFn]:
+SCORE_MODES = ("train", "eval")
+
+
+def register(
+    name: str, *, needs_data: bool = False, default_rounds: int = 1, default_mode: str = "train"
+) -> Callable[[ScoreFn], ScoreFn]:
+    if default_mode not in SCORE_MODES:
+        raise ValueError(f"default_mode must be one of {SCORE_MODES}, got {default_mode!r}")
+
     def add(fn: ScoreFn) -> ScoreFn:
-        sources.register(name)(Source(fn, needs_data, default_rounds))
+        sources.register(name)(Source(fn, needs_data, default_rounds, default_mode))
         return fn
 
     return add
