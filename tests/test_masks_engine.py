@@ -12,7 +12,7 @@ import torch
 
 from conftest import run_tiny, tiny_spec
 from lottery.errors import UserError
-from lottery.experiments import keys, masks
+from lottery.experiments import masks, recipes
 from lottery.experiments.context import Context
 from lottery.experiments.imp import replicate_dir
 from lottery.pruning import Mask
@@ -91,15 +91,12 @@ def test_masks_end_to_end(store: Path) -> None:
     again = masks.trace(hindsight, rdir, 0)
     assert again["rule"] == "hindsight"
     assert again["densities"][0]["settled_at"] == settled_at(trace["iterations"], entry["distances"], 0.01)
-    assert keys.mask_run(hindsight, 0, "early_bird", "early_bird", 0.1, 0) != keys.mask_run(
-        ctx, 0, "early_bird", "early_bird", 0.1, 0
-    )
-    assert keys.mask_run(ctx, 0, "snip", "snip", 0.1, 0) == keys.mask_run(
-        Context(tiny_spec(*MASKS, "masks.score_mode.snip=train"), Runtime(progress=False)), 0, "snip", "snip", 0.1, 0
-    )  # the default mode spelled out: the same network
-    assert keys.mask_run(ctx, 0, "snip", "snip", 0.1, 0) != keys.mask_run(
-        Context(tiny_spec(*MASKS, "masks.score_mode.snip=eval"), Runtime(progress=False)), 0, "snip", "snip", 0.1, 0
-    )
+    assert recipes.mask_run(hindsight, 0, "early_bird", 0.1, 0) != recipes.mask_run(ctx, 0, "early_bird", 0.1, 0)
+    train_mode = Context(tiny_spec(*MASKS, "masks.score_mode.snip=train"), Runtime(progress=False))
+    eval_mode = Context(tiny_spec(*MASKS, "masks.score_mode.snip=eval"), Runtime(progress=False))
+    snip = recipes.mask_run(ctx, 0, "snip", 0.1, 0)
+    assert snip == recipes.mask_run(train_mode, 0, "snip", 0.1, 0)  # the default mode spelled out: the same network
+    assert snip != recipes.mask_run(eval_mode, 0, "snip", 0.1, 0)
     masks.trace(ctx, rdir, 0)  # back to the online trace for the report below
     # results.csv and the report
     table = list(csv.DictReader(io.StringIO(experiment.read("results.csv").decode())))

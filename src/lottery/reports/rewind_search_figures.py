@@ -46,8 +46,8 @@ def rewind_search_barrier(results: dict[str, Any], experiment_dir: Path) -> Figu
             pts = sorted(pts, key=lambda p: p[0])
             x = [k + 1 for k, _, _ in pts]  # k + 1 on the log axis: k = 0 is shown at 1
             y = [b for _, b, _ in pts]
-            low = [b - (i[0] if i else b) for _, b, i in pts]
-            high = [(i[1] if i else b) - b for _, b, i in pts]
+            low = [max(0.0, b - (i[0] if i else b)) for _, b, i in pts]  # (an interval's ends round past the mean)
+            high = [max(0.0, (i[1] if i else b) - b) for _, b, i in pts]
             color = "black" if kind == "dense" else kind_color(kind)
             ax.errorbar(x, y, yerr=[low, high], marker="o", color=color, capsize=3, label=kind_label(kind))
     ax.axhline(found["threshold"], color="0.5", linestyle=":", label=f"threshold {found['threshold']}")

@@ -93,7 +93,7 @@ def draw(ax: Axes, drawn: list[Line], rewinds: list[int], label_prefix: str = ""
         shift = 0.04 * (n - (len(drawn) - 1) / 2)  # keep overlapping error bars visible
         x = [position[k] + shift for k, *_ in pts]
         mean = [p[1] for p in pts]
-        yerr = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+        yerr = [[max(0.0, p[1] - p[2]) for p in pts], [max(0.0, p[3] - p[1]) for p in pts]]  # (a mean rounds past)
         ax.errorbar(x, mean, yerr=yerr, label=label_prefix + label, capsize=3, markersize=4.5, linewidth=1.5, **style)
     ax.set_xticks(range(len(rewinds)), [str(k) for k in rewinds])
     ax.set_xlim(-0.5, len(rewinds) - 0.5)  # one rewind point too: its markers in the middle, not at the frame
