@@ -3,11 +3,13 @@ tasks, failing tasks are retried and reported while the others go on."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
+from cluster_helpers import LOOPBACK, descendants, listening
 from lottery.errors import UserError
 from lottery.experiments import executors
 from lottery.experiments.sweep import expand, run_sweep
@@ -67,14 +69,22 @@ def test_grid_expansion(tmp_path: Path) -> None:
         resolve(path)
 
 
-def test_local_and_ray_executors_give_identical_results(sweep_file: Path, tmp_path: Path) -> None:
+def test_local_and_ray_executors_give_identical_results(
+    sweep_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("ray")
     import ray
 
+    monkeypatch.setenv(executors.LOOPBACK_VARIABLE, "0")  # also restored afterwards for the tests that follow
     local, outcome = run_sweep(sweep_file, None, [], tmp_path / "local", Runtime(progress=False))
     assert not outcome.failed and len(outcome.done) == 2 * 5  # dense, 2 levels, 2 controls, per experiment
     try:
         remote, outcome = run_sweep(sweep_file, None, [], tmp_path / "ray", Runtime(progress=False), "ray", workers=2)
+        # the local instance is on loopback only: reached at 127.0.0.1, and every socket it listens on is there
+        assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+        addresses = listening(descendants(os.getpid()))
+        assert addresses and addresses <= LOOPBACK, addresses
     finally:
         ray.shutdown()
     assert not outcome.failed and len(outcome.done) == 10
