@@ -12,7 +12,7 @@ expands into 4 experiments (every combination). Levels, rewind points, copies, c
 already lists inside one experiment; `[sweep]` spans any other setting. A spec file without a `[sweep]` table is a
 sweep of one experiment (so one experiment's tasks can be spread over a cluster too).
 
-The executors (`executors.py`, `slurm.py`) run the tasks; the sweep's record (`<store>/sweeps/<id>/`,
+The executors (`executors.py`, `slurm.py`) run the tasks; the sweep's record (`<store>/.sweeps/<id>/`,
 `sweep_status.py`) says what each task is doing, for `lottery sweep SPEC --status`.
 """
 

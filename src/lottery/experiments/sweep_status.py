@@ -1,7 +1,7 @@
 """What each task of a sweep is doing, readable from any host that sees the store: `lottery sweep SPEC --status`.
 
-    <store>/sweeps/<sweep id>/sweep.json                      the sweep: its experiments, tasks, executor, Slurm job ids
-    <store>/sweeps/<sweep id>/tasks/<spec hash>/<task>.json   one task's last state, written by the worker running it
+    <store>/.sweeps/<sweep id>/sweep.json                     the sweep: its tasks, executor, Slurm job ids
+    <store>/.sweeps/<sweep id>/tasks/<spec hash>/<task>.json  one task's last state, written by its worker
 
 A worker writes `running` when it starts a task, then `done` or `failed` (with the error), `interrupted` when it
 was stopped (a preempted Slurm job, Ctrl-C): each record replaces the last atomically. The sweep id is a hash
@@ -27,7 +27,7 @@ from typing import Any
 from lottery.errors import UserError
 from lottery.store.atomic import write_bytes
 
-SWEEPS = "sweeps"
+SWEEPS = ".sweeps"  # hidden: records, not artifacts (verify and the store's readers skip dot directories)
 STATES = ("pending", "running", "done", "failed")
 
 
