@@ -22,5 +22,6 @@ def _logged(self, name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN20
     return result
 
 
-if getattr(RunDir.write_tensors, "__name__", "") != "_logged":
+if not getattr(RunDir.write_tensors, "logs", False):  # once per process
+    _logged.logs = True  # type: ignore[attr-defined]
     RunDir.write_tensors = _logged

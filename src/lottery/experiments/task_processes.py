@@ -82,12 +82,18 @@ def launch(root: str, experiment: str, task: str, runtime: Runtime, nproc: int) 
         text=True,
         env=env,
     )
-    error = ""
+    error, held = "", []
     assert process.stderr is not None
     for line in process.stderr:
-        sys.stderr.write(line)
         if "lottery: error:" in line and not error:
             error = line.split("lottery: error:", 1)[1].strip()
+        if error and not line.startswith("lottery:"):
+            held.append(line)  # after a rank's error: torchrun's own report (a traceback), shown only if needed
+        else:
+            sys.stderr.write(line)
     code = process.wait()
+    if code and error:
+        raise RuntimeError(error)  # the ranks said what went wrong in one line; torchrun's report adds nothing
+    sys.stderr.writelines(held)
     if code:
-        raise RuntimeError(error or f"the {nproc}-process job of {task} exited with code {code}")
+        raise RuntimeError(f"the {nproc}-process job of {task} exited with code {code}")
