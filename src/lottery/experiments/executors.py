@@ -196,7 +196,9 @@ def task_options(runtime: Runtime, retries: int, nproc: int = 1) -> dict[str, An
     gpus = runtime.gpus_per_task
     if gpus is None:
         gpus = nproc if runtime.device.type == "cuda" else 0
-    options: dict[str, Any] = {"max_retries": retries, "retry_exceptions": True, "num_cpus": nproc}
+    options: dict[str, Any] = {"max_retries": retries, "retry_exceptions": True}
+    if nproc > 1:
+        options["num_cpus"] = nproc  # Ray's default for a task is 1
     if gpus:
         options["num_gpus"] = gpus
     return options
