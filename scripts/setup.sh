@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: a virtual environment in .venv, the CPU build of torch (pinned; override with
 # TORCH_SPEC), the Fashion-MNIST files (Debian's dataset-fashion-mnist), lottery with its test, Ray, tracker
-# and images (Pillow) extras, Chromium for the report's browser test, and slurm-wlm + munge for the Slurm test. Idempotent: a second run only checks.
+# and images (Pillow) extras, Chromium for the report's browser test, and slurm-wlm + munge for the Slurm
+# test. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
