@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lottery.errors import UserError
 from lottery.experiments.slurm import parse_extra, parse_time
@@ -78,6 +80,31 @@ def test_time_and_option_parsing() -> None:
     assert parse_extra(["qos=high", "--exclude=n1,n2"]) == {"qos": "high", "exclude": "n1,n2"}
     with pytest.raises(UserError, match="KEY=VALUE"):
         parse_extra(["qos"])
+
+
+@given(
+    days=st.integers(0, 30), hours=st.integers(0, 23), minutes=st.integers(0, 59), seconds=st.integers(0, 59),
+    form=st.sampled_from(["D-HH:MM:SS", "HH:MM:SS", "MM:SS", "MM", "D-HH", "D-HH:MM"]),
+)  # fmt: skip
+def test_parse_time_reads_every_slurm_form(days: int, hours: int, minutes: int, seconds: int, form: str) -> None:
+    text = {
+        "D-HH:MM:SS": f"{days}-{hours:02}:{minutes:02}:{seconds:02}", "HH:MM:SS": f"{hours}:{minutes:02}:{seconds:02}",
+        "MM:SS": f"{minutes}:{seconds:02}", "MM": f"{minutes}", "D-HH": f"{days}-{hours}",
+        "D-HH:MM": f"{days}-{hours}:{minutes:02}",
+    }[form]  # fmt: skip
+    total = {
+        "D-HH:MM:SS": days * 86400 + hours * 3600 + minutes * 60 + seconds,
+        "HH:MM:SS": hours * 3600 + minutes * 60 + seconds,
+        "MM:SS": minutes * 60 + seconds,
+        "MM": minutes * 60,
+        "D-HH": days * 86400 + hours * 3600,
+        "D-HH:MM": days * 86400 + hours * 3600 + minutes * 60,
+    }[form]  # fmt: skip  (in seconds)
+    if total < 60 and -(-total // 60) < 1:
+        with pytest.raises(UserError, match="--time"):
+            parse_time(text)
+    else:
+        assert parse_time(text) == -(-total // 60)  # whole minutes, rounded up
 
 
 def test_bad_slurm_options_are_one_line(tmp_path: Path) -> None:

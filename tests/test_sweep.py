@@ -12,7 +12,8 @@ import pytest
 from cluster_helpers import LOOPBACK, descendants, listening
 from lottery.errors import UserError
 from lottery.experiments import executors
-from lottery.experiments.sweep import expand, run_sweep
+from lottery.experiments.sweep import expand, run_sweep, status
+from lottery.experiments.sweep_status import summary
 from lottery.spec import resolve
 from lottery.store.layout import walk
 from lottery.training import Runtime
@@ -144,3 +145,10 @@ def test_failing_task_is_retried_and_reported(
     assert len(outcome.done) == 1 + 5  # the failing experiment's dense run, and all of the other experiment
     other = next(e for e, point in finished if point["training.lr"] == 2e-3)
     assert len(list(walk(other.path, "final.safetensors"))) == 5
+    # --status: the sweep's record says the same, task by task
+    states = {t.key: t for t in status(sweep_file, None, [], tmp_path / "runs")}
+    assert summary(list(states.values())) == "3 pending, 0 running, 6 done, 1 failed"
+    assert states[failed].state == "failed" and states[failed].detail == "RuntimeError: node lost"
+    assert {states[k].state for k in outcome.skipped} == {"pending"} and {states[k].state for k in outcome.done} == {
+        "done"
+    }

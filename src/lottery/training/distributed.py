@@ -62,9 +62,10 @@ DEFAULT_TIMEOUT_S = 1800.0
 SYNC_EVERY = 16  # iterations between broadcasts of rank 0's wall-clock checkpoint decision
 
 
-class RankMismatch(UserError):
+class RankMismatch(UserError, RuntimeError):
     """The ranks of a data-parallel job disagree on the mask or the weights: training on would average
-    gradients of different networks."""
+    gradients of different networks. A `UserError` (one line, exit code 2, no traceback), and a RuntimeError for
+    callers that catch those."""
 
 
 # the process group (lottery.collective: below the store, which needs it too) -----------------------------
