@@ -189,3 +189,34 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm: SlurmC
     assert "preempted or timed out; requeued" in logs
     assert "resuming from iteration" in logs  # the requeued job went on from the checkpoint
     assert weights(tmp_path / "local") == weights(tmp_path / "slurm") != {}
+
+
+@pytest.mark.slow
+def test_a_driver_started_again_waits_for_the_queued_jobs_instead_of_submitting_twice(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    spec = tmp_path / "two.toml"
+    spec.write_text(PREEMPT.replace("levels = 0", "levels = 1"))  # long enough to be queued still
+    local = lottery("sweep", str(spec), "--out", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr[-2000:]
+    env = {**slurm.env, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "lottery", "sweep", str(spec), "--executor", "slurm", "--time", "10",
+               "--out", str(tmp_path / "slurm")]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        ids: dict[str, str] = {}
+        while len(ids) < 2 and time.monotonic() < deadline:  # both jobs submitted
+            time.sleep(0.1)
+            record = next((tmp_path / "slurm" / ".sweeps").glob("*/sweep.json"), None)
+            ids = json.loads(record.read_text()).get("slurm", {}) if record else {}
+        assert len(ids) == 2
+    finally:
+        first.kill()  # the driver dies (a logout); its jobs stay queued
+        first.communicate(timeout=30)
+    again = lottery(*command[3:], env=slurm.env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "submitted 0 Slurm jobs, and waiting for 2 still queued from an earlier run" in again.stderr
+    record = json.loads(next((tmp_path / "slurm" / ".sweeps").glob("*/sweep.json")).read_text())
+    assert record["slurm"] == ids  # the same jobs, not submitted twice
+    assert weights(tmp_path / "local") == weights(tmp_path / "slurm") != {}

@@ -156,8 +156,9 @@ def run_slurm(
     folder = directory / "slurm"
     executor = _executor(folder, options, runtime, nproc)
     previous = _previous_jobs(directory)
-    sweep_status.start(directory, [job.key for job in jobs], "slurm")
     queue = sweep_status.slurm_queue(sorted(set(previous.values()))) or {}
+    waited = [job.key for job in jobs if previous.get(job.key) in queue]
+    sweep_status.start(directory, [job.key for job in jobs], "slurm", keep=waited)
     ids: dict[str, str] = {}
     root = Path(root).resolve()
     for job in jobs:
@@ -178,7 +179,9 @@ def run_slurm(
             raise UserError(f"sbatch refused a job: {message[-1] if message else exc}") from None
         ids[job.key] = str(submitted.job_id)
         sweep_status.record_slurm_jobs(directory, ids, folder)
-    print(f"lottery: submitted {len(ids)} Slurm jobs (logs in {folder})", file=sys.stderr)
+    sweep_status.record_slurm_jobs(directory, ids, folder)
+    again = f", and waiting for {len(waited)} still queued from an earlier run" if waited else ""
+    print(f"lottery: submitted {len(ids) - len(waited)} Slurm jobs{again} (logs in {folder})", file=sys.stderr)
     return _wait(jobs, directory, ids)
 
 

@@ -54,9 +54,13 @@ def _task_path(directory: Path, key: str) -> Path:
     return directory / "tasks" / spec_hash / Path(*parts[:-1]) / f"{parts[-1]}.json"
 
 
-def start(directory: Path, keys: Sequence[str], executor: str) -> None:
-    """A new run of the sweep: forget the previous run's task records, list the tasks."""
-    shutil.rmtree(directory / "tasks", ignore_errors=True)
+def start(directory: Path, keys: Sequence[str], executor: str, keep: Sequence[str] = ()) -> None:
+    """A new run of the sweep: forget the previous run's task records (but those of `keep`, tasks whose Slurm
+    jobs of the previous run are still queued and are waited for again), list the tasks."""
+    if not keep:
+        shutil.rmtree(directory / "tasks", ignore_errors=True)
+    for key in set(keys) - set(keep):
+        _task_path(directory, key).unlink(missing_ok=True)
     _write_json(
         directory / "sweep.json",
         {"executor": executor, "tasks": list(keys), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "slurm": {}},
