@@ -125,9 +125,13 @@ def main() -> None:
             spec, None, overrides, out / "cluster", runtime, "ray", address=f"127.0.0.1:{port}", retries=3
         )
         watcher.join(timeout=5)
+        seconds = time.monotonic() - started
+        noticed = time.monotonic() + 90  # the head declares the dead node dead after its health checks fail
+        while sum(1 for n in ray.nodes() if n["Alive"]) > 1 and time.monotonic() < noticed:
+            time.sleep(1)
         report.update(
             done=len(outcome.done), failed=dict(outcome.failed), skipped=dict(outcome.skipped), killed=killed,
-            seconds=time.monotonic() - started, alive_after=sum(1 for n in ray.nodes() if n["Alive"]),
+            seconds=seconds, alive_after=sum(1 for n in ray.nodes() if n["Alive"]),
         )  # fmt: skip
         ray.shutdown()
     finally:
