@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 
 class SlurmCluster:
-    def __init__(self, directory: Path, cpus: int = 2) -> None:
+    def __init__(self, directory: Path, cpus: int = 1) -> None:
         self.dir, self.cpus = directory, cpus
         self.conf = directory / "slurm.conf"
         self.bin = directory / "bin"

@@ -31,7 +31,7 @@ SHORT = ["--set", "imp.levels=2", "--set", "training.training_steps=60it", "--se
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), cpus=2)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), cpus=1)  # small: the machine is shared
     try:
         cluster.start()
     except (Unavailable, OSError, subprocess.SubprocessError) as error:
