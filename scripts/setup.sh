@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: a virtual environment in .venv, the CPU build of torch (pinned; override with
 # TORCH_SPEC), the Fashion-MNIST files (Debian's dataset-fashion-mnist), lottery with its test, Ray, tracker
-# and images (Pillow) extras, and Chromium for the report's browser test. Idempotent: a second run only checks.
+# and images (Pillow) extras, Chromium for the report's browser test, and slurm-wlm + munge for the Slurm
+# test. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -40,4 +41,14 @@ if [ -z "${LOTTERY_NO_BROWSER:-}" ] && ! command -v chromium >/dev/null 2>&1 && 
     $SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
         || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
         || echo "setup: could not install chromium; the browser test will be skipped"
+fi
+# A single-node Slurm for the slurm executor's test (tests/test_slurm.py starts its own slurmctld, slurmd and munged
+# in a temporary directory; skipped without them): Debian's slurm-wlm and munge. Set LOTTERY_NO_SLURM=1 to skip it.
+if [ -z "${LOTTERY_NO_SLURM:-}" ] && ! command -v slurmctld >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian packages slurm-wlm and munge (for the Slurm executor's test)"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get install -y -q slurm-wlm munge >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q slurm-wlm munge >/dev/null; } \
+        || echo "setup: could not install slurm-wlm and munge; the Slurm test will be skipped"
 fi

@@ -3,14 +3,17 @@ tasks, failing tasks are retried and reported while the others go on."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
+from cluster_helpers import LOOPBACK, descendants, listening
 from lottery.errors import UserError
 from lottery.experiments import executors
-from lottery.experiments.sweep import expand, run_sweep
+from lottery.experiments.sweep import expand, run_sweep, status
+from lottery.experiments.sweep_status import summary
 from lottery.spec import resolve
 from lottery.store.layout import walk
 from lottery.training import Runtime
@@ -67,14 +70,22 @@ def test_grid_expansion(tmp_path: Path) -> None:
         resolve(path)
 
 
-def test_local_and_ray_executors_give_identical_results(sweep_file: Path, tmp_path: Path) -> None:
+def test_local_and_ray_executors_give_identical_results(
+    sweep_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("ray")
     import ray
 
+    monkeypatch.setenv(executors.LOOPBACK_VARIABLE, "0")  # also restored afterwards for the tests that follow
     local, outcome = run_sweep(sweep_file, None, [], tmp_path / "local", Runtime(progress=False))
     assert not outcome.failed and len(outcome.done) == 2 * 5  # dense, 2 levels, 2 controls, per experiment
     try:
         remote, outcome = run_sweep(sweep_file, None, [], tmp_path / "ray", Runtime(progress=False), "ray", workers=2)
+        # the local instance is on loopback only: reached at 127.0.0.1, and every socket it listens on is there
+        assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+        addresses = listening(descendants(os.getpid()))
+        assert addresses and addresses <= LOOPBACK, addresses
     finally:
         ray.shutdown()
     assert not outcome.failed and len(outcome.done) == 10
@@ -134,3 +145,10 @@ def test_failing_task_is_retried_and_reported(
     assert len(outcome.done) == 1 + 5  # the failing experiment's dense run, and all of the other experiment
     other = next(e for e, point in finished if point["training.lr"] == 2e-3)
     assert len(list(walk(other.path, "final.safetensors"))) == 5
+    # --status: the sweep's record says the same, task by task
+    states = {t.key: t for t in status(sweep_file, None, [], tmp_path / "runs")}
+    assert summary(list(states.values())) == "3 pending, 0 running, 6 done, 1 failed"
+    assert states[failed].state == "failed" and states[failed].detail == "RuntimeError: node lost"
+    assert {states[k].state for k in outcome.skipped} == {"pending"} and {states[k].state for k in outcome.done} == {
+        "done"
+    }

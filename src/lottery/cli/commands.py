@@ -57,6 +57,25 @@ def _gpus_per_task(args: argparse.Namespace) -> float | None:
     return gpus
 
 
+def _slurm_options(args: argparse.Namespace):  # noqa: ANN202
+    from lottery.experiments.slurm import SlurmOptions, parse_extra, parse_time
+
+    gpus = args.gpus_per_task
+    if gpus is not None and gpus != int(gpus):
+        raise UserError(f"--gpus-per-task {gpus:g}: Slurm allocates whole GPUs (allowed: 0, 1, 2, ...)")
+    if args.cpus_per_task is not None and args.cpus_per_task < 1:
+        raise UserError(f"--cpus-per-task must be >= 1, got {args.cpus_per_task}")
+    return SlurmOptions(
+        partition=args.partition,
+        time_minutes=parse_time(args.time),
+        gpus_per_task=None if gpus is None else int(gpus),
+        cpus_per_task=args.cpus_per_task,
+        mem=args.mem,
+        account=args.account,
+        extra=parse_extra(args.slurm),
+    )
+
+
 def _data_workers(args: argparse.Namespace) -> int | None:
     workers = getattr(args, "data_workers", None)
     if workers is not None and workers < 0:
@@ -265,16 +284,25 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def sweep(args: argparse.Namespace) -> int:
-    from lottery.experiments.sweep import run_sweep
+    from lottery.experiments.sweep import run_sweep, status
     from lottery.store import store_root
 
     if args.spec is None:
-        raise UserError("lottery sweep needs a spec file with a [sweep] table")
-    if args.retries < 0 or (args.workers is not None and args.workers < 1):
-        raise UserError("--retries must be >= 0 and --workers >= 1")
+        raise UserError("lottery sweep needs a spec file (with a [sweep] table for a grid of experiments)")
+    if args.status:
+        states = status(args.spec, args.preset, args.overrides, store_root(args.out))
+        from lottery.experiments.sweep_status import summary
+
+        print(summary(states))
+        for task in states:
+            print(f"{task.state:8} {task.key}" + (f"  {task.detail}" if task.detail else ""))
+        return 0
+    if args.retries < 0 or (args.workers is not None and args.workers < 1) or args.nproc_per_task < 1:
+        raise UserError("--retries must be >= 0, --workers >= 1 and --nproc-per-task >= 1")
+    slurm = _slurm_options(args) if args.executor == "slurm" else None
     finished, outcome = run_sweep(
         args.spec, args.preset, args.overrides, store_root(args.out), _runtime(args),
-        args.executor, args.address, args.workers, args.retries, args.wait,
+        args.executor, args.address, args.workers, args.retries, args.wait, args.nproc_per_task, slurm,
     )  # fmt: skip
     total = len(outcome.done) + len(outcome.failed) + len(outcome.skipped)
     print(f"{len(outcome.done)}/{total} tasks done, {len(outcome.failed)} failed, {len(outcome.skipped)} skipped")

@@ -143,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_args(p)
     p.add_argument(
         "--executor",
-        choices=("local", "ray"),
+        choices=("local", "ray", "slurm"),
         default="local",
-        help="local: in this process (default); ray: tasks on a Ray cluster",
+        help="local: in this process (default); ray: tasks on a Ray cluster; slurm: each task a Slurm job",
     )
     p.add_argument("--address", help="with --executor ray: join this Ray cluster (default: start a local one)")
     p.add_argument("--workers", type=int, metavar="N", help="with a local Ray instance: number of worker CPUs")
@@ -153,7 +153,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus-per-task",
         type=float,
         metavar="G",
-        help="with --executor ray: GPUs per task (default: 1 on CUDA)",
+        help="with --executor ray or slurm: GPUs per task (default: 1 per process on CUDA)",
+    )
+    p.add_argument(
+        "--nproc-per-task",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train each task with N data-parallel processes (torchrun; gloo on CPU, one GPU each on CUDA)",
+    )
+    p.add_argument("--partition", metavar="P", help="with --executor slurm: the partition (default: the cluster's)")
+    p.add_argument(
+        "--time",
+        default="4:00:00",
+        metavar="T",
+        help="with --executor slurm: each job's time limit (minutes, HH:MM:SS or D-HH:MM:SS; default 4:00:00); "
+        "a task that needs longer is requeued and resumes from its checkpoint",
+    )
+    p.add_argument("--cpus-per-task", type=int, metavar="C", help="with --executor slurm: CPUs of each job")
+    p.add_argument("--mem", metavar="M", help="with --executor slurm: memory of each job (sbatch --mem, e.g. 32G)")
+    p.add_argument("--account", metavar="A", help="with --executor slurm: the account to charge")
+    p.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --executor slurm: any other sbatch option, e.g. --slurm qos=high (repeatable)",
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="report what each task of this sweep is doing (pending, running, done, failed) and exit",
     )
     p.add_argument("--retries", type=int, default=1, metavar="N", help="retries of a failing task (default 1)")
     p = sub.add_parser(

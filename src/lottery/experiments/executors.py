@@ -1,11 +1,18 @@
-"""Executors run the tasks of one or more experiments: `local` in this process, in dependency order, or
+"""Executors run the tasks of one or more experiments: `local` in this process, in dependency order,
 `ray` on a Ray cluster (a local instance, or one joined with an address), with Ray resolving the
-dependencies and retrying failed tasks. Whichever runs them, the store ends the same: tasks are
-deterministic and idempotent, and each trained unit is locked while it trains."""
+dependencies and retrying failed tasks, or `slurm` (`experiments/slurm.py`), each task a Slurm job. Whichever runs
+them, the store ends the same: tasks are deterministic and idempotent, and each trained unit is locked while it
+trains. A task may be trained by several processes (`nproc` > 1: `task_processes.py`). Every worker records what
+it does with each task in the sweep's record (`sweep_status.py`), which `lottery sweep --status` reads.
+
+A local Ray instance listens on and is reached at 127.0.0.1 only: it is started with
+`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` in its environment, with which Ray keeps a single-node instance on
+localhost instead of binding the machine's network interface."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -16,6 +23,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from lottery.experiments import sweep_status
 from lottery.experiments.context import Context
 from lottery.experiments.plan import Task, execute, run_task
 from lottery.spec import ExperimentSpec, spec_hash
@@ -57,8 +65,35 @@ def context_for(spec: ExperimentSpec, runtime: Runtime) -> Context:
     return _contexts[key]
 
 
-def run_job(spec: ExperimentSpec, task: Task, root: str, runtime: Runtime) -> str:
-    """Run one task in this process (also the body of a Ray task)."""
+def run_job(
+    spec: ExperimentSpec, task: Task, root: str, runtime: Runtime, record: str | None = None, nproc: int = 1
+) -> str:
+    """Run one task (the body of a Ray task and of a Slurm job too): in this process, or with `nproc` processes
+    (one data-parallel job); its state goes to the sweep's record at `record`, if any."""
+    key = f"{spec_hash(spec)}:{task.name}"
+    if record:
+        sweep_status.mark(Path(record), key, "running")
+    try:
+        if nproc > 1:
+            from lottery.experiments.task_processes import launch
+
+            launch(str(root), experiment_dir(Path(root), spec).path.name, task.name, runtime, nproc)
+        else:
+            _run_here(spec, task, root, runtime)
+    except Exception as exc:
+        if record:
+            sweep_status.mark(Path(record), key, "failed", _error(exc))
+        raise
+    except BaseException:
+        if record:
+            sweep_status.mark(Path(record), key, "interrupted")
+        raise
+    if record:
+        sweep_status.mark(Path(record), key, "done")
+    return task.name
+
+
+def _run_here(spec: ExperimentSpec, task: Task, root: str, runtime: Runtime) -> None:
     if runtime.imports:  # the driver's --import plugin modules (once per process)
         from lottery.plugins import import_modules
 
@@ -66,14 +101,15 @@ def run_job(spec: ExperimentSpec, task: Task, root: str, runtime: Runtime) -> st
     if runtime.threads is not None and torch.get_num_threads() != runtime.threads:
         torch.set_num_threads(runtime.threads)  # as many as the driver: CPU results depend on it
     run_task(task, context_for(spec, runtime), experiment_dir(Path(root), spec), step=execute)
-    return task.name
 
 
 def _error(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
 
 
-def run_local(jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int = 0) -> Outcome:
+def run_local(
+    jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int = 0, record: str | None = None, nproc: int = 1
+) -> Outcome:
     """In order; a failing job is retried up to `retries` times, then reported; its dependents are skipped."""
     outcome = Outcome()
     bad: dict[str, str] = {}
@@ -85,7 +121,7 @@ def run_local(jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int = 
             continue
         for attempt in range(retries + 1):
             try:
-                run_job(job.spec, job.task, str(root), runtime)
+                run_job(job.spec, job.task, str(root), runtime, record, nproc)
                 outcome.done.append(job.key)
                 break
             except Exception as exc:  # noqa: BLE001  (reported at the end; the other jobs go on)
@@ -97,11 +133,27 @@ def run_local(jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int = 
     return outcome
 
 
+LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local Ray instance stays on 127.0.0.1
+
+
+def loopback_ray() -> None:
+    """Make the Ray instance this process starts listen on and be reached at 127.0.0.1 only: the variable, in this
+    process's environment (inherited by every Ray process it starts) and, where Ray was imported before it was
+    set, in Ray's constant read from it at import."""
+    os.environ[LOOPBACK_VARIABLE] = "0"
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def run_ray(
     jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int = 0, address: str | None = None,
-    workers: int | None = None,
+    workers: int | None = None, record: str | None = None, nproc: int = 1,
 ) -> Outcome:  # fmt: skip
     """Each job a Ray task that depends on its dependencies' tasks; Ray schedules and retries them."""
+    if not address:
+        loopback_ray()
     try:
         import ray
     except ImportError:
@@ -112,15 +164,17 @@ def run_ray(
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address:
             options["address"] = address
-        elif workers:
-            options["num_cpus"] = workers
+        else:
+            options["_node_ip_address"] = "127.0.0.1"
+            if workers:
+                options["num_cpus"] = workers
         ray.init(**options)
     runtime = dataclasses.replace(runtime, threads=runtime.threads or torch.get_num_threads())
-    remote = ray.remote(**task_options(runtime, retries))(_ray_job)
+    remote = ray.remote(**task_options(runtime, retries, nproc))(_ray_job)
     refs: dict[str, Any] = {}
     for job in jobs:
         deps = [refs[d] for d in job.deps]
-        refs[job.key] = remote.remote(job.spec, job.task, str(Path(root).resolve()), runtime, *deps)
+        refs[job.key] = remote.remote(job.spec, job.task, str(Path(root).resolve()), runtime, record, nproc, *deps)
     pending = {ref: key for key, ref in refs.items()}
     errors: dict[str, str] = {}
     with tqdm(total=len(refs), desc="sweep", unit="task", disable=not sys.stderr.isatty()) as bar:
@@ -135,13 +189,16 @@ def run_ray(
     return _classify(jobs, errors)
 
 
-def task_options(runtime: Runtime, retries: int) -> dict[str, Any]:
-    """Ray options of every task: retries, and the GPUs it holds (`runtime.gpus_per_task`; by default 1 when
-    training on CUDA, so Ray places each task on its own GPU and sets CUDA_VISIBLE_DEVICES to it, else 0)."""
+def task_options(runtime: Runtime, retries: int, nproc: int = 1) -> dict[str, Any]:
+    """Ray options of every task: retries, and the GPUs it holds (`runtime.gpus_per_task`; by default 1 per
+    process when training on CUDA, so Ray places each task on its own GPUs and sets CUDA_VISIBLE_DEVICES to them,
+    else 0), and a CPU per process."""
     gpus = runtime.gpus_per_task
     if gpus is None:
-        gpus = 1 if runtime.device.type == "cuda" else 0
+        gpus = nproc if runtime.device.type == "cuda" else 0
     options: dict[str, Any] = {"max_retries": retries, "retry_exceptions": True}
+    if nproc > 1:
+        options["num_cpus"] = nproc  # Ray's default for a task is 1
     if gpus:
         options["num_gpus"] = gpus
     return options
@@ -165,5 +222,7 @@ def _classify(jobs: Sequence[Job], errors: dict[str, str]) -> Outcome:
     return outcome
 
 
-def _ray_job(spec: ExperimentSpec, task: Task, root: str, runtime: Runtime, *deps: str) -> str:
-    return run_job(spec, task, root, runtime)
+def _ray_job(
+    spec: ExperimentSpec, task: Task, root: str, runtime: Runtime, record: str | None, nproc: int, *deps: str
+) -> str:
+    return run_job(spec, task, root, runtime, record, nproc)

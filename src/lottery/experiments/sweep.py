@@ -9,11 +9,16 @@
     lr = [1.2e-3, 6e-4]
 
 expands into 4 experiments (every combination). Levels, rewind points, copies, controls and seeds are
-already lists inside one experiment; `[sweep]` spans any other setting.
+already lists inside one experiment; `[sweep]` spans any other setting. A spec file without a `[sweep]` table is a
+sweep of one experiment (so one experiment's tasks can be spread over a cluster too).
+
+The executors (`executors.py`, `slurm.py`) run the tasks; the sweep's record (`<store>/.sweeps/<id>/`,
+`sweep_status.py`) says what each task is doing, for `lottery sweep SPEC --status`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from contextlib import ExitStack
 from pathlib import Path
@@ -46,7 +51,7 @@ def expand(
 ) -> list[tuple[ExperimentSpec, str | None, dict[str, Any]]]:
     """(spec, preset, the swept settings) for every point of the grid, validated, duplicates removed."""
     data = read_toml(spec_file)
-    axes = grid(data.pop("sweep", None))
+    axes = grid(data.pop("sweep")) if "sweep" in data else []
     count = 1
     for _, values in axes:
         count *= len(values)
@@ -80,20 +85,25 @@ def run_sweep(
     workers: int | None = None,
     retries: int = 1,
     wait: bool = True,
+    nproc: int = 1,
+    slurm: Any = None,
 ) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
     """Validate every experiment of the grid, record their specs, run all their tasks with the executor,
     and write each experiment's results. Returns ([(experiment dir, swept settings)], outcome).
 
     The sweep holds every one of its experiments' locks from the first write to the last, as `lottery run`
     holds its experiment's (taken in one order by every process, so two sweeps never deadlock); `wait` False:
-    refuse, instead of waiting, when another process holds one."""
-    from lottery.experiments import executors, views
+    refuse, instead of waiting, when another process holds one. `nproc`: processes training each task (one
+    data-parallel job). `slurm`: the `slurm.SlurmOptions` of the slurm executor."""
+    from lottery.experiments import executors, sweep_status, views
     from lottery.experiments.plan import plan
     from lottery.experiments.run import write_results
     from lottery.loggers.summary import log_experiment
     from lottery.store import check_collision, exclusive, experiment_dir, write_spec
 
     points = expand(spec_file, preset, overrides)
+    if nproc > 1:  # a data-parallel task trains its runs one by one: plan as its ranks do, without stacking
+        runtime = dataclasses.replace(runtime, batch_copies=False)
     contexts = []
     for spec, _, _ in points:  # everything is checked before anything is written
         ctx = executors.context_for(spec, runtime)
@@ -109,10 +119,17 @@ def run_sweep(
             write_spec(experiment_dir(root, spec), spec, used_preset)
             views.bind(ctx, experiment_dir(root, spec))  # networks shared between the grid's experiments
             jobs += [executors.Job(spec, task) for task in plan(ctx)]
-        if executor == "ray":
-            outcome = executors.run_ray(jobs, root, runtime, retries, address, workers)
+        record = str(sweep_status.sweep_dir(root, [spec_hash(spec) for spec, _, _ in points]).resolve())
+        if executor == "slurm":
+            from lottery.experiments.slurm import SlurmOptions, run_slurm
+
+            outcome = run_slurm(jobs, root, runtime, retries, slurm or SlurmOptions(), record, nproc)
         else:
-            outcome = executors.run_local(jobs, root, runtime, retries)
+            sweep_status.start(Path(record), [job.key for job in jobs], executor)
+            if executor == "ray":
+                outcome = executors.run_ray(jobs, root, runtime, retries, address, workers, record, nproc)
+            else:
+                outcome = executors.run_local(jobs, root, runtime, retries, record, nproc)
         finished = []
         for spec, _, point in points:
             experiment = experiment_dir(root, spec)
@@ -120,3 +137,16 @@ def run_sweep(
             log_experiment(getattr(runtime, "log", ()), experiment.path, results, getattr(runtime, "log_strict", False))
             finished.append((experiment, point))
     return finished, outcome
+
+
+def status(
+    spec_file: Path, preset: str | None, overrides: list[str], root: Path
+) -> list[Any]:  # list[sweep_status.TaskStatus]
+    """Every task of the sweep of `spec_file` in the store `root` with its state (pending, running, done, failed)."""
+    from lottery.experiments import sweep_status
+
+    hashes = [spec_hash(spec) for spec, _, _ in expand(spec_file, preset, overrides)]
+    directory = sweep_status.sweep_dir(root, hashes)
+    if not (directory / "sweep.json").exists():
+        raise UserError(f"no sweep of {spec_file} has been started with the store {root}")
+    return sweep_status.task_states(directory)

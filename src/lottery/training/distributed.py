@@ -15,7 +15,9 @@ Rules the rest of the code follows, and that new code must follow:
   at a barrier before and after (`main_writes`). No rank reads while another writes, so every rank sees the
   same files and takes the same branches (resume or not, finished or not, retrain or not).
 * Masks are computed by rank 0's rules and broadcast (`broadcast_mask`); `check_equal` verifies that every
-  rank trains with the same mask.
+  rank trains with the same mask, and `wrap` that every rank starts (or resumes) from the same weights, before
+  DDP would silently copy rank 0's over them. A rank that disagrees stops the job on every rank with one line
+  (`RankMismatch`, a `UserError`: exit code 2, no traceback).
 
 Without torchrun (no RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT in the environment) every function here
 is the single-process identity: world size 1, rank 0, no communication.
@@ -58,6 +60,12 @@ if TYPE_CHECKING:
 TIMEOUT_VARIABLE = "LOTTERY_DIST_TIMEOUT"  # seconds a collective (or rank 0 waiting on a lock) may take
 DEFAULT_TIMEOUT_S = 1800.0
 SYNC_EVERY = 16  # iterations between broadcasts of rank 0's wall-clock checkpoint decision
+
+
+class RankMismatch(UserError, RuntimeError):
+    """The ranks of a data-parallel job disagree on the mask or the weights: training on would average
+    gradients of different networks. A `UserError` (one line, exit code 2, no traceback), and a RuntimeError for
+    callers that catch those."""
 
 
 # the process group (lottery.collective: below the store, which needs it too) -----------------------------
@@ -166,6 +174,8 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    check_weights(model)  # DDP would broadcast rank 0's weights over a rank that resumed from others
+
     if device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return DistributedDataParallel(model, device_ids=[device.index], output_device=device.index)
@@ -252,14 +262,37 @@ def _gather_digests(digest: bytes) -> list[bytes]:
     return [bytes(t.cpu().tolist()) for t in gathered]
 
 
-def check_equal(mask: Mask, what: str = "mask") -> None:
-    """Raise on every rank unless every rank holds the same mask (names, shapes and bits)."""
-    if world_size() == 1:
-        return
-    digests = _gather_digests(checksum(mask))
+def weights_checksum(model: nn.Module) -> bytes:
+    """SHA-256 over the model's parameters and buffers (names, shapes, dtypes and bytes), in order."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.digest()
+
+
+def _check_digests(digest: bytes, what: str) -> None:
+    digests = _gather_digests(digest)
     differ = [r for r, d in enumerate(digests) if d != digests[0]]
     if differ:
-        raise RuntimeError(f"the {what} differs between ranks (ranks {differ} disagree with rank 0)")
+        raise RankMismatch(
+            f"the {what} differs between ranks (ranks {differ} disagree with rank 0); stopping the job: every rank "
+            "must train the same network (same store, same spec, same checkpoint)"
+        )
+
+
+def check_equal(mask: Mask, what: str = "mask") -> None:
+    """Raise `RankMismatch` on every rank unless every rank holds the same mask (names, shapes and bits)."""
+    if world_size() == 1:
+        return
+    _check_digests(checksum(mask), what)
+
+
+def check_weights(model: nn.Module) -> None:
+    """Raise `RankMismatch` on every rank unless every rank holds the same weights and buffers (bit for bit)."""
+    if world_size() == 1:
+        return
+    _check_digests(weights_checksum(model), "weights digest")
 
 
 def broadcast_mask(mask: Mask) -> Mask:
@@ -272,7 +305,7 @@ def broadcast_mask(mask: Mask) -> Mask:
 
     layout = hashlib.sha256(";".join(f"{n}:{tuple(m.shape)}" for n, m in mask.items()).encode()).digest()
     if len(set(_gather_digests(layout))) != 1:
-        raise RuntimeError("the mask's layers (names or shapes) differ between ranks")
+        raise RankMismatch("the mask's layers (names or shapes) differ between ranks; stopping the job")
     flat = torch.cat([m.detach().reshape(-1).to(torch.uint8) for m in mask.values()]).to(_device())
     local = flat.clone()
     dist.broadcast(flat, src=0)
