@@ -101,12 +101,21 @@ RICH = (
 # what `lottery rewind-search` writes (its report section reads this file, not results.json)
 REWIND_SEARCH = {
     "level": 1, "grid": [0, 20, 40], "threshold": 2.0, "tolerance": 0.2, "refine": 2, "max_trainings": None,
-    "dense": {"k": 20, "bracket": [0, 20], "complete": True, "matching": True, "accuracy": 0.9, "probe": [
-        {"k": 0, "barrier": 3.0, "stable": False, "accuracy": 0.9, "matching": True, "trainings": 2},
-        {"k": 20, "barrier": 0.5, "stable": True, "accuracy": 0.9, "matching": True, "trainings": 2}]},
-    "imp": {"k": 20, "bracket": [0, 20], "complete": False, "matching": False, "accuracy": 0.8, "probe": [
-        {"k": 20, "barrier": 0.1, "stable": True, "accuracy": 0.8, "matching": False, "control": {"barrier": 4.0},
-         "trainings": 3}]},
+    "max_copies": 4,
+    "dense": {"k": 20, "bracket": [0, 20], "interval": [0, 20], "monotone": True, "offending": [], "complete": True,
+              "matching": "matching", "accuracy": 0.9, "probes": [
+        {"k": 0, "copies": 2, "pairs": [[3.0]], "barrier_mean": 3.0, "barrier_interval": [2.5, 3.5],
+         "decision": "unstable", "unit": "replicate", "accuracy": 0.9, "gap_mean": 0.1, "gap_interval": [0.0, 0.2],
+         "matching": "matching", "trainings": 2},
+        {"k": 20, "copies": 2, "pairs": [[0.5]], "barrier_mean": 0.5, "barrier_interval": [0.2, 0.8],
+         "decision": "stable", "unit": "replicate", "accuracy": 0.9, "gap_mean": 0.1, "gap_interval": [0.0, 0.2],
+         "matching": "matching", "trainings": 2}]},
+    "imp": {"k": 20, "bracket": [0, 20], "interval": [0, 20], "monotone": None, "offending": [], "complete": False,
+            "matching": "not_matching", "accuracy": 0.8, "probes": [
+        {"k": 20, "copies": 2, "pairs": [[0.1]], "barrier_mean": 0.1, "barrier_interval": [0.0, 0.2],
+         "decision": "stable", "unit": "replicate", "accuracy": 0.8, "gap_mean": 1.5, "gap_interval": [1.0, 2.0],
+         "matching": "not_matching", "control": {"kind": "random_prune", "barrier_mean": 4.0,
+                                                 "barrier_interval": [3.0, 5.0]}, "trainings": 3}]},
     "dense_accuracy": 0.95,
     "cost": {"trainings": 4, "iterations": 100, "probed": {"trainings": 4, "iterations": 100},
              "full_sweep": {"trainings": 9, "iterations": 300}},

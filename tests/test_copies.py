@@ -125,8 +125,11 @@ def test_lenet_copies_match_separate_runs(training: TrainingSpec, tmp_path: Path
     masks = [random_mask(models[0], 0.3, 0), None, random_mask(models[2], 0.5, 2)]  # a dense copy included
     jobs = [Job(seeds(training, i), schedule, start=3, mask=m) for i, m in enumerate(masks)]
     together, alone = both_ways(tmp_path, models, data, jobs)
+    # RMSProp divides by the root of a running mean of squared gradients: a weight whose gradients stay near zero
+    # turns a last-bit difference into up to 3e-4 after 22 steps (one weight of 18,816 with the seed table's draws)
+    atol = 1e-3 if training.optimizer == "rmsprop" else 1e-5
     for a, b, model in zip(together, alone, models):
-        assert_same_runs(a, b)
+        assert_same_runs(a, b, atol=atol)
         assert not torch.equal(a.read_tensors("final.safetensors")["out.weight"], model.out.weight.detach())
     evaluated = {r["iteration"] for r in metrics(together[0])}
     assert evaluated == {3, 7, 14, 21, 25}

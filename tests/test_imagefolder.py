@@ -205,7 +205,7 @@ def test_large_jpegs_decode_at_reduced_scale_close_to_full_decode(tmp_path: Path
             left, top = round((resized.width - 64) / 2), round((resized.height - 64) / 2)
             reference = np.asarray(resized.crop((left, top, left + 64, top + 64)), dtype=np.float64)
         else:
-            r = random.Random(derive(1, 2, 3))
+            r = random.Random(derive("augmentation", 1, 2, 3))
             top, left, h, w = crop_params(r, 900, 1200)
             reference_image = full.resize((64, 64), Image.BILINEAR, box=(left, top, left + w, top + h))
             if r.random() < 0.5:

@@ -65,14 +65,21 @@ def stack_independent(ctx: Context) -> bool:
 
 def arithmetic(ctx: Context, stacked: bool, size: int = 1, position: int = 0) -> dict[str, Any]:
     """How a network is computed, where that changes its bits: the device, the CPU thread count, the data-parallel
-    world size, and whether it trains stacked with others (with the stack's size and its position where those
-    matter: `stack_independent`)."""
+    world size, whether it trains stacked with others (with the stack's size and its position where those matter:
+    `stack_independent`), and, trained alone, channels_last convolutions and torch.compile where used."""
     device = ctx.runtime.device.type
     out: dict[str, Any] = {"device": device, "world_size": collective.world_size(), "stacked": stacked}
     if device == "cpu":
         out["threads"] = ctx.runtime.threads or torch.get_num_threads()
     if stacked and (size < 2 or not stack_independent(ctx)):
         out.update(stack=size, position=position)
+    if not stacked:  # the single-run backend's options that change bits (training/loop.py Alone)
+        convolutional = any(isinstance(m, torch.nn.Conv2d) for m in ctx._network.modules())
+        channels_last = ctx.runtime.channels_last if ctx.runtime.channels_last is not None else device == "cuda"
+        if channels_last and convolutional:
+            out["channels_last"] = True
+        if ctx.runtime.compile:
+            out["compiled"] = True
     return out
 
 

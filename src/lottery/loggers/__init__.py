@@ -123,6 +123,15 @@ class Guarded:
     def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         self._forward(f"logging table {name}", "log_table", name, columns, rows)
 
+    @property
+    def takes_histograms(self) -> bool:
+        """Whether the tracker logs histograms (TensorBoard)."""
+        return hasattr(self.inner, "log_histogram")
+
+    def log_histogram(self, name: str, values: Any, step: int) -> None:
+        if self.takes_histograms:
+            self._forward(f"logging histogram {name}", "log_histogram", name, values, step)
+
     def close(self) -> None:
         self._forward("finishing the run", "close")
         self.inner = None

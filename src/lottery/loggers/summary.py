@@ -71,7 +71,7 @@ def log_experiment(names: tuple[str, ...], experiment_dir: Path, results: dict[s
                 per_level.setdefault(level, {}).update(scalars)
             for level, scalars in sorted(per_level.items()):  # steps first: W&B wants them increasing
                 logger.log_metrics(scalars, level)
-            if hasattr(logger, "log_histogram"):  # TensorBoard: the weights each level keeps
+            if logger.takes_histograms:  # TensorBoard: the weights each level keeps
                 for tag, level, values in kept_weights(experiment_dir, results):
                     logger.log_histogram(tag, values, level)
             logger.log_table("imp_curve", CURVE_COLUMNS, curve_rows(results))
