@@ -7,6 +7,7 @@ that the same spec gives bit-identical networks in a shared store and in an empt
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -242,10 +243,25 @@ def test_a_shared_network_has_the_same_bytes_whichever_experiment_computed_it(st
 
 
 def test_a_store_of_the_previous_format_is_refused_in_one_line(store: Path, capsys: pytest.CaptureFixture) -> None:
-    experiment, _ = run_tiny(store, "imp.levels=0")
-    (store / layout.NETWORKS / layout.FORMAT_FILE).unlink()  # as format 2 left it: networks, no marker
     from lottery.store import networks
 
+    experiment, _ = run_tiny(store, "imp.levels=0")
+    marker = store / layout.NETWORKS / layout.FORMAT_FILE
+    marker.unlink()  # deleted: the format is read from the networks' recipes (this format's), and marked again
+    networks._checked_stores.clear()
+    run_tiny(store, "imp.levels=0")
+    assert json.loads(marker.read_text()) == {"format": layout.FORMAT}
+    for content, message in ((json.dumps({"format": 2}), "store format 2, before networks were named"),
+                             (json.dumps({"format": 99}), "store format 99, written by a newer version"),
+                             ('{"format": "3"}', "is damaged")):  # fmt: skip
+        marker.write_text(content)
+        networks._checked_stores.clear()
+        with pytest.raises(UserError, match=message):
+            run_tiny(store, "imp.levels=1")
+    marker.unlink()  # a format-2 store has no marker, and its recipes no version
+    dense = networks_of(experiment.path)["replicate_0/level_0"]
+    recipe = json.loads((dense / layout.KEY_FILE).read_text())
+    (dense / layout.KEY_FILE).write_text(json.dumps({k: v for k, v in recipe.items() if k != "version"}))
     networks._checked_stores.clear()
     with pytest.raises(UserError, match="store format 2"):
         run_tiny(store, "imp.levels=1")
@@ -329,3 +345,25 @@ def test_a_plugins_identity_covers_the_helpers_it_imports_from_its_directory(tmp
     before = Plugin("model", "mine", build).source_hash()
     (tmp_path / "myhelpers.py").write_text("WIDTH = 16\n")  # only the helper changes
     assert Plugin("model", "mine", build).source_hash() != before
+
+
+def test_a_store_inside_another_store_is_refused_before_anything_is_written(store: Path) -> None:
+    experiment, _ = run_tiny(store, "imp.levels=0")
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    for inside in (store / layout.NETWORKS, experiment.path, store / layout.NETWORKS / "dense"):
+        with pytest.raises(UserError, match="lies inside the store"):
+            run_tiny(inside, "imp.levels=1")
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+
+
+def test_a_killed_recomputations_scratch_directory_is_removed_by_the_next(store: Path) -> None:
+    from lottery.experiments.recompute import remove_stale_scratch
+    from lottery.store.networks import SCRATCH_PREFIX
+
+    run_tiny(store, "imp.levels=0")
+    dead, alive = store / f"{SCRATCH_PREFIX}{2**22 + 12345}", store / f"{SCRATCH_PREFIX}{os.getpid()}"
+    for scratch in (dead, alive):
+        (scratch / "networks").mkdir(parents=True)
+    (store / ".recompute-notapid").mkdir()  # not a name this module makes: never removed
+    remove_stale_scratch(store)
+    assert not dead.exists() and alive.exists() and (store / ".recompute-notapid").exists()

@@ -233,6 +233,13 @@ def verify(args: argparse.Namespace) -> int:
 
     if not args.path.is_dir():
         raise UserError(f"{args.path} is not a directory")
+    recompute_count = None
+    if getattr(args, "recompute", None) is not None:  # bad input is refused before anything is checked
+        from lottery.experiments.recompute import parse_count
+
+        recompute_count = parse_count(args.recompute)
+        if not (args.path / layout.NETWORKS).is_dir():
+            raise UserError(f"--recompute needs a store (a directory holding {layout.NETWORKS}/), got {args.path}")
     checked = bad = 0
     for path, problem in audit.problems(args.path):  # links (dangling, foreign), runs.json, networks' key.json
         bad += 1
@@ -252,12 +259,9 @@ def verify(args: argparse.Namespace) -> int:
         print(f"{path}: {problem}")
     print(f"{checked} artifacts checked, {bad} problem(s)")
     if getattr(args, "recompute", None) is not None:
-        from lottery.experiments.recompute import parse_count, recompute
+        from lottery.experiments.recompute import recompute
 
-        count = parse_count(args.recompute)
-        if not (args.path / layout.NETWORKS).is_dir():
-            raise UserError(f"--recompute needs a store (a directory holding {layout.NETWORKS}/), got {args.path}")
-        done, problems = recompute(args.path, count, args.sample_seed)
+        done, problems = recompute(args.path, recompute_count, args.sample_seed)
         for problem in problems:
             print(problem)
         print(f"{done} network(s) recomputed from their recipes, {len(problems)} not bit-identical or not recomputable")

@@ -27,9 +27,8 @@ from lottery.experiments import plan, views
 from lottery.experiments.context import Context
 from lottery.store import experiment_dir, layout, load_spec, write_spec
 from lottery.store.identity import canonical
+from lottery.store.networks import SCRATCH_PREFIX  # the scratch directories made here (and only removed)
 from lottery.training import Runtime
-
-SCRATCH_PREFIX = ".recompute-"  # the scratch directories this module creates in a store (and only removes those)
 
 
 @dataclass(frozen=True)
@@ -168,10 +167,26 @@ def recompute_one(store: Path, found: Found, view: str) -> str | None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def remove_stale_scratch(store: Path) -> None:
+    """Remove the scratch directories of recomputations whose process is gone (killed): only directories named
+    `.recompute-<pid>` that this module creates, never through a link."""
+    for entry in Path(store).iterdir():
+        pid = entry.name[len(SCRATCH_PREFIX) :]
+        if not entry.name.startswith(SCRATCH_PREFIX) or not pid.isdigit() or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)  # rmtree never follows links out of the directory
+        except PermissionError:
+            pass  # another user's live process
+
+
 def recompute(store: Path, count: int | None, seed: int = 0) -> tuple[int, list[str]]:
     """Recompute `count` networks of the store sampled with `seed` (None: all); (how many were recomputed, one line
     per problem)."""
     store = Path(store)
+    remove_stale_scratch(store)
     linked: dict[str, tuple[Path, str]] = {}
     for experiment, runs in experiments_linking(store):
         for view, network in runs.items():

@@ -9,6 +9,7 @@ from pathlib import Path
 from lottery.errors import UserError
 from lottery.spec import ExperimentSpec, build, spec_hash, to_dict, to_toml
 from lottery.store import layout
+from lottery.store.networks import refuse_nested
 from lottery.store.run_dir import RunDir
 
 DEFAULT_ROOT = "runs"
@@ -22,7 +23,9 @@ def store_root(out: str | None = None) -> Path:
 
 
 def experiment_dir(root: Path, spec: ExperimentSpec) -> RunDir:
-    return RunDir(root / spec_hash(spec))
+    """The experiment's directory in the store `root` (refused, in one line, inside another store's tree)."""
+    refuse_nested(Path(root))
+    return RunDir(Path(root) / spec_hash(spec))
 
 
 def check_collision(run: RunDir, spec: ExperimentSpec) -> None:

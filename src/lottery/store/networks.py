@@ -6,6 +6,7 @@ makes the recipes; experiments/views.py says which run directory needs which).""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,44 @@ from lottery.store.run_dir import RunDir
 _checked_stores: set[str] = set()
 
 
+SCRATCH_PREFIX = ".recompute-"  # `lottery verify --recompute`'s scratch store, directly in the store it checks
+
+
+def refuse_nested(store: Path) -> None:
+    """UserError (one line) where `store` lies inside another store's tree (its networks/, a network, an
+    experiment): a store there would write into the outer one. A recomputation's scratch store is the exception."""
+    if Path(store).name.startswith(SCRATCH_PREFIX) and (Path(store).parent / layout.NETWORKS).is_dir():
+        return
+    for above in Path(os.path.abspath(store)).parents:
+        if (above / layout.NETWORKS / layout.FORMAT_FILE).is_file() or (above / layout.RUNS_FILE).is_file():
+            raise UserError(
+                f"{store} lies inside the store {above if (above / layout.NETWORKS).is_dir() else above.parent}: "
+                "choose an output directory (--out) outside it, or the store itself"
+            )
+
+
+def _format_of_networks(networks_dir: Path) -> int | None:
+    """The format the networks below `networks_dir` were written in, read from their recipes when the marker is
+    missing: None (no network yet), 3 (recipes carry `version` and `arithmetic`) or 2."""
+    for kind in sorted(p for p in networks_dir.iterdir() if p.is_dir() and not p.is_symlink()):
+        for network in sorted(p for p in kind.iterdir() if p.is_dir() and not p.is_symlink()):
+            try:
+                recipe = json.loads((network / layout.KEY_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(recipe, dict):
+                return layout.FORMAT if {"version", "arithmetic"} <= set(recipe) else 2
+    return None
+
+
 def check_store(store: Path) -> None:
-    """Refuse, in one line, a store whose networks were written by an earlier store format (their seeds and names
-    were derived otherwise: they cannot be re-keyed soundly); mark a new store with this format."""
+    """Refuse, in one line, a store whose networks were written by another store format (format 2: their seeds and
+    names were derived otherwise, they cannot be re-keyed soundly; a newer format: a newer version of lottery);
+    mark a new store with this format (and a store whose marker was deleted, from its networks' recipes)."""
     store = Path(store)
     if str(store) in _checked_stores:
         return
+    refuse_nested(store)
     networks_dir = store / layout.NETWORKS
     marker = networks_dir / layout.FORMAT_FILE
     if networks_dir.is_symlink() or marker.is_symlink():
@@ -33,14 +66,25 @@ def check_store(store: Path) -> None:
         )
     if marker.is_file():
         try:
-            found = json.loads(marker.read_text()).get("format")
-        except (OSError, ValueError, AttributeError):
+            found = json.loads(marker.read_text())["format"]
+        except (OSError, ValueError, KeyError, TypeError):
             found = None
+        if not isinstance(found, int) or isinstance(found, bool):
+            raise UserError(
+                f'{marker} is damaged (it should hold {{"format": {layout.FORMAT}}}): delete it and run again '
+                "(the format is then read from the networks' recipes)"
+            )
     else:
-        found = 2 if networks_dir.is_dir() and any(p.is_dir() for p in networks_dir.iterdir()) else None
-    if found is None:
-        write_json(marker, {"format": layout.FORMAT})
-    elif found != layout.FORMAT:
+        found = _format_of_networks(networks_dir) if networks_dir.is_dir() else None
+        if found in (None, layout.FORMAT):
+            write_json(marker, {"format": layout.FORMAT})
+            found = layout.FORMAT
+    if found > layout.FORMAT:
+        raise UserError(
+            f"{store} holds networks of store format {found}, written by a newer version of lottery (this one "
+            f"reads format {layout.FORMAT}): use that version, or run into a new store (--out DIR)"
+        )
+    if found != layout.FORMAT:
         raise UserError(
             f"{store} holds networks of store format {found}, before networks were named by their full recipe: "
             "their seeds were derived otherwise, so they cannot be re-keyed soundly; run into a new store "
