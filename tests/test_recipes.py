@@ -367,3 +367,16 @@ def test_a_killed_recomputations_scratch_directory_is_removed_by_the_next(store:
     (store / ".recompute-notapid").mkdir()  # not a name this module makes: never removed
     remove_stale_scratch(store)
     assert not dead.exists() and alive.exists() and (store / ".recompute-notapid").exists()
+
+
+def test_a_link_to_a_device_inside_a_network_is_never_read(store: Path, capsys: pytest.CaptureFixture) -> None:
+    """A network file replaced by a link to /dev/zero: verify, show and run neither follow it nor read forever."""
+    experiment, _ = run_tiny(store, "imp.levels=0")
+    dense = networks_of(experiment.path)["replicate_0/level_0"]
+    (dense / "metrics.jsonl").unlink()
+    (dense / "metrics.jsonl").symlink_to("/dev/zero")
+    capsys.readouterr()
+    assert main(["verify", str(store)]) == 1
+    assert "metrics.jsonl: unreadable" in capsys.readouterr().out
+    run_tiny(store, "imp.levels=0")  # the link is not trusted: the run's evaluations are recomputed
+    assert not (dense / "metrics.jsonl").is_symlink()

@@ -7,10 +7,12 @@ step that produces it runs again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,19 @@ MANIFEST = "manifest.json"
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_regular(path: Path) -> bytes:
+    """A regular file's bytes, never through a link at its name and never a device or a pipe (a link to /dev/zero
+    would be read forever): OSError (ELOOP, EINVAL) for those."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 class RunDir:
@@ -46,7 +61,7 @@ class RunDir:
     # manifest ---------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, str]:
         try:
-            data = json.loads((self.path / MANIFEST).read_text())
+            data = json.loads(read_regular(self.path / MANIFEST))
             return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}
@@ -99,8 +114,10 @@ class RunDir:
             return None
         expected = self.manifest().get(name)
         try:
-            data = path.read_bytes()
-        except OSError:
+            data = read_regular(path)
+        except OSError as error:
+            if not quiet and error.errno in (errno.ELOOP, errno.EINVAL):
+                print(f"lottery: {path} is a link or not a regular file: not read; recomputing it", file=sys.stderr)
             return None
         if expected is None or sha256(data) != expected:
             if not quiet:
@@ -164,7 +181,7 @@ class RunDir:
         """(file, problem) for every manifest entry that is missing, unreadable or does not match, and for
         a manifest that exists but cannot be read (every artifact it listed is then untrusted)."""
         try:
-            manifest = json.loads((self.path / MANIFEST).read_text())
+            manifest = json.loads(read_regular(self.path / MANIFEST))
         except FileNotFoundError:
             return []
         except (OSError, ValueError):
@@ -174,7 +191,7 @@ class RunDir:
         problems = []
         for name, digest in manifest.items():
             try:
-                data = (self.path / name).read_bytes()
+                data = read_regular(self.path / name)
             except FileNotFoundError:
                 problems.append((name, "missing"))
             except OSError as error:
