@@ -23,15 +23,17 @@ SCRATCH_PREFIX = ".recompute-"  # `lottery verify --recompute`'s scratch store, 
 
 
 def refuse_nested(store: Path) -> None:
-    """UserError (one line) where `store` lies inside another store's tree (its networks/, a network, an
-    experiment): a store there would write into the outer one. A recomputation's scratch store is the exception."""
+    """UserError (one line) where `store` lies inside another store's networks/ or one of its experiments: a store
+    there would write into the outer one's networks or views. A recomputation's scratch store is the exception."""
     if Path(store).name.startswith(SCRATCH_PREFIX) and (Path(store).parent / layout.NETWORKS).is_dir():
         return
-    for above in Path(os.path.abspath(store)).parents:
-        if (above / layout.NETWORKS / layout.FORMAT_FILE).is_file() or (above / layout.RUNS_FILE).is_file():
+    path = Path(os.path.abspath(store))
+    for above in (path, *path.parents):
+        in_networks = above.name == layout.NETWORKS and (above / layout.FORMAT_FILE).is_file()
+        if in_networks or (above / layout.RUNS_FILE).is_file():  # a store's networks/, or an experiment
             raise UserError(
-                f"{store} lies inside the store {above if (above / layout.NETWORKS).is_dir() else above.parent}: "
-                "choose an output directory (--out) outside it, or the store itself"
+                f"{store} lies inside the store {above.parent}'s {'networks' if in_networks else 'experiment'} "
+                f"{above}: choose an output directory (--out) outside it, or the store itself"
             )
 
 
