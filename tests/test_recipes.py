@@ -380,3 +380,18 @@ def test_a_link_to_a_device_inside_a_network_is_never_read(store: Path, capsys: 
     assert "metrics.jsonl: unreadable" in capsys.readouterr().out
     run_tiny(store, "imp.levels=0")  # the link is not trusted: the run's evaluations are recomputed
     assert not (dense / "metrics.jsonl").is_symlink()
+
+
+def test_a_run_link_re_pointed_to_another_network_is_never_read(store: Path, capsys: pytest.CaptureFixture) -> None:
+    experiment, _ = run_tiny(store, "imp.levels=2")
+    level1 = experiment.path / "replicate_0/rewind_0it/level_1"
+    level2 = (experiment.path / "replicate_0/rewind_0it/level_2").resolve()
+    level1.unlink()
+    level1.symlink_to(os.path.relpath(level2, level1.parent))  # a valid network of the store, but not this one
+    capsys.readouterr()
+    for command in (["show", str(experiment.path)], ["export", str(experiment.path), "--level", "1"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "but runs.json says" in err, err
+    run_tiny(store, "imp.levels=2")  # links it again
+    assert main(["show", str(experiment.path)]) == 0

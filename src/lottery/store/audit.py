@@ -196,3 +196,18 @@ def problems(root: Path) -> list[Problem]:
     for network in sorted(networks):
         found += network_problems(network)
     return found
+
+
+def check_view(experiment: Path) -> None:
+    """UserError (one line) where a run link of the experiment leads to another network than its `runs.json` says
+    (re-pointed inside the store): readers (show, report, export) never read a network other than the one the
+    experiment recorded. A link that is missing or dangling is the missing network's business (recomputed)."""
+    experiment = Path(experiment)
+    if not (experiment / layout.RUNS_FILE).is_file():
+        return
+    store = layout.store_of(experiment)
+    problems, _ = link_problems(experiment, store)
+    for path, problem in problems:
+        if "but runs.json says" in problem:
+            what = problem.split(" (")[0]
+            raise UserError(f"{path} {what}: not read; `lottery run` of its spec links it again")

@@ -9,6 +9,7 @@ from pathlib import Path
 from lottery.errors import UserError
 from lottery.spec import ExperimentSpec, build, spec_hash, to_dict, to_toml
 from lottery.store import layout
+from lottery.store.audit import check_view
 from lottery.store.networks import refuse_nested
 from lottery.store.run_dir import RunDir
 
@@ -78,6 +79,7 @@ def write_spec(run: RunDir, spec: ExperimentSpec, preset: str | None) -> None:
 def load_spec(path: Path) -> tuple[ExperimentSpec, str | None]:
     run = RunDir(path)
     check_format(run)
+    check_view(run.path)  # a run link re-pointed to another network is never read
     data = run.read_json("spec.json")
     if data is None:
         raise UserError(f"{path} is not an experiment directory (no valid spec.json)")
