@@ -36,6 +36,7 @@ from lottery.models.lenet import LeNet
 from lottery.pruning.early_bird import TRACE_NORMALISATION
 from lottery.pruning.structure import recipe_reads
 from lottery.spec import split_kind, to_dict
+from lottery.training.loop import uses_channels_last
 
 # The version of the code path that computes each kind. Bump a kind's number with any change that alters what it
 # computes (its weights, mask or recorded results): tests/test_recipe_versions.py compares a tiny run of every kind
@@ -74,9 +75,7 @@ def arithmetic(ctx: Context, stacked: bool, size: int = 1, position: int = 0) ->
     if stacked and (size < 2 or not stack_independent(ctx)):
         out.update(stack=size, position=position)
     if not stacked:  # the single-run backend's options that change bits (training/loop.py Alone)
-        convolutional = any(isinstance(m, torch.nn.Conv2d) for m in ctx._network.modules())
-        channels_last = ctx.runtime.channels_last if ctx.runtime.channels_last is not None else device == "cuda"
-        if channels_last and convolutional:
+        if uses_channels_last(ctx._network, ctx.runtime):
             out["channels_last"] = True
         if ctx.runtime.compile:
             out["compiled"] = True

@@ -190,6 +190,13 @@ def run_loop(sessions: list[Session], backend: Backend) -> None:
     overall.finished(len(sessions))
 
 
+def uses_channels_last(model: torch.nn.Module, runtime: Runtime) -> bool:
+    """Whether a run trained alone puts `model` in channels_last memory format: `runtime.channels_last`, by default
+    on CUDA, and only for a model with 2-d convolutions (what the single-run backend does, and a recipe records)."""
+    wanted = runtime.channels_last if runtime.channels_last is not None else runtime.device.type == "cuda"
+    return wanted and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
 class Alone:
     """One run: its own model steps (wrapped in DistributedDataParallel under torchrun; compiled with --compile;
     channels_last for convolutions on CUDA)."""
@@ -197,8 +204,7 @@ class Alone:
     def __init__(self, s: Session) -> None:
         runtime, model, device = s.runtime, s.model, s.runtime.device
         self.session, self.stream, self.autocast = s, s.stream(), s.autocast()
-        channels_last = runtime.channels_last if runtime.channels_last is not None else device.type == "cuda"
-        self.channels_last = channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        self.channels_last = uses_channels_last(model, runtime)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun; `model` itself otherwise
