@@ -112,7 +112,9 @@ def test_search_finds_the_stability_point_known_by_construction(known: tuple[Pat
     stored = json.loads((experiment.path / "rewind_search.json").read_text())
     assert stored["dense"]["bracket"] == found["dense"]["bracket"] and stored["cost"] == found["cost"]
     cost = found["cost"]
-    assert cost["trainings"] == cost["probed"]["trainings"] == len(list(walk(experiment.path, "summary.json")))
+    prefixes = list((layout.store_of(experiment.path) / layout.NETWORKS / "prefix").iterdir())  # linked by none
+    trainings = len(list(walk(experiment.path, "summary.json"))) + len(prefixes)
+    assert cost["trainings"] == cost["probed"]["trainings"] == trainings
 
 
 def test_a_prefix_retrained_to_k_is_the_dense_runs_w_k_bit_for_bit(known: tuple[Path, RunDir, dict]) -> None:
@@ -125,7 +127,11 @@ def test_a_prefix_retrained_to_k_is_the_dense_runs_w_k_bit_for_bit(known: tuple[
     prefix = run.read_tensors(snapshot_name(16))
     assert dense.keys() == prefix.keys() and all(torch.equal(dense[k], prefix[k]) for k in dense)
     off_grid = [p["k"] for p in found["dense"]["probes"] if p["k"] not in (0, 8, 16, 32, 48)]
-    assert off_grid and all(layout.prefix(rdir, k).exists("summary.json") for k in off_grid)
+    assert off_grid and all(imp.dense_dir(rdir).exists(snapshot_name(k)) for k in off_grid)
+    store = layout.store_of(experiment.path)
+    made = [json.loads((p / layout.KEY_FILE).read_text()) for p in (store / layout.NETWORKS / "prefix").iterdir()]
+    assert set(off_grid) <= {k for recipe in made for k in recipe["snapshots"]}  # networks of the store, unlinked
+    assert not any("prefix" in view for view in json.loads((experiment.path / layout.RUNS_FILE).read_text())["runs"])
 
 
 def json_spec(experiment: RunDir):  # noqa: ANN201

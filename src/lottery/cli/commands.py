@@ -351,7 +351,12 @@ def gc(args: argparse.Namespace) -> int:
     for network in done.removed:
         print(f"{verb} {network}")
     for network in done.held:
-        print(f"kept {network} (unlinked, but a running process holds its lock)")
+        why = (
+            "its .lock is a link, which a store never holds: remove it"
+            if (network / ".lock").is_symlink()
+            else ("a running process holds its lock")
+        )
+        print(f"kept {network} (unlinked, but {why})")
     size = f"{done.bytes / 2**20:.1f} MiB" if done.bytes >= 2**20 else f"{done.bytes / 2**10:.1f} KiB"
-    print(f"total: {verb} {len(done.removed)} network(s), {size}; {len(done.held)} kept: held by running processes")
+    print(f"total: {verb} {len(done.removed)} network(s), {size}; {len(done.held)} kept: locked")
     return 0

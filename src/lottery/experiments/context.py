@@ -19,7 +19,7 @@ from lottery.errors import UserError
 from lottery.models import Network
 from lottery.pruning import Mask
 from lottery.spec import ExperimentSpec, Step, TrainingSpec, spec_hash
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import Job, Runtime, Schedule, should_batch
 
 
@@ -187,7 +187,7 @@ class Context:
         experiment = spec_hash(self.spec)
         parts = run.path.parts
         where = len(parts) - 1 - parts[::-1].index(experiment) if experiment in parts else None
-        relative = "/".join(parts[where + 1 :]) if where is not None else str(run.path)
+        relative = "/".join(parts[where + 1 :]) if where is not None else layout.network_name(run.path) or str(run.path)
         tags = {"experiment": experiment, "spec_hash": experiment, "run": relative, "kind": kind, "level": level,
                 "rewind_iteration": rewind, "replicate": replicate, **more}  # fmt: skip
         return {key: value for key, value in tags.items() if value is not None}

@@ -18,7 +18,7 @@ from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, prune
 from lottery.store import RunDir, layout, locked
-from lottery.store.networks import bind_one
+from lottery.store.networks import claim
 from lottery.store.provenance import read_metadata
 from lottery.training import Job, distributed, is_finished, snapshot_name, train, train_together
 
@@ -121,8 +121,10 @@ def fill_snapshots(ctx: Context, replicate_dir: RunDir, r: int, points: tuple[in
     missing = tuple(k for k in reached if not all([dense.read(n) is not None for n in snapshot_names(ctx, k)]))
     if not missing:  # (every file that fails verification is reported above)
         return
-    run = layout.prefix(replicate_dir, max(missing))
-    bind_one(run, recipes.prefix(ctx, r, missing, recipes.dense(ctx, r)["arithmetic"]))
+    # a network of the store that no experiment links: its W_k are copied into the dense run, which the
+    # experiments' views name, so what each experiment lists never depends on which one made the prefix
+    recipe = recipes.prefix(ctx, r, missing, recipes.dense(ctx, r)["arithmetic"])
+    run = RunDir(claim(layout.store_of_run(replicate_dir.path), recipe))
     trained = train_prefix(ctx, run, r, missing, dense)
     if trained["diverged"] and trained["diverged_at"] <= max(missing):
         raise UserError(
