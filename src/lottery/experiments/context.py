@@ -16,6 +16,7 @@ from lottery import models
 from lottery.data import Splits
 from lottery.data.batches import Augment
 from lottery.errors import UserError
+from lottery.experiments.mask_points import snapshot_points, stability_point
 from lottery.models import Network
 from lottery.pruning import Mask
 from lottery.spec import ExperimentSpec, Step, TrainingSpec, spec_hash
@@ -82,8 +83,6 @@ class Context:
     @cached_property
     def dense_snapshots(self) -> list[int]:
         """Every iteration at which the dense run saves its weights: the rewind points, and what [masks] reads."""
-        from lottery.experiments.mask_points import snapshot_points
-
         return sorted(set(self.rewind_points) | set(snapshot_points(self)))
 
     @cached_property
@@ -132,8 +131,6 @@ class Context:
 
         distributed.check_batch(self.spec.training.batch_size)  # under torchrun: one equal slice per rank
         _ = self.schedule, self.dense_snapshots, self.layer_kinds, self.augment
-        from lottery.experiments.mask_points import stability_point
-
         stability_point(self)  # stability.masks: its subjects' point (masks.at, level 0) must be analysed
         from lottery.pruning import strategies
 

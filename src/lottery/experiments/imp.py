@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from typing import Any
 
+from lottery import events
 from lottery.errors import UserError
 from lottery.experiments import recipes, tasks
 from lottery.experiments.context import Context
@@ -198,6 +199,9 @@ def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level
         runs, models, jobs = [g[0] for g in group], [g[1] for g in group], [g[2] for g in group]
         positions = [level_dir(sibling(replicate_dir, r_), k, level) for r_ in range(ctx.spec.replicates)]
         train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True, group=positions)
+    for r, start in starts.items():  # the levels in the store now (trackers and your code may listen)
+        if start is not None:
+            events.emit(events.LevelTrained(start[0].path, r, k, level))
     start = starts[replicate]
     return None if start is None else start[3]
 

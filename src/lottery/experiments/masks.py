@@ -12,17 +12,19 @@ from typing import Any
 import torch
 
 from lottery import seeding
-from lottery.experiments import recipes, results, tasks
+from lottery.experiments import recipes, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.imp import dense_dir, level_dir, replicate_dir, rewind_state
-from lottery.experiments.mask_points import at_iteration, snapshot_points, trace_points  # noqa: F401
+from lottery.experiments.mask_points import at_iteration, trace_points
 from lottery.experiments.mask_recipe import score_mode
 from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, random_like
 from lottery.pruning.early_bird import TRACE_NORMALISATION, WINDOW, drawn_at, mask_distance, random_expectation
 from lottery.pruning.sources import find_mask, sources
-from lottery.spec import ExperimentSpec, TrainingSpec, split_kind
+from lottery.results import rows as results
+from lottery.results.kinds import split_kind
+from lottery.spec import ExperimentSpec, TrainingSpec
 from lottery.store import RunDir, layout
 from lottery.training import Job, snapshot_name, train, train_together
 from lottery.training.loop import is_finished

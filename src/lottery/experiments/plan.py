@@ -17,8 +17,9 @@ from lottery.experiments import controls, dynamic, imp, masks, recipes, stabilit
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.imp import replicate_dir
+from lottery.experiments.mask_points import at_iteration
 from lottery.experiments.tasks import MissingDependency
-from lottery.spec import split_kind
+from lottery.results.kinds import split_kind
 from lottery.store import RunDir, layout
 
 
@@ -124,7 +125,7 @@ def mask_tasks(ctx: Context, r: int, dense: str) -> list[Task]:
     spec = ctx.spec.masks
     if not spec.sources:
         return []
-    tasks, k = [], masks.at_iteration(ctx)
+    tasks, k = [], at_iteration(ctx)
     after = (dense,)
     if "early_bird" in spec.sources:
         tasks.append(Task(names.mask_trace(r), "mask_trace", r, deps=(dense,)))

@@ -32,10 +32,12 @@ from lottery.data import Splits
 from lottery.experiments import controls, imp, masks, recipes
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
-from lottery.experiments.results import stats
 from lottery.experiments.tasks import MissingDependency
 from lottery.pruning import Mask, prune
-from lottery.spec import TrainingSpec, split_kind
+from lottery.results.kinds import split_kind
+from lottery.results.pairs import DATA_ORDER_MEASURES, PRUNING_MEASURES
+from lottery.results.rows import stats
+from lottery.spec import TrainingSpec
 from lottery.store import RunDir, layout
 from lottery.training import Job, is_finished, train_together
 
@@ -43,11 +45,6 @@ TRAIN_SUBSET_SEED = 0
 # Subjects with a pruning distance: (W_k, m) from the dense run's W_k. A randomly reinitialized subnetwork does not
 # start from W_k, so comparing it with the full network trained from W_k measures nothing defined.
 PRUNING_KINDS = ("imp", "random_prune")
-# Per pair: distances, distance relative to how far the two networks travelled from their starts, function space.
-PRUNING_MEASURES = ("l2", "angle_degrees", "normalized_l2", "travelled_l2", "disagreement_test", "kl_test")
-DATA_ORDER_MEASURES = (
-    *PRUNING_MEASURES, "barrier_test", "barrier_train", "loss_barrier_test", "loss_barrier_train", "mask_jaccard",
-)  # fmt: skip
 
 
 @dataclass
@@ -386,24 +383,3 @@ def collect(experiment: RunDir, replicates: int) -> list[dict[str, Any]]:
         return (p["replicate"], p["rewind_iteration"], p["level"], p["kind"], -(p.get("target_density") or 0))
 
     return sorted(points, key=order)
-
-
-PAIR_FIELDS = (
-    "replicate", "rewind_iteration", "level", "kind", "density", "measure", "a", "b", *DATA_ORDER_MEASURES, "stable",
-    "target_density",
-)  # fmt: skip
-
-
-def pair_rows(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per compared pair (for stability.csv): measure 'pruning' (full vs subnetwork) or 'data_order'."""
-    rows = []
-    for p in points:
-        if p["diverged"]:
-            continue
-        keys = {k: p[k] for k in ("replicate", "rewind_iteration", "level", "kind", "density")}
-        keys["target_density"] = p.get("target_density")  # a [masks] subject's; None (an empty cell) for the others
-        for pair in (p["pruning"] or {"pairs": []})["pairs"]:
-            rows.append({**keys, "measure": "pruning", "a": pair["full"], "b": pair["subnetwork"], **pair})
-        for pair in p["data_order"]["pairs"]:
-            rows.append({**keys, "measure": "data_order", **pair})
-    return rows
