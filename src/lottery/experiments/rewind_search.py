@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lottery.errors import UserError
-from lottery.experiments import imp, stability, views
+from lottery.experiments import imp, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.plan import Task, run_task
@@ -214,29 +214,29 @@ class Search:
         out: list[tuple[RunDir, int]] = []
         for r in range(ctx.spec.replicates):
             views.bind_point(ctx, self.experiment, r, k, level, (CONTROL,))  # networks other experiments trained count
-            rdir = imp.replicate_dir(self.experiment, r)
-            dense = imp.dense_dir(rdir)
+            rdir = layout.replicate(self.experiment, r)
+            dense = layout.dense(rdir)
             if dense.read_json("summary.json") is None:
                 out.append((dense, end))
             if k not in ctx.dense_snapshots and not self._has_snapshot(rdir, k):
                 out.append((layout.prefix(rdir, k), imp.prefix_end(ctx, k)))
             for lv in range(1, level + 1):
-                out.append((imp.level_dir(rdir, k, lv), end - k))
+                out.append((layout.level(rdir, k, lv), end - k))
             copies = ctx.spec.stability.copies
-            out += [(layout.copy(stability.stability_dir(rdir, k, 0), "dense", i), end - k) for i in range(copies)]
+            out += [(layout.copy(layout.stability(rdir, k, 0), "dense", i), end - k) for i in range(copies)]
             if level:
-                where = stability.stability_dir(rdir, k, level)
+                where = layout.stability(rdir, k, level)
                 for kind in ("imp", CONTROL):
                     out += [(layout.copy(where, kind, i), end - k) for i in range(copies)]
         return [(run, its) for run, its in out if run.read_json("summary.json") is None]
 
     def _has_snapshot(self, rdir: RunDir, k: int) -> bool:
-        dense = imp.dense_dir(rdir)
+        dense = layout.dense(rdir)
         return all(dense.exists(name) for name in imp.snapshot_names(self.ctx, k))
 
     def ensure_snapshot(self, r: int, k: int) -> None:
         """W_k (and the optimizer state at k where IMP rewinds it) in the dense run's snapshots."""
-        rdir = imp.replicate_dir(self.experiment, r)
+        rdir = layout.replicate(self.experiment, r)
         if k in self.ctx.dense_snapshots or self._has_snapshot(rdir, k):
             return  # the dense run's own task saves it, or it is there
         imp.train_dense(
@@ -303,9 +303,7 @@ class Search:
         kinds = {"dense": ("dense",), "imp": ("imp", CONTROL)}[subject]
         found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
         for r in range(self.ctx.spec.replicates):
-            analysis = stability.stability_dir(imp.replicate_dir(self.experiment, r), k, level).read_json(
-                "analysis.json"
-            )
+            analysis = layout.stability(layout.replicate(self.experiment, r), k, level).read_json("analysis.json")
             for point in (analysis or {}).get("points", []):
                 if point["kind"] in found:
                     found[point["kind"]].append({**point, "replicate": r})
@@ -325,7 +323,7 @@ class Search:
         """Each replicate's dense final test accuracy (the matching reference)."""
         values = {}
         for r in range(self.ctx.spec.replicates):
-            summary = imp.dense_dir(imp.replicate_dir(self.experiment, r)).read_json("summary.json")
+            summary = layout.dense(layout.replicate(self.experiment, r)).read_json("summary.json")
             if summary and summary["final_test_accuracy"] is not None:
                 values[r] = summary["final_test_accuracy"]
         return values

@@ -11,16 +11,14 @@ from typing import Any
 
 from lottery import events
 from lottery.experiments import (
-    controls,
     dynamic,  # dynamic sparsity (issue 28)
-    imp,
     masks,
     predictors,
     stability,
     views,
 )
 from lottery.experiments.context import Context
-from lottery.experiments.plan import index, plan, replicate_dir, run_task
+from lottery.experiments.plan import index, plan, run_task
 from lottery.results import conclusions
 from lottery.results import rows as results
 from lottery.results.pairs import PAIR_FIELDS, pair_rows
@@ -62,15 +60,15 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
     """One row per trained unit present in the store, in the layout the spec implies."""
     rows = []
     for r in range(spec.replicates):
-        rdir = replicate_dir(experiment, r)
+        rdir = layout.replicate(experiment, r)
         rows.append(
             results.run_row(
-                experiment, imp.dense_dir(rdir), kind="dense", replicate=r, rewind_iteration=None, level=0, seed=None
+                experiment, layout.dense(rdir), kind="dense", replicate=r, rewind_iteration=None, level=0, seed=None
             )
         )
         for k in layout.rewind_points(rdir.path):
             for level in range(1, spec.imp.levels + 1):
-                run = imp.level_dir(rdir, k, level)
+                run = layout.level(rdir, k, level)
                 rows.append(
                     results.run_row(
                         experiment, run, kind="imp", replicate=r, rewind_iteration=k, level=level, seed=None
@@ -78,7 +76,7 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
                 )
                 for kind in spec.controls.kinds:
                     for seed in spec.controls.seeds:
-                        run = controls.control_dir(rdir, k, level, kind, seed)
+                        run = layout.control(rdir, k, level, kind, seed)
                         rows.append(
                             results.run_row(
                                 experiment, run, kind=kind, replicate=r, rewind_iteration=k, level=level, seed=seed

@@ -67,22 +67,18 @@ class Subject:
 DENSE = ("dense", None)  # the dense network's `Subject.key`
 
 
-def stability_dir(replicate_dir: RunDir, k: int, level: int) -> RunDir:
-    return layout.stability(replicate_dir, k, level)
-
-
 def subject_dir(replicate_dir: RunDir, k: int, level: int, subject: Subject) -> RunDir:
     """Where a subject's copies and interpolation curves live: the point's stability directory (the dense
     network's: level 0's, shared by every level); a [masks] subject's, below it (`mask_subject_dir`)."""
     if subject.target_density is not None:
         return mask_subject_dir(replicate_dir, k, subject.kind, subject.target_density, subject.seed)
-    return stability_dir(replicate_dir, k, 0 if subject.kind == "dense" else level)
+    return layout.stability(replicate_dir, k, 0 if subject.kind == "dense" else level)
 
 
 def mask_subject_dir(replicate_dir: RunDir, k: int, kind: str, density: float, seed: int) -> RunDir:
     """The directory of the `stability.masks` subject (kind, density, seed) at (k, level 0): the [masks] layout
     below the point's stability directory."""
-    return layout.mask_run(stability_dir(replicate_dir, k, 0), kind, density, seed)
+    return layout.mask_run(layout.stability(replicate_dir, k, 0), kind, density, seed)
 
 
 def mask_subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Subject]:
@@ -357,7 +353,7 @@ def run_point(ctx: Context, experiment: RunDir, rdir: RunDir, r: int, k: int, le
     subjects, lost = _subjects(ctx, rdir, r, k, level)
     runs = train_copies(ctx, rdir, r, k, level, subjects)
     analyzer = Analyzer(ctx, experiment)
-    out = stability_dir(rdir, k, level)
+    out = layout.stability(rdir, k, level)
     studied = [s for s in subjects if level == 0 or s.kind != "dense"]  # the dense network is studied at level 0
     records = [
         analyzer.point(r, subject, runs[subject.key], runs[DENSE], subject_dir(rdir, k, level, subject))

@@ -3,7 +3,7 @@
 from lottery.training.copies import should_batch, train_together
 from lottery.training.evaluate import evaluate
 from lottery.training.job import Job, Schedule
-from lottery.training.loop import Runtime, is_finished, snapshot_name, train
+from lottery.training.loop import Runtime, is_finished, train
 from lottery.training.schedule import lr_at
 
 __all__ = [
@@ -14,7 +14,6 @@ __all__ = [
     "is_finished",
     "lr_at",
     "should_batch",
-    "snapshot_name",
     "train",
     "train_together",
 ]

@@ -52,10 +52,6 @@ class Runtime:
     imports: tuple[str, ...] = ()  # plugin modules (--import) that other processes (Ray workers) import too
 
 
-def snapshot_name(iteration: int, optimizer: bool = False) -> str:
-    return layout.snapshot(iteration, optimizer)
-
-
 def is_finished(run: RunDir, job: Job) -> bool:
     """Whether every artifact of the finished run is present and verified. Each file that exists but fails
     verification is reported on stderr (the run is then recomputed). A diverged run never reached the
@@ -66,9 +62,9 @@ def is_finished(run: RunDir, job: Job) -> bool:
     for k in job.snapshots:
         if diverged_at is not None and k > diverged_at:
             continue
-        needed.append(snapshot_name(k))
+        needed.append(layout.snapshot(k))
         if job.snapshot_optimizer:
-            needed.append(snapshot_name(k, optimizer=True))
+            needed.append(layout.snapshot(k, optimizer=True))
     verified = [run.read(name) is not None for name in needed]  # no short cut: every bad file is reported
     return summary is not None and all(verified)
 
@@ -302,10 +298,10 @@ class Session:
 
     def snapshot(self) -> None:
         """Save the weights (and optimizer state) if this iteration is a requested rewind point."""
-        if self.t in self.job.snapshots and not self.run.exists(snapshot_name(self.t)):
-            self.run.write_tensors(snapshot_name(self.t), self.model.state_dict())
+        if self.t in self.job.snapshots and not self.run.exists(layout.snapshot(self.t)):
+            self.run.write_tensors(layout.snapshot(self.t), self.model.state_dict())
             if self.job.snapshot_optimizer:
-                self.run.write_torch(snapshot_name(self.t, optimizer=True), self.optimizer.state_dict())
+                self.run.write_torch(layout.snapshot(self.t, optimizer=True), self.optimizer.state_dict())
 
     def add_loss(self, loss: torch.Tensor) -> None:
         self.loss_sum += loss
