@@ -78,7 +78,7 @@ class Context:
     @cached_property
     def rewind_points(self) -> list[int]:
         """Every rewind point in iterations, sorted: those of IMP and those of the stability analysis."""
-        return sorted(set(self._iterations("imp.rewind", self.spec.imp.rewind)) | set(self.stability_points))
+        return sorted(set(self.iterations("imp.rewind", self.spec.imp.rewind)) | set(self.stability_points))
 
     @cached_property
     def dense_snapshots(self) -> list[int]:
@@ -87,9 +87,10 @@ class Context:
 
     @cached_property
     def stability_points(self) -> list[int]:
-        return sorted(set(self._iterations("stability.rewind", self.spec.stability.rewind)))
+        return sorted(set(self.iterations("stability.rewind", self.spec.stability.rewind)))
 
-    def _iterations(self, field: str, steps: tuple[str, ...]) -> list[int]:
+    def iterations(self, field: str, steps: tuple[str, ...]) -> list[int]:
+        """Step strings of spec field `field` in iterations; UserError for one at or after the end of training."""
         points = []
         for step in steps:
             k = Step.parse(step).to_iterations(self.schedule.iterations_per_epoch)

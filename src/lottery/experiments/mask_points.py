@@ -27,11 +27,11 @@ class Points(Protocol):
     @property
     def stability_points(self) -> list[int]: ...
 
-    def _iterations(self, field: str, steps: tuple[str, ...]) -> list[int]: ...
+    def iterations(self, field: str, steps: tuple[str, ...]) -> list[int]: ...
 
 
 def at_iteration(ctx: Points) -> int:
-    return ctx._iterations("masks.at", (ctx.spec.masks.at,))[0]
+    return ctx.iterations("masks.at", (ctx.spec.masks.at,))[0]
 
 
 def trace_points(ctx: Points) -> list[int]:
