@@ -13,7 +13,7 @@ import torch
 from conftest import run_tiny
 from lottery.experiments import imp
 from lottery.pruning import Mask
-from lottery.pruning.strategies import rounded_count
+from lottery.pruning.ranking import rounded_count
 from lottery.store import RunDir, layout
 from lottery.store.layout import walk
 
