@@ -32,7 +32,7 @@ from lottery.training import Runtime
 
 
 @dataclass
-class Job:
+class TaskJob:
     """One task of one experiment."""
 
     spec: ExperimentSpec
@@ -108,7 +108,7 @@ def _error(exc: BaseException) -> str:
 
 
 def run_local(
-    jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int = 0, record: str | None = None, nproc: int = 1
+    jobs: Sequence[TaskJob], root: Path, runtime: Runtime, retries: int = 0, record: str | None = None, nproc: int = 1
 ) -> Outcome:
     """In order; a failing job is retried up to `retries` times, then reported; its dependents are skipped."""
     outcome = Outcome()
@@ -148,7 +148,7 @@ def loopback_ray() -> None:
 
 
 def run_ray(
-    jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int = 0, address: str | None = None,
+    jobs: Sequence[TaskJob], root: Path, runtime: Runtime, retries: int = 0, address: str | None = None,
     workers: int | None = None, record: str | None = None, nproc: int = 1,
 ) -> Outcome:  # fmt: skip
     """Each job a Ray task that depends on its dependencies' tasks; Ray schedules and retries them."""
@@ -204,7 +204,7 @@ def task_options(runtime: Runtime, retries: int, nproc: int = 1) -> dict[str, An
     return options
 
 
-def _classify(jobs: Sequence[Job], errors: dict[str, str]) -> Outcome:
+def _classify(jobs: Sequence[TaskJob], errors: dict[str, str]) -> Outcome:
     """A job whose dependency did not succeed is 'skipped' (it never ran: Ray does not start a task whose
     argument failed); the others that raised are 'failed'."""
     outcome = Outcome()

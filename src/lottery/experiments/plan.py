@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from lottery.experiments import controls, dynamic, imp, masks, recipes, stability, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
-from lottery.experiments.imp import replicate_dir
+from lottery.experiments.mask_points import at_iteration
 from lottery.experiments.tasks import MissingDependency
-from lottery.spec import split_kind
+from lottery.results.kinds import split_kind
 from lottery.store import RunDir, layout
 
 
@@ -124,7 +124,7 @@ def mask_tasks(ctx: Context, r: int, dense: str) -> list[Task]:
     spec = ctx.spec.masks
     if not spec.sources:
         return []
-    tasks, k = [], masks.at_iteration(ctx)
+    tasks, k = [], at_iteration(ctx)
     after = (dense,)
     if "early_bird" in spec.sources:
         tasks.append(Task(names.mask_trace(r), "mask_trace", r, deps=(dense,)))
@@ -163,7 +163,7 @@ def run_task(
 def execute(task: Task, ctx: Context, experiment: RunDir) -> None:
     """Run one task (a no-op when its results are already in the store). It reads what its dependencies produced;
     where that is missing it raises `MissingDependency` (`run_task` then runs the dependency's task)."""
-    rdir = replicate_dir(experiment, task.replicate)
+    rdir = layout.replicate(experiment, task.replicate)
     if task.action == "dense":
         imp.train_dense(ctx, rdir, task.replicate)
     elif task.action == "level":

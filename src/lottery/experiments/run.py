@@ -9,21 +9,19 @@ import io
 from pathlib import Path
 from typing import Any
 
-from lottery.collective import is_main
+from lottery import events
 from lottery.experiments import (
-    conclusions,
-    controls,
     dynamic,  # dynamic sparsity (issue 28)
-    imp,
     masks,
     predictors,
-    results,
     stability,
     views,
 )
 from lottery.experiments.context import Context
-from lottery.experiments.plan import index, plan, replicate_dir, run_task
-from lottery.loggers.summary import log_experiment
+from lottery.experiments.plan import index, plan, run_task
+from lottery.results import conclusions
+from lottery.results import rows as results
+from lottery.results.pairs import PAIR_FIELDS, pair_rows
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
 from lottery.store import RunDir, check_collision, experiment_dir, layout, locked, write_spec
 from lottery.training import Runtime
@@ -54,8 +52,7 @@ def run_experiment(
         for task in planned:
             run_task(task, ctx, experiment, everything)
         results = write_results(experiment, spec)
-    if runtime.log and is_main():  # the curve, tables and figures to the trackers (lottery.loggers)
-        log_experiment(runtime.log, experiment.path, results, runtime.log_strict)
+    events.emit(events.ResultsWritten(experiment.path, results, runtime.log, runtime.log_strict))  # trackers listen
     return experiment, results
 
 
@@ -63,15 +60,15 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
     """One row per trained unit present in the store, in the layout the spec implies."""
     rows = []
     for r in range(spec.replicates):
-        rdir = replicate_dir(experiment, r)
+        rdir = layout.replicate(experiment, r)
         rows.append(
             results.run_row(
-                experiment, imp.dense_dir(rdir), kind="dense", replicate=r, rewind_iteration=None, level=0, seed=None
+                experiment, layout.dense(rdir), kind="dense", replicate=r, rewind_iteration=None, level=0, seed=None
             )
         )
         for k in layout.rewind_points(rdir.path):
             for level in range(1, spec.imp.levels + 1):
-                run = imp.level_dir(rdir, k, level)
+                run = layout.level(rdir, k, level)
                 rows.append(
                     results.run_row(
                         experiment, run, kind="imp", replicate=r, rewind_iteration=k, level=level, seed=None
@@ -79,7 +76,7 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
                 )
                 for kind in spec.controls.kinds:
                     for seed in spec.controls.seeds:
-                        run = controls.control_dir(rdir, k, level, kind, seed)
+                        run = layout.control(rdir, k, level, kind, seed)
                         rows.append(
                             results.run_row(
                                 experiment, run, kind=kind, replicate=r, rewind_iteration=k, level=level, seed=seed
@@ -114,9 +111,9 @@ def write_results(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
     data = results_of(experiment, spec)
     if "stability" in data:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, stability.PAIR_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buffer, PAIR_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(stability.pair_rows(data["stability"]["points"]))
+        writer.writerows(pair_rows(data["stability"]["points"]))
         experiment.write("stability.csv", buffer.getvalue().encode())
     experiment.write_json("results.json", data)
     experiment.write("results.csv", results.to_csv(data["runs"]).encode())

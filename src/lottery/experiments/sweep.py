@@ -95,10 +95,10 @@ def run_sweep(
     holds its experiment's (taken in one order by every process, so two sweeps never deadlock); `wait` False:
     refuse, instead of waiting, when another process holds one. `nproc`: processes training each task (one
     data-parallel job). `slurm`: the `slurm.SlurmOptions` of the slurm executor."""
+    from lottery import events
     from lottery.experiments import executors, sweep_status, views
     from lottery.experiments.plan import plan
     from lottery.experiments.run import write_results
-    from lottery.loggers.summary import log_experiment
     from lottery.store import check_collision, exclusive, experiment_dir, write_spec
 
     points = expand(spec_file, preset, overrides)
@@ -118,7 +118,7 @@ def run_sweep(
             check_collision(experiment_dir(root, spec), spec)  # again: another process may have written it meanwhile
             write_spec(experiment_dir(root, spec), spec, used_preset)
             views.bind(ctx, experiment_dir(root, spec))  # networks shared between the grid's experiments
-            jobs += [executors.Job(spec, task) for task in plan(ctx)]
+            jobs += [executors.TaskJob(spec, task) for task in plan(ctx)]
         record = str(sweep_status.sweep_dir(root, [spec_hash(spec) for spec, _, _ in points]).resolve())
         if executor == "slurm":
             from lottery.experiments.slurm import SlurmOptions, run_slurm
@@ -134,7 +134,8 @@ def run_sweep(
         for spec, _, point in points:
             experiment = experiment_dir(root, spec)
             results = write_results(experiment, spec)
-            log_experiment(getattr(runtime, "log", ()), experiment.path, results, getattr(runtime, "log_strict", False))
+            log, strict = getattr(runtime, "log", ()), getattr(runtime, "log_strict", False)
+            events.emit(events.ResultsWritten(experiment.path, results, log, strict))  # the trackers listen
             finished.append((experiment, point))
     return finished, outcome
 
