@@ -151,8 +151,9 @@ def register_measure(
     against the rewind iteration in the report."""
 
     def add(function: Callable[[Pair], float | None]) -> Callable[[Pair], float | None]:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise UserError(f"a stability measure needs a name of letters, digits and '_', got {name!r}")
+        for what, value in (("name", name), ("column", column or name)):
+            if not isinstance(value, str) or not value.isidentifier():
+                raise UserError(f"a stability measure needs a {what} of letters, digits and '_', got {value!r}")
         measures.add(Measure(name, function, label, group, column or name, pruning, tag or column or name, figure))
         return function
 
@@ -184,11 +185,16 @@ def present(points: Iterable[dict[str, Any]], part: str | None = None) -> list[M
     extra: list[str] = []
     for p in points:
         for where in [part] if part else PARTS:
-            extra += [c for c in p.get(where) or {} if c not in SUMMARY_KEYS and c not in known and c not in extra]
+            extra += [c for c in p.get(where) or {} if _column(c) and c not in known and c not in extra]
     for column in extra:
         pruning = any(column in (p.get("pruning") or {}) for p in points)
         found.append(Measure(column, _unknown, column, "other", column, pruning, column))
     return found
+
+
+def _column(key: Any) -> bool:
+    """Whether a key of a stored summary can be a measure's column (it names files: stability_<column>_vs_rewind)."""
+    return isinstance(key, str) and key.isidentifier() and key not in RESERVED
 
 
 def _unknown(pair: Pair) -> float | None:
