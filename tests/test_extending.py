@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from lottery import measures
@@ -154,3 +156,20 @@ def test_a_measure_is_refused_in_one_line_where_it_clashes_or_fails(own_measures
     with pytest.raises(UserError, match="stability measure 'broken' failed: ZeroDivisionError"):
         broken.value(None)  # type: ignore[arg-type]
     assert "my_l2" not in measures.measures and "broken" not in measures.measures
+
+
+FAMILIES = [entry for entry in (models.find(name) for name in models.builtin_names()) if entry and entry.pattern]
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_every_name_a_built_in_family_builds_is_built_in_and_closed_to_plugins(data: st.DataObject) -> None:
+    """One registry holds built-ins and plugins: a name any built-in family's pattern matches is built in, found
+    there, and refused to a plugin; a name no family matches is neither."""
+    family = data.draw(st.sampled_from(FAMILIES))
+    name = data.draw(st.from_regex(family.pattern, fullmatch=True))
+    assert models.is_builtin(name) and models.find(name) is not None and models.find(name).builtin
+    with pytest.raises(UserError, match="name of a built-in model"):
+        models.register(name)(lambda input_shape, num_classes: torch.nn.Linear(1, num_classes))
+    other = data.draw(st.from_regex(r"plugin_[a-z]{1,8}", fullmatch=True))
+    assert not models.is_builtin(other) and other not in models

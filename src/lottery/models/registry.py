@@ -62,6 +62,10 @@ def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, init_
         raise UserError(f"{entry.describe()} returned {type(model).__name__}, not a torch.nn.Module")
     if isinstance(model, Network):
         model.initialize(spec.init, torch.Generator().manual_seed(init_seed), spec.batchnorm_init)
+    else:
+        for name in ("init", "batchnorm_init"):  # (a factory that takes `spec` but returns a plain nn.Module)
+            if getattr(spec, name) != getattr(ModelSpec(), name):
+                raise UserError(f"model.{name} applies to lottery.models.Network models; {entry.describe()} is not one")
     return model
 
 
