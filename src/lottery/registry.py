@@ -107,6 +107,8 @@ class Plugin:
         return "sha256:" + digest.hexdigest()[:16]
 
     def describe(self) -> str:
+        if self.builtin:
+            return f"built-in {self.kind} '{self.name}'"
         return f"plugin {self.kind} '{self.name}' ({self.source_file or self.factory!r})"
 
 

@@ -104,7 +104,8 @@ def load(spec: DatasetSpec) -> Any:
         hasattr(value, key) for key in ("input_shape", "num_classes", "train_size")
     ):
         return value
-    data = as_data(value, entry.describe())
+    # A plugin's return is checked and converted (labels as int64); a built-in's ImageData is checked by `check`.
+    data = value if isinstance(value, ImageData) and entry.builtin else as_data(value, entry.describe())
     for name in FOLDER_ONLY:
         if getattr(spec, name) is not None:
             raise UserError(f"dataset.{name} applies to image-folder datasets only (imagefolder, imagenet)")

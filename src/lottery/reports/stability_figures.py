@@ -319,7 +319,7 @@ def measures_tables(pts: list[dict[str, Any]], ordered: list[tuple[tuple, list[d
                 pairs = [pair for p in members for pair in (p[part] or {"pairs": []})["pairs"]]
                 cells.append(_cell_3g([pair[m.column] for pair in pairs if pair.get(m.column) is not None]))
             tds = f'<td class="l">{escaped(kind)}</td>' + "".join(f"<td>{escaped(c)}</td>" for c in cells)
-            rows.append(f'<tr class="{escaped(kind)}">{tds}</tr>')
+            rows.append(f"<tr>{tds}</tr>")  # (the class of a kind marks the summary table's rows only)
         tables.append(
             f'<h3>{escaped(group)}</h3><table><thead><tr><th class="l">kind</th><th>rewind k</th><th>level</th>'
             f"<th>% remaining</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
