@@ -173,3 +173,51 @@ def test_every_name_a_built_in_family_builds_is_built_in_and_closed_to_plugins(d
         models.register(name)(lambda input_shape, num_classes: torch.nn.Linear(1, num_classes))
     other = data.draw(st.from_regex(r"plugin_[a-z]{1,8}", fullmatch=True))
     assert not models.is_builtin(other) and other not in models
+
+
+def test_a_factory_receives_its_spec_group_where_its_signature_names_it() -> None:
+    """One signature per kind: what lottery passes is what the factory's signature names (`spec`, input_shape,
+    num_classes, its options), built-in or plugin."""
+    from lottery.data import load
+    from lottery.models import build
+    from lottery.spec import DatasetSpec, ModelSpec, TrainingSpec
+    from lottery.training.losses import make
+
+    x, y = torch.arange(24.0).reshape(12, 2), torch.arange(12) % 2
+    if datasets.find("ext_rooted") is None:
+
+        @datasets.register("ext_rooted")
+        def rooted(spec: DatasetSpec, scale: float = 1.0) -> dict:
+            assert spec.root == "/somewhere"  # a factory that reads its spec may take dataset.root
+            return {"train": (x * scale, y), "test": (x, y)}
+
+        @datasets.register("ext_plain")
+        def plain() -> dict:
+            return {"train": (x, y), "test": (x, y)}
+
+        @models.register("ext_wide_[0-9]+", pattern=r"ext_wide_[0-9]+")
+        def wide(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+            return torch.nn.Linear(input_shape[0] * int(spec.name.rsplit("_", 1)[1]), num_classes)
+
+        @losses.register("ext_scaled")
+        def scaled(output: torch.Tensor, target: torch.Tensor, reduction: str = "mean", *, spec: TrainingSpec):
+            return (1 + spec.label_smoothing) * torch.nn.functional.cross_entropy(output, target, reduction=reduction)
+
+    splits = load(DatasetSpec(name="ext_rooted", root="/somewhere", validation_size=2, options={"scale": 2.0}))
+    assert splits.num_classes == 2 and len(splits.train_x) == 10
+    with pytest.raises(UserError, match="dataset.root applies to built-in datasets"):
+        load(DatasetSpec(name="ext_plain", root="/somewhere", validation_size=2))
+    with pytest.raises(UserError, match=r"\[dataset.options\] do not fit"):
+        load(DatasetSpec(name="ext_plain", validation_size=2, options={"rows": 3}))
+    model = build(ModelSpec(name="ext_wide_3"), (2,), 5, init_seed=0)  # a family: the name is read from spec
+    assert model.weight.shape == (5, 6)
+    with pytest.raises(UserError, match="model.init applies to lottery.models.Network models"):
+        build(ModelSpec(name="ext_wide_3", init="glorot_normal"), (2,), 5, init_seed=0)
+    assert torch.equal(
+        build(ModelSpec(name="ext_wide_3"), (2,), 5, 7).weight, build(ModelSpec(name="ext_wide_3"), (2,), 5, 7).weight
+    )
+    output, target = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    plain_loss = torch.nn.functional.cross_entropy(output, target)
+    smoothing = TrainingSpec(loss="ext_scaled", label_smoothing=0.5)  # (built directly: the spec's checks aside)
+    torch.testing.assert_close(make(TrainingSpec(loss="ext_scaled"))(output, target), plain_loss)
+    torch.testing.assert_close(make(smoothing)(output, target), 1.5 * plain_loss)
