@@ -21,9 +21,10 @@ The public Python API, for any `nn.Module` and any training loop (see docs/api.m
     rewind_search(spec, level=, max_trainings=)  the earliest stable rewind point (lottery rewind-search)
     dynamic(model, optimizer, method, density=, total_steps=)  RigL, SET or GMP in your own loop (a handle)
 
-Your own models, datasets and losses in specs and on the CLI (see docs/plugins.md):
+Your own models, datasets, losses and stability measures, on the CLI with --import (see docs/extending.md):
 
-    register_model(name) / register_dataset(name) / register_loss(name)
+    register_model(name) / register_dataset(name) / register_loss(name)   (the decorators the built-ins use)
+    register_measure(name, label=, group=, pruning=)                       a stability measure of two networks
 """
 
 from lottery import wiring  # noqa: F401  (last: the trackers listen to the engine; readers get its results)
@@ -35,6 +36,7 @@ from lottery.api.rewind import rewind_search
 from lottery.api.subnetwork import masked, train_subnetwork
 from lottery.dynamic import DynamicSparsity, dynamic  # the function `lottery.dynamic` (package: lottery.dynamic.*)
 from lottery.export import export_ticket, load_ticket
+from lottery.measures import register_measure
 from lottery.plugins import register_dataset, register_loss, register_model
 from lottery.pruning import Attachment, Mask, attach, prunable
 from lottery.pruning.sources import mask_from_scores, scores
@@ -64,6 +66,7 @@ __all__ = [
     "random_mask_like",
     "register_dataset",
     "register_loss",
+    "register_measure",
     "register_model",
     "reinitialize",
     "rewind_search",
