@@ -24,6 +24,11 @@ The public Python API, for any `nn.Module` and any training loop (see docs/api.m
 Your own models, datasets and losses in specs and on the CLI (see docs/plugins.md):
 
     register_model(name) / register_dataset(name) / register_loss(name)
+
+Your own mask sources and control kinds, one registration each (docs/extending/mask-source.md, control.md):
+
+    register_mask_source(name, stream=, options=, ...)   score(ScoreInput) -> {parameter: scores}
+    register_control(name, stream=, label=, ...)         start(ControlInput) -> ControlStart
 """
 
 from lottery.api.analysis import Curve, barrier, classification_metrics, distances, interpolate
@@ -32,15 +37,20 @@ from lottery.api.masks import prune, random_mask_like, reinitialize
 from lottery.api.notebook import load_experiment
 from lottery.api.rewind import rewind_search
 from lottery.api.subnetwork import masked, train_subnetwork
+from lottery.controls import ControlInput, ControlStart
 from lottery.dynamic import DynamicSparsity, dynamic  # the function `lottery.dynamic` (package: lottery.dynamic.*)
 from lottery.export import export_ticket, load_ticket
+from lottery.extension_points import register_control, register_mask_source
 from lottery.plugins import register_dataset, register_loss, register_model
 from lottery.pruning import Attachment, Mask, attach, prunable
 from lottery.pruning.sources import mask_from_scores, scores
+from lottery.pruning.sources.base import ScoreInput
 from lottery.version import __version__
 
 __all__ = [
     "Attachment",
+    "ControlInput",
+    "ControlStart",
     "Curve",
     "DynamicSparsity",
     "Level",
@@ -61,8 +71,11 @@ __all__ = [
     "prunable",
     "prune",
     "random_mask_like",
+    "ScoreInput",
+    "register_control",
     "register_dataset",
     "register_loss",
+    "register_mask_source",
     "register_model",
     "reinitialize",
     "rewind_search",

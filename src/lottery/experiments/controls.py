@@ -1,6 +1,6 @@
-"""The controls that give IMP results meaning, run on finished levels and reusing their artifacts:
-random reinitialization (the level's mask on fresh weights) and random pruning (a random mask of the
-same per-layer, or global, density on the rewound weights). Every control is seeded.
+"""The controls that give IMP results meaning, run on finished levels and reusing their artifacts: every registered
+control kind (lottery.controls: random reinitialization, the level's mask on fresh weights; random pruning, a random
+mask of the same per-layer, or global, density on the rewound weights; plugins). Every control is seeded.
 
 Pairing (`controls.pairing`, docs/measured.md): by default ('paired') a control's seed depends on its
 recorded seed, replicate and kind only, not on the level or the rewind point: every level's random
@@ -13,16 +13,16 @@ from __future__ import annotations
 from torch import Tensor
 
 from lottery import seeding
+from lottery.controls import ControlInput, ControlStart
 from lottery.experiments import recipes
 from lottery.experiments.context import Context
 from lottery.experiments.imp import rewind_state
-from lottery.pruning import Mask, random_global_like, random_like
+from lottery.extension_points import control_kinds
+from lottery.pruning import Mask
 from lottery.pruning.strategies import layer_pool
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir, layout
 from lottery.training import train, train_together
-
-KINDS = ("random_reinit", "random_prune", "random_prune_global")
 
 
 def control_dir(replicate_dir: RunDir, k: int, level: int, kind: str, seed: int) -> RunDir:
@@ -40,6 +40,12 @@ def control_seed(
     return seeding.derive(f"control.{kind}", seed, *chain, *where)
 
 
+def make_control(kind: str, inp: ControlInput) -> ControlStart:
+    """The control `kind`'s start from `inp`, as its registration makes it: the one code path of `lottery run` and
+    `lottery.imp`."""
+    return control_kinds.get(kind).start(inp)
+
+
 def control_start(
     ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, imp_mask: Mask, kind: str, seed: int
 ) -> tuple[Mask, dict[str, Tensor], dict | None]:
@@ -47,16 +53,14 @@ def control_start(
     to k."""
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
     derived = control_seed(kind, seed, ctx.training(replicate), ctx.spec.controls.pairing, k, level)
-    if kind == "random_reinit":
-        fresh = ctx.model(derived % 2**63)
-        return imp_mask, imp_mask.apply_to({k_: v.detach().cpu() for k_, v in fresh.state_dict().items()}), None
-    generator = seeding.seeded(derived)
-    if kind == "random_prune":
-        mask = random_like(imp_mask, None, generator, ctx.spec.pruning)  # keeps pruning.structure
-    else:
-        pool = layer_pool(imp_mask, ctx.layer_kinds, ctx.spec.pruning)
-        mask = random_global_like(imp_mask, generator, pool, ctx.spec.pruning)
-    return mask, mask.apply_to(rewound), optimizer_state
+
+    def fresh(init_seed: int) -> dict[str, Tensor]:
+        return {name: v.detach().cpu() for name, v in ctx.model(init_seed).state_dict().items()}
+
+    pool = layer_pool(imp_mask, ctx.layer_kinds, ctx.spec.pruning)
+    inp = ControlInput(imp_mask, rewound, optimizer_state, derived, fresh, pool, ctx.spec.pruning)
+    start = make_control(kind, inp)
+    return start.mask, start.weights, start.optimizer_state
 
 
 def run_control(

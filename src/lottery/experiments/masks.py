@@ -63,7 +63,7 @@ def trace_seed(training: TrainingSpec) -> int:
 
 def score_batches(ctx: Context, derived: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`masks.snip_batches` training batches of `training.batch_size`, drawn without replacement by `derived`."""
-    size, count = ctx.spec.training.batch_size, ctx.spec.masks.snip_batches
+    size, count = ctx.spec.training.batch_size, ctx.spec.masks.option("snip_batches")
     n = len(ctx.data.train_x)
     order = torch.randperm(n, generator=seeding.seeded(derived))[: size * count].to(ctx.data.train_x.device)
     return [(ctx.data.train_x[idx], ctx.data.train_y[idx]) for idx in order.split(size)]
@@ -73,10 +73,11 @@ def compute_mask(
     ctx: Context, weights: dict[str, torch.Tensor], source: str, density: float, derived: int, invert: bool
 ) -> Mask:
     """`source`'s mask at `density` of the network holding `weights`, with the spec's scope, rounds, schedule
-    and ignore rules."""
+    and ignore rules, and the source's own options (its registration's: `[masks]` keys)."""
     spec = ctx.spec.masks
     model = ctx.model(0, weights)
-    needs_data = sources.get(source).needs_data
+    registered = sources.get(source)
+    options = {key: spec.option(key) for key in registered.option_types()}
     mask = find_mask(
         model,
         source,
@@ -89,11 +90,11 @@ def compute_mask(
         layer_kinds=ctx.layer_kinds,
         structure=ctx.spec.pruning,
         names=list(ctx.layer_kinds),
-        batches=score_batches(ctx, derived) if needs_data else None,
+        batches=score_batches(ctx, derived) if registered.needs_data else None,
         seed=derived % 2**63,
         input_shape=ctx.data.input_shape,
-        grasp_temperature=spec.grasp_temperature,
         score_mode=score_mode(spec, source),
+        **options,
     )
     return ctx.mask(mask)
 

@@ -10,10 +10,10 @@ its bits are computed: `arithmetic`). Beyond that, each kind holds exactly what 
 - imp (level L): level L-1's recipe (the chain down to the dense run), the pruning settings, the one-shot density
   (level 1), the rewind point k and the optimizer-state option;
 - a control: its level's recipe, its kind, its recorded seed and the pairing rule (its seed is derived from these
-  values and the chain's seed values: experiments/controls.py);
+  values and the chain's seed values: experiments/controls.py), and a plugin kind's code hash;
 - copy: its subject's recipe (the dense run at k, an IMP level, a control or a [masks] run) and its index;
 - a [masks] run: the dense run's recipe, k, its kind, target density, recorded seed and the settings its source
-  reads (`source_reads`);
+  reads (`source_reads`: its registered options, and a plugin source's code hash);
 - prefix: the dense run's recipe and the snapshot points.
 
 Seeds are derived from values (lottery/seeding.py), never from a replicate's number or a position, so replicate r
@@ -32,6 +32,7 @@ from lottery import collective
 from lottery.experiments.context import Context
 from lottery.experiments.mask_points import at_iteration, stability_point, trace_points
 from lottery.experiments.mask_recipe import extra_reads
+from lottery.extension_points import code_hash, control_kinds, mask_sources
 from lottery.models.lenet import LeNet
 from lottery.pruning.early_bird import TRACE_NORMALISATION
 from lottery.pruning.structure import recipe_reads
@@ -174,12 +175,14 @@ def control(ctx: Context, r: int, k: int, level_: int, kind: str, seed: int) -> 
     group = planned_controls(ctx, level_)
     together = (kind, seed) in group and controls_stacked(ctx, level_)
     position = group.index((kind, seed)) if together else 0
+    code = code_hash(control_kinds.get(kind).start)  # a plugin kind's code (a built-in's: the "control" version)
     return {
         "kind": kind,
         "version": VERSIONS["control"],
         "level": level(ctx, r, k, level_),
         "seed": seed,
         "pairing": ctx.spec.controls.pairing,
+        **({"code": code} if code is not None else {}),
         "arithmetic": arithmetic(ctx, together, len(group), position),
     }
 
@@ -244,17 +247,20 @@ def copy_position(ctx: Context, k: int, level_: int, kind: str, density: float |
 
 
 def source_reads(ctx: Context, source: str) -> dict[str, Any]:
-    """The [masks] settings a mask source reads (besides the density and seed), for its recipe."""
+    """The [masks] settings a mask source reads (besides the density and seed), for its recipe: as its registration
+    says (`lottery.extension_points.MaskSource`), its options, its rounds where iterative, a plugin's code."""
     spec = ctx.spec.masks
     reads: dict[str, Any] = {"scope": spec.scope, "layers_to_ignore": list(ctx.spec.pruning.layers_to_ignore)}
     reads.update(recipe_reads(ctx.spec.pruning))  # pruning.structure (n, m), where not the default
     reads.update(extra_reads(spec, source))  # a score mode that is not the source's default; early-bird's rule
-    if source in spec.rounds or source == "synflow":
+    registered = mask_sources.get(source) if source in mask_sources else None  # (early_bird: the engine's own)
+    if source in spec.rounds or (registered is not None and registered.default_rounds > 1):
         reads.update(rounds=spec.rounds.get(source), schedule=spec.schedule)
-    if source in ("snip", "grasp"):
-        reads["snip_batches"] = spec.snip_batches
-    if source == "grasp":
-        reads["grasp_temperature"] = spec.grasp_temperature
+    if registered is not None:
+        reads.update({key: spec.option(key) for key in registered.option_types()})
+        code = code_hash(registered.score)
+        if code is not None:  # a plugin source: its code (a built-in's is the version of the "masks" kind)
+            reads["code"] = code
     if source == "early_bird":
         traced = spec.early_bird_source
         early = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name.startswith("early_bird")}

@@ -1,0 +1,146 @@
+"""A new mask source and a new control kind, each its own module: the complete examples of
+docs/extending/mask-source.md and docs/extending/control.md, written to files and loaded with `lottery run --import`,
+run end to end through the CLI on the tiny synthetic setup and `lottery report`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import TINY
+from lottery.cli.main import main
+from lottery.errors import UserError
+from lottery.extension_points import control_kinds, mask_sources, register_control, register_mask_source
+from lottery.store import layout
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "extending"
+SPEC = """preset = "lenet_300_100"
+replicates = 1
+
+[imp]
+levels = 1
+
+[controls]
+kinds = ["random_sign_flip"]
+
+[masks]
+sources = ["jittered_magnitude"]
+densities = [0.2]
+jitter = 0.05
+"""
+
+
+def example(page: str) -> str:
+    """The Python block of the page's "A complete example" section: the code the page shows is the code run here."""
+    section = (DOCS / page).read_text().split("## A complete example", 1)[1]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found is not None, page
+    return found.group(1)
+
+
+def write_plugins(tmp_path: Path) -> list[str]:
+    (tmp_path / "jittered_magnitude.py").write_text(example("mask-source.md"))
+    (tmp_path / "random_sign_flip.py").write_text(example("control.md"))
+    return ["--import", str(tmp_path / "jittered_magnitude.py"), "--import", str(tmp_path / "random_sign_flip.py")]
+
+
+def recipe(run: Path) -> dict:
+    return json.loads((run.resolve() / layout.KEY_FILE).read_text())
+
+
+def test_plugin_mask_source_and_control_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    imports = write_plugins(tmp_path)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC)
+    out = tmp_path / "runs"
+    tiny = [arg for setting in TINY for arg in ("--set", setting)]
+    argv = ["run", *imports, str(spec), *tiny, "--out", str(out), "--progress", "log"]
+    assert main(argv) == 0, capsys.readouterr().err
+    experiment = Path(capsys.readouterr().out.strip().splitlines()[-1])
+
+    # Registered by their modules alone, with their seed streams in the one table.
+    from lottery import seeding
+
+    assert seeding.STREAMS["masks.jittered_magnitude"] == 1001 and seeding.STREAMS["control.random_sign_flip"] == 1002
+    assert "jittered_magnitude" in mask_sources and control_kinds.get("random_sign_flip").stability
+
+    results = json.loads((experiment / "results.json").read_text())
+    rows = {row["kind"]: row for row in results["runs"]}
+    assert {"dense", "imp", "random_sign_flip", "jittered_magnitude"} <= set(rows)
+    for kind in ("random_sign_flip", "jittered_magnitude"):
+        assert 0 <= rows[kind]["final_test_accuracy"] <= 1
+    assert rows["jittered_magnitude"]["target_density"] == 0.2
+
+    replicate = layout.replicate(experiment, 0)
+    k = layout.rewind_points(replicate)[0]
+    # The control: the IMP level's mask, W_k's magnitudes with some signs flipped (a seeded draw).
+    control = layout.control(replicate, k, 1, "random_sign_flip", 0)
+    level = layout.level(replicate, k, 1)
+    masks = [load_file(run / "mask.safetensors") for run in (control, level)]
+    assert masks[0].keys() == masks[1].keys() and all(torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
+    start, imp_start = load_file(control / "start.safetensors"), load_file(level / "start.safetensors")
+    flipped = [name for name in start if not torch.equal(start[name], imp_start[name])]
+    assert flipped and all(torch.equal(start[n].abs(), imp_start[n].abs()) for n in flipped)
+
+    # Their recipes: the source's option and each plugin's code, in their own networks only.
+    mask_run = layout.mask_run(replicate, "jittered_magnitude", 0.2, 0)
+    reads = recipe(mask_run)["reads"]
+    assert reads["jitter"] == 0.05 and reads["code"].startswith("sha256:")
+    assert "snip_batches" not in reads and "grasp_temperature" not in reads
+    assert recipe(control)["code"].startswith("sha256:") and "code" not in recipe(level)
+    assert "jitter" not in json.dumps(recipe(level))
+
+    assert main(["report", str(experiment)]) == 0, capsys.readouterr().err
+    html = (experiment / "report" / "report.html").read_text()
+    assert "jittered_magnitude" in html and "random_sign_flip" in html  # their rows
+    figure = (experiment / "report" / "accuracy_vs_remaining.svg").read_text()
+    assert "random signs" in figure  # the control's registered label
+
+    # A changed option is another network; a bad value is one line and exit 2, nothing lost.
+    assert main([*argv, "--set", "masks.jitter=0.06"]) == 0
+    other = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert other != experiment
+    assert recipe(layout.mask_run(layout.replicate(other, 0), "jittered_magnitude", 0.2, 0))["reads"]["jitter"] == 0.06
+    assert main([*argv, "--set", "masks.jitter=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "masks.jitter must be in [0, 1], got 2" in err
+    assert (experiment / "results.json").is_file()
+
+
+def test_plugin_option_needs_its_import_and_registrations_refuse_collisions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without its module, a plugin's option or kind is one line and exit 2; a stream id another purpose holds, a
+    second definition of a name, or an option redefining a shared key's default raise at registration."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[masks]\nsources = ["magnitude"]\ndensities = [0.5]\nnot_an_option = 3\n')
+    assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not_an_option" in err and "--import" in err
+
+    def score(inp: object) -> dict:
+        return {}
+
+    with pytest.raises(ValueError, match="already"):
+        register_mask_source("collides", stream=31)(score)  # snip's stream
+    with pytest.raises(ValueError, match="already"):
+        register_control("collides", stream=1)(score)  # data_order's stream
+    with pytest.raises(UserError, match="registered twice"):
+        register_mask_source("snip", stream=31)(score)
+    assert "collides" not in mask_sources and "collides" not in control_kinds
+
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Other:
+        snip_batches: int = 2
+
+    with pytest.raises(ValueError, match="snip_batches"):
+        register_mask_source("other_batches", stream=5001, options=Other, needs_data=True)(score)
+    with pytest.raises(ValueError, match="snip_batches"):
+        register_mask_source("no_batches", stream=5002, needs_data=True)(score)
