@@ -6,7 +6,7 @@ exactly the decorators a plugin uses (`lottery.register_mask_source`, `lottery.r
 loaded with `lottery run --import FILE`). docs/extending/mask-source.md and docs/extending/control.md show a complete
 minimal example of each.
 
-This module holds the tables only (no torch): the spec validates against them without importing the engine.
+This module holds the tables only: the spec validates against them without importing the engine.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from lottery import seeding
-from lottery.errors import UserError
+from lottery.errors import UserError, unknown_name
 from lottery.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,16 +39,6 @@ def _same_definition(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
     """One definition registered again (a plugin module imported twice): the same module and qualified name."""
     key = ("__module__", "__qualname__")
     return all(getattr(a, k, None) == getattr(b, k, None) for k in key)
-
-
-def code_hash(fn: Callable[..., Any]) -> str | None:
-    """The hash of a plugin's code (its file and the files beside it it imports: `lottery.plugins.Plugin`), None
-    for a built-in: what a plugin's networks' recipes record, so changed code is never reused."""
-    if _is_builtin(fn):
-        return None
-    from lottery.plugins import Plugin
-
-    return Plugin("extension", getattr(fn, "__name__", "plugin"), fn).source_hash()
 
 
 # -- mask sources --------------------------------------------------------------------------------------------------
@@ -167,8 +157,6 @@ def check_options(given: dict[str, Any]) -> dict[str, Any]:
     known = option_types()
     for key in given:
         if key not in known:
-            from lottery.errors import unknown_name
-
             error = unknown_name("setting in [masks]", key, known)
             raise UserError(f"{error}; a plugin mask source's option needs its --import")
     for name in mask_sources:

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lottery import seeding
-from lottery.controls import ControlInput, ControlStart
-from lottery.experiments import recipes
+from lottery.experiments import imp_step, recipes
 from lottery.experiments.context import Context
 from lottery.experiments.imp import rewind_state
-from lottery.extension_points import control_kinds
 from lottery.pruning import Mask
-from lottery.pruning.strategies import layer_pool
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir, layout
 from lottery.training import train, train_together
@@ -32,34 +28,25 @@ def control_dir(replicate_dir: RunDir, k: int, level: int, kind: str, seed: int)
 def control_seed(
     kind: str, seed: int, training: TrainingSpec, pairing: str = "paired", k: int = 0, level: int = 0
 ) -> int:
-    """The seed a control actually uses: derived from its kind, its recorded seed and the seed values of its chain
-    (`training`: the replicate's training settings), never a replicate's number; with pairing 'independent' also
-    from its rewind point k and level."""
-    chain = (training.init_seed, training.data_order_seed, training.augmentation_seed)
-    where = () if pairing == "paired" else (k, level)
-    return seeding.derive(f"control.{kind}", seed, *chain, *where)
-
-
-def make_control(kind: str, inp: ControlInput) -> ControlStart:
-    """The control `kind`'s start from `inp`, as its registration makes it: the one code path of `lottery run` and
-    `lottery.imp`."""
-    return control_kinds.get(kind).start(inp)
+    """The seed a control actually uses (`imp_step.control_seed`): from its kind, its recorded seed and the seed values
+    of its chain (`training`: the replicate's training settings); with pairing 'independent' also from k and level."""
+    return imp_step.control_seed(kind, seed, imp_step.chain_seeds(training), pairing, k, level)
 
 
 def control_start(
     ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, imp_mask: Mask, kind: str, seed: int
 ) -> tuple[Mask, dict[str, Tensor], dict | None]:
     """(mask, start weights, optimizer state) of a control of the IMP subnetwork `imp_mask` of `level`, rewound
-    to k."""
+    to k: `imp_step.control_start`, the fresh weights of a seed being the spec's model built with it."""
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
     derived = control_seed(kind, seed, ctx.training(replicate), ctx.spec.controls.pairing, k, level)
 
     def fresh(init_seed: int) -> dict[str, Tensor]:
         return {name: v.detach().cpu() for name, v in ctx.model(init_seed).state_dict().items()}
 
-    pool = layer_pool(imp_mask, ctx.layer_kinds, ctx.spec.pruning)
-    inp = ControlInput(imp_mask, rewound, optimizer_state, derived, fresh, pool, ctx.spec.pruning)
-    start = make_control(kind, inp)
+    start = imp_step.control_start(
+        kind, derived, imp_mask, rewound, optimizer_state, fresh, ctx.layer_kinds, ctx.spec.pruning
+    )
     return start.mask, start.weights, start.optimizer_state
 
 

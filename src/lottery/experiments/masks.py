@@ -15,6 +15,7 @@ from lottery import seeding
 from lottery.experiments import recipes, results, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.imp import dense_dir, level_dir, replicate_dir, rewind_state
+from lottery.experiments.imp_step import chain_seeds
 from lottery.experiments.mask_points import at_iteration, snapshot_points, trace_points  # noqa: F401
 from lottery.experiments.mask_recipe import score_mode
 from lottery.experiments.tasks import MissingDependency
@@ -39,12 +40,6 @@ def masks_dir(replicate_dir: RunDir) -> RunDir:
 
 def mask_run_dir(replicate_dir: RunDir, kind: str, density: float, seed: int) -> RunDir:
     return layout.mask_run(replicate_dir, kind, density, seed)
-
-
-def chain_seeds(training: TrainingSpec) -> tuple[int, int, int]:
-    """The seed values that tell a replicate's dense run apart (what its recipe holds): init, data order,
-    augmentation."""
-    return training.init_seed, training.data_order_seed, training.augmentation_seed
 
 
 def derived_seed(kind: str, seed: int, training: TrainingSpec) -> int:

@@ -24,6 +24,7 @@ of levels, controls or replicates never enter a recipe.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,8 +33,9 @@ from lottery import collective
 from lottery.experiments.context import Context
 from lottery.experiments.mask_points import at_iteration, stability_point, trace_points
 from lottery.experiments.mask_recipe import extra_reads
-from lottery.extension_points import code_hash, control_kinds, mask_sources
+from lottery.extension_points import control_kinds, mask_sources
 from lottery.models.lenet import LeNet
+from lottery.plugins import Plugin
 from lottery.pruning.early_bird import TRACE_NORMALISATION
 from lottery.pruning.structure import recipe_reads
 from lottery.spec import split_kind, to_dict
@@ -175,7 +177,8 @@ def control(ctx: Context, r: int, k: int, level_: int, kind: str, seed: int) -> 
     group = planned_controls(ctx, level_)
     together = (kind, seed) in group and controls_stacked(ctx, level_)
     position = group.index((kind, seed)) if together else 0
-    code = code_hash(control_kinds.get(kind).start)  # a plugin kind's code (a built-in's: the "control" version)
+    registered = control_kinds.get(kind)
+    code = None if registered.builtin else plugin_code(registered.start)  # (a built-in's: the "control" version)
     return {
         "kind": kind,
         "version": VERSIONS["control"],
@@ -246,6 +249,12 @@ def copy_position(ctx: Context, k: int, level_: int, kind: str, density: float |
     return copies * len(subjects), subjects.index((kind, density)) * copies + i
 
 
+def plugin_code(fn: Callable[..., Any]) -> str:
+    """The hash of a plugin's code (its file, and the files beside it that it imports: `lottery.plugins.Plugin`): what
+    the recipes of a plugin mask source's or control kind's networks record, so that changed code is never reused."""
+    return Plugin("extension", getattr(fn, "__name__", "plugin"), fn).source_hash()
+
+
 def source_reads(ctx: Context, source: str) -> dict[str, Any]:
     """The [masks] settings a mask source reads (besides the density and seed), for its recipe: as its registration
     says (`lottery.extension_points.MaskSource`), its options, its rounds where iterative, a plugin's code."""
@@ -258,9 +267,8 @@ def source_reads(ctx: Context, source: str) -> dict[str, Any]:
         reads.update(rounds=spec.rounds.get(source), schedule=spec.schedule)
     if registered is not None:
         reads.update({key: spec.option(key) for key in registered.option_types()})
-        code = code_hash(registered.score)
-        if code is not None:  # a plugin source: its code (a built-in's is the version of the "masks" kind)
-            reads["code"] = code
+        if not registered.builtin:  # a plugin source: its code (a built-in's is the version of the "masks" kind)
+            reads["code"] = plugin_code(registered.score)
     if source == "early_bird":
         traced = spec.early_bird_source
         early = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name.startswith("early_bird")}
