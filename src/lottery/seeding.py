@@ -38,14 +38,12 @@ STREAMS: dict[str, int] = {
     "dynamic": 60,
     "dynamic.initial_mask": 61,  # (the run's seed[, layer index])
     "dynamic.set_growth": 62,  # (the run's seed, step, layer index)
-    # the Python API (api/imp.py, api/masks.py)
-    "api.control.random_reinit": 50,
-    "api.control.random_prune": 51,
-    "api.control.random_prune_global": 52,
+    # the Python API (api/masks.py)
     "api.random_mask": 53,
 }
-# Ids that once named a purpose and are never given to another.
-RETIRED: dict[int, str] = {}
+# Ids that once named a purpose and are never given to another: the API's own control streams (`lottery.imp`'s
+# controls now derive their seeds as the engine's do, from `control.<kind>`: experiments/imp_step.py).
+RETIRED = {50: "api.control.random_reinit", 51: "api.control.random_prune", 52: "api.control.random_prune_global"}
 
 
 def add_stream(purpose: str, stream: int) -> None:
