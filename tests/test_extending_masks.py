@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from conftest import TINY
 from lottery.cli.main import main
 from lottery.errors import UserError
 from lottery.extension_points import control_kinds, mask_sources, register_control, register_mask_source
+from lottery.spec import build, resolve, spec_hash, to_dict
 from lottery.store import layout
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "extending"
@@ -68,6 +71,10 @@ def test_plugin_mask_source_and_control_end_to_end(tmp_path: Path, capsys: pytes
 
     assert seeding.STREAMS["masks.jittered_magnitude"] == 1001 and seeding.STREAMS["control.random_sign_flip"] == 1002
     assert "jittered_magnitude" in mask_sources and control_kinds.get("random_sign_flip").stability
+    stable, _ = resolve(overrides=['stability.rewind=["0it"]', 'stability.controls=["random_sign_flip"]'])
+    assert stable.stability.controls == ("random_sign_flip",)  # registered as analysable
+    with pytest.raises(UserError, match="stability.controls"):
+        resolve(overrides=['stability.rewind=["0it"]', 'stability.controls=["random_prune_global"]'])
 
     results = json.loads((experiment / "results.json").read_text())
     rows = {row["kind"]: row for row in results["runs"]}
@@ -144,3 +151,29 @@ def test_plugin_option_needs_its_import_and_registrations_refuse_collisions(
         register_mask_source("other_batches", stream=5001, options=Other, needs_data=True)(score)
     with pytest.raises(ValueError, match="snip_batches"):
         register_mask_source("no_batches", stream=5002, needs_data=True)(score)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(-3, 40), st.floats(-5, 500, allow_nan=False))
+def test_source_options_are_flat_masks_keys_whose_defaults_never_enter_the_hash(batches: int, temperature: float):
+    """The snip and grasp options stay the keys `masks.snip_batches` and `masks.grasp_temperature`: a value at its
+    default leaves the spec (and its hash) as if unset, another changes the hash and survives the round trip; a bad
+    value is one line."""
+    overrides = [f"masks.snip_batches={batches}", f"masks.grasp_temperature={temperature!r}"]
+    if batches < 1 or temperature <= 0:
+        with pytest.raises(UserError, match=r"masks\.(snip_batches|grasp_temperature) must be > 0") as error:
+            resolve(overrides=overrides)
+        assert "\n" not in str(error.value)
+        return
+    spec, _ = resolve(overrides=overrides)
+    assert spec.masks.option("snip_batches") == batches and spec.masks.option("grasp_temperature") == temperature
+    flat = to_dict(spec)["masks"]
+    assert flat["snip_batches"] == batches and flat["grasp_temperature"] == temperature
+    assert build(to_dict(spec)) == spec
+    changed = {
+        key
+        for key, value in (("snip_batches", batches), ("grasp_temperature", temperature))
+        if value != {"snip_batches": 1, "grasp_temperature": 1.0}[key]
+    }
+    assert set(to_dict(spec, omit_defaults=True).get("masks", {})) == changed
+    assert (spec_hash(spec) == spec_hash(resolve()[0])) == (not changed)
