@@ -5,7 +5,10 @@ run end to end through the CLI on the tiny synthetic setup and `lottery report`.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,6 +110,15 @@ def test_plugin_mask_source_and_control_end_to_end(tmp_path: Path, capsys: pytes
     assert "jittered_magnitude" in html and "random_sign_flip" in html  # their rows
     figure = (experiment / "report" / "accuracy_vs_remaining.svg").read_text()
     assert "random signs" in figure  # the control's registered label
+
+    # A reader needs no --import: a fresh process shows the experiment with the plugins' rows (unregistered there).
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    shown = subprocess.run(
+        [sys.executable, "-m", "lottery", "show", str(experiment)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "random_sign_flip" in shown.stdout and "jittered_magnitude" in shown.stdout
 
     # A changed option is another network; a bad value is one line and exit 2, nothing lost.
     assert main([*argv, "--set", "masks.jitter=0.06"]) == 0

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,6 +30,26 @@ RESERVED_OPTIONS = (  # MasksSpec's own settings: no source option may take thei
 )
 MASK_ENGINE_SOURCES = ("early_bird",)  # traced by the [masks] engine itself (experiments/masks.py), not a scorer
 MASK_ABLATIONS = ("shuffle", "reinit", "invert")  # a [masks] kind '<source>_<ablation>' (experiments/masks.py)
+
+
+_reading: list[bool] = []  # inside `reading_stored()`
+
+
+@contextmanager
+def reading_stored() -> Iterator[None]:
+    """While a stored spec is read back by a reader (`lottery show`, `report`, `export`, `ls`): the names and option
+    keys of mask sources and control kinds that no module of this process registered (a plugin's, run with
+    --import) are kept as they are, unchecked, as a plugin model's name is. Running them needs the plugin."""
+    _reading.append(True)
+    try:
+        yield
+    finally:
+        _reading.pop()
+
+
+def known(name: str, registered: Iterable[str]) -> bool:
+    """Whether a spec may name `name` among `registered` names: one of them, or any while a stored spec is read."""
+    return name in tuple(registered) or bool(_reading)
 
 
 def _is_builtin(fn: Callable[..., Any]) -> bool:
@@ -155,8 +176,9 @@ def check_options(given: dict[str, Any]) -> dict[str, Any]:
     """`given` (flat [masks] option values, already of their types) validated by every source that reads them, with
     the values equal to their default left out (a default never enters the spec's hash). UserError: an unknown key."""
     known = option_types()
+    unregistered = {key: value for key, value in given.items() if key not in known and _reading}  # (a plugin's)
     for key in given:
-        if key not in known:
+        if key not in known and key not in unregistered:
             error = unknown_name("setting in [masks]", key, known)
             raise UserError(f"{error}; a plugin mask source's option needs its --import")
     for name in mask_sources:
@@ -165,7 +187,8 @@ def check_options(given: dict[str, Any]) -> dict[str, Any]:
             settings = source.settings(given)
             if hasattr(settings, "validate"):
                 settings.validate()
-    return {key: value for key, value in sorted(given.items()) if value != known[key][1]}
+    kept = {key: value for key, value in given.items() if key in unregistered or value != known[key][1]}
+    return dict(sorted(kept.items()))
 
 
 # -- control kinds -------------------------------------------------------------------------------------------------

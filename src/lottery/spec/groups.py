@@ -56,6 +56,13 @@ def _plugin_hash(kind: str, name: str, recorded: str | None, field: str) -> None
         raise UserError(f"{field} applies to plugin {kind}s; '{name}' is built in")
 
 
+def _registered(value: str, allowed: tuple[str, ...], name: str) -> None:
+    """`_one_of` for the names of registered mask sources and control kinds: any name while a stored spec is read
+    (`extension_points.reading_stored`: a plugin's, whose module this process did not import)."""
+    if not extension_points.known(value, allowed):
+        _one_of(value, allowed, name)
+
+
 def _one_of(value: str, allowed: tuple[str, ...], name: str) -> None:
     if value not in allowed:
         from lottery.errors import unknown_name
@@ -288,7 +295,7 @@ class ControlsSpec:
 
     def validate(self) -> ControlsSpec:
         for kind in self.kinds:
-            _one_of(kind, tuple(extension_points.control_kinds), "controls.kinds")
+            _registered(kind, tuple(extension_points.control_kinds), "controls.kinds")
         for level in self.levels or ():
             _positive(level, "controls.levels")
         if not self.seeds:
@@ -325,7 +332,7 @@ class StabilitySpec:
         _at_most(self.copies, "stability.copies")
         analysable = tuple(k for k in extension_points.control_kinds if extension_points.control_kinds.get(k).stability)
         for control in self.controls:
-            _one_of(control, analysable, "stability.controls")
+            _registered(control, analysable, "stability.controls")
         if self.interpolation_points < 2:
             raise UserError(f"stability.interpolation_points must be at least 2, got {self.interpolation_points}")
         _at_most(self.interpolation_points, "stability.interpolation_points")
@@ -383,7 +390,9 @@ class MasksSpec:
     def flat_type(key: str) -> Any:
         """The type of the flat `[masks]` key `key` a source's options declare (None: no source declares it)."""
         found = extension_points.option_types().get(key)
-        return None if found is None else found[0]
+        if found is None:
+            return Any if extension_points.known(key, ()) else None  # (a stored plugin option: as written)
+        return found[0]
 
     @staticmethod
     def flat_names() -> list[str]:
@@ -407,7 +416,7 @@ class MasksSpec:
     def validate(self) -> MasksSpec:
         scorers = _scorers()
         for source in self.sources:
-            _one_of(source, (*scorers, *MASK_ENGINE_SOURCES), "masks.sources")
+            _registered(source, (*scorers, *MASK_ENGINE_SOURCES), "masks.sources")
         for ablation in self.ablations:
             _one_of(ablation, MASK_ABLATIONS, "masks.ablations")
         if self.sources and not self.densities:
@@ -418,19 +427,19 @@ class MasksSpec:
         _one_of(self.scope, ("global", "layerwise"), "masks.scope")
         _one_of(self.schedule, ("exponential", "linear"), "masks.schedule")
         for source, rounds in self.rounds.items():
-            _one_of(source, scorers, "masks.rounds key")
+            _registered(source, scorers, "masks.rounds key")
             _positive(rounds, f"masks.rounds.{source}")
         if not self.seeds:
             raise UserError("masks.seeds needs at least one seed")
         for seed in self.seeds:
             _nonnegative(seed, "masks.seeds")
         options = extension_points.check_options(dict(self.source_options))
-        _one_of(self.early_bird_source, scorers, "masks.early_bird_source")
+        _registered(self.early_bird_source, scorers, "masks.early_bird_source")
         if not 0 <= self.early_bird_threshold <= 1:
             raise UserError(f"masks.early_bird_threshold must be in [0, 1], got {self.early_bird_threshold}")
         _one_of(self.early_bird_rule, ("online", "hindsight"), "masks.early_bird_rule")
         for source, mode in self.score_mode.items():
-            _one_of(source, scorers, "masks.score_mode key")
+            _registered(source, scorers, "masks.score_mode key")
             _one_of(mode, ("train", "eval"), f"masks.score_mode.{source}")
         every = None if self.early_bird_every is None else canonical(self.early_bird_every, "masks.early_bird_every")
         if every == "0it":
