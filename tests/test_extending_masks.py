@@ -4,6 +4,7 @@ run end to end through the CLI on the tiny synthetic setup and `lottery report`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -59,15 +60,25 @@ def recipe(run: Path) -> dict:
     return json.loads((run.resolve() / layout.KEY_FILE).read_text())
 
 
-def test_plugin_mask_source_and_control_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture(scope="module")
+def plugin_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
+    """(the `lottery run` arguments, the experiment) of the plugins' spec, run once through the CLI."""
+    tmp_path = tmp_path_factory.mktemp("extending")
     imports = write_plugins(tmp_path)
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)
-    out = tmp_path / "runs"
     tiny = [arg for setting in TINY for arg in ("--set", setting)]
-    argv = ["run", *imports, str(spec), *tiny, "--out", str(out), "--progress", "log"]
-    assert main(argv) == 0, capsys.readouterr().err
-    experiment = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    argv = ["run", *imports, str(spec), *tiny, "--out", str(tmp_path / "runs"), "--progress", "log"]
+    out = tmp_path / "stdout.txt"
+    with out.open("w") as stdout, contextlib.redirect_stdout(stdout):
+        assert main(argv) == 0
+    return argv, Path(out.read_text().strip().splitlines()[-1])
+
+
+def test_plugin_mask_source_and_control_end_to_end(
+    plugin_run: tuple[list[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, experiment = plugin_run
 
     # Registered by their modules alone, with their seed streams in the one table.
     from lottery import seeding
@@ -105,12 +116,25 @@ def test_plugin_mask_source_and_control_end_to_end(tmp_path: Path, capsys: pytes
     assert recipe(control)["code"].startswith("sha256:") and "code" not in recipe(level)
     assert "jitter" not in json.dumps(recipe(level))
 
-    assert main(["report", str(experiment)]) == 0, capsys.readouterr().err
+    assert main(["report", str(experiment)]) == 0
+    capsys.readouterr()
     html = (experiment / "report" / "report.html").read_text()
     assert "jittered_magnitude" in html and "random_sign_flip" in html  # their rows
     figure = (experiment / "report" / "accuracy_vs_remaining.svg").read_text()
     assert "random signs" in figure  # the control's registered label
 
+    # A bad option value is one line and exit 2, and nothing computed is lost.
+    assert main([*argv, "--set", "masks.jitter=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "masks.jitter must be in [0, 1], got 2" in err
+    assert (experiment / "results.json").is_file() and (experiment / "report" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_plugin_experiment_read_without_import_and_option_changes(
+    plugin_run: tuple[list[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, experiment = plugin_run
     # A reader needs no --import: a fresh process shows the experiment with the plugins' rows (unregistered there).
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
@@ -120,15 +144,15 @@ def test_plugin_mask_source_and_control_end_to_end(tmp_path: Path, capsys: pytes
     assert shown.returncode == 0, shown.stderr
     assert "random_sign_flip" in shown.stdout and "jittered_magnitude" in shown.stdout
 
-    # A changed option is another network; a bad value is one line and exit 2, nothing lost.
+    # A changed option is another experiment, and its mask network another network (the IMP chain is shared).
     assert main([*argv, "--set", "masks.jitter=0.06"]) == 0
     other = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert other != experiment
-    assert recipe(layout.mask_run(layout.replicate(other, 0), "jittered_magnitude", 0.2, 0))["reads"]["jitter"] == 0.06
-    assert main([*argv, "--set", "masks.jitter=2"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "masks.jitter must be in [0, 1], got 2" in err
-    assert (experiment / "results.json").is_file()
+    mask_runs = [layout.mask_run(layout.replicate(e, 0), "jittered_magnitude", 0.2, 0) for e in (experiment, other)]
+    assert recipe(mask_runs[1])["reads"]["jitter"] == 0.06 and mask_runs[0].resolve() != mask_runs[1].resolve()
+    k = layout.rewind_points(layout.replicate(experiment, 0))[0]
+    levels = [layout.level(layout.replicate(e, 0), k, 1).resolve() for e in (experiment, other)]
+    assert levels[0] == levels[1]
 
 
 def test_plugin_option_needs_its_import_and_registrations_refuse_collisions(
