@@ -255,15 +255,14 @@ def _check_name(kind: str, name: str) -> None:
 
 
 def _add(registry: Registry[Any], name: str, item: Any, fn: Callable[..., Any], purpose: str, stream: int) -> None:
-    """Add `item` under `name`, and its seed stream; the same definition again (a module imported twice) replaces
-    itself, another definition of the name raises."""
+    """Add `item` under `name`, and its seed stream; the same definition again (a module imported twice) is the one
+    registered already, another definition of the name raises."""
     if name in registry:
         old = registry.get(name)
         old_fn = getattr(old, "score", None) or old.start
         if not _same_definition(old_fn, fn) or old.stream != stream:
             where = getattr(old_fn, "__module__", "?")
             raise UserError(f"{registry.kind} '{name}' is registered twice (also by {where})")
-        registry._items[name] = item
         return
     seeding.add_stream(purpose, stream)  # raises, adding nothing, where the id is taken
     registry.register(name)(item)
