@@ -71,3 +71,13 @@ def test_api_imp_and_cli_give_the_same_levels_and_controls(tmp_path: Path) -> No
             assert same_bits(api.start, cli.read_tensors("start.safetensors")), kind
             assert same_bits(api.final, cli.read_tensors("final.safetensors")), kind
     assert len(reinit_seeds) == 1
+
+    # A control kind may start from W_0 (`inp.initial()`): the chain's dense start, read when asked for.
+    @lottery.register_control("initial_weights_probe", stream=5003)
+    def initial_weights(inp: lottery.ControlInput) -> lottery.ControlStart:
+        return lottery.ControlStart(inp.mask, inp.mask.apply_to(inp.initial()))
+
+    level_mask = engine_imp.level_mask(ctx, replicate, 0, 20, 1)
+    mask, start, state = engine_controls.control_start(ctx, replicate, 0, 20, 1, level_mask, "initial_weights_probe", 0)
+    w_0 = engine_imp.dense_dir(replicate).read_tensors("start.safetensors")
+    assert mask is level_mask and state is None and same_bits(start, level_mask.apply_to(w_0))

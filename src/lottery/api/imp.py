@@ -341,7 +341,9 @@ def imp(
                 control = _Runs.read(crun, order)
                 if control is None:
                     derived = imp_step.control_seed(kind, control_seed, CHAIN)  # paired: the same at every level
-                    start = imp_step.control_start(kind, derived, done.mask, w_k, None, fresh, kinds, pruning)
+                    start = imp_step.control_start(
+                        kind, derived, done.mask, w_k, None, fresh, lambda: dense.start, kinds, pruning
+                    )
                     control, _ = train(crun, start.mask, start.weights, k, None)
                 result.controls[name] = control
             yield result

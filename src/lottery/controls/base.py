@@ -2,9 +2,9 @@
 
 A control gives an IMP result its meaning: a subnetwork of the IMP level's density made by chance (a random mask, or
 fresh weights), trained like the level from iteration k. `start(inp)` makes its mask and start weights from the
-level's mask m_L, W_k (and the optimizer state at k), and the control's seed (`inp.seed`, derived from the seed
-stream `control.<kind>`, its recorded seed and its chain's seed values: `lottery.experiments.controls`); the engine
-(`lottery run`) and `lottery.imp` call the same function.
+level's mask m_L, W_k (and the optimizer state at k), W_0, fresh weights, and the control's seed (`inp.seed`,
+derived from the seed stream `control.<kind>`, its recorded seed and its chain's seed values:
+`lottery.experiments.imp_step`); the engine (`lottery run`) and `lottery.imp` call the same function.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class ControlInput:
     optimizer_state: dict | None  # the optimizer state at k where IMP rewinds it, else None
     seed: int  # the control's derived seed (below 2**63)
     fresh: Callable[[int], dict[str, Tensor]]  # fresh initial weights (a whole state dict) drawn with a seed
+    initial: Callable[[], dict[str, Tensor]]  # W_0: the chain's initial weights (the dense run's start), when called
     pool: list[str]  # the layers pruning may change (pruning.layers_to_ignore left out)
     pruning: PruningSpec  # the spec's pruning settings (its structure: 'unstructured', 'channel', 'n:m')
 

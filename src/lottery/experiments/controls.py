@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lottery.experiments import imp_step, recipes
+from lottery.experiments import imp_step, recipes, tasks
 from lottery.experiments.context import Context
-from lottery.experiments.imp import rewind_state
+from lottery.experiments.imp import dense_dir, rewind_state
+from lottery.experiments.tasks import MissingDependency
 from lottery.pruning import Mask
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir, layout
@@ -44,8 +45,15 @@ def control_start(
     def fresh(init_seed: int) -> dict[str, Tensor]:
         return {name: v.detach().cpu() for name, v in ctx.model(init_seed).state_dict().items()}
 
+    def initial() -> dict[str, Tensor]:
+        dense = dense_dir(replicate_dir)
+        weights = dense.read_tensors("start.safetensors")
+        if weights is None:
+            raise MissingDependency(tasks.dense(replicate), f"W_0 of the dense run {dense.path}")
+        return weights
+
     start = imp_step.control_start(
-        kind, derived, imp_mask, rewound, optimizer_state, fresh, ctx.layer_kinds, ctx.spec.pruning
+        kind, derived, imp_mask, rewound, optimizer_state, fresh, initial, ctx.layer_kinds, ctx.spec.pruning
     )
     return start.mask, start.weights, start.optimizer_state
 

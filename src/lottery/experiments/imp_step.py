@@ -55,11 +55,22 @@ def control_start(
     rewound: dict[str, Tensor],
     optimizer_state: dict | None,
     fresh: Callable[[int], dict[str, Tensor]],
+    initial: Callable[[], dict[str, Tensor]],
     layer_kinds: dict[str, str],
     pruning: PruningSpec,
 ) -> ControlStart:
     """The start of the control `kind` of the IMP level with mask `imp_mask` (rewound weights W_k, the optimizer state
-    at k), with its derived seed, as its registration (`lottery.register_control`) makes it."""
+    at k; `fresh(seed)`: fresh weights; `initial()`: W_0), with its derived seed, as its registration
+    (`lottery.register_control`) makes it."""
     pool = layer_pool(imp_mask, layer_kinds, pruning)
-    inp = ControlInput(imp_mask, rewound, optimizer_state, derived, fresh, pool, pruning)
+    inp = ControlInput(
+        mask=imp_mask,
+        rewound=rewound,
+        optimizer_state=optimizer_state,
+        seed=derived,
+        fresh=fresh,
+        initial=initial,
+        pool=pool,
+        pruning=pruning,
+    )
     return control_kinds.get(kind).start(inp)
