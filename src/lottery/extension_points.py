@@ -197,7 +197,7 @@ def check_options(given: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ControlKind:
     """A registered control kind: `start(ControlInput) -> ControlStart` makes its mask and start weights from the IMP
-    level's mask, W_k (and the optimizer state at k), the fresh weights of a seed, and its derived seed; the seed
+    level's mask, W_k (and the optimizer state at k), W_0, the fresh weights of a seed, and its derived seed; the seed
     stream of `control.<name>`; its label, colour map and line style in figures; whether `stability.controls` may
     analyse it; whether it starts from W_k (stability to pruning is defined for it)."""
 
