@@ -8,14 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lottery.extension_points import mask_sources
 from lottery.results import source
 from lottery.results.kinds import split_kind
 from lottery.results.pairs import pair_rows
 from lottery.results.probes import CONTROL, PROBE_COLUMNS, answer, probe_cells
-from lottery.spec.groups import MASK_ABLATIONS, MASK_SOURCES
+from lottery.spec.groups import MASK_ABLATIONS
 
 
-@given(st.sampled_from(MASK_SOURCES), st.sampled_from((None, *MASK_ABLATIONS)))
+@given(st.sampled_from([*mask_sources, "early_bird"]), st.sampled_from((None, *MASK_ABLATIONS)))
 def test_a_mask_kind_splits_into_its_source_and_ablation(source_name: str, ablation: str | None) -> None:
     kind = source_name if ablation is None else f"{source_name}_{ablation}"
     assert split_kind(kind) == (source_name, ablation)

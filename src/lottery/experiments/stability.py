@@ -32,6 +32,7 @@ from lottery.experiments import controls, imp, masks, recipes
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.tasks import MissingDependency
+from lottery.extension_points import control_kinds
 from lottery.measures import Pair, Trained, registered
 from lottery.pruning import Mask, prune
 from lottery.results.kinds import split_kind
@@ -43,7 +44,6 @@ from lottery.training import Job, is_finished, train_together
 TRAIN_SUBSET_SEED = 0
 # Subjects with a pruning distance: (W_k, m) from the dense run's W_k. A randomly reinitialized subnetwork does not
 # start from W_k, so comparing it with the full network trained from W_k measures nothing defined.
-PRUNING_KINDS = ("imp", "random_prune")
 
 
 @dataclass
@@ -99,7 +99,7 @@ def has_pruning_distance(subject: Subject) -> bool:
     random pruning, the [masks] runs except the `reinit` ablation), not from fresh weights."""
     if subject.target_density is not None:
         return split_kind(subject.kind)[1] != "reinit"
-    return subject.kind in PRUNING_KINDS
+    return subject.kind == "imp" or (subject.kind in control_kinds and control_kinds.get(subject.kind).from_rewound)
 
 
 def copy_training(training: TrainingSpec, i: int) -> TrainingSpec:
@@ -167,7 +167,7 @@ def train_copies(
             training = copy_training(ctx.training(r), i)
             trained.append(run)
             models.append(ctx.model(0, subject.start))
-            seed = recipes.CONTROL_SEED if subject.kind in controls.KINDS else subject.seed
+            seed = recipes.CONTROL_SEED if subject.kind in control_kinds else subject.seed
             target = subject.target_density
             tag_level = None if target is not None else 0 if subject.kind == "dense" else level  # [masks]: no level
             tags = ctx.tags(run, r, subject.kind, tag_level, k, seed=seed, copy=i, target_density=target)
