@@ -45,7 +45,7 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="MODULE",
         help="import a plugin module first (a module name, or a path to a .py file) that registers models, datasets, "
-        "losses, mask sources or control kinds the spec names (repeatable; see docs/plugins.md, docs/extending/)",
+        "losses, mask sources or control kinds the spec names (repeatable; see docs/extending.md)",
     )
     p.add_argument(
         "--set",
