@@ -45,6 +45,8 @@ def test_preset_runs_two_iterations(name: str, tmp_path: Path) -> None:
     data = [f"dataset.name={SYNTHETIC[dataset]}"] if dataset in SYNTHETIC else imagenet_folder(name, tmp_path)
     if preset.settings.get("masks", {}).get("sources"):  # every source once, at one density, without ablations
         data += [f"masks.densities=[{preset.settings['masks']['densities'][0]}]", "masks.ablations=[]"]
+    if preset.settings.get("dynamic", {}).get("densities"):  # every method once, at one density
+        data += [f"dynamic.densities=[{preset.settings['dynamic']['densities'][0]}]"]
     spec, _ = resolve(
         preset=name,
         overrides=[
