@@ -19,7 +19,8 @@ normalisation, same data order, same pruning rule, saves start/mask/final/metric
     python benchmarks/whole_run.py                        # both workloads, 3 rounds (the demo: long)
     python benchmarks/whole_run.py --workload imp2
     python benchmarks/whole_run.py --workload demo --quick
-    python benchmarks/whole_run.py --device cuda          # lottery on CUDA (the plain side stays on the CPU)
+    python benchmarks/whole_run.py --device cuda          # both sides on CUDA (benchmarks/gpu.sh)
+    python benchmarks/whole_run.py --smoke                # a tiny check that it runs (no figures)
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ WORKLOADS = {
 QUICK_DEMO = {
     "lottery": ["--set", "imp.levels=2", "--set", "training.training_steps=1ep"],
     "plain": ["--levels", "2", "--epochs", "1"],
+}
+SMOKE = {  # --smoke: a check that every part runs (1,280 training examples), not a measurement
+    "lottery": ["--set", "dataset.subset=1280"],
+    "plain": ["--subset", "1280"],
 }
 
 # Run inside the instrumented `lottery run`: phase times and RSS, printed as one JSON line on stderr at exit.
@@ -102,6 +107,9 @@ def report():
     phases["rest (training, pruning, planning)"] = total - sum(phases.values())
     phases["total"] = total
     memory["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import torch
+    if torch.cuda.is_available():
+        memory["cuda peak allocated"] = torch.cuda.max_memory_allocated() / 2**20
     sys.stderr.write("PROFILE " + json.dumps({"phases_s": phases, "rss_mib": memory}) + "\n")
 atexit.register(report)
 sys.argv = ["lottery", *sys.argv[1:]]
@@ -127,16 +135,18 @@ def run(command: list[str], env: dict[str, str]) -> dict[str, float | str]:
             "err": errors}  # fmt: skip
 
 
-def commands(workload: str, quick: bool, out: Path, device: str, extra: list[str]) -> dict[str, list[str]]:
+def commands(
+    workload: str, quick: bool, out: Path, device: str, extra: list[str], smoke: bool = False
+) -> dict[str, list[str]]:
     args = {side: list(WORKLOADS[workload][side]) for side in ("lottery", "plain")}
-    if quick and workload == "demo":
-        for side in args:
-            args[side] += QUICK_DEMO[side]
+    for side in args:
+        args[side] += (QUICK_DEMO[side] if quick and workload == "demo" else []) + (SMOKE[side] if smoke else [])
     python = sys.executable
     return {
         "lottery": [python, "-m", "lottery", "run", "--out", str(out / "runs"), "--progress", "log",
                     "--device", device, *extra, *args["lottery"]],
-        "plain": [python, str(HERE / "whole_run_plain.py"), "--out", str(out / "plain"), *args["plain"]],
+        "plain": [python, str(HERE / "whole_run_plain.py"), "--out", str(out / "plain"), "--device", device,
+                  *args["plain"]],
     }  # fmt: skip
 
 
@@ -145,19 +155,21 @@ def spread(values: list[float]) -> str:
 
 
 def measure(workload: str, args: argparse.Namespace, env: dict[str, str]) -> None:
-    quick = args.quick and workload == "demo"
-    rounds = 1 if quick else args.repeats
+    quick = (args.quick or args.smoke) and workload == "demo"
+    rounds = 1 if quick or args.smoke else args.repeats
     extra = args.lottery_args.split() if args.lottery_args else []
     results: dict[str, list[dict]] = {"lottery": [], "plain": []}
     for round_ in range(rounds):
         order = ["lottery", "plain"] if round_ % 2 == 0 else ["plain", "lottery"]
         for side in order:
             with tempfile.TemporaryDirectory(prefix="whole_run_") as tmp:
-                results[side].append(run(commands(workload, args.quick, Path(tmp), args.device, extra)[side], env))
+                command = commands(workload, quick, Path(tmp), args.device, extra, args.smoke)[side]
+                results[side].append(run(command, env))
             r = results[side][-1]
             print(f"  round {round_ + 1} {side:7s} wall {r['wall']:7.2f} s  CPU {r['cpu']:7.2f} s  "
                   f"peak RSS {r['rss']:6.0f} MiB", flush=True)  # fmt: skip
-    title = f"{workload}{' (--quick)' if quick else ''}: lottery run / plain PyTorch script, {rounds} round(s)"
+    shortened = " (--smoke)" if args.smoke else " (--quick)" if quick else ""
+    title = f"{workload}{shortened} on {args.device}: lottery run / plain PyTorch script, {rounds} round(s)"
     print(f"{title}, medians (ratio range over rounds):")
     for key, label, unit in (("wall", "wall", "s"), ("cpu", "CPU", "s"), ("rss", "peak RSS", "MiB")):
         mine = [float(r[key]) for r in results["lottery"]]
@@ -167,7 +179,7 @@ def measure(workload: str, args: argparse.Namespace, env: dict[str, str]) -> Non
         print(f"  {label:9s} lottery {a:8.2f} {unit:3s} plain {b:8.2f} {unit:3s} ratio {a / b:.3f} ({spread(ratios)})")
     plain_profile = json.loads(results["plain"][-1]["out"].strip().splitlines()[-1])
     with tempfile.TemporaryDirectory(prefix="whole_run_") as tmp:
-        command = commands(workload, args.quick, Path(tmp), args.device, extra)["lottery"]
+        command = commands(workload, quick, Path(tmp), args.device, extra, args.smoke)["lottery"]
         profiled = run([sys.executable, "-c", PROFILE, *command[command.index("run") :]], env)
     mine = json.loads(next(line for line in str(profiled["err"]).splitlines() if line.startswith("PROFILE "))[8:])
     print("  where the time goes (one instrumented lottery run; the plain script's last run):")
@@ -175,9 +187,52 @@ def measure(workload: str, args: argparse.Namespace, env: dict[str, str]) -> Non
         print(f"    lottery {name:36s} {seconds:7.2f} s")
     for name, seconds in plain_profile["phases_s"].items():
         print(f"    plain   {name:36s} {seconds:7.2f} s")
+    work = plain_profile["work"]
+    flops = work_flops(work["steps"], work["batch"], work["evaluated_examples"])
+    peak = matmul_peak()
+    print(f"  achieved FLOP/s: {work['steps']} training steps of batch {work['batch']} and "
+          f"{work['evaluated_examples']} evaluated examples = {flops / 1e12:.2f} TFLOP (LeNet-300-100, "
+          f"torch.utils.flop_counter); fp32 matmul peak (2048^3) {peak / 1e9:.1f} GFLOP/s per CPU second")  # fmt: skip
+    for side in ("lottery", "plain"):
+        cpu = statistics.median([float(r["cpu"]) for r in results[side]])
+        wall = statistics.median([float(r["wall"]) for r in results[side]])
+        print(f"    {side:7s} {flops / cpu / 1e9:6.1f} GFLOP/s per CPU second ({flops / cpu / peak:.0%} of peak), "
+              f"{flops / wall / 1e9:6.1f} GFLOP/s of wall time")  # fmt: skip
     print("  where the memory goes (RSS, MiB):")
     print("    lottery " + ", ".join(f"{k} {v:.0f}" for k, v in mine["rss_mib"].items()))
     print("    plain   " + ", ".join(f"{k} {v:.0f}" for k, v in plain_profile["rss_mib"].items()))
+
+
+def work_flops(steps: int, batch: int, evaluated: int) -> float:
+    """FLOPs of `steps` LeNet-300-100 training steps (forward + backward) of `batch` examples and of `evaluated`
+    forward passes (torch.utils.flop_counter: matmuls, 2 per multiply-add; the pruned weights still multiplied)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lottery.models.lenet import LeNet
+
+    model = LeNet((1, 28, 28), 10)
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    with FlopCounterMode(display=False) as train:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    with FlopCounterMode(display=False) as forward, torch.inference_mode():
+        model(x[:1])
+    return steps * train.get_total_flops() + evaluated * forward.get_total_flops()
+
+
+def matmul_peak(n: int = 2048, repeats: int = 7) -> float:
+    """FLOPs per CPU second of an n^3 fp32 matmul (median; CPU time, as the achieved figures: on a loaded machine
+    wall-clock time measures the other processes too)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    seconds = []
+    for _ in range(repeats):
+        began = time.process_time()
+        torch.mm(a, b)
+        seconds.append(time.process_time() - began)
+    return 2 * n**3 / statistics.median(seconds)
 
 
 def main() -> None:
@@ -188,13 +243,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP_NUM_THREADS of both processes (default 1: ratios robust on a shared machine; "
                         "0: torch's default, all cores)")  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="lottery's --device (the plain script runs on the CPU)")
+    parser.add_argument("--smoke", action="store_true", help="tiny (1,280 examples, one round): checks it runs")
+    parser.add_argument("--device", default="cpu", help="the device of both sides (cpu, cuda)")
     parser.add_argument("--lottery-args", default="", help="extra `lottery run` options, e.g. '--batch-copies off'")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOTTERY_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
     if args.threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)  # the matmul peak with the children's threads
     _common.header("a whole lottery run vs a plain PyTorch script")
     load = os.getloadavg()
     print(f"threads per process: {args.threads or 'torch default'}; load average at start {load[0]:.1f}")

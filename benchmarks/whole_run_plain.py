@@ -38,6 +38,7 @@ from torch import nn  # noqa: E402
 IMPORTED = time.perf_counter()
 ROOT = Path("/usr/share/datasets/fashion-mnist")
 PHASES: dict[str, float] = {"import": IMPORTED - START, "data": 0.0, "evaluate": 0.0, "save": 0.0}
+WORK = {"steps": 0, "evaluated_examples": 0}  # what was computed (benchmarks/whole_run.py turns it into FLOPs)
 
 
 def rss_mib(key: str = "VmRSS") -> float:
@@ -55,11 +56,11 @@ def read_idx(name: str) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape.tolist()).copy())
 
 
-def load(validation: int = 5000) -> tuple[torch.Tensor, ...]:
+def load(validation: int = 5000, subset: int | None = None) -> tuple[torch.Tensor, ...]:
     train_u8, train_y = read_idx("train-images-idx3-ubyte").unsqueeze(1), read_idx("train-labels-idx1-ubyte").long()
     test_u8, test_y = read_idx("t10k-images-idx3-ubyte").unsqueeze(1), read_idx("t10k-labels-idx1-ubyte").long()
     order = torch.randperm(len(train_u8), generator=torch.Generator().manual_seed(0))
-    val_idx, train_idx = order[:validation].sort().values, order[validation:].sort().values
+    val_idx, train_idx = order[:validation].sort().values, order[validation:].sort().values[:subset]
     train_x, val_x, test_x = (x.float().div_(255) for x in (train_u8[train_idx], train_u8[val_idx], test_u8))
     mean, std = train_x.mean(dim=(0, 2, 3)).view(-1, 1, 1), train_x.std(dim=(0, 2, 3)).view(-1, 1, 1)
     for x in (train_x, val_x, test_x):
@@ -105,6 +106,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
         correct += int((logits.argmax(1) == y[i : i + 2000]).sum())
     model.train()
     PHASES["evaluate"] += time.perf_counter() - began
+    WORK["evaluated_examples"] += len(x)
     return loss / len(x), correct / len(x)
 
 
@@ -141,7 +143,7 @@ def train(args: argparse.Namespace, data: tuple[torch.Tensor, ...], model: nn.Mo
         e, position = divmod(t, per_epoch)
         if e != epoch:
             generator = torch.Generator().manual_seed(derive(1, seed, e))
-            order, epoch = torch.randperm(len(train_x), generator=generator), e
+            order, epoch = torch.randperm(len(train_x), generator=generator).to(train_x.device), e
         index = order[position * args.batch : (position + 1) * args.batch]
         x, y = train_x.index_select(0, index), train_y.index_select(0, index)
         loss = F.cross_entropy(model(x), y)
@@ -150,6 +152,7 @@ def train(args: argparse.Namespace, data: tuple[torch.Tensor, ...], model: nn.Mo
         for name, m in masks.items():
             params[name].grad.mul_(m)
         optimizer.step()
+        WORK["steps"] += 1
         with torch.no_grad():
             for name, m in masks.items():
                 params[name].mul_(m)
@@ -182,7 +185,7 @@ def random_masks(masks: dict[str, torch.Tensor], seed: int) -> dict[str, torch.T
     generator, out = torch.Generator().manual_seed(seed), {}
     for name, m in masks.items():
         keep = torch.randperm(m.numel(), generator=generator)[: int(m.sum())]
-        out[name] = torch.zeros(m.numel()).index_fill_(0, keep, 1.0).reshape(m.shape)
+        out[name] = torch.zeros(m.numel()).index_fill_(0, keep, 1.0).reshape(m.shape).to(m.device)
     return out
 
 
@@ -202,30 +205,33 @@ def main() -> None:
     parser.add_argument("--init", default="kaiming_normal", choices=("kaiming_normal", "glorot_normal"))
     parser.add_argument("--replicates", type=int, default=1)
     parser.add_argument("--controls", default="", help="comma-separated: random_reinit,random_prune")
+    parser.add_argument("--subset", type=int, default=None, help="train on the first N training examples")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     rss_import = rss_mib()
     began = time.perf_counter()
-    data = load()
+    device = torch.device(args.device)
+    data = tuple(t.to(device) for t in load(subset=args.subset))
     PHASES["data"] = time.perf_counter() - began
     rss_data = rss_mib()
     controls = [c for c in args.controls.split(",") if c]
     for r in range(args.replicates):
-        model = build(r, args.init)
+        model = build(r, args.init).to(device)
         masks = {n: torch.ones_like(p) for n, p in model.named_parameters() if n.endswith("weight")}
         root = args.out / f"replicate_{r}"
         train(args, data, model, masks, r, 0, root / "level_0", snapshot=args.rewind)
-        rewound = torch.load(root / "level_0" / f"snapshot_{args.rewind}.pt")
+        rewound = torch.load(root / "level_0" / f"snapshot_{args.rewind}.pt", map_location=device)
         for level in range(1, args.levels + 1):
             masks = prune(args, dict(model.named_parameters()), masks)
-            model = build(r, args.init)
+            model = build(r, args.init).to(device)
             model.load_state_dict(rewound)
             train(args, data, model, masks, r, args.rewind, root / f"level_{level}")
             for control in controls:
                 if control == "random_reinit":
-                    other = build(derive(20, 0, r, r, level), args.init)
+                    other = build(derive(20, 0, r, r, level), args.init).to(device)
                     control_masks = masks
                 else:
-                    other = build(r, args.init)
+                    other = build(r, args.init).to(device)
                     other.load_state_dict(rewound)
                     control_masks = random_masks(masks, derive(21, 0, r, r, level))
                 train(args, data, other, control_masks, r, args.rewind, root / f"level_{level}_{control}")
@@ -233,7 +239,9 @@ def main() -> None:
     PHASES["train"] = total - sum(PHASES.values())  # the rest: training steps, pruning, model building
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rss = {"after_import": rss_import, "after_data": rss_data, "peak": peak}
-    print(json.dumps({"phases_s": {**PHASES, "total": total}, "rss_mib": rss}))
+    if device.type == "cuda":
+        rss["cuda_peak_allocated"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps({"phases_s": {**PHASES, "total": total}, "rss_mib": rss, "work": {**WORK, "batch": args.batch}}))
 
 
 if __name__ == "__main__":
