@@ -9,7 +9,7 @@
 #   5. ResNet-20 and ResNet-50 training images/s, lottery vs plain loops (benchmarks/gpu_resnet50.py)  ~100 s
 #   6. ResNet-20 stability onset at k = 0, 200, 1000 iterations (2 copies each, stacked)               ~90 s
 #   bash benchmarks/gpu.sh                  # PYTHON=/path/to/python to choose the interpreter
-#   bash benchmarks/gpu.sh --smoke          # every section tiny, on the CPU: checks the script runs end to end
+#   bash benchmarks/gpu.sh --smoke          # every section small, on the CPU: checks the script runs end to end
 # CIFAR=/path/to/cifar-10-batches-py: section 6 on CIFAR-10 (default: synthetic CIFAR-shaped data).
 #
 # `bash benchmarks/gpu.sh papers [NAME]` instead runs the GPU-sized reproductions of docs/measured.md's "Against the
@@ -132,6 +132,17 @@ SHORT=(--set training.training_steps=2000it --set 'training.milestone_steps=["10
        --set training.batch_size=32 --set dataset.subset=256 --set stability.batchnorm_batches=2
        --set stability.train_subset=128)
 "$PY" -m lottery run --preset resnet20_lmc --out "$TMP/stability" --device "$DEV" --progress log \
-    "${DATA[@]}" "${SHORT[@]}" --set stability.copies=2 --set 'stability.levels=[0]' 2>&1 | tail -12
+    "${DATA[@]}" "${SHORT[@]}" --set stability.copies=2 --set 'stability.levels=[0]' 2>&1 | tail -3
+"$PY" - "$TMP/stability" <<'PYEOF'
+import csv, sys
+from pathlib import Path
+with open(next(Path(sys.argv[1]).glob("*/stability.csv")), newline="") as f:
+    rows = sorted(csv.DictReader(f), key=lambda r: int(r["rewind_iteration"]))
+print("| rewind k (it) | kind | test error barrier (pp) | train error barrier (pp) | L2 distance | stable |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['rewind_iteration']} | {r['kind']} | {float(r['barrier_test']):.2f} | "
+          f"{float(r['barrier_train']):.2f} | {float(r['l2']):.2f} | {r['stable']} |")
+PYEOF
 
 section "done in ${SECONDS}s"

@@ -60,9 +60,10 @@ QUICK_DEMO = {
     "lottery": ["--set", "imp.levels=2", "--set", "training.training_steps=1ep"],
     "plain": ["--levels", "2", "--epochs", "1"],
 }
-SMOKE = {  # --smoke: a check that every part runs (1,280 training examples), not a measurement
-    "lottery": ["--set", "dataset.subset=1280"],
-    "plain": ["--subset", "1280"],
+SMOKE = {  # --smoke: a check that every part runs (7,680 training examples: the demo's rewind point 100 it lies
+    # within one epoch of batch 60), not a measurement
+    "lottery": ["--set", "dataset.subset=7680"],
+    "plain": ["--subset", "7680"],
 }
 
 # Run inside the instrumented `lottery run`: phase times and RSS, printed as one JSON line on stderr at exit.
@@ -243,7 +244,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP_NUM_THREADS of both processes (default 1: ratios robust on a shared machine; "
                         "0: torch's default, all cores)")  # fmt: skip
-    parser.add_argument("--smoke", action="store_true", help="tiny (1,280 examples, one round): checks it runs")
+    parser.add_argument("--smoke", action="store_true", help="small (7,680 examples, one round): checks it runs")
     parser.add_argument("--device", default="cpu", help="the device of both sides (cpu, cuda)")
     parser.add_argument("--lottery-args", default="", help="extra `lottery run` options, e.g. '--batch-copies off'")
     args = parser.parse_args()
