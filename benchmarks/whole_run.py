@@ -80,18 +80,20 @@ from lottery.store.run_dir import RunDir
 phases = {"import": time.perf_counter() - began, "data": 0.0, "data fingerprint": 0.0, "store": 0.0,
           "evaluation": 0.0}
 memory = {"after import": rss()}
+raised = {}  # phase -> MiB by which the process's peak (VmHWM) rose during that phase's calls
 depth = [0]
 def timed(owner, name, phase, after=None):
     original = getattr(owner, name)
     def wrapper(*args, **kwargs):
         depth[0] += 1
-        start = time.perf_counter()
+        start, peak = time.perf_counter(), rss("VmHWM")
         try:
             return original(*args, **kwargs)
         finally:
             depth[0] -= 1
             if depth[0] == 0 or phase != "store":
                 phases[phase] += time.perf_counter() - start
+                raised[phase] = raised.get(phase, 0.0) + rss("VmHWM") - peak
             if after:
                 after()
     setattr(owner, name, wrapper)
@@ -108,6 +110,9 @@ def report():
     phases["rest (training, pruning, planning)"] = total - sum(phases.values())
     phases["total"] = total
     memory["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for phase, mib in raised.items():
+        memory[f"peak raised in {phase}"] = mib
+    memory["peak raised elsewhere (training, pruning)"] = memory["peak"] - memory["after import"] - sum(raised.values())
     import torch
     if torch.cuda.is_available():
         memory["cuda peak allocated"] = torch.cuda.max_memory_allocated() / 2**20
