@@ -12,6 +12,7 @@ decides (the rule `lottery run` follows with --batch-copies auto).
 
     python benchmarks/batched_copies.py                 # K = 8 LeNet-300-100 (Adam, 60), ResNet-20 (SGD, 128), Conv-2
     python benchmarks/batched_copies.py --device cuda   # the same on a GPU (times synchronized per iteration)
+    python benchmarks/batched_copies.py --compile 1     # also K separate runs with --compile (torch.compile)
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def measure(
     iterations: int,
     rounds: int,
     device: torch.device,
+    compiled: bool = False,
 ) -> dict[str, float]:
     models, masks = copies(build, k, 0.2)
     models = [m.to(device) for m in models]
@@ -75,16 +77,22 @@ def measure(
     trainings = [dataclasses.replace(training, data_order_seed=i, augmentation_seed=i) for i in range(k)]
     schedule = Schedule(len(data.train_x) // training.batch_size, iterations, 0, [], iterations)
     no_eval = _common.without_eval(data)
-    clocks = {side: _common.Clock(device) for side in ("separate", "together")}
+    clocks = {side: _common.Clock(device) for side in ("separate", "together", "compiled")}
+    first: list[float] = []  # wall time of each compiled run's first iteration (compilation included)
 
-    def separate() -> None:
-        clock = clocks["separate"]
+    def separate(side: str = "separate") -> None:
+        clock = clocks[side]
         with _common.watched(loop, clock, first_only=False):
             for model, mask, t in zip(models, masks, trainings):
                 clock.restart()
+                seen = len(clock.wall)
                 with tempfile.TemporaryDirectory() as tmp:
                     job = Job(training=t, schedule=schedule, mask=mask, augment=augment)
-                    loop.train(RunDir(tmp), model, no_eval, job, Runtime(device=device, progress=False))
+                    runtime = Runtime(device=device, progress=False, compile=side == "compiled")
+                    loop.train(RunDir(tmp), model, no_eval, job, runtime)
+                if side == "compiled" and len(clock.wall) > seen:
+                    first.append(clock.wall[seen])
+                    del clock.wall[seen], clock.cpu[seen]  # steady state only; the compile cost is reported apart
 
     def together() -> None:
         clock = clocks["together"]
@@ -95,7 +103,10 @@ def measure(
             runtime = Runtime(device=device, progress=False, batch_copies=True)
             train_together(runs, models, no_eval, jobs, runtime)
 
-    _common.interleave({"separate": separate, "together": together}, rounds, warmup=0)
+    sides = {"separate": separate, "together": together}
+    if compiled:
+        sides["compiled"] = lambda: separate("compiled")
+    _common.interleave(sides, rounds, warmup=0)
 
     def per_iteration(side: str) -> tuple[float, float]:
         factor = 1 if side == "together" else k  # the one-copy-at-a-time side: K x one copy's iteration
@@ -109,6 +120,11 @@ def measure(
         f"  together (train_together) CPU {_common.ms(cpu)}  wall p25 {_common.ms(wall)}  "
         f"-> separate / together = {base_cpu / cpu:.2f} (CPU), {base_wall / wall:.2f} (wall)"
     )
+    if compiled:
+        c_cpu, c_wall = per_iteration("compiled")
+        print(f"  K separate runs, --compile  CPU {_common.ms(c_cpu)}  wall p25 {_common.ms(c_wall)}  -> separate / "
+              f"compiled = {base_cpu / c_cpu:.2f} (CPU), {base_wall / c_wall:.2f} (wall); first iteration of a "
+              f"compiled run (compilation) median {_common.median(first):.2f} s, max {max(first):.2f} s")  # fmt: skip
     auto = should_batch(models[0], Runtime(device=device), k)
     chosen = base_cpu / cpu if auto else 1.0
     print(f"  on {device.type}: should_batch(K={k}) = {auto} -> stability copies run at {chosen:.2f}x separate runs")
@@ -121,6 +137,7 @@ def main() -> None:
         k=(int, 8, "copies"),
         networks=(str, "lenet,resnet20,conv2", "comma-separated"),
         device=(str, "cpu", "training device (cuda: the GPU measurement)"),
+        compile=(int, 0, "1: also K separate runs with --compile (torch.compile; its first iteration apart)"),
     )
     device = torch.device(args.device)
     _common.header("K batched copies vs K sequential runs")
@@ -143,6 +160,7 @@ def main() -> None:
             iterations=40 if args.quick else 150,
             rounds=1 if args.quick else 3,
             device=device,
+            compiled=bool(args.compile),
         )
     if "resnet20" in args.networks:
         data = _common.cifar_like(n_train=2048)
@@ -165,6 +183,7 @@ def main() -> None:
             iterations=2 if args.quick else 4,
             rounds=1 if args.quick else 2,
             device=device,
+            compiled=bool(args.compile),
         )
     if "conv2" in args.networks:
         data = _common.cifar_like(n_train=2048)
@@ -185,6 +204,7 @@ def main() -> None:
             iterations=10 if args.quick else 40,
             rounds=1 if args.quick else 2,
             device=device,
+            compiled=bool(args.compile),
         )
 
 

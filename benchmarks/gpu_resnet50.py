@@ -1,6 +1,7 @@
 """ResNet-50 training images/second on one GPU (bf16 autocast, channels_last): `lottery`'s loop vs a plain PyTorch
 loop, on synthetic tensors already on the GPU and on the image-folder pipeline (generated JPEGs decoded by
-worker processes). Started by benchmarks/gpu.sh, which runs the CUDA checks first.
+worker processes). Started by benchmarks/gpu.sh, which runs the CUDA checks first. `--model resnet20`: CIFAR's
+ResNet-20 on 32x32 synthetic tensors (10 classes) instead, no image folder.
 
 - plain: the hand-written loop: `model(x)` under `torch.autocast(bfloat16)`, cross-entropy, `zero_grad`,
   `backward`, `torch.optim.SGD(momentum 0.9, weight decay 1e-4).step()`; channels_last model and inputs.
@@ -30,6 +31,8 @@ import _common
 from image_pipeline import write_images
 from lottery.data import Splits, load
 from lottery.data.stream import FolderStream
+from lottery.models import Network
+from lottery.models.resnet import ResNet
 from lottery.models.resnet_imagenet import ImageNetResNet
 from lottery.pruning import Mask
 from lottery.spec import DatasetSpec, TrainingSpec
@@ -45,7 +48,7 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def masked(model: ImageNetResNet, density: float) -> Mask:
+def masked(model: Network, density: float) -> Mask:
     g = torch.Generator().manual_seed(0)
     kinds = model.layer_kinds()
     return Mask({n: (torch.rand(m.shape, generator=g) < density) | (kinds[n] == "output")
@@ -99,7 +102,7 @@ def ticking(cls: type, times: list[float]) -> Iterator[None]:
         cls.batch = original
 
 
-def ours_rate(model: ImageNetResNet, data: Any, training: TrainingSpec, steps: int, warmup: int) -> float:
+def ours_rate(model: Network, data: Any, training: TrainingSpec, steps: int, warmup: int) -> float:
     """Images/s of `lottery.training.train` (30%-density mask, no evaluation, no checkpoint)."""
     end = warmup + steps + 1
     schedule = Schedule(max(1, data.train_size // training.batch_size), end, 0, [], end)
@@ -112,15 +115,17 @@ def ours_rate(model: ImageNetResNet, data: Any, training: TrainingSpec, steps: i
     return training.batch_size / _common.median(times[warmup:])
 
 
-def synthetic_figures(template: ImageNetResNet, training: TrainingSpec, args: argparse.Namespace) -> None:
+def synthetic_figures(
+    template: Network, training: TrainingSpec, args: argparse.Namespace, size: int = 224, classes: int = 1000
+) -> None:
     """Both loops on 4 batches of random tensors held on the GPU."""
     n = args.batch * 4
     device = DEVICE[0]
     g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(n, 3, 224, 224, device=device, generator=g)
-    y = torch.randint(0, 1000, (n,), device=device, generator=g)
+    x = torch.randn(n, 3, size, size, device=device, generator=g)
+    y = torch.randint(0, classes, (n,), device=device, generator=g)
     empty_x, empty_y = x[:0], y[:0]
-    splits = Splits(x, y, empty_x, empty_y, empty_x, empty_y, 1000, torch.zeros(3, device=device))
+    splits = Splits(x, y, empty_x, empty_y, empty_x, empty_y, classes, torch.zeros(3, device=device))
 
     def synthetic(t: int) -> tuple[torch.Tensor, torch.Tensor]:
         i = (t % 4) * args.batch
@@ -128,8 +133,8 @@ def synthetic_figures(template: ImageNetResNet, training: TrainingSpec, args: ar
 
     plain = plain_rate(copy.deepcopy(template), synthetic, training, args.steps, args.warmup)
     ours = ours_rate(copy.deepcopy(template), splits, training, args.steps, args.warmup)
-    print(f"synthetic tensors on the GPU, batch {args.batch}: plain {plain:.0f} img/s, lottery {ours:.0f} img/s "
-          f"(masked, 30% density) -> lottery/plain {ours / plain:.3f}")  # fmt: skip
+    print(f"{args.model}: synthetic tensors on {device.type}, batch {args.batch}: plain {plain:.0f} img/s, "
+          f"lottery {ours:.0f} img/s (masked, 30% density) -> lottery/plain {ours / plain:.3f}")  # fmt: skip
 
 
 def main() -> None:
@@ -140,11 +145,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(16, multiprocessing.cpu_count()))
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--device", default="cuda", help="cuda (default); cpu for a smoke run of the script only")
+    parser.add_argument("--model", choices=("resnet50", "resnet20"), default="resnet50")
     args = parser.parse_args()
     DEVICE[0] = torch.device(args.device)
-    _common.header("ResNet-50 training on one GPU: lottery vs plain PyTorch (bf16, channels_last)")
+    _common.header(f"{args.model} training on one GPU: lottery vs plain PyTorch (bf16, channels_last)")
     torch.backends.cudnn.benchmark = True
     training = TrainingSpec(lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=args.batch, precision="bf16")
+    if args.model == "resnet20":
+        template: Network = ResNet((3, 32, 32), 10, 20)
+        template.initialize("kaiming_normal", torch.Generator().manual_seed(0))
+        synthetic_figures(template, training, args, size=32, classes=10)
+        return
     template = ImageNetResNet(50, 1000)
     template.initialize("kaiming_normal", torch.Generator().manual_seed(0))
 

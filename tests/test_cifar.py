@@ -53,11 +53,12 @@ def check(data, expected: dict[str, np.ndarray], classes: int) -> None:
     for split in ("train", "test"):
         x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
         raw = expected[f"{split}_x"]
-        assert x.shape == (len(raw), 3, 32, 32) and x.dtype == torch.float32
+        # Stored as uint8 (load() converts each split to float32 / scale after splitting: data/base.py).
+        assert x.shape == (len(raw), 3, 32, 32) and x.dtype == torch.uint8 and data.scale == 255
         assert y.dtype == torch.int64 and y.tolist() == expected[f"{split}_y"].tolist()
         # Channel-major rows: value (c, row, col) sits at c * 1024 + row * 32 + col.
-        assert x[0, 1, 2, 3].item() == pytest.approx(raw[0, 1024 + 2 * 32 + 3] / 255)
-        assert torch.equal(x, torch.from_numpy(raw).float().div(255).view(-1, 3, 32, 32))
+        assert x[0, 1, 2, 3].item() == raw[0, 1024 + 2 * 32 + 3]
+        assert torch.equal(x.float().div(data.scale), torch.from_numpy(raw).float().div(255).view(-1, 3, 32, 32))
 
 
 @pytest.mark.parametrize("classes,name", [(10, "cifar10"), (100, "cifar100")])

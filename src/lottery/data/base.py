@@ -22,7 +22,10 @@ VALIDATION_SPLIT_SEED = 0  # fixed: the validation split never depends on any tr
 class ImageData:
     """What a loader returns: inputs as float32 (N, ...) -- images (N, C, H, W) in [0, 1], sequences (N, C, L) or
     (N, L), tabular rows (N, F), or integer tokens (never normalised) -- and labels as int64 (N,). A loader may
-    give its own validation split (`val_x`, `val_y`); otherwise one is held out of the training set."""
+    give its own validation split (`val_x`, `val_y`); otherwise one is held out of the training set. A loader of
+    8-bit images may instead return them as stored (uint8) with `scale` = 255: `load` converts each split to float32
+    divided by `scale` after splitting (the same numbers, without a float32 copy of the whole set beside its
+    splits)."""
 
     train_x: Tensor
     train_y: Tensor
@@ -31,6 +34,7 @@ class ImageData:
     num_classes: int
     val_x: Tensor | None = None
     val_y: Tensor | None = None
+    scale: float | None = None  # inputs stored as integers, to be divided by this (float32) when loaded
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,9 @@ def load(spec: DatasetSpec) -> Any:
         if getattr(spec, name) is not None:
             raise UserError(f"dataset.{name} applies to image-folder datasets only (imagefolder, imagenet)")
     check(data, spec.name)
+    # One float32 copy of each split at most: splits are indexed before an integer-stored set (`scale`) is
+    # converted, the loader's whole set is let go once split, and the copies made here are normalised in place
+    # (the same elementwise operations as out of place: the same bits).
     if data.val_x is not None:
         train_idx = torch.arange(len(data.train_x))
         val_x, val_y = data.val_x, data.val_y
@@ -122,21 +129,32 @@ def load(spec: DatasetSpec) -> Any:
         val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
     if spec.subset is not None:
         train_idx = train_idx[: spec.subset]
-    train_x, train_y = data.train_x[train_idx], data.train_y[train_idx]
+    train_x, train_y = data.train_x[train_idx], data.train_y[train_idx]  # indexing copies: train_x is our own
+    own = {"train": True, "val": data.val_x is None, "test": False}  # which inputs are copies made here
+    test_x, test_y, num_classes, scale = data.test_x, data.test_y, data.num_classes, data.scale
+    del data  # the loader's whole training set goes now (when nothing else holds it)
+    if scale is not None:
+        train_x, val_x, test_x = (x.to(torch.float32, copy=True).div_(scale) for x in (train_x, val_x, test_x))
+        own = dict.fromkeys(own, True)
     mean, std = statistics(train_x) if spec.normalize and train_x.is_floating_point() else (None, None)
 
-    def norm(x: Tensor) -> Tensor:
-        return x.contiguous() if mean is None else ((x - _per_feature(mean, x)) / _per_feature(std, x)).contiguous()
+    def norm(x: Tensor, split: str) -> Tensor:
+        if mean is None:
+            return x.contiguous()
+        m, s = _per_feature(mean, x), _per_feature(std, x)
+        if own[split] and x.is_contiguous():
+            return x.sub_(m).div_(s)
+        return (x - m).div_(s).contiguous()
 
     features = train_x.shape[1] if train_x.dim() > 1 else 1
     return Splits(
-        train_x=norm(train_x),
+        train_x=norm(train_x, "train"),
         train_y=train_y,
-        val_x=norm(val_x),
+        val_x=norm(val_x, "val"),
         val_y=val_y,
-        test_x=norm(data.test_x),
-        test_y=data.test_y,
-        num_classes=data.num_classes,
+        test_x=norm(test_x, "test"),
+        test_y=test_y,
+        num_classes=num_classes,
         pad_value=torch.zeros(features) if mean is None else -mean / std,
     )
 
@@ -180,13 +198,13 @@ def as_data(value: Any, what: str = "dataset") -> ImageData:
         splits = {"train": (value.train_x, value.train_y), "test": (value.test_x, value.test_y)}
         if value.val_x is not None:
             splits["val"] = (value.val_x, value.val_y)
-        num_classes = value.num_classes
+        num_classes, scale = value.num_classes, value.scale
     elif isinstance(value, Mapping) and "train" in value and "test" in value:
         unknown = set(value) - {"train", "test", "val", "num_classes"}
         if unknown:
             raise UserError(f"{what} returned unknown keys {sorted(unknown)} (allowed: train, test, val, num_classes)")
         splits = {k: _pair(value[k], f"{what}: '{k}'") for k in ("train", "val", "test") if k in value}
-        num_classes = value.get("num_classes")
+        num_classes, scale = value.get("num_classes"), None
     else:
         raise UserError(f"{what} must return {{'train': (x, y), 'test': (x, y)}} or ImageData, got {type(value)}")
     for split, (x, y) in splits.items():
@@ -201,7 +219,7 @@ def as_data(value: Any, what: str = "dataset") -> ImageData:
     val = splits.get("val", (None, None))
     (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
     return ImageData(train_x, train_y.long(), test_x, test_y.long(), int(num_classes), val[0],
-                     None if val[1] is None else val[1].long())  # fmt: skip
+                     None if val[1] is None else val[1].long(), scale)  # fmt: skip
 
 
 def _pair(split: Any, what: str) -> tuple[Tensor, Tensor]:

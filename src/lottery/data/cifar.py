@@ -111,15 +111,17 @@ def _split(folder: Path, files: tuple[str, ...], name: str) -> tuple[torch.Tenso
     batches = [read_batch(folder / f, name) for f in files]
     images = torch.from_numpy(np.concatenate([x for x, _ in batches]))
     labels = torch.from_numpy(np.concatenate([y for _, y in batches]))
-    return images.float().div_(255), labels
+    return images, labels
 
 
 def load_cifar(spec: DatasetSpec) -> ImageData:
+    """The images as stored (uint8, 4x smaller than float32): `load` converts each split to float32 / 255 after
+    holding out the validation split (data/base.py, ImageData.scale)."""
     layout = LAYOUTS[spec.name]
     folder = find_folder(spec.name, spec.root)
     train_x, train_y = _split(folder, layout.train, spec.name)
     test_x, test_y = _split(folder, layout.test, spec.name)
-    return ImageData(train_x, train_y, test_x, test_y, layout.num_classes)
+    return ImageData(train_x, train_y, test_x, test_y, layout.num_classes, scale=255)
 
 
 register_dataset("cifar10")(load_cifar)

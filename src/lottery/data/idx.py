@@ -67,9 +67,10 @@ def load_idx_dataset(spec: DatasetSpec) -> ImageData:
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise UserError(f"{spec.name}: {split} images {x.shape} and labels {y.shape} do not match")
-    images = {k: torch.from_numpy(arrays[k].copy()).float().div_(255).unsqueeze(1) for k in ("train_x", "test_x")}
+    # Images as stored (uint8): `load` converts each split to float32 / 255 (data/base.py, ImageData.scale).
+    images = {k: torch.from_numpy(arrays[k].copy()).unsqueeze(1) for k in ("train_x", "test_x")}
     labels = {k: torch.from_numpy(arrays[k].astype(np.int64)) for k in ("train_y", "test_y")}
-    return ImageData(**images, **labels, num_classes=10)
+    return ImageData(**images, **labels, num_classes=10, scale=255)
 
 
 register_dataset("fashion_mnist")(load_idx_dataset)
