@@ -11,9 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lottery.data import base
 from lottery.data.base import ImageData, load
 from lottery.data.idx import DEFAULT_ROOT
+from lottery.registry import Plugin, datasets
 from lottery.spec import DatasetSpec
 
 SPLITS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y", "pad_value")
@@ -28,7 +28,7 @@ def _labels(seed: int, n: int) -> torch.Tensor:
 
 
 def _register(monkeypatch: pytest.MonkeyPatch, name: str, make) -> None:
-    monkeypatch.setitem(base.loaders._items, name, lambda spec: make())
+    monkeypatch.setitem(datasets._items, name, Plugin("dataset", name, lambda: make()))
 
 
 @settings(max_examples=25, deadline=None)
@@ -81,6 +81,7 @@ def test_normalised_in_place_only_where_load_made_the_copy(monkeypatch: pytest.M
 PEAK = """
 import resource, sys
 from lottery.data import load
+from lottery.registry import Plugin, datasets
 from lottery.spec import DatasetSpec
 def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 before = peak()
