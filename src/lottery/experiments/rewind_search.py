@@ -28,12 +28,12 @@ import dataclasses
 import math
 import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from lottery.errors import UserError
-from lottery.experiments import conclusions, imp, stability, views
+from lottery.experiments import conclusions, driver, imp, stability, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.plan import run_task
@@ -460,10 +460,10 @@ def run_search(
     max_copies: int | None = None,
 ) -> tuple[RunDir, dict[str, Any]]:
     """Search the dense network's and the IMP subnetwork's stability points; write `rewind_search.json` (and the
-    experiment's results) in the search's experiment directory; return it and the search's record."""
+    experiment's results) in the search's experiment directory; return it and the search's record. The driver's
+    sequence (experiments/driver.py), its execution step the search's probes (`search`)."""
     from lottery.experiments.run import write_results
     from lottery.plugins import stamp
-    from lottery.store import check_collision, experiment_dir, locked, write_spec
 
     level = spec.imp.levels if level is None else level
     if level < 1:
@@ -474,63 +474,68 @@ def run_search(
         raise UserError("refine must be >= 0 and the matching tolerance >= 0")
     if max_copies is not None and not 2 <= max_copies <= 1000:
         raise UserError(f"--max-copies must be between 2 and 1000 (copies per replicate), got {max_copies}")
-    base = Context(stamp(spec), runtime)
-    end = base.schedule.end
+    end = Context(stamp(spec), runtime).schedule.end
     steps = tuple(grid) if grid else tuple(f"{k}it" for k in default_grid(end))
-    spec = stamp(search_spec(spec, level, steps))
-    ctx = Context(spec, runtime)
-    ctx.validate()
-    candidates = ctx.rewind_points
-    experiment = experiment_dir(Path(root), spec)
-    check_collision(experiment, spec)
-    with locked(experiment.path, wait=wait):
-        check_collision(experiment, spec)
-        write_spec(experiment, spec, preset)
-        search = Search(ctx, experiment, level, max_trainings, tolerance, max_copies)
-        _say(f"{experiment.path}: grid {candidates} (iterations), level {level}, threshold {spec.stability.threshold}")
-        out: dict[str, Any] = {
-            "level": level,
-            "grid": candidates,
-            "threshold": spec.stability.threshold,
-            "tolerance": tolerance,
-            "refine": refine,
-            "max_trainings": max_trainings,
-            "copies": spec.stability.copies,
-            "max_copies": search.max_copies,
-            "confidence": conclusions.CONFIDENCE,
-        }
-        for subject in ("dense", "imp"):
+    (experiment,) = driver.prepare([(search_spec(spec, level, steps), preset)], Path(root), runtime)
 
-            def decide(k: int, subject: str = subject) -> str:
-                return search.probe(subject, k)
+    def work(experiments: Sequence[driver.Experiment]) -> dict[str, Any]:
+        return search(experiments[0].ctx, experiments[0].directory, level, max_trainings, refine, tolerance, max_copies)
 
-            k, bracket, complete = bracket_search(lambda j: decide(j) == conclusions.STABLE, candidates, refine)
-            decisions = {j: p["decision"] for j, p in search.probes[subject].items()}
-            checked = check(decide, candidates, k, decisions, BEYOND if complete else 0)  # budget spent: no probe
-            out[subject] = summarize(search, subject, k, bracket, complete, checked)
-            found = out[subject]
-            _say(
-                f"{subject}: k = {k}, bracket {bracket}, interval {found['interval']}, monotone {found['monotone']}"
-                + (f" (unstable at {found['offending']})" if found["offending"] else "")
-                + ("" if found["complete"] else " (budget spent)")
-            )
-        out["dense_accuracy"] = search.dense_accuracy()
-        out["cost"] = {  # trained by this call (stored runs are free); all its probes take; a full sweep takes
-            "trainings": search.trained,
-            "iterations": search.iterations,
-            "probed": cost_of(
-                ctx,
-                level,
-                list(search.probes["dense"]),
-                list(search.probes["imp"]),
-                {subject: {j: p["copies"] for j, p in search.probes[subject].items()} for subject in ("dense", "imp")},
-            ),  # fmt: skip
-            "full_sweep": full_sweep_cost(ctx, level),
-        }
-        out = nan_to_none(out)
-        experiment.write_json("rewind_search.json", out)
-        write_results(experiment, spec)
-    return experiment, out
+    _, out = driver.drive([experiment], runtime, work, write_results, wait)
+    return experiment.directory, out
+
+
+def search(
+    ctx: Context,
+    experiment: RunDir,
+    level: int,
+    max_trainings: int | None,
+    refine: int,
+    tolerance: float,
+    max_copies: int | None,
+) -> dict[str, Any]:
+    """Probe the search spec's experiment (`ctx`, `experiment`: locked, its spec written) for both subjects and
+    write `rewind_search.json`; return its content."""
+    spec, candidates = ctx.spec, ctx.rewind_points
+    search = Search(ctx, experiment, level, max_trainings, tolerance, max_copies)
+    _say(f"{experiment.path}: grid {candidates} (iterations), level {level}, threshold {spec.stability.threshold}")
+    out: dict[str, Any] = {
+        "level": level,
+        "grid": candidates,
+        "threshold": spec.stability.threshold,
+        "tolerance": tolerance,
+        "refine": refine,
+        "max_trainings": max_trainings,
+        "copies": spec.stability.copies,
+        "max_copies": search.max_copies,
+        "confidence": conclusions.CONFIDENCE,
+    }
+    for subject in ("dense", "imp"):
+
+        def decide(k: int, subject: str = subject) -> str:
+            return search.probe(subject, k)
+
+        k, bracket, complete = bracket_search(lambda j: decide(j) == conclusions.STABLE, candidates, refine)
+        decisions = {j: p["decision"] for j, p in search.probes[subject].items()}
+        checked = check(decide, candidates, k, decisions, BEYOND if complete else 0)  # budget spent: no probe
+        out[subject] = summarize(search, subject, k, bracket, complete, checked)
+        found = out[subject]
+        _say(
+            f"{subject}: k = {k}, bracket {bracket}, interval {found['interval']}, monotone {found['monotone']}"
+            + (f" (unstable at {found['offending']})" if found["offending"] else "")
+            + ("" if found["complete"] else " (budget spent)")
+        )
+    out["dense_accuracy"] = search.dense_accuracy()
+    used = {subject: {j: p["copies"] for j, p in search.probes[subject].items()} for subject in ("dense", "imp")}
+    out["cost"] = {  # trained by this call (stored runs are free); all its probes take; a full sweep takes
+        "trainings": search.trained,
+        "iterations": search.iterations,
+        "probed": cost_of(ctx, level, list(search.probes["dense"]), list(search.probes["imp"]), used),
+        "full_sweep": full_sweep_cost(ctx, level),
+    }
+    out = nan_to_none(out)
+    experiment.write_json("rewind_search.json", out)
+    return out
 
 
 PROBE_COLUMNS = (

@@ -6,8 +6,7 @@ are found finished and never trained again.
 `networks(ctx)` is the one list of the networks a spec implies: for each, its run directory in the experiment, its
 recipe and the task that trains it (with that task's dependencies). Binding (`bind`), the plan (plan.py: its tasks
 are the networks' tasks, `steps`), the rewind search's missing lists and costs (`point_networks`), `lottery verify
---recompute` and the tests read it. Nothing is
-trusted by its name (store/networks.py)."""
+--recompute` and the tests read it. Nothing is trusted by its name (store/networks.py)."""
 
 from __future__ import annotations
 
