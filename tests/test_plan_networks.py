@@ -90,11 +90,8 @@ def test_a_hand_counted_plan(batch_copies: bool | None) -> None:
     """imp.levels=2 at one rewind point, one control kind, stability at (20it, levels 0 and 2), two replicates:
     per replicate the dense run, 2 levels, 2 controls, 2 stability points; stacked (the default on LeNet/CPU) the
     replicates' dense runs and levels are one task each."""
-    ctx = context(
-        ["replicates=2", "imp.levels=2", "imp.rewind=['20it']", "controls.kinds=['random_prune']",
-         "stability.rewind=['20it']", "stability.levels=[0, 2]"],
-        batch_copies,
-    )  # fmt: skip
+    overrides = ["replicates=2", "imp.levels=2", "imp.rewind=['20it']", "controls.kinds=['random_prune']"]
+    ctx = context([*overrides, "stability.rewind=['20it']", "stability.levels=[0, 2]"], batch_copies)
     tasks = plan(ctx)
     # 2 x (dense 1 + levels 2 + controls 2 + copies: dense 2 at level 0, imp 2 at level 2)
     assert len(list(views.networks(ctx))) == 2 * (1 + 2 + 2 + 2 + 2) + 2 * 2  # the dense copies once per level
@@ -124,3 +121,20 @@ def test_the_rewind_searchs_missing_list_and_cost_count_the_networks_the_store_l
     after = search.missing(20, 1)
     assert {run.path for run, _ in after} == {(experiment / n.view.as_posix()).path for n in point if n not in stored}
     assert search.trained == 3 == cost["trainings"] - len(after)
+
+
+def test_planning_computes_no_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network's recipe is computed when first asked (binding, verify), never to plan: an executor's worker plans
+    once per task, and a large spec's recipes take seconds."""
+    overrides = ["replicates=2", "imp.levels=2", "controls.kinds=['random_prune']", "stability.rewind=['20it']"]
+    ctx = context([*overrides, "masks.sources=['magnitude']", "masks.densities=[0.3]"], None)
+    expected = [task.name for task in plan(ctx)]
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("a recipe was computed to plan")
+
+    for kind in ("dense", "level", "control", "copy", "mask_copy", "mask_run"):
+        monkeypatch.setattr(f"lottery.experiments.recipes.{kind}", refuse)
+    assert [task.name for task in plan(ctx)] == expected
+    with pytest.raises(AssertionError, match="a recipe was computed"):
+        _ = next(iter(views.networks(ctx))).recipe

@@ -10,8 +10,9 @@ are the networks' tasks, `steps`), the rewind search's missing lists and costs (
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,17 @@ from lottery.store.networks import bind_one, check_experiment
 
 @dataclass(frozen=True)
 class Network:
-    """One network an experiment needs: its run directory relative to the experiment, its recipe, and the task
-    that trains it (`step`: its name, action and dependencies; plan.py merges a stacked group's members into one
-    task, which answers to their names too)."""
+    """One network an experiment needs: its run directory relative to the experiment, its recipe (`make` computes
+    it when first asked: planning needs none), and the task that trains it (`step`: its name, action and
+    dependencies; plan.py merges a stacked group's members into one task, which answers to their names too)."""
 
     view: Path
-    recipe: dict[str, Any]
+    make: Callable[[], dict[str, Any]] = field(repr=False, compare=False)
     step: Task
+
+    @cached_property
+    def recipe(self) -> dict[str, Any]:
+        return self.make()
 
     @property
     def task(self) -> str:
@@ -124,21 +129,22 @@ def networks(ctx: Context, dense_only: bool = False) -> Iterator[Network]:
     spec, root = ctx.spec, Path()
     for r in range(spec.replicates):
         rdir = layout.replicate(root, r)
-        yield Network(layout.dense(rdir), recipes.dense(ctx, r), dense_step(r))
+        yield Network(layout.dense(rdir), partial(recipes.dense, ctx, r), dense_step(r))
         if dense_only:
             continue
         for k in ctx.rewind_points:
             for level_ in range(1, spec.imp.levels + 1):
-                yield Network(layout.level(rdir, k, level_), recipes.level(ctx, r, k, level_), level_step(r, k, level_))
+                recipe = partial(recipes.level, ctx, r, k, level_)
+                yield Network(layout.level(rdir, k, level_), recipe, level_step(r, k, level_))
                 for kind, seed in recipes.planned_controls(ctx, level_):
-                    recipe = recipes.control(ctx, r, k, level_, kind, seed)
+                    recipe = partial(recipes.control, ctx, r, k, level_, kind, seed)
                     yield Network(
                         layout.control(rdir, k, level_, kind, seed), recipe, control_step(r, k, level_, kind, seed)
                     )
         for kind in spec.masks.kinds() if spec.masks.sources else []:
             for density in spec.masks.densities:
                 for seed in spec.masks.seeds:
-                    recipe = recipes.mask_run(ctx, r, kind, density, seed)
+                    recipe = partial(recipes.mask_run, ctx, r, kind, density, seed)
                     step = mask_step(ctx, r, kind, density, seed)
                     yield Network(layout.mask_run(rdir, kind, density, seed), recipe, step)
         yield from _dynamic(ctx, rdir, r)
@@ -151,7 +157,7 @@ def _dynamic(ctx: Context, rdir: Path, r: int) -> Iterator[Network]:
     """Replicate r's dynamic-sparsity runs (RigL, SET, GMP and their rewound masks: experiments/dynamic.py)."""
     planned = {fields["name"]: Task(**fields) for fields in dynamic.planned(ctx, r, names.dense(r))}
     for view, recipe, task in dynamic.networks(ctx, rdir, r):
-        yield Network(view, recipe, planned[task])
+        yield Network(view, partial(dict, recipe), planned[task])
 
 
 def copies(ctx: Context, rdir: Path, r: int, k: int, level: int, controls_: tuple[str, ...]) -> Iterator[Network]:
@@ -163,23 +169,22 @@ def copies(ctx: Context, rdir: Path, r: int, k: int, level: int, controls_: tupl
         where = layout.stability(rdir, k, 0 if kind == "dense" else level)
         step = stability_step(ctx, r, k, first if kind == "dense" else level)
         for i in range(ctx.spec.stability.copies):
-            yield Network(
-                layout.copy(where, kind, i), recipes.copy(ctx, r, k, level, kind, i, recipes.CONTROL_SEED), step
-            )
+            recipe = partial(recipes.copy, ctx, r, k, level, kind, i, recipes.CONTROL_SEED)
+            yield Network(layout.copy(where, kind, i), recipe, step)
     for kind, density, seed in recipes.mask_subjects(ctx, k, level):  # stability.masks, at (masks.at, 0)
         where = layout.mask_run(layout.stability(rdir, k, 0), kind, density, seed)
         step = stability_step(ctx, r, k, level)
         for i in range(ctx.spec.stability.copies):
-            yield Network(layout.copy(where, kind, i), recipes.mask_copy(ctx, r, kind, density, seed, i), step)
+            yield Network(layout.copy(where, kind, i), partial(recipes.mask_copy, ctx, r, kind, density, seed, i), step)
 
 
 def point_networks(ctx: Context, r: int, k: int, level: int, controls_: tuple[str, ...]) -> list[Network]:
     """What analysing (k, level) of replicate r needs, k anywhere (the rewind search probes points off the grid):
     the dense run, IMP levels 1..level rewound to k, and the point's copies (those of the dense network once)."""
     rdir = layout.replicate(Path(), r)
-    found = [Network(layout.dense(rdir), recipes.dense(ctx, r), dense_step(r))]
+    found = [Network(layout.dense(rdir), partial(recipes.dense, ctx, r), dense_step(r))]
     found += [
-        Network(layout.level(rdir, k, level_), recipes.level(ctx, r, k, level_), level_step(r, k, level_))
+        Network(layout.level(rdir, k, level_), partial(recipes.level, ctx, r, k, level_), level_step(r, k, level_))
         for level_ in range(1, level + 1)
     ]
     return found + list(copies(ctx, rdir, r, k, level, controls_))
