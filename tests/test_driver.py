@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from conftest import tiny_spec
+from conftest import TINY, tiny_spec
+from lottery.cli.main import main
 from lottery.errors import UserError
 from lottery.experiments import driver, executors
 from lottery.experiments.context import Context
@@ -140,3 +141,26 @@ def test_a_collision_is_refused_before_anything_is_written(tmp_path: Path) -> No
     with pytest.raises(UserError, match="holds a different spec"):
         run_experiment(spec, None, tmp_path, Runtime(progress=False))
     assert sorted(p.relative_to(directory.path) for p in directory.path.rglob("*")) == before
+
+
+def test_dry_run_lists_the_plans_tasks_with_what_the_store_holds_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs"
+    levels = ("imp.rewind=['20it']", "controls.kinds=['random_prune']")
+    run_experiment(tiny_spec("imp.levels=1", *levels), None, store, Runtime(progress=False))
+    before = sorted(store.rglob("*"))
+    capsys.readouterr()
+    argv = ["run", "--dry-run", "--out", str(store), "--preset", "lenet_300_100", "--progress", "log"]
+    argv += [f"--set={override}" for override in (*TINY, "imp.levels=2", *levels)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:-1] == [
+        "stored  r0/dense  (1/1 networks stored)",
+        "stored  r0/k20/level1  (1/1 networks stored)",
+        "stored  r0/k20/level1/random_prune/seed0  (1/1 networks stored)",
+        "to run  r0/k20/level2  (0/1 networks stored)",
+        "to run  r0/k20/level2/random_prune/seed0  (0/1 networks stored)",
+    ]
+    assert lines[-1].endswith(": 5 tasks, 2 to run; 2 of 5 networks to train")
+    assert sorted(store.rglob("*")) == before  # nothing written: no experiment directory, no link, no lock

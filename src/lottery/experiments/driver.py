@@ -30,7 +30,7 @@ from lottery.experiments.plan import index, plan
 from lottery.loggers.summary import log_experiment
 from lottery.plugins import stamp
 from lottery.spec import ExperimentSpec
-from lottery.store import RunDir, check_collision, experiment_dir, locked, write_spec
+from lottery.store import RunDir, check_collision, experiment_dir, layout, locked, write_spec
 from lottery.training import Runtime
 
 T = TypeVar("T")
@@ -143,6 +143,34 @@ def announce_results(experiment: RunDir, results: dict[str, Any], runtime: Runti
     trackers of `runtime.log` (lottery.loggers; once, by rank 0 under torchrun)."""
     if runtime.log and is_main():
         log_experiment(runtime.log, experiment.path, results, runtime.log_strict)
+
+
+def dry_run(
+    spec: ExperimentSpec, preset: str | None, root: Path, runtime: Runtime, dense_only: bool = False
+) -> list[str]:
+    """What `lottery run --dry-run` prints, having validated the spec and written nothing: every task of the plan
+    in order, with the networks it trains (`views.networks`) and how many of them the store already holds, then a
+    total. A task that trains no network (the early-bird trace) shows '-'."""
+    (experiment,) = prepare([(spec, preset)], root, runtime)
+    ctx, store = experiment.ctx, Path(root)
+    tasks = index(plan(ctx))
+    held_by: dict[str, dict[Path, bool]] = {}  # task -> its networks' views -> stored
+    for network in views.networks(ctx, dense_only):
+        stored = (layout.network(store, network.kind, network.digest) / "summary.json").is_file()
+        held_by.setdefault(tasks[network.task].name, {})[network.view] = stored
+    lines, to_run = [], 0
+    for task in plan(ctx, dense_only):
+        found = held_by.get(task.name, {})
+        done = sum(found.values())
+        state = "-" if not found else "stored" if done == len(found) else "to run"
+        to_run += state == "to run"
+        lines.append(f"{state:7} {task.name}  ({done}/{len(found)} networks stored)")
+    networks = [stored for found in held_by.values() for stored in found.values()]
+    lines.append(
+        f"{experiment.directory.path}: {len(lines)} tasks, {to_run} to run; "
+        f"{len(networks) - sum(networks)} of {len(networks)} networks to train"
+    )
+    return lines
 
 
 def without_stacking(runtime: Runtime, nproc: int) -> Runtime:
