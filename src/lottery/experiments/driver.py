@@ -156,8 +156,7 @@ def dry_run(
     tasks = index(plan(ctx))
     held_by: dict[str, dict[Path, bool]] = {}  # task -> its networks' views -> stored
     for network in views.networks(ctx, dense_only):
-        stored = (layout.network(store, network.kind, network.digest) / "summary.json").is_file()
-        held_by.setdefault(tasks[network.task].name, {})[network.view] = stored
+        held_by.setdefault(tasks[network.task].name, {})[network.view] = _stored(store, network)
     lines, to_run = [], 0
     for task in plan(ctx, dense_only):
         found = held_by.get(task.name, {})
@@ -171,6 +170,13 @@ def dry_run(
         f"{len(networks) - sum(networks)} of {len(networks)} networks to train"
     )
     return lines
+
+
+def _stored(store: Path, network: views.Network) -> bool:
+    """Whether the store holds the network finished (its summary), read without following a link out of it."""
+    summary = layout.network(store, network.kind, network.digest) / "summary.json"
+    layout.confined(summary)  # every directory on the way a real one of the store: UserError otherwise
+    return summary.is_file() and not summary.is_symlink()
 
 
 def without_stacking(runtime: Runtime, nproc: int) -> Runtime:
