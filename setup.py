@@ -1,4 +1,4 @@
-"""Everything is configured in pyproject.toml; this file only ships docs/*.md inside the package (lottery/docs/), so
+"""Everything is configured in pyproject.toml; this file only ships docs/**/*.md inside the package (lottery/docs/), so
 that the CLI's --help and error messages can point at documentation an installed wheel has
 (`lottery.cli.docs.docs_dir`)."""
 
@@ -13,8 +13,10 @@ class BuildWithDocs(build_py):
         super().run()
         target = Path(self.build_lib) / "lottery" / "docs"
         target.mkdir(parents=True, exist_ok=True)
-        for doc in sorted((Path(__file__).parent / "docs").glob("*.md")):
-            (target / doc.name).write_bytes(doc.read_bytes())
+        docs = Path(__file__).parent / "docs"
+        for doc in sorted(docs.rglob("*.md")):  # docs/extending/*.md too
+            (target / doc.relative_to(docs)).parent.mkdir(parents=True, exist_ok=True)
+            (target / doc.relative_to(docs)).write_bytes(doc.read_bytes())
 
 
 setup(cmdclass={"build_py": BuildWithDocs})

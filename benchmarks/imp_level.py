@@ -28,7 +28,7 @@ from lottery.experiments.context import Context
 from lottery.models.lenet import LeNet
 from lottery.pruning import Mask, attach, prune
 from lottery.spec import resolve
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import Runtime
 
 
@@ -36,8 +36,8 @@ def reference_level(
     ctx: Context, rdir: RunDir, loaders: tuple[DataLoader, DataLoader, DataLoader], epochs: int, eval_every: int = 100
 ) -> None:
     """Level 1 in the reference framework's style: prune, rewind, DataLoader-fed training and evaluation."""
-    dense = imp.dense_dir(rdir)
-    final, start = dense.read_tensors("final.safetensors"), dense.read_tensors(imp.snapshot_name(0))
+    dense = layout.dense(rdir)
+    final, start = dense.read_tensors("final.safetensors"), dense.read_tensors(layout.snapshot(0))
     mask = prune(final, Mask.ones(ctx.model(0)), ctx.layer_kinds, ctx.spec.pruning)
     model = LeNet((1, 28, 28), 10)
     model.load_state_dict(mask.apply_to(start))
@@ -90,7 +90,7 @@ def main() -> None:
         )
 
         def ours() -> None:
-            shutil.rmtree(imp.level_dir(rdir, 0, 1).path, ignore_errors=True)
+            shutil.rmtree(layout.level(rdir, 0, 1).path, ignore_errors=True)
             imp.run_level(ctx, rdir, 0, 0, 1)
 
         times = _common.interleave(

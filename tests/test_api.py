@@ -18,10 +18,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import lottery
 from conftest import tiny_spec
 from lottery.errors import UserError
-from lottery.experiments import imp as engine_imp
 from lottery.experiments.context import Context
 from lottery.experiments.run import run_experiment
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import Runtime, train
 
 X = torch.randn(64, 6, generator=torch.Generator().manual_seed(0))
@@ -144,11 +143,11 @@ def test_imp_matches_the_cli_on_lenet(tmp_path: Path) -> None:
         lottery.imp(model, train_fn, levels=2, iterations=ctx.schedule.end, rewind=20, fraction=p.fraction,
                     scope="layerwise", rates=p.rates)
     )  # fmt: skip
-    replicate = engine_imp.replicate_dir(experiment, 0)
-    dense = engine_imp.dense_dir(replicate)
+    replicate = layout.replicate(experiment, 0)
+    dense = layout.dense(replicate)
     assert same_bits(levels[0].final, dense.read_tensors("final.safetensors"))
     for level in levels[1:]:
-        run = engine_imp.level_dir(replicate, 20, level.level)
+        run = layout.level(replicate, 20, level.level)
         stored = run.read_tensors("mask.safetensors")
         assert all(torch.equal(level.mask[n], stored[n]) for n in level.mask)
         assert same_bits(level.start, run.read_tensors("start.safetensors"))

@@ -1,5 +1,5 @@
 """Conclusions with their uncertainty, on hand-computed cases: the stability and matching decisions
-(experiments/conclusions.py), the cluster bootstrap and the partial Spearman of the predictors, the rewind search's
+(results/conclusions.py), the cluster bootstrap and the partial Spearman of the predictors, the rewind search's
 check of monotonicity and its extra copies, and You et al.'s online early-bird rule."""
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lottery.experiments import conclusions
-from lottery.experiments.conclusions import (
+from lottery.experiments.predictors import cluster_bootstrap, correlate, partial_spearman, spearman
+from lottery.experiments.rewind_search import bracket_search, check, escalate, k_interval
+from lottery.pruning.early_bird import drawn_at, online_drawn_at, settled_at
+from lottery.results import conclusions
+from lottery.results.conclusions import (
     barrier_estimate,
     jackknife_pairs,
     matching_decision,
@@ -20,9 +23,6 @@ from lottery.experiments.conclusions import (
     t_interval,
     t_quantile,
 )
-from lottery.experiments.predictors import cluster_bootstrap, correlate, partial_spearman, spearman
-from lottery.experiments.rewind_search import bracket_search, check, escalate, k_interval
-from lottery.pruning.early_bird import drawn_at, online_drawn_at, settled_at
 
 
 def test_t_quantiles_match_the_tables() -> None:
@@ -219,7 +219,7 @@ def test_online_early_bird_rule_on_a_hand_made_sequence() -> None:
 
 
 def test_results_summary_decides_matching_over_replicates() -> None:
-    from lottery.experiments.results import aggregate, table
+    from lottery.results.rows import aggregate, table
 
     def row(kind: str, r: int, accuracy: float, seed: int | None = None) -> dict:
         return {"kind": kind, "replicate": r, "rewind_iteration": None if kind == "dense" else 0,

@@ -11,8 +11,8 @@ import torch
 from conftest import run_tiny, tiny_spec
 from lottery.experiments.context import Context
 from lottery.experiments.controls import control_seed, control_start
-from lottery.experiments.imp import level_dir, replicate_dir
 from lottery.spec import TrainingSpec, spec_hash
+from lottery.store import layout
 from lottery.training import Runtime
 
 
@@ -36,8 +36,8 @@ def test_the_default_pairing_is_left_out_of_the_hash() -> None:
 def test_paired_controls_share_their_draws_across_levels_and_independent_ones_do_not(store: Path) -> None:
     short = "training.training_steps=20it"
     experiment, _ = run_tiny(store, "imp.levels=2", short)
-    rdir = replicate_dir(experiment, 0)
-    masks = {level: level_dir(rdir, 0, level).read_tensors("mask.safetensors") for level in (1, 2)}
+    rdir = layout.replicate(experiment, 0)
+    masks = {level: layout.level(rdir, 0, level).read_tensors("mask.safetensors") for level in (1, 2)}
     for pairing in ("paired", "independent"):
         ctx = Context(tiny_spec("imp.levels=2", short, f"controls.pairing={pairing}"), Runtime(progress=False))
         reinit = {level: control_start(ctx, rdir, 0, 0, level, ctx.mask(masks[level]), "random_reinit", 0)

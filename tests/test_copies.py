@@ -22,8 +22,8 @@ from lottery.models.lenet import LeNet
 from lottery.models.resnet import ResNet
 from lottery.pruning import Mask
 from lottery.spec import TrainingSpec
-from lottery.store import RunDir
-from lottery.training import Job, Runtime, Schedule, loop, should_batch, snapshot_name, train, train_together
+from lottery.store import RunDir, layout
+from lottery.training import Job, Runtime, Schedule, loop, should_batch, train, train_together
 from lottery.training import stacked as stacked_module
 from lottery.training.optimizer import make_optimizer
 
@@ -186,10 +186,10 @@ def test_snapshots_taken_together_match_separate_runs(tmp_path: Path) -> None:
     for a, b in zip(together, alone):
         assert_same_runs(a, b)
         for k in (0, 3, 11):
-            got, want = a.read_tensors(snapshot_name(k)), b.read_tensors(snapshot_name(k))
+            got, want = a.read_tensors(layout.snapshot(k)), b.read_tensors(layout.snapshot(k))
             for name in want:
                 torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
-            state, reference = a.read_torch(snapshot_name(k, True)), b.read_torch(snapshot_name(k, True))
+            state, reference = a.read_torch(layout.snapshot(k, True)), b.read_torch(layout.snapshot(k, True))
             assert state["param_groups"] == reference["param_groups"]
             assert state["state"].keys() == reference["state"].keys()  # empty at iteration 0
             for j, entries in reference["state"].items():

@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lottery import collective
 from lottery.cli.main import main
 from lottery.data.batches import BatchStream
 from lottery.pruning import Mask
@@ -175,6 +176,7 @@ import sys
 from pathlib import Path
 
 import torch
+from lottery import collective
 from lottery.cli.main import main
 from lottery.data.augment import crop_and_flip
 from lottery.data.batches import BatchStream
@@ -186,8 +188,8 @@ from lottery.training.evaluate import evaluate
 
 out, settings = sys.argv[1], sys.argv[2:]
 assert distributed.setup(torch.device("cpu")) == torch.device("cpu")
-r, n = distributed.rank(), distributed.world_size()
-assert n == 2 and distributed.is_main() == (r == 0)
+r, n = collective.rank(), collective.world_size()
+assert n == 2 and collective.is_main() == (r == 0)
 
 def gather(t):
     parts = [torch.empty_like(t) for _ in range(n)]
@@ -271,7 +273,7 @@ def test_collective_helpers_and_divisibility_error(tmp_path: Path) -> None:
 
 
 def test_single_process_helpers_are_identities(tmp_path: Path) -> None:
-    assert not distributed.active() and distributed.world_size() == 1 and distributed.is_main()
+    assert not collective.active() and collective.world_size() == 1 and collective.is_main()
     assert distributed.setup(torch.device("cpu")) == torch.device("cpu")
     distributed.check_batch(63)
     assert distributed.shard(10) == (0, 10) and distributed.shard(10, 1, 2) == (5, 10)
@@ -281,7 +283,7 @@ def test_single_process_helpers_are_identities(tmp_path: Path) -> None:
     assert distributed.broadcast_mask(mask) is mask
     distributed.check_equal(mask)
     assert distributed.due(True, 1) and not distributed.due(False, 0)
-    with distributed.main_writes() as main_rank:
+    with collective.main_writes() as main_rank:
         assert main_rank
     with distributed.exclusive(tmp_path / "x"):
         assert (tmp_path / "x" / ".lock").exists()

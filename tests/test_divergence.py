@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from lottery.errors import UserError
 from lottery.experiments import imp
 from lottery.experiments.context import Context
-from lottery.experiments.run import replicate_dir, run_experiment
+from lottery.experiments.run import run_experiment
 from lottery.spec import resolve
+from lottery.store import layout
 from lottery.store.layout import walk
 from lottery.training import Runtime, loop
 from reliability_helpers import TINY, cli_args, experiment_dir, run_cli, trained, tree
@@ -120,7 +121,7 @@ def test_rewind_point_after_divergence_is_refused_not_retried_forever(tmp_path: 
     experiment, _ = run_experiment(spec, None, tmp_path, Runtime(progress=False), dense_only=True)
     ctx = Context(spec, Runtime(progress=False))
     with pytest.raises(UserError, match="diverged at iteration 20, before rewind point 40; lower training.lr"):
-        imp.rewind_state(ctx, replicate_dir(experiment, 0), 0, 40)
+        imp.rewind_state(ctx, layout.replicate(experiment, 0), 0, 40)
 
 
 def test_a_diverged_chain_with_a_stability_analysis_reports_the_rest(

@@ -112,9 +112,9 @@ def test_the_local_executor_stops_at_the_first_error_for_run_and_goes_on_for_a_s
 ) -> None:
     spec = tiny_spec()
     jobs = [
-        executors.Job(spec, Task("a", "dense", 0)),
-        executors.Job(spec, Task("b", "level", 0, deps=("a",))),
-        executors.Job(spec, Task("c", "dense", 1)),
+        executors.TaskJob(spec, Task("a", "dense", 0)),
+        executors.TaskJob(spec, Task("b", "level", 0, deps=("a",))),
+        executors.TaskJob(spec, Task("c", "dense", 1)),
     ]
     ran: list[str] = []
 

@@ -215,14 +215,15 @@ def test_large_jpegs_decode_at_reduced_scale_close_to_full_decode(tmp_path: Path
 
 
 def test_each_rank_trains_its_slice_of_the_global_batch(images: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lottery import collective
     from lottery.training import distributed
 
     data = folder(images)
     x, y = data.stream(6, 1, 2).batch(4)
-    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    monkeypatch.setattr(collective, "world_size", lambda: 3)
     parts = []
     for r in range(3):
-        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        monkeypatch.setattr(collective, "rank", lambda r=r: r)
         parts.append(distributed.local_batch(data.stream(6, 1, 2), 4))  # a fresh stream per rank
     assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
 

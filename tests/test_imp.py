@@ -13,10 +13,9 @@ import torch
 from conftest import run_tiny
 from lottery.experiments import imp
 from lottery.pruning import Mask
-from lottery.pruning.strategies import rounded_count
+from lottery.pruning.ranking import rounded_count
 from lottery.store import RunDir, layout
 from lottery.store.layout import walk
-from lottery.training import snapshot_name
 
 
 def level(experiment: RunDir, k: int, n: int) -> RunDir:
@@ -29,10 +28,10 @@ def test_imp_rewinds_exactly_and_masks_nest(store: Path) -> None:
     # One dense run serves both rewind points.
     assert sorted(p.name for p in (dense.path / "snapshots").iterdir()) == ["iter_0.safetensors", "iter_20.safetensors"]
     assert torch.equal(
-        dense.read_tensors(snapshot_name(0))["out.weight"], dense.read_tensors("start.safetensors")["out.weight"]
+        dense.read_tensors(layout.snapshot(0))["out.weight"], dense.read_tensors("start.safetensors")["out.weight"]
     )
     for k in (0, 20):
-        w_k = dense.read_tensors(snapshot_name(k))
+        w_k = dense.read_tensors(layout.snapshot(k))
         previous = None
         for n in (1, 2, 3):
             run = level(experiment, k, n)
@@ -73,7 +72,7 @@ def test_optimizer_state_rewind_option(store: Path) -> None:
     overrides = ("imp.levels=1", "imp.rewind=20it", "training.optimizer=sgd", "training.momentum=0.9")
     fresh, _ = run_tiny(store / "fresh", *overrides)
     rewound, _ = run_tiny(store / "rewind", *overrides, "imp.optimizer_state=rewind")
-    state = (rewound / "replicate_0" / "level_0").read_torch(snapshot_name(20, optimizer=True))
+    state = (rewound / "replicate_0" / "level_0").read_torch(layout.snapshot(20, optimizer=True))
     assert state is not None and len(state["state"]) > 0  # momentum buffers at k were saved
     a = level(fresh, 20, 1).read_tensors("final.safetensors")
     b = level(rewound, 20, 1).read_tensors("final.safetensors")

@@ -1,8 +1,11 @@
 """No module of src/lottery imports one that imports it back, directly or through others: the graph of imports
-between modules (module level and inside functions alike; not the annotation-only imports under `if
-TYPE_CHECKING:`, which never run) is acyclic. A package's `__init__` counts as a module; importing `a.b.c` is an
-edge to `a.b.c` only (not to the packages above it, which Python runs first but which a module does not depend
-on by naming them)."""
+between modules (module level, inside functions and under `if TYPE_CHECKING:` alike: an annotation names a
+dependency too) is acyclic. A package's `__init__` counts as a module; importing `a.b.c` is an edge to `a.b.c` only
+(not to the packages above it, which Python runs first but which a module does not depend on by naming them).
+
+And the layers (docs/architecture.md): the readers (trackers, reports, export, the results layer, the API's
+readers) never import the engine (`experiments`, `training`), and the engine never imports a reader (`loggers`,
+`reports`); they meet in `lottery.results` and `lottery.events`."""
 
 from __future__ import annotations
 
@@ -13,16 +16,8 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 
 
 def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Every import statement, at any depth, except those under `if TYPE_CHECKING:`."""
-    found = []
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            found += [n for child in node.orelse for n in _imports(ast.Module(body=[child], type_ignores=[]))]
-            continue
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found.append(node)
-        found += _imports(node)
-    return found
+    """Every import statement, at any depth (in functions, under `if TYPE_CHECKING:`)."""
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
 
 
 def module_names(root: Path) -> dict[str, Path]:
@@ -101,23 +96,101 @@ def test_no_module_of_lottery_imports_one_that_imports_it_back():
     assert cycles(import_graph(SOURCE)) == []
 
 
-def test_the_check_finds_a_cycle_through_a_function_level_import(tmp_path):
+def _package(tmp_path: Path, run_dir: str, loop: str) -> Path:
     package = tmp_path / "lottery"
-    (package / "store").mkdir(parents=True)
+    (package / "store").mkdir(parents=True, exist_ok=True)
+    (package / "training").mkdir(exist_ok=True)
     (package / "__init__.py").write_text("")
     (package / "store" / "__init__.py").write_text("from lottery.store.run_dir import RunDir\n")
-    (package / "store" / "run_dir.py").write_text("def write():\n    from lottery.training import loop\n")
-    (package / "training").mkdir()
+    (package / "store" / "run_dir.py").write_text(run_dir)
     (package / "training" / "__init__.py").write_text("")
-    loop = (
-        "from typing import TYPE_CHECKING\nfrom ..store import run_dir\nif TYPE_CHECKING:\n    from lottery import x\n"
-    )
     (package / "training" / "loop.py").write_text(loop)
-    graph = import_graph(tmp_path)
+    return tmp_path
+
+
+def test_the_check_finds_a_cycle_through_a_function_level_import(tmp_path):
+    loop = "from typing import TYPE_CHECKING\nfrom ..store import run_dir\n"
+    root = _package(tmp_path, "def write():\n    from lottery.training import loop\n", loop)
+    graph = import_graph(root)
     assert graph["lottery.training.loop"] == {"lottery.store.run_dir"}
     assert cycles(graph) == [["lottery.store.run_dir", "lottery.training.loop"]]
-    (package / "store" / "run_dir.py").write_text("def write():\n    pass\n")
-    assert cycles(import_graph(tmp_path)) == []
+    _package(tmp_path, "def write():\n    pass\n", loop)
+    assert cycles(import_graph(root)) == []
+
+
+def test_the_check_finds_a_cycle_through_an_import_under_type_checking(tmp_path):
+    run_dir = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lottery.training.loop import Job\n"
+    root = _package(tmp_path, run_dir, "from lottery.store.run_dir import RunDir\n")
+    graph = import_graph(root)
+    assert graph["lottery.store.run_dir"] == {"lottery.training.loop"}
+    assert cycles(graph) == [["lottery.store.run_dir", "lottery.training.loop"]]
+    (tmp_path / "lottery" / "store" / "run_dir.py").write_text("from typing import TYPE_CHECKING\n")
+    assert cycles(import_graph(root)) == []
+
+
+READERS = (
+    "lottery.loggers", "lottery.reports", "lottery.export", "lottery.results", "lottery.api.notebook",
+    "lottery.api.analysis",
+)  # fmt: skip
+ENGINE = ("lottery.experiments", "lottery.training")
+
+
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(f"{p}.") for p in packages)
+
+
+def layer_violations(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """reader -> the engine modules it imports, engine module -> the readers it imports (`lottery.loggers`,
+    `lottery.reports`): what the layering forbids."""
+    found = {}
+    for module, targets in graph.items():
+        if _within(module, READERS):
+            bad = [t for t in targets if _within(t, ENGINE)]
+        elif _within(module, ENGINE):
+            bad = [t for t in targets if _within(t, ("lottery.loggers", "lottery.reports"))]
+        else:
+            continue
+        if bad:
+            found[module] = sorted(bad)
+    return found
+
+
+def test_no_reader_imports_the_engine_and_the_engine_imports_no_reader():
+    graph = import_graph(SOURCE)
+    assert {"lottery.reports.load", "lottery.loggers.track", "lottery.training.loop"} <= set(graph)
+    assert layer_violations(graph) == {}
+
+
+def test_the_results_layer_and_the_readers_reach_no_experiment_module_even_through_others():
+    graph = import_graph(SOURCE)
+
+    def reach(module: str) -> set[str]:
+        seen, todo = set(), [module]
+        while todo:
+            for target in graph[todo.pop()] - seen:
+                seen.add(target)
+                todo.append(target)
+        return seen
+
+    results = {m: sorted(t for t in reach(m) if _within(t, ENGINE)) for m in graph if _within(m, ("lottery.results",))}
+    assert results == {m: [] for m in results}
+    readers = {
+        m: sorted(t for t in reach(m) if _within(t, ("lottery.experiments",))) for m in graph if _within(m, READERS)
+    }
+    assert readers == {m: [] for m in readers}
+
+
+def test_the_layering_check_finds_a_reader_importing_the_engine_and_the_engine_importing_a_reader(tmp_path):
+    graph = {
+        "lottery.reports.load": {"lottery.experiments.run", "lottery.results.source"},
+        "lottery.training.loop": {"lottery.loggers.track", "lottery.events"},
+        "lottery.experiments.run": {"lottery.results.rows"},
+        "lottery.wiring": {"lottery.experiments.run", "lottery.loggers.track"},
+    }
+    assert layer_violations(graph) == {
+        "lottery.reports.load": ["lottery.experiments.run"],
+        "lottery.training.loop": ["lottery.loggers.track"],
+    }
 
 
 def test_the_store_and_the_collectives_import_nothing_above_them():

@@ -14,12 +14,11 @@ from conftest import run_tiny, tiny_spec
 from lottery.errors import UserError
 from lottery.experiments import masks, recipes
 from lottery.experiments.context import Context
-from lottery.experiments.imp import replicate_dir
 from lottery.pruning import Mask
 from lottery.pruning.early_bird import mask_distance, online_drawn_at, settled_at
 from lottery.reports import write_report
 from lottery.spec import ExperimentSpec, resolve, spec_hash
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import Runtime
 
 MASKS = [
@@ -32,7 +31,7 @@ MASKS = [
 
 
 def stored_mask(experiment: RunDir, kind: str) -> Mask:
-    return Mask(masks.mask_run_dir(replicate_dir(experiment, 0), kind, 0.1, 0).read_tensors("mask.safetensors"))
+    return Mask(layout.mask_run(layout.replicate(experiment, 0), kind, 0.1, 0).read_tensors("mask.safetensors"))
 
 
 def test_masks_end_to_end(store: Path) -> None:
@@ -55,15 +54,15 @@ def test_masks_end_to_end(store: Path) -> None:
     assert all(
         torch.equal(stored_mask(experiment, "snip_reinit")[n], stored_mask(experiment, "snip")[n]) for n in source
     )
-    rdir = replicate_dir(experiment, 0)
-    start = masks.mask_run_dir(rdir, "snip", 0.1, 0).read_tensors("start.safetensors")
-    fresh = masks.mask_run_dir(rdir, "snip_reinit", 0.1, 0).read_tensors("start.safetensors")
+    rdir = layout.replicate(experiment, 0)
+    start = layout.mask_run(rdir, "snip", 0.1, 0).read_tensors("start.safetensors")
+    fresh = layout.mask_run(rdir, "snip_reinit", 0.1, 0).read_tensors("start.safetensors")
     assert not torch.equal(start["hidden.0.weight"], fresh["hidden.0.weight"])
     # recorded seeds reproduce the masks
     ctx = Context(tiny_spec(*MASKS), Runtime(progress=False))
     for kind in ("snip", "magnitude"):
         again, info = masks.source_mask(ctx, rdir, 0, kind, 0.1, 0, invert=False)
-        record = masks.mask_run_dir(rdir, kind, 0.1, 0).read_json("source.json")
+        record = layout.mask_run(rdir, kind, 0.1, 0).read_json("source.json")
         assert record["derived_seed"] == info["derived_seed"] == masks.derived_seed(kind, 0, ctx.training(0))
         assert all(torch.equal(again[n], stored_mask(experiment, kind)[n]) for n in again)
     # early bird: a distance per trace point, the mask computed where it settled
@@ -78,7 +77,7 @@ def test_masks_end_to_end(store: Path) -> None:
     )
     assert entry["distances"][2] == pytest.approx(mask_distance(m10, m20))  # magnitude masks use no seed
     assert mask_distance(m10, m20) == pytest.approx(mask_distance(m10, m20, "considered") / (2 * m10.density))
-    eb = masks.mask_run_dir(rdir, "early_bird", 0.1, 0).read_json("source.json")
+    eb = layout.mask_run(rdir, "early_bird", 0.1, 0).read_json("source.json")
     assert eb["computed_at"] == (entry["settled_at"] if entry["settled_at"] is not None else 60)
     # You et al.'s online rule by default: the newest mask against each of the previous four
     assert trace["rule"] == "online" and trace["window"] == 5

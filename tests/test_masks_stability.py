@@ -14,9 +14,7 @@ import torch
 
 from conftest import run_tiny, tiny_spec
 from lottery.errors import UserError
-from lottery.experiments import masks
 from lottery.experiments.context import Context
-from lottery.experiments.imp import replicate_dir
 from lottery.experiments.plan import index, plan
 from lottery.experiments.stability import copy_training
 from lottery.reports import write_report
@@ -35,7 +33,7 @@ STUDIED = [(kind, d) for kind in ("snip", "snip_reinit", "random") for d in (0.2
 
 def test_mask_sources_go_through_the_stability_analysis(store: Path) -> None:
     experiment, results = run_tiny(store, *SPEC)
-    rdir = replicate_dir(experiment, 0)
+    rdir = layout.replicate(experiment, 0)
     point = layout.stability(rdir, 0, 0)
     analysis = point.read_json("analysis.json")
     records = {(p["kind"], p.get("target_density")): p for p in analysis["points"]}
@@ -43,7 +41,7 @@ def test_mask_sources_go_through_the_stability_analysis(store: Path) -> None:
     dense_copies = [layout.copy(point, "dense", i) for i in range(2)]
     for kind, density in STUDIED:
         record = records[(kind, density)]
-        run = masks.mask_run_dir(rdir, kind, density, 0)
+        run = layout.mask_run(rdir, kind, density, 0)
         assert not record["diverged"] and record["seed"] == 0
         assert record["density"] == pytest.approx(run.read_json("sparsity.json")["density"])
         (pair,) = record["data_order"]["pairs"]  # 2 copies: one pair, its distances and barriers

@@ -26,7 +26,7 @@ VIEWS = {
     "control": "replicate_0/rewind_20it/controls/level_1/random_prune_seed0",
     "copy": "replicate_0/rewind_20it/stability/level_1/imp_copy1",
     "masks": "replicate_0/masks/snip_shuffle/density_0.3_seed0",
-    "prefix": "replicate_0/prefix_40it",
+    "prefix": "../networks/prefix",  # no experiment links a prefix run: the store's only one
     "dynamic": "replicate_0/dynamic/rigl/density_0.3_seed0",
 }
 
@@ -52,7 +52,9 @@ def compute(tmp_path: Path) -> dict[str, dict]:
               "dynamic.update_every=10it")  # fmt: skip
     run_tiny(tmp_path, *common)
     experiment, _ = run_tiny(tmp_path, *common, 'imp.rewind=["20it", "40it"]')  # W_40 from a prefix run
-    return {kind: figures(experiment.path / view) for kind, view in VIEWS.items()}
+    found = {kind: experiment.path / view for kind, view in VIEWS.items()}
+    (found["prefix"],) = found["prefix"].iterdir()
+    return {kind: figures(run) for kind, run in found.items()}
 
 
 def close(a: float, b: float) -> bool:

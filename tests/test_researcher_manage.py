@@ -78,3 +78,34 @@ def test_gc_and_rm_never_follow_links_out_of_the_store(tmp_path: Path, capsys: p
     assert "not an experiment directory" in capsys.readouterr().err
     assert main(["rm", str(store / "networks")]) == 2
     assert main(["ls", str(tmp_path / "missing")]) == 2
+    capsys.readouterr()
+    experiment = next(p for p in store.iterdir() if (p / layout.RUNS_FILE).is_file())
+    (experiment / ".lock").unlink()
+    os.symlink(outside / "data.txt", experiment / ".lock")  # a lock that is a link: never opened, never "in use"
+    assert main(["rm", str(experiment)]) == 2 and experiment.is_dir()
+    assert ".lock is a link" in capsys.readouterr().err
+    (network,) = [n for n in (store / "networks" / "dense").iterdir() if not n.is_symlink()]
+    for view in layout.links(experiment):
+        os.unlink(experiment / view)  # the network is now unlinked
+    (experiment / layout.RUNS_FILE).write_text('{"format": 3, "runs": {}}')
+    (network / ".lock").unlink(missing_ok=True)
+    os.symlink(outside / "data.txt", network / ".lock")
+    assert main(["gc", str(store)]) == 0 and network.is_dir()
+    assert ".lock is a link" in capsys.readouterr().out
+    assert (outside / "data.txt").read_text() == "keep me"
+
+
+def test_gc_keeps_a_prefix_run_while_its_dense_network_is_linked(tmp_path: Path) -> None:
+    """A prefix run (the dense run's first iterations retrained for a rewind point added later) is linked by no
+    experiment: its W_k is copied into the dense run. gc keeps it with its dense network and removes it with it."""
+    store = tmp_path / "runs"
+    run_tiny(store, "imp.levels=1")
+    later, _ = run_tiny(store, "imp.levels=1", 'imp.rewind=["0it", "20it"]')  # W_20 from a prefix run
+    prefixes = {n for n in _networks(store) if n.startswith("networks/prefix/")}
+    assert len(prefixes) == 1 and not any("prefix" in view for view in layout.links(later.path))
+    assert main(["gc", str(store)]) == 0
+    assert prefixes <= _networks(store)  # its dense network is linked: kept
+    for experiment in [p for p in store.iterdir() if p.name != layout.NETWORKS]:
+        assert main(["rm", str(experiment)]) == 0
+    assert main(["gc", str(store)]) == 0
+    assert _networks(store) == set()  # nothing links its dense network: collected with it

@@ -28,7 +28,7 @@ from lottery.reports import write_report
 from lottery.spec import spec_hash
 from lottery.store import RunDir, layout
 from lottery.store.layout import walk
-from lottery.training import Runtime, snapshot_name
+from lottery.training import Runtime
 from lottery.training.optimizer import OPTIMIZERS as _ALL
 
 T = 30  # the learning rate drops by 1e-6 at T: copies from W_k, k >= T, cannot move apart; before T they do
@@ -112,20 +112,26 @@ def test_search_finds_the_stability_point_known_by_construction(known: tuple[Pat
     stored = json.loads((experiment.path / "rewind_search.json").read_text())
     assert stored["dense"]["bracket"] == found["dense"]["bracket"] and stored["cost"] == found["cost"]
     cost = found["cost"]
-    assert cost["trainings"] == cost["probed"]["trainings"] == len(list(walk(experiment.path, "summary.json")))
+    prefixes = list((layout.store_of(experiment.path) / layout.NETWORKS / "prefix").iterdir())  # linked by none
+    trainings = len(list(walk(experiment.path, "summary.json"))) + len(prefixes)
+    assert cost["trainings"] == cost["probed"]["trainings"] == trainings
 
 
 def test_a_prefix_retrained_to_k_is_the_dense_runs_w_k_bit_for_bit(known: tuple[Path, RunDir, dict]) -> None:
     _, experiment, found = known
     ctx = Context(json_spec(experiment), Runtime(progress=False))
-    rdir = imp.replicate_dir(experiment, 0)
+    rdir = layout.replicate(experiment, 0)
     run = RunDir(experiment.path / "check_prefix_16")
     imp.train_prefix(ctx, run, 0, (16,))
-    dense = imp.dense_dir(rdir).read_tensors(snapshot_name(16))  # a grid point: saved by the dense run itself
-    prefix = run.read_tensors(snapshot_name(16))
+    dense = layout.dense(rdir).read_tensors(layout.snapshot(16))  # a grid point: saved by the dense run itself
+    prefix = run.read_tensors(layout.snapshot(16))
     assert dense.keys() == prefix.keys() and all(torch.equal(dense[k], prefix[k]) for k in dense)
     off_grid = [p["k"] for p in found["dense"]["probes"] if p["k"] not in (0, 8, 16, 32, 48)]
-    assert off_grid and all(layout.prefix(rdir, k).exists("summary.json") for k in off_grid)
+    assert off_grid and all(imp.dense_dir(rdir).exists(snapshot_name(k)) for k in off_grid)
+    store = layout.store_of(experiment.path)
+    made = [json.loads((p / layout.KEY_FILE).read_text()) for p in (store / layout.NETWORKS / "prefix").iterdir()]
+    assert set(off_grid) <= {k for recipe in made for k in recipe["snapshots"]}  # networks of the store, unlinked
+    assert not any("prefix" in view for view in json.loads((experiment.path / layout.RUNS_FILE).read_text())["runs"])
 
 
 def json_spec(experiment: RunDir):  # noqa: ANN201

@@ -26,6 +26,7 @@ Your own models, datasets and losses in specs and on the CLI (see docs/plugins.m
     register_model(name) / register_dataset(name) / register_loss(name)
 """
 
+from lottery import wiring  # noqa: F401  (last: the trackers listen to the engine; readers get its results)
 from lottery.api.analysis import Curve, barrier, classification_metrics, distances, interpolate
 from lottery.api.imp import Level, imp
 from lottery.api.masks import prune, random_mask_like, reinitialize

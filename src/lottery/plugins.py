@@ -41,7 +41,7 @@ from lottery.errors import UserError, unknown_name
 from lottery.registry import builtin_names, is_builtin
 
 if TYPE_CHECKING:
-    from lottery.spec import ExperimentSpec
+    from lottery.spec.groups import ExperimentSpec
 
 KINDS = ("model", "dataset", "loss")  # built-in names: lottery.registry.is_builtin, builtin_names
 ENTRY_POINT_GROUPS = {"model": "lottery.models", "dataset": "lottery.datasets", "loss": "lottery.losses"}

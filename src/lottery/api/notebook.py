@@ -67,8 +67,8 @@ def load_experiment(path: str | Path) -> ExperimentTables:
     [masks] runs; empty without them). Reads `results.json`, regenerating it from the store when missing, like
     `lottery report`."""
     pandas = _pandas()
-    from lottery.experiments.stability import PAIR_FIELDS, pair_rows
     from lottery.reports.load import load_experiment as load
+    from lottery.results.pairs import PAIR_FIELDS, pair_rows
     from lottery.spec import to_dict
 
     experiment = load(Path(path))

@@ -15,7 +15,7 @@ from lottery.errors import UserError
 
 
 def _runtime(args: argparse.Namespace):  # noqa: ANN202
-    from lottery import loggers
+    from lottery import collective, loggers
     from lottery.training import Runtime, distributed
 
     device = args.device
@@ -33,7 +33,7 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
         raise UserError("--checkpoint-every must be at least 1 iteration")
     progress = {"auto": None, "bar": True, "log": False}[args.progress]
     device = distributed.setup(device)  # under torchrun: join the process group (gloo on CPU, nccl on CUDA)
-    if not distributed.is_main():
+    if not collective.is_main():
         progress = False  # progress and log lines from rank 0 only
     return Runtime(
         device=device,
@@ -84,11 +84,12 @@ def _data_workers(args: argparse.Namespace) -> int | None:
 
 
 def _experiment(args: argparse.Namespace, dense_only: bool) -> int:
-    from lottery.experiments.results import table
+    from lottery import collective
     from lottery.experiments.run import run_experiment
+    from lottery.results.rows import table
     from lottery.spec import resolve
     from lottery.store import experiment_dir, store_root
-    from lottery.training import distributed, overall
+    from lottery.training import overall
 
     if args.spec is None and args.preset is None and not args.overrides:
         raise UserError("give a spec file, --preset NAME or --set overrides (see 'lottery presets')")
@@ -101,7 +102,7 @@ def _experiment(args: argparse.Namespace, dense_only: bool) -> int:
         return 0
     with overall.tracking(experiment_dir(root, spec).path):  # "network i of N", elapsed, ETA on the bar and in logs
         experiment, results = run_experiment(spec, preset, root, _runtime(args), dense_only, args.wait)
-    if distributed.is_main():  # under torchrun the table and the run directory are printed once
+    if collective.is_main():  # under torchrun the table and the run directory are printed once
         print(table(results["summary"]))
         print(experiment.path)
     return 0
@@ -116,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def rewind_search(args: argparse.Namespace) -> int:
-    from lottery.experiments.rewind_search import run_search, table
+    from lottery.experiments.rewind_search import run_search
+    from lottery.results.probes import table
     from lottery.spec import resolve
     from lottery.spec.parse import read_toml
     from lottery.store import store_root
@@ -177,8 +179,8 @@ def presets(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    from lottery.experiments.results import aggregate, table
     from lottery.experiments.run import collect
+    from lottery.results.rows import aggregate, table
     from lottery.spec import to_dict
     from lottery.store import RunDir, load_spec
 
@@ -356,7 +358,12 @@ def gc(args: argparse.Namespace) -> int:
     for network in done.removed:
         print(f"{verb} {network}")
     for network in done.held:
-        print(f"kept {network} (unlinked, but a running process holds its lock)")
+        why = (
+            "its .lock is a link, which a store never holds: remove it"
+            if (network / ".lock").is_symlink()
+            else ("a running process holds its lock")
+        )
+        print(f"kept {network} (unlinked, but {why})")
     size = f"{done.bytes / 2**20:.1f} MiB" if done.bytes >= 2**20 else f"{done.bytes / 2**10:.1f} KiB"
-    print(f"total: {verb} {len(done.removed)} network(s), {size}; {len(done.held)} kept: held by running processes")
+    print(f"total: {verb} {len(done.removed)} network(s), {size}; {len(done.held)} kept: locked")
     return 0

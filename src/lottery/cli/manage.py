@@ -2,9 +2,10 @@
 
 A store holds experiments (`<store>/<hash>/`, views whose run directories link to networks) and the networks
 (`<store>/networks/<kind>/<hash>/`). `ls` lists the experiments; `rm` removes one experiment's view (its links,
-spec and results), never a network; `gc` removes the networks no experiment links to. Nothing here follows a link
-or touches anything outside the store's root, and `gc` never removes a network whose lock (`<network>/.lock`, held
-by the process training it: `lottery.store.lock`) is taken.
+spec and results), never a network; `gc` removes the networks no experiment links to (and the prefix runs of
+dense networks none links to). Nothing here follows a link or touches anything outside the store's root, and `gc`
+never removes a network whose lock (`<network>/.lock`, held by the process training it: `lottery.store.lock`) is
+taken.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 
 from lottery.errors import UserError
 from lottery.store import layout
+from lottery.store.identity import digest
+from lottery.store.run_dir import read_regular
 
 LOCK = ".lock"
 
@@ -167,11 +170,13 @@ def remove_experiment(experiment: Path) -> int:
         raise UserError(f"{experiment} is not an experiment directory (no spec.json); nothing removed")
     if not (experiment / layout.RUNS_FILE).is_file():
         raise UserError(
-            f"{experiment} predates store format {layout.FORMAT}: its trained runs are inside it, not in networks/; "
+            f"{experiment} predates store format 2: its trained runs are inside it, not in networks/; "
             "lottery rm removes views only, so it leaves it (delete it yourself if you mean to)"
         )
     with _try_lock(experiment, create=False) as free:
         if not free:
+            if (experiment / LOCK).is_symlink():
+                raise UserError(f"{experiment / LOCK} is a link, which a store never holds: remove it; nothing removed")
             raise UserError(f"{experiment} is in use by a running lottery process; nothing removed")
         links = len(layout.links(experiment))
         shutil.rmtree(experiment)  # unlinks the run links; never follows them (rmtree does not follow symlinks)
@@ -191,7 +196,24 @@ def live_networks(store: Path) -> set[str]:
         except (OSError, ValueError, AttributeError):
             pass
         live.update(layout.links(entry).values())
-    return live
+    return live | _prefixes_of(store, live)
+
+
+def _prefixes_of(store: Path, live: set[str]) -> set[str]:
+    """The prefix runs (linked by no experiment: their W_k are copied into their dense run) of the live dense
+    networks: kept with them, and never removed while a run that made one copies from it."""
+    kept = set()
+    for network in network_dirs(store):
+        if network.parent.name != "prefix":
+            continue
+        try:
+            recipe = json.loads(read_regular(network / layout.KEY_FILE))
+            dense = f"{layout.NETWORKS}/dense/{digest(recipe['dense'])}"
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a prefix without a readable recipe is garbage
+        if dense in live:
+            kept.add(network.relative_to(store).as_posix())
+    return kept
 
 
 def network_dirs(store: Path) -> list[Path]:

@@ -16,10 +16,11 @@ from lottery import models
 from lottery.data import Splits
 from lottery.data.batches import Augment
 from lottery.errors import UserError
+from lottery.experiments.mask_points import snapshot_points, stability_point
 from lottery.models import Network
 from lottery.pruning import Mask
 from lottery.spec import ExperimentSpec, Step, TrainingSpec, spec_hash
-from lottery.store import RunDir
+from lottery.store import RunDir, layout
 from lottery.training import Job, Runtime, Schedule, should_batch
 
 
@@ -77,20 +78,19 @@ class Context:
     @cached_property
     def rewind_points(self) -> list[int]:
         """Every rewind point in iterations, sorted: those of IMP and those of the stability analysis."""
-        return sorted(set(self._iterations("imp.rewind", self.spec.imp.rewind)) | set(self.stability_points))
+        return sorted(set(self.iterations("imp.rewind", self.spec.imp.rewind)) | set(self.stability_points))
 
     @cached_property
     def dense_snapshots(self) -> list[int]:
         """Every iteration at which the dense run saves its weights: the rewind points, and what [masks] reads."""
-        from lottery.experiments.mask_points import snapshot_points
-
         return sorted(set(self.rewind_points) | set(snapshot_points(self)))
 
     @cached_property
     def stability_points(self) -> list[int]:
-        return sorted(set(self._iterations("stability.rewind", self.spec.stability.rewind)))
+        return sorted(set(self.iterations("stability.rewind", self.spec.stability.rewind)))
 
-    def _iterations(self, field: str, steps: tuple[str, ...]) -> list[int]:
+    def iterations(self, field: str, steps: tuple[str, ...]) -> list[int]:
+        """Step strings of spec field `field` in iterations; UserError for one at or after the end of training."""
         points = []
         for step in steps:
             k = Step.parse(step).to_iterations(self.schedule.iterations_per_epoch)
@@ -132,8 +132,6 @@ class Context:
 
         distributed.check_batch(self.spec.training.batch_size)  # under torchrun: one equal slice per rank
         _ = self.schedule, self.dense_snapshots, self.layer_kinds, self.augment
-        from lottery.experiments.mask_points import stability_point
-
         stability_point(self)  # stability.masks: its subjects' point (masks.at, level 0) must be analysed
         from lottery.pruning import strategies
 
@@ -187,7 +185,7 @@ class Context:
         experiment = spec_hash(self.spec)
         parts = run.path.parts
         where = len(parts) - 1 - parts[::-1].index(experiment) if experiment in parts else None
-        relative = "/".join(parts[where + 1 :]) if where is not None else str(run.path)
+        relative = "/".join(parts[where + 1 :]) if where is not None else layout.network_name(run.path) or str(run.path)
         tags = {"experiment": experiment, "spec_hash": experiment, "run": relative, "kind": kind, "level": level,
                 "rewind_iteration": rewind, "replicate": replicate, **more}  # fmt: skip
         return {key: value for key, value in tags.items() if value is not None}

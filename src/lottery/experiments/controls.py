@@ -25,10 +25,6 @@ from lottery.training import train, train_together
 KINDS = ("random_reinit", "random_prune", "random_prune_global")
 
 
-def control_dir(replicate_dir: RunDir, k: int, level: int, kind: str, seed: int) -> RunDir:
-    return layout.control(replicate_dir, k, level, kind, seed)
-
-
 def control_seed(
     kind: str, seed: int, training: TrainingSpec, pairing: str = "paired", k: int = 0, level: int = 0
 ) -> int:
@@ -72,7 +68,7 @@ def run_control(
     runs, models, jobs = [], [], []
     for kind_, seed_ in wanted:
         mask, weights, optimizer_state = control_start(ctx, replicate_dir, replicate, k, level, imp_mask, kind_, seed_)
-        runs.append(control_dir(replicate_dir, k, level, kind_, seed_))
+        runs.append(layout.control(replicate_dir, k, level, kind_, seed_))
         models.append(ctx.model(0, weights))
         tags = ctx.tags(runs[-1], replicate, kind_, level, k, seed=seed_)
         jobs.append(ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state, tags=tags))

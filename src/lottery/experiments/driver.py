@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lottery.collective import is_main
+from lottery import events
 from lottery.experiments import executors, sweep_status, views
 from lottery.experiments.context import Context
 from lottery.experiments.plan import index, plan
-from lottery.loggers.summary import log_experiment
 from lottery.plugins import stamp
 from lottery.spec import ExperimentSpec
 from lottery.store import RunDir, check_collision, experiment_dir, layout, locked, write_spec
@@ -107,7 +106,7 @@ def execute(
         everything = plan(experiment.ctx)
         tasks = index(everything)  # by name and by a stacked group's members' names
         planned = plan(experiment.ctx, dense_only) if dense_only else everything
-        jobs += [executors.Job(experiment.spec, task, experiment.ctx, tasks) for task in planned]
+        jobs += [executors.TaskJob(experiment.spec, task, experiment.ctx, tasks) for task in planned]
     if how.executor == "slurm":
         from lottery.experiments.slurm import SlurmOptions, run_slurm
 
@@ -139,10 +138,9 @@ def drive(
 
 
 def announce_results(experiment: RunDir, results: dict[str, Any], runtime: Runtime) -> None:
-    """The one place where an experiment's written results are announced: the curve, tables and figures to the
-    trackers of `runtime.log` (lottery.loggers; once, by rank 0 under torchrun)."""
-    if runtime.log and is_main():
-        log_experiment(runtime.log, experiment.path, results, runtime.log_strict)
+    """The one place where an experiment's written results are announced: the `on_results` event (lottery.events),
+    to which the trackers of `runtime.log` subscribe."""
+    events.emit(events.ResultsWritten(experiment.path, results, runtime.log, runtime.log_strict))
 
 
 def dry_run(

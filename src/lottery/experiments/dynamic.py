@@ -21,21 +21,22 @@ from typing import Any
 
 import torch
 
-from lottery import seeding
+from lottery import collective, seeding
 from lottery.data import Splits
 from lottery.dynamic.config import Config
 from lottery.dynamic.handle import DynamicSparsity
 from lottery.dynamic.settings import config as resolve_config
 from lottery.dynamic.settings import method_of
-from lottery.experiments import recipes, results
+from lottery.experiments import recipes
 from lottery.experiments.context import Context
 from lottery.experiments.imp import rewind_state
 from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, layer_pool
+from lottery.results import rows as results
 from lottery.spec import ExperimentSpec, Step, TrainingSpec
 from lottery.store import RunDir, layout, locked
-from lottery.training import Job, Runtime, distributed, train
+from lottery.training import Job, Runtime, train
 from lottery.training.loop import Alone, Session, is_finished, run_loop
 
 
@@ -191,7 +192,7 @@ def train_dynamic(
     with locked(run.path):
         if finished(run, job):
             return run.read_json("summary.json")
-        if distributed.is_main():
+        if collective.is_main():
             run.remove_temporary()
         session = DynamicSession(run, model, data, job, runtime, config, names)
         run_loop([session], Alone(session))

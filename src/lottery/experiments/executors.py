@@ -32,7 +32,7 @@ from lottery.training import Runtime
 
 
 @dataclass
-class Job:
+class TaskJob:
     """One task of one experiment; run in this process (the local executor, one process per task), with the
     driver's context of the experiment and its tasks by name (`plan.index`), where given."""
 
@@ -121,7 +121,7 @@ def _error(exc: BaseException) -> str:
 
 
 def run_local(
-    jobs: Sequence[Job],
+    jobs: Sequence[TaskJob],
     root: Path,
     runtime: Runtime,
     retries: int = 0,
@@ -170,7 +170,7 @@ def loopback_ray() -> None:
 
 
 def run_ray(
-    jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int = 0, address: str | None = None,
+    jobs: Sequence[TaskJob], root: Path, runtime: Runtime, retries: int = 0, address: str | None = None,
     workers: int | None = None, record: str | None = None, nproc: int = 1,
 ) -> Outcome:  # fmt: skip
     """Each job a Ray task that depends on its dependencies' tasks; Ray schedules and retries them."""
@@ -226,7 +226,7 @@ def task_options(runtime: Runtime, retries: int, nproc: int = 1) -> dict[str, An
     return options
 
 
-def _classify(jobs: Sequence[Job], errors: dict[str, str]) -> Outcome:
+def _classify(jobs: Sequence[TaskJob], errors: dict[str, str]) -> Outcome:
     """A job whose dependency did not succeed is 'skipped' (it never ran: Ray does not start a task whose
     argument failed); the others that raised are 'failed'."""
     outcome = Outcome()

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from typing import Any
 
+from lottery import events
 from lottery.errors import UserError
 from lottery.experiments import recipes, tasks
 from lottery.experiments.context import Context
@@ -18,18 +19,9 @@ from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, prune
 from lottery.store import RunDir, layout, locked
-from lottery.store.networks import bind_one
+from lottery.store.networks import claim
 from lottery.store.provenance import read_metadata
-from lottery.training import Job, distributed, is_finished, snapshot_name, train, train_together
-
-
-def replicate_dir(experiment: RunDir, replicate: int) -> RunDir:
-    return layout.replicate(experiment, replicate)
-
-
-def sibling(replicate_dir: RunDir, replicate: int) -> RunDir:
-    """Replicate `replicate`'s directory, next to another replicate's."""
-    return layout.sibling(replicate_dir, replicate)
+from lottery.training import Job, distributed, is_finished, train, train_together
 
 
 def stacked_replicates(ctx: Context, replicate: int) -> list[int]:
@@ -38,20 +30,13 @@ def stacked_replicates(ctx: Context, replicate: int) -> list[int]:
     return [r for r in range(ctx.spec.replicates) if r != replicate] if recipes.replicates_stacked(ctx) else []
 
 
-def dense_dir(replicate_dir: RunDir) -> RunDir:
-    return layout.dense(replicate_dir)
-
-
-def level_dir(replicate_dir: RunDir, rewind: int, level: int) -> RunDir:
-    return layout.level(replicate_dir, rewind, level)
-
-
 def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool = False) -> dict[str, Any]:
     """Level 0: the dense network from W_0 to T, with W_k (and optimizer state at k) saved for every k; with the
     other replicates' dense networks where runs are stacked, unless `alone`."""
     replicates = [replicate, *([] if alone else stacked_replicates(ctx, replicate))]
-    runs = [dense_dir(sibling(replicate_dir, r)) for r in replicates]
-    group = [dense_dir(sibling(replicate_dir, r)) for r in range(ctx.spec.replicates)]  # replicate r at position r
+    runs = [layout.dense(layout.sibling(replicate_dir, r)) for r in replicates]
+    # replicate r at position r
+    group = [layout.dense(layout.sibling(replicate_dir, r)) for r in range(ctx.spec.replicates)]
     snapshot_optimizer = ctx.spec.imp.optimizer_state == "rewind"
     points = tuple(ctx.dense_snapshots)
     jobs = [
@@ -63,7 +48,8 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
         return runs[0].read_json("summary.json")
     for r, run in unfinished:
         if run.read_json("summary.json") is not None and run.exists("final.safetensors"):
-            fill_snapshots(ctx, sibling(replicate_dir, r), r, points)  # shared with experiments needing other points
+            # shared with experiments needing other points
+            fill_snapshots(ctx, layout.sibling(replicate_dir, r), r, points)
     models = [ctx.model(ctx.training(r).init_seed) for r in replicates]
     ctx.runtime.label = f"r{replicate} level 0 (dense)" if len(runs) == 1 else "level 0 (dense)"
     if not recipes.replicates_stacked(ctx):
@@ -74,7 +60,7 @@ def train_dense(ctx: Context, replicate_dir: RunDir, replicate: int, alone: bool
 def snapshot_names(ctx: Context, k: int) -> list[str]:
     """The files of W_k in the dense run: the weights, and the optimizer state where IMP rewinds it."""
     rewind = ctx.spec.imp.optimizer_state == "rewind"
-    return [snapshot_name(k)] + ([snapshot_name(k, optimizer=True)] if rewind else [])
+    return [layout.snapshot(k)] + ([layout.snapshot(k, optimizer=True)] if rewind else [])
 
 
 def prefix_end(ctx: Context, k: int) -> int:
@@ -113,7 +99,7 @@ def fill_snapshots(ctx: Context, replicate_dir: RunDir, r: int, points: tuple[in
     retrained once for all of them in a prefix run (a network of its own), and each W_k written into the dense run
     with the dense run's own provenance -- the bytes the dense run would have written, since the prefix computes
     the same weights bit for bit."""
-    dense = dense_dir(replicate_dir)
+    dense = layout.dense(replicate_dir)
     summary = dense.read_json("summary.json")
     if summary is None:
         return
@@ -121,8 +107,10 @@ def fill_snapshots(ctx: Context, replicate_dir: RunDir, r: int, points: tuple[in
     missing = tuple(k for k in reached if not all([dense.read(n) is not None for n in snapshot_names(ctx, k)]))
     if not missing:  # (every file that fails verification is reported above)
         return
-    run = layout.prefix(replicate_dir, max(missing))
-    bind_one(run, recipes.prefix(ctx, r, missing, recipes.dense(ctx, r)["arithmetic"]))
+    # a network of the store that no experiment links: its W_k are copied into the dense run, which the
+    # experiments' views name, so what each experiment lists never depends on which one made the prefix
+    recipe = recipes.prefix(ctx, r, missing, recipes.dense(ctx, r)["arithmetic"])
+    run = RunDir(claim(layout.store_of_run(replicate_dir.path), recipe))
     trained = train_prefix(ctx, run, r, missing, dense)
     if trained["diverged"] and trained["diverged_at"] <= max(missing):
         raise UserError(
@@ -143,9 +131,9 @@ def fill_snapshots(ctx: Context, replicate_dir: RunDir, r: int, points: tuple[in
 def rewind_state(ctx: Context, replicate_dir: RunDir, replicate: int, k: int) -> tuple[dict, dict | None]:
     """(W_k, optimizer state at k or None), read from the dense run; `MissingDependency` (the dense run's task)
     where they are not in the store."""
-    run = dense_dir(replicate_dir)
-    weights = run.read_tensors(snapshot_name(k))
-    optimizer = run.read_torch(snapshot_name(k, optimizer=True)) if ctx.spec.imp.optimizer_state == "rewind" else None
+    run = layout.dense(replicate_dir)
+    weights = run.read_tensors(layout.snapshot(k))
+    optimizer = run.read_torch(layout.snapshot(k, optimizer=True)) if ctx.spec.imp.optimizer_state == "rewind" else None
     if weights is None or (ctx.spec.imp.optimizer_state == "rewind" and optimizer is None):
         summary = run.read_json("summary.json")
         if summary is not None and summary["diverged"] and summary["diverged_at"] < k:  # it never reached k
@@ -169,7 +157,7 @@ def skipped(replicate_dir: RunDir, k: int, level: int) -> bool:
 def level_mask(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int) -> Mask | None:
     """The mask of the finished IMP level `level` >= 1; None where it is never trained (an earlier run of its chain
     diverged); `MissingDependency` (the level's task) where it is not in the store."""
-    run = level_dir(replicate_dir, k, level)
+    run = layout.level(replicate_dir, k, level)
     if run.read_json("summary.json") is not None and run.exists("final.safetensors"):
         stored = run.read_tensors("mask.safetensors")
         if stored is not None:
@@ -186,7 +174,7 @@ def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level
     Where the replicates are stacked (`stacked`: the plan's one task for them), every replicate's level L trains,
     as one stacked model: those whose level L-1 did not diverge."""
     members = [replicate, *stacked_replicates(ctx, replicate)]
-    starts = {r: _level_start(ctx, sibling(replicate_dir, r), r, k, level) for r in members}
+    starts = {r: _level_start(ctx, layout.sibling(replicate_dir, r), r, k, level) for r in members}
     group = [start for start in starts.values() if start is not None]
     if not group:
         return None
@@ -196,8 +184,11 @@ def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level
         train(run, model, ctx.data, job, ctx.runtime)
     else:
         runs, models, jobs = [g[0] for g in group], [g[1] for g in group], [g[2] for g in group]
-        positions = [level_dir(sibling(replicate_dir, r_), k, level) for r_ in range(ctx.spec.replicates)]
+        positions = [layout.level(layout.sibling(replicate_dir, r_), k, level) for r_ in range(ctx.spec.replicates)]
         train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True, group=positions)
+    for r, start in starts.items():  # the levels in the store now (trackers and your code may listen)
+        if start is not None:
+            events.emit(events.LevelTrained(start[0].path, r, k, level))
     start = starts[replicate]
     return None if start is None else start[3]
 
@@ -208,7 +199,7 @@ def _level_start(
     """(run, model holding m_L ⊙ W_k, job, m_L) of level L, or None where level L-1 diverged (or was never trained
     for that reason); level L-1 must be in the store (else `MissingDependency`)."""
     spec = ctx.spec
-    previous = dense_dir(replicate_dir) if level == 1 else level_dir(replicate_dir, k, level - 1)
+    previous = layout.dense(replicate_dir) if level == 1 else layout.level(replicate_dir, k, level - 1)
     summary, final = previous.read_json("summary.json"), previous.read_tensors("final.safetensors")
     stored_mask = previous.read_tensors("mask.safetensors")
     if summary is None or final is None or stored_mask is None:
@@ -226,7 +217,7 @@ def _level_start(
                 file=sys.stderr,
             )
         return None
-    run = level_dir(replicate_dir, k, level)
+    run = layout.level(replicate_dir, k, level)
     one_shot = spec.imp.one_shot_density if level == 1 else None
     mask = prune(final, ctx.mask(stored_mask), ctx.layer_kinds, spec.pruning, target_density=one_shot)
     mask = distributed.broadcast_mask(mask)  # under torchrun: rank 0's mask, checked equal on every rank

@@ -12,33 +12,27 @@ from typing import Any
 import torch
 
 from lottery import seeding
-from lottery.experiments import recipes, results, tasks
+from lottery.experiments import recipes, tasks
 from lottery.experiments.context import Context
-from lottery.experiments.imp import dense_dir, level_dir, replicate_dir, rewind_state
-from lottery.experiments.mask_points import at_iteration, snapshot_points, trace_points  # noqa: F401
+from lottery.experiments.imp import rewind_state
+from lottery.experiments.mask_points import at_iteration, trace_points
 from lottery.experiments.mask_recipe import score_mode
 from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
 from lottery.pruning import Mask, random_like
 from lottery.pruning.early_bird import TRACE_NORMALISATION, WINDOW, drawn_at, mask_distance, random_expectation
 from lottery.pruning.sources import find_mask, sources
-from lottery.spec import ExperimentSpec, TrainingSpec, split_kind
+from lottery.results import rows as results
+from lottery.results.kinds import split_kind
+from lottery.spec import ExperimentSpec, TrainingSpec
 from lottery.store import RunDir, layout
-from lottery.training import Job, snapshot_name, train, train_together
+from lottery.training import Job, train, train_together
 from lottery.training.loop import is_finished
 
 
 def kinds(spec: ExperimentSpec) -> list[str]:
     """Every kind of run the spec asks for: each source, then `<source>_<ablation>`."""
     return spec.masks.kinds()
-
-
-def masks_dir(replicate_dir: RunDir) -> RunDir:
-    return layout.masks(replicate_dir)
-
-
-def mask_run_dir(replicate_dir: RunDir, kind: str, density: float, seed: int) -> RunDir:
-    return layout.mask_run(replicate_dir, kind, density, seed)
 
 
 def chain_seeds(training: TrainingSpec) -> tuple[int, int, int]:
@@ -100,11 +94,11 @@ def compute_mask(
 
 def dense_weights(ctx: Context, replicate_dir: RunDir, replicate: int, t: int) -> dict[str, torch.Tensor]:
     """W_t of the dense run: a snapshot, or the final weights at the end."""
-    run = dense_dir(replicate_dir)
+    run = layout.dense(replicate_dir)
     if t == ctx.schedule.end:
         weights = run.read_tensors("final.safetensors")
     else:
-        weights = run.read_tensors(snapshot_name(t))
+        weights = run.read_tensors(layout.snapshot(t))
     if weights is None:
         raise MissingDependency(tasks.dense(replicate), f"W_{t} of the dense run {run.path}")
     return weights
@@ -127,7 +121,7 @@ def trace(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]
     is drawn (`settled_at`) under `masks.early_bird_rule` (online, You et al.'s, by default; None: never, the
     final mask is then used). A trace stored under another normalisation, rule or window (or before they were
     recorded) is computed again."""
-    out = masks_dir(replicate_dir)
+    out = layout.masks(replicate_dir)
     stored = out.read_json("early_bird.json")
     spec = ctx.spec.masks
     if _current(stored, spec):
@@ -170,7 +164,7 @@ def trace(ctx: Context, replicate_dir: RunDir, replicate: int) -> dict[str, Any]
 
 
 def early_bird_iteration(ctx: Context, replicate_dir: RunDir, replicate: int, density: float) -> int:
-    stored = masks_dir(replicate_dir).read_json("early_bird.json")
+    stored = layout.masks(replicate_dir).read_json("early_bird.json")
     if not _current(stored, ctx.spec.masks):
         raise MissingDependency(tasks.mask_trace(replicate), f"the early-bird trace of replicate {replicate}")
     entry = next(e for e in stored["densities"] if e["density"] == density)
@@ -201,7 +195,7 @@ def run_source(ctx: Context, replicate_dir: RunDir, replicate: int, kind: str, d
     together = recipes.masks_stacked(ctx)  # the same for every caller (the recipe's arithmetic)
     wanted = [kind] + ([other for other in group if other != kind] if together else [])
     k = at_iteration(ctx)
-    runs = [mask_run_dir(replicate_dir, other, density, seed) for other in wanted]
+    runs = [layout.mask_run(replicate_dir, other, density, seed) for other in wanted]
     if is_finished(runs[0], ctx.job(replicate, start=k)) and not together:
         return runs[0].read_json("summary.json")
     if all(is_finished(run, ctx.job(replicate, start=k)) for run in runs):
@@ -263,7 +257,7 @@ def trained_start(
     """(mask, start weights, optimizer state) of the finished [masks] run (kind, density, seed), read from it: what
     the stability analysis trains its copies from (`stability.masks`). `MissingDependency` (the run's task) where
     it is not in the store."""
-    run = mask_run_dir(replicate_dir, kind, density, seed)
+    run = layout.mask_run(replicate_dir, kind, density, seed)
     stored = run.read_tensors("mask.safetensors") if run.read_json("summary.json") is not None else None
     start = run.read_tensors("start.safetensors") if stored is not None else None
     if stored is None or start is None:
@@ -283,7 +277,7 @@ def imp_replicate_distances(experiment: RunDir, spec: ExperimentSpec, rewinds: l
         for level in range(1, spec.imp.levels + 1):
             masks = {}
             for r in range(spec.replicates):
-                run = level_dir(replicate_dir(experiment, r), k, level)
+                run = layout.level(layout.replicate(experiment, r), k, level)
                 tensors = run.read_tensors("mask.safetensors") if run.read_json("summary.json") else None
                 if tensors is not None:
                     masks[r] = Mask(tensors)
@@ -304,7 +298,7 @@ def rows(experiment: RunDir, spec: ExperimentSpec, replicate_dir: RunDir, replic
     for kind in kinds(spec):
         for density in spec.masks.densities:
             for seed in spec.masks.seeds:
-                run = mask_run_dir(replicate_dir, kind, density, seed)
+                run = layout.mask_run(replicate_dir, kind, density, seed)
                 record = run.read_json("source.json") or {}
                 row = results.run_row(
                     experiment, run, kind=kind, replicate=replicate, rewind_iteration=record.get("at"), level=None,
@@ -322,13 +316,13 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
     if "early_bird" in spec.masks.sources:
         traces = []
         for r in range(spec.replicates):
-            stored = masks_dir(replicate_dir(experiment, r)).read_json("early_bird.json")
+            stored = layout.masks(layout.replicate(experiment, r)).read_json("early_bird.json")
             if stored is not None:
                 traces.append({"replicate": r, **stored})
         if traces:
             out["early_bird"] = traces
     if spec.replicates > 1 and spec.imp.levels:
-        first = replicate_dir(experiment, 0).path
+        first = layout.replicate(experiment, 0).path
         rewinds = layout.rewind_points(first)
         distances = imp_replicate_distances(experiment, spec, rewinds)
         if distances:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from lottery.experiments import controls, dynamic, imp, masks, recipes, stability, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
-from lottery.experiments.imp import replicate_dir
 from lottery.experiments.tasks import MissingDependency, Task
 from lottery.store import RunDir, layout
 
@@ -106,7 +105,7 @@ def run_task(
 def execute(task: Task, ctx: Context, experiment: RunDir) -> None:
     """Run one task (a no-op when its results are already in the store). It reads what its dependencies produced;
     where that is missing it raises `MissingDependency` (`run_task` then runs the dependency's task)."""
-    rdir = replicate_dir(experiment, task.replicate)
+    rdir = layout.replicate(experiment, task.replicate)
     if task.action == "dense":
         imp.train_dense(ctx, rdir, task.replicate)
     elif task.action == "level":

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lottery.experiments.stability import DATA_ORDER_MEASURES, PRUNING_MEASURES
+from lottery.results.pairs import DATA_ORDER_MEASURES, PRUNING_MEASURES
 
 SEED = 0  # the bootstrap's seed (recorded in the output)
 RESAMPLES = 1000

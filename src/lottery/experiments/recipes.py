@@ -35,7 +35,8 @@ from lottery.experiments.mask_recipe import extra_reads
 from lottery.models.lenet import LeNet
 from lottery.pruning.early_bird import TRACE_NORMALISATION
 from lottery.pruning.structure import recipe_reads
-from lottery.spec import split_kind, to_dict
+from lottery.results.kinds import split_kind
+from lottery.spec import to_dict
 from lottery.training.loop import uses_channels_last
 
 # The version of the code path that computes each kind. Bump a kind's number with any change that alters what it

@@ -12,7 +12,7 @@ prefix 0..k with the same seeds in a prefix run (`lottery.store.layout.prefix`; 
 learning rate are pure functions of the iteration, so this is W_k bit for bit; a test checks it), copied into the
 dense run's snapshots, after which the engine's own code (IMP levels, controls, copies, analysis) runs unchanged.
 
-Each probe ends in a decision with its uncertainty (`experiments/conclusions.py`: the barrier's mean and an interval
+Each probe ends in a decision with its uncertainty (`results/conclusions.py`: the barrier's mean and an interval
 over the independent units, replicates, or with one replicate the copies): `stable`, `unstable` or `undecided`.
 Where a probe is undecided the search adds copies (one more per replicate at a time, up to `max_copies`, within the
 budget); a probe still undecided counts as not stable. The search assumes stability is monotone in k (unstable,
@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from lottery.errors import UserError
-from lottery.experiments import conclusions, driver, imp, stability, views
+from lottery.experiments import driver, imp, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.plan import run_task
 from lottery.experiments.tasks import Task
+from lottery.results import conclusions
+from lottery.results.probes import CONTROL
 from lottery.spec import ExperimentSpec, Step
 from lottery.store import RunDir, layout
 
@@ -45,7 +47,6 @@ DEFAULT_TOLERANCE = conclusions.TOLERANCE  # percentage points: "matching" as in
 DEFAULT_REFINE = 2  # bisection steps after the grid
 DEFAULT_MAX_COPIES = 6  # copies per replicate an undecided probe may grow to
 BEYOND = 2  # grid points after k probed to check that stability holds there
-CONTROL = "random_prune"
 
 
 class BudgetSpent(Exception):
@@ -213,19 +214,19 @@ class Search:
         out: list[tuple[RunDir, int]] = []
         for r in range(ctx.spec.replicates):
             found = views.bind_point(ctx, self.experiment, r, k, level, (CONTROL,))  # others' networks count
-            rdir = imp.replicate_dir(self.experiment, r)
+            rdir = layout.replicate(self.experiment, r)
             out += [(self.experiment / network.view.as_posix(), iterations(ctx, network, k)) for network in found]
             if k not in ctx.dense_snapshots and not self._has_snapshot(rdir, k):
                 out.append((layout.prefix(rdir, k), imp.prefix_end(ctx, k)))
         return [(run, its) for run, its in out if run.read_json("summary.json") is None]
 
     def _has_snapshot(self, rdir: RunDir, k: int) -> bool:
-        dense = imp.dense_dir(rdir)
+        dense = layout.dense(rdir)
         return all(dense.exists(name) for name in imp.snapshot_names(self.ctx, k))
 
     def ensure_snapshot(self, r: int, k: int) -> None:
         """W_k (and the optimizer state at k where IMP rewinds it) in the dense run's snapshots."""
-        rdir = imp.replicate_dir(self.experiment, r)
+        rdir = layout.replicate(self.experiment, r)
         if k in self.ctx.dense_snapshots or self._has_snapshot(rdir, k):
             return  # the dense run's own task saves it, or it is there
         imp.train_dense(
@@ -292,9 +293,7 @@ class Search:
         kinds = {"dense": ("dense",), "imp": ("imp", CONTROL)}[subject]
         found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
         for r in range(self.ctx.spec.replicates):
-            analysis = stability.stability_dir(imp.replicate_dir(self.experiment, r), k, level).read_json(
-                "analysis.json"
-            )
+            analysis = layout.stability(layout.replicate(self.experiment, r), k, level).read_json("analysis.json")
             for point in (analysis or {}).get("points", []):
                 if point["kind"] in found:
                     found[point["kind"]].append({**point, "replicate": r})
@@ -314,7 +313,7 @@ class Search:
         """Each replicate's dense final test accuracy (the matching reference)."""
         values = {}
         for r in range(self.ctx.spec.replicates):
-            summary = imp.dense_dir(imp.replicate_dir(self.experiment, r)).read_json("summary.json")
+            summary = layout.dense(layout.replicate(self.experiment, r)).read_json("summary.json")
             if summary and summary["final_test_accuracy"] is not None:
                 values[r] = summary["final_test_accuracy"]
         return values
@@ -536,61 +535,3 @@ def search(
     out = nan_to_none(out)
     experiment.write_json("rewind_search.json", out)
     return out
-
-
-PROBE_COLUMNS = (
-    "k", "copies", "barrier [95% interval]", "decision", "test acc %", "gap to dense [95%]", "matching",
-    f"{CONTROL} barrier", "trainings",
-)  # fmt: skip
-
-
-def _with_interval(mean: float | None, interval: list[float] | None, missing: str) -> str:
-    if mean is None:
-        return missing
-    return f"{mean:.2f}" + ("" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]")
-
-
-def probe_cells(p: dict[str, Any], missing: str = "-") -> list[str]:
-    """One probe as the cells of PROBE_COLUMNS (the text table and the report's table)."""
-    control = p.get("control") or {}
-    return [
-        str(p["k"]),
-        str(p.get("copies", missing)),
-        _with_interval(p["barrier_mean"], p["barrier_interval"], missing),
-        p["decision"],
-        missing if p["accuracy"] is None else f"{100 * p['accuracy']:.2f}",
-        _with_interval(p.get("gap_mean"), p.get("gap_interval"), missing),
-        p["matching"] or missing,
-        _with_interval(control.get("barrier_mean"), control.get("barrier_interval"), missing) if control else missing,
-        str(p["trainings"]),
-    ]
-
-
-def answer(found: dict[str, Any], subject: str) -> str:
-    """One subject's answer in words (the text table's and the report's)."""
-    s = found[subject]
-    where = f"level {found['level']} " if subject == "imp" else ""
-    text = f"{subject} {where}stable from k = {s['k']} (bracket {s['bracket']}, interval for k {s['interval']})"
-    if s["monotone"] is False:
-        text += f"; NOT monotone: unstable again at k = {s['offending']}"
-    elif s["monotone"] is None and s["k"] is not None:
-        text += "; stability after k not confirmed"
-    text += f"; matching at k: {s['matching']}"
-    return text + ("" if s["complete"] else " (budget spent: the bracket so far)")
-
-
-def table(found: dict[str, Any]) -> str:
-    """Every probe as an aligned text table, then the answer for each subject and the cost."""
-    lines = [("subject", *PROBE_COLUMNS)]
-    for subject in ("dense", "imp"):
-        lines.extend((subject, *probe_cells(p)) for p in found[subject]["probes"])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
-    text += [answer(found, subject) for subject in ("dense", "imp")]
-    cost = found["cost"]
-    text.append(
-        f"trained {cost['trainings']} networks now ({cost['iterations']} iterations); the probes take "
-        f"{cost['probed']['trainings']} ({cost['probed']['iterations']} iterations), a full sweep of the grid "
-        f"{cost['full_sweep']['trainings']} ({cost['full_sweep']['iterations']} iterations)"
-    )
-    return "\n".join(text)

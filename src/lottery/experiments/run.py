@@ -10,18 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from lottery.experiments import (
-    conclusions,
-    controls,
     driver,
     dynamic,  # dynamic sparsity (issue 28)
-    imp,
     masks,
     predictors,
-    results,
     stability,
     views,
 )
-from lottery.experiments.plan import replicate_dir
+from lottery.results import conclusions
+from lottery.results import rows as results
+from lottery.results.pairs import PAIR_FIELDS, pair_rows
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
 from lottery.store import RunDir, layout
 from lottery.training import Runtime
@@ -49,15 +47,15 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
     """One row per trained unit present in the store, in the layout the spec implies."""
     rows = []
     for r in range(spec.replicates):
-        rdir = replicate_dir(experiment, r)
+        rdir = layout.replicate(experiment, r)
         rows.append(
             results.run_row(
-                experiment, imp.dense_dir(rdir), kind="dense", replicate=r, rewind_iteration=None, level=0, seed=None
+                experiment, layout.dense(rdir), kind="dense", replicate=r, rewind_iteration=None, level=0, seed=None
             )
         )
         for k in layout.rewind_points(rdir.path):
             for level in range(1, spec.imp.levels + 1):
-                run = imp.level_dir(rdir, k, level)
+                run = layout.level(rdir, k, level)
                 rows.append(
                     results.run_row(
                         experiment, run, kind="imp", replicate=r, rewind_iteration=k, level=level, seed=None
@@ -65,7 +63,7 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
                 )
                 for kind in spec.controls.kinds:
                     for seed in spec.controls.seeds:
-                        run = controls.control_dir(rdir, k, level, kind, seed)
+                        run = layout.control(rdir, k, level, kind, seed)
                         rows.append(
                             results.run_row(
                                 experiment, run, kind=kind, replicate=r, rewind_iteration=k, level=level, seed=seed
@@ -100,9 +98,9 @@ def write_results(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
     data = results_of(experiment, spec)
     if "stability" in data:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, stability.PAIR_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buffer, PAIR_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(stability.pair_rows(data["stability"]["points"]))
+        writer.writerows(pair_rows(data["stability"]["points"]))
         experiment.write("stability.csv", buffer.getvalue().encode())
     experiment.write_json("results.json", data)
     experiment.write("results.csv", results.to_csv(data["runs"]).encode())

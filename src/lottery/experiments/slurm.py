@@ -26,7 +26,7 @@ from typing import Any
 
 from lottery.errors import UserError
 from lottery.experiments import sweep_status
-from lottery.experiments.executors import Job, Outcome, _classify, run_job
+from lottery.experiments.executors import Outcome, TaskJob, _classify, run_job
 from lottery.spec import ExperimentSpec
 from lottery.training import Runtime
 
@@ -146,7 +146,13 @@ def _executor(folder: Path, options: SlurmOptions, runtime: Runtime, nproc: int)
 
 
 def run_slurm(
-    jobs: Sequence[Job], root: Path, runtime: Runtime, retries: int, options: SlurmOptions, record: str, nproc: int = 1
+    jobs: Sequence[TaskJob],
+    root: Path,
+    runtime: Runtime,
+    retries: int,
+    options: SlurmOptions,
+    record: str,
+    nproc: int = 1,
 ) -> Outcome:
     """Submit every job (dependencies as Slurm dependencies), wait until each has finished, and classify them."""
     import torch
@@ -191,7 +197,7 @@ def _previous_jobs(directory: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in slurm.items()} if isinstance(slurm, dict) else {}
 
 
-def _wait(jobs: Sequence[Job], directory: Path, ids: dict[str, str]) -> Outcome:
+def _wait(jobs: Sequence[TaskJob], directory: Path, ids: dict[str, str]) -> Outcome:
     """Until every job has left the queue; a job's error is its task's record ('failed'), or, with no record, that
     it ended without finishing (cancelled, node failure, out of memory)."""
     errors: dict[str, str] = {}

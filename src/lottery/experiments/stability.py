@@ -32,10 +32,12 @@ from lottery.data import Splits
 from lottery.experiments import controls, imp, masks, recipes
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
-from lottery.experiments.results import stats
 from lottery.experiments.tasks import MissingDependency
 from lottery.pruning import Mask, prune
-from lottery.spec import TrainingSpec, split_kind
+from lottery.results.kinds import split_kind
+from lottery.results.pairs import DATA_ORDER_MEASURES, PRUNING_MEASURES
+from lottery.results.rows import stats
+from lottery.spec import TrainingSpec
 from lottery.store import RunDir, layout
 from lottery.training import Job, is_finished, train_together
 
@@ -43,11 +45,6 @@ TRAIN_SUBSET_SEED = 0
 # Subjects with a pruning distance: (W_k, m) from the dense run's W_k. A randomly reinitialized subnetwork does not
 # start from W_k, so comparing it with the full network trained from W_k measures nothing defined.
 PRUNING_KINDS = ("imp", "random_prune")
-# Per pair: distances, distance relative to how far the two networks travelled from their starts, function space.
-PRUNING_MEASURES = ("l2", "angle_degrees", "normalized_l2", "travelled_l2", "disagreement_test", "kl_test")
-DATA_ORDER_MEASURES = (
-    *PRUNING_MEASURES, "barrier_test", "barrier_train", "loss_barrier_test", "loss_barrier_train", "mask_jaccard",
-)  # fmt: skip
 
 
 @dataclass
@@ -70,22 +67,18 @@ class Subject:
 DENSE = ("dense", None)  # the dense network's `Subject.key`
 
 
-def stability_dir(replicate_dir: RunDir, k: int, level: int) -> RunDir:
-    return layout.stability(replicate_dir, k, level)
-
-
 def subject_dir(replicate_dir: RunDir, k: int, level: int, subject: Subject) -> RunDir:
     """Where a subject's copies and interpolation curves live: the point's stability directory (the dense
     network's: level 0's, shared by every level); a [masks] subject's, below it (`mask_subject_dir`)."""
     if subject.target_density is not None:
         return mask_subject_dir(replicate_dir, k, subject.kind, subject.target_density, subject.seed)
-    return stability_dir(replicate_dir, k, 0 if subject.kind == "dense" else level)
+    return layout.stability(replicate_dir, k, 0 if subject.kind == "dense" else level)
 
 
 def mask_subject_dir(replicate_dir: RunDir, k: int, kind: str, density: float, seed: int) -> RunDir:
     """The directory of the `stability.masks` subject (kind, density, seed) at (k, level 0): the [masks] layout
     below the point's stability directory."""
-    return layout.mask_run(stability_dir(replicate_dir, k, 0), kind, density, seed)
+    return layout.mask_run(layout.stability(replicate_dir, k, 0), kind, density, seed)
 
 
 def mask_subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> list[Subject]:
@@ -374,7 +367,7 @@ def run_point(ctx: Context, experiment: RunDir, rdir: RunDir, r: int, k: int, le
     subjects, lost = _subjects(ctx, rdir, r, k, level)
     runs = train_copies(ctx, rdir, r, k, level, subjects)
     analyzer = Analyzer(ctx, experiment)
-    out = stability_dir(rdir, k, level)
+    out = layout.stability(rdir, k, level)
     studied = [s for s in subjects if level == 0 or s.kind != "dense"]  # the dense network is studied at level 0
     records = [
         analyzer.point(r, subject, runs[subject.key], runs[DENSE], subject_dir(rdir, k, level, subject))
@@ -400,24 +393,3 @@ def collect(experiment: RunDir, replicates: int) -> list[dict[str, Any]]:
         return (p["replicate"], p["rewind_iteration"], p["level"], p["kind"], -(p.get("target_density") or 0))
 
     return sorted(points, key=order)
-
-
-PAIR_FIELDS = (
-    "replicate", "rewind_iteration", "level", "kind", "density", "measure", "a", "b", *DATA_ORDER_MEASURES, "stable",
-    "target_density",
-)  # fmt: skip
-
-
-def pair_rows(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per compared pair (for stability.csv): measure 'pruning' (full vs subnetwork) or 'data_order'."""
-    rows = []
-    for p in points:
-        if p["diverged"]:
-            continue
-        keys = {k: p[k] for k in ("replicate", "rewind_iteration", "level", "kind", "density")}
-        keys["target_density"] = p.get("target_density")  # a [masks] subject's; None (an empty cell) for the others
-        for pair in (p["pruning"] or {"pairs": []})["pairs"]:
-            rows.append({**keys, "measure": "pruning", "a": pair["full"], "b": pair["subnetwork"], **pair})
-        for pair in p["data_order"]["pairs"]:
-            rows.append({**keys, "measure": "data_order", **pair})
-    return rows

@@ -22,7 +22,7 @@ from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.mask_points import at_iteration
 from lottery.experiments.tasks import Task
-from lottery.spec import split_kind
+from lottery.results.kinds import split_kind
 from lottery.store import RunDir, layout
 from lottery.store.identity import digest
 from lottery.store.networks import bind_one, check_experiment

@@ -5,8 +5,9 @@ of an iteration must depend on the iteration alone, not on how many runs came be
 set in the order `randperm(n)` from `seeding.generator("data_order", seed, e)` (or 0..n-1 without shuffling), in
 `n // batch_size` full batches (the last partial batch of an epoch is dropped, as the engine does); micro-batch b is
 batch `b % per_epoch` of epoch `b // per_epoch`. Under data parallelism (`torch.distributed`), each epoch's order
-is split among the ranks first (rank r takes positions r, r + W, ..., padded to a multiple of W by repeating its
-start, as torch's `DistributedSampler` does), so each rank's batch is its share of one global order.
+is split among the ranks first (rank r takes positions r, r + W, ..., padded to a multiple of W by repeating the
+order from its start, as often as needed, as torch's `DistributedSampler` does), so each rank's batch is its share
+of one global order.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class IterationOrder:
             order = torch.arange(self.n)
         if self.world > 1:
             total = -(-self.n // self.world) * self.world
-            order = torch.cat([order, order[: total - self.n]]) if total > self.n else order
+            repeats = -(-total // self.n)  # more than one repeat where the set is smaller than the ranks
+            order = order.repeat(repeats)[:total]
             order = order[self.rank :: self.world]
         return order
 

@@ -53,9 +53,9 @@ def log_experiment(names: tuple[str, ...], experiment_dir: Path, results: dict[s
     tracker's failure is a UserError, not a warning)."""
     if not names:
         return
-    from lottery.experiments.stability import pair_rows
     from lottery.loggers.levels import kept_weights, level_scalars
     from lottery.reports.figures import build_figures
+    from lottery.results.pairs import pair_rows
 
     experiment_dir = Path(experiment_dir)
     tags = {"experiment": results.get("experiment", experiment_dir.name), "run": "summary", "kind": "summary"}

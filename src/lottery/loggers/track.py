@@ -1,7 +1,8 @@
-"""Training runs -> trackers: `track_evaluation` is the training loop's hook, called with each evaluation's
-metrics rows (`Session.evaluate`). It opens the run's loggers on first use (one tracked run per training run,
-tagged with the run's provenance), logs `train/loss`, `val/loss`, `val/accuracy`, `test/loss`, `test/accuracy`
-and `lr` at the iteration, and closes them when the run ends (or diverges, or the process exits)."""
+"""Training runs -> trackers: `track_evaluation` takes each evaluation the training loop emits (`on_evaluate`:
+`lottery.events.Evaluation`, from `Session.evaluate`; `lottery.loggers.subscriber` subscribes it). It opens the
+run's loggers on first use (one tracked run per training run, tagged with the run's provenance), logs `train/loss`,
+`val/loss`, `val/accuracy`, `test/loss`, `test/accuracy` and `lr` at the iteration, and closes them when the run
+ends (or diverges, or the process exits)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from lottery.loggers import Logger, open_logger
 
 if TYPE_CHECKING:
-    from lottery.training.loop import Session
+    from lottery.events import Evaluation
 
 _OPEN: dict[str, list[Logger]] = {}  # run directory -> its open loggers (runs trained together log in turns)
 
@@ -37,26 +38,24 @@ def metrics_of(rows: list[dict[str, Any]]) -> dict[str, float]:
     return metrics
 
 
-def track_evaluation(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Log one evaluation of `session` to the trackers of its runtime (`Runtime.log`; none: nothing happens)."""
+def track_evaluation(event: Evaluation) -> None:
+    """Log one evaluation of a run to the trackers it chose (`Evaluation.log`; none: nothing happens)."""
     from lottery import collective
-    from lottery.training.provenance import run_metadata
 
-    names = getattr(session.runtime, "log", ())
-    if not names or not rows or not collective.is_main():
+    rows = event.rows
+    if not event.log or not rows or not collective.is_main():
         return
-    key = str(session.run.path)
+    key = str(event.run)
     if key not in _OPEN:
-        tags = run_metadata(session.job)
-        experiment = experiment_of(session.run.path, tags.get("run"))
-        run = tags.get("run") or session.run.path.name
-        strict = getattr(session.runtime, "log_strict", False)
-        _OPEN[key] = [open_logger(name, experiment, run, tags, strict) for name in names]
+        tags = dict(event.tags)
+        experiment = experiment_of(event.run, tags.get("run"))
+        run = tags.get("run") or event.run.name
+        _OPEN[key] = [open_logger(name, experiment, run, tags, event.log_strict) for name in event.log]
     step = rows[0]["iteration"]
     metrics = metrics_of(rows)
     for logger in _OPEN[key]:
         logger.log_metrics(metrics, step)
-    if step >= session.job.schedule.end or any(row.get("diverged") for row in rows):
+    if step >= event.end or any(row.get("diverged") for row in rows):
         close(key)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from lottery.pruning.mask import Mask
-from lottery.pruning.strategies import per_layer, remove_smallest, strategies
+from lottery.pruning.ranking import remove_smallest
+from lottery.pruning.strategies import per_layer, strategies
 
 
 @strategies.register("layerwise_magnitude")

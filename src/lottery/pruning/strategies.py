@@ -17,7 +17,6 @@ from torch import Tensor
 
 from lottery.errors import UserError
 from lottery.pruning.mask import Mask
-from lottery.pruning.ranking import remove_lowest, remove_smallest, rounded_count  # noqa: F401  (imported from here)
 from lottery.pruning.structure import MAGNITUDE, Structure, prune_structured
 from lottery.registry import Registry
 from lottery.spec.groups import PruningSpec

@@ -19,10 +19,10 @@ from typing import Any
 
 import tomli_w
 
-from lottery.experiments.results import matching_cell
 from lottery.reports.escaping import escaped
 from lottery.reports.load import Experiment, differing_settings
 from lottery.reports.notes import footnotes, marker
+from lottery.results.rows import matching_cell
 from lottery.spec import to_dict
 from lottery.store import RunDir
 

@@ -227,7 +227,7 @@ def stability_pairs_section(results: dict[str, Any], experiment_dir: Path) -> st
     interpolation curve they come from."""
     if "stability" not in results:
         return None
-    from lottery.experiments.stability import pair_rows
+    from lottery.results.pairs import pair_rows
 
     pairs = pair_rows(results["stability"]["points"])
     if not pairs:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lottery.errors import UserError
-from lottery.reports.metrics import read_metrics  # noqa: F401 (its home before reports/metrics.py)
+from lottery.results import source
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
 from lottery.store import RunDir, load_spec, locked
 
@@ -57,10 +57,8 @@ def _malformed(path: Path, error: Exception) -> UserError:
 
 def _as_stored(experiment: Experiment) -> bool:
     """Whether `experiment.results` is what the store gives now (then a failure to read it is not the file's)."""
-    from lottery.experiments.run import results_of
-
     try:
-        fresh = results_of(RunDir(experiment.path), experiment.spec)
+        fresh = source.compute(RunDir(experiment.path), experiment.spec)
     except Exception:  # noqa: BLE001  (a store that cannot be read either: the file is not to blame alone)
         return False
     return json.dumps(fresh, sort_keys=True) == json.dumps(experiment.results, sort_keys=True)
@@ -83,14 +81,12 @@ def reading(experiments: list[Experiment]) -> Iterator[None]:
 def _regenerate(run: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
     """results.json rebuilt from the store: written under the experiment's lock when it is free; when another
     process holds it (an experiment still running) or the store is read-only, computed without writing."""
-    from lottery.experiments.run import results_of, write_results
-
     with ExitStack() as stack:
         try:
             stack.enter_context(locked(run.path, wait=False))
         except UserError:
-            return results_of(run, spec)
-        return write_results(run, spec)
+            return source.compute(run, spec)
+        return source.write(run, spec)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

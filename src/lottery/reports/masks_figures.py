@@ -32,7 +32,7 @@ COLLAPSE_FLOOR = 1e-3  # percent: where a layer with nothing left is drawn
 
 
 def _split(kind: str) -> tuple[str, str | None]:
-    from lottery.spec import split_kind
+    from lottery.results.kinds import split_kind
 
     return split_kind(kind)
 

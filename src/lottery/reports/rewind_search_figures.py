@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lottery.experiments.rewind_search import PROBE_COLUMNS, answer, probe_cells
 from lottery.reports.figures import Figures, register
 from lottery.reports.html import escaped, register_section
 from lottery.reports.plot import kind_color, kind_label, legend_below, new_figure
+from lottery.results.probes import PROBE_COLUMNS, answer, probe_cells
 
 
 def load(experiment_dir: Path) -> dict[str, Any] | None:

@@ -14,7 +14,6 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lottery.experiments import conclusions
 from lottery.reports.figures import Figures, register, register_comparison
 from lottery.reports.html import escaped, register_section
 from lottery.reports.load import Experiment
@@ -29,6 +28,7 @@ from lottery.reports.plot import (
     new_figure,
     pad_y,
 )
+from lottery.results import conclusions
 from lottery.store import load_spec
 
 DISTANCES = (("l2", "L2 distance"), ("normalized_l2", "L2 / norm of the full network"), ("angle_degrees", "angle (°)"))

@@ -11,7 +11,6 @@ from lottery.spec.groups import (
     PruningSpec,
     StabilitySpec,
     TrainingSpec,
-    split_kind,
 )
 from lottery.spec.parse import build, resolve, spec_hash, to_dict, to_toml
 from lottery.spec.steps import Step
@@ -31,7 +30,6 @@ __all__ = [
     "build",
     "resolve",
     "spec_hash",
-    "split_kind",
     "to_dict",
     "to_toml",
 ]

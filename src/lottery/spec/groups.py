@@ -343,15 +343,6 @@ MASK_SOURCES = ("magnitude", "snip", "grasp", "synflow", "random", "early_bird")
 MASK_ABLATIONS = ("shuffle", "reinit", "invert")
 
 
-def split_kind(kind: str) -> tuple[str, str | None]:
-    """A [masks] run's kind as (source, ablation): 'snip_shuffle' -> ('snip', 'shuffle'); 'early_bird' ->
-    ('early_bird', None)."""
-    for ablation in MASK_ABLATIONS:
-        if kind.endswith(f"_{ablation}"):
-            return kind[: -len(ablation) - 1], ablation
-    return kind, None
-
-
 @dataclass(frozen=True)
 class MasksSpec:
     """Masks found without IMP's retraining (pruning at initialization, early-bird), their ablations."""

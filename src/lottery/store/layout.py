@@ -13,8 +13,6 @@ Inside an experiment (the view every reader uses; each run directory a relative 
     <experiment>/replicate_<r>/rewind_<k>it/controls/level_<L>/<kind>_seed<s>
     <experiment>/replicate_<r>/rewind_<k>it/stability/level_<L>/<kind>_copy<i>   (analysis.json beside them)
     <experiment>/replicate_<r>/masks/<kind>/density_<d>_seed<s>             a [masks] run (early_bird.json in masks/)
-    <experiment>/replicate_<r>/prefix_<k>it                                 the dense run's iterations 0..k retrained
-                                                                            (W_k where the dense run never saved it)
 
 An experiment made before format 2 has no runs.json: real directories inside it, with the controls inside their
 level's run. `lottery verify` checks it; `run`, `show` and `report` say in one line that it predates the format.
@@ -292,7 +290,8 @@ def imp_run(root: P, k: int, level_: int) -> P:
 
 
 def prefix(replicate_dir: P, k: int) -> P:
-    """The rewind search's retraining of the dense run's prefix 0..k (W_k for a point off the grid)."""
+    """Where the rewind search counts the retraining of the dense run's prefix 0..k (W_k for a point off the grid):
+    no experiment links a prefix run, which lives in `networks/prefix/<hash>` only (experiments/imp.fill_snapshots)."""
     return replicate_dir / f"prefix_{k}it"  # type: ignore[return-value]
 
 

@@ -110,7 +110,26 @@ def bind_one(view: Path, recipe: dict[str, Any]) -> Path:
     `recipe`; the network's directory. A network directory is used only when it is a real directory of this store
     whose `key.json` is this recipe; where it holds anything else, UserError in one line."""
     view = Path(getattr(view, "path", view))
-    store = layout.store_of_run(view)
+    target = _checked_target(layout.store_of_run(view), recipe)
+    if layout.bind(view, target) and not (target / layout.KEY_FILE).exists():
+        write_json(target / layout.KEY_FILE, recipe)  # before anything is trained into it
+    return target
+
+
+def claim(store: Path, recipe: dict[str, Any]) -> Path:
+    """The directory of the network of `recipe` in `store`, made (with its recipe) where missing, linked by no
+    experiment: a network no experiment's results name, such as a prefix run whose W_k is copied into its dense run.
+    The same checks as `bind_one`."""
+    target = _checked_target(Path(store), recipe)
+    target.mkdir(parents=True, exist_ok=True)
+    if not (target / layout.KEY_FILE).exists():
+        write_json(target / layout.KEY_FILE, recipe)
+    return target
+
+
+def _checked_target(store: Path, recipe: dict[str, Any]) -> Path:
+    """The network directory of `recipe`, refused in one line where it is not a real directory of this store whose
+    recipe is `recipe` (or an empty one)."""
     check_store(store)
     target = layout.network(store, str(recipe["kind"]), digest(recipe))
     layout.confined(target / layout.KEY_FILE)  # no link on the way: networks/, its kind and the network are real
@@ -131,6 +150,4 @@ def bind_one(view: Path, recipe: dict[str, Any]) -> Path:
             )
     elif target.is_dir() and any(target.iterdir()):
         raise UserError(f"{target} holds files but no recipe (key.json): remove it, then run again")
-    if layout.bind(view, target) and not key_file.exists():
-        write_json(key_file, recipe)  # before anything is trained into it
     return target

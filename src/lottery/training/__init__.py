@@ -2,7 +2,8 @@
 
 from lottery.training.copies import should_batch, train_together
 from lottery.training.evaluate import evaluate
-from lottery.training.loop import Job, Runtime, Schedule, is_finished, snapshot_name, train
+from lottery.training.job import Job, Schedule
+from lottery.training.loop import Runtime, is_finished, train
 from lottery.training.schedule import lr_at
 
 __all__ = [
@@ -13,7 +14,6 @@ __all__ = [
     "is_finished",
     "lr_at",
     "should_batch",
-    "snapshot_name",
     "train",
     "train_together",
 ]

@@ -22,12 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from lottery import collective
 from lottery.data import Splits
 from lottery.models import Network
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir, locked
-from lottery.training import distributed
-from lottery.training.loop import Job, Runtime, Session, is_finished, run_loop, train
+from lottery.training.job import Job
+from lottery.training.loop import Runtime, Session, is_finished, run_loop, train
 from lottery.training.stacked import Stacked, optimizer_signature, unsupported
 
 SEED_FIELDS = ("init_seed", "data_order_seed", "augmentation_seed")
@@ -39,7 +40,7 @@ def should_batch(model: nn.Module, runtime: Runtime, k: int) -> bool:
     the CPU for networks without convolutions (LeNet: batched matmuls and one fused optimizer step for all copies
     beat k separate steps), not for convnets (grouped convolutions are slower there than k ordinary ones). Never
     with active dropout, under torchrun (each rank trains one run's slice) or with --compile."""
-    if k < 2 or unsupported(model) is not None or distributed.active() or runtime.batch_copies is False:
+    if k < 2 or unsupported(model) is not None or collective.active() or runtime.batch_copies is False:
         return False
     if runtime.batch_copies:
         return True

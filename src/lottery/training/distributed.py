@@ -12,7 +12,7 @@ Rules the rest of the code follows, and that new code must follow:
   Collective operations (below) rely on that; a decision that could differ between ranks (a wall-clock
   checkpoint cadence) is taken by rank 0 and broadcast (`due`).
 * `RunDir` writes are collective: every rank calls them, only rank 0 touches the disk, and every rank waits
-  at a barrier before and after (`main_writes`). No rank reads while another writes, so every rank sees the
+  at a barrier before and after (`collective.main_writes`). No rank reads while another writes, so every rank sees the
   same files and takes the same branches (resume or not, finished or not, retrain or not).
 * Masks are computed by rank 0's rules and broadcast (`broadcast_mask`); `check_equal` verifies that every
   rank trains with the same mask, and `wrap` that every rank starts (or resumes) from the same weights, before
@@ -38,18 +38,6 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from lottery import collective
-from lottery.collective import (  # noqa: F401 (this module's API since before lottery.collective)
-    LAUNCH_VARIABLES,
-    active,
-    barrier,
-    broadcast_object,
-    is_main,
-    launched,
-    local_rank,
-    main_writes,
-    rank,
-    world_size,
-)
 from lottery.errors import UserError
 from lottery.store import lock
 
@@ -89,15 +77,15 @@ def setup(device: torch.device) -> torch.device:
     CPU: backend gloo. CUDA: backend nccl, device cuda:LOCAL_RANK (an explicit cuda:N is refused when
     there is more than one process, since each rank needs its own GPU). Not launched: `device` unchanged.
     """
-    if not launched():
+    if not collective.launched():
         return device
-    if active():
+    if collective.active():
         return _device()
     world = int(os.environ["WORLD_SIZE"])
     if device.type == "cuda":
         if device.index is not None and world > 1:
             raise UserError(f"--device {device} with torchrun: each rank uses cuda:LOCAL_RANK; pass --device cuda")
-        index = local_rank() if device.index is None else device.index
+        index = collective.local_rank() if device.index is None else device.index
         if index >= torch.cuda.device_count():
             raise UserError(
                 f"rank {os.environ['RANK']}: LOCAL_RANK {index} but only {torch.cuda.device_count()} CUDA device(s); "
@@ -118,7 +106,7 @@ def setup(device: torch.device) -> torch.device:
 
 
 def teardown() -> None:
-    if active():
+    if collective.active():
         dist.destroy_process_group()
 
 
@@ -126,7 +114,7 @@ def teardown() -> None:
 def due(flag: bool, iteration: int) -> bool:
     """A wall-clock decision (e.g. 'a checkpoint is due') made identically on every rank: rank 0's `flag`,
     consulted every SYNC_EVERY iterations (one small broadcast then; no communication in between)."""
-    if world_size() == 1:
+    if collective.world_size() == 1:
         return flag
     if iteration % SYNC_EVERY:
         return False
@@ -137,7 +125,7 @@ def due(flag: bool, iteration: int) -> bool:
 
 def check_batch(batch_size: int) -> None:
     """The global batch must split into equal slices, one per rank."""
-    n = world_size()
+    n = collective.world_size()
     if batch_size % n:
         raise UserError(
             f"training.batch_size = {batch_size} is not divisible by the number of processes ({n}); "
@@ -148,8 +136,8 @@ def check_batch(batch_size: int) -> None:
 # data -------------------------------------------------------------------------------------------------
 def shard(n: int, index: int | None = None, count: int | None = None) -> tuple[int, int]:
     """[lo, hi): rank `index`'s contiguous share of n items (equal shares when count divides n)."""
-    index = rank() if index is None else index
-    count = world_size() if count is None else count
+    index = collective.rank() if index is None else index
+    count = collective.world_size() if count is None else count
     return n * index // count, n * (index + 1) // count
 
 
@@ -157,7 +145,7 @@ def local_batch(stream: BatchStream, iteration: int) -> tuple[Tensor, Tensor]:
     """This rank's contiguous slice of the global batch `stream.batch(iteration)`: exactly the examples (and,
     with augmentation, the crops and flips) a single process trains on at those positions (`stream.slice`).
     Streamed image folders decode only this slice."""
-    if world_size() == 1:
+    if collective.world_size() == 1:
         return stream.batch(iteration)
     return stream.slice(iteration, *shard(stream.batch_size))
 
@@ -170,7 +158,7 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     statistics are those of the global batch, as in a single process. gloo has no SyncBatchNorm: on CPU
     each rank normalises with its own slice's statistics (see docs/distributed.md).
     """
-    if not active():
+    if not collective.active():
         return model
     from torch.nn.parallel import DistributedDataParallel
 
@@ -184,15 +172,15 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
 
 def average_(tensor: Tensor) -> Tensor:
     """In place: the mean of `tensor` over ranks (identical on every rank afterwards)."""
-    if world_size() > 1:
+    if collective.world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        tensor.div_(world_size())
+        tensor.div_(collective.world_size())
     return tensor
 
 
 def sync_buffers(model: nn.Module) -> None:
     """Rank 0's buffers (BatchNorm running statistics) on every rank."""
-    if world_size() > 1:
+    if collective.world_size() > 1:
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
 
@@ -206,7 +194,7 @@ def evaluate(
     from lottery.training.losses import DEFAULT
 
     loss_fn = loss_fn or DEFAULT
-    if world_size() == 1:
+    if collective.world_size() == 1:
         return evaluate_local(model, x, y, loss_fn)
     n = len(x)
     if n == 0:
@@ -240,7 +228,7 @@ def evaluate_split(
     lo, hi = shard(n)
     loss, correct = evaluate_sums(model, data.eval_batches(split, lo, hi), loss_fn or DEFAULT)
     sums = torch.tensor([loss, float(correct)], dtype=torch.float64, device=_device())
-    if world_size() > 1:
+    if collective.world_size() > 1:
         dist.all_reduce(sums, op=dist.ReduceOp.SUM)
     return float(sums[0]) / n, float(sums[1]) / n
 
@@ -257,7 +245,7 @@ def checksum(mask: Mask) -> bytes:
 
 def _gather_digests(digest: bytes) -> list[bytes]:
     mine = torch.tensor(list(digest), dtype=torch.uint8, device=_device())
-    gathered = [torch.empty_like(mine) for _ in range(world_size())]
+    gathered = [torch.empty_like(mine) for _ in range(collective.world_size())]
     dist.all_gather(gathered, mine)
     return [bytes(t.cpu().tolist()) for t in gathered]
 
@@ -283,14 +271,14 @@ def _check_digests(digest: bytes, what: str) -> None:
 
 def check_equal(mask: Mask, what: str = "mask") -> None:
     """Raise `RankMismatch` on every rank unless every rank holds the same mask (names, shapes and bits)."""
-    if world_size() == 1:
+    if collective.world_size() == 1:
         return
     _check_digests(checksum(mask), what)
 
 
 def check_weights(model: nn.Module) -> None:
     """Raise `RankMismatch` on every rank unless every rank holds the same weights and buffers (bit for bit)."""
-    if world_size() == 1:
+    if collective.world_size() == 1:
         return
     _check_digests(weights_checksum(model), "weights digest")
 
@@ -299,7 +287,7 @@ def broadcast_mask(mask: Mask) -> Mask:
     """Rank 0's mask on every rank, checked equal everywhere afterwards. Every rank computes its own mask
     first (from the same weights, so normally the same mask); a rank whose mask differs says so on stderr
     and trains with rank 0's."""
-    if world_size() == 1:
+    if collective.world_size() == 1:
         return mask
     from lottery.pruning import Mask
 
@@ -312,8 +300,8 @@ def broadcast_mask(mask: Mask) -> Mask:
     if not torch.equal(flat, local):
         different = int((flat != local).sum())
         print(
-            f"lottery: rank {rank()}: the mask computed here differs from rank 0's in {different} weight(s); "
-            "using rank 0's",
+            f"lottery: rank {collective.rank()}: the mask computed here differs from rank 0's in {different} "
+            "weight(s); using rank 0's",
             file=sys.stderr,
         )
     flat = flat.cpu().bool()

@@ -20,17 +20,15 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
-from lottery import seeding
+from lottery import collective, events, seeding
 from lottery.data import BatchStream, Splits
-from lottery.data.batches import Augment
-from lottery.loggers.track import track_evaluation
 from lottery.models import Network
 from lottery.pruning import Mask, attach
-from lottery.spec import Step, TrainingSpec
 from lottery.store import RunDir, layout, locked
 from lottery.training import distributed, losses, overall
+from lottery.training.job import Job
 from lottery.training.optimizer import exact_step, make_optimizer
-from lottery.training.provenance import file_metadata
+from lottery.training.provenance import file_metadata, run_metadata
 from lottery.training.schedule import lr_at
 
 
@@ -54,49 +52,6 @@ class Runtime:
     imports: tuple[str, ...] = ()  # plugin modules (--import) that other processes (Ray workers) import too
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """The training spec's step strings in iterations, for a dataset's epoch length."""
-
-    iterations_per_epoch: int
-    end: int
-    warmup: int
-    milestones: list[int]
-    eval_every: int
-
-    @classmethod
-    def of(cls, training: TrainingSpec, iterations_per_epoch: int) -> Schedule:
-        def its(step: str) -> int:
-            return Step.parse(step).to_iterations(iterations_per_epoch)
-
-        return cls(
-            iterations_per_epoch,
-            its(training.training_steps),
-            its(training.warmup_steps),
-            [its(s) for s in training.milestone_steps],
-            max(1, its(training.eval_every)),
-        )
-
-
-@dataclass
-class Job:
-    """One training run: from `start` (iteration k) to `end` with a fixed mask."""
-
-    training: TrainingSpec
-    schedule: Schedule
-    start: int = 0
-    mask: Mask | None = None
-    snapshots: tuple[int, ...] = ()  # iterations at which to save weights (rewind points)
-    snapshot_optimizer: bool = False  # also save the optimizer state there
-    optimizer_state: dict[str, Any] | None = None  # restored at `start` (IMP's 'rewind' option)
-    augment: Augment | None = None
-    tags: dict[str, Any] = field(default_factory=dict)  # the run's identity (training/provenance.py); not results
-
-
-def snapshot_name(iteration: int, optimizer: bool = False) -> str:
-    return layout.snapshot(iteration, optimizer)
-
-
 def is_finished(run: RunDir, job: Job) -> bool:
     """Whether every artifact of the finished run is present and verified. Each file that exists but fails
     verification is reported on stderr (the run is then recomputed). A diverged run never reached the
@@ -107,9 +62,9 @@ def is_finished(run: RunDir, job: Job) -> bool:
     for k in job.snapshots:
         if diverged_at is not None and k > diverged_at:
             continue
-        needed.append(snapshot_name(k))
+        needed.append(layout.snapshot(k))
         if job.snapshot_optimizer:
-            needed.append(snapshot_name(k, optimizer=True))
+            needed.append(layout.snapshot(k, optimizer=True))
     verified = [run.read(name) is not None for name in needed]  # no short cut: every bad file is reported
     return summary is not None and all(verified)
 
@@ -122,7 +77,7 @@ def train(run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime)
     with locked(run.path):
         if is_finished(run, job):  # another process finished it while this one waited
             return run.read_json("summary.json")
-        if distributed.is_main():
+        if collective.is_main():
             run.remove_temporary()
         return train_session(Session(run, model, data, job, runtime))
 
@@ -343,10 +298,10 @@ class Session:
 
     def snapshot(self) -> None:
         """Save the weights (and optimizer state) if this iteration is a requested rewind point."""
-        if self.t in self.job.snapshots and not self.run.exists(snapshot_name(self.t)):
-            self.run.write_tensors(snapshot_name(self.t), self.model.state_dict())
+        if self.t in self.job.snapshots and not self.run.exists(layout.snapshot(self.t)):
+            self.run.write_tensors(layout.snapshot(self.t), self.model.state_dict())
             if self.job.snapshot_optimizer:
-                self.run.write_torch(snapshot_name(self.t, optimizer=True), self.optimizer.state_dict())
+                self.run.write_torch(layout.snapshot(self.t, optimizer=True), self.optimizer.state_dict())
 
     def add_loss(self, loss: torch.Tensor) -> None:
         self.loss_sum += loss
@@ -380,8 +335,10 @@ class Session:
         self.loss_sum.zero_()
         self.loss_count = 0
         self.run.write("metrics.jsonl", "".join(_json_line(r) for r in self.metrics).encode())
-        track_evaluation(self, rows)  # experiment trackers (lottery.loggers), if any are chosen
-        if not self.progress_shown() and distributed.is_main():
+        log, strict = getattr(self.runtime, "log", ()), getattr(self.runtime, "log_strict", False)
+        end = self.job.schedule.end  # the trackers (lottery.loggers) listen, where any are chosen (`log`)
+        events.emit(events.Evaluation(self.run.path, run_metadata(self.job), rows, end, log, strict))
+        if not self.progress_shown() and collective.is_main():
             whole = overall.prefix()
             where = f"[{whole}] " if whole else ""
             print(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from lottery.store import layout
 
 if TYPE_CHECKING:
-    from lottery.training.loop import Job
+    from lottery.training.job import Job
 
 
 def run_metadata(job: Job) -> dict[str, str]:

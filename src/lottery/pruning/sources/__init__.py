@@ -19,9 +19,10 @@ from torch.nn import functional as F
 from lottery.errors import UserError
 from lottery.pruning.mask import Mask
 from lottery.pruning.prunable import prunable
+from lottery.pruning.ranking import remove_lowest
 from lottery.pruning.sources import grasp, magnitude, random, snip, synflow  # noqa: F401  (register them)
 from lottery.pruning.sources.base import SCORE_MODES, Batches, LossFn, ScoreInput, Source, sources
-from lottery.pruning.strategies import layer_pool, remove_lowest, target_fractions
+from lottery.pruning.strategies import layer_pool, target_fractions
 from lottery.pruning.structure import Structure, prune_structured
 from lottery.spec.groups import PruningSpec
 

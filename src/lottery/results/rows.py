@@ -8,7 +8,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from lottery.experiments import conclusions
+from lottery.results import conclusions
 from lottery.store import RunDir
 
 METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "early_stop_iteration", "train_seconds")

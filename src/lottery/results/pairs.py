@@ -1,0 +1,33 @@
+"""Stability pairs: the measures compared per pair of networks, and one row per compared pair of the stability
+points in `results.json` (`stability.csv`, the trackers' and the report's tables, `load_experiment`'s table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Per pair: distances, distance relative to how far the two networks travelled from their starts, function space.
+PRUNING_MEASURES = ("l2", "angle_degrees", "normalized_l2", "travelled_l2", "disagreement_test", "kl_test")
+DATA_ORDER_MEASURES = (
+    *PRUNING_MEASURES, "barrier_test", "barrier_train", "loss_barrier_test", "loss_barrier_train", "mask_jaccard",
+)  # fmt: skip
+
+
+PAIR_FIELDS = (
+    "replicate", "rewind_iteration", "level", "kind", "density", "measure", "a", "b", *DATA_ORDER_MEASURES, "stable",
+    "target_density",
+)  # fmt: skip
+
+
+def pair_rows(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per compared pair (for stability.csv): measure 'pruning' (full vs subnetwork) or 'data_order'."""
+    rows = []
+    for p in points:
+        if p["diverged"]:
+            continue
+        keys = {k: p[k] for k in ("replicate", "rewind_iteration", "level", "kind", "density")}
+        keys["target_density"] = p.get("target_density")  # a [masks] subject's; None (an empty cell) for the others
+        for pair in (p["pruning"] or {"pairs": []})["pairs"]:
+            rows.append({**keys, "measure": "pruning", "a": pair["full"], "b": pair["subnetwork"], **pair})
+        for pair in p["data_order"]["pairs"]:
+            rows.append({**keys, "measure": "data_order", **pair})
+    return rows
