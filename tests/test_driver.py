@@ -13,14 +13,14 @@ import pytest
 from conftest import TINY, tiny_spec
 from lottery.cli.main import main
 from lottery.errors import UserError
-from lottery.experiments import driver, executors
+from lottery.experiments import driver, executors, views
 from lottery.experiments.context import Context
 from lottery.experiments.plan import plan
 from lottery.experiments.rewind_search import run_search
 from lottery.experiments.run import run_experiment
 from lottery.experiments.sweep import run_sweep
 from lottery.experiments.tasks import Task
-from lottery.store import write_spec
+from lottery.store import layout, write_spec
 from lottery.training import Runtime
 
 STEPS = ("prepare", "held", "work", "write_results", "announce_results")
@@ -164,3 +164,21 @@ def test_dry_run_lists_the_plans_tasks_with_what_the_store_holds_and_writes_noth
     ]
     assert lines[-1].endswith(": 5 tasks, 2 to run; 2 of 5 networks to train")
     assert sorted(store.rglob("*")) == before  # nothing written: no experiment directory, no link, no lock
+
+
+def test_a_network_whose_recipe_another_driver_is_writing_is_bound_not_refused(tmp_path: Path) -> None:
+    """Two drivers binding one network at once (two experiments sharing a dense run, started together): the other
+    one's key.json, still a temporary file, is not 'files but no recipe' (tests/test_reuse.py's race)."""
+    spec = tiny_spec()
+    experiment = driver.prepare([(spec, None)], tmp_path, Runtime(progress=False))[0]
+    network = next(iter(views.networks(experiment.ctx)))
+    target = layout.network(tmp_path, network.kind, network.digest)
+    target.mkdir(parents=True)
+    (target / f"{layout.temporary_prefix(layout.KEY_FILE)}x1.tmp").write_text("{")  # mid-write by the other driver
+    write_spec(experiment.directory, spec, None)
+    views.bind(experiment.ctx, experiment.directory)
+    assert json.loads((target / layout.KEY_FILE).read_text()) == json.loads(json.dumps(network.recipe))
+    (target / layout.KEY_FILE).unlink()
+    (target / "final.safetensors").write_bytes(b"")  # a real file without a recipe is still refused
+    with pytest.raises(UserError, match="holds files but no recipe"):
+        views.bind(experiment.ctx, experiment.directory)
