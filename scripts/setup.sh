@@ -26,7 +26,7 @@ if [ ! -f "$FASHION_MNIST/train-images-idx3-ubyte.gz" ]; then
 fi
 # The tracker extras the tests use (measured on a fresh venv: tensorboard 6 s / 54 MB, wandb 10 s / 88 MB,
 # mlflow-skinny 9 s / 87 MB).
-if ! .venv/bin/python -c "import lottery, pytest, hypothesis, ray, tensorboard, wandb, mlflow, PIL, pandas, lightning, transformers, submitit" 2>/dev/null \
+if ! .venv/bin/python -c "import lottery, pytest, xdist, hypothesis, ray, tensorboard, wandb, mlflow, PIL, pandas, lightning, transformers, submitit" 2>/dev/null \
     || [ pyproject.toml -nt .venv/.lottery-installed ]; then
     echo "setup: installing lottery (editable, with test, ray, tensorboard, wandb, mlflow, images, pandas, lightning, transformers and slurm extras)"
     .venv/bin/pip install --quiet -e ".[test,ray,tensorboard,wandb,mlflow,images,pandas,lightning,transformers,slurm]"

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from lottery.data import load, loaders
+from lottery.data import load
 from lottery.errors import UserError
+from lottery.registry import datasets as loaders
 from lottery.spec import DatasetSpec
 
 CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]

@@ -15,10 +15,11 @@ from lottery import plugins
 from lottery.cli.main import main
 from lottery.data import load
 from lottery.data.base import as_data
+from lottery.registry import losses
 from lottery.spec import DatasetSpec, TrainingSpec
 from lottery.spec.groups import OPTIMIZERS
 from lottery.training import lr_at
-from lottery.training.losses import losses, make
+from lottery.training.losses import make
 from lottery.training.optimizer import OPTIMIZERS as CLASSES
 from lottery.training.optimizer import make_optimizer
 
@@ -125,7 +126,7 @@ def test_bad_training_settings_exit_2_with_one_line(
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("name", losses.names())
+@pytest.mark.parametrize("name", losses.builtin_names())
 def test_losses_reduce_like_torch(name: str) -> None:
     g = torch.Generator().manual_seed(0)
     output, target = torch.randn(7, 4, generator=g).log_softmax(1), torch.randint(4, (7,), generator=g)

@@ -175,10 +175,10 @@ def test_entry_point_plugins_are_found_by_name(tmp_path: Path, monkeypatch: pyte
 
 
 def test_the_documented_example_plugin_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """examples/plugins/tabular_plugin.py (shown in full in docs/plugins.md) with its spec, shortened."""
+    """examples/plugins/tabular_plugin.py (shown in full in docs/extending.md) with its spec, shortened."""
     root = Path(__file__).resolve().parent.parent
     example = root / "examples" / "plugins" / "tabular_plugin.py"
-    docs = (root / "docs" / "plugins.md").read_text()
+    docs = (root / "docs" / "extending.md").read_text()
     assert example.read_text().strip() in docs  # the documentation shows the tested file
     short = [
         "training.training_steps=40it",

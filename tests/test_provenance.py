@@ -105,6 +105,7 @@ def test_show_prints_a_files_provenance(experiment: Path, capsys: pytest.Capture
 def test_report_links_stability_pairs_to_their_copies_and_curves(experiment: Path) -> None:
     """The report's stability table (on this module's experiment, which has a stability analysis): every number
     links to the copy or the interpolation curve it came from."""
+    from lottery.measures import present
     from lottery.reports.layers_figures import stability_pairs_section
     from test_report_browser import Links
 
@@ -113,7 +114,8 @@ def test_report_links_stability_pairs_to_their_copies_and_curves(experiment: Pat
     page.feed(stability_pairs_section(results, experiment))
     pairs = results["stability"]["points"]
     count = sum(len((p["pruning"] or {"pairs": []})["pairs"]) + len(p["data_order"]["pairs"]) for p in pairs)
-    assert count and len(page.cells["stability-pairs"]) == 12 * count
+    columns = 7 + len(present(pairs))  # the pair's keys, then every stability measure (lottery.measures)
+    assert count and len(page.cells["stability-pairs"]) == columns * count
     assert any(h.endswith("_interpolation_0_1.json") for h in page.hrefs)
     for href in page.hrefs:
         assert os.path.exists(os.path.normpath(experiment / "report" / href)), href

@@ -127,7 +127,7 @@ def test_a_prefix_retrained_to_k_is_the_dense_runs_w_k_bit_for_bit(known: tuple[
     prefix = run.read_tensors(layout.snapshot(16))
     assert dense.keys() == prefix.keys() and all(torch.equal(dense[k], prefix[k]) for k in dense)
     off_grid = [p["k"] for p in found["dense"]["probes"] if p["k"] not in (0, 8, 16, 32, 48)]
-    assert off_grid and all(imp.dense_dir(rdir).exists(snapshot_name(k)) for k in off_grid)
+    assert off_grid and all(layout.dense(rdir).exists(layout.snapshot(k)) for k in off_grid)
     store = layout.store_of(experiment.path)
     made = [json.loads((p / layout.KEY_FILE).read_text()) for p in (store / layout.NETWORKS / "prefix").iterdir()]
     assert set(off_grid) <= {k for recipe in made for k in recipe["snapshots"]}  # networks of the store, unlinked

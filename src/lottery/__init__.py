@@ -21,9 +21,15 @@ The public Python API, for any `nn.Module` and any training loop (see docs/api.m
     rewind_search(spec, level=, max_trainings=)  the earliest stable rewind point (lottery rewind-search)
     dynamic(model, optimizer, method, density=, total_steps=)  RigL, SET or GMP in your own loop (a handle)
 
-Your own models, datasets and losses in specs and on the CLI (see docs/plugins.md):
+Your own models, datasets, losses and stability measures, on the CLI with --import (see docs/extending.md):
 
-    register_model(name) / register_dataset(name) / register_loss(name)
+    register_model(name) / register_dataset(name) / register_loss(name)   (the decorators the built-ins use)
+    register_measure(name, label=, group=, pruning=)                       a stability measure of two networks
+
+Your own mask sources and control kinds, one registration each (docs/extending/mask-source.md, control.md):
+
+    register_mask_source(name, stream=, options=, ...)   score(ScoreInput) -> {parameter: scores}
+    register_control(name, stream=, label=, ...)         start(ControlInput) -> ControlStart
 """
 
 from lottery import wiring  # noqa: F401  (last: the trackers listen to the engine; readers get its results)
@@ -33,15 +39,21 @@ from lottery.api.masks import prune, random_mask_like, reinitialize
 from lottery.api.notebook import load_experiment
 from lottery.api.rewind import rewind_search
 from lottery.api.subnetwork import masked, train_subnetwork
+from lottery.controls import ControlInput, ControlStart
 from lottery.dynamic import DynamicSparsity, dynamic  # the function `lottery.dynamic` (package: lottery.dynamic.*)
 from lottery.export import export_ticket, load_ticket
+from lottery.extension_points import register_control, register_mask_source
+from lottery.measures import register_measure
 from lottery.plugins import register_dataset, register_loss, register_model
 from lottery.pruning import Attachment, Mask, attach, prunable
 from lottery.pruning.sources import mask_from_scores, scores
+from lottery.pruning.sources.base import ScoreInput
 from lottery.version import __version__
 
 __all__ = [
     "Attachment",
+    "ControlInput",
+    "ControlStart",
     "Curve",
     "DynamicSparsity",
     "Level",
@@ -62,8 +74,12 @@ __all__ = [
     "prunable",
     "prune",
     "random_mask_like",
+    "ScoreInput",
+    "register_control",
     "register_dataset",
     "register_loss",
+    "register_measure",
+    "register_mask_source",
     "register_model",
     "reinitialize",
     "rewind_search",

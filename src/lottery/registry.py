@@ -1,14 +1,29 @@
-"""A name -> plug-in table, one per plug-in kind (models, datasets, strategies, presets); the built-in names of
-the kinds users add plugins to (`provide_builtin`, `is_builtin`, `builtin_names`)."""
+"""Name -> entry tables, one per kind: `Registry` (strategies, mask sources, presets, initializers, ...) and
+`PluginRegistry`, the one registry of each kind users extend (models, datasets, losses): built-ins and third-party
+plugins register through the same decorator (`lottery.register_model`, ...) with the same signature.
+
+An entry's identity: code of the `lottery` package is versioned by the recipes' VERSIONS; any other code by the
+hash of its source (`Plugin.source_hash`: its file, and the modules it imports from its own package or directory),
+which `lottery.plugins.stamp` records in the spec.
+"""
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import importlib.metadata
+import inspect
+import re
+import sys
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
-from lottery.errors import unknown_name
+from lottery.errors import UserError, unknown_name
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Registry(Generic[T]):
@@ -40,29 +55,202 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-# The built-in names of each kind a plugin may add to ('model', 'dataset', 'loss'): a lookup of whether a name is
-# built in and a list of names, given here by the kind's registry (models.registry, data.base, training.losses)
-# as it is imported. lottery.plugins and the spec's validation ask here, below the registries that import them.
-_builtin: dict[str, tuple[Callable[[str], bool], Callable[[], list[str]]]] = {}
+@dataclass(frozen=True)
+class Plugin:
+    """A registered model, dataset or loss: its kind, name (for a family, `pattern` matches every name it builds:
+    `name` is an example), and factory."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    pattern: str | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.factory(*args, **kwargs)
+
+    def matches(self, name: str) -> bool:
+        return name == self.name or (self.pattern is not None and re.fullmatch(self.pattern, name) is not None)
+
+    @property
+    def builtin(self) -> bool:
+        """Shipped with lottery (its factory is defined in the `lottery` package): versioned, not hashed."""
+        module = getattr(inspect.unwrap(self.factory), "__module__", "") or ""
+        return module == "lottery" or module.startswith("lottery.")
+
+    def takes(self, argument: str) -> bool:
+        """Whether the factory's signature names `argument` (what it receives of lottery's own arguments)."""
+        try:
+            return argument in inspect.signature(self.factory).parameters
+        except (TypeError, ValueError):
+            return False
+
+    @property
+    def source_file(self) -> Path | None:
+        """The file that defines the factory (None for one without a source file)."""
+        try:
+            path = inspect.getsourcefile(inspect.unwrap(self.factory))
+        except TypeError:
+            return None
+        return Path(path).resolve() if path else None
+
+    def source_hash(self) -> str:
+        """'sha256:<16 hex>' of the code that defines the factory ('builtin:<qualname>' where there is no file): the
+        defining file and, where it is a module of a package, every module of that package (its top-level package's
+        directory, so helpers it imports from its own package count), and the modules imported beside a top-level
+        module file (from its directory)."""
+        path = self.source_file
+        if path is None or not path.is_file():
+            return f"builtin:{_qualname(self.factory)}"
+        digest = hashlib.sha256()
+        for file in _own_code(path, getattr(inspect.unwrap(self.factory), "__module__", "") or ""):
+            digest.update(f"{file.name}\0".encode() + file.read_bytes())
+        return "sha256:" + digest.hexdigest()[:16]
+
+    def describe(self) -> str:
+        if self.builtin:
+            return f"built-in {self.kind} '{self.name}'"
+        return f"plugin {self.kind} '{self.name}' ({self.source_file or self.factory!r})"
 
 
-def provide_builtin(kind: str, contains: Callable[[str], bool], names: Callable[[], list[str]]) -> None:
-    """Record the registry of the built-in `kind`s: `contains(name)` says whether one is built in, `names()` lists
-    them (one example per model family)."""
-    _builtin[kind] = (contains, names)
+def _qualname(factory: Callable[..., Any]) -> str:
+    return getattr(factory, "__qualname__", repr(factory))  # with the source file: the same definition
 
 
-def _lookups(kind: str) -> tuple[Callable[[str], bool], Callable[[], list[str]]]:
-    if kind not in _builtin:  # `import lottery` imports every registry first, so only a broken import gets here
-        raise RuntimeError(f"no registry of built-in {kind}s is imported (it calls lottery.registry.provide_builtin)")
-    return _builtin[kind]
+def _own_code(path: Path, module: str) -> list[Path]:
+    """The source files a plugin's code is: `path`; for a module of a package, every .py file of its top-level
+    package; for a top-level module, also the modules (and packages) it imports from its own directory."""
+    top = module.split(".")[0]
+    package = sys.modules.get(top) if "." in module else None
+    package_file = getattr(package, "__file__", None)
+    if package_file and Path(package_file).name == "__init__.py":
+        return sorted(Path(package_file).resolve().parent.rglob("*.py"))
+    files = {path}
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError):
+        return [path]
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    for name in sorted(imported):
+        first = name.split(".")[0]
+        if (path.parent / f"{first}.py").is_file():
+            files.add(path.parent / f"{first}.py")
+        elif (path.parent / first / "__init__.py").is_file():
+            files.update((path.parent / first).rglob("*.py"))
+    return sorted(files)
+
+
+class PluginRegistry(Registry[Plugin]):
+    """The registry of one kind users extend: `register(name)` is the decorator built-ins and plugins both use; a
+    name is looked up among the registered entries (exact names, then families' patterns), then the installed
+    packages' entry points of `group` (loaded when a spec names one)."""
+
+    def __init__(self, kind: str, field: str, group: str) -> None:
+        super().__init__(kind)
+        self.field, self.group = field, group  # the spec setting that names one; the entry-point group
+        _kinds[kind] = self
+
+    def register(self, name: str, *, pattern: str | None = None) -> Callable[[F], F]:  # type: ignore[override]
+        """Decorator: register `factory` as the `kind` called `name` (with `pattern`: every name it fully matches,
+        a family such as r'resnet(20|32|44|56|110)'). A plugin may not take a built-in's name; one name registered
+        by two definitions is refused (the same definition again, a module imported twice, replaces itself)."""
+
+        def add(factory: F) -> F:
+            if not isinstance(name, str) or not name or not name.isprintable():
+                raise UserError(f"a plugin {self.kind} needs a printable, non-empty name, got {name!r}")
+            entry = Plugin(self.kind, name, factory, pattern)
+            if not entry.builtin and self.is_builtin(name):
+                built_in = f"has the name of a built-in {self.kind}: choose another name"
+                raise UserError(f"plugin {self.kind} '{name}' {built_in}")
+            old = self._items.get(name)
+            if old is not None and (old.source_file, _qualname(old.factory)) != (entry.source_file, _qualname(factory)):
+                raise UserError(f"{entry.describe()} is registered twice (also by {old.source_file or old.factory!r})")
+            self._items[name] = entry
+            return factory
+
+        return add
+
+    def _registered(self, name: str) -> Plugin | None:
+        if name in self._items:
+            return self._items[name]
+        return next((entry for entry in self._items.values() if entry.matches(name)), None)
+
+    def find(self, name: str) -> Plugin | None:
+        """The entry that builds `name`: registered already, or loaded from its entry point; None if neither."""
+        found = self._registered(name)
+        if found is not None:
+            return found
+        try:
+            points = importlib.metadata.entry_points(group=self.group, name=name)
+        except Exception:  # noqa: BLE001  (broken metadata of some installed package: no entry points)
+            return None
+        for point in points:
+            try:
+                factory = point.load()
+            except Exception as error:  # noqa: BLE001  (the plugin's own import failed: say which)
+                where = f"entry point {point.value} of plugin {self.kind} '{name}'"
+                raise UserError(f"{where} fails to load: {error}") from None
+            self.register(name)(factory)
+            return self._items[name]
+        return None
+
+    def get(self, name: str) -> Plugin:
+        found = self.find(name)
+        if found is None:
+            raise self.unknown(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._registered(name) is not None
+
+    def is_builtin(self, name: str) -> bool:
+        """Whether a built-in entry builds `name`."""
+        return any(entry.builtin and entry.matches(name) for entry in self._items.values())
+
+    def builtin_names(self) -> list[str]:
+        """The built-in names (one example per family)."""
+        return sorted(name for name, entry in self._items.items() if entry.builtin)
+
+    def names(self) -> list[str]:
+        """Every registered name (one example per family) and the installed entry points' names."""
+        try:
+            points = [p.name for p in importlib.metadata.entry_points(group=self.group)]
+        except Exception:  # noqa: BLE001
+            points = []
+        return sorted({*self._items, *points})
+
+    def unknown(self, name: str) -> UserError:
+        """An unknown name: the valid ones (built in and plugins), the closest suggested."""
+        error = unknown_name(self.field, name, self.names())
+        return UserError(f"{error}; a {self.kind} of your own: --import MODULE (see docs/extending.md)")
+
+    def check(self, name: str, recorded: str | None) -> Plugin:
+        """The entry that builds `name`, whose code still hashes to `recorded` (a process building it from a stored
+        or transmitted spec: a Ray worker, a resumed run); built-ins are not hashed."""
+        entry = self.get(name)
+        if recorded is not None and not entry.builtin and entry.source_hash() != recorded:
+            raise UserError(f"the code of {entry.describe()} changed since this experiment's spec was resolved")
+        return entry
+
+
+_kinds: dict[str, PluginRegistry] = {}
+models = PluginRegistry("model", "model", "lottery.models")
+datasets = PluginRegistry("dataset", "dataset", "lottery.datasets")
+losses = PluginRegistry("loss", "training.loss", "lottery.losses")
+
+
+def of(kind: str) -> PluginRegistry:
+    """The registry of `kind` ('model', 'dataset', 'loss')."""
+    if kind not in _kinds:
+        raise ValueError(f"plugin kind must be one of {tuple(_kinds)}, got {kind!r}")
+    return _kinds[kind]
 
 
 def is_builtin(kind: str, name: str) -> bool:
     """Whether `name` is a built-in model, dataset or loss (`kind`)."""
-    return _lookups(kind)[0](name)
+    return of(kind).is_builtin(name)
 
 
 def builtin_names(kind: str) -> list[str]:
     """The built-in names of `kind` (models: one example name per family)."""
-    return _lookups(kind)[1]()
+    return of(kind).builtin_names()

@@ -14,7 +14,10 @@ import numpy as np
 import torch
 
 # purpose -> stream id. Never reuse or renumber an id: a network's recipe (experiments/recipes.py) names the code
-# version that derives its seeds, and a changed id changes what every stored network of that kind is.
+# version that derives its seeds, and a changed id changes what every stored network of that kind is. The purposes
+# of the extension points are added by their registrations (`add_stream`): each mask source's `masks.<name>`
+# (lottery.pruning.sources: magnitude 30, snip 31, grasp 32, synflow 33, random 34) and each control kind's
+# `control.<name>` (lottery.controls: random_reinit 20, random_prune 21, random_prune_global 22).
 STREAMS: dict[str, int] = {
     # the training loop and its data (data/batches.py, data/imaging.py, training/loop.py)
     "data_order": 1,  # the permutation of epoch e: (data_order_seed, e)
@@ -24,17 +27,7 @@ STREAMS: dict[str, int] = {
     # the stability analysis (experiments/stability.py)
     "copy_data_order": 10,  # copy i's data-order seed: (the chain's data_order_seed, i)
     "copy_augmentation": 11,  # copy i's augmentation seed: (the chain's augmentation_seed, i)
-    # the controls (experiments/controls.py): (recorded seed, the replicate's init, data-order, augmentation seeds
-    # [, k, level where unpaired])
-    "control.random_reinit": 20,
-    "control.random_prune": 21,
-    "control.random_prune_global": 22,
-    # the [masks] sources and ablations (experiments/masks.py): (recorded seed, the replicate's training seeds)
-    "masks.magnitude": 30,
-    "masks.snip": 31,
-    "masks.grasp": 32,
-    "masks.synflow": 33,
-    "masks.random": 34,
+    # the [masks] engine beside its sources (experiments/masks.py): (recorded seed, the replicate's training seeds)
     "masks.early_bird": 35,
     "masks.trace": 36,  # the early-bird trace's scoring batches: (the replicate's training seeds)
     "masks.shuffle": 40,  # an ablation: (the source's stream id, recorded seed, the replicate's training seeds)
@@ -45,12 +38,28 @@ STREAMS: dict[str, int] = {
     "dynamic": 60,
     "dynamic.initial_mask": 61,  # (the run's seed[, layer index])
     "dynamic.set_growth": 62,  # (the run's seed, step, layer index)
-    # the Python API (api/imp.py, api/masks.py)
-    "api.control.random_reinit": 50,
-    "api.control.random_prune": 51,
-    "api.control.random_prune_global": 52,
+    # the Python API (api/masks.py)
     "api.random_mask": 53,
 }
+# Ids that once named a purpose and are never given to another: the API's own control streams (`lottery.imp`'s
+# controls now derive their seeds as the engine's do, from `control.<kind>`: experiments/imp_step.py).
+RETIRED = {50: "api.control.random_reinit", 51: "api.control.random_prune", 52: "api.control.random_prune_global"}
+
+
+def add_stream(purpose: str, stream: int) -> None:
+    """Add `purpose` with stream id `stream` to the table (an extension point's registration). The same pair again is
+    a no-op; a purpose with another id, or an id another purpose (or a retired one) holds, raises ValueError."""
+    if not isinstance(stream, int) or isinstance(stream, bool) or not 0 <= stream < 2**32:
+        raise ValueError(f"the seed stream of {purpose!r} must be an integer in [0, 2**32), got {stream!r}")
+    if STREAMS.get(purpose) == stream:
+        return
+    if purpose in STREAMS:
+        raise ValueError(f"seed purpose {purpose!r} already has stream {STREAMS[purpose]}, not {stream}")
+    holder = next((p for p, s in STREAMS.items() if s == stream), None) or RETIRED.get(stream)
+    if holder is not None:
+        raise ValueError(f"seed stream {stream} of {purpose!r} is already {holder!r}'s: choose an unused id")
+    STREAMS[purpose] = stream
+
 
 _LIMIT = 2**63
 

@@ -32,17 +32,20 @@ import torch
 from torch import Tensor, nn
 from torch.optim import optimizer as optim_base
 
-from lottery import seeding
 from lottery.api.fingerprint import digest_tensors, fingerprint
-from lottery.api.masks import prune, random_mask_like, reinitialize, starting_mask
+from lottery.api.masks import reinitialize, starting_mask
 from lottery.api.store import SCOPES, ApiStore, accuracy_of, api_spec
-from lottery.errors import UserError
+from lottery.errors import UserError, unknown_name
+from lottery.experiments import imp_step
+from lottery.extension_points import control_kinds
 from lottery.pruning import Mask
 from lottery.pruning.attachment import Attachment
-from lottery.spec import Step
+from lottery.spec import PruningSpec, Step, TrainingSpec
 from lottery.store import RunDir, layout
 
-CONTROLS = ("random_prune", "random_prune_global", "random_reinit")
+# The seed values of the chain `lottery.imp` runs, for its controls' seeds: those of replicate 0 of a spec with the
+# default seeds, so that its controls are the engine's (`lottery run`, controls.pairing = 'paired').
+CHAIN = imp_step.chain_seeds(TrainingSpec())
 TrainFn = Callable[[nn.Module, Mask, int, int], Any]
 
 
@@ -226,9 +229,11 @@ def imp(
     - `fraction` / `density`, `scope`, `rates`, `ignore`: how each level prunes (see `lottery.prune`; `density`
       prunes level 1 to it in one shot). `mask`: the starting mask (default `Mask.ones(model)`); or `names`: the
       parameters to prune, like `lottery.prunable(model, ...)` returns (default `lottery.prunable(model)`).
-    - `controls`: any of 'random_prune', 'random_prune_global' (same per-layer or total density, random
-      positions, on m ⊙ W_k) and 'random_reinit' (the level's mask on fresh weights, `lottery.reinitialize`),
-      seeded from `control_seed` and the level; trained like the level.
+    - `controls`: any registered control kind: 'random_prune', 'random_prune_global' (same per-layer or total
+      density, random positions, on m ⊙ W_k), 'random_reinit' (the level's mask on fresh weights,
+      `lottery.reinitialize`), or a plugin's (`lottery.register_control`); made by the engine's code
+      (experiments/imp_step.py) with the engine's seed (its kind's stream, `control_seed` and the chain's seed values,
+      paired: one seed for every level, as `controls.pairing = 'paired'`); trained like the level.
     - `directory`: a store (like the CLI's --out): the run is an experiment `<directory>/<hash>/` like the CLI's
       (`lottery show`, `report`, `compare`, `export`, `verify`, `ls` read it; `Level.experiment` is its path),
       atomic, checksummed and resumable: a finished run is read back, not retrained. The hash covers the settings,
@@ -247,10 +252,19 @@ def imp(
         raise UserError(f"imp: levels must be >= 0, got {levels}")
     controls = tuple(controls)
     for kind in controls:
-        if kind not in CONTROLS:
-            raise UserError(f"imp: unknown control {kind!r} (allowed: {', '.join(CONTROLS)})")
+        if kind not in control_kinds:
+            raise UserError(f"imp: {unknown_name('control', kind, control_kinds)}")
+    if scope not in SCOPES:
+        raise UserError(f"imp: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    if fraction is not None and density is not None:
+        raise UserError("imp: give fraction or density, not both")
     mask = starting_mask(model, mask, names, "imp")
-    prune_options = {"scope": scope, "rates": dict(rates or {}), "ignore": tuple(ignore)}
+    pruning = PruningSpec(
+        strategy=SCOPES[scope],
+        fraction=0.2 if fraction is None else fraction,
+        rates=dict(rates or {}),
+        layers_to_ignore=tuple(ignore),
+    ).validate()
     order = list(mask)
     store = None
     if directory is not None:
@@ -267,10 +281,13 @@ def imp(
             "controls": list(controls), "control_seed": control_seed, "mask": digest_tensors(mask.to_tensors()),
             "attach": attach,
         }  # fmt: skip
-        if scope not in SCOPES:
-            raise UserError(f"imp: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         model_class = f"{type(model).__module__}.{type(model).__qualname__}"
         store = ApiStore(Path(directory), api_spec(model_class, found, config, settings), found, settings)
+
+    def fresh(seed: int) -> dict[str, Tensor]:
+        """Fresh weights of the user's model drawn with `seed` (`lottery.reinitialize`; the model is reloaded before
+        every run)."""
+        return _copy(reinitialize(model, None, seed))
 
     def run_dir(level: int, control: str | None = None) -> RunDir | None:
         return store.run(level, control) if store is not None else None
@@ -312,28 +329,22 @@ def imp(
         for level in range(1, levels + 1):
             run = run_dir(level)
             done = _Runs.read(run, order)
+            kinds = _kinds(model, previous.mask)
             if done is None:
                 one_shot = density if level == 1 else None
-                new_mask = prune(
-                    previous.final, previous.mask, fraction=None if one_shot is not None else fraction,
-                    density=one_shot, kinds=_kinds(model, previous.mask), **prune_options,
-                )  # fmt: skip
-                done, _ = train(run, new_mask, new_mask.apply_to(w_k), k, None)
+                new_mask = imp_step.next_mask(previous.final, previous.mask, kinds, pruning, one_shot)
+                done, _ = train(run, new_mask, imp_step.rewind(new_mask, w_k), k, None)
             result = Level(done.mask, done.start, done.final, done.result, level=level, experiment=_path(store))
             for kind in controls:
                 name = layout.control_name(kind, control_seed)
                 crun = run_dir(level, name)
                 control = _Runs.read(crun, order)
                 if control is None:
-                    seed = seeding.derive(f"api.control.{kind}", control_seed, level)
-                    if kind == "random_reinit":
-                        fresh = _copy(reinitialize(model, done.mask, seed % 2**63))
-                        cmask, cstart = done.mask, fresh
-                    else:
-                        scope_ = "global" if kind == "random_prune_global" else "layerwise"
-                        cmask = random_mask_like(done.mask, seed, scope_, ignore=prune_options["ignore"])
-                        cstart = cmask.apply_to(w_k)
-                    control, _ = train(crun, cmask, cstart, k, None)
+                    derived = imp_step.control_seed(kind, control_seed, CHAIN)  # paired: the same at every level
+                    start = imp_step.control_start(
+                        kind, derived, done.mask, w_k, None, fresh, lambda: dense.start, kinds, pruning
+                    )
+                    control, _ = train(crun, start.mask, start.weights, k, None)
                 result.controls[name] = control
             yield result
             previous = done

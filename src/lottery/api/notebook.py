@@ -67,8 +67,9 @@ def load_experiment(path: str | Path) -> ExperimentTables:
     [masks] runs; empty without them). Reads `results.json`, regenerating it from the store when missing, like
     `lottery report`."""
     pandas = _pandas()
+    from lottery.measures import pair_fields
     from lottery.reports.load import load_experiment as load
-    from lottery.results.pairs import PAIR_FIELDS, pair_rows
+    from lottery.results.pairs import pair_rows
     from lottery.spec import to_dict
 
     experiment = load(Path(path))
@@ -84,6 +85,6 @@ def load_experiment(path: str | Path) -> ExperimentTables:
         spec=to_dict(experiment.spec),
         results=pandas.DataFrame(imp_runs),
         summary=pandas.DataFrame([_flat_summary(row) for row in results["summary"]]),
-        stability=pandas.DataFrame(pair_rows(points), columns=None if points else list(PAIR_FIELDS)),
+        stability=pandas.DataFrame(pair_rows(points), columns=None if points else pair_fields(points)),
         mask_sources=pandas.DataFrame(mask_runs),
     )

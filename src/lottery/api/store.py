@@ -95,6 +95,8 @@ class ApiStore:
             self._bind()
 
     def _keys(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        from lottery.experiments.recipes import plugin_code
+        from lottery.extension_points import control_kinds
         from lottery.store import layout
 
         k, r = self.settings["rewind"], layout.replicate(self.experiment.path, 0)
@@ -104,7 +106,12 @@ class ApiStore:
             yield layout.level(r, k, level), key
             for kind in self.settings["controls"]:
                 seed = self.settings["control_seed"]
-                yield layout.control(r, k, level, kind, seed), {**key, "kind": kind, "seed": seed}
+                registered = control_kinds.get(kind)  # its seed: the engine's, paired (experiments/imp_step.py)
+                code = {} if registered.builtin else {"code": plugin_code(registered.start)}
+                yield (
+                    layout.control(r, k, level, kind, seed),
+                    {**key, "kind": kind, "seed": seed, "pairing": "paired", **code},
+                )
 
     def level_key(self, level: int) -> dict[str, Any]:
         s = self.settings

@@ -174,7 +174,10 @@ def presets(args: argparse.Namespace) -> int:
     print("\n'lottery presets --show NAME' prints one in full.")
     from lottery.cli.docs import doc
 
-    print(f"Your own models, datasets and losses: 'lottery run --import MODULE spec.toml' ({doc('plugins.md')}).")
+    print(
+        f"Your own models, datasets, losses, measures, mask sources, controls: 'lottery run --import MODULE spec.toml' "
+        f"({doc('extending.md')})."
+    )
     return 0
 
 

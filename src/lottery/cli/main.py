@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lottery.errors import UserError
+from lottery.extension_points import control_kinds
 
 SWITCH = {"auto": None, "on": True, "off": False}  # the values of the runtime's auto|on|off flags
 
@@ -43,8 +44,8 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="MODULE",
-        help="import a plugin module first (a module name, or a path to a .py file) that registers models, "
-        "datasets or losses the spec names (repeatable; see docs/plugins.md)",
+        help="import a plugin module first (a module name, or a path to a .py file) that registers models, datasets, "
+        "losses, mask sources or control kinds the spec names (repeatable; see docs/extending.md)",
     )
     p.add_argument(
         "--set",
@@ -211,9 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a ticket or trained subnetwork for other code to load", epilog=EPILOG)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the experiment directory")
     p.add_argument("--level", type=int, required=True, metavar="L", help="the IMP level (0: the dense network)")
-    p.add_argument(
-        "--kind", default="imp", help="imp (default), dense, random_reinit, random_prune or random_prune_global"
-    )
+    controls = ", ".join(control_kinds)  # every registered control kind (plugins: with --import)
+    p.add_argument("--kind", default="imp", help=f"imp (default), dense, or a control kind: {controls}")
     p.add_argument("--what", choices=("ticket", "trained"), default="ticket",
                    help="ticket: m ⊙ W_k and its mask (default); trained: the trained subnetwork")  # fmt: skip
     p.add_argument("--format", dest="fmt", choices=("safetensors", "torch-prune", "state-dict", "sparse", "compact"),

@@ -96,11 +96,13 @@ def differing(spec_data: dict[str, Any]) -> str:
     """The settings of a stored spec (spec.json) that differ from its preset, or from the defaults without one. An
     experiment of the Python API (`lottery.imp(directory=)`) shows `api` and its `config` instead of its
     fingerprint."""
+    from lottery.extension_points import reading_stored
     from lottery.spec import build, resolve, to_dict
 
     data = dict(spec_data)
     preset = data.pop("preset", None)
-    mine = _flatten(to_dict(build(data)))
+    with reading_stored():  # a plugin's mask sources and control kinds need not be imported to list it
+        mine = _flatten(to_dict(build(data)))
     if preset is not None:
         base = _flatten(to_dict(resolve(preset=preset)[0]))
     else:

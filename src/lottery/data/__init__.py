@@ -2,7 +2,7 @@
 from disk (`stream.py`)."""
 
 from lottery.data import cifar, idx, stream, synthetic  # noqa: F401  (register their datasets)
-from lottery.data.base import ImageData, Splits, load, loaders
+from lottery.data.base import ImageData, Splits, load
 from lottery.data.batches import BatchStream, epoch_permutation
 
-__all__ = ["BatchStream", "ImageData", "Splits", "epoch_permutation", "load", "loaders"]
+__all__ = ["BatchStream", "ImageData", "Splits", "epoch_permutation", "load"]

@@ -1,9 +1,10 @@
-"""Datasets held in memory as tensors: loaders registry, validation split, normalisation."""
+"""Datasets by name (`lottery.registry.datasets`: built-ins and plugins, registered through `lottery.register_dataset`),
+held in memory as tensors: validation split, normalisation."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 
 from lottery.errors import UserError
-from lottery.registry import Registry, provide_builtin
+from lottery.registry import Plugin, datasets
 from lottery.spec import DatasetSpec
 
 VALIDATION_SPLIT_SEED = 0  # fixed: the validation split never depends on any training seed
@@ -59,9 +60,6 @@ class Splits:
         )
 
 
-# A loader returns the whole dataset in memory (ImageData), or its own streamed splits (data/stream.py).
-loaders: Registry[Callable[[DatasetSpec], Any]] = Registry("dataset")
-provide_builtin("dataset", loaders.__contains__, loaders.names)
 FOLDER_ONLY = ("classes", "fraction", "image_size")  # settings of the image-folder datasets only
 
 
@@ -97,11 +95,17 @@ def check(data: ImageData, name: str) -> None:
 
 def load(spec: DatasetSpec) -> Any:
     """Load `spec.name` (built in, or a plugin dataset), hold out the validation split unless the dataset gives
-    one, optionally subset and normalise: `Splits` for in-memory data, `FolderSplits` (the same interface,
-    streamed: data/stream.py) for image folders."""
-    data = loaders.get(spec.name)(spec) if spec.name in loaders else _plugin(spec)
-    if not isinstance(data, ImageData):
-        return data
+    one, optionally subset and normalise: `Splits` for in-memory data; a dataset that gives its own splits (an
+    object with their interface: `input_shape`, `num_classes`, `train_size`, such as data/stream.py's
+    `FolderSplits`, streamed from image folders) is returned as it is."""
+    entry = datasets.check(spec.name, spec.source_hash)
+    value = entry.factory(**_arguments(entry, spec))
+    if not isinstance(value, (ImageData, Mapping)) and all(
+        hasattr(value, key) for key in ("input_shape", "num_classes", "train_size")
+    ):
+        return value
+    # A plugin's return is checked and converted (labels as int64); a built-in's ImageData is checked by `check`.
+    data = value if isinstance(value, ImageData) and entry.builtin else as_data(value, entry.describe())
     for name in FOLDER_ONLY:
         if getattr(spec, name) is not None:
             raise UserError(f"dataset.{name} applies to image-folder datasets only (imagefolder, imagenet)")
@@ -149,18 +153,23 @@ def _per_feature(stat: Tensor, x: Tensor) -> Tensor:
     return stat.view(-1, *([1] * (x.dim() - 2))) if x.dim() > 1 else stat
 
 
-def _plugin(spec: DatasetSpec) -> ImageData:
-    """A plugin dataset (lottery.plugins.register_dataset): called with [dataset.options], its tensors checked."""
-    from lottery import plugins
-
-    plugin = plugins.check("dataset", spec.name, spec.source_hash)
-    if spec.root is not None:
-        raise UserError(f"dataset.root applies to built-in datasets; give {plugin.describe()} [dataset.options]")
+def _arguments(entry: Plugin, spec: DatasetSpec) -> dict[str, Any]:
+    """The factory's keyword arguments: [dataset.options], and `spec` where its signature names it; dataset.root only
+    for a factory that reads `spec`."""
+    if spec.options and entry.builtin:
+        raise UserError(f"dataset.options applies to plugin datasets; '{spec.name}' is built in (see its settings)")
+    kwargs = dict(spec.options)
+    if entry.takes("spec"):
+        if "spec" in kwargs:
+            raise UserError("dataset.options.spec is set by lottery; remove it")
+        kwargs["spec"] = spec
+    elif spec.root is not None:
+        raise UserError(f"dataset.root applies to built-in datasets; give {entry.describe()} [dataset.options]")
     try:
-        inspect.signature(plugin.factory).bind(**spec.options)
+        inspect.signature(entry.factory).bind(**kwargs)
     except TypeError as error:
-        raise UserError(f"[dataset.options] do not fit {plugin.describe()}: {error}") from None
-    return as_data(plugin.factory(**spec.options), plugin.describe())
+        raise UserError(f"[dataset.options] do not fit {entry.describe()}: {error}") from None
+    return kwargs
 
 
 def as_data(value: Any, what: str = "dataset") -> ImageData:

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lottery.data.base import ImageData, loaders
+from lottery.data.base import ImageData
 from lottery.errors import UserError
+from lottery.plugins import register_dataset
 from lottery.spec import DatasetSpec
 
 SOURCE = "the extracted 'python version' archive of https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -121,5 +122,5 @@ def load_cifar(spec: DatasetSpec) -> ImageData:
     return ImageData(train_x, train_y, test_x, test_y, layout.num_classes)
 
 
-loaders.register("cifar10")(load_cifar)
-loaders.register("cifar100")(load_cifar)
+register_dataset("cifar10")(load_cifar)
+register_dataset("cifar100")(load_cifar)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lottery.data.base import ImageData, loaders
+from lottery.data.base import ImageData
 from lottery.errors import UserError
+from lottery.plugins import register_dataset
 from lottery.spec import DatasetSpec
 
 FILES = {
@@ -71,5 +72,5 @@ def load_idx_dataset(spec: DatasetSpec) -> ImageData:
     return ImageData(**images, **labels, num_classes=10)
 
 
-loaders.register("fashion_mnist")(load_idx_dataset)
-loaders.register("mnist")(load_idx_dataset)
+register_dataset("fashion_mnist")(load_idx_dataset)
+register_dataset("mnist")(load_idx_dataset)

@@ -29,9 +29,10 @@ import torch
 from torch import Tensor
 
 from lottery.data import folder, imaging
-from lottery.data.base import VALIDATION_SPLIT_SEED, loaders
+from lottery.data.base import VALIDATION_SPLIT_SEED
 from lottery.data.batches import epoch_permutation
 from lottery.errors import UserError
+from lottery.plugins import register_dataset
 from lottery.spec import DatasetSpec
 
 DEFAULT_IMAGE_SIZE = 224
@@ -307,5 +308,5 @@ def load_folder(spec: DatasetSpec) -> FolderSplits:
     )
 
 
-loaders.register("imagefolder")(load_folder)
-loaders.register("imagenet")(load_folder)
+register_dataset("imagefolder")(load_folder)
+register_dataset("imagenet")(load_folder)

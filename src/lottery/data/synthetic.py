@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from lottery.data.base import ImageData, loaders
+from lottery.data.base import ImageData
+from lottery.plugins import register_dataset
 
 SHAPES = {
     "synthetic": ((1, 28, 28), 10),
@@ -30,7 +31,7 @@ def make(shape: tuple[int, ...], num_classes: int, train: int = TRAIN, test: int
 
 def _register(name: str) -> None:
     shape, classes = SHAPES[name]
-    loaders.register(name)(lambda spec: make(shape, classes))
+    register_dataset(name)(lambda spec: make(shape, classes))
 
 
 for _name in SHAPES:

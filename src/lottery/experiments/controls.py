@@ -1,6 +1,6 @@
-"""The controls that give IMP results meaning, run on finished levels and reusing their artifacts:
-random reinitialization (the level's mask on fresh weights) and random pruning (a random mask of the
-same per-layer, or global, density on the rewound weights). Every control is seeded.
+"""The controls that give IMP results meaning, run on finished levels and reusing their artifacts: every registered
+control kind (lottery.controls: random reinitialization, the level's mask on fresh weights; random pruning, a random
+mask of the same per-layer, or global, density on the rewound weights; plugins). Every control is seeded.
 
 Pairing (`controls.pairing`, docs/measured.md): by default ('paired') a control's seed depends on its
 recorded seed, replicate and kind only, not on the level or the rewind point: every level's random
@@ -12,47 +12,46 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lottery import seeding
-from lottery.experiments import recipes
+from lottery.experiments import imp_step, recipes, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.imp import rewind_state
-from lottery.pruning import Mask, random_global_like, random_like
-from lottery.pruning.strategies import layer_pool
+from lottery.experiments.tasks import MissingDependency
+from lottery.pruning import Mask
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir, layout
 from lottery.training import train, train_together
-
-KINDS = ("random_reinit", "random_prune", "random_prune_global")
 
 
 def control_seed(
     kind: str, seed: int, training: TrainingSpec, pairing: str = "paired", k: int = 0, level: int = 0
 ) -> int:
-    """The seed a control actually uses: derived from its kind, its recorded seed and the seed values of its chain
-    (`training`: the replicate's training settings), never a replicate's number; with pairing 'independent' also
-    from its rewind point k and level."""
-    chain = (training.init_seed, training.data_order_seed, training.augmentation_seed)
-    where = () if pairing == "paired" else (k, level)
-    return seeding.derive(f"control.{kind}", seed, *chain, *where)
+    """The seed a control actually uses (`imp_step.control_seed`): from its kind, its recorded seed and the seed values
+    of its chain (`training`: the replicate's training settings); with pairing 'independent' also from k and level."""
+    return imp_step.control_seed(kind, seed, imp_step.chain_seeds(training), pairing, k, level)
 
 
 def control_start(
     ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int, imp_mask: Mask, kind: str, seed: int
 ) -> tuple[Mask, dict[str, Tensor], dict | None]:
     """(mask, start weights, optimizer state) of a control of the IMP subnetwork `imp_mask` of `level`, rewound
-    to k."""
+    to k: `imp_step.control_start`, the fresh weights of a seed being the spec's model built with it."""
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
     derived = control_seed(kind, seed, ctx.training(replicate), ctx.spec.controls.pairing, k, level)
-    if kind == "random_reinit":
-        fresh = ctx.model(derived % 2**63)
-        return imp_mask, imp_mask.apply_to({k_: v.detach().cpu() for k_, v in fresh.state_dict().items()}), None
-    generator = seeding.seeded(derived)
-    if kind == "random_prune":
-        mask = random_like(imp_mask, None, generator, ctx.spec.pruning)  # keeps pruning.structure
-    else:
-        pool = layer_pool(imp_mask, ctx.layer_kinds, ctx.spec.pruning)
-        mask = random_global_like(imp_mask, generator, pool, ctx.spec.pruning)
-    return mask, mask.apply_to(rewound), optimizer_state
+
+    def fresh(init_seed: int) -> dict[str, Tensor]:
+        return {name: v.detach().cpu() for name, v in ctx.model(init_seed).state_dict().items()}
+
+    def initial() -> dict[str, Tensor]:
+        dense = layout.dense(replicate_dir)
+        weights = dense.read_tensors("start.safetensors")
+        if weights is None:
+            raise MissingDependency(tasks.dense(replicate), f"W_0 of the dense run {dense.path}")
+        return weights
+
+    start = imp_step.control_start(
+        kind, derived, imp_mask, rewound, optimizer_state, fresh, initial, ctx.layer_kinds, ctx.spec.pruning
+    )
+    return start.mask, start.weights, start.optimizer_state
 
 
 def run_control(

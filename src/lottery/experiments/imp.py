@@ -1,4 +1,5 @@
-"""Iterative magnitude pruning with rewinding (Algorithm 1 of "Stabilizing the LTH").
+"""Iterative magnitude pruning with rewinding (Algorithm 1 of "Stabilizing the LTH"): the engine's driver of the step
+`lottery.imp` shares (experiments/imp_step.py: prune, rewind, a control's start).
 
 Level 0 trains the dense network from W_0 to T once, saving W_k at every rewind point. For each k,
 level L >= 1 prunes level L-1's final weights (among surviving weights only) and trains m_L ⊙ W_k from
@@ -13,11 +14,11 @@ from typing import Any
 
 from lottery import events
 from lottery.errors import UserError
-from lottery.experiments import recipes, tasks
+from lottery.experiments import imp_step, recipes, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.tasks import MissingDependency
 from lottery.models import Network
-from lottery.pruning import Mask, prune
+from lottery.pruning import Mask
 from lottery.store import RunDir, layout, locked
 from lottery.store.networks import claim
 from lottery.store.provenance import read_metadata
@@ -219,9 +220,9 @@ def _level_start(
         return None
     run = layout.level(replicate_dir, k, level)
     one_shot = spec.imp.one_shot_density if level == 1 else None
-    mask = prune(final, ctx.mask(stored_mask), ctx.layer_kinds, spec.pruning, target_density=one_shot)
+    mask = imp_step.next_mask(final, ctx.mask(stored_mask), ctx.layer_kinds, spec.pruning, one_shot)
     mask = distributed.broadcast_mask(mask)  # under torchrun: rank 0's mask, checked equal on every rank
     rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
     tags = ctx.tags(run, replicate, "imp", level, k)
     job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state, tags=tags)
-    return run, ctx.model(0, mask.apply_to(rewound)), job, mask
+    return run, ctx.model(0, imp_step.rewind(mask, rewound)), job, mask

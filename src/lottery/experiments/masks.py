@@ -15,6 +15,7 @@ from lottery import seeding
 from lottery.experiments import recipes, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.imp import rewind_state
+from lottery.experiments.imp_step import chain_seeds
 from lottery.experiments.mask_points import at_iteration, trace_points
 from lottery.experiments.mask_recipe import score_mode
 from lottery.experiments.tasks import MissingDependency
@@ -35,12 +36,6 @@ def kinds(spec: ExperimentSpec) -> list[str]:
     return spec.masks.kinds()
 
 
-def chain_seeds(training: TrainingSpec) -> tuple[int, int, int]:
-    """The seed values that tell a replicate's dense run apart (what its recipe holds): init, data order,
-    augmentation."""
-    return training.init_seed, training.data_order_seed, training.augmentation_seed
-
-
 def derived_seed(kind: str, seed: int, training: TrainingSpec) -> int:
     """The seed a source or ablation actually uses, from its kind, its recorded seed and the seed values of the
     dense run it prunes (`training`: the replicate's training settings), never a replicate's number."""
@@ -57,7 +52,7 @@ def trace_seed(training: TrainingSpec) -> int:
 
 def score_batches(ctx: Context, derived: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`masks.snip_batches` training batches of `training.batch_size`, drawn without replacement by `derived`."""
-    size, count = ctx.spec.training.batch_size, ctx.spec.masks.snip_batches
+    size, count = ctx.spec.training.batch_size, ctx.spec.masks.option("snip_batches")
     n = len(ctx.data.train_x)
     order = torch.randperm(n, generator=seeding.seeded(derived))[: size * count].to(ctx.data.train_x.device)
     return [(ctx.data.train_x[idx], ctx.data.train_y[idx]) for idx in order.split(size)]
@@ -67,10 +62,11 @@ def compute_mask(
     ctx: Context, weights: dict[str, torch.Tensor], source: str, density: float, derived: int, invert: bool
 ) -> Mask:
     """`source`'s mask at `density` of the network holding `weights`, with the spec's scope, rounds, schedule
-    and ignore rules."""
+    and ignore rules, and the source's own options (its registration's: `[masks]` keys)."""
     spec = ctx.spec.masks
     model = ctx.model(0, weights)
-    needs_data = sources.get(source).needs_data
+    registered = sources.get(source)
+    options = {key: spec.option(key) for key in registered.option_types()}
     mask = find_mask(
         model,
         source,
@@ -83,11 +79,11 @@ def compute_mask(
         layer_kinds=ctx.layer_kinds,
         structure=ctx.spec.pruning,
         names=list(ctx.layer_kinds),
-        batches=score_batches(ctx, derived) if needs_data else None,
+        batches=score_batches(ctx, derived) if registered.needs_data else None,
         seed=derived % 2**63,
         input_shape=ctx.data.input_shape,
-        grasp_temperature=spec.grasp_temperature,
         score_mode=score_mode(spec, source),
+        **options,
     )
     return ctx.mask(mask)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lottery.results.pairs import DATA_ORDER_MEASURES, PRUNING_MEASURES
+from lottery.measures import PARTS, registered
 
 SEED = 0  # the bootstrap's seed (recorded in the output)
 RESAMPLES = 1000
@@ -93,7 +93,7 @@ def cluster_bootstrap(
 
 
 def measure_names() -> list[str]:
-    return [f"data_order.{m}" for m in DATA_ORDER_MEASURES] + [f"pruning.{m}" for m in PRUNING_MEASURES]
+    return [f"{part}.{m.column}" for part in PARTS for m in registered(part)]  # every measure (lottery.measures)
 
 
 def observations(points: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -111,11 +111,10 @@ def observations(points: list[dict[str, Any]], runs: list[dict[str, Any]]) -> li
             continue  # only IMP and its controls at levels >= 1 (a [masks] subject is analysed at level 0)
         accuracy = statistics.fmean(c["final_test_accuracy"] for c in p["copies"])
         values: dict[str, float | None] = {}
-        for group in ("data_order", "pruning"):
-            measures = DATA_ORDER_MEASURES if group == "data_order" else PRUNING_MEASURES
-            for m in measures:
-                stats = (p.get(group) or {}).get(m)
-                values[f"{group}.{m}"] = None if stats is None else stats["mean"]
+        for group in PARTS:
+            for m in registered(group):
+                stats = (p.get(group) or {}).get(m.column)
+                values[f"{group}.{m.column}"] = None if stats is None else stats["mean"]
         rows.append(
             {
                 "replicate": p["replicate"],

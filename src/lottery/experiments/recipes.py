@@ -10,10 +10,10 @@ its bits are computed: `arithmetic`). Beyond that, each kind holds exactly what 
 - imp (level L): level L-1's recipe (the chain down to the dense run), the pruning settings, the one-shot density
   (level 1), the rewind point k and the optimizer-state option;
 - a control: its level's recipe, its kind, its recorded seed and the pairing rule (its seed is derived from these
-  values and the chain's seed values: experiments/controls.py);
+  values and the chain's seed values: experiments/controls.py), and a plugin kind's code hash;
 - copy: its subject's recipe (the dense run at k, an IMP level, a control or a [masks] run) and its index;
 - a [masks] run: the dense run's recipe, k, its kind, target density, recorded seed and the settings its source
-  reads (`source_reads`);
+  reads (`source_reads`: its registered options, and a plugin source's code hash);
 - prefix: the dense run's recipe and the snapshot points.
 
 Seeds are derived from values (lottery/seeding.py), never from a replicate's number or a position, so replicate r
@@ -24,6 +24,7 @@ of levels, controls or replicates never enter a recipe.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,7 +33,9 @@ from lottery import collective
 from lottery.experiments.context import Context
 from lottery.experiments.mask_points import at_iteration, stability_point, trace_points
 from lottery.experiments.mask_recipe import extra_reads
+from lottery.extension_points import control_kinds, mask_sources
 from lottery.models.lenet import LeNet
+from lottery.plugins import Plugin
 from lottery.pruning.early_bird import TRACE_NORMALISATION
 from lottery.pruning.structure import recipe_reads
 from lottery.results.kinds import split_kind
@@ -175,12 +178,15 @@ def control(ctx: Context, r: int, k: int, level_: int, kind: str, seed: int) -> 
     group = planned_controls(ctx, level_)
     together = (kind, seed) in group and controls_stacked(ctx, level_)
     position = group.index((kind, seed)) if together else 0
+    registered = control_kinds.get(kind)
+    code = None if registered.builtin else plugin_code(registered.start)  # (a built-in's: the "control" version)
     return {
         "kind": kind,
         "version": VERSIONS["control"],
         "level": level(ctx, r, k, level_),
         "seed": seed,
         "pairing": ctx.spec.controls.pairing,
+        **({"code": code} if code is not None else {}),
         "arithmetic": arithmetic(ctx, together, len(group), position),
     }
 
@@ -244,18 +250,26 @@ def copy_position(ctx: Context, k: int, level_: int, kind: str, density: float |
     return copies * len(subjects), subjects.index((kind, density)) * copies + i
 
 
+def plugin_code(fn: Callable[..., Any]) -> str:
+    """The hash of a plugin's code (its file, and the files beside it that it imports: `lottery.plugins.Plugin`): what
+    the recipes of a plugin mask source's or control kind's networks record, so that changed code is never reused."""
+    return Plugin("extension", getattr(fn, "__name__", "plugin"), fn).source_hash()
+
+
 def source_reads(ctx: Context, source: str) -> dict[str, Any]:
-    """The [masks] settings a mask source reads (besides the density and seed), for its recipe."""
+    """The [masks] settings a mask source reads (besides the density and seed), for its recipe: as its registration
+    says (`lottery.extension_points.MaskSource`), its options, its rounds where iterative, a plugin's code."""
     spec = ctx.spec.masks
     reads: dict[str, Any] = {"scope": spec.scope, "layers_to_ignore": list(ctx.spec.pruning.layers_to_ignore)}
     reads.update(recipe_reads(ctx.spec.pruning))  # pruning.structure (n, m), where not the default
     reads.update(extra_reads(spec, source))  # a score mode that is not the source's default; early-bird's rule
-    if source in spec.rounds or source == "synflow":
+    registered = mask_sources.get(source) if source in mask_sources else None  # (early_bird: the engine's own)
+    if source in spec.rounds or (registered is not None and registered.default_rounds > 1):
         reads.update(rounds=spec.rounds.get(source), schedule=spec.schedule)
-    if source in ("snip", "grasp"):
-        reads["snip_batches"] = spec.snip_batches
-    if source == "grasp":
-        reads["grasp_temperature"] = spec.grasp_temperature
+    if registered is not None:
+        reads.update({key: spec.option(key) for key in registered.option_types()})
+        if not registered.builtin:  # a plugin source: its code (a built-in's is the version of the "masks" kind)
+            reads["code"] = plugin_code(registered.score)
     if source == "early_bird":
         traced = spec.early_bird_source
         early = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name.startswith("early_bird")}

@@ -17,9 +17,10 @@ from lottery.experiments import (
     stability,
     views,
 )
+from lottery.measures import pair_fields
 from lottery.results import conclusions
 from lottery.results import rows as results
-from lottery.results.pairs import PAIR_FIELDS, pair_rows
+from lottery.results.pairs import pair_rows
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
 from lottery.store import RunDir, layout
 from lottery.training import Runtime
@@ -98,7 +99,8 @@ def write_results(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
     data = results_of(experiment, spec)
     if "stability" in data:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, PAIR_FIELDS, extrasaction="ignore", lineterminator="\n")
+        fields = pair_fields(data["stability"]["points"])
+        writer = csv.DictWriter(buffer, fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(pair_rows(data["stability"]["points"]))
         experiment.write("stability.csv", buffer.getvalue().encode())

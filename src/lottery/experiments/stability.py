@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,16 +25,17 @@ import torch
 from torch import Tensor, nn
 
 from lottery import seeding
-from lottery.analysis import barrier, distances, interpolation_curve
-from lottery.analysis.function_space import disagreement, jaccard, log_probabilities, mean_kl
+from lottery.analysis import barrier, interpolation_curve
+from lottery.analysis.function_space import log_probabilities
 from lottery.data import Splits
 from lottery.experiments import controls, imp, masks, recipes
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.tasks import MissingDependency
+from lottery.extension_points import control_kinds
+from lottery.measures import Pair, Trained, registered
 from lottery.pruning import Mask, prune
 from lottery.results.kinds import split_kind
-from lottery.results.pairs import DATA_ORDER_MEASURES, PRUNING_MEASURES
 from lottery.results.rows import stats
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir, layout
@@ -44,7 +44,6 @@ from lottery.training import Job, is_finished, train_together
 TRAIN_SUBSET_SEED = 0
 # Subjects with a pruning distance: (W_k, m) from the dense run's W_k. A randomly reinitialized subnetwork does not
 # start from W_k, so comparing it with the full network trained from W_k measures nothing defined.
-PRUNING_KINDS = ("imp", "random_prune")
 
 
 @dataclass
@@ -95,7 +94,7 @@ def has_pruning_distance(subject: Subject) -> bool:
     random pruning, the [masks] runs except the `reinit` ablation), not from fresh weights."""
     if subject.target_density is not None:
         return split_kind(subject.kind)[1] != "reinit"
-    return subject.kind in PRUNING_KINDS
+    return subject.kind == "imp" or (subject.kind in control_kinds and control_kinds.get(subject.kind).from_rewound)
 
 
 def copy_training(training: TrainingSpec, i: int) -> TrainingSpec:
@@ -173,7 +172,7 @@ def train_copies(
         training = copy_training(ctx.training(r), i)
         trained.append(run)
         models.append(ctx.model(0, subject.start))
-        seed = recipes.CONTROL_SEED if subject.kind in controls.KINDS else subject.seed
+        seed = recipes.CONTROL_SEED if subject.kind in control_kinds else subject.seed
         target = subject.target_density
         tag_level = None if target is not None else 0 if subject.kind == "dense" else level  # [masks]: no level
         tags = ctx.tags(run, r, subject.kind, tag_level, k, seed=seed, copy=i, target_density=target)
@@ -209,8 +208,9 @@ def distance_mask(mask: Mask, model: nn.Module, params: str) -> Mask:
     )
 
 
-def _summarize(pairs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {"pairs": pairs, **{key: stats([p[key] for p in pairs]) for key in keys}}
+def _summarize(pairs: list[dict[str, Any]], part: str) -> dict[str, Any]:
+    """The pairs of `part` and, per measure of it (lottery.measures), its mean, min and max over them."""
+    return {"pairs": pairs, **{m.column: stats([p[m.column] for p in pairs]) for m in registered(part)}}
 
 
 class Analyzer:
@@ -281,20 +281,17 @@ class Analyzer:
             return None
         return prune(weights, mask, self.ctx.layer_kinds, self.ctx.spec.pruning)
 
+    def trained(self, run: RunDir, final: dict[str, Tensor], start: dict[str, Tensor], mask: Mask) -> Trained:
+        """A network of the pairs the measures compare: its test predictions and next mask computed when asked."""
+        return Trained(final, start, lambda: self.predictions(run, final), lambda: self.next_mask(mask, final))
+
     def compare(
-        self, a: tuple[RunDir, dict, dict], b: tuple[RunDir, dict, dict], mask: Mask, reference: dict[str, Tensor]
+        self, part: str, a: Trained, b: Trained, mask: Mask, reference: dict, curve: dict | None = None
     ) -> dict[str, Any]:
-        """The measures of one pair of trained networks (run, final weights, start weights) on `mask`'s coordinates:
-        distances, distance relative to how far the two travelled from their starts, function-space agreement."""
-        measures = distances(a[1], b[1], mask, reference=reference)
-        travelled = (distances(a[1], a[2], mask)["l2"] + distances(b[1], b[2], mask)["l2"]) / 2
-        log_p, log_q = self.predictions(a[0], a[1]), self.predictions(b[0], b[1])
-        return {
-            **measures,
-            "travelled_l2": measures["l2"] / travelled if travelled > 0 else math.nan,
-            "disagreement_test": disagreement(log_p, log_q),
-            "kl_test": mean_kl(log_p, log_q),
-        }
+        """Every registered measure of `part` (lottery.measures) of one pair of trained networks, on `mask`'s
+        coordinates, by column."""
+        pair = Pair(part, a, b, mask, reference, curve)
+        return {m.column: m.value(pair) for m in registered(part)}
 
     def point(self, r: int, subject: Subject, runs: list[RunDir], dense: list[RunDir], out: RunDir) -> dict[str, Any]:
         finals = [run.read_tensors("final.safetensors") for run in runs]
@@ -326,36 +323,30 @@ class Analyzer:
             "pruning": None,
         }
         mask = distance_mask(subject.mask, self.model, self.ctx.spec.stability.distance_params)
-        copies = list(zip(runs, finals, starts))
+        copies = [self.trained(*c, subject.mask) for c in zip(runs, finals, starts)]
         if has_pruning_distance(subject):  # pruning stability is defined for (W_k, m) from the dense run's W_k
+            fulls = [self.trained(*d, subject.mask) for d in zip(dense, full, full_starts)]
             pairs = [
-                {"full": self.rel(d[0]), "subnetwork": self.rel(c[0]), **self.compare(d, c, mask, reference=d[1])}
-                for d, c in zip(zip(dense, full, full_starts), copies)
+                {"full": self.rel(d), "subnetwork": self.rel(c), **self.compare("pruning", f, t, mask, f.final)}
+                for d, c, f, t in zip(dense, runs, fulls, copies)
             ]
-            record["pruning"] = _summarize(pairs, PRUNING_MEASURES)
+            record["pruning"] = _summarize(pairs, "pruning")
         pairs = []
         threshold = self.settings["threshold"]
-        next_masks = [self.next_mask(subject.mask, f) for f in finals]
         for i, j in itertools.combinations(range(len(runs)), 2):
             curve_name = f"{subject.kind}_interpolation_{i}_{j}.json"
             a, b = self.rel(runs[i]), self.rel(runs[j])
             curve = self.curve(out, curve_name, (a, b), finals[i], finals[j])
-            test_barrier = barrier(curve["test_error"])
             pairs.append(
                 {
                     "a": a,
                     "b": b,
-                    **self.compare(copies[i], copies[j], mask, reference=full[i]),
-                    "barrier_test": test_barrier,
-                    "barrier_train": barrier(curve["train_error"]),
-                    "loss_barrier_test": barrier(curve["test_loss"]),
-                    "loss_barrier_train": barrier(curve["train_loss"]),
-                    "mask_jaccard": None if next_masks[i] is None else jaccard(next_masks[i], next_masks[j]),
-                    "stable": test_barrier < threshold,
+                    **self.compare("data_order", copies[i], copies[j], mask, full[i], curve),
+                    "stable": barrier(curve["test_error"]) < threshold,
                     "curve": self.rel(out / curve_name),
                 }
             )
-        record["data_order"] = _summarize(pairs, DATA_ORDER_MEASURES)
+        record["data_order"] = _summarize(pairs, "data_order")
         record["data_order"]["stable"] = all(p["stable"] for p in pairs)  # every pair below the threshold
         # The LMC paper's criterion: the mean barrier over pairs below the threshold.
         record["data_order"]["stable_mean_barrier"] = record["data_order"]["barrier_test"]["mean"] < threshold

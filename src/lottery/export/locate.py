@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from lottery.errors import UserError
+from lottery.extension_points import control_kinds
 from lottery.store import RunDir, layout
 
-KINDS = ("imp", "dense", "random_reinit", "random_prune", "random_prune_global")
+
+def kinds() -> tuple[str, ...]:
+    """What `--kind` may name: IMP's levels, the dense network and every registered control kind."""
+    return ("imp", "dense", *control_kinds)
 
 
 def find_run(
@@ -15,10 +19,13 @@ def find_run(
 ) -> RunDir:
     """The finished run directory of (kind, level, rewind, replicate, seed); UserError saying what exists when
     there is no such run. Level 0 is the dense network (kind 'imp' or 'dense'); `rewind` may be left out when
-    the experiment has one rewind point."""
-    if kind not in KINDS:
-        raise UserError(f"unknown kind '{kind}' (allowed: {', '.join(KINDS)})")
+    the experiment has one rewind point. A control kind is a registered one, or one whose run the experiment holds
+    (a plugin's, read without its --import)."""
     rdir = layout.replicate(Path(experiment), replicate)
+    if kind not in kinds() and not any(
+        layout.control(rdir, k, max(level, 1), kind, seed).is_dir() for k in layout.rewind_points(rdir)
+    ):
+        raise UserError(f"unknown kind '{kind}' (allowed: {', '.join(kinds())})")
     if not rdir.is_dir():
         raise UserError(f"{experiment} has no replicate {replicate} (is it an experiment directory?)")
     if level < 0:

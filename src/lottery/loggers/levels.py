@@ -3,8 +3,9 @@ the stability measures (error barriers, distances) per analysed point, and histo
 keeps (trackers that take histograms: TensorBoard).
 
 Tags: `levels/<kind>[_k<k>]/percent_remaining`, `levels/<kind>[_k<k>]/level`; `stability/<kind>_k<k>/<measure>`
-for `barrier_test`, `barrier_train` (data order), `l2_data_order`, `angle_data_order`, `l2_pruning`,
-`angle_pruning` (means over pairs and replicates); `kept_weights/<kind>_k<k>` (all prunable layers) and
+for every stability measure (lottery.measures; means over pairs and replicates), named by its tag: `barrier_test`,
+`barrier_train`, ... for measures of copies only (data order), `<tag>_data_order` and `<tag>_pruning` (`l2_pruning`,
+`angle_data_order`, ...) for measures of both; `kept_weights/<kind>_k<k>` (all prunable layers) and
 `kept_weights/<kind>_k<k>/<layer>` (up to `MAX_LAYERS` layers) of replicate 0's final weights where its mask keeps
 them. Steps are integers, so levels sort as numbers (0, 4, 10, 13), never as strings.
 """
@@ -20,15 +21,18 @@ from typing import Any
 
 import torch
 
+from lottery.measures import present
+
 MAX_LAYERS = 8
-MEASURES = (
-    ("barrier_test", "data_order", "barrier_test"),
-    ("barrier_train", "data_order", "barrier_train"),
-    ("l2_data_order", "data_order", "l2"),
-    ("angle_data_order", "data_order", "angle_degrees"),
-    ("l2_pruning", "pruning", "l2"),
-    ("angle_pruning", "pruning", "angle_degrees"),
-)
+
+
+def measure_tags(points: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(tag, part, column) of every stability measure of these points (lottery.measures.present)."""
+    return [
+        (m.tag if len(m.parts()) == 1 else f"{m.tag}_{part}", part, m.column)
+        for m in present(points)
+        for part in m.parts()
+    ]
 
 
 def _series(kind: str, k: int | None) -> str:
@@ -47,10 +51,12 @@ def level_scalars(results: dict[str, Any]) -> dict[int, dict[str, float]]:
             by_level[r["level"]][f"levels/{name}/percent_remaining"] = 100 * r["density"]
             by_level[r["level"]][f"levels/{name}/level"] = float(r["level"])
     samples: dict[tuple[int, str], list[float]] = defaultdict(list)
-    for p in (results.get("stability") or {}).get("points", []):
+    points = (results.get("stability") or {}).get("points", [])
+    tags = measure_tags(points)
+    for p in points:
         if p.get("diverged") or p.get("target_density") is not None:
             continue
-        for tag, part, measure in MEASURES:
+        for tag, part, measure in tags:
             summary = (p.get(part) or {}).get(measure)
             if isinstance(summary, dict) and summary.get("mean") is not None:
                 samples[(p["level"], f"stability/{p['kind']}_k{p['rewind_iteration']}/{tag}")].append(summary["mean"])

@@ -13,10 +13,6 @@ CURVE_COLUMNS = (
     "kind", "rewind_iteration", "level", "percent_remaining", "final_test_accuracy", "early_stop_test_accuracy",
     "early_stop_iteration", "runs", "diverged",
 )  # fmt: skip
-STABILITY_COLUMNS = (
-    "replicate", "rewind_iteration", "level", "kind", "density", "measure", "a", "b", "l2", "angle_degrees",
-    "normalized_l2", "barrier_test", "barrier_train", "stable",
-)  # fmt: skip
 
 
 def _mean(stats: dict[str, float] | None) -> float | None:
@@ -54,6 +50,7 @@ def log_experiment(names: tuple[str, ...], experiment_dir: Path, results: dict[s
     if not names:
         return
     from lottery.loggers.levels import kept_weights, level_scalars
+    from lottery.measures import pair_fields
     from lottery.reports.figures import build_figures
     from lottery.results.pairs import pair_rows
 
@@ -61,8 +58,9 @@ def log_experiment(names: tuple[str, ...], experiment_dir: Path, results: dict[s
     tags = {"experiment": results.get("experiment", experiment_dir.name), "run": "summary", "kind": "summary"}
     tags["spec_hash"] = tags["experiment"]
     figures = build_figures(results, experiment_dir)
-    pairs = pair_rows(results["stability"]["points"]) if "stability" in results else []
-    stability = [[p.get(c) for c in STABILITY_COLUMNS] for p in pairs]
+    points = results["stability"]["points"] if "stability" in results else []
+    columns = pair_fields(points)  # stability.csv's: every measure of lottery.measures, plugins' too
+    stability = [[p.get(c) for c in columns] for p in pair_rows(points)]
     for name in names:
         logger = open_logger(name, experiment_dir, "summary", tags, strict)
         try:
@@ -76,7 +74,7 @@ def log_experiment(names: tuple[str, ...], experiment_dir: Path, results: dict[s
                     logger.log_histogram(tag, values, level)
             logger.log_table("imp_curve", CURVE_COLUMNS, curve_rows(results))
             if stability:
-                logger.log_table("stability", STABILITY_COLUMNS, stability)
+                logger.log_table("stability", columns, stability)
             for figure_name, figure in figures:
                 logger.log_figure(figure_name, figure)
         finally:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lottery.errors import UserError
 from lottery.models.base import Network
-from lottery.models.registry import register
+from lottery.plugins import register_model
 from lottery.spec import ModelSpec
 
 BLOCK_WIDTHS = (64, 128, 256)  # per block of two convs; Conv-N uses the first N/2
@@ -72,7 +72,7 @@ def scale(filters: int, base: int, width: int | None) -> int:
     return filters if width is None else max(1, math.floor(filters * width / base + 0.5))
 
 
-@register(r"conv(2|4|6)", "conv6")
+@register_model("conv6", pattern=r"conv(2|4|6)")
 def build_conv(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
     """'conv4' -> blocks (64, 128); `model.width` sets the first conv's width and scales every layer with it."""
     blocks = BLOCK_WIDTHS[: int(spec.name[4:]) // 2]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from lottery.errors import UserError
 from lottery.models.base import Network
-from lottery.models.registry import register
+from lottery.plugins import register_model
 from lottery.spec import ModelSpec
 
 
@@ -175,7 +175,7 @@ class InceptionV3(Network):
         return self.fc(self.dropout(self.avgpool(x).flatten(1)))
 
 
-@register(r"inception_v3", "inception_v3")
+@register_model("inception_v3")
 def build_inception(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> InceptionV3:
     if len(input_shape) != 3 or min(input_shape[1:]) < 75:
         raise UserError(f"{spec.name} needs images of at least 75 x 75 pixels (C, H, W), got {input_shape}")

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from lottery.errors import UserError
 from lottery.models.base import Network
-from lottery.models.registry import register
+from lottery.plugins import register_model
 from lottery.spec import ModelSpec
 
 
@@ -27,7 +27,7 @@ class LeNet(Network):
         return self.out(x)
 
 
-@register(r"lenet(_[0-9]+)+", "lenet_300_100")
+@register_model("lenet_300_100", pattern=r"lenet(_[0-9]+)+")
 def build_lenet(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> LeNet:
     """'lenet_300_100' -> hidden widths (300, 100); `model.width` rescales them from the first."""
     widths = tuple(int(w) for w in spec.name.split("_")[1:])

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from lottery.errors import UserError
 from lottery.models.base import Network
 from lottery.models.conv import image_shape
-from lottery.models.registry import register
+from lottery.plugins import register_model
 from lottery.spec import ModelSpec
 
 DEFAULT_WIDTH = 16
@@ -91,7 +91,7 @@ class ResNet(Network):
         return self.fc(self.pool(x).flatten(1))
 
 
-@register(r"resnet(20|32|44|56|110)", "resnet20")
+@register_model("resnet20", pattern=r"resnet(20|32|44|56|110)")
 def build_resnet(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> ResNet:
     """'resnet56' -> depth 56; `model.width` is W (stage widths W, 2W, 4W); `model.shortcut` picks the shortcut."""
     if spec.dropout:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from lottery.errors import UserError
 from lottery.models.base import Network
-from lottery.models.registry import register
+from lottery.plugins import register_model
 from lottery.spec import ModelSpec
 
 LAYERS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
@@ -92,7 +92,7 @@ class ImageNetResNet(Network):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-@register(r"resnet(18|34|50)", "resnet50")
+@register_model("resnet50", pattern=r"resnet(18|34|50)")
 def build_resnet_imagenet(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> ImageNetResNet:
     """'resnet50' -> depth 50; `model.width` is the first stage's width (default 64)."""
     if spec.dropout:

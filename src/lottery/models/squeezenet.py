@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from lottery.errors import UserError
 from lottery.models.base import Network
-from lottery.models.registry import register
+from lottery.plugins import register_model
 from lottery.spec import ModelSpec
 
 
@@ -59,7 +59,7 @@ class SqueezeNet(Network):
         return self.classifier(self.features(x)).flatten(1)
 
 
-@register(r"squeezenet1_1", "squeezenet1_1")
+@register_model("squeezenet1_1")
 def build_squeezenet(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> SqueezeNet:
     if len(input_shape) != 3:
         raise UserError(f"{spec.name} needs images (C, H, W), got input shape {input_shape}")

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from lottery.errors import UserError
 from lottery.models.base import Network
 from lottery.models.conv import image_shape, scale
-from lottery.models.registry import register
+from lottery.plugins import register_model
 from lottery.spec import ModelSpec
 
 POOL = "M"
@@ -58,7 +58,7 @@ class VGG(Network):
         return self.fc(self.pool(self.layers(x)).flatten(1))
 
 
-@register(r"vgg(11|13|16|19)", "vgg19")
+@register_model("vgg19", pattern=r"vgg(11|13|16|19)")
 def build_vgg(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> VGG:
     """`model.width` replaces the first conv's 64 filters; 128, 256, 512 become 2W, 4W, 8W."""
     if spec.dropout:

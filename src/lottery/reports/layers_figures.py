@@ -15,6 +15,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from lottery.measures import present
 from lottery.reports.figures import Figures, register
 from lottery.reports.html import escaped, register_section
 from lottery.reports.plot import MARKERS, legend_below, new_figure
@@ -232,20 +233,24 @@ def stability_pairs_section(results: dict[str, Any], experiment_dir: Path) -> st
     pairs = pair_rows(results["stability"]["points"])
     if not pairs:
         return None
-    head = ("measure", "kind", "replicate", "rewind k", "level", "a", "b", "L2", "angle°", "normalized L2",
-            "test barrier (pp)", "train barrier (pp)")  # fmt: skip
+    along_curve = ("error barrier", "loss barrier")  # measured along the interpolation curve: linked to it
+    shown = present(results["stability"]["points"])  # every measure (lottery.measures), plugins' too
+    head = ("measure", "kind", "replicate", "rewind k", "level", "a", "b", *(m.label for m in shown))
     rows = []
     for p in pairs:
         b = p["b"]
         cells = [escaped(p["measure"]), escaped(p["kind"]), escaped(p["replicate"]), escaped(p["rewind_iteration"]),
                  escaped(p["level"]), link(p["a"], p["a"]), link(b, b)]  # fmt: skip
-        cells += [link(f"{p[key]:.4g}", b, "final.safetensors") for key in ("l2", "angle_degrees", "normalized_l2")]
-        if p.get("curve"):
-            cells += [_file_link(f"{p[key]:.3g}", p["curve"]) for key in ("barrier_test", "barrier_train")]
-        else:
-            cells += ["–", "–"]
+        for m in shown:
+            value = p.get(m.column)
+            if value is None:
+                cells.append("–")
+            elif m.group in along_curve and p.get("curve"):
+                cells.append(_file_link(f"{value:.3g}", p["curve"]))
+            else:
+                cells.append(link(f"{value:.4g}", b, "final.safetensors"))
         rows.append("<tr>" + "".join(f'<td class="l">{c}</td>' for c in cells) + "</tr>")
-    ths = "".join(f'<th class="l">{h}</th>' for h in head)
+    ths = "".join(f'<th class="l">{escaped(h)}</th>' for h in head)
     return (
         "<details><summary>Every stability pair (distances link to the compared copy, barriers to their "
         f'interpolation curve)</summary><table id="stability-pairs"><thead><tr>{ths}</tr></thead>'

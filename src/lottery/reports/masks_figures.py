@@ -12,6 +12,7 @@ from typing import Any
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from lottery.extension_points import MASK_ENGINE_SOURCES, mask_sources
 from lottery.reports.comparison_figures import DENSE_LINE, experiment_color
 from lottery.reports.figures import Figures, dense_reference, register, register_comparison
 from lottery.reports.html import escaped, register_section
@@ -25,7 +26,6 @@ from lottery.reports.plot import (
     remaining_axis,
     stats_point,
 )
-from lottery.spec.groups import MASK_SOURCES
 
 ABLATION_STYLES = {None: ("-", "o"), "shuffle": (":", "s"), "reinit": ("--", "^"), "invert": ("-.", "v")}
 COLLAPSE_FLOOR = 1e-3  # percent: where a layer with nothing left is drawn
@@ -45,7 +45,8 @@ def source_colors(sources: list[str]) -> dict[str, Any]:
     """One colour per source, the same in every figure and report (IMP keeps its blue)."""
     cmap = colormaps["tab10"]
     slots = [3, 4, 5, 6, 7, 8, 9, 1, 2]  # not blue: IMP's
-    known = [*MASK_SOURCES, *sorted(set(sources) - set(MASK_SOURCES))]
+    registered = [*mask_sources, *MASK_ENGINE_SOURCES]
+    known = [*registered, *sorted(set(sources) - set(registered))]
     return {source: cmap(slots[known.index(source) % len(slots)]) for source in sources}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import math
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,22 +19,34 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from lottery.extension_points import control_kinds
 from lottery.store import atomic
 
-KIND_LABELS = {
-    "dense": "dense",
-    "imp": "IMP",
-    "random_reinit": "random reinit",
-    "random_prune": "random pruning (layerwise)",
-    "random_prune_global": "random pruning (global)",
-}
-KIND_COLORMAPS = {
-    "imp": "Blues",
-    "random_reinit": "Oranges",
-    "random_prune": "Greens",
-    "random_prune_global": "Purples",
-}
-KIND_LINESTYLES = {"imp": "-", "random_reinit": "--", "random_prune": ":", "random_prune_global": "-."}
+
+class ByKind(Mapping[str, Any]):
+    """IMP's (and the dense network's) own entries, else the attribute every registered control kind carries
+    (`lottery.extension_points.ControlKind`: label, colormap, linestyle)."""
+
+    def __init__(self, own: dict[str, Any], attribute: str) -> None:
+        self.own, self.attribute = own, attribute
+
+    def __getitem__(self, kind: str) -> Any:
+        if kind in self.own:
+            return self.own[kind]
+        if kind in control_kinds:
+            return getattr(control_kinds.get(kind), self.attribute)
+        raise KeyError(kind)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.own, *(kind for kind in control_kinds if kind not in self.own)])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+KIND_LABELS = ByKind({"dense": "dense", "imp": "IMP"}, "label")
+KIND_COLORMAPS = ByKind({"imp": "Blues"}, "colormap")
+KIND_LINESTYLES = ByKind({"imp": "-"}, "linestyle")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DENSE_COLOR = "black"
 

@@ -14,6 +14,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from lottery.measures import Measure, present
 from lottery.reports.figures import Figures, register, register_comparison
 from lottery.reports.html import escaped, register_section
 from lottery.reports.load import Experiment
@@ -31,7 +32,6 @@ from lottery.reports.plot import (
 from lottery.results import conclusions
 from lottery.store import load_spec
 
-DISTANCES = (("l2", "L2 distance"), ("normalized_l2", "L2 / norm of the full network"), ("angle_degrees", "angle (°)"))
 Line = tuple[str, dict[str, Any], list[tuple[int, float, float, float]]]  # label, style, (k, mean, min, max)
 
 
@@ -105,23 +105,26 @@ def rewinds_of(pts: list[dict[str, Any]]) -> list[int]:
     return sorted({p["rewind_iteration"] for p in pts})
 
 
-def distance_figure(pts: list[dict[str, Any]], metric: str, ylabel: str) -> Figure | None:
+def measure_figure(pts: list[dict[str, Any]], measure: Measure) -> Figure | None:
+    """A measure (lottery.measures) against the rewind iteration: between copies (stability to data order) and,
+    for a measure of both, between the full network and the subnetwork (stability to pruning)."""
+    metric, ylabel = measure.column, measure.label
+
     def data_order(p: dict[str, Any]) -> list[float]:
-        return [pair[metric] for pair in p["data_order"]["pairs"]]
+        return [pair[metric] for pair in p["data_order"]["pairs"] if pair.get(metric) is not None]
 
     def pruning(p: dict[str, Any]) -> list[float]:
-        return [pair[metric] for pair in (p["pruning"] or {"pairs": []})["pairs"]]
+        return [pair[metric] for pair in (p["pruning"] or {"pairs": []})["pairs"] if pair.get(metric) is not None]
 
-    figure, axes = new_figure(12.0, 5.2, ncols=2)
-    for ax, value, title in (
-        (axes[0], data_order, "stability to data order"),
-        (axes[1], pruning, "stability to pruning"),
-    ):
+    panels = [(data_order, "stability to data order"), (pruning, "stability to pruning")][: len(measure.parts())]
+    figure, axes = new_figure(12.0 if len(panels) == 2 else 8.0, 5.2, ncols=len(panels))
+    for ax, (value, title) in zip(axes, panels):
         draw(ax, lines(pts, value), rewinds_of(pts))
         ax.set_title(f"{title}: {ylabel} between copies" if value is data_order else f"{title}: {ylabel}, full vs sub")
         ax.set_ylabel(ylabel)
-        pad_y(ax, bottom=0)
-    figure.suptitle(f"{ylabel} vs. rewind iteration (lower = more stable; error bars: min/max over pairs)")
+        pad_y(ax, bottom=0 if measure.group == "distance" else None)
+    lower = "lower = more stable; " if measure.group == "distance" else ""
+    figure.suptitle(f"{ylabel} vs. rewind iteration ({lower}error bars: min/max over pairs)")
     legend_below(figure, axes)
     return figure
 
@@ -200,9 +203,7 @@ def stability_figures(results: dict[str, Any], experiment_dir: Path) -> Figures:
     if not pts:
         return []
     threshold = results["stability"]["settings"].get("threshold", 2.0)
-    made: Figures = [
-        (f"stability_{metric}_vs_rewind", distance_figure(pts, metric, label)) for metric, label in DISTANCES
-    ]
+    made: Figures = [(f"stability_{m.column}_vs_rewind", measure_figure(pts, m)) for m in present(pts) if m.figure]
     made += [
         ("error_barrier_vs_rewind", barrier_figure(pts, threshold)),
         ("stability_accuracy_vs_rewind", accuracy_figure(pts)),
@@ -258,8 +259,9 @@ def stability_table(results: dict[str, Any], experiment_dir: Path) -> str | None
         k, level, kind, target = g[0]
         return (k, level, target is not None, order.get(kind, 2), -(target or 0))
 
+    ordered = sorted(groups.items(), key=row_order)
     rows = []
-    for (k, level, kind, _), members in sorted(groups.items(), key=row_order):
+    for (k, level, kind, _), members in ordered:
         data_order = [pair for p in members for pair in p["data_order"]["pairs"]]
         pruning = [pair for p in members if p["pruning"] for pair in p["pruning"]["pairs"]]
         cells = [
@@ -283,5 +285,47 @@ def stability_table(results: dict[str, Any], experiment_dir: Path) -> str | None
         f"'stable': points (replicates) stable / analysed. Copies' noise{marker('copies', spec)}. The decision: "
         "stable when the barrier's 95% interval over replicates (with one replicate: a jackknife over its copies) "
         "lies below the threshold, unstable when above it, else undecided.</p>"
-        f"<table><thead><tr>{ths}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<table><thead><tr>{ths}</tr></thead><tbody>{''.join(rows)}</tbody></table>" + measures_tables(pts, ordered)
+    )
+
+
+def _cell_3g(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean, low, high = _stat(values)
+    return f"{mean:.3g}" if low == high else f"{mean:.3g} [{low:.3g}, {high:.3g}]"
+
+
+PART_NAMES = {"data_order": "copies", "pruning": "full vs sub"}
+
+
+def measures_tables(pts: list[dict[str, Any]], ordered: list[tuple[tuple, list[dict[str, Any]]]]) -> str:
+    """Every stability measure (lottery.measures, plugins' too), one table per group (distance, function space,
+    error barrier, ...): per (rewind point, level, subject), the measure's mean [min, max] over pairs and replicates,
+    between copies and, where measured, between the full network and the subnetwork. Collapsed by default."""
+    by_group: dict[str, list[Measure]] = defaultdict(list)
+    for m in present(pts):
+        by_group[m.group].append(m)
+    tables = []
+    for group, group_measures in by_group.items():
+        columns = [(m, part) for m in group_measures for part in m.parts()]
+        head = "".join(
+            f'<th title="{escaped(m.column)}">{escaped(m.label)} ({PART_NAMES[part]})</th>' for m, part in columns
+        )
+        rows = []
+        for (k, level, kind, _), members in ordered:
+            cells = [str(k), str(level), f"{100 * statistics.fmean(p['density'] for p in members):.2f}"]
+            for m, part in columns:
+                pairs = [pair for p in members for pair in (p[part] or {"pairs": []})["pairs"]]
+                cells.append(_cell_3g([pair[m.column] for pair in pairs if pair.get(m.column) is not None]))
+            tds = f'<td class="l">{escaped(kind)}</td>' + "".join(f"<td>{escaped(c)}</td>" for c in cells)
+            rows.append(f"<tr>{tds}</tr>")  # (the class of a kind marks the summary table's rows only)
+        tables.append(
+            f'<h3>{escaped(group)}</h3><table><thead><tr><th class="l">kind</th><th>rewind k</th><th>level</th>'
+            f"<th>% remaining</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+    return (
+        "<details><summary>Every stability measure, by group (mean [min, max] over pairs of copies and replicates; "
+        "copies: between copies trained with different data orders; full vs sub: between the full network and the "
+        f"subnetwork)</summary>{''.join(tables)}</details>"
     )

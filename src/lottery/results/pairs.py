@@ -1,21 +1,9 @@
-"""Stability pairs: the measures compared per pair of networks, and one row per compared pair of the stability
+"""Stability pairs: one row per compared pair of the stability
 points in `results.json` (`stability.csv`, the trackers' and the report's tables, `load_experiment`'s table)."""
 
 from __future__ import annotations
 
 from typing import Any
-
-# Per pair: distances, distance relative to how far the two networks travelled from their starts, function space.
-PRUNING_MEASURES = ("l2", "angle_degrees", "normalized_l2", "travelled_l2", "disagreement_test", "kl_test")
-DATA_ORDER_MEASURES = (
-    *PRUNING_MEASURES, "barrier_test", "barrier_train", "loss_barrier_test", "loss_barrier_train", "mask_jaccard",
-)  # fmt: skip
-
-
-PAIR_FIELDS = (
-    "replicate", "rewind_iteration", "level", "kind", "density", "measure", "a", "b", *DATA_ORDER_MEASURES, "stable",
-    "target_density",
-)  # fmt: skip
 
 
 def pair_rows(points: list[dict[str, Any]]) -> list[dict[str, Any]]:

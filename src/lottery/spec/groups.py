@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lottery import extension_points
 from lottery.errors import UserError
+from lottery.extension_points import MASK_ABLATIONS, MASK_ENGINE_SOURCES
 from lottery.spec.steps import canonical
 
 
@@ -52,6 +54,13 @@ def _plugin_hash(kind: str, name: str, recorded: str | None, field: str) -> None
 
     if recorded is not None and is_builtin(kind, name):
         raise UserError(f"{field} applies to plugin {kind}s; '{name}' is built in")
+
+
+def _registered(value: str, allowed: tuple[str, ...], name: str) -> None:
+    """`_one_of` for the names of registered mask sources and control kinds: any name while a stored spec is read
+    (`extension_points.reading_stored`: a plugin's, whose module this process did not import)."""
+    if not extension_points.known(value, allowed):
+        _one_of(value, allowed, name)
 
 
 def _one_of(value: str, allowed: tuple[str, ...], name: str) -> None:
@@ -274,7 +283,6 @@ class ImpSpec:
         return ImpSpec(self.levels, rewind, self.one_shot_density, self.optimizer_state)
 
 
-CONTROL_KINDS = ("random_reinit", "random_prune", "random_prune_global")
 CONTROL_PAIRINGS = ("paired", "independent")
 
 
@@ -287,7 +295,7 @@ class ControlsSpec:
 
     def validate(self) -> ControlsSpec:
         for kind in self.kinds:
-            _one_of(kind, CONTROL_KINDS, "controls.kinds")
+            _registered(kind, tuple(extension_points.control_kinds), "controls.kinds")
         for level in self.levels or ():
             _positive(level, "controls.levels")
         if not self.seeds:
@@ -298,7 +306,6 @@ class ControlsSpec:
         return self
 
 
-STABILITY_CONTROLS = ("random_prune", "random_reinit")
 DISTANCE_PARAMS = ("prunable", "all")
 
 
@@ -323,8 +330,9 @@ class StabilitySpec:
         if self.copies < 2:
             raise UserError(f"stability.copies must be at least 2 (pairs of copies are compared), got {self.copies}")
         _at_most(self.copies, "stability.copies")
+        analysable = tuple(k for k in extension_points.control_kinds if extension_points.control_kinds.get(k).stability)
         for control in self.controls:
-            _one_of(control, STABILITY_CONTROLS, "stability.controls")
+            _registered(control, analysable, "stability.controls")
         if self.interpolation_points < 2:
             raise UserError(f"stability.interpolation_points must be at least 2, got {self.interpolation_points}")
         _at_most(self.interpolation_points, "stability.interpolation_points")
@@ -339,13 +347,20 @@ class StabilitySpec:
         return StabilitySpec(**{**self.__dict__, "rewind": rewind, "levels": levels, "masks": masks})
 
 
-MASK_SOURCES = ("magnitude", "snip", "grasp", "synflow", "random", "early_bird")
-MASK_ABLATIONS = ("shuffle", "reinit", "invert")
+def _scorers() -> tuple[str, ...]:
+    """The registered mask sources (lottery.pruning.sources and plugins): what scores a mask."""
+    return tuple(extension_points.mask_sources)
 
 
 @dataclass(frozen=True)
 class MasksSpec:
-    """Masks found without IMP's retraining (pruning at initialization, early-bird), their ablations."""
+    """Masks found without IMP's retraining (pruning at initialization, early-bird), their ablations. The sources'
+    own settings (`snip_batches`, `grasp_temperature`, a plugin source's options) are flat keys of `[masks]` too,
+    declared by each source's registration (`lottery.extension_points.register_mask_source`): held in
+    `source_options` (those that differ from their defaults), read with `option(key)`."""
+
+    FLAT = "source_options"  # the field whose entries are flat keys of the group (lottery.spec.parse)
+    FLAT_HINT = "a plugin mask source's option is known once its module is imported (--import FILE)"
 
     sources: tuple[str, ...] = ()  # empty: none
     densities: tuple[float, ...] = ()  # target densities of the pool
@@ -355,21 +370,44 @@ class MasksSpec:
     seeds: tuple[int, ...] = (0,)  # every source and ablation is run once per seed
     rounds: dict[str, int] = field(default_factory=dict)  # source -> scoring rounds (default 1; synflow 100)
     schedule: str = "exponential"  # density schedule of iterative sources ('exponential' or 'linear')
-    snip_batches: int = 1  # seeded training batches (training.batch_size each) for snip and grasp
-    grasp_temperature: float = 1.0  # logits / T in GraSP's loss (the authors' code: 200)
     early_bird_source: str = "magnitude"  # the source whose mask is traced over the dense run
     early_bird_threshold: float = 0.1  # mask distance (normalised by the weights kept) below which it has settled
     early_bird_every: str | None = None  # trace interval; None: training.eval_every
     early_bird_rule: str = "online"  # 'online' (You et al.: newest vs previous 4 masks) or 'hindsight'
     score_mode: dict[str, str] = field(default_factory=dict)  # source -> 'train'/'eval' (default: the references')
+    source_options: dict[str, Any] = field(default_factory=dict)  # the sources' options that differ from defaults
+
+    @staticmethod
+    def flat_type(key: str) -> Any:
+        """The type of the flat `[masks]` key `key` a source's options declare (None: no source declares it)."""
+        found = extension_points.option_types().get(key)
+        if found is None:
+            return Any if extension_points.known(key, ()) else None  # (a stored plugin option: as written)
+        return found[0]
+
+    @staticmethod
+    def flat_names() -> list[str]:
+        return sorted(extension_points.option_types())
+
+    @staticmethod
+    def flat_defaults(full: bool) -> dict[str, Any]:
+        """The option values a spec lists where it leaves them out: with `full`, the built-in sources' defaults."""
+        return extension_points.builtin_option_defaults() if full else {}
+
+    def option(self, key: str) -> Any:
+        """The value of a source option: the spec's, else its registered default."""
+        if key in self.source_options:
+            return self.source_options[key]
+        return extension_points.option_types()[key][1]
 
     def kinds(self) -> list[str]:
         """Every kind of run the group asks for: each source, then `<source>_<ablation>`."""
         return [*self.sources, *(f"{s}_{a}" for s in self.sources for a in self.ablations)]
 
     def validate(self) -> MasksSpec:
+        scorers = _scorers()
         for source in self.sources:
-            _one_of(source, MASK_SOURCES, "masks.sources")
+            _registered(source, (*scorers, *MASK_ENGINE_SOURCES), "masks.sources")
         for ablation in self.ablations:
             _one_of(ablation, MASK_ABLATIONS, "masks.ablations")
         if self.sources and not self.densities:
@@ -380,20 +418,19 @@ class MasksSpec:
         _one_of(self.scope, ("global", "layerwise"), "masks.scope")
         _one_of(self.schedule, ("exponential", "linear"), "masks.schedule")
         for source, rounds in self.rounds.items():
-            _one_of(source, MASK_SOURCES[:-1], "masks.rounds key")
+            _registered(source, scorers, "masks.rounds key")
             _positive(rounds, f"masks.rounds.{source}")
         if not self.seeds:
             raise UserError("masks.seeds needs at least one seed")
         for seed in self.seeds:
             _nonnegative(seed, "masks.seeds")
-        _positive(self.snip_batches, "masks.snip_batches")
-        _positive(self.grasp_temperature, "masks.grasp_temperature")
-        _one_of(self.early_bird_source, MASK_SOURCES[:-1], "masks.early_bird_source")
+        options = extension_points.check_options(dict(self.source_options))
+        _registered(self.early_bird_source, scorers, "masks.early_bird_source")
         if not 0 <= self.early_bird_threshold <= 1:
             raise UserError(f"masks.early_bird_threshold must be in [0, 1], got {self.early_bird_threshold}")
         _one_of(self.early_bird_rule, ("online", "hindsight"), "masks.early_bird_rule")
         for source, mode in self.score_mode.items():
-            _one_of(source, MASK_SOURCES[:-1], "masks.score_mode key")
+            _registered(source, scorers, "masks.score_mode key")
             _one_of(mode, ("train", "eval"), f"masks.score_mode.{source}")
         every = None if self.early_bird_every is None else canonical(self.early_bird_every, "masks.early_bird_every")
         if every == "0it":
@@ -406,6 +443,7 @@ class MasksSpec:
                 "ablations": tuple(dict.fromkeys(self.ablations)),
                 "at": canonical(self.at, "masks.at"),
                 "early_bird_every": every,
+                "source_options": options,
             }
         )
 

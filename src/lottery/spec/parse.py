@@ -102,12 +102,19 @@ def _build_group(cls: type, values: Any, group: str) -> Any:
     if not isinstance(values, dict):
         raise UserError(f"[{group}] must be a table of settings, got {values!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
+    flat = getattr(cls, "FLAT", None)  # a dict field whose entries are flat keys of the group ([masks]' options)
+    fields = {f.name for f in dataclasses.fields(cls)} - {flat}
+    kwargs: dict[str, Any] = {flat: {}} if flat else {}
     for key, value in values.items():
-        if key not in fields:
+        if key in fields:
+            kwargs[key] = _coerce(value, hints[key], f"{group}.{key}")
+        elif flat and cls.flat_type(key) is not None:
+            kwargs[flat][key] = _coerce(value, cls.flat_type(key), f"{group}.{key}")
+        elif flat:  # (a key a plugin declares is known once the plugin is imported)
+            error = unknown_name(f"setting in [{group}]", key, [*fields, *cls.flat_names()])
+            raise UserError(f"{error}; {cls.FLAT_HINT}")
+        else:
             raise unknown_name(f"setting in [{group}]", key, fields)
-        kwargs[key] = _coerce(value, hints[key], f"{group}.{key}")
     return cls(**kwargs).validate()
 
 
@@ -209,8 +216,12 @@ def to_dict(spec: ExperimentSpec, omit_defaults: bool = False) -> dict[str, Any]
     out: dict[str, Any] = {}
     for name in GROUPS:
         group = {}
+        flat = getattr(GROUPS[name], "FLAT", None)
         for f in dataclasses.fields(getattr(spec, name)):
             value = getattr(getattr(spec, name), f.name)
+            if f.name == flat:  # its entries are the group's own keys (those left out: their defaults)
+                group.update({**GROUPS[name].flat_defaults(full=not omit_defaults), **value})
+                continue
             if omit_defaults and value == getattr(getattr(default, name), f.name):
                 continue
             group[f.name] = list(value) if isinstance(value, tuple) else value

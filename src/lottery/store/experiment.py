@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from lottery.errors import UserError
+from lottery.extension_points import reading_stored
 from lottery.spec import ExperimentSpec, build, spec_hash, to_dict, to_toml
 from lottery.store import layout
 from lottery.store.audit import check_view
@@ -84,4 +85,5 @@ def load_spec(path: Path) -> tuple[ExperimentSpec, str | None]:
     if data is None:
         raise UserError(f"{path} is not an experiment directory (no valid spec.json)")
     preset = data.pop("preset", None)
-    return build(data), preset
+    with reading_stored():  # a plugin's mask sources and control kinds need not be imported to read the spec
+        return build(data), preset

@@ -3,7 +3,8 @@
 `scores(model, method, ...)` scores the prunable weights of any `nn.Module`; `mask_from_scores` turns scores
 into a mask at a target density with the counts, tie-breaking and ignore rules of magnitude pruning
 (`lottery.pruning.strategies`); `find_mask` does both, one-shot or over an iterative schedule (SynFlow: 100
-rounds, exponential). One module per source, each citing its paper and equation.
+rounds, exponential). One module per source, each citing its paper and equation and registering itself
+(`lottery.extension_points.register_mask_source`), the decorator a plugin source uses too.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lottery.errors import UserError
+from lottery.extension_points import SCORE_MODES, MaskSource
+from lottery.extension_points import mask_sources as sources
 from lottery.pruning.mask import Mask
 from lottery.pruning.prunable import prunable
 from lottery.pruning.ranking import remove_lowest
 from lottery.pruning.sources import grasp, magnitude, random, snip, synflow  # noqa: F401  (register them)
-from lottery.pruning.sources.base import SCORE_MODES, Batches, LossFn, ScoreInput, Source, sources
+from lottery.pruning.sources.base import Batches, LossFn, ScoreInput
 from lottery.pruning.strategies import layer_pool, target_fractions
 from lottery.pruning.structure import Structure, prune_structured
 from lottery.spec.groups import PruningSpec
@@ -29,7 +32,7 @@ from lottery.spec.groups import PruningSpec
 SCOPES = ("global", "layerwise")
 SCHEDULES = ("exponential", "linear")
 
-__all__ = ["Source", "density_schedule", "find_mask", "mask_from_scores", "scores", "sources"]
+__all__ = ["MaskSource", "density_schedule", "find_mask", "mask_from_scores", "scores", "sources"]
 
 
 def scores(
@@ -46,12 +49,14 @@ def scores(
     **options: object,
 ) -> dict[str, Tensor]:
     """Scores (float64, on the CPU, higher = keep) of the prunable weights of `model` by `method` (one of
-    `sources`). `model` is not changed: a float64 copy is scored, with `mask`'s pruned weights set to zero.
+    `sources`: every registered mask source). `model` is not changed: a float64 copy is scored, with `mask`'s
+    pruned weights set to zero.
     `batches`: (inputs, labels) pairs for the data-dependent sources (snip, grasp); `loss_fn` (default
     cross-entropy); `names` (default `lottery.prunable(model)`); `seed` drives `random`; `input_shape` (per
     example, default: from the first batch) is what SynFlow feeds its all-ones input. `score_mode`: 'train' or
     'eval', the mode the copy scores in (default: the source's, the reference code's choice: SNIP and GraSP
-    train, SynFlow eval). Extra `options` go to the source (e.g. `grasp_temperature`)."""
+    train, SynFlow eval). Extra `options` go to the source: its options dataclass's fields (e.g. `grasp_temperature`)
+    are its `settings`, the defaults for the rest."""
     source = sources.get(method)
     mode = source.default_mode if score_mode is None else score_mode
     if mode not in SCORE_MODES:
@@ -77,6 +82,7 @@ def scores(
         loss_fn=loss_fn or F.cross_entropy,
         generator=torch.Generator().manual_seed(seed),
         options={**options, "input_shape": input_shape},
+        settings=source.settings(options),
     )
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):  # dropout while scoring: seeded, and the caller's RNG untouched

@@ -1,9 +1,11 @@
-"""The mask-source registry and the signature every source implements.
+"""The signature every mask source implements; the registry and its decorator, `register_mask_source`, are
+`lottery.extension_points`' (one registration per source: its name, seed stream, options, rounds, mode, data).
 
 A source scores the prunable weights of a model (higher = keep). It receives a float64 working copy of the
 model, in its scoring mode (train or eval: `default_mode`, or the caller's `score_mode`), that it may change (sign
 flips), the names of the weights to score, the seeded training
-batches (or None), the loss function and a seeded generator, and returns {name: float64 tensor}.
+batches (or None), the loss function, a seeded generator and its settings (its options dataclass), and returns
+{name: float64 tensor}.
 """
 
 from __future__ import annotations
@@ -15,7 +17,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lottery.registry import Registry
+from lottery.errors import UserError
+from lottery.extension_points import register_mask_source
+
+__all__ = [
+    "Batches",
+    "LossFn",
+    "ScoreFn",
+    "ScoreInput",
+    "ScoringBatches",
+    "batch_gradients",
+    "register_mask_source",
+    "weights_of",
+]
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -28,42 +42,23 @@ class ScoreInput:
     batches: list[tuple[Tensor, Tensor]] | None
     loss_fn: LossFn
     generator: torch.Generator
-    options: dict[str, Any]
+    options: dict[str, Any]  # every keyword the caller gave (and `input_shape`: one example's shape, or None)
+    settings: Any = None  # the source's options dataclass with the spec's (or the caller's) values; None: it has none
 
 
 ScoreFn = Callable[[ScoreInput], dict[str, Tensor]]
 
 
 @dataclass(frozen=True)
-class Source:
-    """A registered mask source: its score function, whether it needs training batches, its default number of
-    scoring rounds (1: one-shot; SynFlow: 100 with an exponential schedule) and the mode the model scores in by
-    default ('train': batch statistics in BatchNorm, dropout active, as SNIP's and GraSP's reference codes;
-    'eval': running statistics, no dropout, as Synaptic-Flow's)."""
+class ScoringBatches:
+    """The option every source that needs data has (inherit it, or declare the same field): how many seeded
+    training batches (`training.batch_size` each) it scores on."""
 
-    score: ScoreFn
-    needs_data: bool = False
-    default_rounds: int = 1
-    default_mode: str = "train"
+    snip_batches: int = 1
 
-
-sources: Registry[Source] = Registry("mask source")
-
-
-SCORE_MODES = ("train", "eval")
-
-
-def register(
-    name: str, *, needs_data: bool = False, default_rounds: int = 1, default_mode: str = "train"
-) -> Callable[[ScoreFn], ScoreFn]:
-    if default_mode not in SCORE_MODES:
-        raise ValueError(f"default_mode must be one of {SCORE_MODES}, got {default_mode!r}")
-
-    def add(fn: ScoreFn) -> ScoreFn:
-        sources.register(name)(Source(fn, needs_data, default_rounds, default_mode))
-        return fn
-
-    return add
+    def validate(self) -> None:
+        if not self.snip_batches > 0:
+            raise UserError(f"masks.snip_batches must be > 0, got {self.snip_batches}")
 
 
 def weights_of(model: nn.Module, names: list[str]) -> list[nn.Parameter]:

@@ -8,17 +8,31 @@ authors' code keeps `S <= threshold` of the top fraction), so the keep score ret
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
-from lottery.pruning.sources.base import ScoreInput, batch_gradients, register, weights_of
+from lottery.errors import UserError
+from lottery.pruning.sources.base import ScoreInput, ScoringBatches, batch_gradients, register_mask_source, weights_of
+
+
+@dataclass(frozen=True)
+class GraspOptions(ScoringBatches):
+    """`[masks] snip_batches` (the scoring batches) and `grasp_temperature`: the logits are divided by T in the
+    loss (the authors' code: 200)."""
+
+    grasp_temperature: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.grasp_temperature > 0:
+            raise UserError(f"masks.grasp_temperature must be > 0, got {self.grasp_temperature}")
 
 
 def hessian_gradient(inp: ScoreInput) -> list[Tensor]:
     """H g for the scored weights: g from a first pass (no graph), then ∂(g · ∇L)/∂θ with ∇L differentiable."""
-    temperature = float(inp.options.get("grasp_temperature", 1.0))
+    temperature = float(inp.settings.grasp_temperature)
     loss_fn = inp.loss_fn
     scaled = inp if temperature == 1.0 else replace(inp, loss_fn=lambda out, y: loss_fn(out / temperature, y))
     g = [t.detach() for t in batch_gradients(scaled)]
@@ -27,7 +41,7 @@ def hessian_gradient(inp: ScoreInput) -> list[Tensor]:
     return list(torch.autograd.grad(z, weights_of(inp.model, inp.names)))
 
 
-@register("grasp", needs_data=True)
+@register_mask_source("grasp", stream=32, options=GraspOptions, needs_data=True)
 def grasp(inp: ScoreInput) -> dict[str, Tensor]:
     """Keep score = θ ⊙ Hg = −S(−θ): the weights with the lowest S are kept."""
     hg = hessian_gradient(inp)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lottery.pruning.sources.base import ScoreInput, register, weights_of
+from lottery.pruning.sources.base import ScoreInput, register_mask_source, weights_of
 
 
-@register("magnitude")
+@register_mask_source("magnitude", stream=30)
 def magnitude(inp: ScoreInput) -> dict[str, Tensor]:
     """Score = |w|."""
     return {name: w.detach().abs() for name, w in zip(inp.names, weights_of(inp.model, inp.names), strict=True)}

@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lottery.pruning.sources.base import ScoreInput, register, weights_of
+from lottery.pruning.sources.base import ScoreInput, register_mask_source, weights_of
 
 
-@register("random")
+@register_mask_source("random", stream=34)
 def random(inp: ScoreInput) -> dict[str, Tensor]:
     """Score ~ U(0, 1) per coordinate, drawn on the CPU from the seeded generator (device independent)."""
     return {

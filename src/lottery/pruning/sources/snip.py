@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lottery.pruning.sources.base import ScoreInput, batch_gradients, register, weights_of
+from lottery.pruning.sources.base import ScoreInput, ScoringBatches, batch_gradients, register_mask_source, weights_of
 
 
-@register("snip", needs_data=True)
+@register_mask_source("snip", stream=31, options=ScoringBatches, needs_data=True)
 def snip(inp: ScoreInput) -> dict[str, Tensor]:
     """Score = |g ⊙ w| with g the gradient of the mean batch loss."""
     grads = batch_gradients(inp)

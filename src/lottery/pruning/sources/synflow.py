@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lottery.pruning.sources.base import ScoreInput, register, weights_of
+from lottery.pruning.sources.base import ScoreInput, register_mask_source, weights_of
 
 
-@register("synflow", default_rounds=100, default_mode="eval")
+@register_mask_source("synflow", stream=33, default_rounds=100, default_mode="eval")
 def synflow(inp: ScoreInput) -> dict[str, Tensor]:
     """Score = |∂R/∂w ⊙ w| with R the output sum of the |θ| network on an all-ones input."""
     model = inp.model  # in its scoring mode already (eval by default)

@@ -1,0 +1,76 @@
+"""One step of IMP with rewinding, shared by `lottery run` (experiments/imp.py, controls.py) and `lottery.imp`
+(api/imp.py), so that the two cannot drift: prune level L-1's final weights among its survivors, rewind (m_L ⊙ W_k),
+and make each control's start from the level's mask with the control's seed. Training and recording are the
+drivers' own (the engine's loop and store; the user's `train_fn` and the API's store)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from lottery import seeding
+from lottery.controls import ControlInput, ControlStart
+from lottery.extension_points import control_kinds
+from lottery.pruning import Mask, layer_pool, prune
+from lottery.spec.groups import PruningSpec, TrainingSpec
+
+Chain = tuple[int, int, int]  # the seed values that tell a chain apart: init, data order, augmentation
+
+
+def chain_seeds(training: TrainingSpec) -> Chain:
+    """The seed values of a chain (a replicate's dense run and its levels): init, data order, augmentation."""
+    return training.init_seed, training.data_order_seed, training.augmentation_seed
+
+
+def next_mask(
+    final: dict[str, Tensor],
+    previous: Mask,
+    layer_kinds: dict[str, str],
+    pruning: PruningSpec,
+    target_density: float | None = None,
+) -> Mask:
+    """Level L's mask: level L-1's final weights pruned among the weights `previous` keeps (one shot to
+    `target_density` where given)."""
+    return prune(final, previous, layer_kinds, pruning, target_density=target_density)
+
+
+def rewind(mask: Mask, rewound: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The start of a level: m_L ⊙ W_k, a copy."""
+    return mask.apply_to(rewound)
+
+
+def control_seed(kind: str, seed: int, chain: Chain, pairing: str = "paired", k: int = 0, level: int = 0) -> int:
+    """The seed a control actually uses: derived from its kind's stream, its recorded seed and the seed values of its
+    chain, never a replicate's number; with pairing 'independent' also from its rewind point k and level ('paired':
+    one seed per chain, so every level's control of a kind draws from the same stream)."""
+    where = () if pairing == "paired" else (k, level)
+    return seeding.derive(f"control.{kind}", seed, *chain, *where)
+
+
+def control_start(
+    kind: str,
+    derived: int,
+    imp_mask: Mask,
+    rewound: dict[str, Tensor],
+    optimizer_state: dict | None,
+    fresh: Callable[[int], dict[str, Tensor]],
+    initial: Callable[[], dict[str, Tensor]],
+    layer_kinds: dict[str, str],
+    pruning: PruningSpec,
+) -> ControlStart:
+    """The start of the control `kind` of the IMP level with mask `imp_mask` (rewound weights W_k, the optimizer state
+    at k; `fresh(seed)`: fresh weights; `initial()`: W_0), with its derived seed, as its registration
+    (`lottery.register_control`) makes it."""
+    pool = layer_pool(imp_mask, layer_kinds, pruning)
+    inp = ControlInput(
+        mask=imp_mask,
+        rewound=rewound,
+        optimizer_state=optimizer_state,
+        seed=derived,
+        fresh=fresh,
+        initial=initial,
+        pool=pool,
+        pruning=pruning,
+    )
+    return control_kinds.get(kind).start(inp)

@@ -1,0 +1,83 @@
+"""One IMP: `lottery.imp` and `lottery run` share the step (experiments/imp_step.py: prune, rewind, a control's seed
+and start), so for the same settings on a tiny LeNet they give the same levels and controls, bit for bit."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import torch
+
+import lottery
+from conftest import tiny_spec
+from lottery.experiments import controls as engine_controls
+from lottery.experiments import imp as engine_imp
+from lottery.experiments.context import Context
+from lottery.experiments.run import run_experiment
+from lottery.spec import TrainingSpec
+from lottery.store import RunDir, layout
+from lottery.training import Runtime, train
+
+KINDS = ["random_prune", "random_prune_global", "random_reinit"]
+
+
+def same_bits(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) and torch.equal(a[k].signbit(), b[k].signbit()) for k in a
+    )
+
+
+def test_api_imp_and_cli_give_the_same_levels_and_controls(tmp_path: Path) -> None:
+    spec = tiny_spec("imp.levels=2", "imp.rewind=20it", f"controls.kinds={KINDS}")
+    runtime = Runtime(progress=False, batch_copies=False)  # each control alone, as lottery.imp trains it
+    experiment, _ = run_experiment(spec, "lenet_300_100", tmp_path / "runs", runtime)
+    ctx = Context(spec, Runtime(progress=False, batch_copies=False))
+    runs = itertools.count()
+
+    def train_fn(model, mask, start, end):  # the engine's loop, from the API
+        job = ctx.job(0, start=start, mask=mask)
+        return train(RunDir(tmp_path / "api" / str(next(runs))), model, ctx.data, job, ctx.runtime)
+
+    model = ctx.model(spec.training.init_seed)
+    p = spec.pruning
+    levels = list(
+        lottery.imp(
+            model, train_fn, levels=2, iterations=ctx.schedule.end, rewind=20, fraction=p.fraction,
+            scope="layerwise", rates=p.rates, controls=KINDS,
+        )
+    )  # fmt: skip
+    replicate = layout.replicate(experiment, 0)
+    assert same_bits(levels[0].final, layout.dense(replicate).read_tensors("final.safetensors"))
+    reinit_seeds = set()
+    for level in levels[1:]:
+        run = layout.level(replicate, 20, level.level)
+        stored = run.read_tensors("mask.safetensors")
+        assert all(torch.equal(level.mask[n], stored[n]) for n in level.mask)
+        assert same_bits(level.start, run.read_tensors("start.safetensors"))
+        assert same_bits(level.final, run.read_tensors("final.safetensors"))
+        assert sorted(level.controls) == sorted(layout.control_name(kind, 0) for kind in KINDS)
+        for kind in KINDS:
+            api = level.controls[layout.control_name(kind, 0)]
+            cli = layout.control(replicate, 20, level.level, kind, 0)
+            cli_mask = cli.read_tensors("mask.safetensors")
+            assert all(torch.equal(api.mask[n], cli_mask[n]) for n in api.mask), kind
+            if kind == "random_reinit":  # fresh weights: the user's model's own initialisation, the engine's seed
+                assert all(torch.equal(api.mask[n], level.mask[n]) for n in api.mask)
+                derived = engine_controls.control_seed(kind, 0, TrainingSpec())  # paired: one seed for every level
+                fresh = lottery.reinitialize(ctx.model(0), level.mask, derived % 2**63).state_dict()
+                assert same_bits(api.start, {n: v.detach().cpu() for n, v in fresh.items()})
+                reinit_seeds.add(derived)
+                continue
+            assert same_bits(api.start, cli.read_tensors("start.safetensors")), kind
+            assert same_bits(api.final, cli.read_tensors("final.safetensors")), kind
+    assert len(reinit_seeds) == 1
+
+    # A control kind may start from W_0 (`inp.initial()`): the chain's dense start, read when asked for.
+    @lottery.register_control("initial_weights_probe", stream=5003)
+    def initial_weights(inp: lottery.ControlInput) -> lottery.ControlStart:
+        return lottery.ControlStart(inp.mask, inp.mask.apply_to(inp.initial()))
+
+    level_mask = engine_imp.level_mask(ctx, replicate, 0, 20, 1)
+    mask, start, state = engine_controls.control_start(ctx, replicate, 0, 20, 1, level_mask, "initial_weights_probe", 0)
+    w_0 = layout.dense(replicate).read_tensors("start.safetensors")
+    assert mask is level_mask and state is None and same_bits(start, level_mask.apply_to(w_0))
