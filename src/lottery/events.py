@@ -4,8 +4,8 @@
   rows at one iteration, with the run's provenance tags.
 - `on_level(LevelTrained)`: an IMP level of one replicate and rewind point is in the store (trained now, or found
   there) (`experiments/imp.py`, `run_level`).
-- `on_results(ResultsWritten)`: an experiment's `results.json` was written by `lottery run` or a sweep
-  (`experiments/run.py`, `experiments/sweep.py`).
+- `on_results(ResultsWritten)`: an experiment's `results.json` was written by `lottery run`, a sweep or a rewind
+  search (`experiments/driver.py`, `announce_results`).
 
 The engine and the loop only `emit`; they never import what listens. The experiment trackers (`--log`:
 `lottery.loggers.subscriber`) subscribe in `lottery.wiring`, which `import lottery` runs in every process (workers

@@ -95,6 +95,11 @@ def _experiment(args: argparse.Namespace, dense_only: bool) -> int:
         raise UserError("give a spec file, --preset NAME or --set overrides (see 'lottery presets')")
     spec, preset = resolve(args.spec, args.preset, args.overrides)
     root = store_root(args.out)
+    if args.dry_run:
+        from lottery.experiments.driver import dry_run
+
+        print("\n".join(dry_run(spec, preset, root, _runtime(args), dense_only)))
+        return 0
     with overall.tracking(experiment_dir(root, spec).path):  # "network i of N", elapsed, ETA on the bar and in logs
         experiment, results = run_experiment(spec, preset, root, _runtime(args), dense_only, args.wait)
     if collective.is_main():  # under torchrun the table and the run directory are printed once

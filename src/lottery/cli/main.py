@@ -132,14 +132,25 @@ def _rewind_search_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _dry_run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the tasks the spec implies, with how many of their networks the store holds; train and write "
+        "nothing",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="lottery", description="Find and study lottery tickets.", epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("train", help="train the dense network of a spec (level 0)", epilog=EPILOG)
     _experiment_args(p)
+    _dry_run_arg(p)
     p = sub.add_parser("run", help="run everything the spec describes (IMP levels, controls, ...)", epilog=EPILOG)
     _experiment_args(p)
+    _dry_run_arg(p)
     p = sub.add_parser("sweep", help="run the grid of experiments a spec's [sweep] table spans", epilog=EPILOG)
     _experiment_args(p)
     p.add_argument(

@@ -33,10 +33,13 @@ from lottery.training import Runtime
 
 @dataclass
 class TaskJob:
-    """One task of one experiment."""
+    """One task of one experiment; run in this process (the local executor, one process per task), with the
+    driver's context of the experiment and its tasks by name (`plan.index`), where given."""
 
     spec: ExperimentSpec
     task: Task
+    ctx: Context | None = field(default=None, repr=False, compare=False)
+    tasks: dict[str, Task] | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -66,10 +69,18 @@ def context_for(spec: ExperimentSpec, runtime: Runtime) -> Context:
 
 
 def run_job(
-    spec: ExperimentSpec, task: Task, root: str, runtime: Runtime, record: str | None = None, nproc: int = 1
+    spec: ExperimentSpec,
+    task: Task,
+    root: str,
+    runtime: Runtime,
+    record: str | None = None,
+    nproc: int = 1,
+    ctx: Context | None = None,
+    tasks: dict[str, Task] | None = None,
 ) -> str:
-    """Run one task (the body of a Ray task and of a Slurm job too): in this process, or with `nproc` processes
-    (one data-parallel job); its state goes to the sweep's record at `record`, if any."""
+    """Run one task (the body of a Ray task and of a Slurm job too): in this process (with the context `ctx` and the
+    tasks `tasks`, where given), or with `nproc` processes (one data-parallel job); its state goes to the sweep's
+    record at `record`, if any."""
     key = f"{spec_hash(spec)}:{task.name}"
     if record:
         sweep_status.mark(Path(record), key, "running")
@@ -79,7 +90,7 @@ def run_job(
 
             launch(str(root), experiment_dir(Path(root), spec).path.name, task.name, runtime, nproc)
         else:
-            _run_here(spec, task, root, runtime)
+            _run_here(spec, task, root, runtime, ctx, tasks)
     except Exception as exc:
         if record:
             sweep_status.mark(Path(record), key, "failed", _error(exc))
@@ -93,14 +104,16 @@ def run_job(
     return task.name
 
 
-def _run_here(spec: ExperimentSpec, task: Task, root: str, runtime: Runtime) -> None:
+def _run_here(
+    spec: ExperimentSpec, task: Task, root: str, runtime: Runtime, ctx: Context | None, tasks: dict[str, Task] | None
+) -> None:
     if runtime.imports:  # the driver's --import plugin modules (once per process)
         from lottery.plugins import import_modules
 
         import_modules(runtime.imports)
     if runtime.threads is not None and torch.get_num_threads() != runtime.threads:
         torch.set_num_threads(runtime.threads)  # as many as the driver: CPU results depend on it
-    run_task(task, context_for(spec, runtime), experiment_dir(Path(root), spec), step=execute)
+    run_task(task, ctx or context_for(spec, runtime), experiment_dir(Path(root), spec), tasks, step=execute)
 
 
 def _error(exc: BaseException) -> str:
@@ -108,12 +121,19 @@ def _error(exc: BaseException) -> str:
 
 
 def run_local(
-    jobs: Sequence[TaskJob], root: Path, runtime: Runtime, retries: int = 0, record: str | None = None, nproc: int = 1
+    jobs: Sequence[TaskJob],
+    root: Path,
+    runtime: Runtime,
+    retries: int = 0,
+    record: str | None = None,
+    nproc: int = 1,
+    stop_on_error: bool = False,
 ) -> Outcome:
-    """In order; a failing job is retried up to `retries` times, then reported; its dependents are skipped."""
+    """In order; a failing job is retried up to `retries` times, then reported; its dependents are skipped.
+    `stop_on_error` (`lottery run`): the failing job's error is raised instead, and no progress bar of tasks shown."""
     outcome = Outcome()
     bad: dict[str, str] = {}
-    for job in tqdm(jobs, desc="sweep", unit="task", disable=not sys.stderr.isatty()):
+    for job in tqdm(jobs, desc="sweep", unit="task", disable=stop_on_error or not sys.stderr.isatty()):
         blocked = next((d for d in job.deps if d in bad), None)
         if blocked is not None:
             outcome.skipped[job.key] = blocked
@@ -121,10 +141,12 @@ def run_local(
             continue
         for attempt in range(retries + 1):
             try:
-                run_job(job.spec, job.task, str(root), runtime, record, nproc)
+                run_job(job.spec, job.task, str(root), runtime, record, nproc, job.ctx, job.tasks)
                 outcome.done.append(job.key)
                 break
             except Exception as exc:  # noqa: BLE001  (reported at the end; the other jobs go on)
+                if stop_on_error and attempt == retries:
+                    raise
                 error = _error(exc)
                 print(f"lottery: {job.key} failed (attempt {attempt + 1}/{retries + 1}): {error}", file=sys.stderr)
                 if attempt == retries:

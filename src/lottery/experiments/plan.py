@@ -1,6 +1,8 @@
-"""An experiment as a graph of tasks: the dense run once per replicate, IMP levels in order for each rewind
-point, controls and stability points after the level they use. Every task is idempotent (finished work
-is read back from the store, unfinished work resumes), so any executor may run, retry or re-run them.
+"""An experiment as a graph of tasks: the tasks that train the networks of `views.networks` (the dense run once per
+replicate, IMP levels in order for each rewind point, controls and stability points after the level they use), each
+network bringing its task and that task's dependencies, so the plan holds no second list of what a spec implies.
+Every task is idempotent (finished work is read back from the store, unfinished work resumes), so any executor may
+run, retry or re-run them.
 
 The planner chooses once which runs train together as one stacked model (`grouped`): the replicates' dense runs
 and each of their IMP levels, a level's controls, the [masks] runs at one density and seed. Such a group is one
@@ -11,58 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from lottery.experiments import controls, dynamic, imp, masks, recipes, stability, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
-from lottery.experiments.mask_points import at_iteration
-from lottery.experiments.tasks import MissingDependency
-from lottery.results.kinds import split_kind
+from lottery.experiments.tasks import MissingDependency, Task
 from lottery.store import RunDir, layout
 
 
-@dataclass(frozen=True)
-class Task:
-    name: str  # unique within the experiment, readable: 'r0/dense', 'r0/k100/level3/random_prune/seed0'
-    action: str  # 'dense', 'level', 'control', 'stability', 'mask' or 'mask_trace'
-    replicate: int
-    rewind: int = 0
-    level: int = 0
-    control: str = ""
-    seed: int = 0
-    deps: tuple[str, ...] = ()
-    density: float = 1.0  # a mask source's target density
-    members: tuple[str, ...] = ()  # a stacked group's task: the names of the runs' own tasks it stands for
-
-
 def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
-    """The experiment's tasks in an order that respects their dependencies."""
-    spec = ctx.spec
-    tasks: list[Task] = []
-    for r in range(spec.replicates):
-        dense = Task(names.dense(r), "dense", r)
-        tasks.append(dense)
-        if dense_only:
-            continue
-        for k in ctx.rewind_points:
-            previous = dense.name
-            for level in range(1, spec.imp.levels + 1):
-                name = names.level(r, k, level)
-                tasks.append(Task(name, "level", r, k, level, deps=(previous,)))
-                previous = name
-                for kind, seed in recipes.planned_controls(ctx, level):
-                    control = names.control(r, k, level, kind, seed)
-                    tasks.append(Task(control, "control", r, k, level, kind, seed, deps=(name,)))
-        tasks += mask_tasks(ctx, r, dense.name)  # before the stability points: stability.masks studies them
-        tasks += [Task(**fields) for fields in dynamic.planned(ctx, r, dense.name)]  # dynamic sparsity (issue 28)
-        for k in ctx.stability_points:
-            first = recipes.dense_copies_level(ctx)
-            for level in recipes.analysed_levels(ctx):
-                after = (names.level(r, k, level), *stability.mask_dependencies(ctx, r, k, level))
-                after += (names.stability(r, k, first),) if level != first else ()
-                tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=after))
-    return grouped(ctx, tasks)
+    """The experiment's tasks in an order that respects their dependencies: the tasks of the networks of
+    `views.networks` (each network's recipe comes with the task that trains it and that task's dependencies), and
+    the early-bird trace, with each stacked group's members merged into one task."""
+    return grouped(ctx, views.steps(ctx, dense_only))
 
 
 def group_name(ctx: Context, task: Task) -> str | None:
@@ -116,27 +79,6 @@ def _in_dependency_order(tasks: list[Task]) -> list[Task]:
 def index(tasks: list[Task]) -> dict[str, Task]:
     """Every task by its name and by its members' names."""
     return {name: task for task in tasks for name in (task.name, *task.members)}
-
-
-def mask_tasks(ctx: Context, r: int, dense: str) -> list[Task]:
-    """The [masks] runs of replicate r: the early-bird trace, then each source, then its ablations, at every
-    target density and seed; all after the dense run."""
-    spec = ctx.spec.masks
-    if not spec.sources:
-        return []
-    tasks, k = [], at_iteration(ctx)
-    after = (dense,)
-    if "early_bird" in spec.sources:
-        tasks.append(Task(names.mask_trace(r), "mask_trace", r, deps=(dense,)))
-        after = (tasks[-1].name,)
-    for kind in masks.kinds(ctx.spec):
-        source, ablation = split_kind(kind)
-        for density in spec.densities:
-            for seed in spec.seeds:
-                name = names.mask(r, kind, density, seed)
-                deps = (names.mask(r, source, density, seed),) if ablation else after
-                tasks.append(Task(name, "mask", r, k, control=kind, seed=seed, deps=deps, density=density))
-    return tasks
 
 
 def run_task(

@@ -28,15 +28,16 @@ import dataclasses
 import math
 import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from lottery.errors import UserError
-from lottery.experiments import imp, views
+from lottery.experiments import driver, imp, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
-from lottery.experiments.plan import Task, run_task
+from lottery.experiments.plan import run_task
+from lottery.experiments.tasks import Task
 from lottery.results import conclusions
 from lottery.results.probes import CONTROL
 from lottery.spec import ExperimentSpec, Step
@@ -198,36 +199,25 @@ class Search:
         """The search's context with `copies` copies per stability point (copy i is the same network whatever
         the count: its key holds its index only), sharing the data already loaded."""
         if copies not in self._contexts:
-            stab = dataclasses.replace(self.ctx.spec.stability, copies=copies)
-            ctx = Context(dataclasses.replace(self.ctx.spec, stability=stab), self.ctx.runtime)
+            ctx = with_copies(self.ctx, copies)
             ctx.__dict__["data"] = self.ctx.data  # functools.cached_property's slot: the same tensors
             self._contexts[copies] = ctx
         return self._contexts[copies]
 
     # -- what a probe needs ------------------------------------------------------------------------------------
     def missing(self, k: int, level: int, ctx: Context | None = None) -> list[tuple[RunDir, int]]:
-        """(run, iterations it trains) of every network probing (k, level) would train: the dense run, the
-        prefix 0..k where W_k is not stored, IMP levels 1..level, the copies of the dense network, the IMP
-        subnetwork and its control (as many copies as `ctx` says)."""
+        """(run, iterations it trains) of every network probing (k, level) would train: those of
+        `views.point_networks` (the dense run, IMP levels 1..level, the copies of the dense network, the IMP
+        subnetwork and its control, as many copies as `ctx` says) that the store does not hold, and the prefix
+        0..k where W_k is not stored."""
         ctx = ctx or self.ctx
-        end = ctx.schedule.end
         out: list[tuple[RunDir, int]] = []
         for r in range(ctx.spec.replicates):
-            views.bind_point(ctx, self.experiment, r, k, level, (CONTROL,))  # networks other experiments trained count
+            found = views.bind_point(ctx, self.experiment, r, k, level, (CONTROL,))  # others' networks count
             rdir = layout.replicate(self.experiment, r)
-            dense = layout.dense(rdir)
-            if dense.read_json("summary.json") is None:
-                out.append((dense, end))
+            out += [(self.experiment / network.view.as_posix(), iterations(ctx, network, k)) for network in found]
             if k not in ctx.dense_snapshots and not self._has_snapshot(rdir, k):
                 out.append((layout.prefix(rdir, k), imp.prefix_end(ctx, k)))
-            for lv in range(1, level + 1):
-                out.append((layout.level(rdir, k, lv), end - k))
-            copies = ctx.spec.stability.copies
-            out += [(layout.copy(layout.stability(rdir, k, 0), "dense", i), end - k) for i in range(copies)]
-            if level:
-                where = layout.stability(rdir, k, level)
-                for kind in ("imp", CONTROL):
-                    out += [(layout.copy(where, kind, i), end - k) for i in range(copies)]
         return [(run, its) for run, its in out if run.read_json("summary.json") is None]
 
     def _has_snapshot(self, rdir: RunDir, k: int) -> bool:
@@ -265,7 +255,7 @@ class Search:
             missing = self.missing(k, level, ctx)
             for r in range(ctx.spec.replicates):
                 self.ensure_snapshot(r, k)
-                tasks = point_tasks(r, k, level)  # k may be off the plan's grid: the tasks of this point, by hand
+                tasks = point_tasks(ctx, r, k, level)  # k may be off the plan's grid: this point's own tasks
                 run_task(tasks[names.stability(r, k, level)], ctx, self.experiment, tasks)
             self.trained += len(missing)
             self.iterations += sum(its for _, its in missing)
@@ -359,41 +349,57 @@ def _point_summary(points: list[dict[str, Any]], threshold: float) -> dict[str, 
     }
 
 
-def point_tasks(r: int, k: int, level: int) -> dict[str, Task]:
-    """The tasks one probe needs (the dense run, IMP levels 1..level rewound to k, the analysis at (k, 0), whose task
-    trains the dense network's copies, and at (k, level)), by name, for `plan.run_task`: it runs the analysis, and
-    before it any of those whose output is missing."""
-    tasks = [Task(names.dense(r), "dense", r)]
-    for lv in range(1, level + 1):
-        tasks.append(Task(names.level(r, k, lv), "level", r, k, lv, deps=(tasks[-1].name,)))
-    tasks.append(Task(names.stability(r, k, 0), "stability", r, k, 0, deps=(names.dense(r),)))
-    if level:
-        after = (names.level(r, k, level), names.stability(r, k, 0))
-        tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=after))
-    return {task.name: task for task in tasks}
+def point_tasks(ctx: Context, r: int, k: int, level: int) -> dict[str, Task]:
+    """The tasks one probe needs, by name, for `plan.run_task`: those of the networks of `views.point_networks`
+    (the dense run, IMP levels 1..level rewound to k, the analysis at (k, 0), whose task trains the dense network's
+    copies, and at (k, level)); `run_task` runs the analysis, and before it any of those whose output is missing."""
+    return {network.task: network.step for network in views.point_networks(ctx, r, k, level, (CONTROL,))}
+
+
+def with_copies(ctx: Context, copies: int) -> Context:
+    """`ctx` with `copies` copies per stability point (`ctx` itself where it has as many), sharing what `ctx` has
+    computed of its data (copy i is the same network whatever the count: its key holds its index only)."""
+    if copies == ctx.spec.stability.copies:
+        return ctx
+    stab = dataclasses.replace(ctx.spec.stability, copies=copies)
+    out = Context(dataclasses.replace(ctx.spec, stability=stab), ctx.runtime)
+    for name in ("data", "data_fingerprint"):  # functools.cached_property's slots
+        if name in ctx.__dict__:
+            out.__dict__[name] = ctx.__dict__[name]
+    out.fingerprint_cache = ctx.fingerprint_cache
+    return out
+
+
+def iterations(ctx: Context, network: views.Network, k: int) -> int:
+    """The iterations a network a probe at k needs trains: the dense run all of them, the others from k."""
+    return ctx.schedule.end if network.kind == "dense" else ctx.schedule.end - k
 
 
 def cost_of(
     ctx: Context, level: int, dense: list[int], pruned: list[int], copies: dict[str, dict[int, int]] | None = None
 ) -> dict[str, int]:
     """Trainings and iterations that probing `dense` (level 0) and `pruned` (level `level`) rewind points take from
-    an empty store: the dense run; at every point the dense network's copies; at the pruned points IMP levels
-    1..level and the copies of the IMP subnetwork and its control; a prefix 0..k for each point off the grid.
-    `copies`: per subject ("dense", "imp") and point, the copies its probe used (default `stability.copies`)."""
-    end, base, replicates = ctx.schedule.end, ctx.spec.stability.copies, ctx.spec.replicates
-    copies = copies or {}
+    an empty store: the networks of `views.point_networks` of every probe, each once (the dense run; at every point
+    the dense network's copies; at the pruned points IMP levels 1..level and the copies of the IMP subnetwork and
+    its control), and a prefix 0..k for each point off the grid. `copies`: per subject ("dense", "imp") and point,
+    the copies its probe used (default `stability.copies`)."""
+    base, copies = ctx.spec.stability.copies, copies or {}
+    needed: dict[Path, int] = {}  # every network, once, with the iterations it trains
     points = sorted(set(dense) | set(pruned))
-    trainings, iterations = 1, end
     for k in points:
-        of_imp = copies.get("imp", {}).get(k, base)
-        of_dense = max(copies.get("dense", {}).get(k, base), of_imp if k in pruned else 0)
-        per_k = of_dense + ((level + 2 * of_imp) if k in pruned else 0)
-        trainings += per_k
-        iterations += per_k * (end - k)
-        if k not in ctx.dense_snapshots:
-            trainings += 1
-            iterations += k if ctx.spec.training.schedule == "step" else end
-    return {"trainings": replicates * trainings, "iterations": replicates * iterations}
+        probes = [(0, copies.get("dense", {}).get(k, base))] if k in dense else []
+        probes += [(level, copies.get("imp", {}).get(k, base))] if k in pruned else []
+        for probe_level, count in probes:
+            probing = with_copies(ctx, count)
+            for r in range(ctx.spec.replicates):
+                for network in views.point_networks(probing, r, k, probe_level, (CONTROL,)):
+                    needed.setdefault(network.view, iterations(ctx, network, k))
+    off_grid = [k for k in points if k not in ctx.dense_snapshots]  # each a prefix run per replicate
+    replicates = ctx.spec.replicates
+    return {
+        "trainings": len(needed) + replicates * len(off_grid),
+        "iterations": sum(needed.values()) + replicates * sum(imp.prefix_end(ctx, k) for k in off_grid),
+    }
 
 
 def full_sweep_cost(ctx: Context, level: int) -> dict[str, int]:
@@ -453,10 +459,10 @@ def run_search(
     max_copies: int | None = None,
 ) -> tuple[RunDir, dict[str, Any]]:
     """Search the dense network's and the IMP subnetwork's stability points; write `rewind_search.json` (and the
-    experiment's results) in the search's experiment directory; return it and the search's record."""
+    experiment's results) in the search's experiment directory; return it and the search's record. The driver's
+    sequence (experiments/driver.py), its execution step the search's probes (`search`)."""
     from lottery.experiments.run import write_results
     from lottery.plugins import stamp
-    from lottery.store import check_collision, experiment_dir, locked, write_spec
 
     level = spec.imp.levels if level is None else level
     if level < 1:
@@ -467,60 +473,65 @@ def run_search(
         raise UserError("refine must be >= 0 and the matching tolerance >= 0")
     if max_copies is not None and not 2 <= max_copies <= 1000:
         raise UserError(f"--max-copies must be between 2 and 1000 (copies per replicate), got {max_copies}")
-    base = Context(stamp(spec), runtime)
-    end = base.schedule.end
+    end = Context(stamp(spec), runtime).schedule.end
     steps = tuple(grid) if grid else tuple(f"{k}it" for k in default_grid(end))
-    spec = stamp(search_spec(spec, level, steps))
-    ctx = Context(spec, runtime)
-    ctx.validate()
-    candidates = ctx.rewind_points
-    experiment = experiment_dir(Path(root), spec)
-    check_collision(experiment, spec)
-    with locked(experiment.path, wait=wait):
-        check_collision(experiment, spec)
-        write_spec(experiment, spec, preset)
-        search = Search(ctx, experiment, level, max_trainings, tolerance, max_copies)
-        _say(f"{experiment.path}: grid {candidates} (iterations), level {level}, threshold {spec.stability.threshold}")
-        out: dict[str, Any] = {
-            "level": level,
-            "grid": candidates,
-            "threshold": spec.stability.threshold,
-            "tolerance": tolerance,
-            "refine": refine,
-            "max_trainings": max_trainings,
-            "copies": spec.stability.copies,
-            "max_copies": search.max_copies,
-            "confidence": conclusions.CONFIDENCE,
-        }
-        for subject in ("dense", "imp"):
+    (experiment,) = driver.prepare([(search_spec(spec, level, steps), preset)], Path(root), runtime)
 
-            def decide(k: int, subject: str = subject) -> str:
-                return search.probe(subject, k)
+    def work(experiments: Sequence[driver.Experiment]) -> dict[str, Any]:
+        return search(experiments[0].ctx, experiments[0].directory, level, max_trainings, refine, tolerance, max_copies)
 
-            k, bracket, complete = bracket_search(lambda j: decide(j) == conclusions.STABLE, candidates, refine)
-            decisions = {j: p["decision"] for j, p in search.probes[subject].items()}
-            checked = check(decide, candidates, k, decisions, BEYOND if complete else 0)  # budget spent: no probe
-            out[subject] = summarize(search, subject, k, bracket, complete, checked)
-            found = out[subject]
-            _say(
-                f"{subject}: k = {k}, bracket {bracket}, interval {found['interval']}, monotone {found['monotone']}"
-                + (f" (unstable at {found['offending']})" if found["offending"] else "")
-                + ("" if found["complete"] else " (budget spent)")
-            )
-        out["dense_accuracy"] = search.dense_accuracy()
-        out["cost"] = {  # trained by this call (stored runs are free); all its probes take; a full sweep takes
-            "trainings": search.trained,
-            "iterations": search.iterations,
-            "probed": cost_of(
-                ctx,
-                level,
-                list(search.probes["dense"]),
-                list(search.probes["imp"]),
-                {subject: {j: p["copies"] for j, p in search.probes[subject].items()} for subject in ("dense", "imp")},
-            ),  # fmt: skip
-            "full_sweep": full_sweep_cost(ctx, level),
-        }
-        out = nan_to_none(out)
-        experiment.write_json("rewind_search.json", out)
-        write_results(experiment, spec)
-    return experiment, out
+    _, out = driver.drive([experiment], runtime, work, write_results, wait)
+    return experiment.directory, out
+
+
+def search(
+    ctx: Context,
+    experiment: RunDir,
+    level: int,
+    max_trainings: int | None,
+    refine: int,
+    tolerance: float,
+    max_copies: int | None,
+) -> dict[str, Any]:
+    """Probe the search spec's experiment (`ctx`, `experiment`: locked, its spec written) for both subjects and
+    write `rewind_search.json`; return its content."""
+    spec, candidates = ctx.spec, ctx.rewind_points
+    search = Search(ctx, experiment, level, max_trainings, tolerance, max_copies)
+    _say(f"{experiment.path}: grid {candidates} (iterations), level {level}, threshold {spec.stability.threshold}")
+    out: dict[str, Any] = {
+        "level": level,
+        "grid": candidates,
+        "threshold": spec.stability.threshold,
+        "tolerance": tolerance,
+        "refine": refine,
+        "max_trainings": max_trainings,
+        "copies": spec.stability.copies,
+        "max_copies": search.max_copies,
+        "confidence": conclusions.CONFIDENCE,
+    }
+    for subject in ("dense", "imp"):
+
+        def decide(k: int, subject: str = subject) -> str:
+            return search.probe(subject, k)
+
+        k, bracket, complete = bracket_search(lambda j: decide(j) == conclusions.STABLE, candidates, refine)
+        decisions = {j: p["decision"] for j, p in search.probes[subject].items()}
+        checked = check(decide, candidates, k, decisions, BEYOND if complete else 0)  # budget spent: no probe
+        out[subject] = summarize(search, subject, k, bracket, complete, checked)
+        found = out[subject]
+        _say(
+            f"{subject}: k = {k}, bracket {bracket}, interval {found['interval']}, monotone {found['monotone']}"
+            + (f" (unstable at {found['offending']})" if found["offending"] else "")
+            + ("" if found["complete"] else " (budget spent)")
+        )
+    out["dense_accuracy"] = search.dense_accuracy()
+    used = {subject: {j: p["copies"] for j, p in search.probes[subject].items()} for subject in ("dense", "imp")}
+    out["cost"] = {  # trained by this call (stored runs are free); all its probes take; a full sweep takes
+        "trainings": search.trained,
+        "iterations": search.iterations,
+        "probed": cost_of(ctx, level, list(search.probes["dense"]), list(search.probes["imp"]), used),
+        "full_sweep": full_sweep_cost(ctx, level),
+    }
+    out = nan_to_none(out)
+    experiment.write_json("rewind_search.json", out)
+    return out

@@ -9,22 +9,20 @@ import io
 from pathlib import Path
 from typing import Any
 
-from lottery import events
 from lottery.experiments import (
+    driver,
     dynamic,  # dynamic sparsity (issue 28)
     masks,
     predictors,
     stability,
     views,
 )
-from lottery.experiments.context import Context
-from lottery.experiments.plan import index, plan, run_task
 from lottery.measures import pair_fields
 from lottery.results import conclusions
 from lottery.results import rows as results
 from lottery.results.pairs import pair_rows
 from lottery.spec import ExperimentSpec, spec_hash, to_dict
-from lottery.store import RunDir, check_collision, experiment_dir, layout, locked, write_spec
+from lottery.store import RunDir, layout
 from lottery.training import Runtime
 
 
@@ -36,25 +34,14 @@ def run_experiment(
     dense_only: bool = False,
     wait: bool = True,
 ) -> tuple[RunDir, dict[str, Any]]:
-    """Run (or finish, or just read back) the experiment in this process; returns its directory and results."""
-    from lottery.plugins import stamp
-
-    spec = stamp(spec)  # a spec built in Python names its plugins' code too (resolve() has done it already)
-    ctx = Context(spec, runtime)
-    ctx.validate()  # before anything is written
-    experiment = experiment_dir(root, spec)
-    check_collision(experiment, spec)
-    with locked(experiment.path, wait=wait):  # under torchrun taken by rank 0 for all ranks
-        check_collision(experiment, spec)
-        write_spec(experiment, spec, preset)
-        views.bind(ctx, experiment, dense_only)  # its run directories: links to the networks it shares
-        planned = plan(ctx, dense_only)
-        everything = index(plan(ctx))  # by name and by the names of a stacked group's members
-        for task in planned:
-            run_task(task, ctx, experiment, everything)
-        results = write_results(experiment, spec)
-    events.emit(events.ResultsWritten(experiment.path, results, runtime.log, runtime.log_strict))  # trackers listen
-    return experiment, results
+    """Run (or finish, or just read back) the experiment in this process; returns its directory and results. The
+    driver's sequence (experiments/driver.py), with the local executor stopping at the first error."""
+    experiments = driver.prepare([(spec, preset)], root, runtime)
+    how = driver.Execution(stop_on_error=True)
+    written, _ = driver.drive(
+        experiments, runtime, lambda found: driver.execute(found, root, runtime, how, dense_only), write_results, wait
+    )
+    return experiments[0].directory, written[0]
 
 
 def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:

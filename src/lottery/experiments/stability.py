@@ -89,11 +89,6 @@ def mask_subjects(ctx: Context, rdir: RunDir, r: int, k: int, level: int) -> lis
     ]
 
 
-def mask_dependencies(ctx: Context, r: int, k: int, level: int) -> tuple[str, ...]:
-    """The tasks of the [masks] runs whose subnetworks the point (k, level) studies (plan.py)."""
-    return tuple(names.mask(r, kind, density, seed) for kind, density, seed in recipes.mask_subjects(ctx, k, level))
-
-
 def has_pruning_distance(subject: Subject) -> bool:
     """Stability to pruning is defined for (W_k, m): subnetworks that start from the dense run's W_k (IMP,
     random pruning, the [masks] runs except the `reinit` ablation), not from fresh weights."""
@@ -149,7 +144,9 @@ def train_copies(
     ctx: Context, rdir: RunDir, r: int, k: int, level: int, subjects: list[Subject]
 ) -> dict[tuple[str, float | None], list[RunDir]]:
     """Every subject's copies (`Subject.key` -> directories), training those not in the store yet: all of them
-    together, one stacked model, where that is faster (`lottery.training.train_together`).
+    together, one stacked model, where that is faster (`lottery.training.train_together`), in the stack order their
+    recipes say (`recipes.point_subjects`, `recipes.copy_position`); a subject that cannot be studied (an earlier
+    level diverged) leaves its place out.
 
     The dense network's copies are shared by every level at k: the task of the first level analysed trains them
     (in its group), and the other levels' tasks depend on it; where they are missing, `MissingDependency` names
@@ -161,18 +158,35 @@ def train_copies(
         subjects = [subject for subject in subjects if subject.kind != "dense"]
         if not all(is_finished(run, Job(ctx.training(r), ctx.schedule)) for run in runs[DENSE]):
             raise MissingDependency(names.stability(r, k, first), f"the dense network's copies at iteration {k}")
+    by_key = {subject.key: subject for subject in subjects}
+    order = recipes.point_subjects(ctx, k, level)
+    if not by_key.keys() <= set(order):
+        raise ValueError(f"subjects {sorted(by_key.keys() - set(order), key=str)} are not in the point's stack")
+    stack = []  # (position, subject, copy index)
+    for key in order:
+        if key in by_key:
+            stack += [(recipes.copy_position(ctx, k, level, *key, i)[1], by_key[key], i) for i in range(copies)]
     trained, models, jobs = [], [], []
-    for subject in subjects:
-        for i, run in enumerate(runs[subject.key]):
-            training = copy_training(ctx.training(r), i)
-            trained.append(run)
-            models.append(ctx.model(0, subject.start))
-            seed = recipes.CONTROL_SEED if subject.kind in control_kinds else subject.seed
-            target = subject.target_density
-            tag_level = None if target is not None else 0 if subject.kind == "dense" else level  # [masks]: no level
-            tags = ctx.tags(run, r, subject.kind, tag_level, k, seed=seed, copy=i, target_density=target)
-            jobs.append(Job(training, ctx.schedule, start=k, mask=subject.mask, optimizer_state=subject.optimizer_state,
-                            augment=ctx.augment, tags=tags))  # fmt: skip
+    for _, subject, i in sorted(stack, key=lambda entry: entry[0]):
+        run = runs[subject.key][i]
+        training = copy_training(ctx.training(r), i)
+        trained.append(run)
+        models.append(ctx.model(0, subject.start))
+        seed = recipes.CONTROL_SEED if subject.kind in control_kinds else subject.seed
+        target = subject.target_density
+        tag_level = None if target is not None else 0 if subject.kind == "dense" else level  # [masks]: no level
+        tags = ctx.tags(run, r, subject.kind, tag_level, k, seed=seed, copy=i, target_density=target)
+        jobs.append(
+            Job(
+                training,
+                ctx.schedule,
+                start=k,
+                mask=subject.mask,
+                optimizer_state=subject.optimizer_state,
+                augment=ctx.augment,
+                tags=tags,
+            )
+        )
     if not trained:
         return runs
     ctx.runtime.label = f"r{r} k={k} level {level} copies"

@@ -18,9 +18,7 @@ The executors (`executors.py`, `slurm.py`) run the tasks; the sweep's record (`<
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -95,49 +93,18 @@ def run_sweep(
     holds its experiment's (taken in one order by every process, so two sweeps never deadlock); `wait` False:
     refuse, instead of waiting, when another process holds one. `nproc`: processes training each task (one
     data-parallel job). `slurm`: the `slurm.SlurmOptions` of the slurm executor."""
-    from lottery import events
-    from lottery.experiments import executors, sweep_status, views
-    from lottery.experiments.plan import plan
+    from lottery.experiments import driver, executors, sweep_status
     from lottery.experiments.run import write_results
-    from lottery.store import check_collision, exclusive, experiment_dir, write_spec
 
     points = expand(spec_file, preset, overrides)
-    if nproc > 1:  # a data-parallel task trains its runs one by one: plan as its ranks do, without stacking
-        runtime = dataclasses.replace(runtime, batch_copies=False)
-    contexts = []
-    for spec, _, _ in points:  # everything is checked before anything is written
-        ctx = executors.context_for(spec, runtime)
-        ctx.validate()
-        check_collision(experiment_dir(root, spec), spec)
-        contexts.append(ctx)
-    with ExitStack() as locks:
-        for path in sorted({experiment_dir(root, spec).path for spec, _, _ in points}):
-            locks.enter_context(exclusive(path, wait=wait))
-        jobs = []
-        for (spec, used_preset, _), ctx in zip(points, contexts):
-            check_collision(experiment_dir(root, spec), spec)  # again: another process may have written it meanwhile
-            write_spec(experiment_dir(root, spec), spec, used_preset)
-            views.bind(ctx, experiment_dir(root, spec))  # networks shared between the grid's experiments
-            jobs += [executors.TaskJob(spec, task) for task in plan(ctx)]
-        record = str(sweep_status.sweep_dir(root, [spec_hash(spec) for spec, _, _ in points]).resolve())
-        if executor == "slurm":
-            from lottery.experiments.slurm import SlurmOptions, run_slurm
-
-            outcome = run_slurm(jobs, root, runtime, retries, slurm or SlurmOptions(), record, nproc)
-        else:
-            sweep_status.start(Path(record), [job.key for job in jobs], executor)
-            if executor == "ray":
-                outcome = executors.run_ray(jobs, root, runtime, retries, address, workers, record, nproc)
-            else:
-                outcome = executors.run_local(jobs, root, runtime, retries, record, nproc)
-        finished = []
-        for spec, _, point in points:
-            experiment = experiment_dir(root, spec)
-            results = write_results(experiment, spec)
-            log, strict = getattr(runtime, "log", ()), getattr(runtime, "log_strict", False)
-            events.emit(events.ResultsWritten(experiment.path, results, log, strict))  # the trackers listen
-            finished.append((experiment, point))
-    return finished, outcome
+    runtime = driver.without_stacking(runtime, nproc)
+    experiments = driver.prepare([(spec, used) for spec, used, _ in points], root, runtime, executors.context_for)
+    record = str(sweep_status.sweep_dir(root, [spec_hash(spec) for spec, _, _ in points]).resolve())
+    how = driver.Execution(executor, retries, address, workers, nproc, slurm, record)
+    _, outcome = driver.drive(
+        experiments, runtime, lambda found: driver.execute(found, root, runtime, how), write_results, wait
+    )
+    return [(experiment.directory, point) for experiment, (_, _, point) in zip(experiments, points)], outcome
 
 
 def status(

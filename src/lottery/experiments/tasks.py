@@ -1,5 +1,6 @@
-"""The names of an experiment's tasks (plan.py builds them; a task that finds a dependency's artifacts missing
-names the task that produces them), and the error that says so.
+"""An experiment's tasks: a `Task` (the unit an executor runs: its name, what it does and the tasks it needs), the
+tasks' names (a task that finds a dependency's artifacts missing names the task that produces them), and the error
+that says so. Every network of `views.networks` carries the task that trains it; plan.py groups them.
 
 A task never trains what another task produces: it reads its dependencies' artifacts from the store, and where
 one is missing (never produced, deleted, or failing verification) it raises `MissingDependency` naming the task
@@ -8,7 +9,23 @@ to run. The executor (`plan.run_task`, used by the local and Ray executors) runs
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from lottery.errors import UserError
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # unique within the experiment, readable: 'r0/dense', 'r0/k100/level3/random_prune/seed0'
+    action: str  # 'dense', 'level', 'control', 'stability', 'mask', 'mask_trace' or 'dynamic'
+    replicate: int
+    rewind: int = 0
+    level: int = 0
+    control: str = ""
+    seed: int = 0
+    deps: tuple[str, ...] = ()
+    density: float = 1.0  # a mask source's target density
+    members: tuple[str, ...] = ()  # a stacked group's task: the names of the runs' own tasks it stands for
 
 
 def dense(r: int) -> str:

@@ -148,6 +148,7 @@ def _checked_target(store: Path, recipe: dict[str, Any]) -> Path:
                 f"{target} holds another network than its name says (its key.json is not the recipe that names "
                 "it): it was copied or edited; remove it (`lottery verify` lists such networks), then run again"
             )
-    elif target.is_dir() and any(target.iterdir()):
+    elif target.is_dir() and any(not layout.TEMPORARY.match(entry.name) for entry in target.iterdir()):
+        # (a temporary file: the key.json another process binding this network at the same time is writing)
         raise UserError(f"{target} holds files but no recipe (key.json): remove it, then run again")
     return target
