@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lottery.experiments import controls, dynamic, imp, masks, recipes, stability, views
+from lottery.experiments import controls, dynamic, dynamic_stability, imp, masks, recipes, stability, views
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.imp import replicate_dir
@@ -61,6 +61,7 @@ def plan(ctx: Context, dense_only: bool = False) -> list[Task]:
             for level in recipes.analysed_levels(ctx):
                 after = (names.level(r, k, level), *stability.mask_dependencies(ctx, r, k, level))
                 after += (names.stability(r, k, first),) if level != first else ()
+                after += dynamic_stability.dependencies(ctx, r, k, level)  # stability.dynamic (issue 28)
                 tasks.append(Task(names.stability(r, k, level), "stability", r, k, level, deps=after))
     return grouped(ctx, tasks)
 

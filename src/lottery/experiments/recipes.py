@@ -41,7 +41,16 @@ from lottery.training.loop import uses_channels_last
 # The version of the code path that computes each kind. Bump a kind's number with any change that alters what it
 # computes (its weights, mask or recorded results): tests/test_recipe_versions.py compares a tiny run of every kind
 # with golden figures recorded for these numbers, and fails where a change forgot the bump.
-VERSIONS: dict[str, int] = {"dense": 3, "imp": 3, "control": 3, "copy": 3, "masks": 3, "prefix": 3, "dynamic": 1}
+VERSIONS: dict[str, int] = {
+    "dense": 3,
+    "imp": 3,
+    "control": 3,
+    "copy": 3,
+    "masks": 3,
+    "prefix": 3,
+    "dynamic": 1,
+    "dynamic_copy": 1,
+}
 CONTROL_SEED = 0  # the control seed whose subnetwork the stability analysis studies
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lottery import collective
-from lottery.experiments import dynamic, recipes
+from lottery.experiments import dynamic, dynamic_stability, recipes
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.store import RunDir, layout
@@ -90,6 +90,8 @@ def copies(ctx: Context, rdir: Path, r: int, k: int, level: int, controls_: tupl
         for i in range(ctx.spec.stability.copies):
             recipe = recipes.mask_copy(ctx, r, kind, density, seed, i)
             yield Network(layout.copy(where, kind, i), recipe, names.stability(r, k, level))
+    for view, recipe, task in dynamic_stability.networks(ctx, rdir, r, k, level):  # stability.dynamic (issue 28)
+        yield Network(view, recipe, task)
 
 
 def bind_point(ctx: Context, experiment: RunDir, r: int, k: int, level: int, controls_: tuple[str, ...]) -> None:
