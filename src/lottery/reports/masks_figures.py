@@ -13,6 +13,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from lottery.reports.comparison_figures import DENSE_LINE, experiment_color
+from lottery.reports.dynamic_figures import is_dynamic
 from lottery.reports.figures import Figures, dense_reference, register, register_comparison
 from lottery.reports.html import escaped, register_section
 from lottery.reports.load import Experiment
@@ -38,7 +39,9 @@ def _split(kind: str) -> tuple[str, str | None]:
 
 
 def _mask_rows(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in summary if r.get("target_density") is not None]
+    """The rows (or stability points) of [masks] runs: a target density, and not a dynamic method's (RigL, SET,
+    GMP and their rewound masks carry one too; they are on the dynamic figures, reports/dynamic_figures.py)."""
+    return [r for r in summary if r.get("target_density") is not None and not is_dynamic(r["kind"])]
 
 
 def source_colors(sources: list[str]) -> dict[str, Any]:
@@ -133,10 +136,10 @@ def _layer_densities(
 def layer_densities(results: dict[str, Any]) -> Figure | None:
     """Per-layer density each source chooses at each target density (and IMP at the nearest level)."""
     runs = results.get("runs") or []
-    targets = sorted({r["target_density"] for r in runs if r.get("target_density") is not None}, reverse=True)
+    targets = sorted({r["target_density"] for r in _mask_rows(runs)}, reverse=True)
     if not targets:
         return None
-    sources = list(dict.fromkeys(r["kind"] for r in runs if r.get("target_density") is not None))
+    sources = list(dict.fromkeys(r["kind"] for r in _mask_rows(runs)))
     sources = [k for k in sources if _split(k)[1] in (None, "invert")]
     colors = source_colors(list(dict.fromkeys(_split(k)[0] for k in sources)))
     imp_runs = [r for r in runs if r["kind"] == "imp" and not r["diverged"]]
@@ -231,7 +234,7 @@ def mask_stability(results: dict[str, Any]) -> Figure | None:
     """`stability.masks`: data-order distance and test error barrier of every [masks] subject against weights
     remaining (at masks.at), next to IMP's levels at that rewind point and the dense network's copies."""
     points = [p for p in (results.get("stability") or {}).get("points", []) if not p["diverged"]]
-    subjects = [p for p in points if p.get("target_density") is not None]
+    subjects = _mask_rows(points)
     if not subjects:
         return None
     k = subjects[0]["rewind_iteration"]
