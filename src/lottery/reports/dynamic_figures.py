@@ -37,11 +37,6 @@ def _method(kind: str) -> str | None:
     return base if base in METHODS else None
 
 
-def is_dynamic(kind: str) -> bool:
-    """Whether `kind` is a dynamic method's or its rewound mask's (rigl, set, gmp, `<method>_rewound`)."""
-    return _method(kind) is not None
-
-
 def accuracy_figure(summary: list[dict[str, Any]], metric: str = "final_test_accuracy") -> Figure | None:
     """IMP (per rewind point), every method (solid) and its rewound mask (dashed), mean with min/max over replicates
     and seeds."""

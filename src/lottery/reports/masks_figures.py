@@ -13,7 +13,6 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from lottery.reports.comparison_figures import DENSE_LINE, experiment_color
-from lottery.reports.dynamic_figures import is_dynamic
 from lottery.reports.figures import Figures, dense_reference, register, register_comparison
 from lottery.reports.html import escaped, register_section
 from lottery.reports.load import Experiment
@@ -26,7 +25,7 @@ from lottery.reports.plot import (
     remaining_axis,
     stats_point,
 )
-from lottery.spec.groups import MASK_SOURCES
+from lottery.spec.groups import DYNAMIC_METHODS, MASK_SOURCES
 
 ABLATION_STYLES = {None: ("-", "o"), "shuffle": (":", "s"), "reinit": ("--", "^"), "invert": ("-.", "v")}
 COLLAPSE_FLOOR = 1e-3  # percent: where a layer with nothing left is drawn
@@ -41,7 +40,12 @@ def _split(kind: str) -> tuple[str, str | None]:
 def _mask_rows(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows (or stability points) of [masks] runs: a target density, and not a dynamic method's (RigL, SET,
     GMP and their rewound masks carry one too; they are on the dynamic figures, reports/dynamic_figures.py)."""
-    return [r for r in summary if r.get("target_density") is not None and not is_dynamic(r["kind"])]
+    return [r for r in summary if r.get("target_density") is not None and not _is_dynamic(r["kind"])]
+
+
+def _is_dynamic(kind: str) -> bool:
+    """A dynamic method's kind (rigl, set, gmp) or its rewound mask's (`<method>_rewound`)."""
+    return kind.removesuffix("_rewound") in DYNAMIC_METHODS
 
 
 def source_colors(sources: list[str]) -> dict[str, Any]:
