@@ -6,7 +6,10 @@ loop's session with the dynamic handle in place of the fixed mask, its state in 
 run resumes bit-identically. The run writes its final mask as `mask.safetensors` (the initial one as
 `initial_mask.safetensors`) and the settings and per-update history in `dynamic.json`. `<method>_rewound` takes that
 final mask onto W_k of the dense run (each `imp.rewind` point) and trains it with the IMP protocol, as an IMP
-level: is a dynamic-sparsity mask a ticket? Results kinds: the method's name and `<method>_rewound`.
+level: is a dynamic-sparsity mask a ticket? Results kinds: the method's name and `<method>_rewound`. With a stability
+analysis, a method's run also saves its whole state at each stability point k (`state_points`: W_k, the optimizer
+state and the handle's state, `state_name`), from which `stability.dynamic`'s copies continue
+(experiments/dynamic_stability.py).
 
 Wiring (marked `# dynamic sparsity (issue 28)`): plan.plan adds `planned`'s tasks and plan.execute calls `execute`;
 views.views yields `views`; run.collect adds `rows` and run.results_of adds `collect`; Context.validate calls

@@ -15,6 +15,8 @@ its bits are computed: `arithmetic`). Beyond that, each kind holds exactly what 
 - a [masks] run: the dense run's recipe, k, its kind, target density, recorded seed and the settings its source
   reads (`source_reads`);
 - prefix: the dense run's recipe and the snapshot points.
+- a dynamic run (experiments/dynamic.py `key`) and its copy from k (`dynamic_copy`,
+  experiments/dynamic_stability.py `recipe`): the run's recipe, k, the optimizer-state option and the copy's index.
 
 Seeds are derived from values (lottery/seeding.py), never from a replicate's number or a position, so replicate r
 of a spec with seed s is the network of replicate 0 with seed s + r. Analysis settings, snapshot points and counts
