@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import run_tiny, tiny_spec
 from lottery.analysis.function_space import jaccard
@@ -204,9 +206,9 @@ def _experiment(store: Path) -> RunDir:
 
 
 def test_bad_stability_dynamic_settings_are_refused_in_one_line(store: Path) -> None:
-    with pytest.raises(UserError, match=r"stability.dynamic names 'set', a method dynamic.methods does not run"):
+    with pytest.raises(UserError, match=r"stability.dynamic names 'set', not a method dynamic.methods runs"):
         run_tiny(store, *BASE, 'stability.dynamic=["set"]')
-    with pytest.raises(UserError, match="does not run"):
+    with pytest.raises(UserError, match=r"'rigl_rewound', not a method .* \(allowed: rigl\)"):
         run_tiny(store, *BASE, 'dynamic.methods=["rigl", "rigl_rewound"]', 'stability.dynamic=["rigl_rewound"]')
     with pytest.raises(UserError, match=r"stability.dynamic needs stability.rewind"):
         run_tiny(store, *BASE[2:], 'stability.dynamic=["rigl"]')
@@ -232,3 +234,15 @@ def test_verify_recompute_retrains_the_copies_from_their_recipes(store: Path, ca
     out = capsys.readouterr().out
     # dense run, rigl run, the dense network's two copies and the rigl run's two copies
     assert "6 network(s) recomputed from their recipes, 0 not bit-identical" in out
+
+
+masks = st.lists(st.booleans(), min_size=6, max_size=6).map(lambda b: Mask({"w": torch.tensor(b).reshape(2, 3)}))
+
+
+@given(a=masks, b=masks)
+def test_jaccard_is_symmetric_bounded_and_one_only_for_the_same_mask(a: Mask, b: Mask) -> None:
+    value = jaccard(a, b)
+    assert value == jaccard(b, a) and 0.0 <= value <= 1.0
+    both, either = int((a["w"] & b["w"]).sum()), int((a["w"] | b["w"]).sum())
+    assert value == (both / either if either else 1.0)
+    assert (value == 1.0) == torch.equal(a["w"], b["w"])

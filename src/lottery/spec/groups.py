@@ -517,11 +517,12 @@ class ExperimentSpec:
             if kind not in self.masks.kinds():
                 runs = ", ".join(self.masks.kinds()) or "none: set masks.sources and masks.densities"
                 raise UserError(f"stability.masks names {kind!r}, a kind [masks] does not run (it runs: {runs})")
+        methods = [m for m in self.dynamic.methods if m in DYNAMIC_METHODS]
         for method in self.stability.dynamic:
-            if method not in self.dynamic.methods or method not in DYNAMIC_METHODS:
-                runs = ", ".join(m for m in self.dynamic.methods if m in DYNAMIC_METHODS) or "none"
+            if method not in methods:
+                allowed = ", ".join(methods) or "none: set dynamic.methods and dynamic.densities"
                 raise UserError(
-                    f"stability.dynamic names {method!r}, a method dynamic.methods does not run (it runs: {runs})"
+                    f"stability.dynamic names {method!r}, not a method dynamic.methods runs (allowed: {allowed})"
                 )
         return self
 
