@@ -197,7 +197,7 @@ class DynamicSession(Session):
 
 def state_name(k: int) -> str:
     """The file, inside a dynamic run, of the handle's state at iteration k (beside W_k and the optimizer state)."""
-    return f"{layout.SNAPSHOTS}/iter_{k}.dynamic.pt"
+    return layout.dynamic_state(k)
 
 
 def state_points(ctx: Context) -> tuple[int, ...]:
