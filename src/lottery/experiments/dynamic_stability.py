@@ -35,6 +35,7 @@ from lottery.analysis import barrier
 from lottery.analysis.function_space import jaccard
 from lottery.dynamic.config import METHODS, Config
 from lottery.experiments import dynamic, recipes
+from lottery.experiments import tasks as names
 from lottery.experiments.conclusions import barrier_estimate
 from lottery.experiments.context import Context
 from lottery.experiments.results import stats
@@ -95,7 +96,7 @@ def recipe(ctx: Context, r: int, k: int, subject: Subject, i: int) -> dict[str, 
 
 def networks(ctx: Context, rdir: Path, r: int, k: int, level: int) -> list[tuple[Any, dict[str, Any], str]]:
     """(run directory, recipe, task) of every dynamic copy the point (k, level) trains (views.copies)."""
-    task = f"r{r}/k{k}/stability/level{level}"  # tasks.stability
+    task = names.stability(r, k, level)
     return [
         (layout.copy(subject_dir(rdir, k, level, subject), subject[0], i), recipe(ctx, r, k, subject, i), task)
         for subject in subjects(ctx, k, level)
