@@ -220,3 +220,28 @@ def test_every_built_in_registry_gives_its_names_below_the_plugins(tmp_path):
     assert (
         out.stdout.split("\n")[0] == "[('model', True, True), ('dataset', True, True), ('loss', True, True)] True False"
     )
+
+
+def unresolved_imports(root: Path, package: str = "lottery") -> list[str]:
+    """`module: name` of every `from <package>.x import ...` / `import <package>.x` whose module is neither a module
+    nor a package directory under `root` (a module moved away: the graph above would see the package instead)."""
+    modules = module_names(root)
+    found = []
+    for name, path in sorted(modules.items()):
+        if name.split(".")[0] != package:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            named = [node.module] if isinstance(node, ast.ImportFrom) and not node.level else []
+            named += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            for target in named:
+                if target and target.split(".")[0] == package and target not in modules:
+                    if not (root / Path(*target.split("."))).is_dir():
+                        found.append(f"{name}: {target}")
+    return found
+
+
+def test_every_import_of_the_package_names_a_module_that_exists(tmp_path):
+    assert unresolved_imports(SOURCE) == []
+    (tmp_path / "lottery" / "reports").mkdir(parents=True)
+    (tmp_path / "lottery" / "reports" / "figures.py").write_text("from lottery.experiments.gone import label\n")
+    assert unresolved_imports(tmp_path) == ["lottery.reports.figures: lottery.experiments.gone"]

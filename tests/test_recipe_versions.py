@@ -28,6 +28,7 @@ VIEWS = {
     "masks": "replicate_0/masks/snip_shuffle/density_0.3_seed0",
     "prefix": "../networks/prefix",  # no experiment links a prefix run: the store's only one
     "dynamic": "replicate_0/dynamic/rigl/density_0.3_seed0",
+    "dynamic_copy": "replicate_0/rewind_20it/stability/level_1/dynamic/rigl/density_0.3_seed0/rigl_copy1",
 }
 
 
@@ -49,7 +50,7 @@ def compute(tmp_path: Path) -> dict[str, dict]:
     common = ("imp.levels=2", 'imp.rewind=["20it"]', 'controls.kinds=["random_prune"]', "controls.levels=[1]",
               'stability.rewind=["20it"]', "stability.levels=[1]", 'masks.sources=["snip"]', "masks.densities=[0.3]",
               'masks.ablations=["shuffle"]', 'dynamic.methods=["rigl"]', "dynamic.densities=[0.3]",
-              "dynamic.update_every=10it")  # fmt: skip
+              "dynamic.update_every=10it", 'stability.dynamic=["rigl"]')  # fmt: skip
     run_tiny(tmp_path, *common)
     experiment, _ = run_tiny(tmp_path, *common, 'imp.rewind=["20it", "40it"]')  # W_40 from a prefix run
     found = {kind: experiment.path / view for kind, view in VIEWS.items()}

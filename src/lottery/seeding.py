@@ -38,6 +38,10 @@ STREAMS: dict[str, int] = {
     "dynamic": 60,
     "dynamic.initial_mask": 61,  # (the run's seed[, layer index])
     "dynamic.set_growth": 62,  # (the run's seed, step, layer index)
+    # copy i of a dynamic run from k (experiments/dynamic_stability.py): (the chain's seed, the recorded seed, i)
+    "dynamic.copy_data_order": 63,
+    "dynamic.copy_augmentation": 64,
+    "dynamic.copy_growth": 65,  # SET's regrowth in the copy: (the run's derived seed, i)
     # the Python API (api/masks.py)
     "api.random_mask": 53,
 }

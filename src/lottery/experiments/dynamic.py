@@ -6,7 +6,10 @@ loop's session with the dynamic handle in place of the fixed mask, its state in 
 run resumes bit-identically. The run writes its final mask as `mask.safetensors` (the initial one as
 `initial_mask.safetensors`) and the settings and per-update history in `dynamic.json`. `<method>_rewound` takes that
 final mask onto W_k of the dense run (each `imp.rewind` point) and trains it with the IMP protocol, as an IMP
-level: is a dynamic-sparsity mask a ticket? Results kinds: the method's name and `<method>_rewound`.
+level: is a dynamic-sparsity mask a ticket? Results kinds: the method's name and `<method>_rewound`. With a stability
+analysis, a method's run also saves its whole state at each stability point k (`state_points`: W_k, the optimizer
+state and the handle's state, `state_name`), from which `stability.dynamic`'s copies continue
+(experiments/dynamic_stability.py).
 
 Wiring (marked `# dynamic sparsity (issue 28)`): plan.plan adds `planned`'s tasks and plan.execute calls `execute`;
 views.views yields `views`; run.collect adds `rows` and run.results_of adds `collect`; Context.validate calls
@@ -136,18 +139,30 @@ def full_mask(ctx: Context, mask: Mask, shapes: dict[str, tuple[int, ...]]) -> M
 
 class DynamicSession(Session):
     """The loop's session of a dynamic run: the dynamic handle replaces the session's fixed mask attachment; its
-    state rides in the run's checkpoint; the final mask and the history are written at the end."""
+    state rides in the run's checkpoint and is saved at the job's snapshot points (`state_name`); the final mask and
+    the history are written at the end. `start`: a handle's state to continue from (a copy of a dynamic run from k,
+    experiments/dynamic_stability.py); None: the method's initial mask at step 0."""
 
     def __init__(
-        self, run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime, config: Config, names: list[str]
+        self,
+        run: RunDir,
+        model: Network,
+        data: Splits,
+        job: Job,
+        runtime: Runtime,
+        config: Config,
+        names: list[str],
+        start: dict[str, Any] | None = None,
     ) -> None:
         self.dynamic_config, self.names = config, names
         self.restored: dict[str, Any] | None = None
+        self.first_step = 0 if start is None else int(start["step"])  # the handle's step at iteration job.start
         super().__init__(run, model, data, job, runtime)  # attaches the initial mask, resumes or writes the start
         if self.attachment is not None:
             self.attachment.remove()
             self.attachment = None
-        self.handle = DynamicSparsity(model, self.optimizer, config, names, state=self.restored)
+        state = self.restored if self.restored is not None else start
+        self.handle = DynamicSparsity(model, self.optimizer, config, names, state=state)
         self.shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
 
     def checkpoint_extra(self) -> dict[str, Any]:
@@ -155,11 +170,18 @@ class DynamicSession(Session):
 
     def restore_extra(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["dynamic"]
-        if int(state["step"]) != int(checkpoint["iteration"]) - self.job.start:
+        if int(state["step"]) != int(checkpoint["iteration"]) - self.job.start + self.first_step:
             raise ValueError(
                 f"the dynamic state is at step {state['step']}, the checkpoint at {checkpoint['iteration']}"
             )
         self.restored = state
+
+    def snapshot(self) -> None:
+        """The weights (and optimizer state) at a snapshot point, and the handle's state there (mask, step,
+        history: what a copy from k continues)."""
+        super().snapshot()
+        if self.t in self.job.snapshots and not self.run.exists(state_name(self.t)):
+            self.run.write_torch(state_name(self.t), self.handle.state_dict())
 
     def finish(self) -> dict[str, Any]:
         initial = self.mask
@@ -174,19 +196,44 @@ class DynamicSession(Session):
         return super().finish()
 
 
+def state_name(k: int) -> str:
+    """The file, inside a dynamic run, of the handle's state at iteration k (beside W_k and the optimizer state)."""
+    return layout.dynamic_state(k)
+
+
+def state_points(ctx: Context) -> tuple[int, ...]:
+    """Where a method's run saves its whole state (weights, optimizer, mask and method state): the stability
+    points k, when the spec has a stability analysis (`stability.dynamic` trains copies from them); none else."""
+    return tuple(ctx.stability_points) if ctx.spec.stability.rewind else ()
+
+
 def full_mask_of(mask: Mask, like: Mask) -> Mask:
     """`mask`'s layers in `like`'s order; `like`'s other layers as they are (all kept)."""
     return Mask({name: mask[name].clone() if name in mask else like[name].clone() for name in like})
 
 
 def finished(run: RunDir, job: Job) -> bool:
-    return is_finished(run, job) and run.read_json("dynamic.json") is not None
+    """Whether the run is finished with every artifact: the loop's, `dynamic.json`, and the handle's state at each
+    snapshot point it reached."""
+    if not is_finished(run, job) or run.read_json("dynamic.json") is None:
+        return False
+    summary = run.read_json("summary.json")
+    reached = [k for k in job.snapshots if not (summary["diverged"] and summary["diverged_at"] < k)]
+    return all([run.read(state_name(k)) is not None for k in reached])  # (every bad file is reported)
 
 
 def train_dynamic(
-    run: RunDir, model: Network, data: Splits, job: Job, runtime: Runtime, config: Config, names: list[str]
+    run: RunDir,
+    model: Network,
+    data: Splits,
+    job: Job,
+    runtime: Runtime,
+    config: Config,
+    names: list[str],
+    start: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one dynamic run (or read it back), locked as `training.train` locks a run."""
+    """Train one dynamic run (or read it back), locked as `training.train` locks a run; `start`: see
+    `DynamicSession`."""
     if finished(run, job):
         return run.read_json("summary.json")
     with locked(run.path):
@@ -194,7 +241,7 @@ def train_dynamic(
             return run.read_json("summary.json")
         if collective.is_main():
             run.remove_temporary()
-        session = DynamicSession(run, model, data, job, runtime, config, names)
+        session = DynamicSession(run, model, data, job, runtime, config, names, start)
         run_loop([session], Alone(session))
         return session.summary
 
@@ -208,7 +255,8 @@ def run_method(ctx: Context, rdir: RunDir, r: int, method: str, density: float, 
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     initial = full_mask(ctx, DynamicSparsity.initial(cfg, {n: shapes[n] for n in names}), shapes)
     tags = ctx.tags(run, r, method, None, None, seed=seed, target_density=density)  # level: none (not IMP)
-    job = ctx.job(r, start=0, mask=initial, tags=tags)
+    points = state_points(ctx)  # its state at k, for copies from k (stability.dynamic)
+    job = ctx.job(r, start=0, mask=initial, tags=tags, snapshots=points, snapshot_optimizer=bool(points))
     ctx.runtime.label = f"r{r} {method} {100 * density:.3g}%"
     return train_dynamic(run, model, ctx.data, job, ctx.runtime, cfg, names)
 

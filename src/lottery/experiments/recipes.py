@@ -15,6 +15,8 @@ its bits are computed: `arithmetic`). Beyond that, each kind holds exactly what 
 - a [masks] run: the dense run's recipe, k, its kind, target density, recorded seed and the settings its source
   reads (`source_reads`: its registered options, and a plugin source's code hash);
 - prefix: the dense run's recipe and the snapshot points.
+- a dynamic run (experiments/dynamic.py `key`) and its copy from k (`dynamic_copy`,
+  experiments/dynamic_stability.py `recipe`): the run's recipe, k, the optimizer-state option and the copy's index.
 
 Seeds are derived from values (lottery/seeding.py), never from a replicate's number or a position, so replicate r
 of a spec with seed s is the network of replicate 0 with seed s + r. Analysis settings, snapshot points and counts
@@ -45,7 +47,16 @@ from lottery.training.loop import uses_channels_last
 # The version of the code path that computes each kind. Bump a kind's number with any change that alters what it
 # computes (its weights, mask or recorded results): tests/test_recipe_versions.py compares a tiny run of every kind
 # with golden figures recorded for these numbers, and fails where a change forgot the bump.
-VERSIONS: dict[str, int] = {"dense": 3, "imp": 3, "control": 3, "copy": 3, "masks": 3, "prefix": 3, "dynamic": 1}
+VERSIONS: dict[str, int] = {
+    "dense": 3,
+    "imp": 3,
+    "control": 3,
+    "copy": 3,
+    "masks": 3,
+    "prefix": 3,
+    "dynamic": 1,
+    "dynamic_copy": 1,
+}
 CONTROL_SEED = 0  # the control seed whose subnetwork the stability analysis studies
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from lottery.experiments import (
     driver,
     dynamic,  # dynamic sparsity (issue 28)
+    dynamic_stability,
     masks,
     predictors,
     stability,
@@ -83,6 +84,8 @@ def results_of(experiment: RunDir, spec: ExperimentSpec) -> dict[str, Any]:
         points = stability.collect(experiment, spec.replicates)
         data["stability"] = {"settings": to_dict(spec)["stability"], "points": points}
         data["stability"]["decisions"] = conclusions.stability_decisions(points, spec.stability.threshold)
+        if spec.stability.dynamic:  # stability.dynamic (issue 28): barrier and mask overlap over replicates
+            data["stability"]["dynamic"] = dynamic_stability.summary(points)
         data["predictors"] = predictors.predictors(points, rows)  # which measure predicts the accuracy gap
     mask_results = masks.collect(experiment, spec)
     if mask_results:

@@ -28,7 +28,7 @@ from lottery import seeding
 from lottery.analysis import barrier, interpolation_curve
 from lottery.analysis.function_space import log_probabilities
 from lottery.data import Splits
-from lottery.experiments import controls, imp, masks, recipes
+from lottery.experiments import controls, dynamic_stability, imp, masks, recipes
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.tasks import MissingDependency
@@ -365,6 +365,7 @@ def run_point(ctx: Context, experiment: RunDir, rdir: RunDir, r: int, k: int, le
         for subject in studied
     ]
     records += [{"kind": kind, "density": None, "diverged": True} for kind in lost]  # an earlier level diverged
+    records += dynamic_stability.records(ctx, analyzer, rdir, r, k, level, runs[DENSE])  # stability.dynamic (issue 28)
     out.write_json("analysis.json", {"replicate": r, "rewind_iteration": k, "level": level, "points": records})
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lottery import collective
-from lottery.experiments import dynamic, recipes
+from lottery.experiments import dynamic, dynamic_stability, recipes
 from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.mask_points import at_iteration
@@ -80,6 +80,7 @@ def stability_step(ctx: Context, r: int, k: int, level_: int) -> Task:
     first = recipes.dense_copies_level(ctx)
     deps = (names.level(r, k, level_), *mask_dependencies(ctx, r, k, level_))
     deps += (names.stability(r, k, first),) if level_ != first else ()
+    deps += dynamic_stability.dependencies(ctx, r, k, level_)  # the dynamic runs whose copies it trains
     return Task(names.stability(r, k, level_), "stability", r, k, level_, deps=deps)
 
 
@@ -176,6 +177,8 @@ def copies(ctx: Context, rdir: Path, r: int, k: int, level: int, controls_: tupl
         step = stability_step(ctx, r, k, level)
         for i in range(ctx.spec.stability.copies):
             yield Network(layout.copy(where, kind, i), partial(recipes.mask_copy, ctx, r, kind, density, seed, i), step)
+    for view, recipe, _ in dynamic_stability.networks(ctx, rdir, r, k, level):  # stability.dynamic (issue 28)
+        yield Network(view, recipe, stability_step(ctx, r, k, level))
 
 
 def point_networks(ctx: Context, r: int, k: int, level: int, controls_: tuple[str, ...]) -> list[Network]:

@@ -1,6 +1,8 @@
 """Figures for `[dynamic]` runs (experiments/dynamic.py): accuracy against the weights remaining for IMP, the
 dynamic methods and their rewound masks on one figure, and each method's mask movement over training (the
-fraction of its active weights that each update changes: grown for RigL and SET, pruned for GMP)."""
+fraction of its active weights that each update changes: grown for RigL and SET, pruned for GMP); with
+`stability.dynamic` (experiments/dynamic_stability.py), the error barrier and the Jaccard overlap of the final masks
+between copies against k, beside IMP and the dense network, and a table of both with their intervals."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from lottery.reports.figures import Figures, dense_reference, register
+from lottery.reports.html import escaped, register_section
 from lottery.reports.plot import (
     Series,
     draw_reference,
@@ -22,6 +25,7 @@ from lottery.reports.plot import (
     remaining_axis,
     stats_point,
 )
+from lottery.results.conclusions import label
 
 METHODS = ("rigl", "set", "gmp")
 COLORS = {"rigl": colormaps["tab10"](3), "set": colormaps["tab10"](2), "gmp": colormaps["tab10"](1)}
@@ -98,10 +102,103 @@ def movement_figure(runs: list[dict[str, Any]]) -> Figure | None:
     return figure
 
 
+def _bounds(mean: float, interval: list[float] | None) -> tuple[float, float, float]:
+    return (mean, mean, mean) if interval is None else (mean, interval[0], interval[1])
+
+
+def stability_figure(stability: dict[str, Any]) -> Figure | None:
+    """`stability.dynamic`: the test error barrier between copies and the Jaccard overlap of their final masks
+    against k, per method and target density (mean and 95% interval over replicates), beside IMP's levels and the
+    dense network (their barrier's decision: the same estimator)."""
+    from lottery.reports.stability_figures import draw
+
+    rows = [row for row in stability.get("dynamic") or [] if row["barrier_mean"] is not None]
+    if not rows:
+        return None
+    rewinds = sorted({row["rewind_iteration"] for row in rows})
+    targets = sorted({row["target_density"] for row in rows}, reverse=True)
+    figure, axes = new_figure(12.0, 5.2, ncols=2)
+    barriers, overlaps = [], []
+    for kind in dict.fromkeys(row["kind"] for row in rows):
+        for target in targets:
+            members = sorted((r for r in rows if r["kind"] == kind and r["target_density"] == target),
+                             key=lambda r: r["rewind_iteration"])  # fmt: skip
+            if not members:
+                continue
+            shade = 1.0 - 0.45 * targets.index(target) / max(1, len(targets) - 1)
+            color = tuple(c * shade for c in COLORS.get(kind, (0.4, 0.4, 0.4, 1.0))[:3])
+            style = {"color": color, "linestyle": "-", "marker": "o"}
+            text = f"{kind}, {100 * target:.3g}%"
+            barriers.append((text, style, [(r["rewind_iteration"], *_bounds(r["barrier_mean"], r["barrier_interval"]))
+                                           for r in members]))  # fmt: skip
+            overlaps.append((text, style, [(r["rewind_iteration"], *_bounds(r["jaccard_mean"], r["jaccard_interval"]))
+                                           for r in members]))  # fmt: skip
+    # IMP's levels and the dense network at the same points, from their decisions (the same estimator)
+    references: dict[tuple[str, int], list[tuple]] = defaultdict(list)
+    for d in stability.get("decisions") or []:
+        if d["kind"] in ("dense", "imp") and d["rewind_iteration"] in rewinds and d["barrier_mean"] is not None:
+            point = (d["rewind_iteration"], *_bounds(d["barrier_mean"], d["barrier_interval"]))
+            references[(d["kind"], d["level"])].append(point)
+    for (kind, level), values in sorted(references.items()):
+        style = {"color": "black" if kind == "dense" else IMP_COLOR, "linestyle": "--", "marker": "D"}
+        barriers.append((f"{kind}" if kind == "dense" else f"IMP level {level}", style, sorted(values)))
+    draw(axes[0], barriers, rewinds)
+    draw(axes[1], overlaps, rewinds)
+    threshold = float((stability.get("settings") or {}).get("threshold", 2.0))
+    axes[0].axhline(threshold, color="red", linestyle=":", linewidth=1.2, label=f"threshold ({threshold:g} pts)")
+    axes[0].set_ylabel("test error barrier (percentage points)")
+    axes[0].set_title("error barrier between copies from k", fontsize=10)
+    axes[1].set_ylabel("Jaccard overlap of the copies' final masks")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_title("do two copies end with the same mask? (1: identical)", fontsize=10)
+    figure.suptitle("Stability of dynamic sparsity vs. k (mean over replicates; error bars: 95% interval)")
+    legend_below(figure, list(axes), ncol=4)
+    return figure
+
+
+def _interval(row: dict[str, Any], name: str, digits: int) -> str:
+    mean, interval = row[f"{name}_mean"], row[f"{name}_interval"]
+    if mean is None:
+        return "–"
+    text = f"{mean:.{digits}f}"
+    return text if interval is None else f"{text} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
+@register_section
+def stability_section(results: dict[str, Any], experiment_dir: Path) -> str | None:
+    """`stability.dynamic`: one row per (k, method, target density): the barrier, the Jaccard overlap of the final
+    masks (mean [95% interval] over replicates), and the barrier's decision."""
+    stability = results.get("stability") or {}
+    rows = stability.get("dynamic") or []
+    if not rows:
+        return None
+    decisions = {(d["rewind_iteration"], d["kind"], d.get("target_density")): d
+                 for d in stability.get("decisions") or []}  # fmt: skip
+    body = []
+    for row in rows:
+        decision = decisions.get((row["rewind_iteration"], row["kind"], row["target_density"]))
+        density = "–" if row["density"] is None else f"{100 * row['density']:.3g}"
+        cells = [row["kind"], row["rewind_iteration"], f"{100 * row['target_density']:.3g}", density,
+                 f"{row['replicates'] - row['diverged']}/{row['replicates']}", _interval(row, "barrier", 2),
+                 _interval(row, "jaccard", 3), label(decision)]  # fmt: skip
+        body.append("<tr>" + "".join(f"<td>{escaped(c)}</td>" for c in cells) + "</tr>")
+    head = ["method", "k", "target %", "% remaining", "analysed", "test barrier [95%]", "mask Jaccard [95%]",
+            "decision"]  # fmt: skip
+    return (
+        "<h2>Stability of dynamic sparsity</h2><p>Copies of each method's run continued from its state at k (weights, "
+        "mask, method state) with other data orders: the test error barrier along the linear path between them "
+        "(percentage points) and the Jaccard overlap |A ∩ B| / |A ∪ B| of their final masks (1: the same mask). Mean "
+        "and 95% interval over replicates (one replicate: a jackknife over its copies; none with two copies).</p>"
+        "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
 @register
 def dynamic_figures(results: dict[str, Any], experiment_dir: Path) -> Figures:
     made = [
         ("dynamic_vs_remaining", accuracy_figure(results.get("summary") or [])),
         ("dynamic_mask_movement", movement_figure(results.get("dynamic") or [])),
+        ("dynamic_stability_vs_rewind", stability_figure(results.get("stability") or {})),
     ]
     return [(name, figure) for name, figure in made if figure is not None]

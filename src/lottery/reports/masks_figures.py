@@ -26,19 +26,22 @@ from lottery.reports.plot import (
     remaining_axis,
     stats_point,
 )
+from lottery.results.kinds import split_kind
+from lottery.spec.groups import DYNAMIC_METHODS
 
 ABLATION_STYLES = {None: ("-", "o"), "shuffle": (":", "s"), "reinit": ("--", "^"), "invert": ("-.", "v")}
 COLLAPSE_FLOOR = 1e-3  # percent: where a layer with nothing left is drawn
 
 
-def _split(kind: str) -> tuple[str, str | None]:
-    from lottery.results.kinds import split_kind
-
-    return split_kind(kind)
-
-
 def _mask_rows(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in summary if r.get("target_density") is not None]
+    """The rows (or stability points) of [masks] runs: a target density, and not a dynamic method's (RigL, SET,
+    GMP and their rewound masks carry one too; they are on the dynamic figures, reports/dynamic_figures.py)."""
+    return [r for r in summary if r.get("target_density") is not None and not _is_dynamic(r["kind"])]
+
+
+def _is_dynamic(kind: str) -> bool:
+    """A dynamic method's kind (rigl, set, gmp) or its rewound mask's (`<method>_rewound`)."""
+    return kind.removesuffix("_rewound") in DYNAMIC_METHODS
 
 
 def source_colors(sources: list[str]) -> dict[str, Any]:
@@ -65,7 +68,7 @@ def imp_series(summary: list[dict[str, Any]], metric: str) -> list[Series]:
 
 
 def kind_series(rows: list[dict[str, Any]], kind: str, metric: str, color: Any) -> Series:
-    _, ablation = _split(kind)
+    _, ablation = split_kind(kind)
     linestyle, marker = ABLATION_STYLES[ablation]
     points = [stats_point(100 * r["density"], r[metric], 100.0) for r in rows if r["kind"] == kind]
     return Series(kind, points, color=color, linestyle=linestyle, marker=marker)
@@ -77,10 +80,10 @@ def accuracy_by_source(summary: list[dict[str, Any]], metric: str = "final_test_
     if not rows:
         return None
     kinds = sorted({r["kind"] for r in rows})
-    sources = sorted({_split(kind)[0] for kind in kinds}, key=lambda s: [_split(k)[0] for k in kinds].index(s))
+    sources = sorted({split_kind(kind)[0] for kind in kinds}, key=lambda s: [split_kind(k)[0] for k in kinds].index(s))
     colors = source_colors(sources)
-    panels = [("IMP and every mask source", [k for k in kinds if _split(k)[1] is None])]
-    panels += [(f"{source} and its ablations", [k for k in kinds if _split(k)[0] == source]) for source in sources]
+    panels = [("IMP and every mask source", [k for k in kinds if split_kind(k)[1] is None])]
+    panels += [(f"{source} and its ablations", [k for k in kinds if split_kind(k)[0] == source]) for source in sources]
     panels = [p for i, p in enumerate(panels) if i == 0 or len(p[1]) > 1] or panels[:1]
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
@@ -92,7 +95,7 @@ def accuracy_by_source(summary: list[dict[str, Any]], metric: str = "final_test_
     for ax, (_, members) in zip(axes, panels):
         if reference is not None:
             draw_reference(ax, reference)
-        draw_series(ax, [*imp, *(kind_series(rows, k, metric, colors[_split(k)[0]]) for k in members)])
+        draw_series(ax, [*imp, *(kind_series(rows, k, metric, colors[split_kind(k)[0]]) for k in members)])
     heading = "Masks without retraining vs. IMP (mean over replicates and seeds; error bars: min/max)"
     _finish_panels(figure, axes, [title for title, _ in panels], percents, metric, heading, ncol=6)
     return figure
@@ -134,18 +137,20 @@ def _layer_densities(
 def layer_densities(results: dict[str, Any]) -> Figure | None:
     """Per-layer density each source chooses at each target density (and IMP at the nearest level)."""
     runs = results.get("runs") or []
-    targets = sorted({r["target_density"] for r in runs if r.get("target_density") is not None}, reverse=True)
+    targets = sorted({r["target_density"] for r in _mask_rows(runs)}, reverse=True)
     if not targets:
         return None
-    sources = list(dict.fromkeys(r["kind"] for r in runs if r.get("target_density") is not None))
-    sources = [k for k in sources if _split(k)[1] in (None, "invert")]
-    colors = source_colors(list(dict.fromkeys(_split(k)[0] for k in sources)))
+    sources = list(dict.fromkeys(r["kind"] for r in _mask_rows(runs)))
+    sources = [k for k in sources if split_kind(k)[1] in (None, "invert")]
+    colors = source_colors(list(dict.fromkeys(split_kind(k)[0] for k in sources)))
     imp_runs = [r for r in runs if r["kind"] == "imp" and not r["diverged"]]
     figure = Figure(figsize=(min(4.6 * len(targets), 18.0) + 0.6, 5.2), layout="constrained")
     axes = list(figure.subplots(1, len(targets), sharey=True, squeeze=False)[0])
     for ax, target in zip(axes, targets):
-        lines = [(k, _layer_densities(runs, k, target, None), colors[_split(k)[0]], ABLATION_STYLES[_split(k)[1]])
-                 for k in sources]  # fmt: skip
+        lines = []
+        for kind in sources:
+            source, ablation = split_kind(kind)
+            lines.append((kind, _layer_densities(runs, kind, target, None), colors[source], ABLATION_STYLES[ablation]))
         if imp_runs:
             level = min({r["level"] for r in imp_runs}, key=lambda lv: abs(_mean_density(imp_runs, lv) - target))
             k0 = min(r["rewind_iteration"] for r in imp_runs)
@@ -232,12 +237,12 @@ def mask_stability(results: dict[str, Any]) -> Figure | None:
     """`stability.masks`: data-order distance and test error barrier of every [masks] subject against weights
     remaining (at masks.at), next to IMP's levels at that rewind point and the dense network's copies."""
     points = [p for p in (results.get("stability") or {}).get("points", []) if not p["diverged"]]
-    subjects = [p for p in points if p.get("target_density") is not None]
+    subjects = _mask_rows(points)
     if not subjects:
         return None
     k = subjects[0]["rewind_iteration"]
     kinds = list(dict.fromkeys(p["kind"] for p in subjects))
-    colors = source_colors(list(dict.fromkeys(_split(kind)[0] for kind in kinds)))
+    colors = source_colors(list(dict.fromkeys(split_kind(kind)[0] for kind in kinds)))
     imp = [p for p in points if p["kind"] == "imp" and p["rewind_iteration"] == k]
     dense = [p for p in points if p["kind"] == "dense" and p["rewind_iteration"] == k]
     figure = Figure(figsize=(12.0, 5.6), layout="constrained")
@@ -245,8 +250,8 @@ def mask_stability(results: dict[str, Any]) -> Figure | None:
     for ax, (metric, ylabel) in zip(axes, STABILITY_PANELS):
         series = [_pair_series(imp, metric, f"IMP (k={k})", {"color": kind_color("imp"), "marker": "D"})] if imp else []
         for kind in kinds:
-            linestyle, marker = ABLATION_STYLES[_split(kind)[1]]
-            style = {"color": colors[_split(kind)[0]], "linestyle": linestyle, "marker": marker}
+            linestyle, marker = ABLATION_STYLES[split_kind(kind)[1]]
+            style = {"color": colors[split_kind(kind)[0]], "linestyle": linestyle, "marker": marker}
             series.append(_pair_series([p for p in subjects if p["kind"] == kind], metric, kind, style))
         draw_series(ax, series)
         if dense:
@@ -278,8 +283,8 @@ def mask_figures(results: dict[str, Any], experiment_dir: Path) -> Figures:
 
 def source_panels(kinds: list[str]) -> list[tuple[str, list[str]]]:
     """One panel per source, holding it and its ablations, in the order the kinds first appear."""
-    sources = list(dict.fromkeys(_split(kind)[0] for kind in kinds))
-    return [(source, [k for k in kinds if _split(k)[0] == source]) for source in sources]
+    sources = list(dict.fromkeys(split_kind(kind)[0] for kind in kinds))
+    return [(source, [k for k in kinds if split_kind(k)[0] == source]) for source in sources]
 
 
 def mask_sources_comparison_figure(experiments: list[Experiment], metric: str = "final_test_accuracy") -> Figure | None:

@@ -316,6 +316,7 @@ class StabilitySpec:
     copies: int = 2  # copies of each subnetwork trained with independent data order and augmentation
     controls: tuple[str, ...] = ()  # also analyse these controls at the same densities
     masks: tuple[str, ...] = ()  # also analyse these [masks] kinds (e.g. 'snip', 'snip_shuffle') at (masks.at, level 0)
+    dynamic: tuple[str, ...] = ()  # also analyse copies of these [dynamic] methods' runs from each k (docs/dynamic.md)
     interpolation_points: int = 30
     batchnorm: str = "recompute"  # BatchNorm statistics of interpolated networks: 'recompute' or 'interpolate'
     batchnorm_batches: int = 30  # training batches used to re-estimate them
@@ -344,7 +345,12 @@ class StabilitySpec:
         _one_of(self.distance_params, DISTANCE_PARAMS, "stability.distance_params")
         levels = None if self.levels is None else tuple(sorted(set(self.levels)))
         masks = tuple(dict.fromkeys(self.masks))
-        return StabilitySpec(**{**self.__dict__, "rewind": rewind, "levels": levels, "masks": masks})
+        dynamic = tuple(dict.fromkeys(self.dynamic))
+        if dynamic and not rewind:
+            raise UserError("stability.dynamic needs stability.rewind (the points k its copies start from)")
+        return StabilitySpec(
+            **{**self.__dict__, "rewind": rewind, "levels": levels, "masks": masks, "dynamic": dynamic}
+        )
 
 
 def _scorers() -> tuple[str, ...]:
@@ -540,6 +546,13 @@ class ExperimentSpec:
             if kind not in self.masks.kinds():
                 runs = ", ".join(self.masks.kinds()) or "none: set masks.sources and masks.densities"
                 raise UserError(f"stability.masks names {kind!r}, a kind [masks] does not run (it runs: {runs})")
+        methods = [m for m in self.dynamic.methods if m in DYNAMIC_METHODS]
+        for method in self.stability.dynamic:
+            if method not in methods:
+                allowed = ", ".join(methods) or "none: set dynamic.methods and dynamic.densities"
+                raise UserError(
+                    f"stability.dynamic names {method!r}, not a method dynamic.methods runs (allowed: {allowed})"
+                )
         return self
 
 

@@ -354,6 +354,11 @@ def snapshot(iteration: int, optimizer: bool = False) -> str:
     return f"snapshots/iter_{iteration}.{'optimizer.pt' if optimizer else 'safetensors'}"
 
 
+def dynamic_state(iteration: int) -> str:
+    """The file, inside a dynamic-sparsity run, of its method's state (mask, step, history) at `iteration`."""
+    return f"snapshots/iter_{iteration}.dynamic.pt"
+
+
 def predates_links(experiment: Path) -> bool:
     """Whether an experiment was made before store format 2: a run directory that format 2 links (a replicate's
     dense run) is a real directory in it. (A format-2 experiment whose `runs.json` was deleted has links there.)"""
