@@ -292,6 +292,18 @@ def test_verify_recompute_retrains_from_recipes_and_finds_a_tampered_network(
     assert not any(p.name.startswith(".recompute-") for p in store.iterdir())  # the scratch directory is gone
 
 
+def test_recompute_links_a_network_that_several_views_name_once(store: Path) -> None:
+    """The dense network's copies are named by every analysed level's view: recomputing a level's IMP copy links
+    each of its dependencies into the scratch store once (a second link of the same files failed)."""
+    from lottery.experiments.recompute import Found, recompute_one
+
+    experiment, _ = run_tiny(store, "imp.levels=1", 'stability.rewind=["20it"]')
+    view = "replicate_0/rewind_20it/stability/level_1/imp_copy0"
+    path = networks_of(experiment.path)[view]
+    found = Found(path, experiment.path, json.loads((path / layout.KEY_FILE).read_text()))
+    assert recompute_one(store, found, view) is None  # bit-identical
+
+
 def test_verify_recompute_refuses_a_bad_count(store: Path, capsys: pytest.CaptureFixture) -> None:
     run_tiny(store, "imp.levels=0")
     capsys.readouterr()

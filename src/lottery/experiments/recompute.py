@@ -154,10 +154,14 @@ def recompute_one(store: Path, found: Found, view: str) -> str | None:
         experiment = experiment_dir(scratch, spec)
         write_spec(experiment, spec, None)
         views.bind(ctx, experiment)
+        linked: set[tuple[str, str]] = set()
         for other in views.networks(ctx):
             task = tasks.get(other.task)
             if task is None or task.name == own.name or task.name not in needed:
                 continue
+            if (other.kind, other.digest) in linked:  # a network several views name (the dense network's copies)
+                continue
+            linked.add((other.kind, other.digest))
             source = layout.network(Path(store), other.kind, other.digest)
             if (source / "summary.json").is_file():
                 _link_files(source, layout.network(scratch, other.kind, other.digest))
