@@ -55,8 +55,10 @@ def measure(
     plain = copy.deepcopy(model)
     masked_opt, plain_opt = make_optimizer(model), make_optimizer(plain)
     lottery.attach(mask, masked_opt, model=model, fast_step=fast_step)
-    batches = [(torch.randn(batch_size, *input_shape, generator=g), torch.randint(0, 10, (batch_size,), generator=g))
-               for _ in range(8)]  # fmt: skip
+    batches = [
+        (torch.randn(batch_size, *input_shape, generator=g), torch.randint(0, 10, (batch_size,), generator=g))
+        for _ in range(8)
+    ]
     model.train()
     plain.train()
     times: dict[str, list[tuple[float, float]]] = {"masked": [], "plain": []}

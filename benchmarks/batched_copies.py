@@ -122,9 +122,11 @@ def measure(
     )
     if compiled:
         c_cpu, c_wall = per_iteration("compiled")
-        print(f"  K separate runs, --compile  CPU {_common.ms(c_cpu)}  wall p25 {_common.ms(c_wall)}  -> separate / "
-              f"compiled = {base_cpu / c_cpu:.2f} (CPU), {base_wall / c_wall:.2f} (wall); first iteration of a "
-              f"compiled run (compilation) median {_common.median(first):.2f} s, max {max(first):.2f} s")  # fmt: skip
+        print(
+            f"  K separate runs, --compile  CPU {_common.ms(c_cpu)}  wall p25 {_common.ms(c_wall)}  -> separate / "
+            f"compiled = {base_cpu / c_cpu:.2f} (CPU), {base_wall / c_wall:.2f} (wall); first iteration of a "
+            f"compiled run (compilation) median {_common.median(first):.2f} s, max {max(first):.2f} s"
+        )
     auto = should_batch(models[0], Runtime(device=device), k)
     chosen = base_cpu / cpu if auto else 1.0
     print(f"  on {device.type}: should_batch(K={k}) = {auto} -> stability copies run at {chosen:.2f}x separate runs")

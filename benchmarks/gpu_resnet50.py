@@ -51,8 +51,9 @@ def sync() -> None:
 def masked(model: Network, density: float) -> Mask:
     g = torch.Generator().manual_seed(0)
     kinds = model.layer_kinds()
-    return Mask({n: (torch.rand(m.shape, generator=g) < density) | (kinds[n] == "output")
-                 for n, m in Mask.ones(model).items()})  # fmt: skip
+    return Mask(
+        {n: (torch.rand(m.shape, generator=g) < density) | (kinds[n] == "output") for n, m in Mask.ones(model).items()}
+    )
 
 
 Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
@@ -133,8 +134,10 @@ def synthetic_figures(
 
     plain = plain_rate(copy.deepcopy(template), synthetic, training, args.steps, args.warmup)
     ours = ours_rate(copy.deepcopy(template), splits, training, args.steps, args.warmup)
-    print(f"{args.model}: synthetic tensors on {device.type}, batch {args.batch}: plain {plain:.0f} img/s, "
-          f"lottery {ours:.0f} img/s (masked, 30% density) -> lottery/plain {ours / plain:.3f}")  # fmt: skip
+    print(
+        f"{args.model}: synthetic tensors on {device.type}, batch {args.batch}: plain {plain:.0f} img/s, "
+        f"lottery {ours:.0f} img/s (masked, 30% density) -> lottery/plain {ours / plain:.3f}"
+    )
 
 
 def main() -> None:
@@ -173,8 +176,10 @@ def main() -> None:
         print(f"image folder: {data.train_size} JPEGs 500x375/375x500, {args.workers} decoding processes")
         plain = plain_rate(copy.deepcopy(template), stream.batch, training, args.steps, args.warmup)
         ours = ours_rate(copy.deepcopy(template), data, training, args.steps, args.warmup)
-        print(f"image folder, batch {args.batch}: plain loop on FolderStream {plain:.0f} img/s, lottery {ours:.0f} "
-              f"img/s -> lottery/plain {ours / plain:.3f}")  # fmt: skip
+        print(
+            f"image folder, batch {args.batch}: plain loop on FolderStream {plain:.0f} img/s, lottery {ours:.0f} "
+            f"img/s -> lottery/plain {ours / plain:.3f}"
+        )
 
 
 def _merge_parts(root: Path, parts: int) -> None:

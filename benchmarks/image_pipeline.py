@@ -98,8 +98,14 @@ def measure(
 ) -> dict[str, float]:
     """Images/s (wall-clock median) of each side with `workers` worker processes."""
     stream = FolderStream(data, batch, 0, 0)
-    loader = DataLoader(dataset, batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
-                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
     state = {"t": 0, "it": iter(loader)}
 
     def ours(n: int) -> None:

@@ -136,7 +136,7 @@ class ResNet(torch.nn.Module):
     """Named by open_lth's ImageNet ResNets at import; not used by the LeNet / MNIST path."""
 ''',
     "models/resnet.py": "class BasicBlock: pass\nclass Bottleneck: pass\n",
-}  # fmt: skip
+}
 
 
 OPEN_LTH_ARGS = ["lottery", "--default_hparams=mnist_lenet_300_100", "--levels=2", "--training_steps=2ep"]
@@ -183,8 +183,10 @@ def main() -> None:
     if args.threads:
         base["OMP_NUM_THREADS"] = base["MKL_NUM_THREADS"] = str(args.threads)
     _common.header("open_lth vs lottery run: 2-level IMP, LeNet-300-100 / Fashion-MNIST")
-    print(f"open_lth: {checkout} (commit {_commit(checkout)}); threads per process: {args.threads or 'default'}; "
-          f"load average at start {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"open_lth: {checkout} (commit {_commit(checkout)}); threads per process: {args.threads or 'default'}; "
+        f"load average at start {os.getloadavg()[0]:.1f}"
+    )
     results: dict[str, list[dict]] = {"open_lth": [], "lottery": []}
     with tempfile.TemporaryDirectory(prefix="open_lth_shim_") as shim:
         write_shim(Path(shim))
@@ -202,16 +204,21 @@ def main() -> None:
                         command = [sys.executable, str(checkout / "open_lth.py"), *OPEN_LTH_ARGS]
                         result = whole_run.run(command, env)
                 results[side].append(result)
-                print(f"  round {round_ + 1} {side:8s} wall {result['wall']:7.2f} s  CPU {result['cpu']:7.2f} s  "
-                      f"peak RSS {result['rss']:6.0f} MiB", flush=True)  # fmt: skip
+                print(
+                    f"  round {round_ + 1} {side:8s} wall {result['wall']:7.2f} s  CPU {result['cpu']:7.2f} s  "
+                    f"peak RSS {result['rss']:6.0f} MiB",
+                    flush=True,
+                )
     print(f"open_lth / lottery, medians of {args.repeats} interleaved rounds (range of per-round ratios):")
     for key, label, unit in (("wall", "wall", "s"), ("cpu", "CPU", "s"), ("rss", "peak RSS", "MiB")):
         theirs = [float(r[key]) for r in results["open_lth"]]
         ours = [float(r[key]) for r in results["lottery"]]
         ratios = [a / b for a, b in zip(theirs, ours, strict=True)]
         a, b = statistics.median(theirs), statistics.median(ours)
-        print(f"  {label:9s} open_lth {a:8.2f} {unit:3s} lottery {b:8.2f} {unit:3s} open_lth/lottery {a / b:.2f} "
-              f"({whole_run.spread(ratios)})")  # fmt: skip
+        print(
+            f"  {label:9s} open_lth {a:8.2f} {unit:3s} lottery {b:8.2f} {unit:3s} open_lth/lottery {a / b:.2f} "
+            f"({whole_run.spread(ratios)})"
+        )
     print(f"load average at end {os.getloadavg()[0]:.1f}")
 
 

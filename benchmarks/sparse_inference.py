@@ -114,8 +114,12 @@ def tickets(name: str, shape: tuple[int, ...], levels: tuple[int, ...]) -> tuple
         ordered = Mask({n: channel[n] for n in channel})
         small = compact.compact_state(Mask(ordered).apply_to(state), ordered)
         smaller = compact.shrink(registry.build(ModelSpec(name=name), shape, 10, 0), small).eval()
-        out[level] = {"masked": masked, "density": unstructured.density, "compact": smaller,
-                      "channel_density": channel.density}  # fmt: skip
+        out[level] = {
+            "masked": masked,
+            "density": unstructured.density,
+            "compact": smaller,
+            "channel_density": channel.density,
+        }
     return dense, out
 
 
@@ -142,8 +146,10 @@ def compact_only(name: str, shape: tuple[int, ...], batch: int, levels: tuple[in
     print("|---|---|---|---|---|---|")
     for label, model in models.items():
         ratio, flop_ratio = times[label].median() / base, flops(model, x) / dense_flops
-        print(f"| {label} | {ratio:.3f} | {flop_ratio:.3f} | {1 / ratio:.2f}× | {1 / flop_ratio:.2f}× | "
-              f"{flop_ratio / ratio:.2f} |")  # fmt: skip
+        print(
+            f"| {label} | {ratio:.3f} | {flop_ratio:.3f} | {1 / ratio:.2f}× | {1 / flop_ratio:.2f}× | "
+            f"{flop_ratio / ratio:.2f} |"
+        )
 
 
 def main() -> None:
@@ -174,8 +180,10 @@ def main() -> None:
             times = _common.interleave(sides, repeats)
         base = times["dense"].median()
         print(f"\n### {name}, batch {batch}, {repeats} interleaved rounds; dense: {1e3 * base:.1f} ms CPU per batch")
-        print("| level | unstructured density | masked / dense | CSR / dense | channel ticket density | "
-              "compact / dense | compact FLOPs / dense | speed-up / FLOP reduction |")  # fmt: skip
+        print(
+            "| level | unstructured density | masked / dense | CSR / dense | channel ticket density | "
+            "compact / dense | compact FLOPs / dense | speed-up / FLOP reduction |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for level, t in by_level.items():
             if level == 0:

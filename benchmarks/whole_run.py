@@ -43,19 +43,63 @@ DEMO = HERE.parent / "examples" / "demo.toml"
 
 WORKLOADS = {
     "imp2": {
-        "lottery": ["--set", "training.training_steps=2ep", "--set", "training.eval_every=1ep",
-                    "--set", "imp.levels=2"],
-        "plain": ["--optimizer", "sgd", "--lr", "0.1", "--batch", "128", "--epochs", "2", "--levels", "2",
-                  "--eval-every", "epoch", "--strategy", "global"],
+        "lottery": [
+            "--set",
+            "training.training_steps=2ep",
+            "--set",
+            "training.eval_every=1ep",
+            "--set",
+            "imp.levels=2",
+        ],
+        "plain": [
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.1",
+            "--batch",
+            "128",
+            "--epochs",
+            "2",
+            "--levels",
+            "2",
+            "--eval-every",
+            "epoch",
+            "--strategy",
+            "global",
+        ],
     },
     "demo": {
         "lottery": [str(DEMO)],
-        "plain": ["--optimizer", "adam", "--lr", "1.2e-3", "--batch", "60", "--epochs", "2", "--levels", "10",
-                  "--eval-every", "100", "--strategy", "layerwise", "--fraction", "0.2", "--output-fraction", "0.1",
-                  "--rewind", "100", "--init", "glorot_normal", "--replicates", "2",
-                  "--controls", "random_reinit,random_prune"],
+        "plain": [
+            "--optimizer",
+            "adam",
+            "--lr",
+            "1.2e-3",
+            "--batch",
+            "60",
+            "--epochs",
+            "2",
+            "--levels",
+            "10",
+            "--eval-every",
+            "100",
+            "--strategy",
+            "layerwise",
+            "--fraction",
+            "0.2",
+            "--output-fraction",
+            "0.1",
+            "--rewind",
+            "100",
+            "--init",
+            "glorot_normal",
+            "--replicates",
+            "2",
+            "--controls",
+            "random_reinit,random_prune",
+        ],
     },
-}  # fmt: skip
+}
 QUICK_DEMO = {
     "lottery": ["--set", "imp.levels=2", "--set", "training.training_steps=1ep"],
     "plain": ["--levels", "2", "--epochs", "1"],
@@ -137,8 +181,13 @@ def run(command: list[str], env: dict[str, str]) -> dict[str, float | str]:
         errors = err.read().decode(errors="replace")
     if child.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited with {child.returncode}:\n{errors[-3000:]}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss / 1024, "out": out,
-            "err": errors}  # fmt: skip
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss": usage.ru_maxrss / 1024,
+        "out": out,
+        "err": errors,
+    }
 
 
 def commands(
@@ -149,11 +198,30 @@ def commands(
         args[side] += (QUICK_DEMO[side] if quick and workload == "demo" else []) + (SMOKE[side] if smoke else [])
     python = sys.executable
     return {
-        "lottery": [python, "-m", "lottery", "run", "--out", str(out / "runs"), "--progress", "log",
-                    "--device", device, *extra, *args["lottery"]],
-        "plain": [python, str(HERE / "whole_run_plain.py"), "--out", str(out / "plain"), "--device", device,
-                  *args["plain"]],
-    }  # fmt: skip
+        "lottery": [
+            python,
+            "-m",
+            "lottery",
+            "run",
+            "--out",
+            str(out / "runs"),
+            "--progress",
+            "log",
+            "--device",
+            device,
+            *extra,
+            *args["lottery"],
+        ],
+        "plain": [
+            python,
+            str(HERE / "whole_run_plain.py"),
+            "--out",
+            str(out / "plain"),
+            "--device",
+            device,
+            *args["plain"],
+        ],
+    }
 
 
 def spread(values: list[float]) -> str:
@@ -172,8 +240,11 @@ def measure(workload: str, args: argparse.Namespace, env: dict[str, str]) -> Non
                 command = commands(workload, quick, Path(tmp), args.device, extra, args.smoke)[side]
                 results[side].append(run(command, env))
             r = results[side][-1]
-            print(f"  round {round_ + 1} {side:7s} wall {r['wall']:7.2f} s  CPU {r['cpu']:7.2f} s  "
-                  f"peak RSS {r['rss']:6.0f} MiB", flush=True)  # fmt: skip
+            print(
+                f"  round {round_ + 1} {side:7s} wall {r['wall']:7.2f} s  CPU {r['cpu']:7.2f} s  "
+                f"peak RSS {r['rss']:6.0f} MiB",
+                flush=True,
+            )
     shortened = " (--smoke)" if args.smoke else " (--quick)" if quick else ""
     title = f"{workload}{shortened} on {args.device}: lottery run / plain PyTorch script, {rounds} round(s)"
     print(f"{title}, medians (ratio range over rounds):")
@@ -196,14 +267,18 @@ def measure(workload: str, args: argparse.Namespace, env: dict[str, str]) -> Non
     work = plain_profile["work"]
     flops = work_flops(work["steps"], work["batch"], work["evaluated_examples"])
     peak = matmul_peak()
-    print(f"  achieved FLOP/s: {work['steps']} training steps of batch {work['batch']} and "
-          f"{work['evaluated_examples']} evaluated examples = {flops / 1e12:.2f} TFLOP (LeNet-300-100, "
-          f"torch.utils.flop_counter); fp32 matmul peak (2048^3) {peak / 1e9:.1f} GFLOP/s per CPU second")  # fmt: skip
+    print(
+        f"  achieved FLOP/s: {work['steps']} training steps of batch {work['batch']} and "
+        f"{work['evaluated_examples']} evaluated examples = {flops / 1e12:.2f} TFLOP (LeNet-300-100, "
+        f"torch.utils.flop_counter); fp32 matmul peak (2048^3) {peak / 1e9:.1f} GFLOP/s per CPU second"
+    )
     for side in ("lottery", "plain"):
         cpu = statistics.median([float(r["cpu"]) for r in results[side]])
         wall = statistics.median([float(r["wall"]) for r in results[side]])
-        print(f"    {side:7s} {flops / cpu / 1e9:6.1f} GFLOP/s per CPU second ({flops / cpu / peak:.0%} of peak), "
-              f"{flops / wall / 1e9:6.1f} GFLOP/s of wall time")  # fmt: skip
+        print(
+            f"    {side:7s} {flops / cpu / 1e9:6.1f} GFLOP/s per CPU second ({flops / cpu / peak:.0%} of peak), "
+            f"{flops / wall / 1e9:6.1f} GFLOP/s of wall time"
+        )
     print("  where the memory goes (RSS, MiB):")
     print("    lottery " + ", ".join(f"{k} {v:.0f}" for k, v in mine["rss_mib"].items()))
     print("    plain   " + ", ".join(f"{k} {v:.0f}" for k, v in plain_profile["rss_mib"].items()))
@@ -246,9 +321,13 @@ def main() -> None:
     parser.add_argument("--workload", choices=("imp2", "demo", "both"), default="both")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--quick", action="store_true", help="the demo shortened to 2 levels of 1 epoch, one round")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OMP_NUM_THREADS of both processes (default 1: ratios robust on a shared machine; "
-                        "0: torch's default, all cores)")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS of both processes (default 1: ratios robust on a shared machine; "
+        "0: torch's default, all cores)",
+    )
     parser.add_argument("--smoke", action="store_true", help="small (7,680 examples, one round): checks it runs")
     parser.add_argument("--device", default="cpu", help="the device of both sides (cpu, cuda)")
     parser.add_argument("--lottery-args", default="", help="extra `lottery run` options, e.g. '--batch-copies off'")

@@ -110,8 +110,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return loss / len(x), correct / len(x)
 
 
-def train(args: argparse.Namespace, data: tuple[torch.Tensor, ...], model: nn.Module, masks: dict[str, torch.Tensor],
-          seed: int, start: int, out: Path, snapshot: int | None = None) -> None:  # fmt: skip
+def train(
+    args: argparse.Namespace,
+    data: tuple[torch.Tensor, ...],
+    model: nn.Module,
+    masks: dict[str, torch.Tensor],
+    seed: int,
+    start: int,
+    out: Path,
+    snapshot: int | None = None,
+) -> None:
     """Train from iteration `start` to the end with the weights masked; save start, mask, final, metrics."""
     train_x, train_y, val_x, val_y, test_x, test_y = data
     per_epoch = len(train_x) // args.batch

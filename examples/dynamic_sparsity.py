@@ -54,8 +54,10 @@ def main() -> None:
         handle = lottery.dynamic(model, optimizer, method, density=0.1, total_steps=STEPS, **extra)
         accuracy = train(model, optimizer, 0, STEPS)
         moved = [round(u.get("moved", 0.0), 3) for u in handle.history[:3]]
-        print(f"{method}: {len(handle.history)} updates, density {handle.mask.density:.3f}, "
-              f"first moves {moved}, accuracy {accuracy:.3f}")  # fmt: skip
+        print(
+            f"{method}: {len(handle.history)} updates, density {handle.mask.density:.3f}, "
+            f"first moves {moved}, accuracy {accuracy:.3f}"
+        )
         assert handle.mask.kept() == round(0.1 * handle.mask.total())  # exact, at every step
         handle.remove()
 
@@ -70,9 +72,14 @@ def main() -> None:
     resumed_model.load_state_dict(checkpoint["model"])
     resumed_optimizer.load_state_dict(checkpoint["optimizer"])
     resumed = lottery.dynamic(
-        resumed_model, resumed_optimizer, "rigl", density=0.1, total_steps=STEPS, update_every=20,
+        resumed_model,
+        resumed_optimizer,
+        "rigl",
+        density=0.1,
+        total_steps=STEPS,
+        update_every=20,
         state=checkpoint["dynamic"],  # after loading the model's and optimizer's states
-    )  # fmt: skip
+    )
     train(resumed_model, resumed_optimizer, 100, STEPS)
     same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed_model.state_dict().values()))
     print(f"resumed run bit-identical: {same}")

@@ -84,8 +84,9 @@ def main() -> None:
     fn = lottery_lightning.train_fn(train, test, **quiet)
     found = []
     print(f"\n{'level':>5} {'density':>8} {'IMP accuracy':>13} {'random-pruned accuracy':>23}")
-    for level in lottery.imp(model, fn, levels=levels, iterations=iterations, rewind=rewind, fraction=0.5,
-                             controls=["random_prune"]):  # fmt: skip
+    for level in lottery.imp(
+        model, fn, levels=levels, iterations=iterations, rewind=rewind, fraction=0.5, controls=["random_prune"]
+    ):
         assert_pruned_zero(level.final, level.mask)
         control = level.controls.get("random_prune_seed0")
         random_acc = ""

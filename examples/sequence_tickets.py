@@ -97,10 +97,17 @@ def main() -> None:
 
     levels_ = list(
         lottery.imp(
-            model, trainer(train_data), levels=levels, iterations=iterations, rewind=rewind, fraction=0.4,
-            scope="layerwise", rates={"output": 0.2}, controls=["random_prune"],
+            model,
+            trainer(train_data),
+            levels=levels,
+            iterations=iterations,
+            rewind=rewind,
+            fraction=0.4,
+            scope="layerwise",
+            rates={"output": 0.2},
+            controls=["random_prune"],
         )
-    )  # fmt: skip
+    )
     print(f"\n{'level':>5} {'density':>8} {'IMP error %':>12} {'random-pruned error %':>22}")
     for level in levels_:
         model.load_state_dict(level.final)

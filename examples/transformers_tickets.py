@@ -53,9 +53,14 @@ class Tokens(torch.utils.data.Dataset):
 
 def tiny_bert() -> transformers.PreTrainedModel:
     config = transformers.BertConfig(
-        vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=LENGTH, num_labels=2,
-    )  # fmt: skip
+        vocab_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=LENGTH,
+        num_labels=2,
+    )
     torch.manual_seed(0)
     return transformers.BertForSequenceClassification(config)
 
@@ -78,9 +83,17 @@ def main() -> None:
     train, test = Tokens(n, 0), Tokens(128, 1)
     with tempfile.TemporaryDirectory() as out:
         args = transformers.TrainingArguments(
-            output_dir=out, per_device_train_batch_size=16, learning_rate=1e-3, warmup_steps=iterations // 10,
-            weight_decay=0.01, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
-        )  # fmt: skip
+            output_dir=out,
+            per_device_train_batch_size=16,
+            learning_rate=1e-3,
+            warmup_steps=iterations // 10,
+            weight_decay=0.01,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            disable_tqdm=True,
+            seed=0,
+        )
         model = tiny_bert()  # stands in for from_pretrained: W_0 is the checkpoint
         print(
             "prunable (Chen et al.):",
@@ -91,8 +104,9 @@ def main() -> None:
         fn = lottery_hf.train_fn(args, train, eval_dataset=test, compute_metrics=accuracy)
         found = []
         print(f"\n{'level':>5} {'density':>8} {'IMP accuracy':>13} {'random-pruned accuracy':>23}")
-        for level in lottery.imp(model, fn, levels=levels, iterations=iterations, rewind=0, fraction=0.4,
-                                 controls=["random_prune"]):  # fmt: skip
+        for level in lottery.imp(
+            model, fn, levels=levels, iterations=iterations, rewind=0, fraction=0.4, controls=["random_prune"]
+        ):
             assert_pruned_zero(level.final, level.mask)
             control = level.controls.get("random_prune_seed0")
             random_acc = ""

@@ -83,9 +83,12 @@ def run_killed_after_finishing(
 ) -> subprocess.CompletedProcess[str]:
     """`lottery ARGV` in a subprocess killed with SIGKILL right after the run in directory `name` finishes."""
     return subprocess.run(
-        [sys.executable, "-c", _KILL_AFTER_FINISH, name, *argv], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-c", _KILL_AFTER_FINISH, name, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=subprocess_env(threads),
-    )  # fmt: skip
+    )
 
 
 class Started:
@@ -94,9 +97,12 @@ class Started:
 
     def __init__(self, argv: list[str], threads: int | None = 1) -> None:
         self.proc = subprocess.Popen(
-            lottery_command(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            lottery_command(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env=subprocess_env(threads),
-        )  # fmt: skip
+        )
         self.lines: list[tuple[float, str]] = []
         self.out = ""
         self.first_line = threading.Event()

@@ -53,8 +53,12 @@ class SlurmCluster:
         assert self.holder is not None
         return subprocess.run(
             ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", *argv],
-            env=self.env, capture_output=True, text=True, timeout=60, check=check,
-        )  # fmt: skip
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+        )
 
     def start(self) -> None:
         missing = [c for c in (*COMMANDS, *DAEMONS) if shutil.which(c) is None]
@@ -77,10 +81,17 @@ class SlurmCluster:
         subprocess.run(["mungekey", "--create", f"--keyfile={key}"], check=True, capture_output=True, timeout=60)
         key.chmod(0o600)
         started = self._ns(
-            "munged", "--force", f"--key-file={key}", f"--socket={sock}", f"--pid-file={d / 'munge' / 'munged.pid'}",
-            f"--log-file={d / 'munge' / 'munged.log'}", f"--seed-file={d / 'munge' / 'munged.seed'}",
-            "--origin=127.0.0.1", "--num-threads=1", check=False,
-        )  # fmt: skip
+            "munged",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={sock}",
+            f"--pid-file={d / 'munge' / 'munged.pid'}",
+            f"--log-file={d / 'munge' / 'munged.log'}",
+            f"--seed-file={d / 'munge' / 'munged.seed'}",
+            "--origin=127.0.0.1",
+            "--num-threads=1",
+            check=False,
+        )
         if started.returncode:
             raise Unavailable(f"munged did not start: {started.stderr.strip()[:200]}")
         host = socket.gethostname().split(".")[0]

@@ -43,9 +43,18 @@ CPUS = len(os.sched_getaffinity(0))
 def folder_args(out: Path, root: Path, *extra: str, workers: int = 1) -> list[str]:
     """`lottery train` of a 4-iteration conv2 on the image folder `root`."""
     args = ["train", "--out", str(out), "--progress", "log", "--device", "cpu", "--data-workers", str(workers)]
-    settings = [f"dataset.root={root}", "dataset.name=imagefolder", f"dataset.image_size={SIZE}",
-                "dataset.validation_size=0", "dataset.augment=true", "model.name=conv2", "training.batch_size=6",
-                "training.training_steps=4it", "training.eval_every=2it", *extra]  # fmt: skip
+    settings = [
+        f"dataset.root={root}",
+        "dataset.name=imagefolder",
+        f"dataset.image_size={SIZE}",
+        "dataset.validation_size=0",
+        "dataset.augment=true",
+        "model.name=conv2",
+        "training.batch_size=6",
+        "training.training_steps=4it",
+        "training.eval_every=2it",
+        *extra,
+    ]
     for setting in settings:
         args += ["--set", setting]
     return args
@@ -93,33 +102,104 @@ def test_huge_data_workers_run_with_a_bounded_pool(
 # 6. Every string in report.html escaped: each section rendered from a results.json full of script tags ---------
 SCRIPT = "\"'><script>alert(1)</script>"
 RICH = (
-    "imp.levels=1", "replicates=2", "imp.rewind=['20it']", "stability.rewind=['20it']", "stability.levels=[1]",
-    "stability.controls=[]", "stability.interpolation_points=3", "stability.train_subset=100",
-    "stability.batchnorm_batches=1", 'masks.sources=["early_bird"]', "masks.densities=[0.2]",
-    "masks.early_bird_every=20it", 'controls.kinds=["random_reinit"]',
-)  # fmt: skip
+    "imp.levels=1",
+    "replicates=2",
+    "imp.rewind=['20it']",
+    "stability.rewind=['20it']",
+    "stability.levels=[1]",
+    "stability.controls=[]",
+    "stability.interpolation_points=3",
+    "stability.train_subset=100",
+    "stability.batchnorm_batches=1",
+    'masks.sources=["early_bird"]',
+    "masks.densities=[0.2]",
+    "masks.early_bird_every=20it",
+    'controls.kinds=["random_reinit"]',
+)
 # what `lottery rewind-search` writes (its report section reads this file, not results.json)
 REWIND_SEARCH = {
-    "level": 1, "grid": [0, 20, 40], "threshold": 2.0, "tolerance": 0.2, "refine": 2, "max_trainings": None,
+    "level": 1,
+    "grid": [0, 20, 40],
+    "threshold": 2.0,
+    "tolerance": 0.2,
+    "refine": 2,
+    "max_trainings": None,
     "max_copies": 4,
-    "dense": {"k": 20, "bracket": [0, 20], "interval": [0, 20], "monotone": True, "offending": [], "complete": True,
-              "matching": "matching", "accuracy": 0.9, "probes": [
-        {"k": 0, "copies": 2, "pairs": [[3.0]], "barrier_mean": 3.0, "barrier_interval": [2.5, 3.5],
-         "decision": "unstable", "unit": "replicate", "accuracy": 0.9, "gap_mean": 0.1, "gap_interval": [0.0, 0.2],
-         "matching": "matching", "trainings": 2},
-        {"k": 20, "copies": 2, "pairs": [[0.5]], "barrier_mean": 0.5, "barrier_interval": [0.2, 0.8],
-         "decision": "stable", "unit": "replicate", "accuracy": 0.9, "gap_mean": 0.1, "gap_interval": [0.0, 0.2],
-         "matching": "matching", "trainings": 2}]},
-    "imp": {"k": 20, "bracket": [0, 20], "interval": [0, 20], "monotone": None, "offending": [], "complete": False,
-            "matching": "not_matching", "accuracy": 0.8, "probes": [
-        {"k": 20, "copies": 2, "pairs": [[0.1]], "barrier_mean": 0.1, "barrier_interval": [0.0, 0.2],
-         "decision": "stable", "unit": "replicate", "accuracy": 0.8, "gap_mean": 1.5, "gap_interval": [1.0, 2.0],
-         "matching": "not_matching", "control": {"kind": "random_prune", "barrier_mean": 4.0,
-                                                 "barrier_interval": [3.0, 5.0]}, "trainings": 3}]},
+    "dense": {
+        "k": 20,
+        "bracket": [0, 20],
+        "interval": [0, 20],
+        "monotone": True,
+        "offending": [],
+        "complete": True,
+        "matching": "matching",
+        "accuracy": 0.9,
+        "probes": [
+            {
+                "k": 0,
+                "copies": 2,
+                "pairs": [[3.0]],
+                "barrier_mean": 3.0,
+                "barrier_interval": [2.5, 3.5],
+                "decision": "unstable",
+                "unit": "replicate",
+                "accuracy": 0.9,
+                "gap_mean": 0.1,
+                "gap_interval": [0.0, 0.2],
+                "matching": "matching",
+                "trainings": 2,
+            },
+            {
+                "k": 20,
+                "copies": 2,
+                "pairs": [[0.5]],
+                "barrier_mean": 0.5,
+                "barrier_interval": [0.2, 0.8],
+                "decision": "stable",
+                "unit": "replicate",
+                "accuracy": 0.9,
+                "gap_mean": 0.1,
+                "gap_interval": [0.0, 0.2],
+                "matching": "matching",
+                "trainings": 2,
+            },
+        ],
+    },
+    "imp": {
+        "k": 20,
+        "bracket": [0, 20],
+        "interval": [0, 20],
+        "monotone": None,
+        "offending": [],
+        "complete": False,
+        "matching": "not_matching",
+        "accuracy": 0.8,
+        "probes": [
+            {
+                "k": 20,
+                "copies": 2,
+                "pairs": [[0.1]],
+                "barrier_mean": 0.1,
+                "barrier_interval": [0.0, 0.2],
+                "decision": "stable",
+                "unit": "replicate",
+                "accuracy": 0.8,
+                "gap_mean": 1.5,
+                "gap_interval": [1.0, 2.0],
+                "matching": "not_matching",
+                "control": {"kind": "random_prune", "barrier_mean": 4.0, "barrier_interval": [3.0, 5.0]},
+                "trainings": 3,
+            }
+        ],
+    },
     "dense_accuracy": 0.95,
-    "cost": {"trainings": 4, "iterations": 100, "probed": {"trainings": 4, "iterations": 100},
-             "full_sweep": {"trainings": 9, "iterations": 300}},
-}  # fmt: skip
+    "cost": {
+        "trainings": 4,
+        "iterations": 100,
+        "probed": {"trainings": 4, "iterations": 100},
+        "full_sweep": {"trainings": 9, "iterations": 300},
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -409,8 +489,12 @@ def test_import_on_the_command_line_runs_no_file_named_like_a_module(tmp_path: P
     argv = cli_args(tmp_path / "out", command="train")
     result = subprocess.run(
         [sys.executable, str(script), *argv, "--import", "adv_plugin", "--log", "tensorboard"],
-        cwd=here, capture_output=True, text=True, timeout=300, env={**subprocess_env(), "PYTHONPATH": src},
-    )  # fmt: skip
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**subprocess_env(), "PYTHONPATH": src},
+    )
     assert not (here / "ran.txt").exists(), (here / "ran.txt").read_text()
     assert result.returncode == 0, result.stderr[-2000:]
     assert list((tmp_path / "out").glob("*/tensorboard/summary"))

@@ -140,9 +140,17 @@ def test_imp_matches_the_cli_on_lenet(tmp_path: Path) -> None:
     model = ctx.model(spec.training.init_seed)
     p = spec.pruning
     levels = list(
-        lottery.imp(model, train_fn, levels=2, iterations=ctx.schedule.end, rewind=20, fraction=p.fraction,
-                    scope="layerwise", rates=p.rates)
-    )  # fmt: skip
+        lottery.imp(
+            model,
+            train_fn,
+            levels=2,
+            iterations=ctx.schedule.end,
+            rewind=20,
+            fraction=p.fraction,
+            scope="layerwise",
+            rates=p.rates,
+        )
+    )
     replicate = layout.replicate(experiment, 0)
     dense = layout.dense(replicate)
     assert same_bits(levels[0].final, dense.read_tensors("final.safetensors"))
@@ -159,8 +167,9 @@ def test_prune_any_model_or_state_dict() -> None:
     model = mlp()
     mask = lottery.prune(model, fraction=0.5, scope="layerwise", rates={"output": 0.25})
     assert [int(m.sum()) for m in mask.values()] == [48, 64, 12]  # round(p × surviving) per layer
-    from_weights = lottery.prune(model.state_dict(), lottery.Mask.ones(model), fraction=0.5, scope="layerwise",
-                                 rates={"output": 0.25})  # fmt: skip
+    from_weights = lottery.prune(
+        model.state_dict(), lottery.Mask.ones(model), fraction=0.5, scope="layerwise", rates={"output": 0.25}
+    )
     assert all(torch.equal(mask[n], from_weights[n]) for n in mask)  # kinds guessed from shapes: the same
     assert lottery.prune(model, density=0.1).kept() == round(0.1 * mask.total())
     with pytest.raises(UserError, match="scope"):

@@ -184,16 +184,32 @@ def idx_files(root: Path, train: tuple[tuple[int, ...], bytes], test: tuple[tupl
 
 
 CONTENTS = [
-    ("train label out of range", ((4, 28, 28), bytes([0, 1, 200, 3])), ((2, 28, 28), bytes(2)),
-     ["train label 200 is out of range for 10 classes", "0..9"]),
-    ("test label = classes", ((4, 28, 28), bytes(4)), ((2, 28, 28), bytes([0, 10])),
-     ["test label 10 is out of range for 10 classes"]),
-    ("test shape differs", ((4, 28, 28), bytes(4)), ((2, 32, 32), bytes(2)),
-     ["test images are (1, 32, 32), train images (1, 28, 28)"]),
+    (
+        "train label out of range",
+        ((4, 28, 28), bytes([0, 1, 200, 3])),
+        ((2, 28, 28), bytes(2)),
+        ["train label 200 is out of range for 10 classes", "0..9"],
+    ),
+    (
+        "test label = classes",
+        ((4, 28, 28), bytes(4)),
+        ((2, 28, 28), bytes([0, 10])),
+        ["test label 10 is out of range for 10 classes"],
+    ),
+    (
+        "test shape differs",
+        ((4, 28, 28), bytes(4)),
+        ((2, 32, 32), bytes(2)),
+        ["test images are (1, 32, 32), train images (1, 28, 28)"],
+    ),
     ("empty test set", ((4, 28, 28), bytes(4)), ((0, 28, 28), b""), ["the test set is empty"]),
-    ("0x0 images", ((4, 0, 0), bytes(4)), ((2, 0, 0), bytes(2)),
-     ["train images of shape (1, 0, 0)", "each needs some pixels"]),
-]  # fmt: skip
+    (
+        "0x0 images",
+        ((4, 0, 0), bytes(4)),
+        ((2, 0, 0), bytes(2)),
+        ["train images of shape (1, 0, 0)", "each needs some pixels"],
+    ),
+]
 
 
 @pytest.mark.parametrize(("train", "test", "words"), [c[1:] for c in CONTENTS], ids=[c[0] for c in CONTENTS])

@@ -203,8 +203,16 @@ def test_online_early_bird_rule_on_a_hand_made_sequence() -> None:
     # successive distances (0.3, 0.05, 0.2, 0.05, 0.04, 0.03, 0.02) settles at 40 (below from there on).
     iterations = [0, 10, 20, 30, 40, 50, 60, 70]
     successive = [None, 0.3, 0.05, 0.2, 0.05, 0.04, 0.03, 0.02]
-    recent = [None, None, None, None, [0.05, 0.08, 0.12, 0.3], [0.04, 0.07, 0.09, 0.09], [0.03, 0.05, 0.06, 0.08],
-              [0.02, 0.04, 0.05, 0.07]]  # fmt: skip
+    recent = [
+        None,
+        None,
+        None,
+        None,
+        [0.05, 0.08, 0.12, 0.3],
+        [0.04, 0.07, 0.09, 0.09],
+        [0.03, 0.05, 0.06, 0.08],
+        [0.02, 0.04, 0.05, 0.07],
+    ]
     assert online_drawn_at(iterations, recent, 0.1) == 50
     assert settled_at(iterations, successive, 0.1) == 40
     assert drawn_at("online", iterations, successive, recent, 0.1) == 50
@@ -222,10 +230,19 @@ def test_results_summary_decides_matching_over_replicates() -> None:
     from lottery.results.rows import aggregate, table
 
     def row(kind: str, r: int, accuracy: float, seed: int | None = None) -> dict:
-        return {"kind": kind, "replicate": r, "rewind_iteration": None if kind == "dense" else 0,
-                "level": 0 if kind == "dense" else 1, "seed": seed, "density": 1.0 if kind == "dense" else 0.5,
-                "final_test_accuracy": accuracy, "early_stop_test_accuracy": accuracy, "early_stop_iteration": 10,
-                "train_seconds": 1.0, "diverged": False}  # fmt: skip
+        return {
+            "kind": kind,
+            "replicate": r,
+            "rewind_iteration": None if kind == "dense" else 0,
+            "level": 0 if kind == "dense" else 1,
+            "seed": seed,
+            "density": 1.0 if kind == "dense" else 0.5,
+            "final_test_accuracy": accuracy,
+            "early_stop_test_accuracy": accuracy,
+            "early_stop_iteration": 10,
+            "train_seconds": 1.0,
+            "diverged": False,
+        }
 
     dense = [0.90, 0.91, 0.92]
     rows = [row("dense", r, a) for r, a in enumerate(dense)]

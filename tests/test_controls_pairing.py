@@ -40,10 +40,13 @@ def test_paired_controls_share_their_draws_across_levels_and_independent_ones_do
     masks = {level: layout.level(rdir, 0, level).read_tensors("mask.safetensors") for level in (1, 2)}
     for pairing in ("paired", "independent"):
         ctx = Context(tiny_spec("imp.levels=2", short, f"controls.pairing={pairing}"), Runtime(progress=False))
-        reinit = {level: control_start(ctx, rdir, 0, 0, level, ctx.mask(masks[level]), "random_reinit", 0)
-                  for level in (1, 2)}  # fmt: skip
-        prune = {level: control_start(ctx, rdir, 0, 0, level, ctx.mask(masks[level]), "random_prune", 0)[0]
-                 for level in (1, 2)}  # fmt: skip
+        reinit = {
+            level: control_start(ctx, rdir, 0, 0, level, ctx.mask(masks[level]), "random_reinit", 0) for level in (1, 2)
+        }
+        prune = {
+            level: control_start(ctx, rdir, 0, 0, level, ctx.mask(masks[level]), "random_prune", 0)[0]
+            for level in (1, 2)
+        }
         both = reinit[2][0]["hidden.0.weight"]  # level 2's mask keeps a subset of level 1's coordinates
         same_weights = torch.equal(reinit[1][1]["hidden.0.weight"][both], reinit[2][1]["hidden.0.weight"][both])
         nested = prune[2].is_subset_of(prune[1])

@@ -101,8 +101,10 @@ def assert_same_runs(together: RunDir, alone: RunDir, rtol: float = 1e-4, atol: 
     summary, expected = together.read_json("summary.json"), alone.read_json("summary.json")
     assert summary.keys() == expected.keys()
     assert (summary["diverged"], summary["start_iteration"], summary["end_iteration"]) == (
-        expected["diverged"], expected["start_iteration"], expected["end_iteration"],
-    )  # fmt: skip
+        expected["diverged"],
+        expected["start_iteration"],
+        expected["end_iteration"],
+    )
     assert not together.exists("checkpoint.pt")
 
 
@@ -308,11 +310,13 @@ def test_refusals(tmp_path: Path) -> None:
     schedule = Schedule(10, 2, 0, [], 1000)
     runs = [RunDir(tmp_path / f"c{i}") for i in range(2)]
     with pytest.raises(ValueError, match="seeds may differ"):
-        train_together(runs, lenets(2), data, [Job(SGD, schedule), Job(dataclasses.replace(SGD, lr=0.2), schedule)],
-                       TOGETHER)  # fmt: skip
+        train_together(
+            runs, lenets(2), data, [Job(SGD, schedule), Job(dataclasses.replace(SGD, lr=0.2), schedule)], TOGETHER
+        )
     with pytest.raises(ValueError, match="one architecture"):
-        train_together(runs, [lenets(1)[0], ConvNet((1, 28, 28), 10, (4,), (8,))], data, [Job(SGD, schedule)] * 2,
-                       TOGETHER)  # fmt: skip
+        train_together(
+            runs, [lenets(1)[0], ConvNet((1, 28, 28), 10, (4,), (8,))], data, [Job(SGD, schedule)] * 2, TOGETHER
+        )
     with pytest.raises(ValueError, match="snapshots"):
         train_together(runs, lenets(2), data, [Job(SGD, schedule, snapshots=(1,)), Job(SGD, schedule)], TOGETHER)
     with pytest.raises(ValueError, match="one architecture"):
@@ -335,8 +339,13 @@ def test_a_copy_does_not_depend_on_the_copies_trained_with_it(training: Training
         finals[k] = [r.read_tensors("final.safetensors") for r in runs]
     reversed_runs = [RunDir(tmp_path / "reversed" / f"c{i}") for i in range(4)]
     order = [3, 2, 1, 0]  # each copy at another position in the stack
-    train_together([reversed_runs[i] for i in order], [copy.deepcopy(models[i]) for i in order], data,
-                   [jobs[i] for i in order], TOGETHER)  # fmt: skip
+    train_together(
+        [reversed_runs[i] for i in order],
+        [copy.deepcopy(models[i]) for i in order],
+        data,
+        [jobs[i] for i in order],
+        TOGETHER,
+    )
     finals["reversed"] = [r.read_tensors("final.safetensors") for r in reversed_runs]
     for k in (1, 3, 4, "reversed"):
         for i in (0, 1) if k != 1 else (0,):

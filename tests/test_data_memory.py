@@ -58,8 +58,10 @@ def test_uint8_with_scale_loads_the_bits_of_float_images(validation, subset, nor
     for name in SPLITS:
         a, b = getattr(ours, name), getattr(reference, name)
         assert a.dtype == b.dtype and a.shape == b.shape and a.is_contiguous()
-        assert torch.equal(a.view(-1).view(torch.int32) if a.is_floating_point() else a,
-                           b.view(-1).view(torch.int32) if b.is_floating_point() else b)  # fmt: skip
+        assert torch.equal(
+            a.view(-1).view(torch.int32) if a.is_floating_point() else a,
+            b.view(-1).view(torch.int32) if b.is_floating_point() else b,
+        )
     assert ours.train_x.dtype == torch.float32
 
 
@@ -97,9 +99,13 @@ def test_fashion_mnist_loads_without_a_second_copy() -> None:
     (before: +730 MB)."""
     src = str(Path(__file__).resolve().parents[1] / "src")
     out = subprocess.run(
-        [sys.executable, "-c", PEAK], capture_output=True, text=True, timeout=120, check=True,
+        [sys.executable, "-c", PEAK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
         env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    )
     grown, held = map(int, out.stdout.split())
     assert held > 200e6
     assert grown < 1.4 * held, f"loading grew the peak by {grown / 1e6:.0f} MB for {held / 1e6:.0f} MB of splits"

@@ -124,11 +124,23 @@ def test_the_report_draws_dynamic_methods_beside_imp(store: Path) -> None:
     summary = [
         {"kind": "dense", "rewind_iteration": None, "level": 0, "density": 1.0, "final_test_accuracy": stats},
         {"kind": "imp", "rewind_iteration": 0, "level": 1, "density": 0.2, "final_test_accuracy": stats},
-        {"kind": "rigl", "rewind_iteration": None, "level": None, "density": 0.2, "target_density": 0.2,
-         "final_test_accuracy": stats},
-        {"kind": "rigl_rewound", "rewind_iteration": 0, "level": None, "density": 0.2, "target_density": 0.2,
-         "final_test_accuracy": stats},
-    ]  # fmt: skip
+        {
+            "kind": "rigl",
+            "rewind_iteration": None,
+            "level": None,
+            "density": 0.2,
+            "target_density": 0.2,
+            "final_test_accuracy": stats,
+        },
+        {
+            "kind": "rigl_rewound",
+            "rewind_iteration": 0,
+            "level": None,
+            "density": 0.2,
+            "target_density": 0.2,
+            "final_test_accuracy": stats,
+        },
+    ]
     figure = accuracy_figure(summary)
     assert figure is not None
     labels = figure.axes[0].get_legend_handles_labels()[1]

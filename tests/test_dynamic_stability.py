@@ -64,8 +64,16 @@ def test_jaccard_of_a_hand_built_pair_of_masks() -> None:
 def test_the_summary_gives_barrier_and_jaccard_intervals_over_replicates() -> None:
     def point(r: int, barriers: list[float], overlaps: list[float]) -> dict:
         pairs = [{"barrier_test": b, "mask_jaccard": j} for b, j in zip(barriers, overlaps)]
-        return {"replicate": r, "rewind_iteration": K, "level": 0, "kind": "set", "target_density": 0.2,
-                "density": 0.2, "diverged": False, "data_order": {"pairs": pairs}}  # fmt: skip
+        return {
+            "replicate": r,
+            "rewind_iteration": K,
+            "level": 0,
+            "kind": "set",
+            "target_density": 0.2,
+            "density": 0.2,
+            "diverged": False,
+            "data_order": {"pairs": pairs},
+        }
 
     dense = {"replicate": 0, "rewind_iteration": K, "level": 0, "kind": "dense", "diverged": False}
     (row,) = dynamic_stability.summary([dense, point(0, [1.0, 3.0], [0.5, 0.7]), point(1, [4.0], [0.9])])
@@ -218,8 +226,19 @@ def test_bad_stability_dynamic_settings_are_refused_in_one_line(store: Path) -> 
 def test_the_cli_refuses_a_method_not_run_with_exit_2(store: Path, capsys: pytest.CaptureFixture) -> None:
     from lottery.cli.main import main
 
-    code = main(["run", "--preset", "lenet_dynamic", "--out", str(store), "--set", 'stability.rewind=["0it"]',
-                 "--set", 'stability.dynamic=["snip"]'])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--preset",
+            "lenet_dynamic",
+            "--out",
+            str(store),
+            "--set",
+            'stability.rewind=["0it"]',
+            "--set",
+            'stability.dynamic=["snip"]',
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "stability.dynamic names 'snip'" in err[0]
 

@@ -208,10 +208,14 @@ def test_sequence_model_and_data_through_the_engine(tmp_path: Path) -> None:
         @plugins.register_model("seq_cnn")
         def seq_cnn(input_shape: tuple[int, ...], num_classes: int, channels: int = 8) -> torch.nn.Module:
             return torch.nn.Sequential(
-                torch.nn.Conv1d(input_shape[0], channels, 5, padding=2), torch.nn.ReLU(),
-                torch.nn.AdaptiveAvgPool1d(4), torch.nn.Flatten(), torch.nn.Linear(4 * channels, 16),
-                torch.nn.ReLU(), torch.nn.Linear(16, num_classes),
-            )  # fmt: skip
+                torch.nn.Conv1d(input_shape[0], channels, 5, padding=2),
+                torch.nn.ReLU(),
+                torch.nn.AdaptiveAvgPool1d(4),
+                torch.nn.Flatten(),
+                torch.nn.Linear(4 * channels, 16),
+                torch.nn.ReLU(),
+                torch.nn.Linear(16, num_classes),
+            )
 
         @plugins.register_dataset("seq_waves")
         def seq_waves(n: int = 400, length: int = 32) -> dict:
@@ -222,9 +226,18 @@ def test_sequence_model_and_data_through_the_engine(tmp_path: Path) -> None:
             x = torch.stack([x, 10 + 5 * torch.randn(n, length, generator=g)], 1)  # a second, offset channel
             return {"train": (x[:300], y[:300]), "test": (x[300:], y[300:])}
 
-    overrides = ["model.name=seq_cnn", "model.options.channels=6", "dataset.name=seq_waves",
-                 "dataset.validation_size=50", "training.optimizer=adam", "training.lr=0.01", "training.batch_size=25",
-                 "training.training_steps=20it", "training.eval_every=10it", "imp.levels=1"]  # fmt: skip
+    overrides = [
+        "model.name=seq_cnn",
+        "model.options.channels=6",
+        "dataset.name=seq_waves",
+        "dataset.validation_size=50",
+        "training.optimizer=adam",
+        "training.lr=0.01",
+        "training.batch_size=25",
+        "training.training_steps=20it",
+        "training.eval_every=10it",
+        "imp.levels=1",
+    ]
     spec, _ = resolve(overrides=overrides)
     experiment, results = run_experiment(spec, None, tmp_path, Runtime(progress=False))
     assert [r["kind"] for r in results["runs"]] == ["dense", "imp"]

@@ -35,8 +35,11 @@ def random_state(density: float, seed: int, rows: int = 64, cols: int = 256) -> 
     conv = torch.randn(16, 8, 3, 3, generator=g)
     mask = {"fc.weight": torch.rand(rows, cols, generator=g) < density}
     mask["conv.weight"] = torch.rand(16, 8, 3, 3, generator=g) < density
-    state = {"fc.weight": weight * mask["fc.weight"], "fc.bias": torch.randn(rows, generator=g),
-             "conv.weight": conv * mask["conv.weight"]}  # fmt: skip
+    state = {
+        "fc.weight": weight * mask["fc.weight"],
+        "fc.bias": torch.randn(rows, generator=g),
+        "conv.weight": conv * mask["conv.weight"],
+    }
     return state, mask
 
 
@@ -138,8 +141,12 @@ def test_compact_refuses_an_unstructured_ticket(tmp_path: Path) -> None:
 
 def test_two_four_ticket_has_the_semi_structured_layout() -> None:
     weights = {"a.weight": torch.randn(40, 96), "b.weight": torch.randn(8, 4, 2, 2)}
-    mask = lottery.prune(weights, Mask({k: torch.ones_like(v, dtype=torch.bool) for k, v in weights.items()}),
-                         density=0.5, structure="n:m")  # fmt: skip
+    mask = lottery.prune(
+        weights,
+        Mask({k: torch.ones_like(v, dtype=torch.bool) for k, v in weights.items()}),
+        density=0.5,
+        structure="n:m",
+    )
     for name, weight in weights.items():
         matrix = semistructured.layout(weight, mask[name])
         assert matrix.dtype == torch.float16 and matrix.dim() == 2

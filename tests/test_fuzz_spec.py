@@ -22,10 +22,36 @@ from lottery.spec.steps import canonical
 FIELDS = [(group, f.name) for group, cls in GROUPS.items() for f in dataclasses.fields(cls)]
 FIELD_NAMES = sorted({name for _, name in FIELDS})
 WORDS = [
-    "sgd", "adam", "0it", "100it", "1ep", "2ep100it", "-1it", "global_magnitude", "layerwise_magnitude",
-    "lenet_300_100", "resnet20", "synthetic", "mnist", "random_prune", "random_reinit", "none", "null", "fp32",
-    "bf16", "output", "fc", "conv", "fresh", "rewind", "projection", "1e400", "nan", "inf", "",
-]  # fmt: skip
+    "sgd",
+    "adam",
+    "0it",
+    "100it",
+    "1ep",
+    "2ep100it",
+    "-1it",
+    "global_magnitude",
+    "layerwise_magnitude",
+    "lenet_300_100",
+    "resnet20",
+    "synthetic",
+    "mnist",
+    "random_prune",
+    "random_reinit",
+    "none",
+    "null",
+    "fp32",
+    "bf16",
+    "output",
+    "fc",
+    "conv",
+    "fresh",
+    "rewind",
+    "projection",
+    "1e400",
+    "nan",
+    "inf",
+    "",
+]
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

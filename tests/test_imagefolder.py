@@ -34,8 +34,16 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def folder(root: Path, **settings: object) -> streaming.FolderSplits:
-    spec = DatasetSpec(**{"name": "imagefolder", "root": str(root), "validation_size": 3, "augment": True,
-                          "image_size": SIZE, **settings}).validate()  # fmt: skip
+    spec = DatasetSpec(
+        **{
+            "name": "imagefolder",
+            "root": str(root),
+            "validation_size": 3,
+            "augment": True,
+            "image_size": SIZE,
+            **settings,
+        }
+    ).validate()
     return load(spec)
 
 
@@ -121,9 +129,18 @@ def test_class_and_example_subsets(images: Path) -> None:
 
 def cli(out: Path, root: Path, *extra: str) -> list[str]:
     args = ["run", "--out", str(out), "--progress", "log", "--device", "cpu", "--data-workers", "1"]
-    settings = [f"dataset.root={root}", "dataset.name=imagefolder", f"dataset.image_size={SIZE}",
-                "dataset.validation_size=0", "dataset.augment=true", "model.name=conv2", "training.batch_size=6",
-                "training.training_steps=4it", "training.eval_every=2it", *extra]  # fmt: skip
+    settings = [
+        f"dataset.root={root}",
+        "dataset.name=imagefolder",
+        f"dataset.image_size={SIZE}",
+        "dataset.validation_size=0",
+        "dataset.augment=true",
+        "model.name=conv2",
+        "training.batch_size=6",
+        "training.training_steps=4it",
+        "training.eval_every=2it",
+        *extra,
+    ]
     for setting in settings:
         args += ["--set", setting]
     return args
@@ -165,10 +182,20 @@ def test_training_resumed_mid_epoch_ends_bit_identical(
     from lottery.experiments.run import run_experiment
     from lottery.spec import resolve
 
-    overrides = [f"dataset.root={images}", "dataset.name=imagefolder", f"dataset.image_size={SIZE}",
-                 "dataset.validation_size=3", "dataset.augment=true", "model.name=conv2", "training.batch_size=6",
-                 "training.training_steps=7it", "training.eval_every=3it", "training.optimizer=sgd",
-                 "training.momentum=0.9", "training.lr=0.01"]  # fmt: skip
+    overrides = [
+        f"dataset.root={images}",
+        "dataset.name=imagefolder",
+        f"dataset.image_size={SIZE}",
+        "dataset.validation_size=3",
+        "dataset.augment=true",
+        "model.name=conv2",
+        "training.batch_size=6",
+        "training.training_steps=7it",
+        "training.eval_every=3it",
+        "training.optimizer=sgd",
+        "training.momentum=0.9",
+        "training.lr=0.01",
+    ]
     spec, _ = resolve(overrides=overrides)
     reference, _ = run_experiment(spec, None, tmp_path / "a", Runtime(progress=False, data_workers=0))
     original, calls = streaming.FolderStream.slice, {"n": 0}
@@ -229,13 +256,24 @@ def test_each_rank_trains_its_slice_of_the_global_batch(images: Path, monkeypatc
 
 
 # A network with BatchNorm (its statistics are re-estimated along the path), a train subset of 10 of the 24 images.
-STABILITY = ("model.name=resnet20", "model.width=4", "stability.batchnorm_batches=2", "stability.train_subset=10",
-             "stability.interpolation_points=3")  # fmt: skip
+STABILITY = (
+    "model.name=resnet20",
+    "model.width=4",
+    "stability.batchnorm_batches=2",
+    "stability.train_subset=10",
+    "stability.interpolation_points=3",
+)
 
 
 def test_stability_analysis_streams_image_folders(images: Path, tmp_path: Path) -> None:
-    argv = cli(tmp_path / "o", images, *STABILITY, "imp.levels=1", 'stability.rewind=["2it"]',
-               "stability.controls=['random_prune']")  # fmt: skip
+    argv = cli(
+        tmp_path / "o",
+        images,
+        *STABILITY,
+        "imp.levels=1",
+        'stability.rewind=["2it"]',
+        "stability.controls=['random_prune']",
+    )
     assert main(argv) == 0
     analyses = sorted((tmp_path / "o").rglob("analysis.json"))
     assert [p.parent.name for p in analyses] == ["level_0", "level_1"]
@@ -265,8 +303,15 @@ def test_streamed_stability_analysis_equals_the_in_memory_one(images: Path, tmp_
     from lottery.experiments.stability import Analyzer
     from lottery.spec import resolve
 
-    settings = [f"dataset.root={images}", "dataset.name=imagefolder", f"dataset.image_size={SIZE}",
-                "dataset.validation_size=0", "dataset.augment=true", "training.batch_size=4", *STABILITY]  # fmt: skip
+    settings = [
+        f"dataset.root={images}",
+        "dataset.name=imagefolder",
+        f"dataset.image_size={SIZE}",
+        "dataset.validation_size=0",
+        "dataset.augment=true",
+        "training.batch_size=4",
+        *STABILITY,
+    ]
     spec, _ = resolve(overrides=settings)
     streamed = Context(spec, Runtime(progress=False, data_workers=0))
     folder_data = streamed.data
@@ -278,8 +323,9 @@ def test_streamed_stability_analysis_equals_the_in_memory_one(images: Path, tmp_
 
     (train_x, train_y), (test_x, test_y) = decoded("train"), decoded("test")
     in_memory = Context(spec, Runtime(progress=False))
-    in_memory.__dict__["data"] = Splits(train_x, train_y, train_x[:0], train_y[:0], test_x, test_y,
-                                        folder_data.num_classes, torch.zeros(3))  # fmt: skip
+    in_memory.__dict__["data"] = Splits(
+        train_x, train_y, train_x[:0], train_y[:0], test_x, test_y, folder_data.num_classes, torch.zeros(3)
+    )
     w1, w2 = streamed.model(1).state_dict(), streamed.model(2).state_dict()
     results = {}
     for name, ctx in (("streamed", streamed), ("in_memory", in_memory)):

@@ -25,10 +25,21 @@ ATOL = 1e-5
 def run_args(out: Path, root: Path) -> list[str]:
     args = ["run", "--out", str(out), "--progress", "log", "--device", "cpu", "--data-workers", "1"]
     args += ["--checkpoint-every", "3"]
-    for setting in (f"dataset.root={root}", "dataset.name=imagefolder", "dataset.image_size=16",
-                    "dataset.validation_size=4", "dataset.augment=true", "model.name=conv2",
-                    "training.batch_size=6", "training.training_steps=6it", "training.eval_every=3it",
-                    "training.optimizer=sgd", "training.momentum=0.9", "training.lr=0.02", "imp.levels=1"):  # fmt: skip
+    for setting in (
+        f"dataset.root={root}",
+        "dataset.name=imagefolder",
+        "dataset.image_size=16",
+        "dataset.validation_size=4",
+        "dataset.augment=true",
+        "model.name=conv2",
+        "training.batch_size=6",
+        "training.training_steps=6it",
+        "training.eval_every=3it",
+        "training.optimizer=sgd",
+        "training.momentum=0.9",
+        "training.lr=0.02",
+        "imp.levels=1",
+    ):
         args += ["--set", setting]
     return args
 
@@ -60,7 +71,7 @@ def two_nodes(target: list[str], cwd: Path) -> list[subprocess.CompletedProcess[
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for r in (0, 1)
     ]
     results = []

@@ -21,8 +21,13 @@ def count(model: torch.nn.Module) -> int:
 
 
 # torchvision's reference models for 1000 classes (torchvision.models.*: sum of parameter numels)
-COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-          "inception_v3": 23_834_568, "squeezenet1_1": 1_235_496}  # fmt: skip
+COUNTS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "inception_v3": 23_834_568,
+    "squeezenet1_1": 1_235_496,
+}
 # a parameter of each, name and shape as in torchvision's state dict
 SHAPES = {
     "resnet50": ("layer4.2.conv3.weight", (2048, 512, 1, 1)),
@@ -48,8 +53,9 @@ def test_inception_with_auxiliary_head_is_the_papers_27_1m() -> None:
     assert count(InceptionV3(aux_logits=True)) == 27_161_264
 
 
-@pytest.mark.parametrize(("name", "size"), [("resnet18", 32), ("resnet50", 32), ("inception_v3", 75),
-                                            ("squeezenet1_1", 48)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "size"), [("resnet18", 32), ("resnet50", 32), ("inception_v3", 75), ("squeezenet1_1", 48)]
+)
 def test_forward_backward_at_small_resolution(name: str, size: int) -> None:
     model = models.build(ModelSpec(name=name), (3, size, size), 5, 0)
     x, y = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 4])
@@ -60,8 +66,11 @@ def test_forward_backward_at_small_resolution(name: str, size: int) -> None:
 
 
 def test_presets_resolve_with_sources() -> None:
-    for name, model, density in (("resnet50_imagenet", "resnet50", 0.3), ("inception_v3_imagenet", "inception_v3",
-                                 0.3), ("squeezenet_imagenet", "squeezenet1_1", 0.5)):  # fmt: skip
+    for name, model, density in (
+        ("resnet50_imagenet", "resnet50", 0.3),
+        ("inception_v3_imagenet", "inception_v3", 0.3),
+        ("squeezenet_imagenet", "squeezenet1_1", 0.5),
+    ):
         spec, _ = resolve(preset=name)
         assert spec.model.name == model and spec.imp.one_shot_density == density
         assert spec.dataset.name == "imagenet" and spec.training.batch_size == 1024
@@ -84,8 +93,10 @@ def test_linear_and_exponential_decay() -> None:
 
 def test_ray_tasks_hold_a_gpu_on_cuda() -> None:
     assert task_options(Runtime(device=torch.device("cuda")), 2) == {
-        "max_retries": 2, "retry_exceptions": True, "num_gpus": 1,
-    }  # fmt: skip
+        "max_retries": 2,
+        "retry_exceptions": True,
+        "num_gpus": 1,
+    }
     assert "num_gpus" not in task_options(Runtime(), 0)
     assert task_options(Runtime(gpus_per_task=0.5), 0)["num_gpus"] == 0.5
 

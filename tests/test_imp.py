@@ -62,8 +62,9 @@ def test_exact_layerwise_densities_per_level(store: Path) -> None:
 
 
 def test_global_strategy_and_one_shot(store: Path) -> None:
-    experiment, _ = run_tiny(store, "pruning.strategy=global_magnitude", "pruning.rates={}", "imp.levels=1",
-                             "imp.one_shot_density=0.1")  # fmt: skip
+    experiment, _ = run_tiny(
+        store, "pruning.strategy=global_magnitude", "pruning.rates={}", "imp.levels=1", "imp.one_shot_density=0.1"
+    )
     mask = Mask(level(experiment, 0, 1).read_tensors("mask.safetensors"))
     assert abs(mask.kept() - round(0.1 * mask.total())) <= 1
 

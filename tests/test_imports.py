@@ -129,9 +129,13 @@ def test_the_check_finds_a_cycle_through_an_import_under_type_checking(tmp_path)
 
 
 READERS = (
-    "lottery.loggers", "lottery.reports", "lottery.export", "lottery.results", "lottery.api.notebook",
+    "lottery.loggers",
+    "lottery.reports",
+    "lottery.export",
+    "lottery.results",
+    "lottery.api.notebook",
     "lottery.api.analysis",
-)  # fmt: skip
+)
 ENGINE = ("lottery.experiments", "lottery.training")
 
 

@@ -46,9 +46,13 @@ def test_callback_holds_the_mask_in_a_plain_fit() -> None:
 
     train, val = loaders()
     trainer = pl.Trainer(
-        max_steps=10, logger=False, callbacks=[Spy(), callback], gradient_clip_val=0.5, accumulate_grad_batches=2,
+        max_steps=10,
+        logger=False,
+        callbacks=[Spy(), callback],
+        gradient_clip_val=0.5,
+        accumulate_grad_batches=2,
         **QUIET,
-    )  # fmt: skip
+    )
     trainer.fit(net, train, val)
     weights = dict(net.named_parameters())
     assert pruned_zero(weights, mask)

@@ -48,20 +48,36 @@ class Tokens(torch.utils.data.Dataset):
 
 def bert(seed: int = 0, dropout: float = 0.1):  # noqa: ANN201
     config = transformers.BertConfig(
-        vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=LENGTH, num_labels=2, hidden_dropout_prob=dropout,
+        vocab_size=32,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=LENGTH,
+        num_labels=2,
+        hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
-    )  # fmt: skip
+    )
     torch.manual_seed(seed)
     return transformers.BertForSequenceClassification(config)
 
 
 def arguments(tmp_path: Path, **changes: object):  # noqa: ANN201
     settings = {
-        "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 8, "learning_rate": 5e-3,
-        "warmup_steps": 2, "weight_decay": 0.01, "report_to": [], "save_strategy": "no", "use_cpu": True,
-        "disable_tqdm": True, "seed": 0, "logging_steps": 1, "max_grad_norm": 0.0, **changes,
-    }  # fmt: skip
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 8,
+        "learning_rate": 5e-3,
+        "warmup_steps": 2,
+        "weight_decay": 0.01,
+        "report_to": [],
+        "save_strategy": "no",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "seed": 0,
+        "logging_steps": 1,
+        "max_grad_norm": 0.0,
+        **changes,
+    }
     return transformers.TrainingArguments(**settings)
 
 

@@ -102,10 +102,18 @@ def test_lock_is_exclusive_and_released(tmp_path: Path, monkeypatch: pytest.Monk
             time.sleep(0.05)
         assert (tmp_path / ".lock").read_text() != beats  # the heartbeat, every lease / 8
         probe = subprocess.run(
-            [sys.executable, "-c", "import sys; from pathlib import Path; from lottery.store.lock import exclusive\n"
-             "with exclusive(Path(sys.argv[1]), wait=False): pass", str(tmp_path)],
-            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC}, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "import sys; from pathlib import Path; from lottery.store.lock import exclusive\n"
+                "with exclusive(Path(sys.argv[1]), wait=False): pass",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": SRC},
+            timeout=60,
+        )
         assert probe.returncode == 1 and "is in use by another lottery process" in probe.stderr
     assert (tmp_path / ".lock").read_text() == ""  # released: empty again
     with lock.exclusive(tmp_path, wait=False):  # and taken again at once

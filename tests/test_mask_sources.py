@@ -223,8 +223,10 @@ def test_score_mode_is_the_references_by_default_and_an_option() -> None:
     from lottery.pruning.sources import scores, sources
 
     assert {name: sources.get(name).default_mode for name in ("snip", "grasp", "synflow")} == {
-        "snip": "train", "grasp": "train", "synflow": "eval"
-    }  # fmt: skip
+        "snip": "train",
+        "grasp": "train",
+        "synflow": "eval",
+    }
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
     with torch.no_grad():

@@ -55,8 +55,13 @@ def test_masks_at_refuses_what_imp_rewind_refuses(value: object) -> None:
 
 def test_masks_at_examples() -> None:
     assert [masks_at(s) for s in ("0it", "100it", "2ep", "1ep50it", 250, "0100it")] == [
-        "0it", "100it", "2ep", "1ep50it", "250it", "100it",
-    ]  # fmt: skip
+        "0it",
+        "100it",
+        "2ep",
+        "1ep50it",
+        "250it",
+        "100it",
+    ]
     for bad, words in (("5x", "malformed step '5x'"), ("", "malformed step ''"), (1.5, "must be a string")):
         with pytest.raises(UserError, match=re.escape(words)):
             masks_at(bad)

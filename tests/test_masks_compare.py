@@ -15,9 +15,19 @@ from lottery.spec import ExperimentSpec
 def row(kind: str, density: float, accuracy: float, k: int | None = 0, level: int | None = 1, **more: Any) -> dict:
     stats = {"mean": accuracy, "min": accuracy, "max": accuracy}
     iteration = {"mean": 10.0, "min": 10.0, "max": 10.0}
-    return {"kind": kind, "rewind_iteration": k, "level": level, "density": density, "runs": 1, "diverged": 0,
-            "final_test_accuracy": stats, "early_stop_test_accuracy": stats, "early_stop_iteration": iteration,
-            "train_seconds": None, **more}  # fmt: skip
+    return {
+        "kind": kind,
+        "rewind_iteration": k,
+        "level": level,
+        "density": density,
+        "runs": 1,
+        "diverged": 0,
+        "final_test_accuracy": stats,
+        "early_stop_test_accuracy": stats,
+        "early_stop_iteration": iteration,
+        "train_seconds": None,
+        **more,
+    }
 
 
 def experiment(label: str, shift: float) -> Experiment:
@@ -26,9 +36,12 @@ def experiment(label: str, shift: float) -> Experiment:
         *(row("imp", d, 0.88 + shift, k=k, level=lv) for k in (0, 100) for lv, d in ((1, 0.2), (2, 0.04))),
         row("random_reinit", 0.2, 0.7 + shift),
         # [masks] runs: rewind_iteration = masks.at (0, like IMP reset; 50: a point IMP does not use), no level
-        *(row(kind, d, 0.6 + shift, k=at, level=None, target_density=d)
-          for kind, at in (("snip", 0), ("snip_shuffle", 0), ("magnitude", 50)) for d in (0.2, 0.05)),
-    ]  # fmt: skip
+        *(
+            row(kind, d, 0.6 + shift, k=at, level=None, target_density=d)
+            for kind, at in (("snip", 0), ("snip_shuffle", 0), ("magnitude", 50))
+            for d in (0.2, 0.05)
+        ),
+    ]
     return Experiment(Path("."), ExperimentSpec(), None, {"runs": [], "summary": summary}, label=label)
 
 

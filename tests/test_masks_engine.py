@@ -135,9 +135,14 @@ def test_masks_spec_contract() -> None:
 def test_every_source_with_replicates_and_imp(store: Path) -> None:
     sources = '["magnitude", "snip", "grasp", "synflow", "random", "early_bird"]'
     _, results = run_tiny(
-        store, f"masks.sources={sources}", "masks.densities=[0.2, 0.02]", 'masks.ablations=["shuffle"]',
-        "masks.rounds={synflow = 10}", "imp.levels=2", "replicates=2",
-    )  # fmt: skip
+        store,
+        f"masks.sources={sources}",
+        "masks.densities=[0.2, 0.02]",
+        'masks.ablations=["shuffle"]',
+        "masks.rounds={synflow = 10}",
+        "imp.levels=2",
+        "replicates=2",
+    )
     rows = [r for r in results["runs"] if r.get("target_density") is not None]
     assert len(rows) == 6 * 2 * 2 * 2  # sources x (source, shuffle) x densities x replicates
     distances = results["masks"]["imp_replicate_distance"]

@@ -63,13 +63,18 @@ def test_mask_sources_go_through_the_stability_analysis(store: Path) -> None:
                 kind,
                 density,
             )
-            assert all(torch.equal(a, b) for a, b in zip(
-                trained.read_tensors("mask.safetensors").values(), run.read_tensors("mask.safetensors").values()
-            ))  # fmt: skip
+            assert all(
+                torch.equal(a, b)
+                for a, b in zip(
+                    trained.read_tensors("mask.safetensors").values(), run.read_tensors("mask.safetensors").values()
+                )
+            )
             start, stored = trained.read_tensors("start.safetensors"), run.read_tensors("start.safetensors")
             assert all(torch.equal(start[n], stored[n]) for n in stored)
-            assert copy["data_order_seed"] == copy_training(Context(tiny_spec(*SPEC), Runtime()).training(0), i)\
-                .data_order_seed  # fmt: skip
+            assert (
+                copy["data_order_seed"]
+                == copy_training(Context(tiny_spec(*SPEC), Runtime()).training(0), i).data_order_seed
+            )
         if record["pruning"] is not None:
             assert [p["full"] for p in record["pruning"]["pairs"]] == [
                 str(c.path.relative_to(experiment.path)) for c in dense_copies

@@ -42,10 +42,17 @@ def test_api_imp_and_cli_give_the_same_levels_and_controls(tmp_path: Path) -> No
     p = spec.pruning
     levels = list(
         lottery.imp(
-            model, train_fn, levels=2, iterations=ctx.schedule.end, rewind=20, fraction=p.fraction,
-            scope="layerwise", rates=p.rates, controls=KINDS,
+            model,
+            train_fn,
+            levels=2,
+            iterations=ctx.schedule.end,
+            rewind=20,
+            fraction=p.fraction,
+            scope="layerwise",
+            rates=p.rates,
+            controls=KINDS,
         )
-    )  # fmt: skip
+    )
     replicate = layout.replicate(experiment, 0)
     assert same_bits(levels[0].final, layout.dense(replicate).read_tensors("final.safetensors"))
     reinit_seeds = set()

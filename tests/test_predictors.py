@@ -55,11 +55,16 @@ def test_cluster_bootstrap_is_seeded_and_brackets_a_perfect_correlation() -> Non
 
 def _point(k: int, level: int, kind: str, barrier: float, l2: float, accuracy: float) -> dict:
     return {
-        "replicate": 0, "rewind_iteration": k, "level": level, "kind": kind, "density": 0.5, "diverged": False,
+        "replicate": 0,
+        "rewind_iteration": k,
+        "level": level,
+        "kind": kind,
+        "density": 0.5,
+        "diverged": False,
         "copies": [{"final_test_accuracy": accuracy}, {"final_test_accuracy": accuracy}],
         "data_order": {"barrier_test": {"mean": barrier}, "l2": {"mean": l2}},
         "pruning": {"l2": {"mean": 2 * l2}} if kind != "random_reinit" else None,
-    }  # fmt: skip
+    }
 
 
 def test_correlation_table_on_fabricated_points_ranks_the_measures() -> None:

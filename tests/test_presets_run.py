@@ -11,8 +11,12 @@ from lottery.presets import presets
 from lottery.spec import resolve
 from lottery.training import Runtime
 
-SYNTHETIC = {"fashion_mnist": "synthetic", "mnist": "synthetic", "cifar10": "synthetic_cifar10",
-             "cifar100": "synthetic_cifar100"}  # fmt: skip
+SYNTHETIC = {
+    "fashion_mnist": "synthetic",
+    "mnist": "synthetic",
+    "cifar10": "synthetic_cifar10",
+    "cifar100": "synthetic_cifar100",
+}
 
 
 def imagenet_folder(name: str, tmp_path: Path) -> list[str]:
@@ -27,8 +31,14 @@ def imagenet_folder(name: str, tmp_path: Path) -> list[str]:
     # here: scaled linearly to the batch of 4, as the preset's own linear scaling rule would, so that whether two
     # iterations stay finite does not depend on the seeds
     lr = [f"training.lr={training['lr'] * 4 / training['batch_size']}"] if "lr" in training else []
-    return [f"dataset.root={root}", f"dataset.image_size={size}", "training.batch_size=4", "training.precision=fp32",
-            *width, *lr]  # fmt: skip
+    return [
+        f"dataset.root={root}",
+        f"dataset.image_size={size}",
+        "training.batch_size=4",
+        "training.precision=fp32",
+        *width,
+        *lr,
+    ]
 
 
 SLOW = {

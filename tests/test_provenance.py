@@ -20,20 +20,37 @@ from lottery.store.layout import walk
 from lottery.store.provenance import describe_file, read_metadata
 
 REQUIRED = (
-    "format", "network", "kind", "level", "density", "init_seed",
-    "data_order_seed", "augmentation_seed", "start_iteration", "end_iteration", "lottery_version", "torch_version",
+    "format",
+    "network",
+    "kind",
+    "level",
+    "density",
+    "init_seed",
+    "data_order_seed",
+    "augmentation_seed",
+    "start_iteration",
+    "end_iteration",
+    "lottery_version",
+    "torch_version",
     "file",
-)  # fmt: skip
+)
 
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     run, _ = run_tiny(
-        root, "imp.levels=2", "imp.rewind=['20it']", "controls.kinds=['random_prune']", "stability.rewind=['20it']",
-        "stability.levels=[1]", "stability.controls=['random_prune']", "stability.interpolation_points=3",
-        "stability.train_subset=100", "stability.batchnorm_batches=1",
-    )  # fmt: skip
+        root,
+        "imp.levels=2",
+        "imp.rewind=['20it']",
+        "controls.kinds=['random_prune']",
+        "stability.rewind=['20it']",
+        "stability.levels=[1]",
+        "stability.controls=['random_prune']",
+        "stability.interpolation_points=3",
+        "stability.train_subset=100",
+        "stability.batchnorm_batches=1",
+    )
     return run.path
 
 
@@ -53,15 +70,22 @@ def test_every_safetensors_file_carries_its_provenance(experiment: Path) -> None
         sparsity = RunDir(run_dir).read_json("sparsity.json")
         assert float(metadata["density"]) == pytest.approx(sparsity["density"])
         mask = RunDir(run_dir).read_tensors("mask.safetensors")
-        assert float(metadata["density"]) == pytest.approx(sum(int(m.sum()) for m in mask.values()) /
-                                                           sum(m.numel() for m in mask.values()))  # fmt: skip
+        assert float(metadata["density"]) == pytest.approx(
+            sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+        )
         if metadata["kind"] != "dense" or "copy" in metadata:
             assert metadata["rewind_iteration"] == "20"
         if metadata["file"] == "snapshot":
             assert path.name == f"iter_{metadata['iteration']}.safetensors"
         kinds.add((metadata["kind"], metadata["level"], metadata.get("copy"), metadata.get("seed")))
-    assert {("dense", "0", None, None), ("imp", "2", None, None), ("random_prune", "1", None, "0"),
-            ("imp", "1", "1", None), ("random_prune", "1", "1", "0"), ("dense", "0", "1", None)} <= kinds  # fmt: skip
+    assert {
+        ("dense", "0", None, None),
+        ("imp", "2", None, None),
+        ("random_prune", "1", None, "0"),
+        ("imp", "1", "1", None),
+        ("random_prune", "1", "1", "0"),
+        ("dense", "0", "1", None),
+    } <= kinds
 
 
 def test_copy_seeds_recorded(experiment: Path) -> None:

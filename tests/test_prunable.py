@@ -92,15 +92,23 @@ def test_hugging_face_models_follow_chen_et_al(monkeypatch: pytest.MonkeyPatch) 
     transformers = pytest.importorskip("transformers")
     bert = transformers.BertForSequenceClassification(
         transformers.BertConfig(
-            vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
             max_position_embeddings=32,
         )
-    )  # fmt: skip
+    )
     chosen = lottery.prunable(bert)
     per_layer = [
-        "attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
-        "attention.output.dense.weight", "intermediate.dense.weight", "output.dense.weight",
-    ]  # fmt: skip
+        "attention.self.query.weight",
+        "attention.self.key.weight",
+        "attention.self.value.weight",
+        "attention.output.dense.weight",
+        "intermediate.dense.weight",
+        "output.dense.weight",
+    ]
     assert list(chosen) == [f"bert.encoder.layer.{i}.{name}" for i in range(2) for name in per_layer]
     assert set(chosen.values()) == {"fc"}
     assert not any(("embeddings" in n or "pooler" in n or "classifier" in n or "LayerNorm" in n) for n in chosen)

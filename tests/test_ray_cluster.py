@@ -64,6 +64,9 @@ def test_two_node_ray_cluster_survives_losing_a_node(tmp_path: Path) -> None:
     assert set(trained) == networks and max(trained.values()) == 1
     verify = subprocess.run(
         [sys.executable, "-m", "lottery", "verify", str(tmp_path / "cluster")],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -47,10 +47,21 @@ def figures(run: Path) -> dict:
 
 def compute(tmp_path: Path) -> dict[str, dict]:
     torch.set_num_threads(1)
-    common = ("imp.levels=2", 'imp.rewind=["20it"]', 'controls.kinds=["random_prune"]', "controls.levels=[1]",
-              'stability.rewind=["20it"]', "stability.levels=[1]", 'masks.sources=["snip"]', "masks.densities=[0.3]",
-              'masks.ablations=["shuffle"]', 'dynamic.methods=["rigl"]', "dynamic.densities=[0.3]",
-              "dynamic.update_every=10it", 'stability.dynamic=["rigl"]')  # fmt: skip
+    common = (
+        "imp.levels=2",
+        'imp.rewind=["20it"]',
+        'controls.kinds=["random_prune"]',
+        "controls.levels=[1]",
+        'stability.rewind=["20it"]',
+        "stability.levels=[1]",
+        'masks.sources=["snip"]',
+        "masks.densities=[0.3]",
+        'masks.ablations=["shuffle"]',
+        'dynamic.methods=["rigl"]',
+        "dynamic.densities=[0.3]",
+        "dynamic.update_every=10it",
+        'stability.dynamic=["rigl"]',
+    )
     run_tiny(tmp_path, *common)
     experiment, _ = run_tiny(tmp_path, *common, 'imp.rewind=["20it", "40it"]')  # W_40 from a prefix run
     found = {kind: experiment.path / view for kind, view in VIEWS.items()}

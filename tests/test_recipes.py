@@ -192,10 +192,12 @@ def test_lenet_stacked_bits_do_not_depend_on_the_stack(tmp_path: Path, threads: 
     torch.set_num_threads(threads)
     try:
         two, _ = run_tiny(tmp_path / "a", "replicates=2", "imp.levels=0", "model.name=lenet_300_100", batch_copies=True)
-        three, _ = run_tiny(tmp_path / "b", "replicates=3", "imp.levels=0", "model.name=lenet_300_100",
-                            batch_copies=True)  # fmt: skip
-        first, _ = run_tiny(tmp_path / "c", "replicates=2", "imp.levels=0", "model.name=lenet_300_100", *SEEDS_1,
-                            batch_copies=True)  # fmt: skip
+        three, _ = run_tiny(
+            tmp_path / "b", "replicates=3", "imp.levels=0", "model.name=lenet_300_100", batch_copies=True
+        )
+        first, _ = run_tiny(
+            tmp_path / "c", "replicates=2", "imp.levels=0", "model.name=lenet_300_100", *SEEDS_1, batch_copies=True
+        )
     finally:
         torch.set_num_threads(before)
     runs = [two.path / "replicate_1/level_0", three.path / "replicate_1/level_0", first.path / "replicate_0/level_0"]
@@ -251,9 +253,11 @@ def test_a_store_of_the_previous_format_is_refused_in_one_line(store: Path, caps
     networks._checked_stores.clear()
     run_tiny(store, "imp.levels=0")
     assert json.loads(marker.read_text()) == {"format": layout.FORMAT}
-    for content, message in ((json.dumps({"format": 2}), "store format 2, before networks were named"),
-                             (json.dumps({"format": 99}), "store format 99, written by a newer version"),
-                             ('{"format": "3"}', "is damaged")):  # fmt: skip
+    for content, message in (
+        (json.dumps({"format": 2}), "store format 2, before networks were named"),
+        (json.dumps({"format": 99}), "store format 99, written by a newer version"),
+        ('{"format": "3"}', "is damaged"),
+    ):
         marker.write_text(content)
         networks._checked_stores.clear()
         with pytest.raises(UserError, match=message):
@@ -326,9 +330,15 @@ SPECS = st.fixed_dictionaries(
 
 def overrides(case: dict) -> tuple[list[str], dict]:
     s = case["seed"]
-    spec = [f"training.init_seed={s}", f"training.data_order_seed={s}", f"training.augmentation_seed={s}",
-            f"replicates={case['replicates']}", f"imp.levels={case['levels']}", "training.training_steps=40it",
-            f"controls.kinds={json.dumps(list(case['controls']))}"]  # fmt: skip
+    spec = [
+        f"training.init_seed={s}",
+        f"training.data_order_seed={s}",
+        f"training.augmentation_seed={s}",
+        f"replicates={case['replicates']}",
+        f"imp.levels={case['levels']}",
+        "training.training_steps=40it",
+        f"controls.kinds={json.dumps(list(case['controls']))}",
+    ]
     return spec, {"batch_copies": case["batch_copies"]}
 
 

@@ -18,10 +18,16 @@ from lottery.reports import write_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 HEADLESS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--host-resolver-rules=MAP * ~NOTFOUND",
-)  # fmt: skip
+)
 # Added to a copy of the report (the report itself has no script): after the page has loaded, write what the browser
 # saw into the DOM, which --dump-dom prints.
 PROBE = """<script>
@@ -41,9 +47,12 @@ window.addEventListener("load", () => {
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run, _ = run_tiny(
-        tmp_path_factory.mktemp("runs"), "imp.levels=2", "imp.rewind=['20it']", "controls.kinds=['random_prune']",
+        tmp_path_factory.mktemp("runs"),
+        "imp.levels=2",
+        "imp.rewind=['20it']",
+        "controls.kinds=['random_prune']",
         "replicates=2",
-    )  # fmt: skip
+    )
     return write_report(run.path)
 
 
@@ -113,10 +122,18 @@ def test_report_renders_in_a_headless_browser(report: Path, tmp_path: Path) -> N
     probe.write_text(html.replace("</body>", PROBE + "</body>"))
     try:
         result = subprocess.run(
-            [browser(), *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
-             "--dump-dom", probe.resolve().as_uri()],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                browser(),
+                *HEADLESS,
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                probe.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         probe.unlink()
     found = re.search(r'<pre id="lottery-probe">(.*?)</pre>', result.stdout, re.S)

@@ -54,10 +54,22 @@ def test_the_wheel_ships_the_docs(tmp_path: Path) -> None:
     for name in ("src", "docs"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w",
-         str(tmp_path / "dist")],
-        check=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        check=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     (wheel,) = (tmp_path / "dist").glob("lottery-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"lottery/docs/run-format.md", "lottery/docs/api.md", "lottery/docs/plugins.md"} <= set(names)

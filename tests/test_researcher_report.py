@@ -141,10 +141,19 @@ def test_report_screenshot(report: Path, tmp_path: Path) -> None:
 
     shot = tmp_path / "report.png"
     result = subprocess.run(
-        [browser(), *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,4000",
-         "--virtual-time-budget=10000", f"--screenshot={shot}", report.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            browser(),
+            *HEADLESS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,4000",
+            "--virtual-time-budget=10000",
+            f"--screenshot={shot}",
+            report.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), f"no screenshot (exit {result.returncode}): {result.stderr[-2000:]}"
     with Image.open(shot) as image:
         assert image.size == (1280, 4000)

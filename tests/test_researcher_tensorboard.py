@@ -18,10 +18,16 @@ def test_tensorboard_level_scalars_and_kept_weight_histograms(tmp_path: Path) ->
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run, results = run_tiny(
-        tmp_path / "runs", "imp.levels=2", "imp.rewind=['20it']", "stability.rewind=['20it']",
-        "stability.controls=[]", "stability.interpolation_points=3", "stability.train_subset=100",
-        "stability.batchnorm_batches=1", log=("tensorboard",),
-    )  # fmt: skip
+        tmp_path / "runs",
+        "imp.levels=2",
+        "imp.rewind=['20it']",
+        "stability.rewind=['20it']",
+        "stability.controls=[]",
+        "stability.interpolation_points=3",
+        "stability.train_subset=100",
+        "stability.batchnorm_batches=1",
+        log=("tensorboard",),
+    )
     events = EventAccumulator(str(run.path / "tensorboard" / "summary"), size_guidance={"scalars": 0, "histograms": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])

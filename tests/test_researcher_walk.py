@@ -74,10 +74,31 @@ def test_a_new_users_walk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
     plugin = tmp_path / "walk_plugin.py"
     plugin.write_text(PLUGIN)
-    cli = ["run", "--import", str(plugin), "--out", str(store), "--progress", "log", "--set", "model.name=walk_cnn",
-           "--set", "dataset.name=synthetic", "--set", "dataset.validation_size=100", "--set", "dataset.subset=300",
-           "--set", "training.batch_size=50", "--set", "training.training_steps=12it", "--set",
-           "training.eval_every=6it", "--set", "imp.levels=1"]  # fmt: skip
+    cli = [
+        "run",
+        "--import",
+        str(plugin),
+        "--out",
+        str(store),
+        "--progress",
+        "log",
+        "--set",
+        "model.name=walk_cnn",
+        "--set",
+        "dataset.name=synthetic",
+        "--set",
+        "dataset.validation_size=100",
+        "--set",
+        "dataset.subset=300",
+        "--set",
+        "training.batch_size=50",
+        "--set",
+        "training.training_steps=12it",
+        "--set",
+        "training.eval_every=6it",
+        "--set",
+        "imp.levels=1",
+    ]
     assert main(cli) == 0
     out = capsys.readouterr()
     engine = Path(out.out.strip().splitlines()[-1])

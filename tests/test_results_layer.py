@@ -24,18 +24,33 @@ def test_a_mask_kind_splits_into_its_source_and_ablation(source_name: str, ablat
 
 def test_probe_cells_follow_the_columns_with_intervals_and_missing_values() -> None:
     probe = {
-        "k": 14, "copies": 3, "barrier_mean": 1.234, "barrier_interval": [0.5, 1.968], "decision": "undecided",
-        "accuracy": 0.9876, "gap_mean": -0.1, "gap_interval": None, "matching": None, "trainings": 4,
+        "k": 14,
+        "copies": 3,
+        "barrier_mean": 1.234,
+        "barrier_interval": [0.5, 1.968],
+        "decision": "undecided",
+        "accuracy": 0.9876,
+        "gap_mean": -0.1,
+        "gap_interval": None,
+        "matching": None,
+        "trainings": 4,
         "control": {"barrier_mean": 7.0, "barrier_interval": None},
-    }  # fmt: skip
+    }
     cells = probe_cells(probe, missing="–")
     assert len(cells) == len(PROBE_COLUMNS) and PROBE_COLUMNS[7] == f"{CONTROL} barrier"
     assert cells == ["14", "3", "1.23 [0.50, 1.97]", "undecided", "98.76", "-0.10", "–", "7.00", "4"]
     found = {
         "level": 2,
-        "imp": {"k": 14, "bracket": [7, 14], "interval": [7, 28], "monotone": False, "offending": [56],
-                "matching": "matching", "complete": False},
-    }  # fmt: skip
+        "imp": {
+            "k": 14,
+            "bracket": [7, 14],
+            "interval": [7, 28],
+            "monotone": False,
+            "offending": [56],
+            "matching": "matching",
+            "complete": False,
+        },
+    }
     assert answer(found, "imp") == (
         "imp level 2 stable from k = 14 (bracket [7, 14], interval for k [7, 28]); NOT monotone: unstable again at "
         "k = [56]; matching at k: matching (budget spent: the bracket so far)"
@@ -45,10 +60,11 @@ def test_probe_cells_follow_the_columns_with_intervals_and_missing_values() -> N
 def test_pair_rows_give_one_row_per_pair_and_skip_diverged_points() -> None:
     keys = {"replicate": 0, "rewind_iteration": 20, "level": 1, "kind": "imp", "density": 0.5}
     point = {
-        **keys, "diverged": False,
+        **keys,
+        "diverged": False,
         "pruning": {"pairs": [{"full": "dense_copy0", "subnetwork": "imp_copy0", "l2": 3.0}]},
         "data_order": {"pairs": [{"a": "imp_copy0", "b": "imp_copy1", "barrier_test": 0.5}]},
-    }  # fmt: skip
+    }
     rows = pair_rows([point, {**point, "diverged": True}])
     assert [(r["measure"], r["a"], r["b"]) for r in rows] == [
         ("pruning", "dense_copy0", "imp_copy0"),

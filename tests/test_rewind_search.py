@@ -34,11 +34,16 @@ from lottery.training.optimizer import OPTIMIZERS as _ALL
 T = 30  # the learning rate drops by 1e-6 at T: copies from W_k, k >= T, cannot move apart; before T they do
 KNOWN = [
     "dataset.name=synthetic_cifar100",  # 100 classes: hard enough that copies trained apart disagree
-    "training.optimizer='sgd'", "training.lr=0.3", f"training.milestone_steps=['{T}it']", "training.gamma=1e-6",
-    "imp.levels=1", "stability.interpolation_points=5", "stability.train_subset=300",
+    "training.optimizer='sgd'",
+    "training.lr=0.3",
+    f"training.milestone_steps=['{T}it']",
+    "training.gamma=1e-6",
+    "imp.levels=1",
+    "stability.interpolation_points=5",
+    "stability.train_subset=300",
     "stability.threshold=0.1",  # below one test example (0.2 points): stable means no barrier at all
     "stability.copies=3",  # one replicate: the decision's interval is a jackknife over 3 copies
-]  # fmt: skip
+]
 COPIES = 3  # max_copies: no extra copies (an undecided probe counts as not stable)
 OPTIMIZERS = {"sgd", "adam", "adamw", "radam"}  # the example sweeps compare these (and SGD + warmup)
 assert OPTIMIZERS <= set(_ALL)
@@ -89,7 +94,7 @@ def known(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunDir, dict]
     root = tmp_path_factory.mktemp("rewind") / "runs"
     experiment, found = run_search(
         tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=3, max_copies=COPIES
-    )  # fmt: skip
+    )
     return root, experiment, found
 
 
@@ -145,7 +150,7 @@ def test_search_agrees_with_a_full_sweep_of_the_same_grid(known: tuple[Path, Run
     spec = json_spec(experiment)
     _, coarse = run_search(
         tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=0, max_copies=COPIES
-    )  # fmt: skip
+    )
     assert coarse["cost"]["trainings"] == 0  # every probe of the grid search is in the store already
     assert coarse["cost"]["probed"]["trainings"] < coarse["cost"]["full_sweep"]["trainings"]
     _, results = run_experiment(spec, None, root, Runtime(progress=False))  # the full sweep: every grid point
@@ -168,9 +173,15 @@ def test_search_agrees_with_a_full_sweep_of_the_same_grid(known: tuple[Path, Run
 def test_budget_is_respected(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     _, found = run_search(
-        tiny_spec(*KNOWN), None, root, Runtime(progress=False), grid=GRID, refine=4, max_trainings=12,
+        tiny_spec(*KNOWN),
+        None,
+        root,
+        Runtime(progress=False),
+        grid=GRID,
+        refine=4,
+        max_trainings=12,
         max_copies=COPIES,
-    )  # fmt: skip
+    )
     assert found["cost"]["trainings"] <= 12 and not found["imp"]["complete"]
     trained = len(list(walk(root, "summary.json")))
     assert trained == found["cost"]["trainings"]
@@ -183,12 +194,35 @@ def test_budget_is_respected(tmp_path: Path) -> None:
 def test_cli_contract_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(tmp_path / "runs")
     args = [
-        "rewind-search", "--preset", "lenet_300_100", "--out", out, "--progress", "log", "--device", "cpu",
-        "--grid", "0it,20it", "--level", "1", "--max-trainings", "30",
-        *(f"--set={s}" for s in ("dataset.name=synthetic", "dataset.validation_size=200", "model.name=lenet_40_20",
-                                 "training.batch_size=50", "training.training_steps=40it", "training.eval_every=20it",
-                                 "stability.interpolation_points=3", "stability.train_subset=200")),
-    ]  # fmt: skip
+        "rewind-search",
+        "--preset",
+        "lenet_300_100",
+        "--out",
+        out,
+        "--progress",
+        "log",
+        "--device",
+        "cpu",
+        "--grid",
+        "0it,20it",
+        "--level",
+        "1",
+        "--max-trainings",
+        "30",
+        *(
+            f"--set={s}"
+            for s in (
+                "dataset.name=synthetic",
+                "dataset.validation_size=200",
+                "model.name=lenet_40_20",
+                "training.batch_size=50",
+                "training.training_steps=40it",
+                "training.eval_every=20it",
+                "stability.interpolation_points=3",
+                "stability.train_subset=200",
+            )
+        ),
+    ]
     assert main(args) == 0
     stdout = capsys.readouterr().out.strip().splitlines()
     found = json.loads((Path(stdout[-1]) / "rewind_search.json").read_text())

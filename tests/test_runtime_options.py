@@ -43,7 +43,7 @@ def test_channels_last_convnet_matches_default(tmp_path: Path, enabled: bool) ->
         "training.optimizer=sgd",
         "training.lr=0.05",
         "training.momentum=0.9",
-    )  # fmt: skip  (Adam would amplify rounding differences)
+    )  # (Adam would amplify rounding differences)
     default, _ = run_tiny(tmp_path / "default", *overrides)
     other, _ = run_tiny(tmp_path / "other", *overrides, channels_last=enabled)
     dense = "replicate_0/level_0/final.safetensors"  # (a last-bit difference may move level 1's pruning boundary)

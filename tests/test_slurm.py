@@ -25,8 +25,16 @@ from slurm_cluster import SlurmCluster, Unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo.toml"
-SHORT = ["--set", "imp.levels=2", "--set", "training.training_steps=60it", "--set", "training.eval_every=30it",
-         "--set", "imp.rewind=10it"]  # fmt: skip
+SHORT = [
+    "--set",
+    "imp.levels=2",
+    "--set",
+    "training.training_steps=60it",
+    "--set",
+    "training.eval_every=30it",
+    "--set",
+    "imp.rewind=10it",
+]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +81,7 @@ def test_time_and_option_parsing() -> None:
         60,
         11,
         61,
-    ]  # fmt: skip  ('MM:SS' rounds up, as Slurm does)
+    ]  # ('MM:SS' rounds up, as Slurm does)
     for bad in ("", "1h", "a-1", "0", "1:2:3:4"):
         with pytest.raises(UserError, match="--time"):
             parse_time(bad)
@@ -83,15 +91,21 @@ def test_time_and_option_parsing() -> None:
 
 
 @given(
-    days=st.integers(0, 30), hours=st.integers(0, 23), minutes=st.integers(0, 59), seconds=st.integers(0, 59),
+    days=st.integers(0, 30),
+    hours=st.integers(0, 23),
+    minutes=st.integers(0, 59),
+    seconds=st.integers(0, 59),
     form=st.sampled_from(["D-HH:MM:SS", "HH:MM:SS", "MM:SS", "MM", "D-HH", "D-HH:MM"]),
-)  # fmt: skip
+)
 def test_parse_time_reads_every_slurm_form(days: int, hours: int, minutes: int, seconds: int, form: str) -> None:
     text = {
-        "D-HH:MM:SS": f"{days}-{hours:02}:{minutes:02}:{seconds:02}", "HH:MM:SS": f"{hours}:{minutes:02}:{seconds:02}",
-        "MM:SS": f"{minutes}:{seconds:02}", "MM": f"{minutes}", "D-HH": f"{days}-{hours}",
+        "D-HH:MM:SS": f"{days}-{hours:02}:{minutes:02}:{seconds:02}",
+        "HH:MM:SS": f"{hours}:{minutes:02}:{seconds:02}",
+        "MM:SS": f"{minutes}:{seconds:02}",
+        "MM": f"{minutes}",
+        "D-HH": f"{days}-{hours}",
         "D-HH:MM": f"{days}-{hours}:{minutes:02}",
-    }[form]  # fmt: skip
+    }[form]
     total = {
         "D-HH:MM:SS": days * 86400 + hours * 3600 + minutes * 60 + seconds,
         "HH:MM:SS": hours * 3600 + minutes * 60 + seconds,
@@ -99,7 +113,7 @@ def test_parse_time_reads_every_slurm_form(days: int, hours: int, minutes: int, 
         "MM": minutes * 60,
         "D-HH": days * 86400 + hours * 3600,
         "D-HH:MM": days * 86400 + hours * 3600 + minutes * 60,
-    }[form]  # fmt: skip  (in seconds)
+    }[form]  # (in seconds)
     if total < 60 and -(-total // 60) < 1:
         with pytest.raises(UserError, match="--time"):
             parse_time(text)
@@ -122,9 +136,21 @@ def test_demo_sweep_on_slurm_matches_one_process(slurm: SlurmCluster, tmp_path: 
     assert local.returncode == 0, local.stderr[-2000:]
     started = time.monotonic()
     remote = lottery(
-        "sweep", str(DEMO), *SHORT, "--executor", "slurm", "--partition", "debug", "--time", "10",
-        "--cpus-per-task", "1", "--out", str(tmp_path / "slurm"), env=slurm.env,
-    )  # fmt: skip
+        "sweep",
+        str(DEMO),
+        *SHORT,
+        "--executor",
+        "slurm",
+        "--partition",
+        "debug",
+        "--time",
+        "10",
+        "--cpus-per-task",
+        "1",
+        "--out",
+        str(tmp_path / "slurm"),
+        env=slurm.env,
+    )
     assert remote.returncode == 0, remote.stderr[-3000:] + slurm.log_tail()
     assert "submitted" in remote.stderr and "Slurm jobs" in remote.stderr
     assert time.monotonic() - started < 540
@@ -164,18 +190,35 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm: SlurmC
     assert local.returncode == 0, local.stderr[-2000:]
     env = {**slurm.env, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     driver = subprocess.Popen(
-        [sys.executable, "-m", "lottery", "sweep", str(spec), "--executor", "slurm", "--time", "10",
-         "--checkpoint-every", "100", "--out", str(tmp_path / "slurm")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lottery",
+            "sweep",
+            str(spec),
+            "--executor",
+            "slurm",
+            "--time",
+            "10",
+            "--checkpoint-every",
+            "100",
+            "--out",
+            str(tmp_path / "slurm"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 300
         while not list(walk(tmp_path / "slurm", "checkpoint.pt")) and time.monotonic() < deadline:
             assert driver.poll() is None, driver.communicate()[1][-2000:]
             time.sleep(0.05)
         assert list(walk(tmp_path / "slurm", "checkpoint.pt")), "the job never wrote a checkpoint"
-        job = next(iter(json.loads(next((tmp_path / "slurm" / ".sweeps").glob("*/sweep.json")).read_text())["slurm"]
-                        .values()))  # fmt: skip
+        job = next(
+            iter(json.loads(next((tmp_path / "slurm" / ".sweeps").glob("*/sweep.json")).read_text())["slurm"].values())
+        )
         for signal_name in ("SIGTERM", "USR2"):  # preemption, as submitit's own test helper sends it
             subprocess.run(["scancel", job, "--signal", signal_name], env=slurm.env, check=True, timeout=60)
         out, err = driver.communicate(timeout=540)
@@ -200,8 +243,19 @@ def test_a_driver_started_again_waits_for_the_queued_jobs_instead_of_submitting_
     local = lottery("sweep", str(spec), "--out", str(tmp_path / "local"))
     assert local.returncode == 0, local.stderr[-2000:]
     env = {**slurm.env, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "lottery", "sweep", str(spec), "--executor", "slurm", "--time", "10",
-               "--out", str(tmp_path / "slurm")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "lottery",
+        "sweep",
+        str(spec),
+        "--executor",
+        "slurm",
+        "--time",
+        "10",
+        "--out",
+        str(tmp_path / "slurm"),
+    ]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 120

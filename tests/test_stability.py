@@ -111,8 +111,9 @@ def test_batchnorm_recompute_and_interpolate_are_honoured() -> None:
     x, y = torch.randn(64, 4), torch.zeros(64, dtype=torch.long)
     interpolation_curve(model, w1, w2, [0.5], {"test": (x, y)}, batchnorm="interpolate")
     assert torch.allclose(model.bn.running_mean, torch.zeros(3))  # halfway between +5 and -5
-    interpolation_curve(model, w1, w2, [0.5], {"test": (x, y)}, batchnorm="recompute", bn_data=x, bn_batch_size=16,
-                        bn_batches=2)  # fmt: skip
+    interpolation_curve(
+        model, w1, w2, [0.5], {"test": (x, y)}, batchnorm="recompute", bn_data=x, bn_batch_size=16, bn_batches=2
+    )
     with torch.no_grad():
         features = model.fc(x[:32])  # the interpolated fc on the first two batches
     assert torch.allclose(model.bn.running_mean, features.mean(0), atol=1e-5)
@@ -129,9 +130,13 @@ def test_copy_seeds_are_independent_of_the_chains() -> None:
 
 def test_stability_sweep_end_to_end(store: Path) -> None:
     experiment, results = run_tiny(
-        store, "imp.levels=1", "stability.rewind=[0, '20it']", "stability.controls=['random_prune', 'random_reinit']",
-        "stability.interpolation_points=4", "stability.train_subset=300",
-    )  # fmt: skip
+        store,
+        "imp.levels=1",
+        "stability.rewind=[0, '20it']",
+        "stability.controls=['random_prune', 'random_reinit']",
+        "stability.interpolation_points=4",
+        "stability.train_subset=300",
+    )
     points = results["stability"]["points"]
     subjects = ((0, "dense"), (1, "imp"), (1, "random_prune"), (1, "random_reinit"))
     assert {(p["rewind_iteration"], p["level"], p["kind"]) for p in points} == {
@@ -181,9 +186,14 @@ def test_stability_sweep_end_to_end(store: Path) -> None:
 
     html = write_report(experiment.path)
     figures = {
-        "stability_l2_vs_rewind", "stability_normalized_l2_vs_rewind", "stability_angle_degrees_vs_rewind",
-        "error_barrier_vs_rewind", "stability_accuracy_vs_rewind", "interpolation_curves", "accuracy_vs_remaining",
-    }  # fmt: skip
+        "stability_l2_vs_rewind",
+        "stability_normalized_l2_vs_rewind",
+        "stability_angle_degrees_vs_rewind",
+        "error_barrier_vs_rewind",
+        "stability_accuracy_vs_rewind",
+        "interpolation_curves",
+        "accuracy_vs_remaining",
+    }
     for name in figures:
         assert (html.parent / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
         assert (html.parent / f"{name}.svg").stat().st_size > 1000, name
@@ -205,9 +215,13 @@ def test_stability_sweep_end_to_end(store: Path) -> None:
 
 def test_copies_trained_together_give_the_analysis_of_copies_trained_alone(tmp_path: Path) -> None:
     overrides = (
-        "imp.levels=1", "stability.rewind=['20it']", "stability.copies=3", "stability.controls=['random_prune']",
-        "stability.interpolation_points=3", "stability.train_subset=300",
-    )  # fmt: skip
+        "imp.levels=1",
+        "stability.rewind=['20it']",
+        "stability.copies=3",
+        "stability.controls=['random_prune']",
+        "stability.interpolation_points=3",
+        "stability.train_subset=300",
+    )
     together, results = run_tiny(tmp_path / "together", *overrides, batch_copies=True)
     alone, reference = run_tiny(tmp_path / "alone", *overrides, batch_copies=False)
     files = sorted(str(p.relative_to(together.path)) for p in walk(together.path, "*") if p.is_file())
@@ -227,10 +241,14 @@ def test_the_order_tasks_run_in_does_not_change_any_weight(tmp_path: Path) -> No
     """Executors may run ready tasks in any order: every run must come out the same (the dense network's stability
     copies are trained by the first analysed level's task, which the others depend on)."""
     spec = tiny_spec(
-        "imp.levels=1", "stability.rewind=[0]", "stability.copies=2", "stability.controls=['random_reinit']",
-        "controls.kinds=['random_prune']", "stability.interpolation_points=3",
+        "imp.levels=1",
+        "stability.rewind=[0]",
+        "stability.copies=2",
+        "stability.controls=['random_reinit']",
+        "controls.kinds=['random_prune']",
+        "stability.interpolation_points=3",
         "stability.train_subset=300",
-    )  # fmt: skip
+    )
     stores, orders = {}, {}
     for order in ("first_ready", "last_ready"):
         ctx = Context(spec, Runtime(progress=False))
@@ -255,14 +273,20 @@ def test_stability_copies_use_noise_independent_of_the_mask(store: Path) -> None
     """The mask was chosen by the IMP chain's SGD noise: no copy may reuse it ("Stabilizing" §2). Copy 0 used to be
     the IMP level (and, at k = 0, the dense run) itself, trained with the chain's seeds."""
     experiment, results = run_tiny(
-        store, "imp.levels=1", "stability.rewind=[0]", "stability.interpolation_points=3",
+        store,
+        "imp.levels=1",
+        "stability.rewind=[0]",
+        "stability.interpolation_points=3",
         "stability.train_subset=300",
-    )  # fmt: skip
+    )
     points = {p["kind"]: p for p in results["stability"]["points"]}
     chain = tiny_spec().training
     for point in points.values():
-        assert point["chain_seeds"] == {"init_seed": chain.init_seed, "data_order_seed": chain.data_order_seed,
-                                        "augmentation_seed": chain.augmentation_seed}  # fmt: skip
+        assert point["chain_seeds"] == {
+            "init_seed": chain.init_seed,
+            "data_order_seed": chain.data_order_seed,
+            "augmentation_seed": chain.augmentation_seed,
+        }
         for copy in point["copies"]:
             assert copy["data_order_seed"] != chain.data_order_seed
             assert copy["augmentation_seed"] != chain.augmentation_seed
@@ -272,20 +296,30 @@ def test_stability_copies_use_noise_independent_of_the_mask(store: Path) -> None
         assert pair["subnetwork"] != level_run and pair["full"] != dense_run
     # Copy 0 starts where the level run starts (m ⊙ W_0, same mask) but trains with other noise.
     copy0, level = experiment.path / points["imp"]["copies"][0]["path"], experiment.path / level_run
-    assert torch.equal(load_file(copy0 / "start.safetensors")["hidden.0.weight"],
-                       load_file(level / "start.safetensors")["hidden.0.weight"])  # fmt: skip
-    assert not torch.equal(load_file(copy0 / "final.safetensors")["hidden.0.weight"],
-                           load_file(level / "final.safetensors")["hidden.0.weight"])  # fmt: skip
+    assert torch.equal(
+        load_file(copy0 / "start.safetensors")["hidden.0.weight"],
+        load_file(level / "start.safetensors")["hidden.0.weight"],
+    )
+    assert not torch.equal(
+        load_file(copy0 / "final.safetensors")["hidden.0.weight"],
+        load_file(level / "final.safetensors")["hidden.0.weight"],
+    )
 
 
 def test_function_space_measures_by_hand() -> None:
     log_p = torch.tensor([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]]).log()
     log_q = torch.tensor([[0.6, 0.4], [0.5, 0.5], [0.7, 0.3]]).log()
     assert disagreement(log_p, log_q) == pytest.approx(1 / 3)  # rows 1 and 2 tie (argmax 0 both); row 3 differs
-    kl = [0.9 * math.log(0.9 / 0.6) + 0.1 * math.log(0.1 / 0.4), 0.0,
-          0.2 * math.log(0.2 / 0.7) + 0.8 * math.log(0.8 / 0.3)]  # fmt: skip
-    lk = [0.6 * math.log(0.6 / 0.9) + 0.4 * math.log(0.4 / 0.1), 0.0,
-          0.7 * math.log(0.7 / 0.2) + 0.3 * math.log(0.3 / 0.8)]  # fmt: skip
+    kl = [
+        0.9 * math.log(0.9 / 0.6) + 0.1 * math.log(0.1 / 0.4),
+        0.0,
+        0.2 * math.log(0.2 / 0.7) + 0.8 * math.log(0.8 / 0.3),
+    ]
+    lk = [
+        0.6 * math.log(0.6 / 0.9) + 0.4 * math.log(0.4 / 0.1),
+        0.0,
+        0.7 * math.log(0.7 / 0.2) + 0.3 * math.log(0.3 / 0.8),
+    ]
     assert mean_kl(log_p, log_q) == pytest.approx(sum(0.5 * (x + y) for x, y in zip(kl, lk)) / 3)
     assert mean_kl(log_p, log_q) == pytest.approx(mean_kl(log_q, log_p)) and mean_kl(log_p, log_p) == 0
 

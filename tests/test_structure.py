@@ -164,8 +164,12 @@ def test_nm_refusals_in_one_line() -> None:
     with pytest.raises(UserError, match="multiple of m = 4: a.weight has 6; list it in pruning.layers_to_ignore"):
         lottery.prune(weights, ones, structure="n:m")
     with pytest.raises(UserError, match="keeps at least 2 of every 4 weights"):
-        lottery.prune({"a.weight": torch.randn(4, 8)}, Mask({"a.weight": torch.ones(4, 8, dtype=torch.bool)}),
-                      density=0.25, structure="n:m")  # fmt: skip
+        lottery.prune(
+            {"a.weight": torch.randn(4, 8)},
+            Mask({"a.weight": torch.ones(4, 8, dtype=torch.bool)}),
+            density=0.25,
+            structure="n:m",
+        )
     for bad in (dict(structure="n:m", n=4, m=4), dict(structure="n:m", n=0, m=4), dict(structure="unstructured", n=1)):
         with pytest.raises(UserError, match="pruning.n"):
             PruningSpec(**bad).validate()
@@ -183,8 +187,11 @@ def test_random_controls_keep_the_structure(structure: str) -> None:
     draws = [random_like(imp, None, torch.Generator().manual_seed(s), spec) for s in range(3)]
     glob = random_global_like(imp, torch.Generator().manual_seed(0), list(imp), spec)
     assert not all(torch.equal(draws[0][k], draws[1][k]) for k in imp)  # random: seeds give different masks
-    assert all(torch.equal(a[k], b[k]) for a, b in [(draws[0], random_like(imp, None, torch.Generator().manual_seed(0),
-                                                                              spec))] for k in imp)  # fmt: skip
+    assert all(
+        torch.equal(a[k], b[k])
+        for a, b in [(draws[0], random_like(imp, None, torch.Generator().manual_seed(0), spec))]
+        for k in imp
+    )
     for r in draws:
         if structure == "channel":
             assert is_channel_mask(r) and unit_counts(r) == unit_counts(imp)  # same channels per layer, elsewhere
@@ -206,14 +213,23 @@ def test_default_is_unchanged_and_hashes_stay() -> None:
     model = build("lenet", 8, (1, 4, 4))
     assert all(
         torch.equal(a, b)
-        for a, b in zip(lottery.prune(model, fraction=0.3).values(),
-                        lottery.prune(model, fraction=0.3, structure="unstructured").values(), strict=True)
-    )  # fmt: skip
+        for a, b in zip(
+            lottery.prune(model, fraction=0.3).values(),
+            lottery.prune(model, fraction=0.3, structure="unstructured").values(),
+            strict=True,
+        )
+    )
 
 
 def test_engine_runs_structured_imp_controls_and_sources(tmp_path: Path) -> None:
-    run, _ = run_tiny(tmp_path, "imp.levels=2", "pruning.structure=channel", "controls.kinds=['random_prune']",
-                      "masks.sources=['magnitude']", "masks.densities=[0.5]")  # fmt: skip
+    run, _ = run_tiny(
+        tmp_path,
+        "imp.levels=2",
+        "pruning.structure=channel",
+        "controls.kinds=['random_prune']",
+        "masks.sources=['magnitude']",
+        "masks.densities=[0.5]",
+    )
     masks = {
         p.parent.parent.name + str(i): Mask.load(p) for i, p in enumerate(sorted(tmp_path.glob("**/mask.safetensors")))
     }

@@ -58,7 +58,7 @@ def test_grid_expansion(tmp_path: Path) -> None:
         {"replicates": 1, "training.lr": 0.2},
         {"replicates": 2, "training.lr": 0.1},
         {"replicates": 2, "training.lr": 0.2},
-    ]  # fmt: skip  (the repeated 0.1 is one experiment)
+    ]  # (the repeated 0.1 is one experiment)
     assert points[3][0].training.optimizer == "adam" and points[3][0].replicates == 2
     path.write_text("[sweep.training]\nlr = 0.1\n")
     with pytest.raises(UserError, match="non-empty list"):
@@ -140,8 +140,11 @@ def test_failing_task_is_retried_and_reported(
     assert list(outcome.failed.values()) == ["RuntimeError: node lost"]
     failed = next(iter(outcome.failed))
     assert failed.endswith(":r0/k0/level1")
-    assert sorted(k.split(":")[1] for k in outcome.skipped) == ["r0/k0/level1/random_prune/seed0", "r0/k0/level2",
-                                                                "r0/k0/level2/random_prune/seed0"]  # fmt: skip
+    assert sorted(k.split(":")[1] for k in outcome.skipped) == [
+        "r0/k0/level1/random_prune/seed0",
+        "r0/k0/level2",
+        "r0/k0/level2/random_prune/seed0",
+    ]
     assert len(outcome.done) == 1 + 5  # the failing experiment's dense run, and all of the other experiment
     other = next(e for e, point in finished if point["training.lr"] == 2e-3)
     assert len(list(walk(other.path, "final.safetensors"))) == 5

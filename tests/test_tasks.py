@@ -81,10 +81,15 @@ def test_a_stacked_group_is_one_task_and_no_task_trains_another_tasks_run(
     """The planner chooses the stacked groups (LeNet on the CPU: the replicates' runs, a level's controls): each is
     one task, and every network is trained by exactly one task, its own or its group's."""
     spec = tiny_spec(
-        "imp.levels=2", "replicates=2", "controls.kinds=['random_prune', 'random_reinit']",
-        "stability.rewind=[0]", "stability.levels=[0, 2]", "stability.controls=['random_reinit']",
-        "stability.interpolation_points=3", "stability.train_subset=300",
-    )  # fmt: skip
+        "imp.levels=2",
+        "replicates=2",
+        "controls.kinds=['random_prune', 'random_reinit']",
+        "stability.rewind=[0]",
+        "stability.levels=[0, 2]",
+        "stability.controls=['random_reinit']",
+        "stability.interpolation_points=3",
+        "stability.train_subset=300",
+    )
     ctx = Context(spec, Runtime(progress=False))
     tasks = plan(ctx)
     by_name = index(tasks)

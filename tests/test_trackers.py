@@ -19,10 +19,15 @@ from lottery.store.layout import walk
 from lottery.training import Runtime
 
 STABILITY = (
-    "imp.levels=1", "imp.rewind=['20it']", "stability.rewind=['20it']", "stability.levels=[1]",
-    "stability.controls=[]", "stability.interpolation_points=3", "stability.train_subset=100",
+    "imp.levels=1",
+    "imp.rewind=['20it']",
+    "stability.rewind=['20it']",
+    "stability.levels=[1]",
+    "stability.controls=[]",
+    "stability.interpolation_points=3",
+    "stability.train_subset=100",
     "stability.batchnorm_batches=1",
-)  # fmt: skip
+)
 
 
 def metrics_rows(run_dir: Path, split: str) -> list[dict]:

@@ -173,8 +173,11 @@ def _run_import(entry: str, load: Callable[[], Any]) -> None:
         raise UserError(f"--import {entry} failed: {type(error).__name__}: {error}") from None
 
 
-FIELDS = (("model", "model", "name", "source_hash"), ("dataset", "dataset", "name", "source_hash"),
-          ("loss", "training", "loss", "loss_source_hash"))  # fmt: skip
+FIELDS = (
+    ("model", "model", "name", "source_hash"),
+    ("dataset", "dataset", "name", "source_hash"),
+    ("loss", "training", "loss", "loss_source_hash"),
+)
 
 
 def stamp(spec: SpecT) -> SpecT:

@@ -61,8 +61,11 @@ def main() -> None:
     run_sweep(spec, None, overrides, out / "local", runtime)
 
     os.environ["LOTTERY_TRAINED_LOG"] = str(out / "trained-cluster.log")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.pathsep.join(sys.path[:1] + [
-        os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "PYTHONPATH": os.pathsep.join(sys.path[:1] + [os.environ.get("PYTHONPATH", "")]),
+    }
     os.environ["RAY_AUTH_MODE"] = "disabled"
     ray_cli = str(Path(sys.executable).parent / "ray")
     port = free_port()
@@ -70,10 +73,20 @@ def main() -> None:
     temp = {name: tempfile.mkdtemp(prefix=f"lottery-ray-{name}-") for name in ("head", "second")}
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats", "--block"]
     head = subprocess.Popen(
-        [ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
-         f"--temp-dir={temp['head']}", *common],
-        env=env, start_new_session=True, stdout=open(out / "head.log", "w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            ray_cli,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--include-dashboard=false",
+            f"--temp-dir={temp['head']}",
+            *common,
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=open(out / "head.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     nodes = [head]
     report: dict = {}
     try:
@@ -90,8 +103,11 @@ def main() -> None:
                 time.sleep(0.5)
         second = subprocess.Popen(
             [ray_cli, "start", f"--address=127.0.0.1:{port}", f"--temp-dir={temp['second']}", *common],
-            env=env, start_new_session=True, stdout=open(out / "second.log", "w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=env,
+            start_new_session=True,
+            stdout=open(out / "second.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
         nodes.append(second)
         ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
         while sum(1 for n in ray.nodes() if n["Alive"]) < 2:
@@ -130,9 +146,13 @@ def main() -> None:
         while sum(1 for n in ray.nodes() if n["Alive"]) > 1 and time.monotonic() < noticed:
             time.sleep(1)
         report.update(
-            done=len(outcome.done), failed=dict(outcome.failed), skipped=dict(outcome.skipped), killed=killed,
-            seconds=seconds, alive_after=sum(1 for n in ray.nodes() if n["Alive"]),
-        )  # fmt: skip
+            done=len(outcome.done),
+            failed=dict(outcome.failed),
+            skipped=dict(outcome.skipped),
+            killed=killed,
+            seconds=seconds,
+            alive_after=sum(1 for n in ray.nodes() if n["Alive"]),
+        )
         ray.shutdown()
     finally:
         for node in reversed(nodes):

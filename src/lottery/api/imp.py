@@ -276,11 +276,19 @@ def imp(
                 "hyperparameters), or leave out directory="
             )
         settings = {
-            "iterations": end, "rewind": k, "levels": levels, "fraction": None if density is not None else fraction,
-            "density": density, "scope": scope, "rates": dict(rates or {}), "ignore": list(ignore),
-            "controls": list(controls), "control_seed": control_seed, "mask": digest_tensors(mask.to_tensors()),
+            "iterations": end,
+            "rewind": k,
+            "levels": levels,
+            "fraction": None if density is not None else fraction,
+            "density": density,
+            "scope": scope,
+            "rates": dict(rates or {}),
+            "ignore": list(ignore),
+            "controls": list(controls),
+            "control_seed": control_seed,
+            "mask": digest_tensors(mask.to_tensors()),
             "attach": attach,
-        }  # fmt: skip
+        }
         model_class = f"{type(model).__module__}.{type(model).__qualname__}"
         store = ApiStore(Path(directory), api_spec(model_class, found, config, settings), found, settings)
 
@@ -306,8 +314,10 @@ def imp(
                 )
             done = Run(m, start, _copy(model), result)
             summary = {
-                "start_iteration": begin, "end_iteration": end, "train_seconds": time.perf_counter() - began,
-            }  # fmt: skip
+                "start_iteration": begin,
+                "end_iteration": end,
+                "train_seconds": time.perf_counter() - began,
+            }
             if run is not None and snapshot_at is not None:
                 run.write_tensors(layout.snapshot(snapshot_at), watch.snapshot)
             _Runs.write(run, done, summary)

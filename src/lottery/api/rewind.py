@@ -42,9 +42,17 @@ def rewind_search(
         spec, preset = resolve(Path(spec), preset, overrides)
     runtime = Runtime(device=torch.device(device), progress=False)
     experiment, found = run_search(
-        spec, preset, store_root(None if out is None else str(out)), runtime, level, max_trainings, grid,
-        DEFAULT_REFINE if refine is None else refine, tolerance, max_copies=max_copies,
-    )  # fmt: skip
+        spec,
+        preset,
+        store_root(None if out is None else str(out)),
+        runtime,
+        level,
+        max_trainings,
+        grid,
+        DEFAULT_REFINE if refine is None else refine,
+        tolerance,
+        max_copies=max_copies,
+    )
     return {**found, "path": experiment.path}
 
 

@@ -137,9 +137,18 @@ def rewind_search(args: argparse.Namespace) -> int:
     done = []
     for spec, preset, point in points:
         experiment, found = run_search(
-            spec, preset, store_root(args.out), runtime, args.level, args.max_trainings, grid, args.refine,
-            args.tolerance, args.wait, args.max_copies,
-        )  # fmt: skip
+            spec,
+            preset,
+            store_root(args.out),
+            runtime,
+            args.level,
+            args.max_trainings,
+            grid,
+            args.refine,
+            args.tolerance,
+            args.wait,
+            args.max_copies,
+        )
         print(table(found) if point is None else f"{_settings(point)}\n{table(found)}\n")
         done.append((experiment, point))
     for experiment, point in done[:-1]:
@@ -229,9 +238,11 @@ def export(args: argparse.Namespace) -> int:
         args.run_dir, args.level, args.kind, args.what, args.fmt, args.out, args.rewind, args.replicate, args.seed
     )
     sizes = json.loads((out / "export.json").read_text())["sizes"]
-    print(f"{out / 'README.md'}: {args.fmt} export of {sizes['export_bytes']:,} bytes, "
-          f"{sizes['export_bytes'] / sizes['dense_bytes']:.1%} of the dense file ({sizes['dense_bytes']:,} bytes)",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"{out / 'README.md'}: {args.fmt} export of {sizes['export_bytes']:,} bytes, "
+        f"{sizes['export_bytes'] / sizes['dense_bytes']:.1%} of the dense file ({sizes['dense_bytes']:,} bytes)",
+        file=sys.stderr,
+    )
     print(out)
     return 0
 
@@ -315,9 +326,19 @@ def sweep(args: argparse.Namespace) -> int:
         raise UserError("--retries must be >= 0, --workers >= 1 and --nproc-per-task >= 1")
     slurm = _slurm_options(args) if args.executor == "slurm" else None
     finished, outcome = run_sweep(
-        args.spec, args.preset, args.overrides, store_root(args.out), _runtime(args),
-        args.executor, args.address, args.workers, args.retries, args.wait, args.nproc_per_task, slurm,
-    )  # fmt: skip
+        args.spec,
+        args.preset,
+        args.overrides,
+        store_root(args.out),
+        _runtime(args),
+        args.executor,
+        args.address,
+        args.workers,
+        args.retries,
+        args.wait,
+        args.nproc_per_task,
+        slurm,
+    )
     total = len(outcome.done) + len(outcome.failed) + len(outcome.skipped)
     print(f"{len(outcome.done)}/{total} tasks done, {len(outcome.failed)} failed, {len(outcome.skipped)} skipped")
     for key, error in outcome.failed.items():

@@ -214,13 +214,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, required=True, metavar="L", help="the IMP level (0: the dense network)")
     controls = ", ".join(control_kinds)  # every registered control kind (plugins: with --import)
     p.add_argument("--kind", default="imp", help=f"imp (default), dense, or a control kind: {controls}")
-    p.add_argument("--what", choices=("ticket", "trained"), default="ticket",
-                   help="ticket: m ⊙ W_k and its mask (default); trained: the trained subnetwork")  # fmt: skip
-    p.add_argument("--format", dest="fmt", choices=("safetensors", "torch-prune", "state-dict", "sparse", "compact"),
-                   default="safetensors", help="file format (default safetensors); sparse: kept values + bit mask or "
-                   "CSR; compact: a channel ticket as a smaller network (docs/export.md)")  # fmt: skip
-    p.add_argument("--out", type=Path, help="output directory, new or empty, or an earlier export of the same ticket "
-                   "and format (default: ./<hash>_<run path>_<what>)")  # fmt: skip
+    p.add_argument(
+        "--what",
+        choices=("ticket", "trained"),
+        default="ticket",
+        help="ticket: m ⊙ W_k and its mask (default); trained: the trained subnetwork",
+    )
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("safetensors", "torch-prune", "state-dict", "sparse", "compact"),
+        default="safetensors",
+        help="file format (default safetensors); sparse: kept values + bit mask or "
+        "CSR; compact: a channel ticket as a smaller network (docs/export.md)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output directory, new or empty, or an earlier export of the same ticket "
+        "and format (default: ./<hash>_<run path>_<what>)",
+    )
     p.add_argument("--rewind", type=int, metavar="K", help="rewind iteration (needed when there are several)")
     p.add_argument("--replicate", type=int, default=0, metavar="R", help="replicate (default 0)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="control seed (default 0)")
@@ -230,8 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     p.add_argument("path", type=Path, help="an experiment directory or a whole store")
-    p.add_argument("--recompute", metavar="N|all", help="also retrain N sampled networks of the store (or all) from "
-                   "their recipes in a scratch directory and report any that are not bit-identical")  # fmt: skip
+    p.add_argument(
+        "--recompute",
+        metavar="N|all",
+        help="also retrain N sampled networks of the store (or all) from "
+        "their recipes in a scratch directory and report any that are not bit-identical",
+    )
     p.add_argument("--sample-seed", type=int, default=0, metavar="S", help="which networks --recompute samples")
     p = sub.add_parser("report", help="write the figures (PNG, SVG) and an HTML report of an experiment", epilog=EPILOG)
     p.add_argument("run_dir", type=Path)

@@ -209,8 +209,10 @@ def as_data(value: Any, what: str = "dataset") -> ImageData:
         raise UserError(f"{what} must return {{'train': (x, y), 'test': (x, y)}} or ImageData, got {type(value)}")
     for split, (x, y) in splits.items():
         if len(x) != len(y) or y.dim() != 1 or y.is_floating_point() or y.is_complex():
-            raise UserError(f"{what}: '{split}' needs integer class labels y (N,) for inputs x (N, ...), got "
-                            f"x {tuple(x.shape)} and y {tuple(y.shape)} {y.dtype}")  # fmt: skip
+            raise UserError(
+                f"{what}: '{split}' needs integer class labels y (N,) for inputs x (N, ...), got "
+                f"x {tuple(x.shape)} and y {tuple(y.shape)} {y.dtype}"
+            )
     if num_classes is None:
         num_classes = 1 + max(int(y.max()) for _, y in splits.values() if len(y))
     for split, (_, y) in splits.items():
@@ -218,8 +220,16 @@ def as_data(value: Any, what: str = "dataset") -> ImageData:
             raise UserError(f"{what}: '{split}' labels must lie in 0..{num_classes - 1}")
     val = splits.get("val", (None, None))
     (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
-    return ImageData(train_x, train_y.long(), test_x, test_y.long(), int(num_classes), val[0],
-                     None if val[1] is None else val[1].long(), scale)  # fmt: skip
+    return ImageData(
+        train_x,
+        train_y.long(),
+        test_x,
+        test_y.long(),
+        int(num_classes),
+        val[0],
+        None if val[1] is None else val[1].long(),
+        scale,
+    )
 
 
 def _pair(split: Any, what: str) -> tuple[Tensor, Tensor]:

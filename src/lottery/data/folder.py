@@ -40,8 +40,9 @@ class Listing:
 def _split_dir(root: Path, split: str, name: str) -> Path:
     folder = root / split
     if not folder.is_dir():
-        raise UserError(f"{name}: missing split folder {folder}; expected {root}/train/<class>/*.JPEG and "
-                        f"{root}/val/<class>/*.JPEG")  # fmt: skip
+        raise UserError(
+            f"{name}: missing split folder {folder}; expected {root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG"
+        )
     return folder
 
 

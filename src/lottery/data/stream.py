@@ -89,8 +89,11 @@ def _replace(workers: int, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
                 "killer?); run the same command again to resume, with fewer --data-workers (0: decode in the "
                 "training process)"
             )
-        print(f"lottery: an image decoding worker process died; restarting the pool of {workers} "
-              f"({_restarts}/{RESTARTS})", file=sys.stderr)  # fmt: skip
+        print(
+            f"lottery: an image decoding worker process died; restarting the pool of {workers} "
+            f"({_restarts}/{RESTARTS})",
+            file=sys.stderr,
+        )
     return pool(workers)  # type: ignore[return-value]  (workers > 0)
 
 

@@ -35,8 +35,10 @@ def default_workers(runtime: Runtime) -> int:
         if runtime.data_workers > cpus:
             import sys
 
-            print(f"lottery: --data-workers {runtime.data_workers} cut to {cpus}, the CPUs this process may use",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"lottery: --data-workers {runtime.data_workers} cut to {cpus}, the CPUs this process may use",
+                file=sys.stderr,
+            )
         return min(runtime.data_workers, cpus)
     return max(1, min(8, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))))
 
@@ -186,8 +188,16 @@ class Context:
         parts = run.path.parts
         where = len(parts) - 1 - parts[::-1].index(experiment) if experiment in parts else None
         relative = "/".join(parts[where + 1 :]) if where is not None else layout.network_name(run.path) or str(run.path)
-        tags = {"experiment": experiment, "spec_hash": experiment, "run": relative, "kind": kind, "level": level,
-                "rewind_iteration": rewind, "replicate": replicate, **more}  # fmt: skip
+        tags = {
+            "experiment": experiment,
+            "spec_hash": experiment,
+            "run": relative,
+            "kind": kind,
+            "level": level,
+            "rewind_iteration": rewind,
+            "replicate": replicate,
+            **more,
+        }
         return {key: value for key, value in tags.items() if value is not None}
 
     def job(self, replicate: int, **kwargs: Any) -> Job:

@@ -120,8 +120,18 @@ def planned(ctx: Context, r: int, dense: str) -> list[dict[str, Any]]:
     for kind, density, seed, k in runs(ctx):
         method = method_of(kind)
         deps = () if k is None else (task_name(r, method, density, seed), dense)
-        out.append({"name": task_name(r, kind, density, seed, k), "action": "dynamic", "replicate": r,
-                    "rewind": k or 0, "control": kind, "seed": seed, "deps": deps, "density": density})  # fmt: skip
+        out.append(
+            {
+                "name": task_name(r, kind, density, seed, k),
+                "action": "dynamic",
+                "replicate": r,
+                "rewind": k or 0,
+                "control": kind,
+                "seed": seed,
+                "deps": deps,
+                "density": density,
+            }
+        )
     return out
 
 
@@ -190,8 +200,13 @@ class DynamicSession(Session):
         self.run.write_tensors("initial_mask.safetensors", initial.to_tensors())
         self.run.write_tensors("mask.safetensors", self.mask.to_tensors())  # the final mask: what the run ends with
         self.run.write_json("sparsity.json", self.mask.report())
-        record = {"method": self.dynamic_config.method, "config": asdict(self.dynamic_config), "layers": self.names,
-                  "initial_density": initial.density, "history": self.handle.history}  # fmt: skip
+        record = {
+            "method": self.dynamic_config.method,
+            "config": asdict(self.dynamic_config),
+            "layers": self.names,
+            "initial_density": initial.density,
+            "history": self.handle.history,
+        }
         self.run.write_json("dynamic.json", record)
         return super().finish()
 
@@ -308,8 +323,9 @@ def rows(experiment: RunDir, spec: ExperimentSpec, rdir: RunDir, r: int) -> list
     """The results rows of replicate r's dynamic runs (run.collect): kind = the method or `<method>_rewound`."""
     out = []
     for kind, density, seed, k, run in _stored_runs(spec, rdir):
-        row = results.run_row(experiment, run, kind=kind, replicate=r, rewind_iteration=k, level=None, seed=seed,
-                              target_density=density)  # fmt: skip
+        row = results.run_row(
+            experiment, run, kind=kind, replicate=r, rewind_iteration=k, level=None, seed=seed, target_density=density
+        )
         if row is not None:
             out.append(row)
     return out
@@ -333,6 +349,15 @@ def collect(experiment: RunDir, spec: ExperimentSpec) -> list[dict[str, Any]]:
                 continue
             movement = [{"step": h["step"], "moved": _moved(h), "kept": h["kept"]} for h in record["history"]]
             where = str(run.path.relative_to(experiment.path))
-            out.append({"kind": kind, "replicate": r, "target_density": density, "seed": seed, "path": where,
-                        "updates": len(movement), "movement": movement})  # fmt: skip
+            out.append(
+                {
+                    "kind": kind,
+                    "replicate": r,
+                    "target_density": density,
+                    "seed": seed,
+                    "path": where,
+                    "updates": len(movement),
+                    "movement": movement,
+                }
+            )
     return out

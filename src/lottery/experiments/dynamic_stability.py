@@ -201,8 +201,11 @@ def point(
     seed the run's, no pruning distance; per pair `mask_jaccard` = the Jaccard overlap of the copies' final masks."""
     method, density, seed = subject
     chain = ctx.training(r)
-    seeds = {"init_seed": chain.init_seed, "data_order_seed": chain.data_order_seed,
-             "augmentation_seed": chain.augmentation_seed}  # fmt: skip
+    seeds = {
+        "init_seed": chain.init_seed,
+        "data_order_seed": chain.data_order_seed,
+        "augmentation_seed": chain.augmentation_seed,
+    }
     identity = {"kind": method, "density": None, "target_density": density, "seed": seed, "chain_seeds": seeds}
     summaries = [run.read_json("summary.json") for run in runs or []]
     finals = [run.read_tensors("final.safetensors") for run in runs or []]
@@ -269,8 +272,13 @@ def summary(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (k, kind, target), members in sorted(groups.items()):
         fine = [p for p in members if not p["diverged"]]
-        row: dict[str, Any] = {"rewind_iteration": k, "kind": kind, "target_density": target,
-                               "replicates": len(members), "diverged": len(members) - len(fine)}  # fmt: skip
+        row: dict[str, Any] = {
+            "rewind_iteration": k,
+            "kind": kind,
+            "target_density": target,
+            "replicates": len(members),
+            "diverged": len(members) - len(fine),
+        }
         row["density"] = statistics.fmean(p["density"] for p in fine) if fine else None
         for measure, name in (("barrier_test", "barrier"), ("mask_jaccard", "jaccard")):
             estimate = barrier_estimate([[pair[measure] for pair in p["data_order"]["pairs"]] for p in fine])

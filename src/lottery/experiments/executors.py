@@ -170,9 +170,15 @@ def loopback_ray() -> None:
 
 
 def run_ray(
-    jobs: Sequence[TaskJob], root: Path, runtime: Runtime, retries: int = 0, address: str | None = None,
-    workers: int | None = None, record: str | None = None, nproc: int = 1,
-) -> Outcome:  # fmt: skip
+    jobs: Sequence[TaskJob],
+    root: Path,
+    runtime: Runtime,
+    retries: int = 0,
+    address: str | None = None,
+    workers: int | None = None,
+    record: str | None = None,
+    nproc: int = 1,
+) -> Outcome:
     """Each job a Ray task that depends on its dependencies' tasks; Ray schedules and retries them."""
     if not address:
         loopback_ray()

@@ -117,8 +117,11 @@ def fill_snapshots(ctx: Context, replicate_dir: RunDir, r: int, points: tuple[in
         raise UserError(
             f"{run.path} diverged at iteration {trained['diverged_at']}, before rewind point {max(missing)}"
         )
-    own = {key: value for key, value in read_metadata(dense.path / "final.safetensors").items()
-           if key not in ("file", "iteration")}  # fmt: skip
+    own = {
+        key: value
+        for key, value in read_metadata(dense.path / "final.safetensors").items()
+        if key not in ("file", "iteration")
+    }
     with locked(dense.path):
         for name in (name for k in missing for name in snapshot_names(ctx, k)):
             if dense.exists(name):

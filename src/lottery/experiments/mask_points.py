@@ -63,6 +63,8 @@ def stability_point(ctx: Points) -> int | None:
         )
     levels = ctx.spec.stability.levels
     if levels is not None and 0 not in levels:
-        raise UserError("stability.masks studies the [masks] runs at level 0 (next to the dense network): "
-                        f"add 0 to stability.levels (now {list(levels)})")  # fmt: skip
+        raise UserError(
+            "stability.masks studies the [masks] runs at level 0 (next to the dense network): "
+            f"add 0 to stability.levels (now {list(levels)})"
+        )
     return k

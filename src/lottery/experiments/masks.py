@@ -224,8 +224,16 @@ def mask_start(
     `memo` shares the masks computed for one group of runs."""
     k = at_iteration(ctx)
     source, ablation = split_kind(kind)
-    record: dict[str, Any] = {"kind": kind, "source": source, "ablation": ablation, "target_density": density,
-                              "seed": seed, "replicate": replicate, "at": k, "scope": ctx.spec.masks.scope}  # fmt: skip
+    record: dict[str, Any] = {
+        "kind": kind,
+        "source": source,
+        "ablation": ablation,
+        "target_density": density,
+        "seed": seed,
+        "replicate": replicate,
+        "at": k,
+        "scope": ctx.spec.masks.scope,
+    }
     invert = ablation == "invert"
     if (source, invert) not in memo:
         memo[(source, invert)] = source_mask(ctx, replicate_dir, replicate, source, density, seed, invert)
@@ -282,9 +290,17 @@ def imp_replicate_distances(experiment: RunDir, spec: ExperimentSpec, rewinds: l
                     if a < b:
                         da, db = masks[a].density, masks[b].density
                         distance = mask_distance(masks[a], masks[b], TRACE_NORMALISATION)
-                        out.append({"rewind_iteration": k, "level": level, "a": a, "b": b, "density": (da + db) / 2,
-                                    "distance": distance,
-                                    "random_expectation": random_expectation(da, db, TRACE_NORMALISATION)})  # fmt: skip
+                        out.append(
+                            {
+                                "rewind_iteration": k,
+                                "level": level,
+                                "a": a,
+                                "b": b,
+                                "density": (da + db) / 2,
+                                "distance": distance,
+                                "random_expectation": random_expectation(da, db, TRACE_NORMALISATION),
+                            }
+                        )
     return out
 
 
@@ -297,9 +313,15 @@ def rows(experiment: RunDir, spec: ExperimentSpec, replicate_dir: RunDir, replic
                 run = layout.mask_run(replicate_dir, kind, density, seed)
                 record = run.read_json("source.json") or {}
                 row = results.run_row(
-                    experiment, run, kind=kind, replicate=replicate, rewind_iteration=record.get("at"), level=None,
-                    seed=seed, target_density=density,
-                )  # fmt: skip
+                    experiment,
+                    run,
+                    kind=kind,
+                    replicate=replicate,
+                    rewind_iteration=record.get("at"),
+                    level=None,
+                    seed=seed,
+                    target_density=density,
+                )
                 if row is not None:
                     out.append({**row, "computed_at": record.get("computed_at")})
     return out

@@ -67,9 +67,13 @@ def partial_spearman(x: Any, y: Any, z: Any) -> float | None:
 
 
 def cluster_bootstrap(
-    statistic: Any, clusters: Any, columns: list[Any], seed: int = SEED, resamples: int = RESAMPLES,
+    statistic: Any,
+    clusters: Any,
+    columns: list[Any],
+    seed: int = SEED,
+    resamples: int = RESAMPLES,
     level: float = LEVEL,
-) -> list[float] | None:  # fmt: skip
+) -> list[float] | None:
     """The percentile interval of `statistic(*columns)` over `resamples` cluster resamples: draw as many clusters
     as there are (with replacement), take every row of each drawn cluster (twice if drawn twice). Resamples where
     the statistic is undefined (None) are left out; None with fewer than 2 clusters or no defined resample."""

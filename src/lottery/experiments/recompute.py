@@ -78,8 +78,9 @@ def _context(experiment: Path, recipe: dict[str, Any], view: str) -> tuple[Conte
     if arithmetic.get("threads"):
         torch.set_num_threads(int(arithmetic["threads"]))
     for batch_copies in (None, True, False):
-        runtime = Runtime(device=torch.device(device), progress=False, batch_copies=batch_copies,
-                          threads=arithmetic.get("threads"))  # fmt: skip
+        runtime = Runtime(
+            device=torch.device(device), progress=False, batch_copies=batch_copies, threads=arithmetic.get("threads")
+        )
         ctx = Context(spec, runtime)
         for network in views.networks(ctx):
             if network.view.as_posix() == view and canonical(network.recipe) == canonical(recipe):

@@ -105,8 +105,10 @@ class SlurmTask:
             try:
                 return run_job(self.spec, self.task, self.root, self.runtime, self.record, self.nproc)
             except Exception as exc:  # noqa: BLE001  (retried, then raised: the job fails)
-                print(f"lottery: {self.task.name} failed (attempt {attempt + 1}/{self.retries + 1}): {exc}",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"lottery: {self.task.name} failed (attempt {attempt + 1}/{self.retries + 1}): {exc}",
+                    file=sys.stderr,
+                )
                 if attempt == self.retries:
                     raise
         raise AssertionError("unreachable")
@@ -114,8 +116,10 @@ class SlurmTask:
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
 
-        print(f"lottery: {self.task.name}: preempted or timed out; requeued, it resumes from its checkpoint",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"lottery: {self.task.name}: preempted or timed out; requeued, it resumes from its checkpoint",
+            file=sys.stderr,
+        )
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 

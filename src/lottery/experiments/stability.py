@@ -260,9 +260,16 @@ class Analyzer:
         s = self.ctx.spec.stability
         alphas = torch.linspace(0, 1, s.interpolation_points, dtype=torch.float64).tolist()
         curve = interpolation_curve(
-            self.model, w1, w2, alphas, self.splits, s.batchnorm, self.bn_data,
-            self.ctx.spec.training.batch_size, s.batchnorm_batches,
-        )  # fmt: skip
+            self.model,
+            w1,
+            w2,
+            alphas,
+            self.splits,
+            s.batchnorm,
+            self.bn_data,
+            self.ctx.spec.training.batch_size,
+            s.batchnorm_batches,
+        )
         record = {"settings": self.settings, "pair": list(pair), **curve}
         where.write_json(name, record)
         return record
@@ -298,11 +305,17 @@ class Analyzer:
         full = [run.read_tensors("final.safetensors") for run in dense]
         summaries = [run.read_json("summary.json") for run in runs]
         chain = self.ctx.training(r)
-        seeds = {"init_seed": chain.init_seed, "data_order_seed": chain.data_order_seed,
-                 "augmentation_seed": chain.augmentation_seed}  # fmt: skip
+        seeds = {
+            "init_seed": chain.init_seed,
+            "data_order_seed": chain.data_order_seed,
+            "augmentation_seed": chain.augmentation_seed,
+        }
         mask_run = {"target_density": subject.target_density, "seed": subject.seed}  # a [masks] subject's
-        identity = {"kind": subject.kind, "density": subject.mask.density,
-                    **(mask_run if subject.target_density is not None else {})}  # fmt: skip
+        identity = {
+            "kind": subject.kind,
+            "density": subject.mask.density,
+            **(mask_run if subject.target_density is not None else {}),
+        }
         if any(f is None for f in finals + full) or any(s is None or s["diverged"] for s in summaries):
             return {**identity, "diverged": True, "chain_seeds": seeds}
         starts = [run.read_tensors("start.safetensors") for run in runs]

@@ -61,10 +61,22 @@ def decode_runtime(text: str) -> Runtime:
 
 def command(root: str, experiment: str, task: str, runtime: Runtime, nproc: int) -> list[str]:
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", WORKER, "--root", root, "--experiment", experiment, "--task", task,
-        "--runtime", encode_runtime(runtime),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        WORKER,
+        "--root",
+        root,
+        "--experiment",
+        experiment,
+        "--task",
+        task,
+        "--runtime",
+        encode_runtime(runtime),
+    ]
 
 
 def launch(root: str, experiment: str, task: str, runtime: Runtime, nproc: int) -> None:

@@ -115,19 +115,34 @@ def model_card(
         ("experiment (spec hash)", f"`{metadata.get('experiment', '?')}`" + (f", preset `{preset}`" if preset else "")),
         ("run", f"`{run}`"),
         ("replicate", metadata.get("replicate", "0")),
-        ("seeds (init, data order, augmentation)",
-         ", ".join(metadata.get(k, "?") for k in ("init_seed", "data_order_seed", "augmentation_seed"))),
-        ("weights remaining", f"{_percent(sparsity.get('density'))} ({sparsity.get('kept')} of {sparsity.get('total')} "
-                              "prunable weights)"),
+        (
+            "seeds (init, data order, augmentation)",
+            ", ".join(metadata.get(k, "?") for k in ("init_seed", "data_order_seed", "augmentation_seed")),
+        ),
+        (
+            "weights remaining",
+            f"{_percent(sparsity.get('density'))} ({sparsity.get('kept')} of {sparsity.get('total')} prunable weights)",
+        ),
         ("final test accuracy", _percent(summary.get("final_test_accuracy"))),
-        ("early-stop test accuracy",
-         f"{_percent(summary.get('early_stop_test_accuracy'))} (iteration {summary.get('early_stop_iteration')})"),
+        (
+            "early-stop test accuracy",
+            f"{_percent(summary.get('early_stop_test_accuracy'))} (iteration {summary.get('early_stop_iteration')})",
+        ),
         ("trained iterations", f"{summary.get('start_iteration')} to {summary.get('end_iteration')}"),
         ("diverged", str(summary.get("diverged", False))),
-        *([("file size", f"{sizes['export_bytes']:,} bytes, {sizes['export_bytes'] / sizes['dense_bytes']:.1%} of the "
-                         f"dense safetensors file ({sizes['dense_bytes']:,} bytes)")] if sizes else []),
+        *(
+            [
+                (
+                    "file size",
+                    f"{sizes['export_bytes']:,} bytes, {sizes['export_bytes'] / sizes['dense_bytes']:.1%} of the "
+                    f"dense safetensors file ({sizes['dense_bytes']:,} bytes)",
+                )
+            ]
+            if sizes
+            else []
+        ),
         ("lottery / torch", f"{metadata.get('lottery_version', '?')} / {metadata.get('torch_version', '?')}"),
-    ]  # fmt: skip
+    ]
     layers = sparsity.get("layers", {})
     layer_rows = [
         f"| `{name}` | {list(weights[name].shape) if name in weights else '?'} | {layer['kept']} | {layer['total']} | "
@@ -136,35 +151,51 @@ def model_card(
     ]
     spec_toml = tomli_w.dumps(to_dict(spec, omit_defaults=True)).strip() or "# (all defaults)"
     load = LOAD[fmt].format(out="<this directory>")
-    return "\n".join([
-        f"# Lottery ticket: {title}",
-        "",
-        f"Exported by `lottery export` ({fmt}): {WHAT_TEXT[what]}.",
-        "",
-        "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows],
-        "",
-        "## Density per layer",
-        "",
-        "| parameter | shape | kept | total | density |", "|---|---|---|---|---|", *layer_rows,
-        "",
-        *(["## Compact widths", "", "| parameter | dense [out, in] | compact [out, in] |", "|---|---|---|",
-            *[f"| `{name}` | {w['dense']} | {w['compact']} |" for name, w in widths.items()], ""] if widths else []),
-        "## Files",
-        "",
-        *[f"- `{name}`" for name in files],
-        "",
-        "## How to load",
-        "",
-        *(COMPACT_HOW if fmt == "compact" else LOAD_HOW),
-        "",
-        "or with plain PyTorch:",
-        "",
-        load,
-        "",
-        "## Spec",
-        "",
-        "```toml",
-        spec_toml,
-        "```",
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"# Lottery ticket: {title}",
+            "",
+            f"Exported by `lottery export` ({fmt}): {WHAT_TEXT[what]}.",
+            "",
+            "| | |",
+            "|---|---|",
+            *[f"| {k} | {v} |" for k, v in rows],
+            "",
+            "## Density per layer",
+            "",
+            "| parameter | shape | kept | total | density |",
+            "|---|---|---|---|---|",
+            *layer_rows,
+            "",
+            *(
+                [
+                    "## Compact widths",
+                    "",
+                    "| parameter | dense [out, in] | compact [out, in] |",
+                    "|---|---|---|",
+                    *[f"| `{name}` | {w['dense']} | {w['compact']} |" for name, w in widths.items()],
+                    "",
+                ]
+                if widths
+                else []
+            ),
+            "## Files",
+            "",
+            *[f"- `{name}`" for name in files],
+            "",
+            "## How to load",
+            "",
+            *(COMPACT_HOW if fmt == "compact" else LOAD_HOW),
+            "",
+            "or with plain PyTorch:",
+            "",
+            load,
+            "",
+            "## Spec",
+            "",
+            "```toml",
+            spec_toml,
+            "```",
+            "",
+        ]
+    )

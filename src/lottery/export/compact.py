@@ -101,17 +101,26 @@ def shrink(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
         if isinstance(module, nn.Conv2d):
             w = state[f"{name}.weight"]
             new: nn.Module = nn.Conv2d(
-                int(w.shape[1]) * module.groups, int(w.shape[0]), module.kernel_size, module.stride, module.padding,
-                module.dilation, module.groups, bias=module.bias is not None,
-            )  # fmt: skip
+                int(w.shape[1]) * module.groups,
+                int(w.shape[0]),
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups,
+                bias=module.bias is not None,
+            )
         elif isinstance(module, nn.Linear):
             w = state[f"{name}.weight"]
             new = nn.Linear(int(w.shape[1]), int(w.shape[0]), bias=module.bias is not None)
         elif isinstance(module, nn.BatchNorm2d):
             new = nn.BatchNorm2d(
-                int(state[f"{name}.running_mean"].shape[0]), module.eps, module.momentum, module.affine,
+                int(state[f"{name}.running_mean"].shape[0]),
+                module.eps,
+                module.momentum,
+                module.affine,
                 module.track_running_stats,
-            )  # fmt: skip
+            )
         else:
             continue
         model.set_submodule(name, new)

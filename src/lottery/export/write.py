@@ -105,8 +105,10 @@ def _encode(
 ) -> dict[str, bytes]:
     """The files of format `fmt` (besides README.md and export.json): name -> bytes."""
     if fmt == "safetensors":
-        return {"model.safetensors": atomic.tensors_to_bytes(weights, metadata),
-                "mask.safetensors": atomic.tensors_to_bytes(mask, {**metadata, "file": "mask"})}  # fmt: skip
+        return {
+            "model.safetensors": atomic.tensors_to_bytes(weights, metadata),
+            "mask.safetensors": atomic.tensors_to_bytes(mask, {**metadata, "file": "mask"}),
+        }
     if fmt == "state-dict":
         return {"model.pt": _torch_bytes(weights), "mask.pt": _torch_bytes(mask)}
     if fmt == "torch-prune":
@@ -117,14 +119,18 @@ def _encode(
     ordered = Mask({name: mask[name] for name in weights if name in mask})  # the model's parameter order
     small = compact.compact_state(weights, ordered)
     info = compact.describe(to_dict(spec)["model"], ordered, weights, small)
-    return {"compact.safetensors": atomic.tensors_to_bytes(small, {**metadata, "file": "compact"}),
-            "compact.json": (json.dumps(info, indent=1) + "\n").encode()}  # fmt: skip
+    return {
+        "compact.safetensors": atomic.tensors_to_bytes(small, {**metadata, "file": "compact"}),
+        "compact.json": (json.dumps(info, indent=1) + "\n").encode(),
+    }
 
 
 def file_sizes(files: dict[str, bytes], weights: dict[str, Tensor]) -> dict[str, int]:
     """Bytes of the exported weights (every file but README.md and export.json) and of the dense safetensors file."""
-    return {"export_bytes": sum(len(data) for data in files.values()),
-            "dense_bytes": len(atomic.tensors_to_bytes(weights))}  # fmt: skip
+    return {
+        "export_bytes": sum(len(data) for data in files.values()),
+        "dense_bytes": len(atomic.tensors_to_bytes(weights)),
+    }
 
 
 def check_out(out: Path, identity: dict[str, str], names: set[str]) -> None:

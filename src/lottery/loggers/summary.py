@@ -10,9 +10,16 @@ from typing import Any
 from lottery.loggers import open_logger
 
 CURVE_COLUMNS = (
-    "kind", "rewind_iteration", "level", "percent_remaining", "final_test_accuracy", "early_stop_test_accuracy",
-    "early_stop_iteration", "runs", "diverged",
-)  # fmt: skip
+    "kind",
+    "rewind_iteration",
+    "level",
+    "percent_remaining",
+    "final_test_accuracy",
+    "early_stop_test_accuracy",
+    "early_stop_iteration",
+    "runs",
+    "diverged",
+)
 
 
 def _mean(stats: dict[str, float] | None) -> float | None:
@@ -23,11 +30,19 @@ def curve_rows(results: dict[str, Any]) -> list[list[Any]]:
     """One row per (kind, rewind point, level) of `results.json`'s summary (means over replicates and seeds)."""
     rows = []
     for r in results.get("summary", []):
-        rows.append([
-            r["kind"], r["rewind_iteration"], r["level"], round(100 * r["density"], 3),
-            _mean(r["final_test_accuracy"]), _mean(r["early_stop_test_accuracy"]), _mean(r["early_stop_iteration"]),
-            r["runs"], r["diverged"],
-        ])  # fmt: skip
+        rows.append(
+            [
+                r["kind"],
+                r["rewind_iteration"],
+                r["level"],
+                round(100 * r["density"], 3),
+                _mean(r["final_test_accuracy"]),
+                _mean(r["early_stop_test_accuracy"]),
+                _mean(r["early_stop_iteration"]),
+                r["runs"],
+                r["diverged"],
+            ]
+        )
     return rows
 
 

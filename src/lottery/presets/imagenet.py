@@ -47,7 +47,7 @@ add(
                 "gamma": 0.1,
                 "eval_every": "1ep",
                 "precision": "bf16",
-            },  # fmt: skip
+            },
             "pruning": dict(ONE_SHOT_GLOBAL),
             "imp": {"levels": 1, "one_shot_density": 0.3, "rewind": [f"{e}ep" for e in (0, 1, 2, 3, 4, 5, 6, 8, 10)]},
             "stability": dict(LMC_STABILITY),
@@ -79,7 +79,7 @@ add(
                 "final_lr": 0.005,
                 "eval_every": "1ep",
                 "precision": "bf16",
-            },  # fmt: skip
+            },
             "pruning": dict(ONE_SHOT_GLOBAL),
             "imp": {"levels": 1, "one_shot_density": 0.3, "rewind": [f"{e}ep" for e in (0, 2, 4, 6, 8, 10, 12)]},
             "stability": dict(LMC_STABILITY),
@@ -113,7 +113,7 @@ add(
                 "final_lr": 6.6e-5,
                 "eval_every": "1ep",
                 "precision": "bf16",
-            },  # fmt: skip
+            },
             "pruning": dict(ONE_SHOT_GLOBAL),
             "imp": {"levels": 1, "one_shot_density": 0.5, "rewind": [f"{e}ep" for e in (0, 2, 5, 10, 15, 20)]},
             "stability": dict(LMC_STABILITY),

@@ -46,9 +46,12 @@ add(
 # ICLR 2021 Fig. 2-4): densities from 1/10 down to 1/1000 of the weights remaining, IMP for reference.
 CIFAR_DENSITIES = [0.2, 0.1, 0.05, 0.02, 0.01, 0.005]
 CIFAR_MASKS = {
-    "sources": ALL_SOURCES, "densities": CIFAR_DENSITIES, "ablations": ABLATIONS, "early_bird_every": "1ep",
+    "sources": ALL_SOURCES,
+    "densities": CIFAR_DENSITIES,
+    "ablations": ABLATIONS,
+    "early_bird_every": "1ep",
     "grasp_temperature": 200.0,  # T = 200 in GraSP's and Synaptic-Flow's reference codes (Tanaka Fig. 6, Frankle 2021)
-}  # fmt: skip
+}
 
 add(
     Preset(

@@ -129,8 +129,10 @@ def remaining_styles(experiments: list[Experiment]) -> list[tuple[str, dict[str,
     styles += [(kind_label(kind), {"linestyle": KIND_LINESTYLES.get(kind, "-")}) for kind in kinds]
     rewinds = sorted({r["rewind_iteration"] for r in rows}, key=lambda k: k or 0)
     if len(rewinds) > 1:
-        styles += [(f"rewind {rewind_text(k)}", {"linestyle": "none", "marker": MARKERS[i % len(MARKERS)]})
-                   for i, k in enumerate(rewinds)]  # fmt: skip
+        styles += [
+            (f"rewind {rewind_text(k)}", {"linestyle": "none", "marker": MARKERS[i % len(MARKERS)]})
+            for i, k in enumerate(rewinds)
+        ]
     return styles
 
 

@@ -121,18 +121,30 @@ def stability_figure(stability: dict[str, Any]) -> Figure | None:
     barriers, overlaps = [], []
     for kind in dict.fromkeys(row["kind"] for row in rows):
         for target in targets:
-            members = sorted((r for r in rows if r["kind"] == kind and r["target_density"] == target),
-                             key=lambda r: r["rewind_iteration"])  # fmt: skip
+            members = sorted(
+                (r for r in rows if r["kind"] == kind and r["target_density"] == target),
+                key=lambda r: r["rewind_iteration"],
+            )
             if not members:
                 continue
             shade = 1.0 - 0.45 * targets.index(target) / max(1, len(targets) - 1)
             color = tuple(c * shade for c in COLORS.get(kind, (0.4, 0.4, 0.4, 1.0))[:3])
             style = {"color": color, "linestyle": "-", "marker": "o"}
             text = f"{kind}, {100 * target:.3g}%"
-            barriers.append((text, style, [(r["rewind_iteration"], *_bounds(r["barrier_mean"], r["barrier_interval"]))
-                                           for r in members]))  # fmt: skip
-            overlaps.append((text, style, [(r["rewind_iteration"], *_bounds(r["jaccard_mean"], r["jaccard_interval"]))
-                                           for r in members]))  # fmt: skip
+            barriers.append(
+                (
+                    text,
+                    style,
+                    [(r["rewind_iteration"], *_bounds(r["barrier_mean"], r["barrier_interval"])) for r in members],
+                )
+            )
+            overlaps.append(
+                (
+                    text,
+                    style,
+                    [(r["rewind_iteration"], *_bounds(r["jaccard_mean"], r["jaccard_interval"])) for r in members],
+                )
+            )
     # IMP's levels and the dense network at the same points, from their decisions (the same estimator)
     references: dict[tuple[str, int], list[tuple]] = defaultdict(list)
     for d in stability.get("decisions") or []:
@@ -172,18 +184,34 @@ def stability_section(results: dict[str, Any], experiment_dir: Path) -> str | No
     rows = stability.get("dynamic") or []
     if not rows:
         return None
-    decisions = {(d["rewind_iteration"], d["kind"], d.get("target_density")): d
-                 for d in stability.get("decisions") or []}  # fmt: skip
+    decisions = {
+        (d["rewind_iteration"], d["kind"], d.get("target_density")): d for d in stability.get("decisions") or []
+    }
     body = []
     for row in rows:
         decision = decisions.get((row["rewind_iteration"], row["kind"], row["target_density"]))
         density = "–" if row["density"] is None else f"{100 * row['density']:.3g}"
-        cells = [row["kind"], row["rewind_iteration"], f"{100 * row['target_density']:.3g}", density,
-                 f"{row['replicates'] - row['diverged']}/{row['replicates']}", _interval(row, "barrier", 2),
-                 _interval(row, "jaccard", 3), label(decision)]  # fmt: skip
+        cells = [
+            row["kind"],
+            row["rewind_iteration"],
+            f"{100 * row['target_density']:.3g}",
+            density,
+            f"{row['replicates'] - row['diverged']}/{row['replicates']}",
+            _interval(row, "barrier", 2),
+            _interval(row, "jaccard", 3),
+            label(decision),
+        ]
         body.append("<tr>" + "".join(f"<td>{escaped(c)}</td>" for c in cells) + "</tr>")
-    head = ["method", "k", "target %", "% remaining", "analysed", "test barrier [95%]", "mask Jaccard [95%]",
-            "decision"]  # fmt: skip
+    head = [
+        "method",
+        "k",
+        "target %",
+        "% remaining",
+        "analysed",
+        "test barrier [95%]",
+        "mask Jaccard [95%]",
+        "decision",
+    ]
     return (
         "<h2>Stability of dynamic sparsity</h2><p>Copies of each method's run continued from its state at k (weights, "
         "mask, method state) with other data orders: the test error barrier along the linear path between them "

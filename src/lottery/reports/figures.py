@@ -89,8 +89,10 @@ def build_comparison(experiments: list[Experiment]) -> Figures:
 # series from the aggregated summary ------------------------------------------------------------------
 Style = Callable[[str, int, int], dict[str, Any]]  # (kind, rewind index, rewind count) -> Series fields
 
-ACCURACY_PANELS = (("final_test_accuracy", "final test accuracy (%)"),
-                   ("early_stop_test_accuracy", "test accuracy at early stopping (%)"))  # fmt: skip
+ACCURACY_PANELS = (
+    ("final_test_accuracy", "final test accuracy (%)"),
+    ("early_stop_test_accuracy", "test accuracy at early stopping (%)"),
+)
 
 
 def rewind_text(k: int | None) -> str:

@@ -63,8 +63,18 @@ def _stats(stats: dict[str, float] | None, scale: float = 100.0, digits: int = 2
 
 def results_table(summary: list[dict[str, Any]], label: str | None = None) -> str:
     """The aggregated summary (mean [min, max] over replicates and control seeds) as an HTML table."""
-    head = ["kind", "rewind k", "level", "% remaining", "final test acc %", "early-stop iteration",
-            "early-stop test acc %", "runs", "diverged", "vs dense: gap [95%], decision"]  # fmt: skip
+    head = [
+        "kind",
+        "rewind k",
+        "level",
+        "% remaining",
+        "final test acc %",
+        "early-stop iteration",
+        "early-stop test acc %",
+        "runs",
+        "diverged",
+        "vs dense: gap [95%], decision",
+    ]
     rows = []
     for r in summary:
         cells = [

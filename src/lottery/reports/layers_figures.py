@@ -194,8 +194,18 @@ def runs_section(results: dict[str, Any], experiment_dir: Path) -> str | None:
     runs = results.get("runs") or []
     if not runs:
         return None
-    head = ("kind", "replicate", "rewind k", "level", "seed", "% remaining", "final test acc %",
-            "early-stop test acc %", "early-stop iteration", "directory")  # fmt: skip
+    head = (
+        "kind",
+        "replicate",
+        "rewind k",
+        "level",
+        "seed",
+        "% remaining",
+        "final test acc %",
+        "early-stop test acc %",
+        "early-stop iteration",
+        "directory",
+    )
     rows = []
     for r in runs:
         path = r["path"]
@@ -239,8 +249,15 @@ def stability_pairs_section(results: dict[str, Any], experiment_dir: Path) -> st
     rows = []
     for p in pairs:
         b = p["b"]
-        cells = [escaped(p["measure"]), escaped(p["kind"]), escaped(p["replicate"]), escaped(p["rewind_iteration"]),
-                 escaped(p["level"]), link(p["a"], p["a"]), link(b, b)]  # fmt: skip
+        cells = [
+            escaped(p["measure"]),
+            escaped(p["kind"]),
+            escaped(p["replicate"]),
+            escaped(p["rewind_iteration"]),
+            escaped(p["level"]),
+            link(p["a"], p["a"]),
+            link(b, b),
+        ]
         for m in shown:
             value = p.get(m.column)
             if value is None:

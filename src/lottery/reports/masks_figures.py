@@ -163,8 +163,15 @@ def layer_densities(results: dict[str, Any]) -> Figure | None:
                 continue
             names = names or list(densities)
             values = [100 * densities[n] for n in names]
-            ax.plot(range(len(names)), [max(v, COLLAPSE_FLOOR) for v in values], color=color, linestyle=linestyle,
-                    marker=marker, markersize=4, label=label)  # fmt: skip
+            ax.plot(
+                range(len(names)),
+                [max(v, COLLAPSE_FLOOR) for v in values],
+                color=color,
+                linestyle=linestyle,
+                marker=marker,
+                markersize=4,
+                label=label,
+            )
             collapsed = [i for i, v in enumerate(values) if v == 0]
             if collapsed:
                 ax.plot(collapsed, [COLLAPSE_FLOOR] * len(collapsed), "x", color="red", markersize=10, mew=2)
@@ -199,8 +206,15 @@ def early_bird_distance(results: dict[str, Any]) -> Figure | None:
             points = [(t, d) for t, d in zip(trace["iterations"], entry["distances"]) if d is not None]
             color = cmap(0.85 * i / max(1, count - 1))
             label = f"{100 * entry['density']:.3g}% remaining" if r == 0 else None
-            ax.plot([p[0] for p in points], [p[1] for p in points], color=color, marker="o", markersize=3,
-                    linestyle=("-", "--", ":", "-.")[r % 4], label=label)  # fmt: skip
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                color=color,
+                marker="o",
+                markersize=3,
+                linestyle=("-", "--", ":", "-.")[r % 4],
+                label=label,
+            )
             if entry["settled_at"] is not None:
                 ax.axvline(entry["settled_at"], color=color, linewidth=0.8, alpha=0.6)
     ax.axhline(traces[0]["threshold"], color="red", linestyle="--", linewidth=1, label="threshold")

@@ -76,8 +76,14 @@ def predictor_table(results: dict[str, Any], experiment_dir: Path) -> str | None
     undefined = [t["measure"] for t in predictors["table"] if t["spearman"] is None]
     body = []
     for t in defined:
-        cells = [escaped(t["n"]), escaped(t.get("clusters", "–")), _rho(t["spearman"]), _interval(t["interval"]),
-                 _rho(t.get("partial_spearman")), _interval(t.get("partial_interval"))]  # fmt: skip
+        cells = [
+            escaped(t["n"]),
+            escaped(t.get("clusters", "–")),
+            _rho(t["spearman"]),
+            _interval(t["interval"]),
+            _rho(t.get("partial_spearman")),
+            _interval(t.get("partial_interval")),
+        ]
         body.append(
             f'<tr><td class="l">{escaped(t["measure"])}</td>' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
         )

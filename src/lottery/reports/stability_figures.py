@@ -174,8 +174,15 @@ def interpolation_figure(experiment_dir: Path, pts: list[dict[str, Any]], thresh
             i = levels.index(p["level"])
             color, linestyle = subject_style(p["kind"], p.get("target_density"), i, len(levels))
             label = kind_label(p["kind"]) + ("" if p["kind"] == "dense" else f", {100 * p['density']:.3g}%")
-            ax.plot(curve["alpha"], curve["test_error"], color=color, linestyle=linestyle,
-                    marker=MARKERS[i % len(MARKERS)], markersize=3, label=label)  # fmt: skip
+            ax.plot(
+                curve["alpha"],
+                curve["test_error"],
+                color=color,
+                linestyle=linestyle,
+                marker=MARKERS[i % len(MARKERS)],
+                markersize=3,
+                label=label,
+            )
             highest = max([highest, *(e for e in curve["test_error"] if e is not None)])
         ax.set_title(f"rewound to k={k}")
         ax.set_xlabel("α  (network α·W₁ + (1 − α)·W₂)")
@@ -265,20 +272,32 @@ def stability_table(results: dict[str, Any], experiment_dir: Path) -> str | None
         data_order = [pair for p in members for pair in p["data_order"]["pairs"]]
         pruning = [pair for p in members if p["pruning"] for pair in p["pruning"]["pairs"]]
         cells = [
-            str(k), str(level), f"{100 * statistics.fmean(p['density'] for p in members):.2f}",
-            _cell([pair["l2"] for pair in data_order]), _cell([pair["l2"] for pair in pruning]),
-            _cell([pair["barrier_test"] for pair in data_order]), _cell([pair["barrier_train"] for pair in data_order]),
+            str(k),
+            str(level),
+            f"{100 * statistics.fmean(p['density'] for p in members):.2f}",
+            _cell([pair["l2"] for pair in data_order]),
+            _cell([pair["l2"] for pair in pruning]),
+            _cell([pair["barrier_test"] for pair in data_order]),
+            _cell([pair["barrier_train"] for pair in data_order]),
             f"{sum(p['data_order']['stable'] for p in members)}/{len(members)}",
             f"{sum(p['data_order'].get('stable_mean_barrier', False) for p in members)}/{len(members)}",
             conclusions.label(conclusions.stability_decision(members, spec.stability.threshold)),
-        ]  # fmt: skip
+        ]
         tds = f'<td class="l">{escaped(kind)}</td>' + "".join(f"<td>{escaped(c)}</td>" for c in cells)
         rows.append(f'<tr class="{escaped(kind)}">{tds}</tr>')
     head = [
-        "kind", "rewind k", "level", "% remaining", f"data-order L2{marker('distances', spec)}",
-        f"pruning L2{marker('pruning', spec)}", f"test barrier{marker('barrier', spec)}", "train barrier",
-        f"stable{marker('stable', spec)}", "stable (mean)", "decision: barrier mean [95%]",
-    ]  # fmt: skip
+        "kind",
+        "rewind k",
+        "level",
+        "% remaining",
+        f"data-order L2{marker('distances', spec)}",
+        f"pruning L2{marker('pruning', spec)}",
+        f"test barrier{marker('barrier', spec)}",
+        "train barrier",
+        f"stable{marker('stable', spec)}",
+        "stable (mean)",
+        "decision: barrier mean [95%]",
+    ]
     ths = "".join(f'<th class="l">{h}</th>' if h == "kind" else f"<th>{h}</th>" for h in head)
     return (
         "<h2>Stability</h2><p>Mean [min, max] over pairs of copies and replicates; barriers in percentage points; "

@@ -103,11 +103,19 @@ def barrier_estimate(barriers: list[list[float]], confidence: float = CONFIDENCE
         return {"barrier_mean": None, "barrier_interval": None, "unit": None, "n": 0}
     if len(barriers) >= 2:
         means = [statistics.fmean(b) for b in barriers]
-        return {"barrier_mean": statistics.fmean(means), "barrier_interval": t_interval(means, confidence),
-                "unit": "replicate", "n": len(means)}  # fmt: skip
+        return {
+            "barrier_mean": statistics.fmean(means),
+            "barrier_interval": t_interval(means, confidence),
+            "unit": "replicate",
+            "n": len(means),
+        }
     only = barriers[0]
-    return {"barrier_mean": statistics.fmean(only), "barrier_interval": jackknife_pairs(only, confidence),
-            "unit": "copy", "n": copies_of(len(only))}  # fmt: skip
+    return {
+        "barrier_mean": statistics.fmean(only),
+        "barrier_interval": jackknife_pairs(only, confidence),
+        "unit": "copy",
+        "n": copies_of(len(only)),
+    }
 
 
 def decide(interval: list[float] | None, boundary: float, below: str, above: str) -> str:
@@ -130,8 +138,16 @@ def stability_decision(
     `pairs` (each replicate's pair barriers), `threshold`, `confidence`, `diverged`."""
     common = {"threshold": threshold, "confidence": confidence}
     if any(p.get("diverged") for p in points):
-        return {"decision": UNSTABLE, "barrier_mean": None, "barrier_interval": None, "unit": None,
-                "n": len(points), "pairs": [], **common, "diverged": True}  # fmt: skip
+        return {
+            "decision": UNSTABLE,
+            "barrier_mean": None,
+            "barrier_interval": None,
+            "unit": None,
+            "n": len(points),
+            "pairs": [],
+            **common,
+            "diverged": True,
+        }
     pairs = [[pair["barrier_test"] for pair in p["data_order"]["pairs"]] for p in points]
     estimate = barrier_estimate(pairs, confidence)
     decision = decide(estimate["barrier_interval"], threshold, STABLE, UNSTABLE)
@@ -152,9 +168,15 @@ def matching_decision(
         values, unit = (gaps[0] if gaps else []), "copy"
     interval = t_interval(values, confidence)
     decision = decide(interval, -tolerance, NOT_MATCHING, MATCHING)
-    return {"decision": decision, "gap_mean": statistics.fmean(values) if values else None, "gap_interval": interval,
-            "unit": unit if values else None, "n": len(values), "tolerance": tolerance,
-            "confidence": confidence}  # fmt: skip
+    return {
+        "decision": decision,
+        "gap_mean": statistics.fmean(values) if values else None,
+        "gap_interval": interval,
+        "unit": unit if values else None,
+        "n": len(values),
+        "tolerance": tolerance,
+        "confidence": confidence,
+    }
 
 
 def stability_decisions(points: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:

@@ -9,9 +9,16 @@ CONTROL = "random_prune"  # the rewind search's stability control (its probes' l
 
 
 PROBE_COLUMNS = (
-    "k", "copies", "barrier [95% interval]", "decision", "test acc %", "gap to dense [95%]", "matching",
-    f"{CONTROL} barrier", "trainings",
-)  # fmt: skip
+    "k",
+    "copies",
+    "barrier [95% interval]",
+    "decision",
+    "test acc %",
+    "gap to dense [95%]",
+    "matching",
+    f"{CONTROL} barrier",
+    "trainings",
+)
 
 
 def _with_interval(mean: float | None, interval: list[float] | None, missing: str) -> str:

@@ -13,9 +13,17 @@ from lottery.store import RunDir
 
 METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "early_stop_iteration", "train_seconds")
 CSV_FIELDS = (
-    "kind", "replicate", "rewind_iteration", "level", "seed", "density", *METRICS, "diverged", "path",
+    "kind",
+    "replicate",
+    "rewind_iteration",
+    "level",
+    "seed",
+    "density",
+    *METRICS,
+    "diverged",
+    "path",
     "target_density",
-)  # fmt: skip
+)
 
 
 def run_row(experiment: RunDir, run: RunDir, **keys: Any) -> dict[str, Any] | None:
@@ -110,9 +118,16 @@ def _pct(stats: dict[str, float] | None, scale: float = 100.0) -> str:
 def table(summary: list[dict[str, Any]]) -> str:
     """The aggregated results as an aligned text table."""
     header = (
-        "kind", "rewind", "level", "% remaining", "test acc %", "early-stop it", "early-stop test acc %", "runs",
+        "kind",
+        "rewind",
+        "level",
+        "% remaining",
+        "test acc %",
+        "early-stop it",
+        "early-stop test acc %",
+        "runs",
         "vs dense: gap [95%], decision",
-    )  # fmt: skip
+    )
     lines = [header]
     for row in summary:
         iteration = row["early_stop_iteration"]

@@ -252,8 +252,10 @@ class PruningSpec:
         if self.structure != "n:m" and (self.n, self.m) != (2, 4):
             raise UserError(f"pruning.n and pruning.m apply to pruning.structure = 'n:m', not {self.structure!r}")
         if not (isinstance(self.n, int) and isinstance(self.m, int) and 1 <= self.n < self.m <= MAX_GROUP):
-            raise UserError(f"pruning.n and pruning.m must be integers with 1 <= n < m <= {MAX_GROUP}, got "
-                            f"n = {self.n!r}, m = {self.m!r}")  # fmt: skip
+            raise UserError(
+                f"pruning.n and pruning.m must be integers with 1 <= n < m <= {MAX_GROUP}, got "
+                f"n = {self.n!r}, m = {self.m!r}"
+            )
         return self
 
 

@@ -72,9 +72,12 @@ def link_problems(experiment: Path, store: Path) -> tuple[list[Problem], set[Pat
                 problems.append((link, f"links to {found[view]}, which is not a directory: {_REMOVE}"))
             else:
                 problems.append(
-                    (link, f"dangling link to {found[view]} (the network is missing: the next `lottery run` of the "
-                           "experiment trains it again)")
-                )  # fmt: skip
+                    (
+                        link,
+                        f"dangling link to {found[view]} (the network is missing: the next `lottery run` of the "
+                        "experiment trains it again)",
+                    )
+                )
     problems += _runs_json_problems(Path(experiment), found, reported)
     return problems, networks
 
@@ -131,8 +134,13 @@ def network_problems(network: Path) -> list[Problem]:
     """A network directory that is a link, holds a link, or whose key.json does not name it."""
     network = Path(network)
     if network.is_symlink():
-        return [(network, f"a network directory that is a link (to {os.path.realpath(network)}): not followed; "
-                          "remove it (the experiments that need it train it again)")]  # fmt: skip
+        return [
+            (
+                network,
+                f"a network directory that is a link (to {os.path.realpath(network)}): not followed; "
+                "remove it (the experiments that need it train it again)",
+            )
+        ]
     if not network.is_dir():
         return []
     problems = []
@@ -142,8 +150,12 @@ def network_problems(network: Path) -> list[Problem]:
                 problems.append((Path(directory) / name, "a link inside a network directory: not followed"))
     why = key_problem(network)
     if why is not None:
-        problems.append((network / layout.KEY_FILE, f"{why}: foreign or damaged network; remove {network} (the "
-                                                    "experiments that need it train it again)"))  # fmt: skip
+        problems.append(
+            (
+                network / layout.KEY_FILE,
+                f"{why}: foreign or damaged network; remove {network} (the experiments that need it train it again)",
+            )
+        )
     return problems
 
 
@@ -186,8 +198,13 @@ def problems(root: Path) -> list[Problem]:
         networks |= linked
     if Path(os.path.abspath(root)) == Path(os.path.abspath(store)):
         for link in sorted(p for p in root.iterdir() if p.is_symlink() and p.name != layout.NETWORKS):
-            found.append((link, f"a link in the store (to {os.path.realpath(link)}): not followed; an experiment "
-                                "directory must be a real directory of the store"))  # fmt: skip
+            found.append(
+                (
+                    link,
+                    f"a link in the store (to {os.path.realpath(link)}): not followed; an experiment "
+                    "directory must be a real directory of the store",
+                )
+            )
         theirs, everyone = store_networks(store)
         found += theirs
         networks |= set(everyone)

@@ -59,8 +59,11 @@ def group_problems(root: Path) -> list[tuple[Path, str]]:
                 where = theirs.get("position")
                 why = f"computed at position {where} of the stacked group {seen_as[run]} records at {position}"
             else:
-                differ = [f"{key} {theirs.get(key)} (vs {ours.get(key)} for {seen_as[run]})" for key in SHARED
-                          if theirs.get(key) != ours.get(key)]  # fmt: skip
+                differ = [
+                    f"{key} {theirs.get(key)} (vs {ours.get(key)} for {seen_as[run]})"
+                    for key in SHARED
+                    if theirs.get(key) != ours.get(key)
+                ]
                 why = f"computed with {', '.join(differ)}" if differ else ""
             if why:
                 problems[

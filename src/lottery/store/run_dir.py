@@ -225,8 +225,14 @@ def missing_manifests(root: Path) -> list[tuple[Path, int]]:
         owner = directory.parent if directory.name == "snapshots" else directory
         if any(part.startswith(".") for part in directory.relative_to(root).parts) or (owner / MANIFEST).exists():
             continue
-        count = sum(1 for p in directory.iterdir() if p.is_file() and not p.name.startswith(".") and
-                    p.name != layout.KEY_FILE and any(p.match(pattern) for pattern in ARTIFACTS))  # fmt: skip
+        count = sum(
+            1
+            for p in directory.iterdir()
+            if p.is_file()
+            and not p.name.startswith(".")
+            and p.name != layout.KEY_FILE
+            and any(p.match(pattern) for pattern in ARTIFACTS)
+        )
         if count:
             missing[owner] = missing.get(owner, 0) + count
     return sorted(missing.items())

@@ -62,8 +62,12 @@ def _check(models: Sequence[Network], jobs: Sequence[Job]) -> None:
         if type(model) is not type(models[0]) or {n: v.shape for n, v in model.state_dict().items()} != shapes:
             raise ValueError("train_together needs runs of one architecture")
         same = (job.schedule, job.start, job.augment, job.snapshots, job.snapshot_optimizer) == (
-            first.schedule, first.start, first.augment, first.snapshots, first.snapshot_optimizer,
-        )  # fmt: skip
+            first.schedule,
+            first.start,
+            first.augment,
+            first.snapshots,
+            first.snapshot_optimizer,
+        )
         if not same or neutral(job.training) != neutral(first.training):
             raise ValueError(
                 "train_together needs one schedule, start, set of snapshots and hyperparameters (seeds may differ)"

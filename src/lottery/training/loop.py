@@ -256,8 +256,10 @@ class Session:
             self.optimizer.state.clear()  # the same optimizer object: the mask stays attached to it
             self.optimizer.load_state_dict(fresh)
             reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
-            print(f"lottery: {run.path / 'checkpoint.pt'} cannot be loaded ({reason}); starting the run over",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"lottery: {run.path / 'checkpoint.pt'} cannot be loaded ({reason}); starting the run over",
+                file=sys.stderr,
+            )
             run.remove("checkpoint.pt")
             return False
         if device.type == "cuda" and cuda_rng is not None:

@@ -175,7 +175,13 @@ def find_mask(
     for target in density_schedule(density, rounds, schedule):
         s = scores(model, method, names=names, mask=mask, **score_options)
         mask = mask_from_scores(
-            s, density=target, scope=scope, ignore=ignore, layer_kinds=layer_kinds, previous=mask, invert=invert,
+            s,
+            density=target,
+            scope=scope,
+            ignore=ignore,
+            layer_kinds=layer_kinds,
+            previous=mask,
+            invert=invert,
             structure=structure,
-        )  # fmt: skip
+        )
     return mask
