@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,8 @@ from lottery.registry import datasets, losses, models
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES = ("model", "dataset", "loss", "stability-measure")
+MASK_PAGES = ("mask-source", "control")  # their examples are in a section "A complete example"
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 SPEC = """
 [model]
@@ -129,6 +134,60 @@ def test_one_plugin_file_registers_each_kind_and_runs_through_the_cli_and_the_re
     assert (report / "stability_cosine_vs_rewind.png").read_bytes().startswith(b"\x89PNG")
     predictors = {row["measure"] for row in results["predictors"]["table"]}
     assert {"data_order.cosine", "pruning.cosine"} <= predictors
+
+
+def test_every_extension_kind_from_one_plugin_file_in_a_fresh_process(tmp_path: Path) -> None:
+    """Issue 25's plugin test: one file holding the complete examples of every page of docs/extending/ -- a model, a
+    dataset, a loss, a stability measure, a mask source and a control kind -- run by `lottery run --import` and
+    `lottery report` in a fresh process (so the registrations of other tests are not there): each one's results
+    reach results.json, analysis.json, stability.csv and report.html."""
+    from test_extending_masks import example as complete_example
+
+    plugin = tmp_path / "every_kind.py"
+    plugin.write_text(
+        "\n\n".join([*(example(page) for page in PAGES), *(complete_example(f"{page}.md") for page in MASK_PAGES)])
+    )
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        SPEC.replace("[stability]", '[controls]\nkinds = ["random_sign_flip"]\n[stability]')
+        + 'controls = ["random_sign_flip"]\n'
+        + '[masks]\nsources = ["jittered_magnitude"]\ndensities = [0.5]\njitter = 0.05\n'
+    )
+    out = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "lottery"]
+    done = subprocess.run(
+        [*command, "run", "--import", str(plugin), str(spec), "--out", str(out), "--progress", "log"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    experiment = Path(done.stdout.strip().splitlines()[-1])
+    results = json.loads((experiment / "results.json").read_text())
+    kinds = {r["kind"] for r in results["runs"]}
+    assert {"dense", "imp", "random_sign_flip", "jittered_magnitude"} <= kinds  # the control and the mask source
+    stored = json.loads((experiment / "spec.json").read_text())
+    assert (stored["model"]["name"], stored["dataset"]["name"], stored["training"]["loss"]) == (
+        "tiny_mlp",
+        "blobs",
+        "poly1",
+    )
+    analyses = experiment.glob("replicate_0/rewind_10it/stability/level_*/analysis.json")
+    points = [p for path in analyses for p in json.loads(path.read_text())["points"]]
+    assert {"dense", "imp", "random_sign_flip"} <= {p["kind"] for p in points}
+    assert all("cosine" in pair for p in points for pair in p["data_order"]["pairs"])  # the plugin measure
+    with open(experiment / "stability.csv", newline="") as file:
+        assert {row["kind"] for row in csv.DictReader(file)} >= {"random_sign_flip"}
+    done = subprocess.run(
+        [*command, "report", str(experiment)], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = (experiment / "report" / "report.html").read_text()
+    # read without --import: the measure under its column name, the control and the mask source under their kinds
+    assert [text for text in ("cosine", "random_sign_flip", "jittered_magnitude") if text not in page] == []
 
 
 def test_readers_show_a_measure_they_do_not_know_under_its_column() -> None:
