@@ -115,6 +115,10 @@ RICH = (
     "masks.densities=[0.2]",
     "masks.early_bird_every=20it",
     'controls.kinds=["random_reinit"]',
+    'dynamic.methods=["rigl"]',  # and the stability of dynamic sparsity (its own section)
+    "dynamic.densities=[0.3]",
+    "dynamic.update_every=10it",
+    'stability.dynamic=["rigl"]',
 )
 # what `lottery rewind-search` writes (its report section reads this file, not results.json)
 REWIND_SEARCH = {
@@ -205,7 +209,8 @@ REWIND_SEARCH = {
 @pytest.fixture(scope="module")
 def rich(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished experiment whose results fill every report section: IMP with a control, two replicates (the
-    replicates' mask distance), stability and its predictors, an early-bird mask, and a rewind search's file."""
+    replicates' mask distance), stability and its predictors, an early-bird mask, a RigL run's stability, and a
+    rewind search's file."""
     from conftest import run_tiny
 
     experiment, _ = run_tiny(tmp_path_factory.mktemp("rich"), *RICH)

@@ -30,6 +30,7 @@ from lottery.reports.plot import (
     pad_y,
 )
 from lottery.results import conclusions
+from lottery.results.kinds import split_kind
 from lottery.store import load_spec
 
 Line = tuple[str, dict[str, Any], list[tuple[int, float, float, float]]]  # label, style, (k, mean, min, max)
@@ -80,9 +81,9 @@ def subject_style(kind: str, target: float | None, i: int, count: int) -> tuple[
         return "black", "-"
     if target is None:
         return kind_color(kind, i, count), KIND_LINESTYLES.get(kind, "-")
-    from lottery.reports.masks_figures import ABLATION_STYLES, _split, source_colors
+    from lottery.reports.masks_figures import ABLATION_STYLES, source_colors
 
-    source, ablation = _split(kind)
+    source, ablation = split_kind(kind)
     return source_colors([source])[source], ABLATION_STYLES.get(ablation, ("-", "o"))[0]
 
 
