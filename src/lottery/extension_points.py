@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from lottery import seeding
 from lottery.errors import UserError, unknown_name
-from lottery.registry import Registry
+from lottery.registry import Plugin, Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 SCORE_MODES = ("train", "eval")
@@ -266,3 +266,4 @@ def _add(registry: Registry[Any], name: str, item: Any, fn: Callable[..., Any], 
         return
     seeding.add_stream(purpose, stream)  # raises, adding nothing, where the id is taken
     registry.register(name)(item)
+    Plugin("extension", name, fn).note_loaded()  # its code as loaded (the recipes' `code`: never other code)

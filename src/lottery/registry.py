@@ -94,22 +94,45 @@ class Plugin:
         return Path(path).resolve() if path else None
 
     def source_hash(self) -> str:
-        """'sha256:<16 hex>' of the code that defines the factory ('builtin:<qualname>' where there is no file): the
+        """'sha256:<16 hex>' of the code that defines the factory (UserError where there is no file, or where it
+        changed on disk since it was registered: the process runs the code it loaded): the
         defining file and, where it is a module of a package, every module of that package (its top-level package's
         directory, so helpers it imports from its own package count), and the modules imported beside a top-level
         module file (from its directory)."""
         path = self.source_file
         if path is None or not path.is_file():
-            return f"builtin:{_qualname(self.factory)}"
+            raise UserError(
+                f"{self.describe()} has no source file (defined in an interactive session or by exec): its code "
+                "cannot enter the identity of what it computes; define it in a .py file and import that"
+            )
         digest = hashlib.sha256()
         for file in _own_code(path, getattr(inspect.unwrap(self.factory), "__module__", "") or ""):
             digest.update(f"{file.name}\0".encode() + file.read_bytes())
-        return "sha256:" + digest.hexdigest()[:16]
+        current = "sha256:" + digest.hexdigest()[:16]
+        loaded = _loaded_code.get((path, _qualname(self.factory)))
+        if loaded is not None and loaded != current:
+            raise UserError(
+                f"the code of {self.describe()} changed on disk since it was imported (the process runs the old "
+                "code): import it again in a new process"
+            )
+        return current
+
+    def note_loaded(self) -> None:
+        """Record the hash of the plugin's code as it is imported (a registration): a later `source_hash` that finds
+        other code on disk refuses, as the process would compute with the code it loaded, not with the file's."""
+        path = self.source_file
+        if not self.builtin and path is not None and path.is_file():
+            key = (path, _qualname(self.factory))
+            _loaded_code.pop(key, None)  # the same definition imported again (a reload): its code now
+            _loaded_code[key] = self.source_hash()
 
     def describe(self) -> str:
         if self.builtin:
             return f"built-in {self.kind} '{self.name}'"
         return f"plugin {self.kind} '{self.name}' ({self.source_file or self.factory!r})"
+
+
+_loaded_code: dict[tuple[Path, str], str] = {}  # (source file, qualified name) -> its code's hash when registered
 
 
 def _qualname(factory: Callable[..., Any]) -> str:
@@ -166,6 +189,7 @@ class PluginRegistry(Registry[Plugin]):
             if old is not None and (old.source_file, _qualname(old.factory)) != (entry.source_file, _qualname(factory)):
                 raise UserError(f"{entry.describe()} is registered twice (also by {old.source_file or old.factory!r})")
             self._items[name] = entry
+            entry.note_loaded()
             return factory
 
         return add

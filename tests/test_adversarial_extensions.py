@@ -1,0 +1,90 @@
+"""A hostile and a careless researcher on the extension points: plugins changed between runs, registered without a
+source file, ... Each test failed before the fix it guards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from lottery import plugins
+from lottery.errors import UserError
+from lottery.experiments.recipes import plugin_code
+from lottery.extension_points import mask_sources
+from lottery.registry import models
+from lottery.spec import resolve
+
+MODEL = """
+from torch import nn
+import lottery
+
+
+@lottery.register_model("{name}")
+def {name}(input_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.{activation}(), nn.Linear(8, num_classes))
+"""
+
+
+def spec_naming(model: str):  # noqa: ANN201
+    spec, _ = resolve(preset=None, overrides=[f"model.name={model}", "dataset.name=synthetic"])
+    return spec
+
+
+def test_a_plugin_file_changed_and_imported_again_runs_its_new_code(tmp_path: Path) -> None:
+    """`lottery run --import FILE` twice in one process (a notebook, a test) with FILE edited in between: the second
+    run builds the new model, and the hash it records is the new code's (before: the old model ran under the new
+    code's hash, so the store held ReLU networks named by Tanh code)."""
+    module = tmp_path / "hostile_changed_model.py"
+    module.write_text(MODEL.format(name="hostile_changed", activation="ReLU"))
+    plugins.import_modules([str(module)])
+    first = plugins.stamp(spec_naming("hostile_changed")).model.source_hash
+    module.write_text(MODEL.format(name="hostile_changed", activation="Tanh"))
+    plugins.import_modules([str(module)])
+    second = plugins.stamp(spec_naming("hostile_changed")).model.source_hash
+    built = models.get("hostile_changed")(input_shape=(1, 28, 28), num_classes=10)
+    assert isinstance(built[2], nn.Tanh) and first != second
+
+
+def test_a_plugin_file_edited_but_not_imported_again_is_refused(tmp_path: Path) -> None:
+    """The file on disk is not the code the process runs: hashing the file would name old code's networks by the new
+    code; refused in one line."""
+    module = tmp_path / "hostile_edited_model.py"
+    module.write_text(MODEL.format(name="hostile_edited", activation="ReLU"))
+    plugins.import_modules([str(module)])
+    plugins.stamp(spec_naming("hostile_edited"))
+    module.write_text(MODEL.format(name="hostile_edited", activation="Tanh"))
+    with pytest.raises(UserError, match="changed on disk since it was imported"):
+        plugins.stamp(spec_naming("hostile_edited"))
+
+
+def test_a_plugin_without_a_source_file_is_refused() -> None:
+    """A model defined in an interactive session (`exec`, `<stdin>`) has no file to hash: before, its hash was its name
+    ('builtin:<name>'), so a redefined model reused the networks of the old one."""
+    for activation in ("ReLU", "Tanh"):
+        namespace: dict = {}
+        exec(compile(MODEL.format(name="hostile_repl", activation=activation), "<stdin>", "exec"), namespace)
+        with pytest.raises(UserError, match="has no source file"):
+            plugins.stamp(spec_naming("hostile_repl"))
+
+
+SOURCE = """
+import lottery
+
+
+@lottery.register_mask_source("{name}", stream={stream})
+def {name}(inp):
+    return {{name: value.abs() * {scale} for name, value in inp.weights.items()}}
+"""
+
+
+def test_a_mask_source_edited_after_import_names_no_network(tmp_path: Path) -> None:
+    """A plugin mask source's recipe records its code: the code it was imported with, never a later file's."""
+    module = tmp_path / "hostile_source.py"
+    module.write_text(SOURCE.format(name="hostile_source", stream=7301, scale=1))
+    plugins.import_modules([str(module)])
+    score = mask_sources.get("hostile_source").score
+    assert plugin_code(score).startswith("sha256:")
+    module.write_text(SOURCE.format(name="hostile_source", stream=7301, scale=2))
+    with pytest.raises(UserError, match="changed on disk since it was imported"):
+        plugin_code(score)
