@@ -3,15 +3,17 @@ source file, ... Each test failed before the fix it guards."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from torch import nn
 
-from lottery import plugins
+from lottery import plugins, seeding
+from lottery.cli.main import main
 from lottery.errors import UserError
 from lottery.experiments.recipes import plugin_code
-from lottery.extension_points import mask_sources
+from lottery.extension_points import control_kinds, mask_sources, register_control, register_mask_source
 from lottery.registry import models
 from lottery.spec import resolve
 
@@ -78,7 +80,7 @@ def {name}(inp):
 """
 
 
-def test_a_mask_source_edited_after_import_names_no_network(tmp_path: Path) -> None:
+def test_a_mask_source_edited_after_import_names_no_network(tmp_path: Path, own_registries: None) -> None:
     """A plugin mask source's recipe records its code: the code it was imported with, never a later file's."""
     module = tmp_path / "hostile_source.py"
     module.write_text(SOURCE.format(name="hostile_source", stream=7301, scale=1))
@@ -88,3 +90,59 @@ def test_a_mask_source_edited_after_import_names_no_network(tmp_path: Path) -> N
     module.write_text(SOURCE.format(name="hostile_source", stream=7301, scale=2))
     with pytest.raises(UserError, match="changed on disk since it was imported"):
         plugin_code(score)
+
+
+@pytest.fixture
+def own_registries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a test registers is gone after it (later tests list every control kind and mask source)."""
+    for registry in (control_kinds, mask_sources):
+        monkeypatch.setattr(registry, "_items", dict(registry._items))
+    monkeypatch.setattr(seeding, "STREAMS", dict(seeding.STREAMS))
+
+
+def score(inp: object) -> dict:
+    return {}
+
+
+@pytest.mark.parametrize(
+    ("register", "name", "stream"),
+    [
+        (register_control, "rigl", 7311),  # a [dynamic] method's rows
+        (register_control, "set_rewound", 7312),
+        (register_mask_source, "dense", 7313),  # the dense network's rows
+        (register_mask_source, "imp", 7314),
+        (register_control, "magnitude", 7315),  # a mask source's rows
+        (register_control, "snip_invert", 7316),  # an ablation's rows
+        (register_mask_source, "random_prune", 7317),  # a control kind's rows
+    ],
+)
+def test_a_plugin_may_not_name_another_kind_of_runs(
+    register: Callable, name: str, stream: int, own_registries: None
+) -> None:
+    """Results rows, figures, `export --kind` and `stability.dynamic`'s summary tell runs apart by `kind`: before, a
+    plugin control named 'rigl' was accepted and its rows mixed with RigL's."""
+    with pytest.raises(ValueError, match="already names another kind of runs"):
+        register(name, stream=stream)(score)
+    assert stream not in seeding.STREAMS.values()
+
+
+def test_a_mask_source_whose_ablation_is_a_control_is_refused(own_registries: None) -> None:
+    register_control("hostile_ctl_reinit", stream=7321)(score)
+    with pytest.raises(ValueError, match="'hostile_ctl_reinit' already names"):
+        register_mask_source("hostile_ctl", stream=7322)(score)
+
+
+def test_a_spec_whose_kinds_collide_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The built-ins meet too: the mask source 'random' with the ablation 'reinit' runs kind 'random_reinit', the
+    control kind's name; before, both ran and shared one kind in results.json, the table and the figures."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        '[imp]\nlevels = 1\n[controls]\nkinds = ["random_reinit"]\n'
+        '[masks]\nsources = ["random"]\nablations = ["reinit"]\ndensities = [0.5]\n'
+    )
+    assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'random_reinit' would name two kinds of runs" in err
+    assert not (tmp_path / "runs").exists()

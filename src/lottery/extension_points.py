@@ -30,6 +30,9 @@ RESERVED_OPTIONS = (  # MasksSpec's own settings: no source option may take thei
 )
 MASK_ENGINE_SOURCES = ("early_bird",)  # traced by the [masks] engine itself (experiments/masks.py), not a scorer
 MASK_ABLATIONS = ("shuffle", "reinit", "invert")  # a [masks] kind '<source>_<ablation>' (experiments/masks.py)
+ENGINE_KINDS = ("imp", "dense", "rigl", "set", "gmp", "rigl_rewound", "set_rewound", "gmp_rewound")  # results' kinds
+# of the engine's own runs (IMP, the dense network, lottery.dynamic's methods and their retrained masks): a mask
+# source or control kind names rows of the same `kind` column, so it may take none of them, nor another's name
 
 
 _reading: list[bool] = []  # inside `reading_stored()`
@@ -45,6 +48,11 @@ def reading_stored() -> Iterator[None]:
         yield
     finally:
         _reading.pop()
+
+
+def reading() -> bool:
+    """Whether a stored spec is being read back (`reading_stored`)."""
+    return bool(_reading)
 
 
 def known(name: str, registered: Iterable[str]) -> bool:
@@ -254,9 +262,22 @@ def _check_name(kind: str, name: str) -> None:
         raise ValueError(f"a {kind} needs a lower-case ASCII identifier as its name, got {name!r}")
 
 
+def _check_kind(registry: Registry[Any], name: str) -> None:
+    """A new mask source's or control kind's `name` is no other kind of results rows: none of the engine's, no mask
+    source's or control kind's of the other registry, no '<source>_<ablation>' of a mask source."""
+    kinds = {*ENGINE_KINDS, *(f"{s}_{a}" for s in mask_sources for a in MASK_ABLATIONS)}
+    kinds |= set(control_kinds if registry is mask_sources else mask_sources)
+    new = [name, *(f"{name}_{a}" for a in MASK_ABLATIONS)] if registry is mask_sources else [name]
+    taken = next((kind for kind in new if kind in kinds or kind in control_kinds), None)
+    if taken is not None:
+        raise ValueError(f"{registry.kind} {name!r}: '{taken}' already names another kind of runs: choose another name")
+
+
 def _add(registry: Registry[Any], name: str, item: Any, fn: Callable[..., Any], purpose: str, stream: int) -> None:
     """Add `item` under `name`, and its seed stream; the same definition again (a module imported twice) is the one
     registered already, another definition of the name raises."""
+    if name not in registry and not _is_builtin(fn):  # (built-ins' kinds meet in a spec: ExperimentSpec.validate)
+        _check_kind(registry, name)
     if name in registry:
         old = registry.get(name)
         old_fn = getattr(old, "score", None) or old.start
