@@ -3,6 +3,7 @@ source file, ... Each test failed before the fix it guards."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -146,3 +147,31 @@ def test_a_spec_whose_kinds_collide_is_refused_before_anything_is_written(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "'random_reinit' would name two kinds of runs" in err
     assert not (tmp_path / "runs").exists()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_relative_link_of_the_readme_and_docs_exists() -> None:
+    """A link of README.md or docs/**/*.md to a file names one that exists, and its #anchor a heading there (before:
+    docs/dynamic.md linked api.md#dynamic-sparsity, a heading renamed)."""
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = page.read_text()
+        for link in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", link):
+                continue  # https:, mailto:
+            target, _, anchor = link.partition("#")
+            file = (page.parent / target) if target else page
+            if not file.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {link}")
+            elif anchor and file.suffix == ".md":
+                headings = re.findall(r"^#+ (.*)$", file.read_text(), re.M)
+                if anchor not in {slug(h) for h in headings}:
+                    broken.append(f"{page.relative_to(ROOT)}: {link} (no such heading)")
+    assert not broken, broken
