@@ -186,3 +186,59 @@ def test_the_readme_python_example_runs_as_written() -> None:
         namespace: dict = {}
         exec(compile(block, "README.md", "exec"), namespace)
         assert namespace["level"].level == 3 and 0.5 < namespace["level"].mask.density < 0.52
+
+
+PLUGIN = """
+import torch
+from torch import nn
+import lottery
+
+
+@lottery.register_model("hostile_mlp")
+def hostile_mlp(input_shape, num_classes, hidden=8):
+    return nn.Sequential(nn.Linear(input_shape[0], hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+
+@lottery.register_dataset("hostile_table")
+def hostile_table(rows=200):
+    g = torch.Generator().manual_seed(0)
+    return {"train": (torch.randn(rows, 4, generator=g), torch.randint(2, (rows,), generator=g)),
+            "test": (torch.randn(50, 4, generator=g), torch.randint(2, (50,), generator=g))}
+
+
+@lottery.register_loss("hostile_loss")
+def hostile_loss(output, target, reduction="mean"):
+    raise ValueError("this loss is broken")
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One plugin file for the module's tests (the same names from two files would be registered twice)."""
+    module = tmp_path_factory.mktemp("plugin") / "hostile_plugin.py"
+    module.write_text(PLUGIN)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [
+        ('model.options.hidden="abc"', "plugin model 'hostile_mlp' ("),
+        ("dataset.options.rows=-5", "plugin dataset 'hostile_table' ("),
+        ("training.loss=hostile_loss", "plugin loss 'hostile_loss' ("),
+    ],
+)
+def test_a_plugin_failing_on_its_options_is_one_line(
+    tmp_path: Path, hostile_plugin: Path, capsys: pytest.CaptureFixture[str], setting: str, words: str
+) -> None:
+    """Options of the wrong type reach the plugin's own code, which raises: before, a traceback from torch."""
+    module = hostile_plugin
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        '[model]\nname = "hostile_mlp"\n[dataset]\nname = "hostile_table"\nvalidation_size = 50\n'
+        '[training]\nbatch_size = 50\ntraining_steps = "4it"\neval_every = "2it"\n'
+    )
+    argv = ["train", "--import", str(module), str(spec), "--set", setting, "--out", str(tmp_path / "runs")]
+    assert main([*argv, "--progress", "log"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("lottery: error: ") and words in err and "failed: " in err and "PosixPath" not in err

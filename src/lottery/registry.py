@@ -66,7 +66,15 @@ class Plugin:
     pattern: str | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.factory(*args, **kwargs)
+        """The factory's return; a plugin's own failure (its options of the wrong type, ...) is one line naming it."""
+        if self.builtin:
+            return self.factory(*args, **kwargs)
+        try:
+            return self.factory(*args, **kwargs)
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001  (the plugin's own code failed: one line, its error)
+            raise UserError(f"{self.describe()} failed: {type(error).__name__}: {error}") from None
 
     def matches(self, name: str) -> bool:
         return name == self.name or (self.pattern is not None and re.fullmatch(self.pattern, name) is not None)
@@ -129,7 +137,7 @@ class Plugin:
     def describe(self) -> str:
         if self.builtin:
             return f"built-in {self.kind} '{self.name}'"
-        return f"plugin {self.kind} '{self.name}' ({self.source_file or self.factory!r})"
+        return f"plugin {self.kind} '{self.name}' ({self.source_file or repr(self.factory)})"
 
 
 _loaded_code: dict[tuple[Path, str], str] = {}  # (source file, qualified name) -> its code's hash when registered
@@ -187,7 +195,8 @@ class PluginRegistry(Registry[Plugin]):
                 raise UserError(f"plugin {self.kind} '{name}' {built_in}")
             old = self._items.get(name)
             if old is not None and (old.source_file, _qualname(old.factory)) != (entry.source_file, _qualname(factory)):
-                raise UserError(f"{entry.describe()} is registered twice (also by {old.source_file or old.factory!r})")
+                also = old.source_file or repr(old.factory)
+                raise UserError(f"{entry.describe()} is registered twice (also by {also})")
             self._items[name] = entry
             entry.note_loaded()
             return factory

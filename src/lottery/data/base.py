@@ -103,7 +103,7 @@ def load(spec: DatasetSpec) -> Any:
     object with their interface: `input_shape`, `num_classes`, `train_size`, such as data/stream.py's
     `FolderSplits`, streamed from image folders) is returned as it is."""
     entry = datasets.check(spec.name, spec.source_hash)
-    value = entry.factory(**_arguments(entry, spec))
+    value = entry(**_arguments(entry, spec))
     if not isinstance(value, (ImageData, Mapping)) and all(
         hasattr(value, key) for key in ("input_shape", "num_classes", "train_size")
     ):
