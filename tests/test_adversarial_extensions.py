@@ -242,3 +242,16 @@ def test_a_plugin_failing_on_its_options_is_one_line(
     assert main([*argv, "--progress", "log"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("lottery: error: ") and words in err and "failed: " in err and "PosixPath" not in err
+
+
+@pytest.mark.parametrize("code", ["sys.exit(0)", "sys.exit()", "sys.exit('usage: ...')"])
+def test_a_plugin_that_exits_while_imported_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], code: str):
+    """A plugin script that calls sys.exit at import (a script's own argument parsing, ...): before, `lottery run`
+    ended with exit status 0 having run nothing."""
+    module = tmp_path / "hostile_exits.py"
+    module.write_text(f"import sys\n{code}\n")
+    spec = tmp_path / "spec.toml"
+    spec.write_text("[imp]\nlevels = 1\n")
+    assert main(["run", "--import", str(module), str(spec), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "exited (sys.exit(" in err and not (tmp_path / "runs").exists()

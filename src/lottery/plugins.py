@@ -168,6 +168,9 @@ def _run_import(entry: str, load: Callable[[], Any]) -> None:
         load()
     except UserError:
         raise
+    except SystemExit as error:  # (exit status 0 would end `lottery run` as a success that ran nothing)
+        why = f"exited (sys.exit({error.code!r})) while imported: a plugin module defines and registers, nothing more"
+        raise UserError(f"--import {entry} {why}") from None
     except ModuleNotFoundError as error:
         raise UserError(f"--import {entry}: {error} (run from the directory holding it, or give a path)") from None
     except Exception as error:  # noqa: BLE001  (the plugin's own code failed: one line, its error)
