@@ -8,13 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
+import lottery
 from lottery import plugins, seeding
 from lottery.cli.main import main
 from lottery.errors import UserError
 from lottery.experiments.recipes import plugin_code
 from lottery.extension_points import control_kinds, mask_sources, register_control, register_mask_source
+from lottery.pruning import Mask
 from lottery.registry import models
 from lottery.spec import resolve
 
@@ -255,3 +258,53 @@ def test_a_plugin_that_exits_while_imported_is_refused(tmp_path: Path, capsys: p
     assert main(["run", "--import", str(module), str(spec), "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "exited (sys.exit(" in err and not (tmp_path / "runs").exists()
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+
+
+@pytest.mark.parametrize(
+    ("returns", "words"),
+    [
+        (lambda inp: 1 / 0, "mask source 'hostile_bad_source' failed: ZeroDivisionError"),
+        (lambda inp: {}, "for 0.weight (shape (6, 4)) it returned NoneType"),
+        (lambda inp: {name: torch.ones(3) for name in inp.names}, "it returned a tensor of shape (3,)"),
+    ],
+)
+def test_a_plugin_mask_source_that_fails_or_returns_garbage_is_one_line(
+    own_registries: None, returns: Callable, words: str
+) -> None:
+    """Before: the plugin's ZeroDivisionError, a KeyError or 'weights and mask shapes differ' as a traceback."""
+    register_mask_source("hostile_bad_source", stream=7331)(returns)
+    with pytest.raises(UserError, match=re.escape(words)):
+        lottery.scores(tiny_model(), "hostile_bad_source")
+
+
+@pytest.mark.parametrize(
+    ("returns", "words"),
+    [
+        (lambda inp: 1 / 0, "control kind 'hostile_bad_control' failed: ZeroDivisionError"),
+        (lambda inp: {"mask": inp.mask}, "must return a lottery.ControlStart, got dict"),
+        (lambda inp: lottery.ControlStart(Mask({}), inp.rewound), "ControlStart's mask needs 0.weight of shape"),
+    ],
+)
+def test_a_plugin_control_that_fails_or_returns_garbage_is_one_line(
+    own_registries: None, returns: Callable, words: str
+) -> None:
+    """Before: the plugin's own error, or an AttributeError deep in the engine, as a traceback."""
+    register_control("hostile_bad_control", stream=7332)(returns)
+    x, y = torch.randn(32, 4, generator=torch.Generator().manual_seed(0)), torch.arange(32) % 2
+
+    def train_fn(model: nn.Module, mask: Mask, start: int, end: int) -> dict:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        lottery.attach(mask, optimizer)
+        for _ in range(start, end):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return {}
+
+    with pytest.raises(UserError, match=re.escape(words)):
+        list(lottery.imp(tiny_model(), train_fn, levels=1, iterations=4, controls=["hostile_bad_control"]))

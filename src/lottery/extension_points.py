@@ -257,6 +257,19 @@ def register_control(
 # -- shared --------------------------------------------------------------------------------------------------------
 
 
+def run_plugin(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)`; where `fn` is a plugin's (not the lottery package's), its own failure is one line naming `what`
+    (e.g. "mask source 'jittered_magnitude'"), as a plugin model's or measure's is."""
+    if _is_builtin(fn):
+        return fn(*args)
+    try:
+        return fn(*args)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001  (the plugin's own code failed: one line, its error)
+        raise UserError(f"{what} failed: {type(error).__name__}: {error}") from None
+
+
 def _check_name(kind: str, name: str) -> None:
     if not isinstance(name, str) or not name.isidentifier() or not name.isascii() or name != name.lower():
         raise ValueError(f"a {kind} needs a lower-case ASCII identifier as its name, got {name!r}")

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from lottery import seeding
 from lottery.controls import ControlInput, ControlStart
-from lottery.extension_points import control_kinds
+from lottery.errors import UserError
+from lottery.extension_points import control_kinds, run_plugin
 from lottery.pruning import Mask, layer_pool, prune
 from lottery.spec.groups import PruningSpec, TrainingSpec
 
@@ -73,4 +74,23 @@ def control_start(
         pool=pool,
         pruning=pruning,
     )
-    return control_kinds.get(kind).start(inp)
+    registered = control_kinds.get(kind)
+    start = run_plugin(f"control kind '{kind}'", registered.start, inp)
+    if not registered.builtin:
+        _check_start(kind, start, imp_mask, rewound)
+    return start
+
+
+def _check_start(kind: str, start: object, imp_mask: Mask, rewound: dict[str, Tensor]) -> None:
+    """A plugin control's return: a ControlStart whose mask covers the IMP mask's weights and whose weights are the
+    state dict's, each of its shape."""
+    if not isinstance(start, ControlStart):
+        raise UserError(f"control kind '{kind}' must return a lottery.ControlStart, got {type(start).__name__}")
+    for what, given, like in (("mask", start.mask, imp_mask), ("weights", start.weights, rewound)):
+        for name, value in like.items():
+            got = given.get(name) if isinstance(given, dict) else None
+            if not isinstance(got, Tensor) or got.shape != value.shape:
+                raise UserError(
+                    f"control kind '{kind}': its ControlStart's {what} needs {name} of shape {tuple(value.shape)}, "
+                    f"got {tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__}"
+                )
