@@ -3,6 +3,7 @@ source file, ... Each test failed before the fix it guards."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,8 @@ import torch
 from torch import nn
 
 import lottery
-from lottery import plugins, seeding
+from conftest import run_tiny
+from lottery import events, plugins, seeding
 from lottery.cli.main import main
 from lottery.errors import UserError
 from lottery.experiments.recipes import plugin_code
@@ -308,3 +310,24 @@ def test_a_plugin_control_that_fails_or_returns_garbage_is_one_line(
 
     with pytest.raises(UserError, match=re.escape(words)):
         list(lottery.imp(tiny_model(), train_fn, levels=1, iterations=4, controls=["hostile_bad_control"]))
+
+
+class Vandal:
+    """A subscriber that edits what it is given."""
+
+    def on_evaluate(self, event: events.Evaluation) -> None:
+        for row in event.rows:
+            row["accuracy"] = -1.0
+
+    def on_results(self, event: events.ResultsWritten) -> None:
+        event.results["runs"].clear()
+
+
+def test_a_subscriber_that_edits_its_events_changes_no_result(store: Path) -> None:
+    """'A subscriber only reads': before, the rows it was given were the loop's own (metrics.jsonl is rewritten from
+    them at each evaluation) and the results dict the one run_experiment returns."""
+    with events.subscribed(Vandal()):
+        experiment, results = run_tiny(store, "imp.levels=0")
+    assert [r["kind"] for r in results["runs"]] == ["dense"]
+    rows = [json.loads(line) for line in (experiment.path / "replicate_0" / "level_0" / "metrics.jsonl").open()]
+    assert rows and all(r.get("accuracy", 0.0) >= 0 for r in rows)
