@@ -4,6 +4,7 @@ source file, ... Each test failed before the fix it guards."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,12 +17,13 @@ import lottery
 from conftest import run_tiny
 from lottery import events, plugins, seeding
 from lottery.cli.main import main
+from lottery.data.base import load
 from lottery.errors import UserError
 from lottery.experiments.recipes import plugin_code
 from lottery.extension_points import control_kinds, mask_sources, register_control, register_mask_source
 from lottery.pruning import Mask
 from lottery.registry import models
-from lottery.spec import resolve
+from lottery.spec import DatasetSpec, resolve
 
 MODEL = """
 from torch import nn
@@ -331,3 +333,28 @@ def test_a_subscriber_that_edits_its_events_changes_no_result(store: Path) -> No
     assert [r["kind"] for r in results["runs"]] == ["dense"]
     rows = [json.loads(line) for line in (experiment.path / "replicate_0" / "level_0" / "metrics.jsonl").open()]
     assert rows and all(r.get("accuracy", 0.0) >= 0 for r in rows)
+
+
+def hostile_rows(dtype: torch.dtype, bad: float | None = None) -> dict:
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(120, 5, generator=g) * 255).to(dtype)
+    if bad is not None:
+        x[3, 1] = bad
+    return {"train": (x, torch.arange(120) % 2), "test": (x[:30].clone(), torch.arange(30) % 2)}
+
+
+@lottery.register_dataset("hostile_nan")
+def hostile_nan() -> dict:
+    return hostile_rows(torch.float32, math.nan)
+
+
+@lottery.register_dataset("hostile_inf")
+def hostile_inf() -> dict:
+    return hostile_rows(torch.float64, -math.inf)
+
+
+@pytest.mark.parametrize("name", ["hostile_nan", "hostile_inf"])
+def test_a_plugin_dataset_with_non_finite_inputs_is_refused(name: str) -> None:
+    """Before: NaN inputs were normalised into NaN features and the run reported as diverged."""
+    with pytest.raises(UserError, match="'train' inputs are not all finite"):
+        load(DatasetSpec(name=name, validation_size=20))

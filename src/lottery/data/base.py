@@ -211,6 +211,9 @@ def as_data(value: Any, what: str = "dataset") -> ImageData:
         if len(x) != len(y) or y.dim() != 1 or y.is_floating_point() or y.is_complex():
             raise UserError(f"{what}: '{split}' needs integer class labels y (N,) for inputs x (N, ...), got "
                             f"x {tuple(x.shape)} and y {tuple(y.shape)} {y.dtype}")  # fmt: skip
+    for split, (x, _) in splits.items():
+        if x.is_floating_point() and not all(bool(part.isfinite().all()) for part in x.split(65536)):
+            raise UserError(f"{what}: '{split}' inputs are not all finite (NaN or inf): clean or impute them")
     if num_classes is None:
         num_classes = 1 + max(int(y.max()) for _, y in splits.values() if len(y))
     for split, (_, y) in splits.items():
