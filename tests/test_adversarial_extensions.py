@@ -15,7 +15,7 @@ from torch import nn
 
 import lottery
 from conftest import run_tiny
-from lottery import events, plugins, seeding
+from lottery import events, measures, plugins, seeding
 from lottery.cli.main import main
 from lottery.data.base import load
 from lottery.errors import UserError
@@ -98,6 +98,12 @@ def test_a_mask_source_edited_after_import_names_no_network(tmp_path: Path, own_
     module.write_text(SOURCE.format(name="hostile_source", stream=7301, scale=2))
     with pytest.raises(UserError, match="changed on disk since it was imported"):
         plugin_code(score)
+
+
+@pytest.fixture
+def own_measures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measures a test registers are gone after it (every later analysis would compute them)."""
+    monkeypatch.setattr(measures.measures, "_items", dict(measures.measures._items))
 
 
 @pytest.fixture
@@ -358,3 +364,17 @@ def test_a_plugin_dataset_with_non_finite_inputs_is_refused(name: str) -> None:
     """Before: NaN inputs were normalised into NaN features and the run reported as diverged."""
     with pytest.raises(UserError, match="'train' inputs are not all finite"):
         load(DatasetSpec(name=name, validation_size=20))
+
+
+@pytest.mark.parametrize(
+    ("tag", "pruning", "taken"),
+    [("angle_data_order", False, "angle_degrees"), ("angle", True, "angle_degrees"), ("l2_pruning", False, "l2")],
+)
+def test_a_measure_may_not_take_another_measures_tracker_name(
+    own_measures: None, tag: str, pruning: bool, taken: str
+) -> None:
+    """Before: accepted, and the two measures wrote one scalar (`stability/<kind>_k<k>/angle`), each overwriting the
+    other in TensorBoard, W&B and MLflow."""
+    with pytest.raises(UserError, match=f"is that of '{taken}'"):
+        lottery.register_measure("hostile_tagged", label="x", group="x", tag=tag, pruning=pruning)(lambda pair: 1.0)
+    assert "hostile_tagged" not in measures.measures

@@ -101,6 +101,10 @@ class Measure:
     def parts(self) -> tuple[str, ...]:
         return PARTS if self.pruning else PARTS[:1]
 
+    def tags(self) -> list[str]:
+        """Its names in trackers, one per part: the tag, or `<tag>_data_order` and `<tag>_pruning`."""
+        return [self.tag] if not self.pruning else [f"{self.tag}_{part}" for part in PARTS]
+
     def value(self, pair: Pair) -> float | None:
         """The measure of `pair`; a plugin's failure is one line naming the measure."""
         if self.builtin:
@@ -125,6 +129,10 @@ class Measures(Registry[Measure]):
         if taken or measure.column in RESERVED:
             why = f"the column of '{taken[0]}'" if taken else "a reserved key"
             raise UserError(f"stability measure '{measure.name}': column '{measure.column}' is {why}")
+        tags = {tag: m.name for m in self._items.values() if m.name != measure.name for tag in m.tags()}
+        clash = next((tag for tag in measure.tags() if tag in tags), None)
+        if clash is not None:  # (two measures would write one tracker scalar, each overwriting the other)
+            raise UserError(f"stability measure '{measure.name}': tracker name '{clash}' is that of '{tags[clash]}'")
         self._items[measure.name] = measure  # the same definition again (a module imported twice) replaces itself
 
     def registered(self, part: str | None = None) -> list[Measure]:
