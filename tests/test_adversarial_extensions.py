@@ -3,6 +3,7 @@ source file, ... Each test failed before the fix it guards."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -378,3 +379,27 @@ def test_a_measure_may_not_take_another_measures_tracker_name(
     with pytest.raises(UserError, match=f"is that of '{taken}'"):
         lottery.register_measure("hostile_tagged", label="x", group="x", tag=tag, pruning=pruning)(lambda pair: 1.0)
     assert "hostile_tagged" not in measures.measures
+
+
+class HostileFactory:
+    """A callable instance as a model factory."""
+
+    def __call__(self, input_shape: tuple, num_classes: int) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
+
+
+def hostile_wide(input_shape: tuple, num_classes: int, width: int = 4) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, num_classes))
+
+
+@pytest.mark.parametrize(
+    ("name", "factory"),
+    [("hostile_partial", functools.partial(hostile_wide, width=8)), ("hostile_object", HostileFactory())],
+)
+def test_a_partial_or_a_callable_object_is_hashed_by_its_defining_file(name: str, factory: Callable) -> None:
+    """A factory defined in a file but not a plain function has that file's code as its identity (not refused as
+    having no source file, nor named by a repr holding a memory address, which no later process would reuse)."""
+    lottery.register_model(name)(factory)
+    stamped = plugins.stamp(spec_naming(name)).model.source_hash
+    assert stamped == plugins.stamp(spec_naming(name)).model.source_hash and stamped.startswith("sha256:")
+    assert models.get(name).source_file == Path(__file__).resolve()

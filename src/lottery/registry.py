@@ -10,6 +10,7 @@ which `lottery.plugins.stamp` records in the spec.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.metadata
 import inspect
@@ -94,9 +95,15 @@ class Plugin:
 
     @property
     def source_file(self) -> Path | None:
-        """The file that defines the factory (None for one without a source file)."""
+        """The file that defines the factory (None for one without a source file): of a functools.partial, its
+        function's; of a callable instance, its class's."""
+        target = inspect.unwrap(self.factory)
+        while isinstance(target, functools.partial):
+            target = inspect.unwrap(target.func)
+        if not (inspect.isfunction(target) or inspect.isclass(target) or inspect.ismethod(target)):
+            target = type(target)
         try:
-            path = inspect.getsourcefile(inspect.unwrap(self.factory))
+            path = inspect.getsourcefile(target)
         except TypeError:
             return None
         return Path(path).resolve() if path else None
