@@ -403,3 +403,31 @@ def test_a_partial_or_a_callable_object_is_hashed_by_its_defining_file(name: str
     stamped = plugins.stamp(spec_naming(name)).model.source_hash
     assert stamped == plugins.stamp(spec_naming(name)).model.source_hash and stamped.startswith("sha256:")
     assert models.get(name).source_file == Path(__file__).resolve()
+
+
+CELL = """
+import lottery
+
+
+@lottery.register_control("hostile_cell_control", stream=7341)
+def hostile_cell_control(inp):
+    return {body}
+"""
+
+
+def test_a_control_redefined_in_another_cell_is_registered_twice(tmp_path: Path, own_registries: None) -> None:
+    """A notebook cell run again with changed code (ipykernel gives each version its own file, in one module
+    `__main__`): before, the second registration was taken for the first one again and silently dropped, so the
+    old code kept running."""
+
+    def run(cell: Path) -> None:
+        exec(compile(cell.read_text(), str(cell), "exec"), {"__name__": "hostile_notebook"})
+
+    cells = [tmp_path / "cell_0.py", tmp_path / "cell_1.py"]
+    for cell, body in zip(cells, ["1", "2"], strict=True):
+        cell.write_text(CELL.format(body=body))
+    run(cells[0])
+    run(cells[0])  # the same cell again: the same definition
+    with pytest.raises(UserError, match="registered twice"):
+        run(cells[1])
+    assert control_kinds.get("hostile_cell_control").start(None) == 1

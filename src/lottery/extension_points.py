@@ -65,9 +65,11 @@ def _is_builtin(fn: Callable[..., Any]) -> bool:
 
 
 def _same_definition(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
-    """One definition registered again (a plugin module imported twice): the same module and qualified name."""
+    """One definition registered again (a plugin module imported twice): the same module, qualified name and source
+    file (a notebook cell run again with other code is another file of the same module)."""
     key = ("__module__", "__qualname__")
-    return all(getattr(a, k, None) == getattr(b, k, None) for k in key)
+    same_file = Plugin("extension", "", a).source_file == Plugin("extension", "", b).source_file
+    return same_file and all(getattr(a, k, None) == getattr(b, k, None) for k in key)
 
 
 # -- mask sources --------------------------------------------------------------------------------------------------
