@@ -431,3 +431,12 @@ def test_a_control_redefined_in_another_cell_is_registered_twice(tmp_path: Path,
     with pytest.raises(UserError, match="registered twice"):
         run(cells[1])
     assert control_kinds.get("hostile_cell_control").start(None) == 1
+
+
+def test_every_python_block_of_the_readme_and_the_extending_pages_is_python() -> None:
+    """A reader copies a ```python block as it is: before, the registration signatures of control.md and
+    mask-source.md (`register_control(name, *, stream, ...)`) were python blocks that are not Python (now text)."""
+    pages = [ROOT / "README.md", ROOT / "docs" / "extending.md", *sorted((ROOT / "docs" / "extending").glob("*.md"))]
+    for page in pages:
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
+            compile(block, str(page), "exec")  # SyntaxError: a block that is not Python
