@@ -440,3 +440,35 @@ def test_every_python_block_of_the_readme_and_the_extending_pages_is_python() ->
     for page in pages:
         for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
             compile(block, str(page), "exec")  # SyntaxError: a block that is not Python
+
+
+def test_a_plugin_measure_that_edits_its_pair_in_place_changes_nothing_else(own_measures: None) -> None:
+    """A careless `w -= pair.b.final[name]` (meant `w - ...`): before, copy a's weights were edited for every later
+    pair and curve that shares it (the built-in l2 of pair (0, 2) went from 0.032 to 11.9 on a tiny LeNet)."""
+
+    @lottery.register_measure("hostile_careless", label="careless", group="odd", pruning=True)
+    def careless(pair: measures.Pair) -> float:
+        for name, w in pair.a.final.items():
+            w -= pair.b.final[name]
+        pair.a.log_probabilities.zero_()
+        pair.mask["w"].logical_not_()
+        pair.reference["w"].zero_()
+        pair.curve["test_error"].append(100.0)
+        return float(sum(w.norm() for w in pair.a.final.values()))
+
+    def trained(value: float) -> measures.Trained:
+        final = {"w": torch.full((3, 2), value)}
+        return measures.Trained(final, {"w": torch.zeros(3, 2)}, lambda: torch.full((4, 2), -value), lambda: None)
+
+    a, b = trained(1.0), trained(0.25)
+    mask, reference, curve = (
+        Mask({"w": torch.ones(3, 2, dtype=torch.bool)}),
+        {"w": torch.ones(3, 2)},
+        {"test_error": [1.0]},
+    )
+    pair = measures.Pair("data_order", a, b, mask, reference, curve)
+    assert measures.measures.get("hostile_careless").value(pair) == pytest.approx(0.75 * 6**0.5)
+    assert torch.equal(a.final["w"], torch.full((3, 2), 1.0)) and torch.equal(
+        a.log_probabilities, torch.full((4, 2), -1.0)
+    )
+    assert bool(mask["w"].all()) and torch.equal(reference["w"], torch.ones(3, 2)) and curve == {"test_error": [1.0]}

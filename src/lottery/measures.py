@@ -16,6 +16,7 @@ measure is not imported still shows it, under its column name.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from collections.abc import Callable, Iterable
@@ -77,6 +78,24 @@ class Pair:
         """`lottery.distances(a, b, mask, reference)`: l2, angle_degrees, normalized_l2."""
         return distances(self.a.final, self.b.final, self.mask, reference=self.reference)
 
+    def isolated(self) -> Pair:
+        """A copy of the pair (its tensors cloned) for a plugin's measure: what it changes in place (`w -= ...`)
+        reaches neither the other measures nor the pairs and curves that share these networks."""
+        return Pair(self.part, _isolated(self.a), _isolated(self.b), Mask(_clone(self.mask)),
+                    _clone(self.reference), copy.deepcopy(self.curve))  # fmt: skip
+
+
+def _clone(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: value.clone() for name, value in tensors.items()}
+
+
+def _isolated(trained: Trained) -> Trained:
+    def prune() -> Mask | None:
+        mask = trained.next_mask
+        return None if mask is None else Mask(_clone(mask))
+
+    return Trained(_clone(trained.final), _clone(trained.start), lambda: trained.log_probabilities.clone(), prune)
+
 
 @dataclass(frozen=True)
 class Measure:
@@ -110,7 +129,7 @@ class Measure:
         if self.builtin:
             return self.pair(pair)
         try:
-            value = self.pair(pair)
+            value = self.pair(pair.isolated() if isinstance(pair, Pair) else pair)
             return None if value is None else float(value)
         except Exception as error:  # noqa: BLE001  (the plugin's own code failed: one line, its error)
             raise UserError(f"stability measure '{self.name}' failed: {type(error).__name__}: {error}") from None
