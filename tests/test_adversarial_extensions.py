@@ -472,3 +472,38 @@ def test_a_plugin_measure_that_edits_its_pair_in_place_changes_nothing_else(own_
         a.log_probabilities, torch.full((4, 2), -1.0)
     )
     assert bool(mask["w"].all()) and torch.equal(reference["w"], torch.ones(3, 2)) and curve == {"test_error": [1.0]}
+
+
+def test_a_plugin_control_that_edits_its_input_in_place_changes_no_other_run(own_registries: None) -> None:
+    """A careless `w.mul_(signs)` on `inp.rewound` and `inp.mask.logical_not_()`: before, lottery.imp's W_k (every
+    later level's start) and the level's mask (the next level's pruning) were edited."""
+
+    def careless(inp: lottery.ControlInput) -> lottery.ControlStart:
+        for w in inp.rewound.values():
+            w.mul_(-1)
+        start = lottery.ControlStart(Mask({n: m.clone() for n, m in inp.mask.items()}), dict(inp.rewound))
+        for m in inp.mask.values():
+            m.logical_not_()
+        for w in inp.initial().values():
+            w.zero_()
+        return start
+
+    register_control("hostile_careless_control", stream=7351)(careless)
+    x, y = torch.randn(32, 4, generator=torch.Generator().manual_seed(0)), torch.arange(32) % 2
+
+    def train_fn(model: nn.Module, mask: Mask, start: int, end: int) -> dict:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        lottery.attach(mask, optimizer)
+        for _ in range(start, end):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return {}
+
+    def levels(controls: list[str]) -> list:
+        return list(lottery.imp(tiny_model(), train_fn, levels=2, iterations=6, rewind=2, controls=controls))
+
+    plain, with_control = levels([]), levels(["hostile_careless_control"])
+    for a, b in zip(plain, with_control, strict=True):
+        assert all(torch.equal(a.mask[n], b.mask[n]) for n in a.mask)
+        assert all(torch.equal(a.start[n], b.start[n]) and torch.equal(a.final[n], b.final[n]) for n in a.final)

@@ -5,6 +5,7 @@ drivers' own (the engine's loop and store; the user's `train_fn` and the API's s
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 from torch import Tensor
@@ -64,17 +65,18 @@ def control_start(
     at k; `fresh(seed)`: fresh weights; `initial()`: W_0), with its derived seed, as its registration
     (`lottery.register_control`) makes it."""
     pool = layer_pool(imp_mask, layer_kinds, pruning)
+    registered = control_kinds.get(kind)
+    own = registered.builtin  # a plugin gets copies: what it changes in place (`w.mul_(...)`) reaches no other run
     inp = ControlInput(
-        mask=imp_mask,
-        rewound=rewound,
-        optimizer_state=optimizer_state,
+        mask=imp_mask if own else Mask({name: m.clone() for name, m in imp_mask.items()}),
+        rewound=rewound if own else {name: w.clone() for name, w in rewound.items()},
+        optimizer_state=optimizer_state if own else copy.deepcopy(optimizer_state),
         seed=derived,
         fresh=fresh,
-        initial=initial,
+        initial=initial if own else lambda: {name: w.clone() for name, w in initial().items()},
         pool=pool,
         pruning=pruning,
     )
-    registered = control_kinds.get(kind)
     start = run_plugin(f"control kind '{kind}'", registered.start, inp)
     if not registered.builtin:
         _check_start(kind, start, imp_mask, rewound)
