@@ -507,3 +507,17 @@ def test_a_plugin_control_that_edits_its_input_in_place_changes_no_other_run(own
     for a, b in zip(plain, with_control, strict=True):
         assert all(torch.equal(a.mask[n], b.mask[n]) for n in a.mask)
         assert all(torch.equal(a.start[n], b.start[n]) and torch.equal(a.final[n], b.final[n]) for n in a.final)
+
+
+@pytest.mark.parametrize("label", [r"$\lVert a - b \rVert$", r"$x_{1$", None])
+def test_a_measure_whose_label_no_figure_can_draw_is_refused(own_measures: None, label: object) -> None:
+    """Before: registered, and `lottery.reports.write_report` (with the plugin imported) died in matplotlib's
+    mathtext parser with a traceback."""
+    with pytest.raises(UserError, match="stability measure 'hostile_labelled'"):
+        lottery.register_measure("hostile_labelled", label=label, group="x")(lambda pair: 1.0)
+
+
+@pytest.mark.parametrize("label", [r"$\ell_2$ distance", "cost in $", "plain"])
+def test_a_measure_label_with_valid_or_no_math_is_accepted(own_measures: None, label: str) -> None:
+    lottery.register_measure("hostile_labelled", label=label, group="x")(lambda pair: 1.0)
+    assert measures.measures.get("hostile_labelled").label == label
