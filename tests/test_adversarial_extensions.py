@@ -521,3 +521,18 @@ def test_a_measure_whose_label_no_figure_can_draw_is_refused(own_measures: None,
 def test_a_measure_label_with_valid_or_no_math_is_accepted(own_measures: None, label: str) -> None:
     lottery.register_measure("hostile_labelled", label=label, group="x")(lambda pair: 1.0)
     assert measures.measures.get("hostile_labelled").label == label
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"label": r"$\lVert x\rVert$"}, "is not matplotlib mathtext"),
+        ({"colormap": "NotAColourMap"}, "is not a matplotlib colour map"),
+        ({"linestyle": "~~"}, "is not a matplotlib line style"),
+    ],
+)
+def test_a_control_no_figure_can_draw_is_refused(own_registries: None, options: dict, words: str) -> None:
+    """Before: registered, and the report's figures died in matplotlib with a traceback."""
+    with pytest.raises(UserError, match=words):
+        register_control("hostile_drawn", stream=7361, **options)(score)
+    assert "hostile_drawn" not in control_kinds

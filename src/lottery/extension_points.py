@@ -249,6 +249,8 @@ def register_control(
         if name in ("imp", "dense"):
             raise ValueError(f"control kind {name!r} has the name of IMP's own runs: choose another")
         shown = label or name.replace("_", " ")
+        if not _is_builtin(start):
+            check_drawable(f"control kind '{name}'", shown, colormap, linestyle)
         kind = ControlKind(name, start, stream, shown, colormap, linestyle, stability, from_rewound)
         _add(control_kinds, name, kind, start, f"control.{name}", stream)
         return start
@@ -257,6 +259,35 @@ def register_control(
 
 
 # -- shared --------------------------------------------------------------------------------------------------------
+
+
+def check_drawable(what: str, label: object, colormap: str | None = None, linestyle: str | None = None) -> None:
+    """UserError unless figures can draw `what` with these: a label string whose math (between '$' signs)
+    matplotlib's mathtext parses, a registered matplotlib colour map, a line style matplotlib knows."""
+    if not isinstance(label, str):
+        raise UserError(f"{what} needs a label string, got {label!r}")
+    if "$" not in label and colormap is None and linestyle is None:
+        return
+    import matplotlib
+    from matplotlib import cbook
+    from matplotlib.lines import Line2D
+    from matplotlib.mathtext import MathTextParser
+
+    try:
+        if cbook.is_math_text(label):
+            MathTextParser("path").parse(label, dpi=72)
+    except ValueError as error:
+        why = str(error).strip().splitlines()[-1]
+        raise UserError(f"{what}: label {label!r} is not matplotlib mathtext ({why})") from None
+    if colormap is not None and colormap not in matplotlib.colormaps:
+        raise UserError(f"{what}: colormap {colormap!r} is not a matplotlib colour map (e.g. 'Greys', 'Reds')")
+    try:
+        if linestyle is not None:
+            Line2D([], [], linestyle=linestyle)
+    except ValueError:
+        raise UserError(
+            f"{what}: linestyle {linestyle!r} is not a matplotlib line style ('-', '--', '-.', ':')"
+        ) from None
 
 
 def run_plugin(what: str, fn: Callable[..., Any], *args: Any) -> Any:

@@ -29,6 +29,7 @@ from torch import Tensor
 from lottery.analysis import barrier, distances
 from lottery.analysis.function_space import disagreement, jaccard, mean_kl
 from lottery.errors import UserError
+from lottery.extension_points import check_drawable
 from lottery.pruning import Mask
 from lottery.registry import Registry
 
@@ -181,27 +182,11 @@ def register_measure(
         for what, value in (("name", name), ("column", column or name)):
             if not isinstance(value, str) or not value.isidentifier():
                 raise UserError(f"a stability measure needs a {what} of letters, digits and '_', got {value!r}")
-        _check_label(name, label)
+        check_drawable(f"stability measure '{name}'", label)
         measures.add(Measure(name, function, label, group, column or name, pruning, tag or column or name, figure))
         return function
 
     return add
-
-
-def _check_label(name: str, label: object) -> None:
-    """A label figures can draw: a string, whose math (an even number of '$') matplotlib's mathtext parses."""
-    if not isinstance(label, str):
-        raise UserError(f"stability measure '{name}' needs a label string, got {label!r}")
-    if "$" in label:
-        from matplotlib import cbook
-        from matplotlib.mathtext import MathTextParser
-
-        try:
-            if cbook.is_math_text(label):
-                MathTextParser("path").parse(label, dpi=72)
-        except ValueError as error:
-            why = str(error).strip().splitlines()[-1]
-            raise UserError(f"stability measure '{name}': label {label!r} is not matplotlib mathtext ({why})") from None
 
 
 def _origin(function: Callable[..., Any]) -> tuple[str, str]:
