@@ -536,3 +536,15 @@ def test_a_control_no_figure_can_draw_is_refused(own_registries: None, options: 
     with pytest.raises(UserError, match=words):
         register_control("hostile_drawn", stream=7361, **options)(score)
     assert "hostile_drawn" not in control_kinds
+
+
+@lottery.register_dataset("hostile_classes")
+def hostile_classes(num_classes: object = 2) -> dict:
+    return {**hostile_rows(torch.float32), "num_classes": num_classes}
+
+
+@pytest.mark.parametrize("num_classes", ["2", 0, 2.0, True])
+def test_a_plugin_dataset_with_a_bad_num_classes_is_refused(num_classes: object) -> None:
+    """Before: num_classes = "2" was a TypeError traceback ('>=' between int and str), 0 'labels must lie in 0..-1'."""
+    with pytest.raises(UserError, match="num_classes must be a whole number >= 1"):
+        load(DatasetSpec(name="hostile_classes", validation_size=20, options={"num_classes": num_classes}))

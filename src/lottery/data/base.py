@@ -4,6 +4,7 @@ held in memory as tensors: validation split, normalisation."""
 from __future__ import annotations
 
 import inspect
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -216,6 +217,13 @@ def as_data(value: Any, what: str = "dataset") -> ImageData:
             raise UserError(f"{what}: '{split}' inputs are not all finite (NaN or inf): clean or impute them")
     if num_classes is None:
         num_classes = 1 + max(int(y.max()) for _, y in splits.values() if len(y))
+    try:  # (an int, a numpy or 0-dimensional torch integer; not a bool, a float or a string)
+        whole = None if isinstance(num_classes, bool) else operator.index(num_classes)
+    except TypeError:
+        whole = None
+    if whole is None or whole < 1:
+        raise UserError(f"{what}: num_classes must be a whole number >= 1, got {num_classes!r}")
+    num_classes = whole
     for split, (_, y) in splits.items():
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise UserError(f"{what}: '{split}' labels must lie in 0..{num_classes - 1}")
