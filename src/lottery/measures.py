@@ -82,8 +82,14 @@ class Pair:
     def isolated(self) -> Pair:
         """A copy of the pair (its tensors cloned) for a plugin's measure: what it changes in place (`w -= ...`)
         reaches neither the other measures nor the pairs and curves that share these networks."""
-        return Pair(self.part, _isolated(self.a), _isolated(self.b), Mask(_clone(self.mask)),
-                    _clone(self.reference), copy.deepcopy(self.curve))  # fmt: skip
+        return Pair(
+            self.part,
+            _isolated(self.a),
+            _isolated(self.b),
+            Mask(_clone(self.mask)),
+            _clone(self.reference),
+            copy.deepcopy(self.curve),
+        )
 
 
 def _clone(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
