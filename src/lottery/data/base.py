@@ -212,9 +212,6 @@ def as_data(value: Any, what: str = "dataset") -> ImageData:
         if len(x) != len(y) or y.dim() != 1 or y.is_floating_point() or y.is_complex():
             raise UserError(f"{what}: '{split}' needs integer class labels y (N,) for inputs x (N, ...), got "
                             f"x {tuple(x.shape)} and y {tuple(y.shape)} {y.dtype}")  # fmt: skip
-    for split, (x, _) in splits.items():
-        if x.is_floating_point() and not all(bool(part.isfinite().all()) for part in x.split(65536)):
-            raise UserError(f"{what}: '{split}' inputs are not all finite (NaN or inf): clean or impute them")
     if num_classes is None:
         num_classes = 1 + max(int(y.max()) for _, y in splits.values() if len(y))
     try:  # (an int, a numpy or 0-dimensional torch integer; not a bool, a float or a string)
@@ -224,6 +221,9 @@ def as_data(value: Any, what: str = "dataset") -> ImageData:
     if whole is None or whole < 1:
         raise UserError(f"{what}: num_classes must be a whole number >= 1, got {num_classes!r}")
     num_classes = whole
+    for split, (x, _) in splits.items():
+        if x.is_floating_point() and not all(bool(part.isfinite().all()) for part in x.split(65536)):
+            raise UserError(f"{what}: '{split}' inputs are not all finite (NaN or inf): clean or impute them")
     for split, (_, y) in splits.items():
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise UserError(f"{what}: '{split}' labels must lie in 0..{num_classes - 1}")
