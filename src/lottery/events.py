@@ -24,6 +24,7 @@ reaches the emitter (trackers guard their own failures: `lottery.loggers.Guarded
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,9 +108,10 @@ def subscribed(subscriber: S) -> Iterator[S]:
 
 def emit(event: Evaluation | LevelTrained | ResultsWritten) -> None:
     """Hand `event` to the method of its name (`EVENTS`) of every subscriber that has one, in the order they
-    subscribed."""
+    subscribed: each its own copy, so that a subscriber that edits what it is given (an evaluation's rows, the
+    results) changes neither the engine's metrics and results nor what the next subscriber reads."""
     name = EVENTS[type(event)]
     for subscriber in tuple(_subscribers):
         method = getattr(subscriber, name, None)
         if method is not None:
-            method(event)
+            method(copy.deepcopy(event))

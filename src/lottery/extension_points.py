@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from lottery import seeding
 from lottery.errors import UserError, unknown_name
-from lottery.registry import Registry
+from lottery.registry import Plugin, Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 SCORE_MODES = ("train", "eval")
@@ -30,6 +30,9 @@ RESERVED_OPTIONS = (  # MasksSpec's own settings: no source option may take thei
 )
 MASK_ENGINE_SOURCES = ("early_bird",)  # traced by the [masks] engine itself (experiments/masks.py), not a scorer
 MASK_ABLATIONS = ("shuffle", "reinit", "invert")  # a [masks] kind '<source>_<ablation>' (experiments/masks.py)
+ENGINE_KINDS = ("imp", "dense", "rigl", "set", "gmp", "rigl_rewound", "set_rewound", "gmp_rewound")  # results' kinds
+# of the engine's own runs (IMP, the dense network, lottery.dynamic's methods and their retrained masks): a mask
+# source or control kind names rows of the same `kind` column, so it may take none of them, nor another's name
 
 
 _reading: list[bool] = []  # inside `reading_stored()`
@@ -47,6 +50,11 @@ def reading_stored() -> Iterator[None]:
         _reading.pop()
 
 
+def reading() -> bool:
+    """Whether a stored spec is being read back (`reading_stored`)."""
+    return bool(_reading)
+
+
 def known(name: str, registered: Iterable[str]) -> bool:
     """Whether a spec may name `name` among `registered` names: one of them, or any while a stored spec is read."""
     return name in tuple(registered) or bool(_reading)
@@ -57,9 +65,11 @@ def _is_builtin(fn: Callable[..., Any]) -> bool:
 
 
 def _same_definition(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
-    """One definition registered again (a plugin module imported twice): the same module and qualified name."""
+    """One definition registered again (a plugin module imported twice): the same module, qualified name and source
+    file (a notebook cell run again with other code is another file of the same module)."""
     key = ("__module__", "__qualname__")
-    return all(getattr(a, k, None) == getattr(b, k, None) for k in key)
+    same_file = Plugin("extension", "", a).source_file == Plugin("extension", "", b).source_file
+    return same_file and all(getattr(a, k, None) == getattr(b, k, None) for k in key)
 
 
 # -- mask sources --------------------------------------------------------------------------------------------------
@@ -239,6 +249,8 @@ def register_control(
         if name in ("imp", "dense"):
             raise ValueError(f"control kind {name!r} has the name of IMP's own runs: choose another")
         shown = label or name.replace("_", " ")
+        if not _is_builtin(start):
+            check_drawable(f"control kind '{name}'", shown, colormap, linestyle)
         kind = ControlKind(name, start, stream, shown, colormap, linestyle, stability, from_rewound)
         _add(control_kinds, name, kind, start, f"control.{name}", stream)
         return start
@@ -249,14 +261,69 @@ def register_control(
 # -- shared --------------------------------------------------------------------------------------------------------
 
 
+def check_drawable(what: str, label: object, colormap: str | None = None, linestyle: str | None = None) -> None:
+    """UserError unless figures can draw `what` with these: a label string whose math (between '$' signs)
+    matplotlib's mathtext parses, a registered matplotlib colour map, a line style matplotlib knows."""
+    if not isinstance(label, str):
+        raise UserError(f"{what} needs a label string, got {label!r}")
+    if "$" not in label and colormap is None and linestyle is None:
+        return
+    import matplotlib
+    from matplotlib import cbook
+    from matplotlib.lines import Line2D
+    from matplotlib.mathtext import MathTextParser
+
+    try:
+        if cbook.is_math_text(label):
+            MathTextParser("path").parse(label, dpi=72)
+    except ValueError as error:
+        why = str(error).strip().splitlines()[-1]
+        raise UserError(f"{what}: label {label!r} is not matplotlib mathtext ({why})") from None
+    if colormap is not None and colormap not in matplotlib.colormaps:
+        raise UserError(f"{what}: colormap {colormap!r} is not a matplotlib colour map (e.g. 'Greys', 'Reds')")
+    try:
+        if linestyle is not None:
+            Line2D([], [], linestyle=linestyle)
+    except ValueError:
+        raise UserError(
+            f"{what}: linestyle {linestyle!r} is not a matplotlib line style ('-', '--', '-.', ':')"
+        ) from None
+
+
+def run_plugin(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)`; where `fn` is a plugin's (not the lottery package's), its own failure is one line naming `what`
+    (e.g. "mask source 'jittered_magnitude'"), as a plugin model's or measure's is."""
+    if _is_builtin(fn):
+        return fn(*args)
+    try:
+        return fn(*args)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001  (the plugin's own code failed: one line, its error)
+        raise UserError(f"{what} failed: {type(error).__name__}: {error}") from None
+
+
 def _check_name(kind: str, name: str) -> None:
     if not isinstance(name, str) or not name.isidentifier() or not name.isascii() or name != name.lower():
         raise ValueError(f"a {kind} needs a lower-case ASCII identifier as its name, got {name!r}")
 
 
+def _check_kind(registry: Registry[Any], name: str) -> None:
+    """A new mask source's or control kind's `name` is no other kind of results rows: none of the engine's, no mask
+    source's or control kind's of the other registry, no '<source>_<ablation>' of a mask source."""
+    kinds = {*ENGINE_KINDS, *(f"{s}_{a}" for s in mask_sources for a in MASK_ABLATIONS)}
+    kinds |= set(control_kinds if registry is mask_sources else mask_sources)
+    new = [name, *(f"{name}_{a}" for a in MASK_ABLATIONS)] if registry is mask_sources else [name]
+    taken = next((kind for kind in new if kind in kinds or kind in control_kinds), None)
+    if taken is not None:
+        raise ValueError(f"{registry.kind} {name!r}: '{taken}' already names another kind of runs: choose another name")
+
+
 def _add(registry: Registry[Any], name: str, item: Any, fn: Callable[..., Any], purpose: str, stream: int) -> None:
     """Add `item` under `name`, and its seed stream; the same definition again (a module imported twice) is the one
     registered already, another definition of the name raises."""
+    if name not in registry and not _is_builtin(fn):  # (built-ins' kinds meet in a spec: ExperimentSpec.validate)
+        _check_kind(registry, name)
     if name in registry:
         old = registry.get(name)
         old_fn = getattr(old, "score", None) or old.start
@@ -266,3 +333,4 @@ def _add(registry: Registry[Any], name: str, item: Any, fn: Callable[..., Any], 
         return
     seeding.add_stream(purpose, stream)  # raises, adding nothing, where the id is taken
     registry.register(name)(item)
+    Plugin("extension", name, fn).note_loaded()  # its code as loaded (the recipes' `code`: never other code)

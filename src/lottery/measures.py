@@ -16,6 +16,7 @@ measure is not imported still shows it, under its column name.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from torch import Tensor
 from lottery.analysis import barrier, distances
 from lottery.analysis.function_space import disagreement, jaccard, mean_kl
 from lottery.errors import UserError
+from lottery.extension_points import check_drawable
 from lottery.pruning import Mask
 from lottery.registry import Registry
 
@@ -77,6 +79,30 @@ class Pair:
         """`lottery.distances(a, b, mask, reference)`: l2, angle_degrees, normalized_l2."""
         return distances(self.a.final, self.b.final, self.mask, reference=self.reference)
 
+    def isolated(self) -> Pair:
+        """A copy of the pair (its tensors cloned) for a plugin's measure: what it changes in place (`w -= ...`)
+        reaches neither the other measures nor the pairs and curves that share these networks."""
+        return Pair(
+            self.part,
+            _isolated(self.a),
+            _isolated(self.b),
+            Mask(_clone(self.mask)),
+            _clone(self.reference),
+            copy.deepcopy(self.curve),
+        )
+
+
+def _clone(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: value.clone() for name, value in tensors.items()}
+
+
+def _isolated(trained: Trained) -> Trained:
+    def prune() -> Mask | None:
+        mask = trained.next_mask
+        return None if mask is None else Mask(_clone(mask))
+
+    return Trained(_clone(trained.final), _clone(trained.start), lambda: trained.log_probabilities.clone(), prune)
+
 
 @dataclass(frozen=True)
 class Measure:
@@ -101,12 +127,16 @@ class Measure:
     def parts(self) -> tuple[str, ...]:
         return PARTS if self.pruning else PARTS[:1]
 
+    def tags(self) -> list[str]:
+        """Its names in trackers, one per part: the tag, or `<tag>_data_order` and `<tag>_pruning`."""
+        return [self.tag] if not self.pruning else [f"{self.tag}_{part}" for part in PARTS]
+
     def value(self, pair: Pair) -> float | None:
         """The measure of `pair`; a plugin's failure is one line naming the measure."""
         if self.builtin:
             return self.pair(pair)
         try:
-            value = self.pair(pair)
+            value = self.pair(pair.isolated() if isinstance(pair, Pair) else pair)
             return None if value is None else float(value)
         except Exception as error:  # noqa: BLE001  (the plugin's own code failed: one line, its error)
             raise UserError(f"stability measure '{self.name}' failed: {type(error).__name__}: {error}") from None
@@ -125,6 +155,10 @@ class Measures(Registry[Measure]):
         if taken or measure.column in RESERVED:
             why = f"the column of '{taken[0]}'" if taken else "a reserved key"
             raise UserError(f"stability measure '{measure.name}': column '{measure.column}' is {why}")
+        tags = {tag: m.name for m in self._items.values() if m.name != measure.name for tag in m.tags()}
+        clash = next((tag for tag in measure.tags() if tag in tags), None)
+        if clash is not None:  # (two measures would write one tracker scalar, each overwriting the other)
+            raise UserError(f"stability measure '{measure.name}': tracker name '{clash}' is that of '{tags[clash]}'")
         self._items[measure.name] = measure  # the same definition again (a module imported twice) replaces itself
 
     def registered(self, part: str | None = None) -> list[Measure]:
@@ -154,6 +188,7 @@ def register_measure(
         for what, value in (("name", name), ("column", column or name)):
             if not isinstance(value, str) or not value.isidentifier():
                 raise UserError(f"a stability measure needs a {what} of letters, digits and '_', got {value!r}")
+        check_drawable(f"stability measure '{name}'", label)
         measures.add(Measure(name, function, label, group, column or name, pruning, tag or column or name, figure))
         return function
 

@@ -78,7 +78,7 @@ def check(kind: str, name: str, recorded: str | None) -> Plugin:
     return of(kind).check(name, recorded)
 
 
-_imported: set[str] = set()
+_imported: dict[str, tuple[str, bytes]] = {}  # a plugin file imported by path -> (module name, its content then)
 
 
 def import_modules(entries: Iterable[str]) -> tuple[str, ...]:
@@ -95,15 +95,16 @@ def _import(entry: str) -> str:
         path = Path(entry).expanduser().resolve()
         if not path.is_file():
             raise UserError(f"--import {entry}: no such Python file")
-        if str(path) not in _imported:
-            name = _module_name(path)
+        content, before = path.read_bytes(), _imported.get(str(path))
+        if before is None or before[1] != content:  # a file changed since imported runs again: its code now
+            name = _module_name(path) if before is None else before[0]
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
                 raise UserError(f"--import {entry}: not an importable Python file")
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module  # classes defined there find their source file (inspect) and pickle
             _run_import(entry, lambda: spec.loader.exec_module(module))
-            _imported.add(str(path))
+            _imported[str(path)] = (name, content)
         return str(path)
     if not all(part.isidentifier() for part in entry.split(".")):
         raise UserError(f"--import {entry!r}: give a module name (my_models, pkg.models) or a path to a .py file")
@@ -167,6 +168,9 @@ def _run_import(entry: str, load: Callable[[], Any]) -> None:
         load()
     except UserError:
         raise
+    except SystemExit as error:  # (exit status 0 would end `lottery run` as a success that ran nothing)
+        why = f"exited (sys.exit({error.code!r})) while imported: a plugin module defines and registers, nothing more"
+        raise UserError(f"--import {entry} {why}") from None
     except ModuleNotFoundError as error:
         raise UserError(f"--import {entry}: {error} (run from the directory holding it, or give a path)") from None
     except Exception as error:  # noqa: BLE001  (the plugin's own code failed: one line, its error)

@@ -10,6 +10,7 @@ which `lottery.plugins.stamp` records in the spec.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.metadata
 import inspect
@@ -66,7 +67,15 @@ class Plugin:
     pattern: str | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.factory(*args, **kwargs)
+        """The factory's return; a plugin's own failure (its options of the wrong type, ...) is one line naming it."""
+        if self.builtin:
+            return self.factory(*args, **kwargs)
+        try:
+            return self.factory(*args, **kwargs)
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001  (the plugin's own code failed: one line, its error)
+            raise UserError(f"{self.describe()} failed: {type(error).__name__}: {error}") from None
 
     def matches(self, name: str) -> bool:
         return name == self.name or (self.pattern is not None and re.fullmatch(self.pattern, name) is not None)
@@ -86,30 +95,59 @@ class Plugin:
 
     @property
     def source_file(self) -> Path | None:
-        """The file that defines the factory (None for one without a source file)."""
+        """The file that defines the factory (None for one without a source file): of a functools.partial, its
+        function's; of a callable instance, its class's."""
+        target = inspect.unwrap(self.factory)
+        while isinstance(target, functools.partial):
+            target = inspect.unwrap(target.func)
+        if not (inspect.isfunction(target) or inspect.isclass(target) or inspect.ismethod(target)):
+            target = type(target)
         try:
-            path = inspect.getsourcefile(inspect.unwrap(self.factory))
+            path = inspect.getsourcefile(target)
         except TypeError:
             return None
         return Path(path).resolve() if path else None
 
     def source_hash(self) -> str:
-        """'sha256:<16 hex>' of the code that defines the factory ('builtin:<qualname>' where there is no file): the
+        """'sha256:<16 hex>' of the code that defines the factory (UserError where there is no file, or where it
+        changed on disk since it was registered: the process runs the code it loaded): the
         defining file and, where it is a module of a package, every module of that package (its top-level package's
         directory, so helpers it imports from its own package count), and the modules imported beside a top-level
         module file (from its directory)."""
         path = self.source_file
         if path is None or not path.is_file():
-            return f"builtin:{_qualname(self.factory)}"
+            raise UserError(
+                f"{self.describe()} has no source file (defined in an interactive session or by exec): its code "
+                "cannot enter the identity of what it computes; define it in a .py file and import that"
+            )
         digest = hashlib.sha256()
         for file in _own_code(path, getattr(inspect.unwrap(self.factory), "__module__", "") or ""):
             digest.update(f"{file.name}\0".encode() + file.read_bytes())
-        return "sha256:" + digest.hexdigest()[:16]
+        current = "sha256:" + digest.hexdigest()[:16]
+        loaded = _loaded_code.get((path, _qualname(self.factory)))
+        if loaded is not None and loaded != current:
+            raise UserError(
+                f"the code of {self.describe()} changed on disk since it was imported (the process runs the old "
+                "code): import it again in a new process"
+            )
+        return current
+
+    def note_loaded(self) -> None:
+        """Record the hash of the plugin's code as it is imported (a registration): a later `source_hash` that finds
+        other code on disk refuses, as the process would compute with the code it loaded, not with the file's."""
+        path = self.source_file
+        if not self.builtin and path is not None and path.is_file():
+            key = (path, _qualname(self.factory))
+            _loaded_code.pop(key, None)  # the same definition imported again (a reload): its code now
+            _loaded_code[key] = self.source_hash()
 
     def describe(self) -> str:
         if self.builtin:
             return f"built-in {self.kind} '{self.name}'"
-        return f"plugin {self.kind} '{self.name}' ({self.source_file or self.factory!r})"
+        return f"plugin {self.kind} '{self.name}' ({self.source_file or repr(self.factory)})"
+
+
+_loaded_code: dict[tuple[Path, str], str] = {}  # (source file, qualified name) -> its code's hash when registered
 
 
 def _qualname(factory: Callable[..., Any]) -> str:
@@ -164,8 +202,10 @@ class PluginRegistry(Registry[Plugin]):
                 raise UserError(f"plugin {self.kind} '{name}' {built_in}")
             old = self._items.get(name)
             if old is not None and (old.source_file, _qualname(old.factory)) != (entry.source_file, _qualname(factory)):
-                raise UserError(f"{entry.describe()} is registered twice (also by {old.source_file or old.factory!r})")
+                also = old.source_file or repr(old.factory)
+                raise UserError(f"{entry.describe()} is registered twice (also by {also})")
             self._items[name] = entry
+            entry.note_loaded()
             return factory
 
         return add

@@ -4,6 +4,7 @@ held in memory as tensors: validation split, normalisation."""
 from __future__ import annotations
 
 import inspect
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -103,7 +104,7 @@ def load(spec: DatasetSpec) -> Any:
     object with their interface: `input_shape`, `num_classes`, `train_size`, such as data/stream.py's
     `FolderSplits`, streamed from image folders) is returned as it is."""
     entry = datasets.check(spec.name, spec.source_hash)
-    value = entry.factory(**_arguments(entry, spec))
+    value = entry(**_arguments(entry, spec))
     if not isinstance(value, (ImageData, Mapping)) and all(
         hasattr(value, key) for key in ("input_shape", "num_classes", "train_size")
     ):
@@ -215,6 +216,16 @@ def as_data(value: Any, what: str = "dataset") -> ImageData:
             )
     if num_classes is None:
         num_classes = 1 + max(int(y.max()) for _, y in splits.values() if len(y))
+    try:  # (an int, a numpy or 0-dimensional torch integer; not a bool, a float or a string)
+        whole = None if isinstance(num_classes, bool) else operator.index(num_classes)
+    except TypeError:
+        whole = None
+    if whole is None or whole < 1:
+        raise UserError(f"{what}: num_classes must be a whole number >= 1, got {num_classes!r}")
+    num_classes = whole
+    for split, (x, _) in splits.items():
+        if x.is_floating_point() and not all(bool(part.isfinite().all()) for part in x.split(65536)):
+            raise UserError(f"{what}: '{split}' inputs are not all finite (NaN or inf): clean or impute them")
     for split, (_, y) in splits.items():
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise UserError(f"{what}: '{split}' labels must lie in 0..{num_classes - 1}")

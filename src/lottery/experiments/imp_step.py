@@ -5,13 +5,15 @@ drivers' own (the engine's loop and store; the user's `train_fn` and the API's s
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 from torch import Tensor
 
 from lottery import seeding
 from lottery.controls import ControlInput, ControlStart
-from lottery.extension_points import control_kinds
+from lottery.errors import UserError
+from lottery.extension_points import control_kinds, run_plugin
 from lottery.pruning import Mask, layer_pool, prune
 from lottery.spec.groups import PruningSpec, TrainingSpec
 
@@ -63,14 +65,34 @@ def control_start(
     at k; `fresh(seed)`: fresh weights; `initial()`: W_0), with its derived seed, as its registration
     (`lottery.register_control`) makes it."""
     pool = layer_pool(imp_mask, layer_kinds, pruning)
+    registered = control_kinds.get(kind)
+    own = registered.builtin  # a plugin gets copies: what it changes in place (`w.mul_(...)`) reaches no other run
     inp = ControlInput(
-        mask=imp_mask,
-        rewound=rewound,
-        optimizer_state=optimizer_state,
+        mask=imp_mask if own else Mask({name: m.clone() for name, m in imp_mask.items()}),
+        rewound=rewound if own else {name: w.clone() for name, w in rewound.items()},
+        optimizer_state=optimizer_state if own else copy.deepcopy(optimizer_state),
         seed=derived,
         fresh=fresh,
-        initial=initial,
+        initial=initial if own else lambda: {name: w.clone() for name, w in initial().items()},
         pool=pool,
         pruning=pruning,
     )
-    return control_kinds.get(kind).start(inp)
+    start = run_plugin(f"control kind '{kind}'", registered.start, inp)
+    if not registered.builtin:
+        _check_start(kind, start, imp_mask, rewound)
+    return start
+
+
+def _check_start(kind: str, start: object, imp_mask: Mask, rewound: dict[str, Tensor]) -> None:
+    """A plugin control's return: a ControlStart whose mask covers the IMP mask's weights and whose weights are the
+    state dict's, each of its shape."""
+    if not isinstance(start, ControlStart):
+        raise UserError(f"control kind '{kind}' must return a lottery.ControlStart, got {type(start).__name__}")
+    for what, given, like in (("mask", start.mask, imp_mask), ("weights", start.weights, rewound)):
+        for name, value in like.items():
+            got = given.get(name) if isinstance(given, dict) else None
+            if not isinstance(got, Tensor) or got.shape != value.shape:
+                raise UserError(
+                    f"control kind '{kind}': its ControlStart's {what} needs {name} of shape {tuple(value.shape)}, "
+                    f"got {tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__}"
+                )

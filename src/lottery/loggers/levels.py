@@ -28,11 +28,7 @@ MAX_LAYERS = 8
 
 def measure_tags(points: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """(tag, part, column) of every stability measure of these points (lottery.measures.present)."""
-    return [
-        (m.tag if len(m.parts()) == 1 else f"{m.tag}_{part}", part, m.column)
-        for m in present(points)
-        for part in m.parts()
-    ]
+    return [(tag, part, m.column) for m in present(points) for tag, part in zip(m.tags(), m.parts(), strict=True)]
 
 
 def _series(kind: str, k: int | None) -> str:

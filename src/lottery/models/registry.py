@@ -57,7 +57,7 @@ def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, init_
         _check_size(entry, spec, kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        model = entry.factory(**kwargs)
+        model = entry(**kwargs)
     if not isinstance(model, nn.Module):
         raise UserError(f"{entry.describe()} returned {type(model).__name__}, not a torch.nn.Module")
     if isinstance(model, Network):

@@ -555,6 +555,13 @@ class ExperimentSpec:
                 raise UserError(
                     f"stability.dynamic names {method!r}, not a method dynamic.methods runs (allowed: {allowed})"
                 )
+        kinds = ["imp", "dense", *self.controls.kinds, *self.masks.kinds(), *self.dynamic.kinds()]
+        twice = next((kind for kind in dict.fromkeys(kinds) if kinds.count(kind) > 1), None)
+        if twice is not None and not extension_points.reading():  # (a stored spec is read as written)
+            raise UserError(
+                f"'{twice}' would name two kinds of runs of this experiment (of [controls], [masks] or [dynamic]): "
+                "run them in two experiments"
+            )
         return self
 
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lottery.errors import UserError
-from lottery.extension_points import SCORE_MODES, MaskSource
+from lottery.extension_points import SCORE_MODES, MaskSource, run_plugin
 from lottery.extension_points import mask_sources as sources
 from lottery.pruning.mask import Mask
 from lottery.pruning.prunable import prunable
@@ -87,8 +87,23 @@ def scores(
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):  # dropout while scoring: seeded, and the caller's RNG untouched
         torch.manual_seed(seed)
-        out = source.score(inp)
+        out = run_plugin(f"mask source '{method}'", source.score, inp)
+    if not source.builtin:
+        _check_scores(method, out, work, names)
     return {name: out[name].detach().to("cpu", torch.float64) for name in names}
+
+
+def _check_scores(method: str, out: object, model: nn.Module, names: list[str]) -> None:
+    """A plugin source's return: {name: a tensor of the weight's shape} for every scored weight."""
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    for name in names:
+        value = out.get(name) if isinstance(out, dict) else None
+        if not isinstance(value, Tensor) or tuple(value.shape) != shapes.get(name):
+            got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+            raise UserError(
+                f"mask source '{method}' must return {{name: scores}} with a tensor of the weight's shape for every "
+                f"scored weight; for {name} (shape {shapes.get(name)}) it returned {got}"
+            )
 
 
 def mask_from_scores(
