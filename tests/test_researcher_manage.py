@@ -109,3 +109,6 @@ def test_gc_keeps_a_prefix_run_while_its_dense_network_is_linked(tmp_path: Path)
         assert main(["rm", str(experiment)]) == 0
     assert main(["gc", str(store)]) == 0
     assert _networks(store) == set()  # nothing links its dense network: collected with it
+    being_made = store / "networks" / "prefix" / "0123456789abcdef0123"
+    being_made.mkdir(parents=True)  # networks.claim made it and is about to write its recipe
+    assert main(["gc", str(store)]) == 0 and being_made.is_dir()

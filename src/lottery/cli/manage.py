@@ -208,11 +208,14 @@ def _prefixes_of(store: Path, live: set[str]) -> set[str]:
     for network in network_dirs(store):
         if network.parent.name != "prefix":
             continue
+        if not (network / layout.KEY_FILE).exists() and not (network / layout.KEY_FILE).is_symlink():
+            kept.add(network.relative_to(store).as_posix())  # being made: its recipe is written next (networks.claim)
+            continue
         try:
             recipe = json.loads(read_regular(network / layout.KEY_FILE))
             dense = f"{layout.NETWORKS}/dense/{digest(recipe['dense'])}"
         except (OSError, ValueError, KeyError, TypeError):
-            continue  # a prefix without a readable recipe is garbage
+            continue  # a prefix with a damaged recipe is garbage
         if dense in live:
             kept.add(network.relative_to(store).as_posix())
     return kept
