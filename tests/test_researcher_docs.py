@@ -73,3 +73,14 @@ def test_the_wheel_ships_the_docs(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("lottery-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"lottery/docs/run-format.md", "lottery/docs/api.md", "lottery/docs/plugins.md"} <= set(names)
+
+
+def test_help_never_breaks_a_path_at_a_hyphen() -> None:
+    """The docs' paths in --help stay whole, wherever the checkout is (a clone in /tmp/ci-final2 had its path broken
+    at the hyphen, and the path a user copies from the help did not exist)."""
+    from lottery.cli.main import HelpFormatter
+
+    path = "/tmp/a-checkout-with-hyphens-in-its-name/docs/run-format.md"
+    formatter = HelpFormatter("lottery", width=40)
+    assert path in formatter._fill_text(f"Docs: {path} (the store).", 40, "").splitlines()
+    assert path in formatter._split_lines(f"see {path} for the store", 30)
