@@ -80,11 +80,12 @@ def test_two_processes_started_together_on_one_experiment(tmp_path: Path) -> Non
 
 def test_two_experiments_in_one_store_run_at_the_same_time(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    steps = "training.training_steps=300it"
-    first, second = Started(cli_args(store, steps)), Started(cli_args(store, steps, *OTHER))
-    started = [first.wait_for(" iteration 0/300"), second.wait_for(" iteration 0/300")]
+    # long enough (seconds) that the two overlap even when one process starts late on a loaded machine
+    steps = ("training.training_steps=4000it", "training.eval_every=1000it")
+    first, second = Started(cli_args(store, *steps)), Started(cli_args(store, *steps, *OTHER))
+    started = [first.wait_for(" iteration 0/4000"), second.wait_for(" iteration 0/4000")]
     assert first.finish() == 0 and second.finish() == 0, first.stderr() + second.stderr()
-    ended = [first.wait_for("iteration 300/300"), second.wait_for("iteration 300/300")]
+    ended = [first.wait_for("iteration 4000/4000"), second.wait_for("iteration 4000/4000")]
     assert max(started) < min(ended)  # both were training at the same time: neither waited for the other
     assert "waiting" not in first.stderr() + second.stderr()
     assert len([p for p in store.iterdir() if p.is_dir() and p.name != "networks"]) == 2
