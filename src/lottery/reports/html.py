@@ -153,7 +153,9 @@ def render_report(experiment: Experiment, pngs: dict[str, bytes]) -> str:
         + "</p>",
         results_table(results.get("summary", [])),
     ]
-    for section in list(_SECTIONS.values()):
+    # by module (the order `lottery report` imports them in), then as each module defines them: the page is the same
+    # whichever module a process happened to import first
+    for section in sorted(_SECTIONS.values(), key=lambda section: section.__module__):
         fragment = section(results, experiment.path)
         if fragment:
             body.append(fragment)
