@@ -36,7 +36,6 @@ from lottery import seeding
 from lottery.analysis import barrier
 from lottery.dynamic.config import METHODS, Config
 from lottery.experiments import dynamic, recipes
-from lottery.experiments import tasks as names
 from lottery.experiments.context import Context
 from lottery.experiments.tasks import MissingDependency
 from lottery.measures import Trained
@@ -95,12 +94,11 @@ def recipe(ctx: Context, r: int, k: int, subject: Subject, i: int) -> dict[str, 
     }
 
 
-def networks(ctx: Context, rdir: Path, r: int, k: int, level: int) -> list[tuple[Any, Callable[[], dict], str]]:
-    """(run directory, its recipe when called, task) of every dynamic copy the point (k, level) trains
-    (views.copies)."""
-    task = names.stability(r, k, level)
+def networks(ctx: Context, rdir: Path, r: int, k: int, level: int) -> list[tuple[Any, Callable[[], dict]]]:
+    """(run directory, its recipe when called) of every dynamic copy the point (k, level) trains: the point's own
+    task trains them (views.copies)."""
     return [
-        (layout.copy(subject_dir(rdir, k, level, subject), subject[0], i), partial(recipe, ctx, r, k, subject, i), task)
+        (layout.copy(subject_dir(rdir, k, level, subject), subject[0], i), partial(recipe, ctx, r, k, subject, i))
         for subject in subjects(ctx, k, level)
         for i in range(ctx.spec.stability.copies)
     ]

@@ -166,19 +166,19 @@ def copies(ctx: Context, rdir: Path, r: int, k: int, level: int, controls_: tupl
     level > 0 the IMP subnetwork's and those of the controls `controls_`, and at (masks.at, 0) those of the
     `stability.masks` subjects."""
     first = recipes.dense_copies_level(ctx)
+    own = stability_step(ctx, r, k, level)  # the point's task: it trains every copy but the dense network's
     for kind in ["dense"] + (["imp", *controls_] if level > 0 else []):
         where = layout.stability(rdir, k, 0 if kind == "dense" else level)
-        step = stability_step(ctx, r, k, first if kind == "dense" else level)
+        step = stability_step(ctx, r, k, first) if kind == "dense" else own
         for i in range(ctx.spec.stability.copies):
             recipe = partial(recipes.copy, ctx, r, k, level, kind, i, recipes.CONTROL_SEED)
             yield Network(layout.copy(where, kind, i), recipe, step)
     for kind, density, seed in recipes.mask_subjects(ctx, k, level):  # stability.masks, at (masks.at, 0)
         where = layout.mask_run(layout.stability(rdir, k, 0), kind, density, seed)
-        step = stability_step(ctx, r, k, level)
         for i in range(ctx.spec.stability.copies):
-            yield Network(layout.copy(where, kind, i), partial(recipes.mask_copy, ctx, r, kind, density, seed, i), step)
-    for view, recipe, _ in dynamic_stability.networks(ctx, rdir, r, k, level):  # stability.dynamic (issue 28)
-        yield Network(view, recipe, stability_step(ctx, r, k, level))
+            yield Network(layout.copy(where, kind, i), partial(recipes.mask_copy, ctx, r, kind, density, seed, i), own)
+    for view, recipe in dynamic_stability.networks(ctx, rdir, r, k, level):  # stability.dynamic (issue 28)
+        yield Network(view, recipe, own)
 
 
 def point_networks(ctx: Context, r: int, k: int, level: int, controls_: tuple[str, ...]) -> list[Network]:
