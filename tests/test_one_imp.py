@@ -1,20 +1,25 @@
-"""One IMP: `lottery.imp` and `lottery run` share the step (experiments/imp_step.py: prune, rewind, a control's seed
-and start), so for the same settings on a tiny LeNet they give the same levels and controls, bit for bit."""
+"""One IMP: `lottery.imp` and `lottery run` take the same step (experiments/imp_step.py: prune -> rewind -> train ->
+record for a level, a control's seed and start -> train -> record), with only the training of a group of starts their
+own, and record through `lottery.training.record`; so for the same settings on a tiny LeNet they give the same levels
+and controls, and store the same files, bit for bit."""
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
 
+import pytest
 import torch
 
 import lottery
 from conftest import tiny_spec
+from lottery import models
 from lottery.experiments import controls as engine_controls
 from lottery.experiments import imp as engine_imp
+from lottery.experiments import imp_step
 from lottery.experiments.context import Context
 from lottery.experiments.run import run_experiment
-from lottery.spec import TrainingSpec
+from lottery.spec import ModelSpec, TrainingSpec
 from lottery.store import RunDir, layout
 from lottery.training import Runtime, train
 
@@ -68,13 +73,10 @@ def test_api_imp_and_cli_give_the_same_levels_and_controls(tmp_path: Path) -> No
             cli = layout.control(replicate, 20, level.level, kind, 0)
             cli_mask = cli.read_tensors("mask.safetensors")
             assert all(torch.equal(api.mask[n], cli_mask[n]) for n in api.mask), kind
-            if kind == "random_reinit":  # fresh weights: the user's model's own initialisation, the engine's seed
+            if kind == "random_reinit":  # fresh weights: the model's construction, with the engine's seed
                 assert all(torch.equal(api.mask[n], level.mask[n]) for n in api.mask)
                 derived = engine_controls.control_seed(kind, 0, TrainingSpec())  # paired: one seed for every level
-                fresh = lottery.reinitialize(ctx.model(0), level.mask, derived % 2**63).state_dict()
-                assert same_bits(api.start, {n: v.detach().cpu() for n, v in fresh.items()})
                 reinit_seeds.add(derived)
-                continue
             assert same_bits(api.start, cli.read_tensors("start.safetensors")), kind
             assert same_bits(api.final, cli.read_tensors("final.safetensors")), kind
     assert len(reinit_seeds) == 1
@@ -89,3 +91,63 @@ def test_api_imp_and_cli_give_the_same_levels_and_controls(tmp_path: Path) -> No
     w_0 = layout.dense(replicate).read_tensors("start.safetensors")
     assert all(torch.equal(mask[n], level_mask[n]) for n in level_mask) and mask.keys() == level_mask.keys()
     assert state is None and same_bits(start, level_mask.apply_to(w_0))  # (a plugin's mask: a copy of it)
+
+
+def test_both_drivers_take_the_one_step_and_store_the_same_files(tmp_path: Path, monkeypatch) -> None:
+    """`lottery run` and `lottery.imp(directory=...)` both go through `imp_step.level` and `imp_step.controls`, and the
+    runs they store (`lottery.training.record`) hold the same start, mask and final weights, bit for bit."""
+    calls: list[tuple[str, int]] = []
+    for name in ("level", "controls"):
+        original = getattr(imp_step, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            calls.append((_name, len(args[0])))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(imp_step, name, spy)
+    spec = tiny_spec("imp.levels=2", "imp.rewind=20it", "controls.kinds=['random_reinit']")
+    experiment, _ = run_experiment(spec, "lenet_300_100", tmp_path / "runs", Runtime(progress=False))
+    engine_calls, calls[:] = list(calls), []
+    ctx = Context(spec, Runtime(progress=False, batch_copies=False))
+    runs = itertools.count()
+
+    def train_fn(model, mask, start, end):
+        job = ctx.job(0, start=start, mask=mask)
+        return train(RunDir(tmp_path / "loop" / str(next(runs))), model, ctx.data, job, ctx.runtime)
+
+    levels = list(
+        lottery.imp(
+            ctx.model(spec.training.init_seed),
+            train_fn,
+            levels=2,
+            iterations=ctx.schedule.end,
+            rewind=20,
+            scope="layerwise",
+            rates=spec.pruning.rates,
+            controls=["random_reinit"],
+            directory=tmp_path / "api",
+            config={"spec": "tiny lenet, test_one_imp"},
+        )
+    )
+    assert engine_calls == calls == [("level", 1), ("controls", 1), ("level", 1), ("controls", 1)]
+    cli, api = layout.replicate(experiment, 0), layout.replicate(RunDir(levels[0].experiment), 0)
+    views = [(layout.dense, ()), *[(layout.level, (20, level)) for level in (1, 2)]]
+    views += [(layout.control, (20, level, "random_reinit", 0)) for level in (1, 2)]
+    for where, args in views:
+        ours, theirs = where(api, *args), where(cli, *args)
+        for name in ("start.safetensors", "mask.safetensors", "final.safetensors"):
+            assert same_bits(ours.read_tensors(name), theirs.read_tensors(name)), (where.__name__, args, name)
+        assert ours.read_json("sparsity.json") == theirs.read_json("sparsity.json")
+        assert ours.read_json("summary.json")["density"] == theirs.read_json("summary.json")["density"]
+
+
+@pytest.mark.parametrize("name", ["lenet_300_100", "conv6", "resnet20"])
+def test_reinitialize_draws_the_weights_the_engine_builds_with_the_seed(name: str) -> None:
+    """`lottery.reinitialize` of a model lottery built gives, for a seed, the weights `models.build` gives with that
+    seed: `lottery.imp`'s random reinitialization is the engine's."""
+    shape = (1, 28, 28) if name == "lenet_300_100" else (3, 32, 32)
+    spec = ModelSpec(name=name, **({"width": 4} if name == "resnet20" else {}))
+    model = models.build(spec, shape, 10, init_seed=1)
+    for seed in (0, 7, 2**62 + 3):
+        built = models.build(spec, shape, 10, init_seed=seed).state_dict()
+        assert same_bits(lottery.reinitialize(model, None, seed).state_dict(), built), seed

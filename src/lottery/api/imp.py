@@ -42,6 +42,7 @@ from lottery.pruning import Mask
 from lottery.pruning.attachment import Attachment
 from lottery.spec import PruningSpec, Step, TrainingSpec
 from lottery.store import RunDir, layout
+from lottery.training import record
 
 # The seed values of the chain `lottery.imp` runs, for its controls' seeds: those of replicate 0 of a spec with the
 # default seeds, so that its controls are the engine's (`lottery run`, controls.pairing = 'paired').
@@ -137,43 +138,11 @@ def _iterations(value: int | str, per_epoch: int | None, what: str) -> int:
     return step.to_iterations(per_epoch or 1)
 
 
-class _Runs:
-    """Reading and writing one run's artifacts (start, mask, final, result, summary) in a run directory."""
-
-    @staticmethod
-    def read(run: RunDir | None, order: list[str]) -> Run | None:
-        if run is None or run.read_json("summary.json") is None:
-            return None
-        start, final, mask = (
-            run.read_tensors(f) for f in ("start.safetensors", "final.safetensors", "mask.safetensors")
-        )
-        result = _read_result(run)
-        if start is None or final is None or mask is None or result is _MISSING:
-            return None
-        return Run(Mask({n: mask[n] for n in order}), start, final, result)
-
-    @staticmethod
-    def write(run: RunDir | None, done: Run, summary: dict[str, Any]) -> None:
-        if run is None:
-            return
-        run = run.with_provenance({**(run.provenance or {}), "density": repr(float(done.mask.density))})
-        run.write_tensors("start.safetensors", done.start)
-        run.write_tensors("mask.safetensors", done.mask.to_tensors())
-        run.write_json("sparsity.json", done.mask.report())
-        run.write_tensors("final.safetensors", done.final)
-        _write_result(run, done.result)
-        accuracy = accuracy_of(done.result)
-        run.write_json(
-            "summary.json",
-            {
-                **summary,
-                "density": done.mask.density,
-                "diverged": False,
-                "final_test_accuracy": accuracy,
-                "early_stop_test_accuracy": None,
-                "early_stop_iteration": None,
-            },
-        )  # last: marks the run finished
+def _read_run(run: RunDir | None, order: list[str]) -> Run | None:
+    """A finished run of the API's store (`lottery.training.record`, and what `train_fn` returned), or None."""
+    done = record.read(run, order) if run is not None else None
+    result = _read_result(run) if done is not None else _MISSING
+    return None if result is _MISSING else Run(done.mask, done.start, done.final, result)
 
 
 _MISSING = object()
@@ -300,61 +269,83 @@ def imp(
     def run_dir(level: int, control: str | None = None) -> RunDir | None:
         return store.run(level, control) if store is not None else None
 
-    def train(run: RunDir | None, m: Mask, start: dict[str, Tensor], begin: int, snapshot_at: int | None):
-        """Train from `start` (a state dict) at iteration `begin` to the end; (Run, W_snapshot)."""
+    def train(run: RunDir | None, start: imp_step.Start, snapshot_at: int | None = None) -> tuple[Run, Any]:
+        """Train `start` with `train_fn` from its iteration to the end, recorded in `run` where there is one
+        (`lottery.training.record`, as the engine's loop records); (Run, the weights after `snapshot_at` steps)."""
+        if start.optimizer_state is not None:
+            raise UserError(
+                "imp: a control starts with an optimizer state, which lottery.imp cannot give the optimizer of "
+                "train_fn; use controls that start with a fresh optimizer (optimizer_state=None)"
+            )
+        begin = start.iteration
         with ExitStack() as stack:
             began = stack.enter_context(store.training(run)) if run is not None else time.perf_counter()
-            model.load_state_dict(start)
-            with _Watch(model, m, snapshot_at, attach) as watch:
-                result = train_fn(model, m, begin, end)
+            if run is not None:
+                run = run.with_provenance({**(run.provenance or {}), "density": repr(float(start.mask.density))})
+                record.begin(run, start.weights, start.mask)
+            model.load_state_dict(start.weights)
+            with _Watch(model, start.mask, snapshot_at, attach) as watch:
+                result = train_fn(model, start.mask, begin, end)
             if watch.steps != end - begin:
                 raise UserError(
                     f"imp: train_fn took {watch.steps} optimizer steps from iteration {begin} to {end}; "
                     f"it must take exactly {end - begin} (end - start)"
                 )
-            done = Run(m, start, _copy(model), result)
-            summary = {
-                "start_iteration": begin,
-                "end_iteration": end,
-                "train_seconds": time.perf_counter() - began,
-            }
-            if run is not None and snapshot_at is not None:
-                run.write_tensors(layout.snapshot(snapshot_at), watch.snapshot)
-            _Runs.write(run, done, summary)
+            done = Run(start.mask, start.weights, _copy(model), result)
+            if run is not None:
+                if snapshot_at is not None:
+                    run.write_tensors(layout.snapshot(snapshot_at), watch.snapshot)
+                _write_result(run, result)
+                summary = {
+                    "start_iteration": begin,
+                    "end_iteration": end,
+                    "train_seconds": time.perf_counter() - began,
+                    "density": start.mask.density,
+                    "diverged": False,
+                    "final_test_accuracy": accuracy_of(result),
+                    "early_stop_test_accuracy": None,
+                    "early_stop_iteration": None,
+                }
+                record.finish(run, done.final, summary)
         return done, watch.snapshot
+
+    def train_each(runs: list[RunDir | None]) -> imp_step.Train[Run]:
+        """`imp_step`'s training of a group of starts: `train_fn`, one after another."""
+        return lambda starts: [train(run, start)[0] for run, start in zip(runs, starts, strict=True)]
 
     try:
         # Level 0: the dense network from W_0 to T, W_k saved on the way.
         run0 = run_dir(0)
-        dense = _Runs.read(run0, order)
+        dense = _read_run(run0, order)
         w_k = run0.read_tensors(layout.snapshot(k)) if dense is not None and k > 0 else None
         if dense is None or (k > 0 and w_k is None):
             w_0 = mask.apply_to(_copy(model))
-            dense, w_k = train(run0, mask, w_0, 0, k if k > 0 else None)
+            dense, w_k = train(run0, imp_step.Start(mask, w_0, None, 0), k if k > 0 else None)
         if k == 0:
             w_k = dense.start
         yield Level(dense.mask, dense.start, dense.final, dense.result, level=0, experiment=_path(store))
 
+        rules = imp_step.Rules(_kinds(model, mask), pruning)
+        rewound = imp_step.Rewound(k, w_k)
         previous = dense
         for level in range(1, levels + 1):
             run = run_dir(level)
-            done = _Runs.read(run, order)
-            kinds = _kinds(model, previous.mask)
+            done = _read_run(run, order)
             if done is None:
                 one_shot = density if level == 1 else None
-                new_mask = imp_step.next_mask(previous.final, previous.mask, kinds, pruning, one_shot)
-                done, _ = train(run, new_mask, imp_step.rewind(new_mask, w_k), k, None)
+                trained = imp_step.Trained(previous.mask, previous.final)
+                (done,) = imp_step.level([trained], [rewound], rules, train_each([run]), one_shot)
             result = Level(done.mask, done.start, done.final, done.result, level=level, experiment=_path(store))
             for kind in controls:
                 name = layout.control_name(kind, control_seed)
                 crun = run_dir(level, name)
-                control = _Runs.read(crun, order)
+                control = _read_run(crun, order)
                 if control is None:
                     derived = imp_step.control_seed(kind, control_seed, CHAIN)  # paired: the same at every level
-                    start = imp_step.control_start(
-                        kind, derived, done.mask, w_k, None, fresh, lambda: dense.start, kinds, pruning
+                    wanted = [(kind, derived)]
+                    (control,) = imp_step.controls(
+                        wanted, done.mask, rewound, fresh, lambda: dense.start, rules, train_each([crun])
                     )
-                    control, _ = train(crun, start.mask, start.weights, k, None)
                 result.controls[name] = control
             yield result
             previous = done

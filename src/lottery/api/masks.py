@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from lottery import seeding
 from lottery.errors import UserError
+from lottery.models import Network
 from lottery.pruning import Mask, prunable, random_global_like, random_like
 from lottery.pruning import prune as prune_level
 from lottery.spec.groups import PruningSpec
@@ -157,7 +158,10 @@ def reinitialize(
     """The random-reinitialization control: fresh weights for `model` (in place) drawn from `seed`, then `mask`
     applied. Every module's own `reset_parameters` runs (children before parents, as at construction) under a
     forked RNG seeded with `seed`, so the global RNG is left untouched; or `init(model)` runs there instead.
-    A parameter no `reset_parameters` covers is refused (pass `init`). Returns the model."""
+    A `lottery.models.Network` that lottery initialized (`model.init`: the models `lottery.create_model` and the
+    engine build) is then initialized again as at construction, from a generator seeded with `seed`: its fresh
+    weights are those the engine builds with that seed, bit for bit. A parameter no `reset_parameters` covers is
+    refused (pass `init`). Returns the model."""
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed)
@@ -177,6 +181,9 @@ def reinitialize(
                 raise UserError(
                     f"reinitialize: no reset_parameters covers {', '.join(uncovered[:5])}; pass init=fn(model)"
                 )
+            if isinstance(model, Network) and model.init_settings is not None:
+                weights, batchnorm = model.init_settings
+                model.initialize(weights, torch.Generator().manual_seed(seed), batchnorm)
     if mask is not None:
         mask.apply_(model)
     return model

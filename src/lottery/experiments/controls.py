@@ -10,16 +10,20 @@ same kind are drawn from the same stream at every level. Comparisons across leve
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from torch import Tensor
 
 from lottery.experiments import imp_step, recipes, tasks
 from lottery.experiments.context import Context
-from lottery.experiments.imp import rewind_state
+from lottery.experiments.imp import rewind_state, rules
 from lottery.experiments.tasks import MissingDependency
 from lottery.pruning import Mask
 from lottery.spec import TrainingSpec
 from lottery.store import RunDir, layout
 from lottery.training import train, train_together
+
+R = TypeVar("R")
 
 
 def control_seed(
@@ -35,8 +39,24 @@ def control_start(
 ) -> tuple[Mask, dict[str, Tensor], dict | None]:
     """(mask, start weights, optimizer state) of a control of the IMP subnetwork `imp_mask` of `level`, rewound
     to k: `imp_step.control_start`, the fresh weights of a seed being the spec's model built with it."""
-    rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
-    derived = control_seed(kind, seed, ctx.training(replicate), ctx.spec.controls.pairing, k, level)
+    start = _controls(ctx, replicate_dir, replicate, k, level, imp_mask, [(kind, seed)], lambda starts: starts)[0]
+    return start.mask, start.weights, start.optimizer_state
+
+
+def _controls(
+    ctx: Context,
+    replicate_dir: RunDir,
+    replicate: int,
+    k: int,
+    level: int,
+    imp_mask: Mask,
+    wanted: list[tuple[str, int]],
+    train_group: imp_step.Train[R],
+) -> list[R]:
+    """`imp_step.controls` for the controls `wanted` ((kind, recorded seed) each) of a level of replicate's chain."""
+    rewound = imp_step.Rewound(k, *rewind_state(ctx, replicate_dir, replicate, k))
+    training, pairing = ctx.training(replicate), ctx.spec.controls.pairing
+    derived = [(kind, control_seed(kind, seed, training, pairing, k, level)) for kind, seed in wanted]
 
     def fresh(init_seed: int) -> dict[str, Tensor]:
         return {name: v.detach().cpu() for name, v in ctx.model(init_seed).state_dict().items()}
@@ -48,10 +68,7 @@ def control_start(
             raise MissingDependency(tasks.dense(replicate), f"W_0 of the dense run {dense.path}")
         return weights
 
-    start = imp_step.control_start(
-        kind, derived, imp_mask, rewound, optimizer_state, fresh, initial, ctx.layer_kinds, ctx.spec.pruning
-    )
-    return start.mask, start.weights, start.optimizer_state
+    return imp_step.controls(derived, imp_mask, rewound, fresh, initial, rules(ctx), train_group)
 
 
 def run_control(
@@ -64,14 +81,18 @@ def run_control(
     group = recipes.planned_controls(ctx, level)
     together = (kind, seed) in group and recipes.controls_stacked(ctx, level)  # as the recipe's arithmetic says
     wanted = group if together else [(kind, seed)]
-    runs, models, jobs = [], [], []
-    for kind_, seed_ in wanted:
-        mask, weights, optimizer_state = control_start(ctx, replicate_dir, replicate, k, level, imp_mask, kind_, seed_)
-        runs.append(layout.control(replicate_dir, k, level, kind_, seed_))
-        models.append(ctx.model(0, weights))
-        tags = ctx.tags(runs[-1], replicate, kind_, level, k, seed=seed_)
-        jobs.append(ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state, tags=tags))
+    runs = [layout.control(replicate_dir, k, level, kind_, seed_) for kind_, seed_ in wanted]
     ctx.runtime.label = f"r{replicate} k={k} level {level} " + ("controls" if together else f"{kind} seed {seed}")
-    if not together:
-        return train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)
-    return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)[wanted.index((kind, seed))]
+
+    def train_group(starts: list[imp_step.Start]) -> list[dict]:
+        """The engine's training of a level's controls: alone, or as one stacked model in the spec's order."""
+        models, jobs = [], []
+        for run, (kind_, seed_), start in zip(runs, wanted, starts):
+            models.append(ctx.model(0, start.weights))
+            tags = ctx.tags(run, replicate, kind_, level, k, seed=seed_)
+            jobs.append(ctx.job(replicate, start=k, mask=start.mask, optimizer_state=start.optimizer_state, tags=tags))
+        if not together:
+            return [train(runs[0], models[0], ctx.data, jobs[0], ctx.runtime)]
+        return train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True)
+
+    return _controls(ctx, replicate_dir, replicate, k, level, imp_mask, wanted, train_group)[wanted.index((kind, seed))]

@@ -17,12 +17,11 @@ from lottery.errors import UserError
 from lottery.experiments import imp_step, recipes, tasks
 from lottery.experiments.context import Context
 from lottery.experiments.tasks import MissingDependency
-from lottery.models import Network
 from lottery.pruning import Mask
 from lottery.store import RunDir, layout, locked
 from lottery.store.networks import claim
 from lottery.store.provenance import read_metadata
-from lottery.training import Job, distributed, is_finished, train, train_together
+from lottery.training import distributed, is_finished, train, train_together
 
 
 def stacked_replicates(ctx: Context, replicate: int) -> list[int]:
@@ -172,37 +171,50 @@ def level_mask(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, leve
 
 
 def run_level(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int) -> Mask | None:
-    """IMP level L >= 1 for rewind point k: prune level L-1's final weights (among its surviving weights)
-    and train m_L ⊙ W_k from k to T. Returns the mask, or None when an earlier level diverged (its
+    """IMP level L >= 1 for rewind point k (`imp_step.level`): prune level L-1's final weights (among its surviving
+    weights) and train m_L ⊙ W_k from k to T. Returns the mask, or None when an earlier level diverged (its
     weights are not finite: there is nothing to prune). Level L-1 must be in the store (else `MissingDependency`).
     Where the replicates are stacked (`stacked`: the plan's one task for them), every replicate's level L trains,
     as one stacked model: those whose level L-1 did not diverge."""
     members = [replicate, *stacked_replicates(ctx, replicate)]
-    starts = {r: _level_start(ctx, layout.sibling(replicate_dir, r), r, k, level) for r in members}
-    group = [start for start in starts.values() if start is not None]
+    previous = {r: _previous(ctx, layout.sibling(replicate_dir, r), r, k, level) for r in members}
+    group = [r for r in members if previous[r] is not None]
     if not group:
         return None
     ctx.runtime.label = f"r{replicate} k={k} level {level}" if len(members) == 1 else f"k={k} level {level}"
-    if not recipes.replicates_stacked(ctx):
-        run, model, job, _ = group[0]
-        train(run, model, ctx.data, job, ctx.runtime)
-    else:
-        runs, models, jobs = [g[0] for g in group], [g[1] for g in group], [g[2] for g in group]
-        positions = [layout.level(layout.sibling(replicate_dir, r_), k, level) for r_ in range(ctx.spec.replicates)]
-        train_together(runs, models, ctx.data, jobs, ctx.runtime, stacked=True, group=positions)
-    for r, start in starts.items():  # the levels in the store now (trackers and your code may listen)
-        if start is not None:
-            events.emit(events.LevelTrained(start[0].path, r, k, level))
-    start = starts[replicate]
-    return None if start is None else start[3]
+    runs = {r: layout.level(layout.sibling(replicate_dir, r), k, level) for r in group}
+    rewound = [imp_step.Rewound(k, *rewind_state(ctx, layout.sibling(replicate_dir, r), r, k)) for r in group]
+    one_shot = ctx.spec.imp.one_shot_density if level == 1 else None
+
+    def train_group(starts: list[imp_step.Start]) -> list[Mask]:
+        """The engine's training of a level's group: alone, or as one stacked model (replicate r at position r)."""
+        models, jobs = [], []
+        for r, start in zip(group, starts):
+            mask = distributed.broadcast_mask(start.mask)  # under torchrun: rank 0's mask, checked equal on every rank
+            tags = ctx.tags(runs[r], r, "imp", level, k)
+            models.append(ctx.model(0, start.weights))
+            jobs.append(ctx.job(r, start=k, mask=mask, optimizer_state=start.optimizer_state, tags=tags))
+        if not recipes.replicates_stacked(ctx):
+            train(runs[group[0]], models[0], ctx.data, jobs[0], ctx.runtime)
+        else:
+            positions = [layout.level(layout.sibling(replicate_dir, r), k, level) for r in range(ctx.spec.replicates)]
+            train_together([runs[r] for r in group], models, ctx.data, jobs, ctx.runtime, stacked=True, group=positions)
+        return [job.mask for job in jobs]
+
+    masks = imp_step.level([previous[r] for r in group], rewound, rules(ctx), train_group, one_shot)
+    for r in group:  # the levels in the store now (trackers and your code may listen)
+        events.emit(events.LevelTrained(runs[r].path, r, k, level))
+    return masks[group.index(replicate)] if replicate in group else None
 
 
-def _level_start(
-    ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int
-) -> tuple[RunDir, Network, Job, Mask] | None:
-    """(run, model holding m_L ⊙ W_k, job, m_L) of level L, or None where level L-1 diverged (or was never trained
-    for that reason); level L-1 must be in the store (else `MissingDependency`)."""
-    spec = ctx.spec
+def rules(ctx: Context) -> imp_step.Rules:
+    """How the spec's levels prune: its network's layer kinds and its pruning settings."""
+    return imp_step.Rules(ctx.layer_kinds, ctx.spec.pruning)
+
+
+def _previous(ctx: Context, replicate_dir: RunDir, replicate: int, k: int, level: int) -> imp_step.Trained | None:
+    """The run before IMP level L (the dense run, or level L-1) as the step reads it, or None where it diverged (or
+    was never trained for that reason); it must be in the store (else `MissingDependency`)."""
     previous = layout.dense(replicate_dir) if level == 1 else layout.level(replicate_dir, k, level - 1)
     summary, final = previous.read_json("summary.json"), previous.read_tensors("final.safetensors")
     stored_mask = previous.read_tensors("mask.safetensors")
@@ -221,11 +233,4 @@ def _level_start(
                 file=sys.stderr,
             )
         return None
-    run = layout.level(replicate_dir, k, level)
-    one_shot = spec.imp.one_shot_density if level == 1 else None
-    mask = imp_step.next_mask(final, ctx.mask(stored_mask), ctx.layer_kinds, spec.pruning, one_shot)
-    mask = distributed.broadcast_mask(mask)  # under torchrun: rank 0's mask, checked equal on every rank
-    rewound, optimizer_state = rewind_state(ctx, replicate_dir, replicate, k)
-    tags = ctx.tags(run, replicate, "imp", level, k)
-    job = ctx.job(replicate, start=k, mask=mask, optimizer_state=optimizer_state, tags=tags)
-    return run, ctx.model(0, imp_step.rewind(mask, rewound)), job, mask
+    return imp_step.Trained(ctx.mask(stored_mask), final)

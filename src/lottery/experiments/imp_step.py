@@ -1,12 +1,24 @@
-"""One step of IMP with rewinding, shared by `lottery run` (experiments/imp.py, controls.py) and `lottery.imp`
-(api/imp.py), so that the two cannot drift: prune level L-1's final weights among its survivors, rewind (m_L ⊙ W_k),
-and make each control's start from the level's mask with the control's seed. Training and recording are the
-drivers' own (the engine's loop and store; the user's `train_fn` and the API's store)."""
+"""One IMP, shared by `lottery run` (experiments/imp.py, controls.py) and `lottery.imp` (api/imp.py), so that the
+two cannot drift: a level is prune -> rewind -> train -> record, and a control of a level is its start -> train ->
+record, here, for both.
+
+- `level`: IMP level L of a group of chains (one chain, or the replicates the engine stacks): prune each chain's
+  level L-1 final weights among the weights it keeps, rewind (m_L ⊙ W_k at iteration k), and train and record the
+  starts with the driver's `train`.
+- `controls`: a level's controls (`lottery.register_control` kinds), each from its seed (`control_seed`, from its
+  chain's seed values) and start (`control_start`), trained and recorded with the driver's `train`.
+
+A driver gives only `train(starts)`, how a group of starts is trained from its iteration to the end: the engine's
+loop (alone, or the group as one stacked model) or the user's `train_fn` (`lottery.imp`, one after another). Both
+record through `lottery.training.record` (start, mask and sparsity when a run begins; final weights and summary
+when it is done), so their stores hold the same files."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 from torch import Tensor
 
@@ -17,12 +29,85 @@ from lottery.extension_points import control_kinds, run_plugin
 from lottery.pruning import Mask, layer_pool, prune
 from lottery.spec.groups import PruningSpec, TrainingSpec
 
+R = TypeVar("R")
+
 Chain = tuple[int, int, int]  # the seed values that tell a chain apart: init, data order, augmentation
 
 
 def chain_seeds(training: TrainingSpec) -> Chain:
     """The seed values of a chain (a replicate's dense run and its levels): init, data order, augmentation."""
     return training.init_seed, training.data_order_seed, training.augmentation_seed
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A finished run of a chain, as the next level reads it: its mask and its final weights."""
+
+    mask: Mask
+    final: dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Rewound:
+    """A chain at its rewind point k: W_k, and the optimizer state at k where IMP rewinds it (else None)."""
+
+    k: int
+    weights: dict[str, Tensor]
+    optimizer_state: dict | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How a level prunes: each prunable weight's layer kind ('conv', 'fc', 'output') and the pruning settings."""
+
+    layer_kinds: dict[str, str]
+    pruning: PruningSpec
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a run of IMP starts: its mask (held while it trains), its weights (pruned ones zero), the optimizer state
+    it starts with (None: a fresh optimizer) and the iteration it starts at."""
+
+    mask: Mask
+    weights: dict[str, Tensor]
+    optimizer_state: dict | None
+    iteration: int
+
+
+Train = Callable[[list[Start]], list[R]]  # trains each start from its iteration to the end and records it
+
+
+def level_start(previous: Trained, rewound: Rewound, rules: Rules, one_shot: float | None = None) -> Start:
+    """Level L's start: level L-1 pruned (`next_mask`, one shot to `one_shot` where given) and rewound to k."""
+    mask = next_mask(previous.final, previous.mask, rules.layer_kinds, rules.pruning, one_shot)
+    return Start(mask, rewind(mask, rewound.weights), rewound.optimizer_state, rewound.k)
+
+
+def level(
+    previous: Sequence[Trained],
+    rewound: Sequence[Rewound],
+    rules: Rules,
+    train: Train[R],
+    one_shot: float | None = None,
+) -> list[R]:
+    """IMP level L of each chain of a group (`previous[i]`: chain i's level L-1, `rewound[i]`: its W_k): prune,
+    rewind, then `train` (which trains the group, alone or stacked, and records each run); what `train` returns."""
+    return train([level_start(p, w, rules, one_shot) for p, w in zip(previous, rewound, strict=True)])
+
+
+def controls(
+    wanted: Sequence[tuple[str, int]],
+    level_mask: Mask,
+    rewound: Rewound,
+    fresh: Callable[[int], dict[str, Tensor]],
+    initial: Callable[[], dict[str, Tensor]],
+    rules: Rules,
+    train: Train[R],
+) -> list[R]:
+    """The controls `wanted` ((kind, derived seed) each, `control_seed`) of the IMP level with mask `level_mask`: each
+    one's start (`control_start`), then `train` (which trains them, alone or stacked, and records each run)."""
+    return train([control_start(kind, seed, level_mask, rewound, fresh, initial, rules) for kind, seed in wanted])
 
 
 def next_mask(
@@ -54,33 +139,31 @@ def control_start(
     kind: str,
     derived: int,
     imp_mask: Mask,
-    rewound: dict[str, Tensor],
-    optimizer_state: dict | None,
+    rewound: Rewound,
     fresh: Callable[[int], dict[str, Tensor]],
     initial: Callable[[], dict[str, Tensor]],
-    layer_kinds: dict[str, str],
-    pruning: PruningSpec,
-) -> ControlStart:
-    """The start of the control `kind` of the IMP level with mask `imp_mask` (rewound weights W_k, the optimizer state
-    at k; `fresh(seed)`: fresh weights; `initial()`: W_0), with its derived seed, as its registration
-    (`lottery.register_control`) makes it."""
-    pool = layer_pool(imp_mask, layer_kinds, pruning)
+    rules: Rules,
+) -> Start:
+    """The start of the control `kind` of the IMP level with mask `imp_mask`, at the rewind point (W_k and the
+    optimizer state at k: `rewound`; `fresh(seed)`: fresh weights; `initial()`: W_0), with its derived seed, as its
+    registration (`lottery.register_control`) makes it."""
+    pool = layer_pool(imp_mask, rules.layer_kinds, rules.pruning)
     registered = control_kinds.get(kind)
     own = registered.builtin  # a plugin gets copies: what it changes in place (`w.mul_(...)`) reaches no other run
     inp = ControlInput(
         mask=imp_mask if own else Mask({name: m.clone() for name, m in imp_mask.items()}),
-        rewound=rewound if own else {name: w.clone() for name, w in rewound.items()},
-        optimizer_state=optimizer_state if own else copy.deepcopy(optimizer_state),
+        rewound=rewound.weights if own else {name: w.clone() for name, w in rewound.weights.items()},
+        optimizer_state=rewound.optimizer_state if own else copy.deepcopy(rewound.optimizer_state),
         seed=derived,
         fresh=fresh,
         initial=initial if own else lambda: {name: w.clone() for name, w in initial().items()},
         pool=pool,
-        pruning=pruning,
+        pruning=rules.pruning,
     )
     start = run_plugin(f"control kind '{kind}'", registered.start, inp)
     if not registered.builtin:
-        _check_start(kind, start, imp_mask, rewound)
-    return start
+        _check_start(kind, start, imp_mask, rewound.weights)
+    return Start(start.mask, start.weights, start.optimizer_state, rewound.k)
 
 
 def _check_start(kind: str, start: object, imp_mask: Mask, rewound: dict[str, Tensor]) -> None:

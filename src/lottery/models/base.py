@@ -18,6 +18,7 @@ class Network(nn.Module):
     """
 
     output_layer: str
+    init_settings: tuple[str, str] | None = None  # (init, batchnorm_init) of `initialize`, rerun by reinitialize
 
     def prunable_names(self) -> list[str]:
         return [f"{name}.weight" for name, module in self.named_modules() if isinstance(module, PRUNABLE_MODULES)]
@@ -36,6 +37,7 @@ class Network(nn.Module):
 
     def initialize(self, init: str, generator: torch.Generator, batchnorm_init: str = "default") -> None:
         """Initialize every weight from `generator` alone (never the global RNG)."""
+        self.init_settings = (init, batchnorm_init)
         weight_init = initializers.weight_initializers.get(init)
         bn_init = initializers.batchnorm_initializers.get(batchnorm_init)
         with torch.no_grad():

@@ -25,7 +25,7 @@ from lottery.data import BatchStream, Splits
 from lottery.models import Network
 from lottery.pruning import Mask, attach
 from lottery.store import RunDir, layout, locked
-from lottery.training import distributed, losses, overall
+from lottery.training import distributed, losses, overall, record
 from lottery.training.job import Job
 from lottery.training.optimizer import exact_step, make_optimizer
 from lottery.training.provenance import file_metadata, run_metadata
@@ -58,7 +58,7 @@ def is_finished(run: RunDir, job: Job) -> bool:
     snapshots after its divergence, so they are not needed."""
     summary = run.read_json("summary.json")
     diverged_at = summary.get("diverged_at") if isinstance(summary, dict) and summary.get("diverged") else None
-    needed = ["start.safetensors", "final.safetensors", "mask.safetensors", "metrics.jsonl", "sparsity.json"]
+    needed = [record.START, record.FINAL, record.MASK, "metrics.jsonl", record.SPARSITY]
     for k in job.snapshots:
         if diverged_at is not None and k > diverged_at:
             continue
@@ -217,9 +217,7 @@ class Session:
                 self.optimizer.load_state_dict(job.optimizer_state)
                 if self.attachment is not None:
                     self.attachment.apply()  # the restored state, saved before pruning, is zeroed where pruned
-            run.write_tensors("start.safetensors", model.state_dict())
-            run.write_tensors("mask.safetensors", self.mask.to_tensors())
-            run.write_json("sparsity.json", self.mask.report())
+            record.begin(run, model.state_dict(), self.mask)
             torch.manual_seed(seeding.derive("dropout", job.training.data_order_seed, job.start))
             self.t, self.metrics, self.elapsed = job.start, [], 0.0
             self.loss_sum, self.loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
@@ -387,10 +385,9 @@ class Session:
     def finish(self) -> dict[str, Any]:
         """Write the final weights and the summary, drop the checkpoint; the summary."""
         self.elapsed += time.perf_counter() - self.session_start
-        self.run.write_tensors("final.safetensors", self.model.state_dict())
         summary = summarize(self.metrics, self.job, self.mask, self.elapsed, self.diverged_at)
         summary["arithmetic"] = self.arithmetic
-        self.run.write_json("summary.json", summary)
+        record.finish(self.run, self.model.state_dict(), summary)
         self.run.remove("checkpoint.pt")
         self.summary = summary
         return summary
