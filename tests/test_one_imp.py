@@ -14,6 +14,7 @@ import torch
 import lottery
 from conftest import tiny_spec
 from lottery import models
+from lottery.errors import UserError
 from lottery.experiments import controls as engine_controls
 from lottery.experiments import imp as engine_imp
 from lottery.experiments import imp_step
@@ -151,3 +152,26 @@ def test_reinitialize_draws_the_weights_the_engine_builds_with_the_seed(name: st
     for seed in (0, 7, 2**62 + 3):
         built = models.build(spec, shape, 10, init_seed=seed).state_dict()
         assert same_bits(lottery.reinitialize(model, None, seed).state_dict(), built), seed
+
+
+def test_api_refuses_a_control_that_starts_with_an_optimizer_state_in_one_line() -> None:
+    """`train_fn` makes its own optimizer, so a control whose start carries optimizer state cannot be honoured by
+    `lottery.imp`: refused in one line, not silently dropped."""
+
+    @lottery.register_control("momentum_probe_one_imp", stream=5011)
+    def momentum(inp: lottery.ControlInput) -> lottery.ControlStart:
+        return lottery.ControlStart(inp.mask, inp.mask.apply_to(inp.rewound), {"state": {}, "param_groups": []})
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    x, y = torch.randn(16, 4, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 2
+
+    def train_fn(model, mask, start, end):
+        opt = torch.optim.SGD(model.parameters(), 0.1)
+        for _ in range(start, end):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    with pytest.raises(UserError, match="optimizer state") as caught:
+        list(lottery.imp(model, train_fn, levels=1, iterations=3, controls=["momentum_probe_one_imp"]))
+    assert "\n" not in str(caught.value)
