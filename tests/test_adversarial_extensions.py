@@ -548,3 +548,62 @@ def test_a_plugin_dataset_with_a_bad_num_classes_is_refused(num_classes: object)
     """Before: num_classes = "2" was a TypeError traceback ('>=' between int and str), 0 'labels must lie in 0..-1'."""
     with pytest.raises(UserError, match="num_classes must be a whole number >= 1"):
         load(DatasetSpec(name="hostile_classes", validation_size=20, options={"num_classes": num_classes}))
+
+
+MISMATCH_PLUGIN = """
+import torch
+from torch import nn
+import lottery
+
+
+@lottery.register_dataset("mismatch_u8")
+def mismatch_u8():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (120, 1, 8, 8), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 3, (120,), generator=g)
+    return {"train": (x, y), "test": (x[:30], y[:30])}
+
+
+@lottery.register_dataset("mismatch_float")
+def mismatch_float():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(120, 1, 8, 8, generator=g)
+    y = torch.randint(0, 3, (120,), generator=g)
+    return {"train": (x, y), "test": (x[:30], y[:30])}
+
+
+@lottery.register_model("mismatch_fixed")
+def mismatch_fixed(num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(100, num_classes))
+"""
+
+
+@pytest.fixture(scope="module")
+def mismatch_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    module = tmp_path_factory.mktemp("plugin") / "mismatch_plugin.py"
+    module.write_text(MISMATCH_PLUGIN)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("model", "dataset", "words"),
+    [
+        ("lenet_300_100", "mismatch_u8", "(shape (1, 8, 8), integer (token ids"),
+        ("mismatch_fixed", "mismatch_float", "shapes cannot be multiplied (2x64 and 100x3)"),
+    ],
+)
+def test_a_model_that_cannot_take_the_datasets_inputs_is_one_line_before_anything_is_written(
+    tmp_path: Path, mismatch_plugin: Path, capsys: pytest.CaptureFixture[str], model: str, dataset: str, words: str
+) -> None:
+    """Before: torch's RuntimeError from the first training step, as a traceback, after the experiment was written."""
+    module = mismatch_plugin
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'[model]\nname = "{model}"\n[dataset]\nname = "{dataset}"\nvalidation_size = 20\n'
+        '[training]\nbatch_size = 20\ntraining_steps = "4it"\n[imp]\nlevels = 1\n'
+    )
+    argv = ["run", "--import", str(module), str(spec), "--out", str(tmp_path / "runs")]
+    assert main([*argv, "--progress", "log"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"lottery: error: model '{model}' cannot train on dataset")
+    assert words in err and not (tmp_path / "runs").exists()

@@ -127,7 +127,7 @@ class Context:
         """Raise UserError for anything that would fail later: data, model, schedule, pruning settings."""
         from lottery.training import losses
 
-        losses.make(self.spec.training)  # the loss (built in, or a plugin's whose code matches the spec)
+        loss = losses.make(self.spec.training)  # the loss (built in, or a plugin's whose code matches the spec)
         if self.spec.training.precision == "bf16" and self.runtime.device.type != "cuda":
             raise UserError("training.precision = 'bf16' needs a CUDA device (allowed here: 'fp32')")
         from lottery.training import distributed
@@ -148,6 +148,34 @@ class Context:
             model = self._network
             weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             prune(weights, Mask.ones(model), self.layer_kinds, self.spec.pruning)
+        self._check_first_batch(loss)
+
+    def _check_first_batch(self, loss: Any) -> None:
+        """Refuse, in one line and before anything is written, a model that cannot take the dataset's inputs or whose
+        outputs the loss cannot take: its forward pass and loss on two training examples (in eval mode: no random
+        number is drawn and no statistic is updated)."""
+        x, y = getattr(self.data, "train_x", None), getattr(self.data, "train_y", None)
+        if x is None or y is None:  # streamed data (image folders): checked by its first batch
+            return
+        model = self._network
+        try:
+            model.eval()
+            with torch.no_grad():
+                loss(model(x[:2]), y[:2])
+        except Exception as exc:  # noqa: BLE001  (any failure of the user's model or data: one line)
+            kind = "integer (token ids, given to the model as they are)" if not x.is_floating_point() else str(x.dtype)
+            hint = (
+                "; 8-bit images need ImageData(..., scale=255), which converts them to float"
+                if x.dtype == torch.uint8
+                else ""
+            )
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(
+                f"model '{self.spec.model.name}' cannot train on dataset '{self.spec.dataset.name}': its forward pass "
+                f"and loss fail on the training inputs (shape {tuple(x.shape[1:])}, {kind}): {first}{hint}"
+            ) from None
+        finally:
+            model.train()
 
     def stacks(self, k: int) -> bool:
         """Whether a group of k runs of this experiment's network (k >= 1) is trained as one stacked model.
