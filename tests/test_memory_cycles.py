@@ -104,6 +104,28 @@ def test_attachment_outlives_its_optimizer_clearly() -> None:
     handle.remove()
 
 
+@pytest.mark.parametrize("method", ["rigl", "gmp"])
+def test_dynamic_handle_lets_its_optimizer_go(method: str) -> None:
+    """lottery.dynamic's hook and attachment hold nothing that leads back to the optimizer either."""
+    model = net()
+    torch.optim.SGD(model.parameters(), lr=0.1)  # torch's first optimizer in a process (see above)
+    with cyclic_garbage() as garbage:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        options = {"update_every": 2} if method == "rigl" else {"every": 2}
+        handle = lottery.dynamic(model, optimizer, method, density=0.5, total_steps=4, **options)
+        assert handle.optimizer is optimizer
+        steps(model, optimizer, 4)
+        alive = weakref.ref(optimizer)
+        del optimizer
+        assert alive() is None, "the optimizer is kept alive by a reference cycle"
+        assert len(handle.history) >= 1
+        mask = handle.mask
+    assert not any(isinstance(o, (torch.optim.Optimizer, torch.Tensor)) for o in garbage)
+    for name, m in mask.items():
+        weight = dict(model.named_parameters())[name]
+        assert torch.equal(weight[~m], torch.zeros_like(weight[~m]))
+
+
 def test_training_loop_leaves_no_tensor_in_cyclic_garbage(tmp_path: Path) -> None:
     """A tiny IMP with both controls through the training loop (stacked and single runs, pruned masks attached):
     nothing it allocated waits for the cyclic collector."""
