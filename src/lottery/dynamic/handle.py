@@ -72,7 +72,6 @@ class DynamicSparsity:
                 "dynamic: no layer to make sparse (pass names=[...] or use a model with Linear/Conv layers)"
             )
         self.config = config
-        self.optimizer = optimizer
         self._params = {name: params[name] for name in names}
         self._mask = self.initial(config, {name: tuple(p.shape) for name, p in self._params.items()})
         self.step = 0  # optimizer steps taken under the handle
@@ -88,6 +87,12 @@ class DynamicSparsity:
         if config.method == "gmp":
             return Mask({name: torch.ones(shape, dtype=torch.bool) for name, shape in shapes.items()})
         return initial_mask(shapes, config.density, config.distribution, config.seed)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer the handle steps with, held weakly (by its attachment), as the hooks on it must not lead back
+        to it: RuntimeError once it no longer exists."""
+        return self._attachment.optimizer
 
     @property
     def mask(self) -> Mask:

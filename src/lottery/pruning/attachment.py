@@ -12,7 +12,7 @@ once, and again at the first step (state created lazily by the optimizer), so no
 
 from __future__ import annotations
 
-import types
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,7 +99,12 @@ def match_by_shape(mask: Mask, params: list[Tensor]) -> dict[str, Tensor]:
 
 
 class Attachment:
-    """A mask attached to an optimizer (see `attach`); `remove()` detaches it."""
+    """A mask attached to an optimizer (see `attach`); `remove()` detaches it.
+
+    It holds its optimizer by a weak reference, and the hooks and the step it installs on the optimizer hold
+    nothing that leads back to the optimizer (as torch's LR schedulers wrap `step`): no reference cycle, so a
+    finished network's weights, gradients and optimizer state are freed the moment the training drops the
+    optimizer, not at Python's next full garbage collection (docs/performance.md, the whole demo's memory)."""
 
     def __init__(
         self,
@@ -112,7 +117,7 @@ class Attachment:
     ) -> None:
         """`hooks`: register the step hooks (False: the caller runs `before_step` / `after_step` itself).
         `fast_step`: see `attach`."""
-        self.optimizer = optimizer
+        self._optimizer = weakref.ref(optimizer)
         params = _parameters(mask, optimizer, model)
         pruned = [i for i, name in enumerate(mask) if not bool(mask[name].all())]  # all-kept layers cost nothing
         names = list(mask)
@@ -135,6 +140,14 @@ class Attachment:
             ]
         self.apply()
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer the mask is attached to (RuntimeError once it no longer exists)."""
+        optimizer = self._optimizer()
+        if optimizer is None:
+            raise RuntimeError("attach: the optimizer this mask was attached to no longer exists")
+        return optimizer
+
     def masks(self) -> list[Tensor]:
         """The masks in the parameters' dtype and device (recast if the model moved)."""
         if not self._masks or self._masks[0].device != self.params[0].device:
@@ -149,15 +162,15 @@ class Attachment:
         masks = self.masks()
         torch._foreach_mul_(self.params, masks)
         self._mask_grads(masks)
-        self._mask_state(masks)
+        self._mask_state(masks, self.optimizer)
 
     def _mask_grads(self, masks: list[Tensor]) -> None:
         pairs = [(p.grad, m) for p, m in zip(self.params, masks) if p.grad is not None]
         if pairs:
             torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
-    def _mask_state(self, masks: list[Tensor]) -> None:
-        state = self.optimizer.state
+    def _mask_state(self, masks: list[Tensor], optimizer: torch.optim.Optimizer) -> None:
+        state = optimizer.state
         for p, m in zip(self.params, masks):
             for value in state.get(p, {}).values():
                 if isinstance(value, Tensor) and value.shape == p.shape:
@@ -178,38 +191,43 @@ class Attachment:
         if self.remask_weights:
             torch._foreach_mul_(self.params, masks)
         if self.remask_state or self._fresh:
-            self._mask_state(masks)
+            self._mask_state(masks, optimizer)
             self._fresh = False
 
     def _install_fast_step(self) -> None:
         """Route `optimizer.step()` through `exact_step` (training/optimizer.py): torch's own step bit for bit, hooks
         included, without the slow path PyTorch's CPU Adam takes on the exactly-zero second moments of pruned
         coordinates; where it does not apply, the optimizer's own step runs. An instance attribute, as torch's LR
-        schedulers install theirs; `remove()` takes it away."""
+        schedulers install theirs (a function holding the optimizer by a weak reference, as theirs: a bound method
+        would be a reference cycle); `remove()` takes it away."""
         from lottery.training.optimizer import exact_step
 
-        previous = self.optimizer.__dict__.get("step")  # e.g. an LR scheduler's wrapper; None: the class's step
+        owner = self.optimizer
+        previous = owner.__dict__.get("step")  # e.g. an LR scheduler's wrapper; None: the class's step
+        reference = weakref.ref(owner)
 
-        def step(optimizer: torch.optim.Optimizer, closure: Any = None) -> Any:
+        def step(closure: Any = None) -> Any:
+            optimizer = reference()
             optimizer._opt_called = True  # what an LR scheduler's wrapper of step() records
             if closure is None and exact_step(optimizer):
                 return None
             return previous(closure) if previous is not None else type(optimizer).step(optimizer, closure)
 
         step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]  (it records the call itself: see above)
-        self._step, self._previous_step = types.MethodType(step, self.optimizer), previous
-        self.optimizer.step = self._step
+        self._step, self._previous_step = step, previous
+        owner.step = step
 
     def remove(self) -> None:
         """Detach: later steps no longer enforce the mask."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if self._step is not None and self.optimizer.__dict__.get("step") is self._step:
+        optimizer = self._optimizer()
+        if self._step is not None and optimizer is not None and optimizer.__dict__.get("step") is self._step:
             if self._previous_step is None:
-                del self.optimizer.step
+                del optimizer.step
             else:
-                self.optimizer.step = self._previous_step
+                optimizer.step = self._previous_step
         self._step = None
 
     def __enter__(self) -> Attachment:
