@@ -5,6 +5,7 @@ and controls, and store the same files, bit for bit."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 import lottery
 from conftest import tiny_spec
 from lottery import models
+from lottery.api.imp import _Watch
 from lottery.errors import UserError
 from lottery.experiments import controls as engine_controls
 from lottery.experiments import imp as engine_imp
@@ -175,3 +177,39 @@ def test_api_refuses_a_control_that_starts_with_an_optimizer_state_in_one_line()
     with pytest.raises(UserError, match="optimizer state") as caught:
         list(lottery.imp(model, train_fn, levels=1, iterations=3, controls=["momentum_probe_one_imp"]))
     assert "\n" not in str(caught.value)
+
+
+def test_api_holds_the_mask_in_each_new_optimizer_a_train_fn_makes() -> None:
+    """A `train_fn` that makes a new optimizer every step, over other parameters each time (freed ones' ids are
+    reused): the mask holds in every one of them, so pruned weights stay exactly zero at every level."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 3))
+    x, y = torch.randn(24, 6, generator=torch.Generator().manual_seed(1)), torch.arange(24) % 3
+
+    def train_fn(model, mask, start, end):
+        for t in range(start, end):
+            params = list(model.parameters()) if t % 2 else list(model[0].parameters())
+            opt = torch.optim.SGD(params, 0.5)  # the previous step's optimizer is freed here
+            model.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            del opt
+
+    for level in lottery.imp(model, train_fn, levels=2, iterations=8, fraction=0.5):
+        for name, m in level.mask.items():
+            assert not level.final[name][~m.bool()].any(), (level.level, name)
+
+
+def test_the_driver_forgets_an_optimizer_train_fn_dropped() -> None:
+    """What holds the mask in an optimizer goes with the optimizer: a new one that takes over a freed one's id (and
+    holds other parameters) gets its own."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    mask = lottery.Mask({"0.weight": torch.rand(5, 4, generator=torch.Generator().manual_seed(0)) > 0.5})
+    with _Watch(model, mask, None, True) as watch:
+        first = torch.optim.SGD(model[0].parameters(), 0.1)
+        model(torch.ones(1, 4)).sum().backward()
+        first.step()
+        assert len(watch.attachments) == 1
+        del first
+        gc.collect()
+        assert len(watch.attachments) == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -90,18 +91,21 @@ class _Watch:
         self.enforce = enforce and mask.density < 1
         self.steps = 0
         self.snapshot: dict[str, Tensor] | None = None
-        self.attachments: dict[int, Attachment | None] = {}
+        # by the optimizer itself, held weakly: an entry goes with its optimizer, so a train_fn that makes a new one
+        # (over other parameters) never meets the entry of an old one whose id it took over
+        self.attachments: weakref.WeakKeyDictionary[torch.optim.Optimizer, Attachment | None] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _attachment(self, optimizer: torch.optim.Optimizer) -> Attachment | None:
-        key = id(optimizer)
-        if key not in self.attachments:
+        if optimizer not in self.attachments:
             held = {id(p) for group in optimizer.param_groups for p in group["params"]}
             params = dict(self.model.named_parameters())
             mine = {n: m for n, m in self.mask.items() if id(params[n]) in held}
-            self.attachments[key] = (
+            self.attachments[optimizer] = (
                 Attachment(Mask(mine), optimizer, model=self.model, hooks=False) if mine and self.enforce else None
             )
-        return self.attachments[key]
+        return self.attachments[optimizer]
 
     def _pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         attachment = self._attachment(optimizer)
