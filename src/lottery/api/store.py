@@ -100,7 +100,8 @@ class ApiStore:
         from lottery.store import layout
 
         k, r = self.settings["rewind"], layout.replicate(self.experiment.path, 0)
-        yield layout.dense(r), {**self.base, "kind": "dense", "snapshot": k}
+        # the dense run starts from the starting mask applied to W_0 and holds it while it trains: it is in the key
+        yield layout.dense(r), {**self.base, "kind": "dense", "snapshot": k, "mask": self.settings["mask"]}
         for level in range(1, self.settings["levels"] + 1):
             key = self.level_key(level)
             yield layout.level(r, k, level), key

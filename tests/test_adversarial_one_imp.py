@@ -1,0 +1,47 @@
+"""A hostile and a careless researcher against this session's One IMP (`lottery.imp` and `lottery run` taking one
+step, experiments/imp_step.py; runs recorded by training/record.py; `lottery.reinitialize` rerunning a Network's own
+init) and the first-batch check of `Context.validate`. Each test failed before the fix its commit names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import lottery
+
+X = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+Y = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(1))
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def train_fn(model, mask, start, end):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(start, end):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(X), Y).backward()
+        optimizer.step()
+    return {"accuracy": (model(X).argmax(1) == Y).float().mean().item()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_stored_dense_run_is_never_reused_for_another_starting_mask(tmp_path: Path) -> None:
+    """The dense run starts from m_0 ⊙ W_0 and holds m_0: its network key named no starting mask, so a run with a
+    starting mask read back the unmasked dense network of an earlier run in the same store (a cache that lied)."""
+    list(lottery.imp(mlp(), train_fn, levels=1, iterations=6, directory=tmp_path))
+    ones = lottery.Mask.ones(mlp())
+    half = lottery.Mask({n: torch.arange(m.numel()).reshape(m.shape) % 2 == 0 for n, m in ones.items()})
+    stored = list(lottery.imp(mlp(), train_fn, levels=1, iterations=6, directory=tmp_path, mask=half))
+    fresh = list(lottery.imp(mlp(), train_fn, levels=1, iterations=6, mask=half))
+    assert stored[0].density == fresh[0].density == pytest.approx(0.5)
+    for a, b in zip(stored, fresh, strict=True):
+        assert same(a.start, b.start) and same(a.final, b.final)
