@@ -45,3 +45,23 @@ def test_a_stored_dense_run_is_never_reused_for_another_starting_mask(tmp_path: 
     assert stored[0].density == fresh[0].density == pytest.approx(0.5)
     for a, b in zip(stored, fresh, strict=True):
         assert same(a.start, b.start) and same(a.final, b.final)
+
+
+def bn_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def test_a_model_with_batchnorm_is_stored_and_read_back(tmp_path: Path) -> None:
+    """BatchNorm's `num_batches_tracked` is a 0-dim long tensor, which the fingerprint could not view as bytes:
+    imp(directory=) of any model with BatchNorm failed with torch's RuntimeError before training."""
+    first = list(lottery.imp(bn_model(), train_fn, levels=1, iterations=4, directory=tmp_path))
+    again = list(lottery.imp(bn_model(), train_fn, levels=1, iterations=4, directory=tmp_path))
+    assert first[1].final["1.num_batches_tracked"].item() == 5  # 4 steps, and train_fn's forward in train mode
+    for a, b in zip(first, again, strict=True):
+        assert same(a.final, b.final) and a.experiment == b.experiment
+    other = bn_model()
+    other.state_dict()["1.num_batches_tracked"].fill_(7)  # a 0-dim buffer is part of W_0: another fingerprint
+    assert list(lottery.imp(other, train_fn, levels=0, iterations=4, directory=tmp_path))[0].experiment != (
+        first[0].experiment
+    )

@@ -72,7 +72,7 @@ class _Hasher:
         if isinstance(value, torch.Tensor):
             data = value.detach().cpu().contiguous()
             self.put("tensor", data.dtype, tuple(data.shape))
-            self.h.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+            self.h.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")  # 0-dim too
         elif isinstance(value, (torch.dtype, torch.device)):
             self.put("torch", value)
         elif isinstance(value, torch.Generator):
