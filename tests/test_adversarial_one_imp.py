@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import lottery
+from lottery.errors import UserError
 
 X = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
 Y = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(1))
@@ -65,3 +66,53 @@ def test_a_model_with_batchnorm_is_stored_and_read_back(tmp_path: Path) -> None:
     assert list(lottery.imp(other, train_fn, levels=0, iterations=4, directory=tmp_path))[0].experiment != (
         first[0].experiment
     )
+
+
+class NoParameters(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@pytest.mark.parametrize(
+    ("model", "settings", "says"),
+    [
+        (NoParameters(), {}, "model must be a torch.nn.Module with parameters"),
+        (None, {"train_fn": 3}, "train_fn must be a function"),
+        (None, {"levels": 1.5}, "levels must be a whole number"),
+        (None, {"control_seed": -1}, "control_seed: seed must be a whole number in [0, 2**63)"),
+        (None, {"control_seed": 2**63}, "control_seed: seed must be a whole number in [0, 2**63)"),
+        (None, {"control_seed": "0"}, "control_seed: seed must be a whole number in [0, 2**63)"),
+        (None, {"mask": lottery.Mask({"nope": torch.ones(3, dtype=torch.bool)})}, "names 'nope', which is not a"),
+        (None, {"mask": lottery.Mask({"0.weight": torch.ones(3, dtype=torch.bool)})}, "has shape (3,); the param"),
+    ],
+)
+def test_bad_arguments_of_imp_are_refused_in_one_line_before_training(model, settings, says, tmp_path: Path) -> None:
+    """Before: StopIteration (as RuntimeError) for a model without parameters, TypeError or KeyError from deep
+    inside, and a bad control_seed only after the dense network had trained (seeding's ValueError)."""
+    calls = []
+
+    def counting(model, mask, start, end):
+        calls.append(start)
+        return train_fn(model, mask, start, end)
+
+    kwargs = {"train_fn": counting, "levels": 1, "iterations": 4, "controls": ["random_prune"], **settings}
+    with pytest.raises(UserError) as caught:
+        list(lottery.imp(mlp() if model is None else model, kwargs.pop("train_fn"), **kwargs, directory=tmp_path))
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+    assert calls == [] and list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, -(2**63), 2**64, 1.5, "3", True])
+def test_reinitialize_refuses_a_seed_torch_would_wrap_or_truncate(seed) -> None:
+    """torch.manual_seed wraps seeds modulo 2**64 (2**63 gave seed 0's weights, -1 those of 2**63 - 1) and truncates
+    floats: two recorded seeds gave one network. lottery's seeds are whole numbers in [0, 2**63)."""
+    with pytest.raises(UserError, match=r"seed must be a whole number in \[0, 2\*\*63\)"):
+        lottery.reinitialize(mlp(), None, seed)
+    with pytest.raises(UserError, match=r"seed must be a whole number in \[0, 2\*\*63\)"):
+        lottery.random_mask_like(lottery.Mask.ones(mlp()), seed)
+
+
+def test_reinitialize_takes_the_extreme_seeds() -> None:
+    low, high = (lottery.reinitialize(mlp(), None, s)[0].weight.clone() for s in (0, 2**63 - 1))
+    assert not torch.equal(low, high)
+    assert torch.equal(high, lottery.reinitialize(mlp(), None, 2**63 - 1)[0].weight)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.optim import optimizer as optim_base
 
 from lottery.api.fingerprint import digest_tensors, fingerprint
-from lottery.api.masks import reinitialize, starting_mask
+from lottery.api.masks import check_seed, reinitialize, starting_mask
 from lottery.api.store import SCOPES, ApiStore, accuracy_of, api_spec
 from lottery.errors import UserError, unknown_name
 from lottery.experiments import imp_step
@@ -213,6 +213,13 @@ def imp(
       `train_fn` cannot be hashed (refused in one line otherwise).
     - `attach`: hold each level's mask in every optimizer that steps the model while `train_fn` runs.
     """
+    if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
+        raise UserError(f"imp: model must be a torch.nn.Module with parameters, got {type(model).__name__}")
+    if not callable(train_fn):
+        raise UserError(f"imp: train_fn must be a function train_fn(model, mask, start, end), got {train_fn!r}")
+    if isinstance(levels, bool) or not isinstance(levels, int):
+        raise UserError(f"imp: levels must be a whole number >= 0, got {levels!r}")
+    check_seed(control_seed, "imp: control_seed")
     end = _iterations(iterations, iterations_per_epoch, "iterations")
     k = _iterations(rewind, iterations_per_epoch, "rewind")
     if not 0 <= k < end:
@@ -228,6 +235,7 @@ def imp(
     if fraction is not None and density is not None:
         raise UserError("imp: give fraction or density, not both")
     mask = starting_mask(model, mask, names, "imp")
+    _check_mask(model, mask)
     pruning = PruningSpec(
         strategy=SCOPES[scope],
         fraction=0.2 if fraction is None else fraction,
@@ -352,6 +360,18 @@ def imp(
     finally:
         if store is not None:
             store.write_results()  # what is finished so far, also when the loop stopped early
+
+
+def _check_mask(model: nn.Module, mask: Mask) -> None:
+    """A starting mask names parameters of `model` (as `named_parameters` names them), each of its shape."""
+    params = dict(model.named_parameters())
+    for name, m in mask.items():
+        if name not in params:
+            raise UserError(f"imp: the mask names '{name}', which is not a parameter of {type(model).__name__}")
+        if tuple(m.shape) != tuple(params[name].shape):
+            raise UserError(
+                f"imp: the mask of '{name}' has shape {tuple(m.shape)}; the parameter has {tuple(params[name].shape)}"
+            )
 
 
 def _path(store: ApiStore | None) -> Path | None:

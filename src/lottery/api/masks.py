@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -33,6 +34,14 @@ def _kinds_from_shapes(mask: Mask) -> dict[str, str]:
     if linear:
         kinds[linear[-1]] = "output"
     return kinds
+
+
+def check_seed(seed: object, who: str) -> int:
+    """`seed` if it is a whole number in [0, 2**63) (`lottery.seeding`'s seeds), else UserError: torch would wrap a
+    negative or larger one onto another seed (2**63 gives seed 0's weights, -1 those of 2**63 - 1) and truncate 1.5."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise UserError(f"{who}: seed must be a whole number in [0, 2**63), got {seed!r}")
+    return int(seed)
 
 
 def starting_mask(
@@ -125,7 +134,7 @@ def random_mask_like(
     not ignored ('global'), placed uniformly at random from `seed`. `previous` (layerwise): draw only among the
     coordinates it keeps, so that successive levels nest. `structure` (with `n`, `m`): keep `mask`'s structure
     (random channels, or random places in every N:M group), as the engine's random-pruning control does."""
-    generator = seeding.generator("api.random_mask", seed)
+    generator = seeding.generator("api.random_mask", check_seed(seed, "random_mask_like"))
     shape = PruningSpec(structure=structure, n=n, m=m).validate()
     if scope == "layerwise":
         return random_like(mask, previous, generator, shape)
@@ -162,6 +171,7 @@ def reinitialize(
     engine build) is then initialized again as at construction, from a generator seeded with `seed`: its fresh
     weights are those the engine builds with that seed, bit for bit. A parameter no `reset_parameters` covers is
     refused (pass `init`). Returns the model."""
+    seed = check_seed(seed, "reinitialize")
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed)
