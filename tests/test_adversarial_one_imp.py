@@ -116,3 +116,20 @@ def test_reinitialize_takes_the_extreme_seeds() -> None:
     low, high = (lottery.reinitialize(mlp(), None, s)[0].weight.clone() for s in (0, 2**63 - 1))
     assert not torch.equal(low, high)
     assert torch.equal(high, lottery.reinitialize(mlp(), None, 2**63 - 1)[0].weight)
+
+
+def test_a_train_fn_that_changes_its_mask_is_refused(tmp_path: Path) -> None:
+    """train_fn was given the driver's own mask: zeroing it in place made every later level (and the dense level
+    already yielded) report density 0 in memory while the store held the real masks. Now train_fn gets a copy, and a
+    changed copy is refused in one line; the run is not recorded as finished."""
+
+    def prunes_in_place(model, mask, start, end):
+        result = train_fn(model, mask, start, end)
+        mask["0.weight"][0].zero_()
+        return result
+
+    with pytest.raises(UserError, match="train_fn changed the mask it was given"):
+        list(lottery.imp(mlp(), prunes_in_place, levels=1, iterations=4, directory=tmp_path))
+    assert not list(tmp_path.glob("networks/*/*/summary.json"))
+    levels = list(lottery.imp(mlp(), train_fn, levels=1, iterations=4, directory=tmp_path))
+    assert levels[0].density == 1.0 and levels[1].density == pytest.approx(0.8, abs=0.01)

@@ -292,8 +292,14 @@ def imp(
                 run = run.with_provenance({**(run.provenance or {}), "density": repr(float(start.mask.density))})
                 record.begin(run, start.weights, start.mask)
             model.load_state_dict(start.weights)
+            given = Mask({name: m.clone() for name, m in start.mask.items()})  # the held mask is the driver's
             with _Watch(model, start.mask, snapshot_at, attach) as watch:
-                result = train_fn(model, start.mask, begin, end)
+                result = train_fn(model, given, begin, end)
+            if given.keys() != start.mask.keys() or any(not torch.equal(given[n], m) for n, m in start.mask.items()):
+                raise UserError(
+                    "imp: train_fn changed the mask it was given; the levels' masks are lottery.imp's: "
+                    "change a copy (e.g. lottery.Mask({n: m.clone() for n, m in mask.items()}))"
+                )
             if watch.steps != end - begin:
                 raise UserError(
                     f"imp: train_fn took {watch.steps} optimizer steps from iteration {begin} to {end}; "
