@@ -133,3 +133,55 @@ def test_a_train_fn_that_changes_its_mask_is_refused(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("networks/*/*/summary.json"))
     levels = list(lottery.imp(mlp(), train_fn, levels=1, iterations=4, directory=tmp_path))
     assert levels[0].density == 1.0 and levels[1].density == pytest.approx(0.8, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        (1, 2),
+        {1: 2.0},
+        {"accuracy": float("nan")},
+        float("inf"),
+        {"loss": torch.tensor([1.5, float("nan")])},
+        {3, 4},
+        None,
+        {"accuracy": 0.75, "curve": [0.1, 0.2]},
+    ],
+    ids=repr,
+)
+def test_a_stored_result_reads_back_as_train_fn_returned_it(result, tmp_path: Path) -> None:
+    """result.json changed what JSON cannot hold: a tuple came back a list, {1: 2.0} as {'1': 2.0} (a resumed run
+    gave another result than the run that computed it), and NaN was written as JSON's non-standard NaN."""
+
+    def returns(model, mask, start, end):
+        train_fn(model, mask, start, end)
+        return result
+
+    first = list(lottery.imp(mlp(), returns, levels=1, iterations=3, directory=tmp_path))
+    again = list(lottery.imp(mlp(), returns, levels=1, iterations=3, directory=tmp_path))
+    for level in again:
+        got = level.result
+        assert type(got) is type(result) and repr(got) == repr(result)  # NaN != NaN: compared by repr
+    assert [level.result is not None for level in first] == [result is not None] * 2
+    for path in tmp_path.glob("networks/*/*/result.json"):
+        path.read_text().encode("ascii")
+        assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
+
+
+class Opaque:
+    pass
+
+
+@pytest.mark.parametrize("make", [lambda: lambda: 1, lambda: (i for i in range(2)), Opaque, mlp])
+def test_a_result_that_cannot_be_read_back_is_refused_in_one_line(make, tmp_path: Path) -> None:
+    """A lambda or a generator failed inside torch.save with a traceback; an object torch.load(weights_only=True)
+    refuses (a model, a class of the user's) was stored and then never read back: every call trained it again."""
+
+    def returns(model, mask, start, end):
+        train_fn(model, mask, start, end)
+        return make()
+
+    with pytest.raises(UserError, match="cannot store and read back") as caught:
+        list(lottery.imp(mlp(), returns, levels=0, iterations=3, directory=tmp_path))
+    assert "\n" not in str(caught.value)
+    assert not list(tmp_path.glob("networks/*/*/summary.json"))

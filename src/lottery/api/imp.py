@@ -20,6 +20,7 @@ fingerprint of the user's code and settings (`lottery.api.fingerprint`), and fin
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -149,10 +150,27 @@ _MISSING = object()
 
 
 def _write_result(run: RunDir, result: Any) -> None:
+    """What `train_fn` returned, as JSON where it reads back equal (not a tuple, an int key or NaN, which JSON would
+    change), else with torch.save where `torch.load(weights_only=True)` reads it back; otherwise UserError (a result
+    that cannot be read back would be trained again on every call)."""
     try:
-        run.write("result.json", (json.dumps({"result": result}) + "\n").encode())
-    except TypeError:
-        run.write_torch("result.pt", result)
+        text = json.dumps({"result": result}, allow_nan=False)
+        if json.loads(text)["result"] == result:
+            run.write("result.json", (text + "\n").encode())
+            return
+    except (TypeError, ValueError):
+        pass
+    buffer = io.BytesIO()
+    try:
+        torch.save(result, buffer)
+        torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (pickling or loading any object: one line)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(
+            f"imp: train_fn returned a {type(result).__name__}, which directory= cannot store and read back ({first}); "
+            "return numbers, strings, lists, tuples, dicts or tensors"
+        ) from None
+    run.write("result.pt", buffer.getvalue())
 
 
 def _read_result(run: RunDir) -> Any:
