@@ -185,3 +185,39 @@ def test_a_result_that_cannot_be_read_back_is_refused_in_one_line(make, tmp_path
         list(lottery.imp(mlp(), returns, levels=0, iterations=3, directory=tmp_path))
     assert "\n" not in str(caught.value)
     assert not list(tmp_path.glob("networks/*/*/summary.json"))
+
+
+class Tied(nn.Module):
+    """Two layers sharing one weight (as a language model's embedding and output layer do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.out = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+        self.b.weight = self.a.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_a_tied_weight_is_pruned_once_and_stays_pruned_under_both_names(tmp_path: Path) -> None:
+    """prunable listed the tied weight under both names, and `named_parameters` has only the first: imp (and
+    Mask.ones, prune) failed with KeyError 'b.weight'. And the state dict holds both names, so the start loaded
+    the second name's unmasked copy over the masked first one: the level would train with its pruned weights back."""
+    assert list(lottery.prunable(Tied())) == ["a.weight", "out.weight"]
+
+    def checks(model, mask, start, end):
+        assert not model.a.weight[~mask["a.weight"]].any()  # the pruned weights start at zero
+        return train_fn(model, mask, start, end)
+
+    levels = list(lottery.imp(Tied(), checks, levels=2, iterations=4, directory=tmp_path))
+    assert levels[2].density < levels[1].density < 1
+    for level in levels[1:]:
+        pruned = ~level.mask["a.weight"]
+        assert pruned.any()
+        for weights in (level.start, level.final):
+            assert torch.equal(weights["a.weight"], weights["b.weight"]) and not weights["a.weight"][pruned].any()
+    stored = sorted(tmp_path.glob("networks/*/*/summary.json"))
+    again = list(lottery.imp(Tied(), checks, levels=2, iterations=4, directory=tmp_path))
+    assert all(same(a.final, b.final) for a, b in zip(levels, again, strict=True))
+    assert sorted(tmp_path.glob("networks/*/*/summary.json")) == stored and len(stored) == 3

@@ -261,6 +261,7 @@ def imp(
         layers_to_ignore=tuple(ignore),
     ).validate()
     order = list(mask)
+    aliases = _aliases(model)
     store = None
     if directory is not None:
         found = fingerprint(train_fn, model, config)
@@ -304,6 +305,12 @@ def imp(
                 "train_fn; use controls that start with a fresh optimizer (optimizer_state=None)"
             )
         begin = start.iteration
+        if aliases:  # a tied weight's other names hold its masked value (load_state_dict loads every name)
+            weights = {
+                **start.weights,
+                **{a: start.weights[n].clone() for a, n in aliases.items() if n in start.weights},
+            }
+            start = imp_step.Start(start.mask, weights, start.optimizer_state, start.iteration)
         with ExitStack() as stack:
             began = stack.enter_context(store.training(run)) if run is not None else time.perf_counter()
             if run is not None:
@@ -384,6 +391,19 @@ def imp(
     finally:
         if store is not None:
             store.write_results()  # what is finished so far, also when the loop stopped early
+
+
+def _aliases(model: nn.Module) -> dict[str, str]:
+    """{other name: first name} of every tied parameter or buffer of `model`'s state dict."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, value in model.state_dict(keep_vars=True).items():
+        key = id(value)
+        if key in first:
+            aliases[name] = first[key]
+        else:
+            first[key] = name
+    return aliases
 
 
 def _check_mask(model: nn.Module, mask: Mask) -> None:
