@@ -221,3 +221,38 @@ def test_a_tied_weight_is_pruned_once_and_stays_pruned_under_both_names(tmp_path
     again = list(lottery.imp(Tied(), checks, levels=2, iterations=4, directory=tmp_path))
     assert all(same(a.final, b.final) for a, b in zip(levels, again, strict=True))
     assert sorted(tmp_path.glob("networks/*/*/summary.json")) == stored and len(stored) == 3
+
+
+def net_class(squash: bool) -> type[nn.Module]:
+    class Net(nn.Module):  # the same name, module and structure either way: only forward's code differs
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.layer = nn.Linear(8, 2)
+
+        if squash:
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.layer(torch.tanh(x))
+
+        else:
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.layer(x)
+
+    return Net
+
+
+def test_a_changed_forward_is_a_new_experiment(tmp_path: Path) -> None:
+    """The fingerprint hashed the model's class by name, its repr and W_0: editing forward (a tanh added) read back
+    the networks the old forward had trained."""
+    plain, squashed = net_class(False)(), net_class(True)()
+    assert type(plain).__qualname__ == type(squashed).__qualname__ and repr(plain) == repr(squashed)
+    old = list(lottery.imp(plain, train_fn, levels=1, iterations=3, directory=tmp_path))
+    new = list(lottery.imp(squashed, train_fn, levels=1, iterations=3, directory=tmp_path))
+    fresh = list(lottery.imp(net_class(True)(), train_fn, levels=1, iterations=3))
+    assert new[0].experiment != old[0].experiment
+    assert all(same(a.final, b.final) for a, b in zip(new, fresh, strict=True))
+    assert not same(new[1].final, old[1].final)
+    again = list(lottery.imp(net_class(False)(), train_fn, levels=1, iterations=3, directory=tmp_path))
+    assert again[0].experiment == old[0].experiment  # the same code: the same experiment, read back
