@@ -256,3 +256,52 @@ def test_a_changed_forward_is_a_new_experiment(tmp_path: Path) -> None:
     assert not same(new[1].final, old[1].final)
     again = list(lottery.imp(net_class(False)(), train_fn, levels=1, iterations=3, directory=tmp_path))
     assert again[0].experiment == old[0].experiment  # the same code: the same experiment, read back
+
+
+def test_a_run_another_process_finished_while_this_one_waited_is_read_back_not_trained_again(tmp_path: Path) -> None:
+    """Two processes on one directory=: the second read the dense run (not finished), waited for its lock while the
+    first trained it, then trained it again and wrote it over the first's (twice the work, for every run)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    child = Path(__file__).with_name("adversarial_one_imp_child.py")
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(lottery.__file__).parents[1])}
+
+    def start(name: str, **more: str) -> subprocess.Popen:
+        calls = {"LOTTERY_TEST_CALLS": str(tmp_path / f"{name}.calls")}
+        with (tmp_path / f"{name}.err").open("w") as err:
+            command = [sys.executable, str(child), str(tmp_path / "store")]
+            return subprocess.Popen(
+                command, env={**env, **calls, **more}, stdout=subprocess.PIPE, stderr=err, text=True
+            )
+
+    def wait_for(condition) -> bool:
+        for _ in range(600):  # bounded: 60 s
+            if condition():
+                return True
+            time.sleep(0.1)
+        return False
+
+    processes = [start("first", LOTTERY_TEST_HOLD=str(hold))]
+    try:
+        assert wait_for(lambda: (hold / "started").exists() or processes[0].poll() is not None)
+        processes.append(start("second"))
+        waiting = wait_for(
+            lambda: "waiting" in (tmp_path / "second.err").read_text() or processes[1].poll() is not None
+        )
+        assert waiting and "waiting" in (tmp_path / "second.err").read_text()  # at the dense run's lock
+        (hold / "go").touch()
+        outputs = [process.communicate(timeout=120)[0] for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert [process.returncode for process in processes] == [0, 0], (tmp_path / "second.err").read_text()
+    assert outputs[0] == outputs[1] and outputs[0].strip()
+    assert (tmp_path / "first.calls").read_text().splitlines()[:2] == ["1.000 0", "0.800 1"]
+    second = (tmp_path / "second.calls").read_text().splitlines() if (tmp_path / "second.calls").exists() else []
+    assert "1.000 0" not in second  # the dense run the first process finished was read back

@@ -313,6 +313,11 @@ def imp(
             start = imp_step.Start(start.mask, weights, start.optimizer_state, start.iteration)
         with ExitStack() as stack:
             began = stack.enter_context(store.training(run)) if run is not None else time.perf_counter()
+            finished = _read_run(run, order)  # finished by another process while this one waited for the lock
+            if finished is not None:
+                snapshot = run.read_tensors(layout.snapshot(snapshot_at)) if snapshot_at is not None else None
+                if snapshot_at is None or snapshot is not None:
+                    return finished, snapshot
             if run is not None:
                 run = run.with_provenance({**(run.provenance or {}), "density": repr(float(start.mask.density))})
                 record.begin(run, start.weights, start.mask)
