@@ -305,3 +305,43 @@ def test_a_run_another_process_finished_while_this_one_waited_is_read_back_not_t
     assert (tmp_path / "first.calls").read_text().splitlines()[:2] == ["1.000 0", "0.800 1"]
     second = (tmp_path / "second.calls").read_text().splitlines() if (tmp_path / "second.calls").exists() else []
     assert "1.000 0" not in second  # the dense run the first process finished was read back
+
+
+FIXED_INPUT_PLUGIN = """
+from torch import nn
+import lottery
+
+
+@lottery.register_model("adversarial_fixed100")
+def fixed100(num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(100, num_classes))
+"""
+
+
+def test_a_model_that_cannot_take_an_image_folders_images_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first-batch check skipped streamed data ('checked by its first batch', which nothing did): an image
+    folder with a model of the wrong input size was torch's RuntimeError as a traceback from the first step, after
+    the experiment was written. Now two blank images of the folder's (3, H, W) go through forward and loss."""
+    from lottery.cli.main import main
+    from lottery.data.jpegs import write_folder
+
+    root = write_folder(tmp_path / "jpegs", classes=2, train_per_class=4, val_per_class=2)
+    plugin = tmp_path / "fixed_plugin.py"
+    plugin.write_text(FIXED_INPUT_PLUGIN)
+    settings = [
+        f"dataset.root={root}",
+        "dataset.name=imagefolder",
+        "dataset.image_size=16",
+        "dataset.validation_size=0",
+        "training.batch_size=4",
+        "training.training_steps=2it",
+    ]
+    argv = ["run", "--import", str(plugin), "--out", str(tmp_path / "runs"), "--device", "cpu", "--data-workers", "1"]
+    for setting in [*settings, "model.name=adversarial_fixed100"]:
+        argv += ["--set", setting]
+    assert main([*argv, "--progress", "log"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "model 'adversarial_fixed100' cannot train on dataset 'imagefolder'" in err
+    assert "(shape (3, 16, 16)" in err and not (tmp_path / "runs").exists()

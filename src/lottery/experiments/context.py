@@ -155,8 +155,14 @@ class Context:
         outputs the loss cannot take: its forward pass and loss on two training examples (in eval mode: no random
         number is drawn and no statistic is updated)."""
         x, y = getattr(self.data, "train_x", None), getattr(self.data, "train_y", None)
-        if x is None or y is None:  # streamed data (image folders): checked by its first batch
-            return
+        if x is None or y is None:
+            from lottery.data.stream import FolderSplits
+
+            if not isinstance(self.data, FolderSplits):
+                return
+            # an image folder streams float (N, 3, H, W) batches: two blank images of that shape, none decoded
+            x = torch.zeros((2, *self.data.input_shape), device=self.data.device)
+            y = torch.zeros(2, dtype=torch.long, device=self.data.device)
         model = self._network
         try:
             model.eval()
