@@ -345,3 +345,38 @@ def test_a_model_that_cannot_take_an_image_folders_images_is_refused_before_anyt
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "model 'adversarial_fixed100' cannot train on dataset 'imagefolder'" in err
     assert "(shape (3, 16, 16)" in err and not (tmp_path / "runs").exists()
+
+
+class OwnWeight(nn.Module):
+    """A parameter of its own, which no reset_parameters covers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.scale = nn.Parameter(torch.ones(8))
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x * self.scale)
+
+
+def test_random_reinit_of_a_model_it_cannot_reinitialize_is_refused_before_anything_trains(tmp_path: Path) -> None:
+    """imp trained the dense network and level 1, then failed at level 1's random_reinit with 'pass init=fn(model)',
+    which imp has no argument for. And reinitialize reset every module it could before refusing: the model was
+    left half reinitialized."""
+    calls = []
+
+    def counting(model, mask, start, end):
+        calls.append(start)
+        return train_fn(model, mask, start, end)
+
+    with pytest.raises(UserError, match=r"random_reinit .* none covers scale: give the module that holds it a reset"):
+        list(lottery.imp(OwnWeight(), counting, levels=1, iterations=3, controls=["random_reinit"]))
+    assert calls == []
+    levels = list(lottery.imp(OwnWeight(), counting, levels=1, iterations=3, controls=["random_prune"]))
+    assert len(calls) == 3 and levels[1].controls  # the other controls need no reset_parameters
+    model = OwnWeight()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UserError, match="no reset_parameters covers scale"):
+        lottery.reinitialize(model, None, 3)
+    assert same(model.state_dict(), before)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.optim import optimizer as optim_base
 
 from lottery.api.fingerprint import digest_tensors, fingerprint
-from lottery.api.masks import check_seed, reinitialize, starting_mask
+from lottery.api.masks import check_seed, not_reset, reinitialize, starting_mask
 from lottery.api.store import SCOPES, ApiStore, accuracy_of, api_spec
 from lottery.errors import UserError, unknown_name
 from lottery.experiments import imp_step
@@ -252,6 +252,12 @@ def imp(
         raise UserError(f"imp: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     if fraction is not None and density is not None:
         raise UserError("imp: give fraction or density, not both")
+    uncovered = not_reset(model) if "random_reinit" in controls else []
+    if uncovered:
+        raise UserError(
+            f"imp: the random_reinit control draws fresh weights with each module's reset_parameters, and none covers "
+            f"{', '.join(uncovered[:5])}: give the module that holds it a reset_parameters() method"
+        )
     mask = starting_mask(model, mask, names, "imp")
     _check_mask(model, mask)
     pruning = PruningSpec(

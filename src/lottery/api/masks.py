@@ -161,6 +161,12 @@ def _reset_methods(module: nn.Module) -> Callable[[], None] | None:
     return None
 
 
+def not_reset(model: nn.Module) -> list[str]:
+    """The parameters of `model` that no module's `reset_parameters` (or `_reset_parameters`) covers."""
+    covered = {id(p) for m in model.modules() if _reset_methods(m) for p in m.parameters()}
+    return [name for name, p in model.named_parameters() if id(p) not in covered]
+
+
 def reinitialize(
     model: nn.Module, mask: Mask | None = None, seed: int = 0, *, init: Callable[[nn.Module], None] | None = None
 ) -> nn.Module:
@@ -178,19 +184,15 @@ def reinitialize(
         if init is not None:
             init(model)
         else:
-            uncovered = []
-            for name, module in _post_order(model):  # children first, as at construction
-                reset = _reset_methods(module)
-                if reset is not None:
-                    reset()
-                else:
-                    uncovered += [f"{name}.{p}".lstrip(".") for p, _ in module.named_parameters(recurse=False)]
-            covered = {id(p) for m in model.modules() if _reset_methods(m) for p in m.parameters()}
-            uncovered = [n for n in uncovered if id(dict(model.named_parameters())[n]) not in covered]
-            if uncovered:
+            uncovered = not_reset(model)
+            if uncovered:  # refused before any module is reset: the model is left as it was
                 raise UserError(
                     f"reinitialize: no reset_parameters covers {', '.join(uncovered[:5])}; pass init=fn(model)"
                 )
+            for _, module in _post_order(model):  # children first, as at construction
+                reset = _reset_methods(module)
+                if reset is not None:
+                    reset()
             if isinstance(model, Network) and model.init_settings is not None:
                 weights, batchnorm = model.init_settings
                 model.initialize(weights, torch.Generator().manual_seed(seed), batchnorm)
