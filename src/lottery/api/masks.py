@@ -173,7 +173,7 @@ def reinitialize(
     """The random-reinitialization control: fresh weights for `model` (in place) drawn from `seed`, then `mask`
     applied. Every module's own `reset_parameters` runs (children before parents, as at construction) under a
     forked RNG seeded with `seed`, so the global RNG is left untouched; or `init(model)` runs there instead.
-    A `lottery.models.Network` that lottery initialized (`model.init`: the models `lottery.create_model` and the
+    A `lottery.models.Network` that lottery initialized (`model.init`: the models `lottery.models.build` and the
     engine build) is then initialized again as at construction, from a generator seeded with `seed`: its fresh
     weights are those the engine builds with that seed, bit for bit. A parameter no `reset_parameters` covers is
     refused (pass `init`). Returns the model."""
