@@ -84,9 +84,16 @@ class NoParameters(nn.Module):
         (None, {"control_seed": "0"}, "control_seed: seed must be a whole number in [0, 2**63)"),
         (None, {"mask": lottery.Mask({"nope": torch.ones(3, dtype=torch.bool)})}, "names 'nope', which is not a"),
         (None, {"mask": lottery.Mask({"0.weight": torch.ones(3, dtype=torch.bool)})}, "has shape (3,); the param"),
+        (None, {"iterations": "2ep", "iterations_per_epoch": 0}, "iterations_per_epoch must be a whole number >= 1"),
+        (None, {"iterations_per_epoch": 1.5}, "iterations_per_epoch must be a whole number >= 1"),
+        (None, {"iterations": -3}, "iterations must be at least 1, got -3"),
+        (None, {"directory": ""}, "directory= must be the store's path (a non-empty str or Path), got ''"),
+        (None, {"directory": 3}, "directory= must be the store's path"),
     ],
 )
-def test_bad_arguments_of_imp_are_refused_in_one_line_before_training(model, settings, says, tmp_path: Path) -> None:
+def test_bad_arguments_of_imp_are_refused_in_one_line_before_training(
+    model, settings, says, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: StopIteration (as RuntimeError) for a model without parameters, TypeError or KeyError from deep
     inside, and a bad control_seed only after the dense network had trained (seeding's ValueError)."""
     calls = []
@@ -95,11 +102,16 @@ def test_bad_arguments_of_imp_are_refused_in_one_line_before_training(model, set
         calls.append(start)
         return train_fn(model, mask, start, end)
 
-    kwargs = {"train_fn": counting, "levels": 1, "iterations": 4, "controls": ["random_prune"], **settings}
+    store, cwd = tmp_path / "store", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    given = {k: v for k, v in settings.items() if k != "train_fn"}
+    kwargs = {"levels": 1, "iterations": 4, "controls": ["random_prune"], "directory": store, **given}
     with pytest.raises(UserError) as caught:
-        list(lottery.imp(mlp() if model is None else model, kwargs.pop("train_fn"), **kwargs, directory=tmp_path))
+        list(lottery.imp(mlp() if model is None else model, settings.get("train_fn", counting), **kwargs))
     assert says in str(caught.value) and "\n" not in str(caught.value)
-    assert calls == [] and list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+    assert calls == [] and not store.exists()  # nothing trained, nothing written
+    assert list(cwd.iterdir()) == []  # directory='' wrote a store into the working directory
 
 
 @pytest.mark.parametrize("seed", [-1, 2**63, -(2**63), 2**64, 1.5, "3", True])

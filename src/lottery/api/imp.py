@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
@@ -238,8 +239,16 @@ def imp(
     if isinstance(levels, bool) or not isinstance(levels, int):
         raise UserError(f"imp: levels must be a whole number >= 0, got {levels!r}")
     check_seed(control_seed, "imp: control_seed")
+    if iterations_per_epoch is not None and (
+        isinstance(iterations_per_epoch, bool) or not isinstance(iterations_per_epoch, int) or iterations_per_epoch < 1
+    ):
+        raise UserError(f"imp: iterations_per_epoch must be a whole number >= 1, got {iterations_per_epoch!r}")
+    if directory is not None and (not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory).strip()):
+        raise UserError(f"imp: directory= must be the store's path (a non-empty str or Path), got {directory!r}")
     end = _iterations(iterations, iterations_per_epoch, "iterations")
     k = _iterations(rewind, iterations_per_epoch, "rewind")
+    if end < 1:
+        raise UserError(f"imp: iterations must be at least 1, got {iterations!r} ({end} iterations)")
     if not 0 <= k < end:
         raise UserError(f"imp: rewind point {k} must be in [0, {end}) (iterations = {end})")
     if levels < 0:
