@@ -392,3 +392,56 @@ def test_random_reinit_of_a_model_it_cannot_reinitialize_is_refused_before_anyth
     with pytest.raises(UserError, match="no reset_parameters covers scale"):
         lottery.reinitialize(model, None, 3)
     assert same(model.state_dict(), before)
+
+
+def _bool_start(inp: lottery.ControlInput) -> lottery.ControlStart:
+    return lottery.ControlStart(inp.mask, inp.mask.apply_to(inp.rewound), inp.optimizer_state)
+
+
+PLUGIN_STARTS = {  # name: (what a plugin control returns from its ControlInput, the line expected, or None: accepted)
+    "bool": (_bool_start, None),
+    "plain_dict": (lambda inp: lottery.ControlStart(dict(inp.mask), inp.mask.apply_to(inp.rewound)), None),
+    "float_mask": (
+        lambda inp: lottery.ControlStart(
+            lottery.Mask({n: m.float() for n, m in inp.mask.items()}), inp.mask.apply_to(inp.rewound)
+        ),
+        None,
+    ),
+    "unmasked": (lambda inp: lottery.ControlStart(inp.mask, inp.rewound), "are not zero where its mask prunes them"),
+    "twos": (
+        lambda inp: lottery.ControlStart(
+            lottery.Mask({n: m.long() * 2 for n, m in inp.mask.items()}), inp.mask.apply_to(inp.rewound)
+        ),
+        "holds values other than 0 and 1",
+    ),
+    "extra_name": (
+        lambda inp: lottery.ControlStart(
+            lottery.Mask({**inp.mask, "0.bias": torch.ones(16, dtype=torch.bool)}), inp.mask.apply_to(inp.rewound)
+        ),
+        "mask names 0.bias, which the IMP mask does not",
+    ),
+    "double": (
+        lambda inp: lottery.ControlStart(inp.mask, {n: w.double() for n, w in inp.mask.apply_to(inp.rewound).items()}),
+        "are torch.float64, not torch.float32",
+    ),
+}
+for _i, (_name, (_start, _)) in enumerate(PLUGIN_STARTS.items()):
+    lottery.register_control(f"adversarial_one_imp_{_name}", stream=7400 + _i)(_start)
+
+
+@pytest.mark.parametrize("name", list(PLUGIN_STARTS))
+def test_a_plugin_controls_start_is_checked_and_its_mask_made_a_bool_mask(name: str) -> None:
+    """A plugin control's ControlStart was checked for names and shapes only: a plain dict as its mask failed with
+    AttributeError ('dict' has no 'density'); a float mask, or one of 0s and 2s (density 1.6), trained as given;
+    weights not zero where the mask prunes (W_k itself), a mask over more weights than the level's, or weights of
+    another dtype were trained as given, unlike any control."""
+    kind, says = f"adversarial_one_imp_{name}", PLUGIN_STARTS[name][1]
+    if says is not None:
+        with pytest.raises(UserError, match=f"control kind '{kind}': its ControlStart's .*{says}"):
+            list(lottery.imp(mlp(), train_fn, levels=1, iterations=3, controls=[kind]))
+        return
+    (dense, level) = lottery.imp(mlp(), train_fn, levels=1, iterations=3, controls=[kind, "adversarial_one_imp_bool"])
+    control, reference = level.controls[f"{kind}_seed0"], level.controls["adversarial_one_imp_bool_seed0"]
+    assert isinstance(control.mask, lottery.Mask) and all(m.dtype == torch.bool for m in control.mask.values())
+    assert list(control.mask) == list(level.mask) and control.density == level.density
+    assert same(control.final, reference.final)
