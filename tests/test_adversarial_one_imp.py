@@ -445,3 +445,32 @@ def test_a_plugin_controls_start_is_checked_and_its_mask_made_a_bool_mask(name: 
     assert isinstance(control.mask, lottery.Mask) and all(m.dtype == torch.bool for m in control.mask.values())
     assert list(control.mask) == list(level.mask) and control.density == level.density
     assert same(control.final, reference.final)
+
+
+class Running(nn.Module):
+    """A buffer of its own that training updates (a running mean of the inputs), which no reset_parameters draws."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.hidden, self.out = nn.Linear(8, 16), nn.Linear(16, 2)
+        self.register_buffer("mean", torch.zeros(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.mean.mul_(0.5).add_(x.mean(0), alpha=0.5)
+        return self.out(torch.relu(self.hidden(x - self.mean)))
+
+
+def test_random_reinit_starts_from_w0s_buffers_whichever_run_trained_last(tmp_path: Path) -> None:
+    """`fresh` reinitialized the live model, which held the last trained run's state: a buffer no reset_parameters
+    draws came from the level just trained, or from W_0 where the level was read back from the store, so the same
+    control had two starts (and the engine's, built fresh, has W_0's)."""
+    settings = {"levels": 1, "iterations": 3}
+    at_once = list(lottery.imp(Running(), train_fn, **settings, controls=["random_reinit"], directory=tmp_path / "a"))
+    list(lottery.imp(Running(), train_fn, **settings, directory=tmp_path / "b"))
+    later = list(lottery.imp(Running(), train_fn, **settings, controls=["random_reinit"], directory=tmp_path / "b"))
+    a, b = at_once[1].controls["random_reinit_seed0"], later[1].controls["random_reinit_seed0"]
+    assert at_once[1].final["mean"].abs().sum() > 0  # the level's training moved the buffer
+    assert torch.equal(a.start["mean"], Running().state_dict()["mean"])
+    assert same(a.start, b.start) and same(a.final, b.final)

@@ -305,7 +305,9 @@ def imp(
 
     def fresh(seed: int) -> dict[str, Tensor]:
         """Fresh weights of the user's model drawn with `seed` (`lottery.reinitialize`; the model is reloaded before
-        every run)."""
+        every run). It is first loaded with W_0, so that what no reset_parameters draws (a buffer of the user's) is
+        W_0's, as in a model just built (the engine's), whichever run the model trained last, or none."""
+        model.load_state_dict(dense.start)
         return _copy(reinitialize(model, None, seed))
 
     def run_dir(level: int, control: str | None = None) -> RunDir | None:
