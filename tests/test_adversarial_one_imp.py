@@ -474,3 +474,29 @@ def test_random_reinit_starts_from_w0s_buffers_whichever_run_trained_last(tmp_pa
     assert at_once[1].final["mean"].abs().sum() > 0  # the level's training moved the buffer
     assert torch.equal(a.start["mean"], Running().state_dict()["mean"])
     assert same(a.start, b.start) and same(a.final, b.final)
+
+
+def dropout_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2))
+
+
+def leaves_eval(model, mask, start, end):
+    torch.manual_seed(start)  # the dropout noise: a function of the iteration, as the data order must be
+    result = train_fn(model, mask, start, end)
+    model.eval()  # evaluates at the end, and never calls model.train() (the module's mode at construction is train)
+    return result
+
+
+def test_each_run_gets_the_model_in_the_mode_it_was_given_not_the_one_the_last_run_left(tmp_path: Path) -> None:
+    """A train_fn that ends with model.eval() left the next run's model in eval mode (no dropout) where the run
+    before it was trained in this process, and in train mode where it was read back from the store: a level computed
+    after a resume differed from the same level computed in one go."""
+    at_once = list(lottery.imp(dropout_model(), leaves_eval, levels=2, iterations=3, directory=tmp_path / "a"))
+    list(lottery.imp(dropout_model(), leaves_eval, levels=1, iterations=3, directory=tmp_path / "b"))
+    resumed = list(lottery.imp(dropout_model(), leaves_eval, levels=2, iterations=3, directory=tmp_path / "b"))
+    assert all(same(a.final, b.final) for a, b in zip(at_once, resumed, strict=True))
+    model = dropout_model()
+    given = []
+    list(lottery.imp(model, lambda m, *a: given.append(m.training) or leaves_eval(m, *a), levels=1, iterations=3))
+    assert given == [True, True]

@@ -277,6 +277,7 @@ def imp(
     ).validate()
     order = list(mask)
     aliases = _aliases(model)
+    modes = [(module, module.training) for module in model.modules()]
     store = None
     if directory is not None:
         found = fingerprint(train_fn, model, config)
@@ -339,6 +340,8 @@ def imp(
                 run = run.with_provenance({**(run.provenance or {}), "density": repr(float(start.mask.density))})
                 record.begin(run, start.weights, start.mask)
             model.load_state_dict(start.weights)
+            for module, mode in modes:  # train or eval, as given: not as the last train_fn left it (or none did)
+                module.training = mode
             given = Mask({name: m.clone() for name, m in start.mask.items()})  # the held mask is the driver's
             with _Watch(model, start.mask, snapshot_at, attach) as watch:
                 result = train_fn(model, given, begin, end)
