@@ -500,3 +500,24 @@ def test_each_run_gets_the_model_in_the_mode_it_was_given_not_the_one_the_last_r
     given = []
     list(lottery.imp(model, lambda m, *a: given.append(m.training) or leaves_eval(m, *a), levels=1, iterations=3))
     assert given == [True, True]
+
+
+def test_each_run_gets_the_parameters_trainable_as_given_not_as_the_last_run_left_them(tmp_path: Path) -> None:
+    """A train_fn that froze the first layer and never unfroze it changed which parameters every later run trained,
+    where that run was trained in this process, and not where it was read back from the store."""
+
+    def freezes(model, mask, start, end):
+        if start == 0 and mask.density == 1.0:
+            model[0].weight.requires_grad_(False)  # the dense run trains the last layer only, and leaves it so
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        for _ in range(start, end):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(X), Y).backward()
+            optimizer.step()
+        return {"frozen": not model[0].weight.requires_grad}
+
+    at_once = list(lottery.imp(mlp(), freezes, levels=1, iterations=3, names=["2.weight"], directory=tmp_path / "a"))
+    list(lottery.imp(mlp(), freezes, levels=0, iterations=3, names=["2.weight"], directory=tmp_path / "b"))
+    resumed = list(lottery.imp(mlp(), freezes, levels=1, iterations=3, names=["2.weight"], directory=tmp_path / "b"))
+    assert [level.result["frozen"] for level in at_once] == [True, False]
+    assert all(same(a.final, b.final) for a, b in zip(at_once, resumed, strict=True))

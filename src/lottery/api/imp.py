@@ -278,6 +278,7 @@ def imp(
     order = list(mask)
     aliases = _aliases(model)
     modes = [(module, module.training) for module in model.modules()]
+    grads = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
     store = None
     if directory is not None:
         found = fingerprint(train_fn, model, config)
@@ -342,6 +343,8 @@ def imp(
             model.load_state_dict(start.weights)
             for module, mode in modes:  # train or eval, as given: not as the last train_fn left it (or none did)
                 module.training = mode
+            for parameter, wanted in grads:  # and which parameters train: as given
+                parameter.requires_grad_(wanted)
             given = Mask({name: m.clone() for name, m in start.mask.items()})  # the held mask is the driver's
             with _Watch(model, start.mask, snapshot_at, attach) as watch:
                 result = train_fn(model, given, begin, end)
