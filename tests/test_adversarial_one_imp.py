@@ -521,3 +521,48 @@ def test_each_run_gets_the_parameters_trainable_as_given_not_as_the_last_run_lef
     resumed = list(lottery.imp(mlp(), freezes, levels=1, iterations=3, names=["2.weight"], directory=tmp_path / "b"))
     assert [level.result["frozen"] for level in at_once] == [True, False]
     assert all(same(a.final, b.final) for a, b in zip(at_once, resumed, strict=True))
+
+
+BATCHNORM_PLUGIN = """
+import math
+from torch import nn
+import lottery
+
+
+@lottery.register_model("adversarial_batchnorm")
+def batchnorm(input_shape, num_classes):
+    width = math.prod(input_shape)
+    return nn.Sequential(nn.Flatten(), nn.Linear(width, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, num_classes))
+"""
+
+
+@pytest.fixture(scope="module")
+def batchnorm_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    plugin = tmp_path_factory.mktemp("plugin") / "batchnorm_plugin.py"  # one file: a plugin registers once
+    plugin.write_text(BATCHNORM_PLUGIN)
+    return plugin
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_model_that_cannot_train_on_one_example_is_refused_with_batch_size_1(
+    batch: int, batchnorm_plugin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first-batch check runs in eval mode, where BatchNorm takes one example: training.batch_size = 1 was
+    torch's ValueError ('Expected more than 1 value per channel when training') as a traceback from the first step,
+    after the experiment was written. A batch of two still trains."""
+    from lottery.cli.main import main
+
+    plugin = batchnorm_plugin
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        '[model]\nname = "adversarial_batchnorm"\n[dataset]\nname = "synthetic"\nvalidation_size = 20\n'
+        f'[training]\nbatch_size = {batch}\ntraining_steps = "2it"\neval_every = "2it"\n'
+    )
+    code = main(["run", "--import", str(plugin), str(spec), "--out", str(tmp_path / "runs"), "--progress", "log"])
+    err = capsys.readouterr().err.strip()
+    if batch == 2:
+        assert code == 0 and (tmp_path / "runs").exists(), err
+        return
+    assert code == 2 and err.count("\n") == 0 and not (tmp_path / "runs").exists()
+    assert err.startswith("lottery: error: model 'adversarial_batchnorm' cannot train on batches of one example")
+    assert "Expected more than 1 value per channel" in err

@@ -182,6 +182,22 @@ class Context:
             ) from None
         finally:
             model.train()
+        from lottery import collective
+
+        per_process = self.spec.training.batch_size // collective.world_size()
+        if per_process == 1:  # a batch of one in train mode (BatchNorm cannot): on a copy, with the RNG restored
+            import copy
+
+            devices = [x.device.index or 0] if x.device.type == "cuda" else []
+            try:
+                with torch.random.fork_rng(devices=devices), torch.no_grad():
+                    loss(copy.deepcopy(model).train()(x[:1]), y[:1])
+            except Exception as exc:  # noqa: BLE001  (any failure of the user's model: one line)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UserError(
+                    f"model '{self.spec.model.name}' cannot train on batches of one example (training.batch_size = "
+                    f"{self.spec.training.batch_size}, {per_process} per process): {first}; use a larger batch"
+                ) from None
 
     def stacks(self, k: int) -> bool:
         """Whether a group of k runs of this experiment's network (k >= 1) is trained as one stacked model.
