@@ -566,3 +566,22 @@ def test_a_model_that_cannot_train_on_one_example_is_refused_with_batch_size_1(
     assert code == 2 and err.count("\n") == 0 and not (tmp_path / "runs").exists()
     assert err.startswith("lottery: error: model 'adversarial_batchnorm' cannot train on batches of one example")
     assert "Expected more than 1 value per channel" in err
+
+
+def test_a_train_fn_whose_optimizer_skips_the_first_pruned_parameter_is_told_why_it_took_0_steps() -> None:
+    """An optimizer over the last layer only took 4 steps, and imp said 'train_fn took 0 optimizer steps': it counts
+    the steps of the optimizer over the first pruned parameter, which the line now names."""
+
+    def last_layer_only(model, mask, start, end):
+        optimizer = torch.optim.SGD(model[2].parameters(), lr=0.1)
+        for _ in range(start, end):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(X), Y).backward()
+            optimizer.step()
+        return {}
+
+    with pytest.raises(
+        UserError, match=r"took 0 optimizer steps .* over '0.weight', the first pruned parameter, which"
+    ):
+        list(lottery.imp(mlp(), last_layer_only, levels=1, iterations=4))
+    assert len(list(lottery.imp(mlp(), last_layer_only, levels=1, iterations=4, names=["2.weight"]))) == 2

@@ -87,7 +87,10 @@ class _Watch:
     def __init__(self, model: nn.Module, mask: Mask, snapshot_at: int | None, enforce: bool) -> None:
         self.model, self.mask, self.snapshot_at = model, mask, snapshot_at
         params = dict(model.named_parameters())
-        self.reference = params[next(iter(mask))] if mask else next(model.parameters())
+        self.reference_name = next(iter(mask)) if mask else next(iter(params))
+        self.reference = params[self.reference_name]
+        self.other_steps = 0  # steps of optimizers over the model's other parameters only
+        self.param_ids = {id(p) for p in params.values()}
         self.masked_ids = {id(params[name]) for name in mask}
         self.enforce = enforce and mask.density < 1
         self.steps = 0
@@ -114,10 +117,13 @@ class _Watch:
         attachment = self._attachment(optimizer)
         if attachment is not None:
             attachment.after_step(optimizer)
-        if any(p is self.reference for group in optimizer.param_groups for p in group["params"]):
+        held = [p for group in optimizer.param_groups for p in group["params"]]
+        if any(p is self.reference for p in held):
             self.steps += 1
             if self.steps == self.snapshot_at:
                 self.snapshot = _copy(self.model)
+        elif any(id(p) in self.param_ids for p in held):
+            self.other_steps += 1
 
     def __enter__(self) -> _Watch:
         self.handles = [
@@ -354,9 +360,15 @@ def imp(
                     "change a copy (e.g. lottery.Mask({n: m.clone() for n, m in mask.items()}))"
                 )
             if watch.steps != end - begin:
+                unseen = (
+                    f" (an iteration is a step of the optimizer over '{watch.reference_name}', the first pruned "
+                    "parameter, which no optimizer of train_fn stepped)"
+                    if watch.steps == 0 and watch.other_steps
+                    else ""
+                )
                 raise UserError(
                     f"imp: train_fn took {watch.steps} optimizer steps from iteration {begin} to {end}; "
-                    f"it must take exactly {end - begin} (end - start)"
+                    f"it must take exactly {end - begin} (end - start){unseen}"
                 )
             done = Run(start.mask, start.weights, _copy(model), result)
             if run is not None:
