@@ -585,3 +585,26 @@ def test_a_train_fn_whose_optimizer_skips_the_first_pruned_parameter_is_told_why
     ):
         list(lottery.imp(mlp(), last_layer_only, levels=1, iterations=4))
     assert len(list(lottery.imp(mlp(), last_layer_only, levels=1, iterations=4, names=["2.weight"]))) == 2
+
+
+def test_a_nan_accuracy_leaves_the_stores_json_strict(tmp_path: Path) -> None:
+    """train_fn's {'accuracy': nan} (a diverged run) went into summary.json and results.json as JSON's
+    non-standard NaN (which strict readers refuse), and `lottery show` printed 'nan [nan, nan]'."""
+    import json
+
+    def diverges(model, mask, start, end):
+        train_fn(model, mask, start, end)
+        return {"accuracy": float("nan") if mask.density < 1 else 0.5, "test_error": float("inf")}
+
+    levels = list(lottery.imp(mlp(), diverges, levels=1, iterations=3, directory=tmp_path))
+    assert levels[1].result["accuracy"] != levels[1].result["accuracy"]  # the result itself is kept as returned
+
+    def strict(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    files = [levels[0].experiment / "results.json", *tmp_path.glob("networks/*/*/summary.json")]
+    assert len(files) == 3
+    for path in files:
+        json.loads(path.read_text(), parse_constant=strict)
+    summary = next(tmp_path.glob("networks/imp/*/summary.json"))
+    assert json.loads(summary.read_text())["final_test_accuracy"] is None

@@ -13,6 +13,7 @@ level, density, rewind iteration) like the engine's.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -32,12 +33,14 @@ DATASET = "train_fn"  # dataset.name of an API experiment: the data is whatever 
 def accuracy_of(result: Any) -> float | None:
     """The test accuracy (a fraction) in what `train_fn` returned, for the results table and the report: a mapping's
     `test_accuracy` or `accuracy` (fractions), or `test_error` or `error` (percent, as
-    `lottery.classification_metrics` gives); None otherwise."""
+    `lottery.classification_metrics` gives); None otherwise, and for NaN or infinity."""
     if not isinstance(result, Mapping):
         return None
     for key, scale in (("test_accuracy", None), ("accuracy", None), ("test_error", 100.0), ("error", 100.0)):
         value = result.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # NaN or inf: no accuracy (results.json stays strict JSON)
+                return None
             return float(value) if scale is None else 1.0 - float(value) / scale
     return None
 
