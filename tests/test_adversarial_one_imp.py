@@ -608,3 +608,14 @@ def test_a_nan_accuracy_leaves_the_stores_json_strict(tmp_path: Path) -> None:
         json.loads(path.read_text(), parse_constant=strict)
     summary = next(tmp_path.glob("networks/imp/*/summary.json"))
     assert json.loads(summary.read_text())["final_test_accuracy"] is None
+
+
+def test_ignore_given_as_a_generator_is_in_the_stores_keys(tmp_path: Path) -> None:
+    """ignore= was read twice: by the pruning (which ignored the layers) and then, exhausted, by the store's keys
+    (which said nothing was ignored), so a later run ignoring nothing read back levels that had ignored a layer."""
+    ignoring = list(lottery.imp(mlp(), train_fn, levels=1, iterations=3, ignore=(n for n in ["2"]), directory=tmp_path))
+    assert ignoring[1].mask.layer_densities()["2.weight"] == 1.0
+    plain = list(lottery.imp(mlp(), train_fn, levels=1, iterations=3, directory=tmp_path))
+    fresh = list(lottery.imp(mlp(), train_fn, levels=1, iterations=3))
+    assert plain[1].mask.layer_densities()["2.weight"] < 1.0
+    assert same(plain[1].final, fresh[1].final)

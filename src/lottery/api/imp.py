@@ -259,7 +259,7 @@ def imp(
         raise UserError(f"imp: rewind point {k} must be in [0, {end}) (iterations = {end})")
     if levels < 0:
         raise UserError(f"imp: levels must be >= 0, got {levels}")
-    controls = tuple(controls)
+    controls, ignore = tuple(controls), tuple(ignore)  # read twice (pruning, and the store's keys): not a generator
     for kind in controls:
         if kind not in control_kinds:
             raise UserError(f"imp: {unknown_name('control', kind, control_kinds)}")
