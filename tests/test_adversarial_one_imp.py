@@ -619,3 +619,18 @@ def test_ignore_given_as_a_generator_is_in_the_stores_keys(tmp_path: Path) -> No
     fresh = list(lottery.imp(mlp(), train_fn, levels=1, iterations=3))
     assert plain[1].mask.layer_densities()["2.weight"] < 1.0
     assert same(plain[1].final, fresh[1].final)
+
+
+def test_a_starting_mask_that_is_a_dict_or_of_numbers_is_taken_as_a_bool_mask_and_other_values_refused() -> None:
+    """mask= as a plain dict failed with AttributeError ('dict' has no 'apply_to'); a mask of 0s and 2s gave the
+    dense level density 2.0; a list failed with AttributeError."""
+    ones = lottery.Mask.ones(mlp())
+    reference = list(lottery.imp(mlp(), train_fn, levels=1, iterations=3))
+    for given in (dict(ones), lottery.Mask({n: m.float() for n, m in ones.items()})):
+        levels = list(lottery.imp(mlp(), train_fn, levels=1, iterations=3, mask=given))
+        assert [level.density for level in levels] == [level.density for level in reference]
+        assert all(same(a.final, b.final) for a, b in zip(levels, reference, strict=True))
+    with pytest.raises(UserError, match="the mask of '0.weight' holds values other than 0 and 1"):
+        list(lottery.imp(mlp(), train_fn, levels=1, iterations=3, mask={n: m.long() * 2 for n, m in ones.items()}))
+    with pytest.raises(UserError, match="mask= must be a lottery.Mask"):
+        list(lottery.imp(mlp(), train_fn, levels=1, iterations=3, mask=[1, 2]))

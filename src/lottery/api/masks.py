@@ -51,7 +51,14 @@ def starting_mask(
     if mask is not None and names is not None:
         raise UserError(f"{who}: give mask= or names=, not both (names= makes the all-kept mask over those parameters)")
     if mask is not None:
-        return mask
+        if not isinstance(mask, Mapping) or not all(isinstance(m, Tensor) for m in mask.values()):
+            raise UserError(f"{who}: mask= must be a lottery.Mask (parameter name -> bool tensor), got {mask!r:.80}")
+        for name, m in mask.items():
+            if m.dtype != torch.bool and not bool(((m == 0) | (m == 1)).all()):
+                raise UserError(f"{who}: the mask of '{name}' holds values other than 0 and 1 (True = kept)")
+        if isinstance(mask, Mask) and all(m.dtype == torch.bool for m in mask.values()):
+            return mask
+        return Mask({name: m.to(torch.bool) for name, m in mask.items()})  # a dict, or 0/1 numbers: a bool Mask
     if not isinstance(model, nn.Module):
         raise UserError(f"{who}: a state dict needs a mask (e.g. lottery.Mask.ones(model))")
     if names is None:
