@@ -425,12 +425,22 @@ PLUGIN_STARTS = {  # name: (what a plugin control returns from its ControlInput,
         "are torch.float64, not torch.float32",
     ),
 }
-for _i, (_name, (_start, _)) in enumerate(PLUGIN_STARTS.items()):
-    lottery.register_control(f"adversarial_one_imp_{_name}", stream=7400 + _i)(_start)
+
+
+@pytest.fixture
+def plugin_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kinds of PLUGIN_STARTS, registered for one test only (later tests list every control kind)."""
+    from lottery import seeding
+    from lottery.extension_points import control_kinds
+
+    monkeypatch.setattr(control_kinds, "_items", dict(control_kinds._items))
+    monkeypatch.setattr(seeding, "STREAMS", dict(seeding.STREAMS))
+    for i, (name, (start, _)) in enumerate(PLUGIN_STARTS.items()):
+        lottery.register_control(f"adversarial_one_imp_{name}", stream=7400 + i)(start)
 
 
 @pytest.mark.parametrize("name", list(PLUGIN_STARTS))
-def test_a_plugin_controls_start_is_checked_and_its_mask_made_a_bool_mask(name: str) -> None:
+def test_a_plugin_controls_start_is_checked_and_its_mask_made_a_bool_mask(name: str, plugin_starts: None) -> None:
     """A plugin control's ControlStart was checked for names and shapes only: a plain dict as its mask failed with
     AttributeError ('dict' has no 'density'); a float mask, or one of 0s and 2s (density 1.6), trained as given;
     weights not zero where the mask prunes (W_k itself), a mask over more weights than the level's, or weights of
