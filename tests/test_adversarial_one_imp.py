@@ -644,3 +644,36 @@ def test_a_starting_mask_that_is_a_dict_or_of_numbers_is_taken_as_a_bool_mask_an
         list(lottery.imp(mlp(), train_fn, levels=1, iterations=3, mask={n: m.long() * 2 for n, m in ones.items()}))
     with pytest.raises(UserError, match="mask= must be a lottery.Mask"):
         list(lottery.imp(mlp(), train_fn, levels=1, iterations=3, mask=[1, 2]))
+
+
+def _results():
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.tuples(inner, inner)
+            | st.dictionaries(st.text(max_size=3) | st.integers(), inner, max_size=3)
+        ),
+        max_leaves=8,
+    )
+
+
+def test_any_plain_result_reads_back_as_it_was_returned(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Property: what train_fn returns (numbers with NaN and infinities, strings, lists, tuples, dicts with str or int
+    keys, nested) is read back from the store with the same types and values (compared by repr: NaN != NaN)."""
+    from hypothesis import given, settings
+
+    from lottery.api.imp import _read_result, _write_result
+    from lottery.store import RunDir
+
+    @settings(max_examples=150, deadline=None)
+    @given(_results())
+    def round_trip(result) -> None:
+        run = RunDir(tmp_path_factory.mktemp("run"))
+        _write_result(run, result)
+        assert repr(_read_result(run)) == repr(result)
+
+    round_trip()
