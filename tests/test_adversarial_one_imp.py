@@ -1,6 +1,7 @@
 """A hostile and a careless researcher against this session's One IMP (`lottery.imp` and `lottery run` taking one
 step, experiments/imp_step.py; runs recorded by training/record.py; `lottery.reinitialize` rerunning a Network's own
-init) and the first-batch check of `Context.validate`. Each test failed before the fix its commit names."""
+init) and the first-batch check of `Context.validate`. Each test failed before the fix its commit names, except
+`test_reinitialize_takes_the_extreme_seeds`, which checks that the seed range still takes its two ends."""
 
 from __future__ import annotations
 
