@@ -1,7 +1,8 @@
 """A hostile and a careless researcher against this session's One IMP (`lottery.imp` and `lottery run` taking one
 step, experiments/imp_step.py; runs recorded by training/record.py; `lottery.reinitialize` rerunning a Network's own
-init) and the first-batch check of `Context.validate`. Each test failed before the fix its commit names, except
-`test_reinitialize_takes_the_extreme_seeds`, which checks that the seed range still takes its two ends."""
+init) and the first-batch check of `Context.validate`. Each test failed before the fix its commit names; the cases
+that check what must still work pass before and after (`test_reinitialize_takes_the_extreme_seeds`, a batch of two
+with BatchNorm, the 'bool' plugin control that returns what the contract asks)."""
 
 from __future__ import annotations
 
