@@ -481,7 +481,7 @@ def test_a_plugin_control_that_edits_its_input_in_place_changes_no_other_run(own
     def careless(inp: lottery.ControlInput) -> lottery.ControlStart:
         for w in inp.rewound.values():
             w.mul_(-1)
-        start = lottery.ControlStart(Mask({n: m.clone() for n, m in inp.mask.items()}), dict(inp.rewound))
+        start = lottery.ControlStart(Mask({n: m.clone() for n, m in inp.mask.items()}), inp.mask.apply_to(inp.rewound))
         for m in inp.mask.values():
             m.logical_not_()
         for w in inp.initial().values():

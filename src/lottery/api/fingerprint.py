@@ -8,7 +8,8 @@ old results (the CLI's plugins are named by their source's hash the same way). I
   values are hashed by content: numbers, strings, containers, tensors, dtypes, devices, torch generators' state,
   `nn.Module`s (class and state dict), functions, modules (by name), classes (by qualified name), and other
   objects through their attributes (`__dict__`);
-- the model: its class, its structure (`repr`) and its initial weights W_0;
+- the model: its class, its structure (`repr`), its initial weights W_0, and the code of the methods its own classes
+  (and its submodules', not torch's) define (`forward`, `reset_parameters`, ...; not the globals those read);
 - `config`: a mapping of plain values the user passes for what the hash cannot see (data read from disk, ...).
 
 A value it cannot hash (an object without `__dict__`, e.g. a file handle or an iterator) is listed in
@@ -72,7 +73,7 @@ class _Hasher:
         if isinstance(value, torch.Tensor):
             data = value.detach().cpu().contiguous()
             self.put("tensor", data.dtype, tuple(data.shape))
-            self.h.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+            self.h.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")  # 0-dim too
         elif isinstance(value, (torch.dtype, torch.device)):
             self.put("torch", value)
         elif isinstance(value, torch.Generator):
@@ -107,6 +108,8 @@ class _Hasher:
         elif isinstance(value, nn.Module):
             self.put("module", type(value).__module__, type(value).__qualname__, repr(value))
             self.value(value.state_dict(), f"{where}.state_dict()", depth + 1)
+            for cls in dict.fromkeys(c for m in value.modules() for c in type(m).__mro__):
+                self.methods(cls, where, depth + 1)
         elif hasattr(value, "__array_interface__") and hasattr(value, "tobytes"):  # numpy arrays
             self.put("array", getattr(value, "dtype", ""), getattr(value, "shape", ""))
             self.h.update(value.tobytes())
@@ -143,6 +146,22 @@ class _Hasher:
                 self.value(fn.__globals__[name], f"global {name!r} of {code.co_name}", depth + 1)
             elif not hasattr(builtins, name):
                 self.put("missing global", name)
+
+    def methods(self, cls: type, where: str, depth: int) -> None:
+        """The code of the methods a user's class defines (its forward, its reset_parameters, ...), so that a changed
+        model class is a new experiment; a library's class (torch's, lottery's) by name."""
+        functions = {}
+        for name, attr in vars(cls).items():
+            attr = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+            attr = attr.fget if isinstance(attr, property) else attr
+            if isinstance(attr, types.FunctionType):
+                functions[name] = attr
+        if not functions or any(_is_library(fn) for fn in functions.values()):
+            self.put("class", cls.__module__, cls.__qualname__)
+            return
+        for name in sorted(functions):
+            self.put("method", cls.__qualname__, name)
+            self.code(functions[name].__code__, f"{where} {cls.__qualname__}.{name}", depth)
 
     def code(self, code: types.CodeType, where: str, depth: int) -> None:
         self.put("code", code.co_name, code.co_argcount, code.co_kwonlyargcount, code.co_flags)

@@ -20,7 +20,9 @@ fingerprint of the user's code and settings (`lottery.api.fingerprint`), and fin
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,7 +36,7 @@ from torch import Tensor, nn
 from torch.optim import optimizer as optim_base
 
 from lottery.api.fingerprint import digest_tensors, fingerprint
-from lottery.api.masks import reinitialize, starting_mask
+from lottery.api.masks import check_seed, not_reset, reinitialize, starting_mask
 from lottery.api.store import SCOPES, ApiStore, accuracy_of, api_spec
 from lottery.errors import UserError, unknown_name
 from lottery.experiments import imp_step
@@ -86,7 +88,10 @@ class _Watch:
     def __init__(self, model: nn.Module, mask: Mask, snapshot_at: int | None, enforce: bool) -> None:
         self.model, self.mask, self.snapshot_at = model, mask, snapshot_at
         params = dict(model.named_parameters())
-        self.reference = params[next(iter(mask))] if mask else next(model.parameters())
+        self.reference_name = next(iter(mask)) if mask else next(iter(params))
+        self.reference = params[self.reference_name]
+        self.other_steps = 0  # steps of optimizers over the model's other parameters only
+        self.param_ids = {id(p) for p in params.values()}
         self.masked_ids = {id(params[name]) for name in mask}
         self.enforce = enforce and mask.density < 1
         self.steps = 0
@@ -116,10 +121,13 @@ class _Watch:
         attachment = self._attachment(optimizer)
         if attachment is not None:
             attachment.after_step(optimizer)
-        if any(p is self.reference for group in optimizer.param_groups for p in group["params"]):
+        held = [p for group in optimizer.param_groups for p in group["params"]]
+        if any(p is self.reference for p in held):
             self.steps += 1
             if self.steps == self.snapshot_at:
                 self.snapshot = _copy(self.model)
+        elif any(id(p) in self.param_ids for p in held):
+            self.other_steps += 1
 
     def __enter__(self) -> _Watch:
         self.handles = [
@@ -153,10 +161,27 @@ _MISSING = object()
 
 
 def _write_result(run: RunDir, result: Any) -> None:
+    """What `train_fn` returned, as JSON where it reads back equal (not a tuple, an int key or NaN, which JSON would
+    change), else with torch.save where `torch.load(weights_only=True)` reads it back; otherwise UserError (a result
+    that cannot be read back would be trained again on every call)."""
     try:
-        run.write("result.json", (json.dumps({"result": result}) + "\n").encode())
-    except TypeError:
-        run.write_torch("result.pt", result)
+        text = json.dumps({"result": result}, allow_nan=False)
+        if json.loads(text)["result"] == result:
+            run.write("result.json", (text + "\n").encode())
+            return
+    except (TypeError, ValueError):
+        pass
+    buffer = io.BytesIO()
+    try:
+        torch.save(result, buffer)
+        torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (pickling or loading any object: one line)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(
+            f"imp: train_fn returned a {type(result).__name__}, which directory= cannot store and read back ({first}); "
+            "return numbers, strings, lists, tuples, dicts or tensors"
+        ) from None
+    run.write("result.pt", buffer.getvalue())
 
 
 def _read_result(run: RunDir) -> Any:
@@ -217,13 +242,28 @@ def imp(
       `train_fn` cannot be hashed (refused in one line otherwise).
     - `attach`: hold each level's mask in every optimizer that steps the model while `train_fn` runs.
     """
+    if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
+        raise UserError(f"imp: model must be a torch.nn.Module with parameters, got {type(model).__name__}")
+    if not callable(train_fn):
+        raise UserError(f"imp: train_fn must be a function train_fn(model, mask, start, end), got {train_fn!r}")
+    if isinstance(levels, bool) or not isinstance(levels, int):
+        raise UserError(f"imp: levels must be a whole number >= 0, got {levels!r}")
+    check_seed(control_seed, "imp: control_seed")
+    if iterations_per_epoch is not None and (
+        isinstance(iterations_per_epoch, bool) or not isinstance(iterations_per_epoch, int) or iterations_per_epoch < 1
+    ):
+        raise UserError(f"imp: iterations_per_epoch must be a whole number >= 1, got {iterations_per_epoch!r}")
+    if directory is not None and (not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory).strip()):
+        raise UserError(f"imp: directory= must be the store's path (a non-empty str or Path), got {directory!r}")
     end = _iterations(iterations, iterations_per_epoch, "iterations")
     k = _iterations(rewind, iterations_per_epoch, "rewind")
+    if end < 1:
+        raise UserError(f"imp: iterations must be at least 1, got {iterations!r} ({end} iterations)")
     if not 0 <= k < end:
         raise UserError(f"imp: rewind point {k} must be in [0, {end}) (iterations = {end})")
     if levels < 0:
         raise UserError(f"imp: levels must be >= 0, got {levels}")
-    controls = tuple(controls)
+    controls, ignore = tuple(controls), tuple(ignore)  # read twice (pruning, and the store's keys): not a generator
     for kind in controls:
         if kind not in control_kinds:
             raise UserError(f"imp: {unknown_name('control', kind, control_kinds)}")
@@ -231,7 +271,14 @@ def imp(
         raise UserError(f"imp: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     if fraction is not None and density is not None:
         raise UserError("imp: give fraction or density, not both")
+    uncovered = not_reset(model) if "random_reinit" in controls else []
+    if uncovered:
+        raise UserError(
+            f"imp: the random_reinit control draws fresh weights with each module's reset_parameters, and none covers "
+            f"{', '.join(uncovered[:5])}: give the module that holds it a reset_parameters() method"
+        )
     mask = starting_mask(model, mask, names, "imp")
+    _check_mask(model, mask)
     pruning = PruningSpec(
         strategy=SCOPES[scope],
         fraction=0.2 if fraction is None else fraction,
@@ -239,6 +286,9 @@ def imp(
         layers_to_ignore=tuple(ignore),
     ).validate()
     order = list(mask)
+    aliases = _aliases(model)
+    modes = [(module, module.training) for module in model.modules()]
+    grads = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
     store = None
     if directory is not None:
         found = fingerprint(train_fn, model, config)
@@ -267,7 +317,9 @@ def imp(
 
     def fresh(seed: int) -> dict[str, Tensor]:
         """Fresh weights of the user's model drawn with `seed` (`lottery.reinitialize`; the model is reloaded before
-        every run)."""
+        every run). It is first loaded with W_0, so that what no reset_parameters draws (a buffer of the user's) is
+        W_0's, as in a model just built (the engine's), whichever run the model trained last, or none."""
+        model.load_state_dict(dense.start)
         return _copy(reinitialize(model, None, seed))
 
     def run_dir(level: int, control: str | None = None) -> RunDir | None:
@@ -282,18 +334,45 @@ def imp(
                 "train_fn; use controls that start with a fresh optimizer (optimizer_state=None)"
             )
         begin = start.iteration
+        if aliases:  # a tied weight's other names hold its masked value (load_state_dict loads every name)
+            weights = {
+                **start.weights,
+                **{a: start.weights[n].clone() for a, n in aliases.items() if n in start.weights},
+            }
+            start = imp_step.Start(start.mask, weights, start.optimizer_state, start.iteration)
         with ExitStack() as stack:
             began = stack.enter_context(store.training(run)) if run is not None else time.perf_counter()
+            finished = _read_run(run, order)  # finished by another process while this one waited for the lock
+            if finished is not None:
+                snapshot = run.read_tensors(layout.snapshot(snapshot_at)) if snapshot_at is not None else None
+                if snapshot_at is None or snapshot is not None:
+                    return finished, snapshot
             if run is not None:
                 run = run.with_provenance({**(run.provenance or {}), "density": repr(float(start.mask.density))})
                 record.begin(run, start.weights, start.mask)
             model.load_state_dict(start.weights)
+            for module, mode in modes:  # train or eval, as given: not as the last train_fn left it (or none did)
+                module.training = mode
+            for parameter, wanted in grads:  # and which parameters train: as given
+                parameter.requires_grad_(wanted)
+            given = Mask({name: m.clone() for name, m in start.mask.items()})  # the held mask is the driver's
             with _Watch(model, start.mask, snapshot_at, attach) as watch:
-                result = train_fn(model, start.mask, begin, end)
+                result = train_fn(model, given, begin, end)
+            if given.keys() != start.mask.keys() or any(not torch.equal(given[n], m) for n, m in start.mask.items()):
+                raise UserError(
+                    "imp: train_fn changed the mask it was given; the levels' masks are lottery.imp's: "
+                    "change a copy (e.g. lottery.Mask({n: m.clone() for n, m in mask.items()}))"
+                )
             if watch.steps != end - begin:
+                unseen = (
+                    f" (an iteration is a step of the optimizer over '{watch.reference_name}', the first pruned "
+                    "parameter, which no optimizer of train_fn stepped)"
+                    if watch.steps == 0 and watch.other_steps
+                    else ""
+                )
                 raise UserError(
                     f"imp: train_fn took {watch.steps} optimizer steps from iteration {begin} to {end}; "
-                    f"it must take exactly {end - begin} (end - start)"
+                    f"it must take exactly {end - begin} (end - start){unseen}"
                 )
             done = Run(start.mask, start.weights, _copy(model), result)
             if run is not None:
@@ -356,6 +435,31 @@ def imp(
     finally:
         if store is not None:
             store.write_results()  # what is finished so far, also when the loop stopped early
+
+
+def _aliases(model: nn.Module) -> dict[str, str]:
+    """{other name: first name} of every tied parameter or buffer of `model`'s state dict."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, value in model.state_dict(keep_vars=True).items():
+        key = id(value)
+        if key in first:
+            aliases[name] = first[key]
+        else:
+            first[key] = name
+    return aliases
+
+
+def _check_mask(model: nn.Module, mask: Mask) -> None:
+    """A starting mask names parameters of `model` (as `named_parameters` names them), each of its shape."""
+    params = dict(model.named_parameters())
+    for name, m in mask.items():
+        if name not in params:
+            raise UserError(f"imp: the mask names '{name}', which is not a parameter of {type(model).__name__}")
+        if tuple(m.shape) != tuple(params[name].shape):
+            raise UserError(
+                f"imp: the mask of '{name}' has shape {tuple(m.shape)}; the parameter has {tuple(params[name].shape)}"
+            )
 
 
 def _path(store: ApiStore | None) -> Path | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -35,6 +36,14 @@ def _kinds_from_shapes(mask: Mask) -> dict[str, str]:
     return kinds
 
 
+def check_seed(seed: object, who: str) -> int:
+    """`seed` if it is a whole number in [0, 2**63) (`lottery.seeding`'s seeds), else UserError: torch would wrap a
+    negative or larger one onto another seed (2**63 gives seed 0's weights, -1 those of 2**63 - 1) and truncate 1.5."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise UserError(f"{who}: seed must be a whole number in [0, 2**63), got {seed!r}")
+    return int(seed)
+
+
 def starting_mask(
     model: nn.Module | Mapping[str, Tensor], mask: Mask | None, names: Iterable[str] | None, who: str
 ) -> Mask:
@@ -42,7 +51,14 @@ def starting_mask(
     if mask is not None and names is not None:
         raise UserError(f"{who}: give mask= or names=, not both (names= makes the all-kept mask over those parameters)")
     if mask is not None:
-        return mask
+        if not isinstance(mask, Mapping) or not all(isinstance(m, Tensor) for m in mask.values()):
+            raise UserError(f"{who}: mask= must be a lottery.Mask (parameter name -> bool tensor), got {mask!r:.80}")
+        for name, m in mask.items():
+            if m.dtype != torch.bool and not bool(((m == 0) | (m == 1)).all()):
+                raise UserError(f"{who}: the mask of '{name}' holds values other than 0 and 1 (True = kept)")
+        if isinstance(mask, Mask) and all(m.dtype == torch.bool for m in mask.values()):
+            return mask
+        return Mask({name: m.to(torch.bool) for name, m in mask.items()})  # a dict, or 0/1 numbers: a bool Mask
     if not isinstance(model, nn.Module):
         raise UserError(f"{who}: a state dict needs a mask (e.g. lottery.Mask.ones(model))")
     if names is None:
@@ -125,7 +141,7 @@ def random_mask_like(
     not ignored ('global'), placed uniformly at random from `seed`. `previous` (layerwise): draw only among the
     coordinates it keeps, so that successive levels nest. `structure` (with `n`, `m`): keep `mask`'s structure
     (random channels, or random places in every N:M group), as the engine's random-pruning control does."""
-    generator = seeding.generator("api.random_mask", seed)
+    generator = seeding.generator("api.random_mask", check_seed(seed, "random_mask_like"))
     shape = PruningSpec(structure=structure, n=n, m=m).validate()
     if scope == "layerwise":
         return random_like(mask, previous, generator, shape)
@@ -152,35 +168,38 @@ def _reset_methods(module: nn.Module) -> Callable[[], None] | None:
     return None
 
 
+def not_reset(model: nn.Module) -> list[str]:
+    """The parameters of `model` that no module's `reset_parameters` (or `_reset_parameters`) covers."""
+    covered = {id(p) for m in model.modules() if _reset_methods(m) for p in m.parameters()}
+    return [name for name, p in model.named_parameters() if id(p) not in covered]
+
+
 def reinitialize(
     model: nn.Module, mask: Mask | None = None, seed: int = 0, *, init: Callable[[nn.Module], None] | None = None
 ) -> nn.Module:
     """The random-reinitialization control: fresh weights for `model` (in place) drawn from `seed`, then `mask`
     applied. Every module's own `reset_parameters` runs (children before parents, as at construction) under a
     forked RNG seeded with `seed`, so the global RNG is left untouched; or `init(model)` runs there instead.
-    A `lottery.models.Network` that lottery initialized (`model.init`: the models `lottery.create_model` and the
+    A `lottery.models.Network` that lottery initialized (`model.init`: the models `lottery.models.build` and the
     engine build) is then initialized again as at construction, from a generator seeded with `seed`: its fresh
     weights are those the engine builds with that seed, bit for bit. A parameter no `reset_parameters` covers is
     refused (pass `init`). Returns the model."""
+    seed = check_seed(seed, "reinitialize")
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed)
         if init is not None:
             init(model)
         else:
-            uncovered = []
-            for name, module in _post_order(model):  # children first, as at construction
-                reset = _reset_methods(module)
-                if reset is not None:
-                    reset()
-                else:
-                    uncovered += [f"{name}.{p}".lstrip(".") for p, _ in module.named_parameters(recurse=False)]
-            covered = {id(p) for m in model.modules() if _reset_methods(m) for p in m.parameters()}
-            uncovered = [n for n in uncovered if id(dict(model.named_parameters())[n]) not in covered]
-            if uncovered:
+            uncovered = not_reset(model)
+            if uncovered:  # refused before any module is reset: the model is left as it was
                 raise UserError(
                     f"reinitialize: no reset_parameters covers {', '.join(uncovered[:5])}; pass init=fn(model)"
                 )
+            for _, module in _post_order(model):  # children first, as at construction
+                reset = _reset_methods(module)
+                if reset is not None:
+                    reset()
             if isinstance(model, Network) and model.init_settings is not None:
                 weights, batchnorm = model.init_settings
                 model.initialize(weights, torch.Generator().manual_seed(seed), batchnorm)

@@ -13,6 +13,7 @@ level, density, rewind iteration) like the engine's.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -32,12 +33,14 @@ DATASET = "train_fn"  # dataset.name of an API experiment: the data is whatever 
 def accuracy_of(result: Any) -> float | None:
     """The test accuracy (a fraction) in what `train_fn` returned, for the results table and the report: a mapping's
     `test_accuracy` or `accuracy` (fractions), or `test_error` or `error` (percent, as
-    `lottery.classification_metrics` gives); None otherwise."""
+    `lottery.classification_metrics` gives); None otherwise, and for NaN or infinity."""
     if not isinstance(result, Mapping):
         return None
     for key, scale in (("test_accuracy", None), ("accuracy", None), ("test_error", 100.0), ("error", 100.0)):
         value = result.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # NaN or inf: no accuracy (results.json stays strict JSON)
+                return None
             return float(value) if scale is None else 1.0 - float(value) / scale
     return None
 
@@ -100,7 +103,8 @@ class ApiStore:
         from lottery.store import layout
 
         k, r = self.settings["rewind"], layout.replicate(self.experiment.path, 0)
-        yield layout.dense(r), {**self.base, "kind": "dense", "snapshot": k}
+        # the dense run starts from the starting mask applied to W_0 and holds it while it trains: it is in the key
+        yield layout.dense(r), {**self.base, "kind": "dense", "snapshot": k, "mask": self.settings["mask"]}
         for level in range(1, self.settings["levels"] + 1):
             key = self.level_key(level)
             yield layout.level(r, k, level), key

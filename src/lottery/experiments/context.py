@@ -155,8 +155,14 @@ class Context:
         outputs the loss cannot take: its forward pass and loss on two training examples (in eval mode: no random
         number is drawn and no statistic is updated)."""
         x, y = getattr(self.data, "train_x", None), getattr(self.data, "train_y", None)
-        if x is None or y is None:  # streamed data (image folders): checked by its first batch
-            return
+        if x is None or y is None:
+            from lottery.data.stream import FolderSplits
+
+            if not isinstance(self.data, FolderSplits):
+                return
+            # an image folder streams float (N, 3, H, W) batches: two blank images of that shape, none decoded
+            x = torch.zeros((2, *self.data.input_shape), device=self.data.device)
+            y = torch.zeros(2, dtype=torch.long, device=self.data.device)
         model = self._network
         try:
             model.eval()
@@ -176,6 +182,22 @@ class Context:
             ) from None
         finally:
             model.train()
+        from lottery import collective
+
+        per_process = self.spec.training.batch_size // collective.world_size()
+        if per_process == 1:  # a batch of one in train mode (BatchNorm cannot): on a copy, with the RNG restored
+            import copy
+
+            devices = [x.device.index or 0] if x.device.type == "cuda" else []
+            try:
+                with torch.random.fork_rng(devices=devices), torch.no_grad():
+                    loss(copy.deepcopy(model).train()(x[:1]), y[:1])
+            except Exception as exc:  # noqa: BLE001  (any failure of the user's model: one line)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UserError(
+                    f"model '{self.spec.model.name}' cannot train on batches of one example (training.batch_size = "
+                    f"{self.spec.training.batch_size}, {per_process} per process): {first}; use a larger batch"
+                ) from None
 
     def stacks(self, k: int) -> bool:
         """Whether a group of k runs of this experiment's network (k >= 1) is trained as one stacked model.

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import torch
 from torch import Tensor
 
 from lottery import seeding
@@ -162,13 +163,14 @@ def control_start(
     )
     start = run_plugin(f"control kind '{kind}'", registered.start, inp)
     if not registered.builtin:
-        _check_start(kind, start, imp_mask, rewound.weights)
+        start = _check_start(kind, start, imp_mask, rewound.weights)
     return Start(start.mask, start.weights, start.optimizer_state, rewound.k)
 
 
-def _check_start(kind: str, start: object, imp_mask: Mask, rewound: dict[str, Tensor]) -> None:
-    """A plugin control's return: a ControlStart whose mask covers the IMP mask's weights and whose weights are the
-    state dict's, each of its shape."""
+def _check_start(kind: str, start: object, imp_mask: Mask, rewound: dict[str, Tensor]) -> ControlStart:
+    """A plugin control's return: a ControlStart whose mask covers exactly the IMP mask's weights with 0/1 values and
+    whose weights are the state dict's, each of its shape and dtype, zero where the mask prunes; given back with its
+    mask a bool `Mask` in the IMP mask's order (the order ties and random masks follow)."""
     if not isinstance(start, ControlStart):
         raise UserError(f"control kind '{kind}' must return a lottery.ControlStart, got {type(start).__name__}")
     for what, given, like in (("mask", start.mask, imp_mask), ("weights", start.weights, rewound)):
@@ -179,3 +181,26 @@ def _check_start(kind: str, start: object, imp_mask: Mask, rewound: dict[str, Te
                     f"control kind '{kind}': its ControlStart's {what} needs {name} of shape {tuple(value.shape)}, "
                     f"got {tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__}"
                 )
+            if what == "weights" and got.dtype != value.dtype:
+                raise UserError(
+                    f"control kind '{kind}': its ControlStart's weights {name} are {got.dtype}, not {value.dtype}"
+                )
+    extra = sorted(set(start.mask) - set(imp_mask))
+    if extra:
+        raise UserError(
+            f"control kind '{kind}': its ControlStart's mask names {', '.join(extra[:3])}, which the IMP mask does not "
+            "(a control masks the same weights as its level)"
+        )
+    mask = Mask({name: start.mask[name] for name in imp_mask})
+    for name, m in mask.items():
+        if m.dtype != torch.bool and not bool(((m == 0) | (m == 1)).all()):
+            raise UserError(f"control kind '{kind}': its ControlStart's mask of {name} holds values other than 0 and 1")
+        pruned = ~m.to(torch.bool).to(start.weights[name].device)
+        if bool((start.weights[name][pruned] != 0).any()):
+            raise UserError(
+                f"control kind '{kind}': its ControlStart's weights of {name} are not zero where its mask prunes "
+                "them: return mask.apply_to(weights)"
+            )
+    return ControlStart(
+        Mask({name: m.to(torch.bool) for name, m in mask.items()}), start.weights, start.optimizer_state
+    )

@@ -144,5 +144,7 @@ def prunable(
                 chosen.setdefault(name, defaults.get(name, "fc"))
             else:
                 chosen.pop(name, None)
+    aliases = {name for name, _ in model.named_parameters(remove_duplicate=False)} - set(params)
+    chosen = {n: k for n, k in chosen.items() if n not in aliases}  # a tied weight: under its first name only
     order = {name: i for i, name in enumerate(params)}
     return dict(sorted(chosen.items(), key=lambda item: order[item[0]]))
