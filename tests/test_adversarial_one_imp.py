@@ -679,3 +679,16 @@ def test_any_plain_result_reads_back_as_it_was_returned(tmp_path_factory: pytest
         assert repr(_read_result(run)) == repr(result)
 
     round_trip()
+
+
+def test_lottery_run_on_an_api_experiments_spec_says_to_rerun_it_from_python(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "unknown dataset 'train_fn'" with a list of datasets, which says nothing of where the spec came from."""
+    from lottery.cli.main import main
+
+    (level,) = lottery.imp(mlp(), train_fn, levels=0, iterations=2, directory=tmp_path / "store", config={"x": 1})
+    assert main(["run", str(level.experiment / "spec.toml"), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "lottery.imp" in err and "run it again from Python" in err
+    assert not (tmp_path / "runs").exists()

@@ -261,6 +261,11 @@ class PluginRegistry(Registry[Plugin]):
 
     def unknown(self, name: str) -> UserError:
         """An unknown name: the valid ones (built in and plugins), the closest suggested."""
+        if self.kind == "dataset" and name == API_DATASET:
+            return UserError(
+                f"dataset '{API_DATASET}' is the data of an experiment lottery.imp made (the Python API: its "
+                "train_fn reads the data): run it again from Python, lottery.imp(..., directory=STORE)"
+            )
         error = unknown_name(self.field, name, self.names())
         return UserError(f"{error}; a {self.kind} of your own: --import MODULE (see docs/extending.md)")
 
@@ -273,6 +278,7 @@ class PluginRegistry(Registry[Plugin]):
         return entry
 
 
+API_DATASET = "train_fn"  # dataset.name of a lottery.imp experiment (api/store.py): no command can load its data
 _kinds: dict[str, PluginRegistry] = {}
 models = PluginRegistry("model", "model", "lottery.models")
 datasets = PluginRegistry("dataset", "dataset", "lottery.datasets")

@@ -23,11 +23,12 @@ from typing import Any
 
 from lottery.api.fingerprint import Fingerprint, plain_config
 from lottery.errors import UserError
+from lottery.registry import API_DATASET
 from lottery.spec import ExperimentSpec, build, spec_hash
 from lottery.store import RunDir, check_collision, layout, locked, write_spec
 
 SCOPES = {"global": "global_magnitude", "layerwise": "layerwise_magnitude"}
-DATASET = "train_fn"  # dataset.name of an API experiment: the data is whatever the user's train_fn reads
+DATASET = API_DATASET  # dataset.name of an API experiment: the data is whatever the user's train_fn reads
 
 
 def accuracy_of(result: Any) -> float | None:
