@@ -24,8 +24,8 @@ normalisation, same data order, same pruning rule, saves start/mask/final/metric
 
 lottery's sources are byte-compiled first (`compileall` into src/lottery/**/__pycache__, what `pip install` and
 any first import do), so that each start reads bytecode, as an installed lottery's does: where
-PYTHONDONTWRITEBYTECODE is set (this sandbox sets it) and nothing compiled them, every `lottery` process would
-compile ~150 modules again (~0.25 s), a cost no installed lottery pays (torch's own bytecode is installed).
+PYTHONDONTWRITEBYTECODE is set (this sandbox sets it) and nothing compiled them, every `lottery` process compiles
+its ~150 modules again (~0.1 s of CPU here), a cost no installed lottery pays (torch's bytecode is installed).
 `--bytecode as-is` measures whatever is there instead.
 """
 

@@ -36,7 +36,7 @@ import gc as _gc
 
 # Importing lottery imports torch: ~10^5 objects that live as long as the process, and little garbage. The cyclic
 # collector's passes over them while they are imported, and the first one after (they are all young), cost
-# ~0.25 s of every command's start (docs/performance.md, "Fixed costs of a command"). So it is paused while the
+# ~0.2 s of every command's start (docs/performance.md, "Fixed costs of a command"). So it is paused while the
 # package imports; then what was imported goes straight to the oldest generation (freeze + unfreeze: no pass,
 # nothing kept alive: a later full collection frees its garbage), unless the process has frozen objects of its
 # own (unfreeze would release them too); then the collector is left as it was.
