@@ -21,11 +21,18 @@ normalisation, same data order, same pruning rule, saves start/mask/final/metric
     python benchmarks/whole_run.py --workload demo --quick
     python benchmarks/whole_run.py --device cuda          # both sides on CUDA (benchmarks/gpu.sh)
     python benchmarks/whole_run.py --smoke                # a tiny check that it runs (no figures)
+
+lottery's sources are byte-compiled first (`compileall` into src/lottery/**/__pycache__, what `pip install` and
+any first import do), so that each start reads bytecode, as an installed lottery's does: where
+PYTHONDONTWRITEBYTECODE is set (this sandbox sets it) and nothing compiled them, every `lottery` process compiles
+its ~150 modules again (~0.1 s of CPU here), a cost no installed lottery pays (torch's bytecode is installed).
+`--bytecode as-is` measures whatever is there instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -163,7 +170,7 @@ def report():
     sys.stderr.write("PROFILE " + json.dumps({"phases_s": phases, "rss_mib": memory}) + "\n")
 atexit.register(report)
 sys.argv = ["lottery", *sys.argv[1:]]
-code = cli.main()
+code = cli.entry()  # what `python -m lottery` runs (the process's collector as the executable sets it)
 sys.exit(code)
 """
 
@@ -330,6 +337,12 @@ def main() -> None:
     )
     parser.add_argument("--smoke", action="store_true", help="small (7,680 examples, one round): checks it runs")
     parser.add_argument("--device", default="cpu", help="the device of both sides (cpu, cuda)")
+    parser.add_argument(
+        "--bytecode",
+        choices=("compile", "as-is"),
+        default="compile",
+        help="compile: byte-compile lottery's sources first, as an install does (default); as-is: leave them",
+    )
     parser.add_argument("--lottery-args", default="", help="extra `lottery run` options, e.g. '--batch-copies off'")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOTTERY_")}
@@ -340,6 +353,14 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)  # the matmul peak with the children's threads
     _common.header("a whole lottery run vs a plain PyTorch script")
+    if args.bytecode == "compile" and not compileall.compile_dir(SRC / "lottery", quiet=1):
+        raise SystemExit(f"could not byte-compile {SRC / 'lottery'}")
+    cached = any((SRC / "lottery").glob("__pycache__/__init__.*.pyc"))
+    print(
+        f"lottery's bytecode: {'compiled first' if args.bytecode == 'compile' else 'as found'} "
+        f"({'cached' if cached else 'none cached: compiled at every start'}); "
+        f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}"
+    )
     load = os.getloadavg()
     print(f"threads per process: {args.threads or 'torch default'}; load average at start {load[0]:.1f}")
     for workload in ("imp2", "demo") if args.workload == "both" else (args.workload,):

@@ -32,23 +32,40 @@ Your own mask sources and control kinds, one registration each (docs/extending/m
     register_control(name, stream=, label=, ...)         start(ControlInput) -> ControlStart
 """
 
-from lottery import wiring  # noqa: F401  (last: the trackers listen to the engine; readers get its results)
-from lottery.api.analysis import Curve, barrier, classification_metrics, distances, interpolate
-from lottery.api.imp import Level, imp
-from lottery.api.masks import prune, random_mask_like, reinitialize
-from lottery.api.notebook import load_experiment
-from lottery.api.rewind import rewind_search
-from lottery.api.subnetwork import masked, train_subnetwork
-from lottery.controls import ControlInput, ControlStart
-from lottery.dynamic import DynamicSparsity, dynamic  # the function `lottery.dynamic` (package: lottery.dynamic.*)
-from lottery.export import export_ticket, load_ticket
-from lottery.extension_points import register_control, register_mask_source
-from lottery.measures import register_measure
-from lottery.plugins import register_dataset, register_loss, register_model
-from lottery.pruning import Attachment, Mask, attach, prunable
-from lottery.pruning.sources import mask_from_scores, scores
-from lottery.pruning.sources.base import ScoreInput
-from lottery.version import __version__
+import gc as _gc
+
+# Importing lottery imports torch: ~10^5 objects that live as long as the process, and little garbage. The cyclic
+# collector's passes over them while they are imported, and the first one after (they are all young), cost
+# ~0.2 s of every command's start (docs/performance.md, "Fixed costs of a command"). So it is paused while the
+# package imports; then what was imported goes straight to the oldest generation (freeze + unfreeze: no pass,
+# nothing kept alive: a later full collection frees its garbage), unless the process has frozen objects of its
+# own (unfreeze would release them too); then the collector is left as it was.
+_collecting = _gc.isenabled()
+_gc.disable()
+try:
+    from lottery import wiring  # noqa: F401  (last: the trackers listen to the engine; readers get its results)
+    from lottery.api.analysis import Curve, barrier, classification_metrics, distances, interpolate
+    from lottery.api.imp import Level, imp
+    from lottery.api.masks import prune, random_mask_like, reinitialize
+    from lottery.api.notebook import load_experiment
+    from lottery.api.rewind import rewind_search
+    from lottery.api.subnetwork import masked, train_subnetwork
+    from lottery.controls import ControlInput, ControlStart
+    from lottery.dynamic import DynamicSparsity, dynamic  # the function `lottery.dynamic` (package: lottery.dynamic.*)
+    from lottery.export import export_ticket, load_ticket
+    from lottery.extension_points import register_control, register_mask_source
+    from lottery.measures import register_measure
+    from lottery.plugins import register_dataset, register_loss, register_model
+    from lottery.pruning import Attachment, Mask, attach, prunable
+    from lottery.pruning.sources import mask_from_scores, scores
+    from lottery.pruning.sources.base import ScoreInput
+    from lottery.version import __version__
+finally:
+    if _gc.get_freeze_count() == 0:
+        _gc.freeze()
+        _gc.unfreeze()
+    if _collecting:
+        _gc.enable()
 
 __all__ = [
     "Attachment",

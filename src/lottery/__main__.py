@@ -1,3 +1,3 @@
-from lottery.cli.main import main
+from lottery.cli.main import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

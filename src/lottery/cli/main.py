@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 import textwrap
@@ -332,3 +333,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def entry() -> int:
+    """The `lottery` executable (the console script and `python -m lottery`): `main` in a process of its own.
+
+    What the imports created (torch's and lottery's modules, ~10^5 objects) lives until the process exits: frozen
+    (`gc.freeze`), the cyclic collector's later full passes, and the one at exit, skip it. With the pause while
+    lottery imports (`lottery/__init__.py`), ~0.7 s of CPU of a 10-second `lottery run` (docs/performance.md,
+    "Fixed costs of a command"); the imports' own garbage (~7,000 objects) stays for the process's life. Only
+    here: a process that calls `main` itself (a test, a notebook) keeps its collector as it was."""
+    gc.freeze()
+    return main()
