@@ -32,17 +32,9 @@ Your own mask sources and control kinds, one registration each (docs/extending/m
     register_control(name, stream=, label=, ...)         start(ControlInput) -> ControlStart
 """
 
-import gc as _gc
+from lottery.startup import collector_paused
 
-# Importing lottery imports torch: ~10^5 objects that live as long as the process, and little garbage. The cyclic
-# collector's passes over them while they are imported, and the first one after (they are all young), cost
-# ~0.2 s of every command's start (docs/performance.md, "Fixed costs of a command"). So it is paused while the
-# package imports; then what was imported goes straight to the oldest generation (freeze + unfreeze: no pass,
-# nothing kept alive: a later full collection frees its garbage), unless the process has frozen objects of its
-# own (unfreeze would release them too); then the collector is left as it was.
-_collecting = _gc.isenabled()
-_gc.disable()
-try:
+with collector_paused():  # importing torch without the cyclic collector's passes over it (lottery/startup.py)
     from lottery import wiring  # noqa: F401  (last: the trackers listen to the engine; readers get its results)
     from lottery.api.analysis import Curve, barrier, classification_metrics, distances, interpolate
     from lottery.api.imp import Level, imp
@@ -60,12 +52,6 @@ try:
     from lottery.pruning.sources import mask_from_scores, scores
     from lottery.pruning.sources.base import ScoreInput
     from lottery.version import __version__
-finally:
-    if _gc.get_freeze_count() == 0:
-        _gc.freeze()
-        _gc.unfreeze()
-    if _collecting:
-        _gc.enable()
 
 __all__ = [
     "Attachment",

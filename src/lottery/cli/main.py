@@ -340,7 +340,7 @@ def entry() -> int:
 
     What the imports created (torch's and lottery's modules, ~10^5 objects) lives until the process exits: frozen
     (`gc.freeze`), the cyclic collector's later full passes, and the one at exit, skip it. With the pause while
-    lottery imports (`lottery/__init__.py`), ~0.7 s of CPU of a 10-second `lottery run` (docs/performance.md,
+    lottery imports (`lottery/startup.py`), ~0.7 s of CPU of a 10-second `lottery run` (docs/performance.md,
     "Fixed costs of a command"); the imports' own garbage (~7,000 objects) stays for the process's life. Only
     here: a process that calls `main` itself (a test, a notebook) keeps its collector as it was."""
     gc.freeze()
