@@ -12,7 +12,7 @@ from torch import nn
 
 import lottery
 from lottery.errors import UserError
-from lottery.training.optimizer import exact_step
+from lottery.exact_step import exact_step
 
 
 class Net(nn.Module):

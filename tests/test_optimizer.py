@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lottery.exact_step import exact_step
 from lottery.models.lenet import LeNet
 from lottery.pruning import Mask, attach
-from lottery.training.optimizer import exact_step
 
 
 def random_mask(model: torch.nn.Module, density: float, seed: int) -> Mask:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lottery.errors import UserError
+from lottery.exact_step import exact_step
 from lottery.pruning.mask import Mask
 
 # Optimizers whose step, given zero gradient, weight and state at a coordinate, leaves weight and state zero there.
@@ -195,13 +196,11 @@ class Attachment:
             self._fresh = False
 
     def _install_fast_step(self) -> None:
-        """Route `optimizer.step()` through `exact_step` (training/optimizer.py): torch's own step bit for bit, hooks
+        """Route `optimizer.step()` through `exact_step` (lottery/exact_step.py): torch's own step bit for bit, hooks
         included, without the slow path PyTorch's CPU Adam takes on the exactly-zero second moments of pruned
         coordinates; where it does not apply, the optimizer's own step runs. An instance attribute, as torch's LR
         schedulers install theirs (a function holding the optimizer by a weak reference, as theirs: a bound method
         would be a reference cycle); `remove()` takes it away."""
-        from lottery.training.optimizer import exact_step
-
         owner = self.optimizer
         previous = owner.__dict__.get("step")  # e.g. an LR scheduler's wrapper; None: the class's step
         reference = weakref.ref(owner)

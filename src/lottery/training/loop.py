@@ -22,12 +22,13 @@ from tqdm import tqdm
 
 from lottery import collective, events, seeding
 from lottery.data import BatchStream, Splits
+from lottery.exact_step import exact_step
 from lottery.models import Network
 from lottery.pruning import Mask, attach
 from lottery.store import RunDir, layout, locked
 from lottery.training import distributed, losses, overall, record
 from lottery.training.job import Job
-from lottery.training.optimizer import exact_step, make_optimizer
+from lottery.training.optimizer import make_optimizer
 from lottery.training.provenance import file_metadata, run_metadata
 from lottery.training.schedule import lr_at
 
@@ -182,7 +183,7 @@ class Alone:
             loss = s.loss(self.net(x), y)
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        # exact_step: optimizer.step() bit for bit, faster on the CPU (training/optimizer.py). Both run the
+        # exact_step: optimizer.step() bit for bit, faster on the CPU (lottery/exact_step.py). Both run the
         # optimizer's step hooks, through which the attached mask holds (lottery.attach).
         if not exact_step(s.optimizer):
             s.optimizer.step()
