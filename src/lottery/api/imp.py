@@ -24,7 +24,6 @@ import io
 import json
 import os
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -33,16 +32,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.optim import optimizer as optim_base
 
 from lottery.api.fingerprint import digest_tensors, fingerprint
 from lottery.api.masks import check_seed, not_reset, reinitialize, starting_mask
 from lottery.api.store import SCOPES, ApiStore, accuracy_of, api_spec
+from lottery.api.subnetwork import masked
 from lottery.errors import UserError, unknown_name
 from lottery.experiments import imp_step
 from lottery.extension_points import control_kinds
 from lottery.pruning import Mask
-from lottery.pruning.attachment import Attachment
 from lottery.spec import PruningSpec, Step, TrainingSpec
 from lottery.store import RunDir, layout
 from lottery.training import record
@@ -81,64 +79,22 @@ def _copy(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-class _Watch:
-    """While active: counts the steps of optimizers that step `model`'s first masked parameter, snapshots the
-    weights after `snapshot_at` steps, and holds `mask` in every optimizer over the model's parameters."""
+class _Watch(masked):
+    """`lottery.masked` for one run of `train_fn`: the mask held in every optimizer over the model's parameters
+    (unless `enforce` is False, or nothing is pruned), the steps counted, and the weights after `snapshot_at` steps
+    kept. The weights it starts from are already masked (m ⊙ W_k), so it does not zero them on entry."""
+
+    zero_on_entry = False
 
     def __init__(self, model: nn.Module, mask: Mask, snapshot_at: int | None, enforce: bool) -> None:
-        self.model, self.mask, self.snapshot_at = model, mask, snapshot_at
-        params = dict(model.named_parameters())
-        self.reference_name = next(iter(mask)) if mask else next(iter(params))
-        self.reference = params[self.reference_name]
-        self.other_steps = 0  # steps of optimizers over the model's other parameters only
-        self.param_ids = {id(p) for p in params.values()}
-        self.masked_ids = {id(params[name]) for name in mask}
-        self.enforce = enforce and mask.density < 1
-        self.steps = 0
+        super().__init__(model, mask)
+        self.hold = enforce and mask.density < 1
+        self.snapshot_at = snapshot_at
         self.snapshot: dict[str, Tensor] | None = None
-        # by the optimizer itself, held weakly: an entry goes with its optimizer, so a train_fn that makes a new one
-        # (over other parameters) never meets the entry of an old one whose id it took over
-        self.attachments: weakref.WeakKeyDictionary[torch.optim.Optimizer, Attachment | None] = (
-            weakref.WeakKeyDictionary()
-        )
 
-    def _attachment(self, optimizer: torch.optim.Optimizer) -> Attachment | None:
-        if optimizer not in self.attachments:
-            held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-            params = dict(self.model.named_parameters())
-            mine = {n: m for n, m in self.mask.items() if id(params[n]) in held}
-            self.attachments[optimizer] = (
-                Attachment(Mask(mine), optimizer, model=self.model, hooks=False) if mine and self.enforce else None
-            )
-        return self.attachments[optimizer]
-
-    def _pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        attachment = self._attachment(optimizer)
-        if attachment is not None:
-            attachment.before_step(optimizer)
-
-    def _post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        attachment = self._attachment(optimizer)
-        if attachment is not None:
-            attachment.after_step(optimizer)
-        held = [p for group in optimizer.param_groups for p in group["params"]]
-        if any(p is self.reference for p in held):
-            self.steps += 1
-            if self.steps == self.snapshot_at:
-                self.snapshot = _copy(self.model)
-        elif any(id(p) in self.param_ids for p in held):
-            self.other_steps += 1
-
-    def __enter__(self) -> _Watch:
-        self.handles = [
-            optim_base.register_optimizer_step_pre_hook(self._pre),
-            optim_base.register_optimizer_step_post_hook(self._post),
-        ]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self.handles:
-            handle.remove()
+    def stepped(self) -> None:
+        if self.steps == self.snapshot_at:
+            self.snapshot = _copy(self.model)
 
 
 def _iterations(value: int | str, per_epoch: int | None, what: str) -> int:
