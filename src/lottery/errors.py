@@ -17,3 +17,8 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
     hint = f"; did you mean '{close[0]}'?" if close else ""
     shown = f"'{name}'" if str(name).isprintable() else repr(name)  # a newline in a name stays on one line
     return UserError(f"unknown {kind} {shown}{hint} (valid: {', '.join(valid)})")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of `error`'s message (its type's name where it has none): a foreign error in one line."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

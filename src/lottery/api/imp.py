@@ -37,7 +37,7 @@ from lottery.api.fingerprint import digest_tensors, fingerprint
 from lottery.api.masks import check_seed, not_reset, reinitialize, starting_mask
 from lottery.api.store import SCOPES, ApiStore, accuracy_of, api_spec
 from lottery.api.subnetwork import masked
-from lottery.errors import UserError, unknown_name
+from lottery.errors import UserError, first_line, unknown_name
 from lottery.experiments import imp_step
 from lottery.extension_points import control_kinds
 from lottery.pruning import Mask
@@ -132,7 +132,7 @@ def _write_result(run: RunDir, result: Any) -> None:
         torch.save(result, buffer)
         torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
     except Exception as exc:  # noqa: BLE001  (pickling or loading any object: one line)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UserError(
             f"imp: train_fn returned a {type(result).__name__}, which directory= cannot store and read back ({first}); "
             "return numbers, strings, lists, tuples, dicts or tensors"

@@ -113,11 +113,11 @@ class ApiStore:
                 seed = self.settings["control_seed"]
                 registered = control_kinds.get(kind)  # its seed: the engine's, paired (experiments/imp_step.py)
                 code = {} if registered.builtin else {"code": plugin_code(registered.start)}
-                # fresh weights (`lottery.reinitialize`): reset_parameters, then a lottery Network's own init
-                fresh = {"fresh": "reset_then_init"}
+                # "fresh": how fresh weights are drawn (`lottery.reinitialize`: reset_parameters, then a lottery
+                # Network's own init)
                 yield (
                     layout.control(r, k, level, kind, seed),
-                    {**key, "kind": kind, "seed": seed, "pairing": "paired", **fresh, **code},
+                    {**key, "kind": kind, "seed": seed, "pairing": "paired", "fresh": "reset_then_init", **code},
                 )
 
     def level_key(self, level: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from lottery import data as datasets
 from lottery import models
 from lottery.data import Splits
 from lottery.data.batches import Augment
-from lottery.errors import UserError
+from lottery.errors import UserError, first_line
 from lottery.experiments.mask_points import snapshot_points, stability_point
 from lottery.models import Network
 from lottery.pruning import Mask
@@ -175,7 +175,7 @@ class Context:
                 if x.dtype == torch.uint8
                 else ""
             )
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise UserError(
                 f"model '{self.spec.model.name}' cannot train on dataset '{self.spec.dataset.name}': its forward pass "
                 f"and loss fail on the training inputs (shape {tuple(x.shape[1:])}, {kind}): {first}{hint}"
@@ -193,7 +193,7 @@ class Context:
                 with torch.random.fork_rng(devices=devices), torch.no_grad():
                     loss(copy.deepcopy(model).train()(x[:1]), y[:1])
             except Exception as exc:  # noqa: BLE001  (any failure of the user's model: one line)
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                first = first_line(exc)
                 raise UserError(
                     f"model '{self.spec.model.name}' cannot train on batches of one example (training.batch_size = "
                     f"{self.spec.training.batch_size}, {per_process} per process): {first}; use a larger batch"
